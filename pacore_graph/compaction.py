@@ -1,0 +1,84 @@
+"""Compaction C: what of a trajectory the next round sees, and in what order."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+Compaction = Callable[[str], str]
+"""A compaction rule: the trajectory's response content in, its message to later rounds out."""
+
+
+def reference_compaction(content: str) -> str:
+    """The reference rule: the text after the last ``</think>``, or all of it if there is none.
+
+    Thinking a backend returns separately (``reasoning_content``) is never in
+    ``content``, so it never reaches later rounds.
+    """
+    _, sep, tail = content.rpartition("</think>")
+    return tail if sep else content
+
+
+def boxed_answer_compaction(content: str) -> str:
+    """Keeps only the final ``\\boxed{...}`` of the conclusion, braces balanced.
+
+    A conclusion without a boxed answer compacts to ``""`` and is dropped from M,
+    so later rounds see answers only, never arguments.
+    """
+    conclusion = reference_compaction(content)
+    start = conclusion.rfind("\\boxed{")
+    while start != -1:
+        depth, i = 0, start + len("\\boxed")
+        for i in range(start + len("\\boxed"), len(conclusion)):
+            if conclusion[i] == "{":
+                depth += 1
+            elif conclusion[i] == "}":
+                depth -= 1
+                if depth == 0:
+                    return conclusion[start : i + 1]
+        # Unbalanced (truncated) box: try an earlier one.
+        start = conclusion.rfind("\\boxed{", 0, start)
+    return ""
+
+
+COMPACTIONS: dict[str, Compaction] = {
+    "reference": reference_compaction,
+    "boxed": boxed_answer_compaction,
+}
+"""Compaction rules by name, for the CLI and per-run context."""
+
+
+def resolve_compaction(rule: str | Compaction) -> Compaction:
+    """A compaction callable from a name in `COMPACTIONS` or a callable.
+
+    Raises:
+        ValueError: The name is unknown.
+    """
+    if callable(rule):
+        return rule
+    try:
+        return COMPACTIONS[rule]
+    except KeyError:
+        raise ValueError(
+            f"unknown compaction {rule!r}: use one of {', '.join(COMPACTIONS)} or a callable"
+        ) from None
+
+
+T = TypeVar("T")
+
+
+def order_references(items: Sequence[T], content: Callable[[T], str], seed: int = 42) -> list[T]:
+    """The reference's order of M: sort by content length, then shuffle with a fresh Random(seed).
+
+    Args:
+        items: The round's responses, in trajectory order.
+        content: The response content (the sort key is its length).
+        seed: Seed of the shuffle; the reference uses 42 in every round.
+
+    Returns:
+        A new, reordered list.
+    """
+    ordered = sorted(items, key=lambda item: len(content(item)))
+    random.Random(seed).shuffle(ordered)
+    return ordered

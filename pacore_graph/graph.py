@@ -1,0 +1,90 @@
+"""The round loop: ``create_pacore_graph`` wires PaCoRe as a LangGraph state machine.
+
+```
+START → prepare ─Send×K_1→ trajectory → compact ─(final round?)→ answer → END
+                              ↑                  └→ synthesize ─Send×K_r┘
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import RetryPolicy
+
+from pacore_graph.context import DEFAULTS, PaCoReContext, merge_context
+from pacore_graph.nodes import (
+    answer,
+    fan_out,
+    make_compact_node,
+    make_prepare_node,
+    make_synthesize_node,
+    make_trajectory_node,
+    route_after_compact,
+)
+from pacore_graph.nodes.synthesis import TokenCounter, estimate_tokens
+from pacore_graph.retry import DEFAULT_RETRY_POLICY
+from pacore_graph.rounds import RoundsSpec, resolve_rounds
+from pacore_graph.state import PaCoReInput, PaCoReState
+
+
+def create_pacore_graph(
+    model: BaseChatModel,
+    *,
+    rounds: RoundsSpec = "low",
+    retry_policy: RetryPolicy | None = DEFAULT_RETRY_POLICY,
+    token_counter: TokenCounter = estimate_tokens,
+    **defaults: Any,
+) -> StateGraph[PaCoReState, PaCoReContext, PaCoReInput, PaCoReState]:
+    """Builds PaCoRe as an uncompiled ``StateGraph``; the caller picks checkpointer and store.
+
+    Each round fans out one ``trajectory`` task per trajectory (``Send``), the
+    ``compact`` node reduces them to M_r, ``synthesize`` renders P(x, M_r) into
+    the last user message for the next round, and the termination edge after the
+    final round (K_R = 1) leads to ``answer``, which appends the reply to
+    ``messages``. It speaks ``messages`` like any chat-model step, so it can be a
+    node of a larger agent graph.
+
+    Args:
+        model: Any LangChain chat model; `ChatOpenAICompatible` for vLLM and other
+            OpenAI-compatible endpoints.
+        rounds: Exploration rounds (preset ``"low"``/``"medium"``/``"high"``, an int,
+            ``"32,4"`` or ``[32, 4]``); the final ``[1]`` is appended.
+        retry_policy: Retry of each trajectory; by default 5 attempts on 5xx, 429,
+            timeouts and connection errors, none on other 4xx.
+        token_counter: Counts tokens for the ``context_limit`` check.
+        **defaults: Defaults of any `PaCoReContext` field (``temperature``,
+            ``compaction``, ``empty_references``, ...); a run's ``context=`` overrides them.
+            An unknown name raises ``TypeError``.
+
+    Returns:
+        The graph builder; call ``.compile(checkpointer=...)``.
+
+    Raises:
+        InvalidRoundsError: ``rounds`` is not a valid round vector.
+
+    Example:
+        ```python
+        builder = create_pacore_graph(model, rounds="high")
+        graph = builder.compile()
+        out = graph.invoke({"messages": [("user", "Find all n such that ...")]})
+        print(out["messages"][-1].content)
+        ```
+    """
+    resolve_rounds(rounds)  # fail at build time, not on the first run
+    base = merge_context(DEFAULTS, {"rounds": rounds, **defaults})
+    builder = StateGraph(PaCoReState, context_schema=PaCoReContext, input_schema=PaCoReInput)
+    builder.add_node("prepare", make_prepare_node(base))
+    builder.add_node("trajectory", make_trajectory_node(model, base), retry_policy=retry_policy)
+    builder.add_node("compact", make_compact_node(base))
+    builder.add_node("synthesize", make_synthesize_node(base, token_counter))
+    builder.add_node("answer", answer)
+    builder.add_edge(START, "prepare")
+    builder.add_conditional_edges("prepare", fan_out, ["trajectory"])
+    builder.add_edge("trajectory", "compact")
+    builder.add_conditional_edges("compact", route_after_compact, ["synthesize", "answer"])
+    builder.add_conditional_edges("synthesize", fan_out, ["trajectory"])
+    builder.add_edge("answer", END)
+    return builder

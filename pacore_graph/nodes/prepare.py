@@ -1,0 +1,41 @@
+"""``prepare``: checks the input, fixes the round vector, starts round 1."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from langgraph.config import get_stream_writer
+from langgraph.types import Overwrite
+
+from pacore_graph.context import PaCoReContext
+from pacore_graph.errors import InvalidInputError
+from pacore_graph.rounds import resolve_rounds
+from pacore_graph.settings import run_settings
+from pacore_graph.state import PaCoReState
+from pacore_graph.template import last_user_index
+
+
+def make_prepare_node(defaults: PaCoReContext) -> Callable[[PaCoReState], dict[str, Any]]:
+    """The entry node; fails before any model call on bad rounds or messages."""
+
+    def prepare(state: PaCoReState) -> dict[str, Any]:
+        settings = run_settings(defaults)
+        vector = resolve_rounds(settings.rounds)  # type: ignore[arg-type]
+        messages = state.get("messages")
+        if not messages:
+            raise InvalidInputError("no messages in the input: pass {'messages': [('user', ...)]}")
+        last_user_index(messages)
+        get_stream_writer()(
+            {"type": "round_started", "round": 1, "k": vector[0], "round_vector": vector}
+        )
+        # A thread can run PaCoRe many times (a multi-turn chat): each run starts clean.
+        return {
+            "round_vector": vector,
+            "round": 1,
+            "references": None,
+            "trajectories": Overwrite([]),
+            "rounds_done": [],
+        }
+
+    return prepare

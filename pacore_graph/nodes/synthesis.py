@@ -1,0 +1,100 @@
+"""``synthesize``: P(x, M) for the next round, checked against the context limit, then fan-out."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+from langgraph.config import get_stream_writer
+from langgraph.types import Send
+
+from pacore_graph.context import PaCoReContext
+from pacore_graph.errors import ContextLimitError
+from pacore_graph.settings import run_settings
+from pacore_graph.state import PaCoReState
+from pacore_graph.template import build_round_messages, message_text
+
+TokenCounter = Callable[[str], int]
+"""Counts the tokens of a text; used only for the context-limit check."""
+
+
+def estimate_tokens(text: str) -> int:
+    """A deliberately high estimate (3 characters a token) for when no tokenizer is given."""
+    return math.ceil(len(text) / 3)
+
+
+def prompt_tokens(messages: Sequence[BaseMessage], count: TokenCounter) -> int:
+    """Tokens of every message's text (role and template overhead not counted)."""
+    return sum(count(message_text(m)) for m in messages)
+
+
+def fit_references(
+    messages: Sequence[BaseMessage],
+    references: list[str],
+    *,
+    limit: int,
+    policy: str,
+    count: TokenCounter,
+    round_number: int,
+) -> list[str]:
+    """References that fit ``limit``, or ContextLimitError under the "error" policy.
+
+    "drop_longest" removes the longest reference until the prompt fits, so the
+    shorter conclusions, typically final answers, survive.
+    """
+    refs = list(references)
+    while (size := prompt_tokens(build_round_messages(messages, refs), count)) > limit:
+        if policy != "drop_longest" or not refs:
+            raise ContextLimitError(
+                f"round {round_number} synthesis prompt is ~{size} tokens with {len(refs)} "
+                f"references, over context_limit={limit}; raise the limit, lower K, or set "
+                "on_context_overflow='drop_longest'"
+            )
+        refs.remove(max(refs, key=len))
+    return refs
+
+
+def make_synthesize_node(
+    defaults: PaCoReContext, count: TokenCounter = estimate_tokens
+) -> Callable[[PaCoReState], dict[str, Any]]:
+    """The synthesis node: decides what the next round's prompt carries."""
+
+    def synthesize(state: PaCoReState) -> dict[str, Any]:
+        settings = run_settings(defaults)
+        done = list(state["rounds_done"])
+        previous = done[-1]
+        r = state["round"] + 1
+        references: list[str] | None = list(previous["references"])
+        if not references and settings.empty_references == "problem":
+            references = None  # the paper: every trajectory failed, send the plain problem
+        elif settings.context_limit is not None:
+            fitted = fit_references(
+                state["messages"],
+                references,  # type: ignore[arg-type]
+                limit=settings.context_limit,
+                policy=settings.on_context_overflow or "error",
+                count=count,
+                round_number=r,
+            )
+            done[-1] = {**previous, "dropped_for_context": len(references) - len(fitted)}  # type: ignore[arg-type]
+            references = fitted
+        k = state["round_vector"][r - 1]
+        get_stream_writer()(
+            {"type": "round_started", "round": r, "k": k, "references": len(references or [])}
+        )
+        return {"round": r, "references": references, "rounds_done": done}
+
+    return synthesize
+
+
+def fan_out(state: PaCoReState) -> list[Send]:
+    """One ``Send`` per trajectory of the round, all with the same prompt list."""
+    r = state["round"]
+    messages = build_round_messages(state["messages"], state.get("references"))
+    final = r == len(state["round_vector"])
+    return [
+        Send("trajectory", {"messages": messages, "round": r, "index": i, "final": final})
+        for i in range(state["round_vector"][r - 1])
+    ]

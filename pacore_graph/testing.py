@@ -1,0 +1,264 @@
+"""A scripted OpenAI-compatible server on loopback, for tests, examples and demos without a GPU.
+
+Every request is logged and answered by a function you write, so a test knows
+exactly what each trajectory said and can assert on what each call was sent.
+
+Example:
+    ```python
+    with ScriptedServer(lambda req: Reply(content="<think>hm</think>\\\\boxed{4}")) as server:
+        model = ChatOpenAICompatible(base_url=server.base_url, model=server.model)
+    ```
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["Reply", "Responder", "ScriptedServer", "last_user_text", "word_count"]
+
+
+@dataclass
+class Reply:
+    """One scripted answer; token counts default to word counts."""
+
+    content: str = ""
+    reasoning_content: str | None = None
+    finish_reason: str = "stop"
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    delay: float = 0.0
+    """Seconds to wait before answering (a slow or held trajectory)."""
+    status: int = 200
+    """HTTP status; anything but 200 sends an OpenAI-style error body."""
+    error: str = "scripted error"
+
+
+Responder = Callable[[dict[str, Any]], "Reply | str"]
+"""Request body in, reply out (a plain string is the content)."""
+
+
+def word_count(text: str | None) -> int:
+    """The scripted server's token count: whitespace-separated words."""
+    return len(text.split()) if text else 0
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    """Content of the last user message of a request body."""
+    for message in reversed(body.get("messages", [])):
+        if message.get("role") == "user":
+            content = message.get("content")
+            return content if isinstance(content, str) else json.dumps(content)
+    return ""
+
+
+def _default_responder(body: dict[str, Any]) -> Reply:
+    return Reply(content=f"<think>thinking</think>I read {word_count(last_user_text(body))} words.")
+
+
+class ScriptedServer:
+    """A threaded HTTP server speaking ``/v1/chat/completions`` (plain and SSE) and ``/v1/models``.
+
+    Args:
+        responder: Answers each chat request.
+        model: The model id the server reports.
+        host: Loopback address to bind.
+        port: 0 picks a free port.
+    """
+
+    def __init__(
+        self,
+        responder: Responder | None = None,
+        *,
+        model: str = "scripted",
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.responder = responder or _default_responder
+        self.model = model
+        self.requests: list[dict[str, Any]] = []
+        self.authorizations: list[str | None] = []
+        """The Authorization header of each chat request."""
+        self.connections: set[tuple[str, int]] = set()
+        """Client addresses seen: fewer than requests means connections were reused."""
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer((host, port), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        return self._httpd.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI ``base_url`` of this server."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> ScriptedServer:
+        """Starts serving in a background thread."""
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stops serving and closes the socket."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> ScriptedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _log(self, body: dict[str, Any], address: Any, authorization: str | None) -> None:
+        with self._lock:
+            self.requests.append(body)
+            self.authorizations.append(authorization)
+            self.connections.add(tuple(address))
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def _done(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # keep test output clean
+                pass
+
+            def _json(self, status: int, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    self._json(
+                        200,
+                        {
+                            "object": "list",
+                            "data": [
+                                {"id": server.model, "object": "model", "owned_by": "scripted"}
+                            ],
+                        },
+                    )
+                else:
+                    self._json(404, {"error": {"message": f"no route {self.path}"}})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    self._json(404, {"error": {"message": f"no route {self.path}"}})
+                    return
+                server._log(body, self.client_address, self.headers.get("Authorization"))
+                try:
+                    self._answer(body)
+                finally:
+                    server._done()
+
+            def _answer(self, body: dict[str, Any]) -> None:
+                reply = server.responder(body)
+                if isinstance(reply, str):
+                    reply = Reply(content=reply)
+                if reply.delay:
+                    time.sleep(reply.delay)
+                if reply.status != 200:
+                    self._json(
+                        reply.status,
+                        {
+                            "error": {
+                                "message": reply.error,
+                                "type": "scripted",
+                                "code": reply.status,
+                            }
+                        },
+                    )
+                    return
+                prompt = reply.prompt_tokens
+                if prompt is None:
+                    prompt = sum(
+                        word_count(m.get("content") if isinstance(m.get("content"), str) else "")
+                        for m in body.get("messages", [])
+                    )
+                completion = reply.completion_tokens
+                if completion is None:
+                    completion = word_count(reply.content) + word_count(reply.reasoning_content)
+                usage = {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                }
+                if body.get("stream"):
+                    self._stream(body, reply, usage)
+                    return
+                message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+                if reply.reasoning_content is not None:
+                    message["reasoning_content"] = reply.reasoning_content
+                self._json(
+                    200,
+                    {
+                        "id": f"chatcmpl-{len(server.requests)}",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": server.model,
+                        "choices": [
+                            {"index": 0, "message": message, "finish_reason": reply.finish_reason}
+                        ],
+                        "usage": usage,
+                    },
+                )
+
+            def _stream(self, body: dict[str, Any], reply: Reply, usage: dict[str, int]) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                base = {
+                    "id": "chatcmpl-stream",
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": server.model,
+                }
+
+                def send(choices: list[dict[str, Any]], **extra: Any) -> None:
+                    event = json.dumps({**base, "choices": choices, **extra})
+                    self.wfile.write(f"data: {event}\n\n".encode())
+                    self.wfile.flush()
+
+                for word in (reply.reasoning_content or "").split(" "):
+                    if word:
+                        send([{"index": 0, "delta": {"reasoning_content": word + " "}}])
+                pieces = reply.content.split(" ")
+                for i, word in enumerate(pieces):
+                    text = word if i == len(pieces) - 1 else word + " "
+                    if text:
+                        send([{"index": 0, "delta": {"content": text}}])
+                send([{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}])
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    send([], usage=usage)
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+                self.close_connection = True
+
+        return Handler

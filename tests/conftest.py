@@ -1,0 +1,32 @@
+"""Shared fixtures: a scripted OpenAI-compatible server and a real Redis server on loopback."""
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from pacore_graph import ChatOpenAICompatible
+from pacore_graph.testing import Responder, ScriptedServer
+
+pytest_plugins = ["tests.redis_fixtures"]
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[..., ScriptedServer]]:
+    """Starts scripted servers on free loopback ports; all are stopped after the test."""
+    servers: list[ScriptedServer] = []
+
+    def start(responder: Responder | None = None, **kwargs) -> ScriptedServer:
+        server = ScriptedServer(responder, **kwargs).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def model_for(server: ScriptedServer, **kwargs) -> ChatOpenAICompatible:
+    """A pooled OpenAI-compatible model pointed at a scripted server."""
+    return ChatOpenAICompatible(
+        base_url=server.base_url, model=server.model, api_key="test-key", **kwargs
+    )

@@ -1,0 +1,81 @@
+"""``pacore solve`` as a user runs it: a real subprocess against a scripted server."""
+
+import json
+import subprocess
+import sys
+
+from pacore_graph.testing import Reply, last_user_text
+
+
+def pacore(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "pacore_graph.cli", *args],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+
+
+def answer_or_reference(body):
+    if "Reference 1:" in last_user_text(body):
+        return Reply(content="<think>compare</think>It is \\boxed{391}.")
+    return Reply(content="I think 391", reasoning_content="17*20+17*3")
+
+
+def test_solve_prints_the_answer_without_thinking(scripted):
+    server = scripted(answer_or_reference, model="pacore-8b")
+    result = pacore("solve", "--base-url", server.base_url, "--rounds", "3", "What is 17*23?")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "It is \\boxed{391}."
+    assert len(server.requests) == 4
+    assert {b["model"] for b in server.requests} == {"pacore-8b"}  # found via /v1/models
+
+
+def test_solve_json_prints_the_full_record(scripted, tmp_path):
+    server = scripted(answer_or_reference)
+    chat = tmp_path / "chat.json"
+    chat.write_text(json.dumps([
+        {"role": "system", "content": "Be exact."},
+        {"role": "user", "content": "What is 17*23?"},
+    ]))
+    result = pacore(
+        "solve", "--messages", str(chat), "--base-url", server.base_url, "--model", "m",
+        "--rounds", "2", "--temperature", "0.7", "--top-p", "0.95", "--max-tokens", "99",
+        "--seed", "1", "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["answer"] == "It is \\boxed{391}."
+    assert record["round_vector"] == [2, 1]
+    assert [len(r) for r in record["round_responses"]] == [2, 1]
+    assert record["round_responses"][0][0]["reasoning_content"] == "17*20+17*3"
+    assert record["ttc_tokens"] == sum(t["completion_tokens"] for t in record["trajectories"])
+    first = server.requests[0]
+    assert first["messages"][0] == {"role": "system", "content": "Be exact."}
+    assert (first["temperature"], first["top_p"], first["max_tokens"]) == (0.7, 0.95, 99)
+
+
+def test_api_key_comes_from_the_environment(scripted):
+    server = scripted(answer_or_reference)
+    env = {"OPENAI_API_KEY": "sk-from-env", "PATH": "/usr/bin:/bin"}
+    result = pacore("solve", "--base-url", server.base_url, "--rounds", "1", "2+2?", env=env)
+    assert result.returncode == 0, result.stderr
+    assert set(server.authorizations) == {"Bearer sk-from-env"}
+
+
+def test_errors_are_one_line_without_traceback(scripted):
+    cases = [
+        (["solve", "--base-url", "http://127.0.0.1:9/v1", "2+2?"], "cannot reach"),
+        (["solve", "--rounds", "4,0", "2+2?"], "K >= 1"),
+        (["solve", "--rounds", "extreme", "2+2?"], "unknown rounds"),
+        (["solve", "--base-url", "http://127.0.0.1:9/v1"], "no problem given"),
+        (["solve", "--messages", "/nonexistent.json"], "cannot read messages file"),
+        (["solve", "--base-url", "http://127.0.0.1:9/v1", ""], "empty"),
+    ]
+    server = scripted(answer_or_reference)
+    cases.append((["solve", "--base-url", server.base_url, "   "], "empty"))
+    for args, fragment in cases:
+        result = pacore(*args)
+        assert result.returncode != 0, args
+        assert "Traceback" not in result.stderr, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and fragment in lines[0], (args, result.stderr)
+    assert server.requests == []
