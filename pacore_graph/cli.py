@@ -4,23 +4,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import openai
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, convert_to_messages
 
 from pacore_graph.backends import ChatOpenAICompatible
 from pacore_graph.compaction import COMPACTIONS
-from pacore_graph.errors import BackendUnreachableError, InvalidInputError, PaCoReError
+from pacore_graph.errors import PaCoReError
 from pacore_graph.graph import create_pacore_graph
 from pacore_graph.record import to_record
 from pacore_graph.rounds import PRESETS, resolve_rounds
 from pacore_graph.template import last_user_index
+
+DEMO_PROBLEM = (
+    "A farmer plants 17 rows of apple trees with 23 trees in each row. "
+    "How many trees does the farmer plant? Put the final answer in \\boxed{}."
+)
+
+# The embedded model is small and slow: keep each call short unless asked otherwise.
+EMBEDDED_MAX_TOKENS = 256
 
 
 class CLIError(Exception):
@@ -32,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     solve = sub.add_parser("solve", help="answer one problem with PaCoRe")
     solve.add_argument("problem", nargs="?", help="the problem (the last user message)")
+    solve.add_argument("--demo", action="store_true", help="solve a built-in problem")
     solve.add_argument("--messages", type=Path, help='JSON file: [{"role": ..., "content": ...}]')
     solve.add_argument(
         "--rounds",
@@ -39,9 +50,22 @@ def _parser() -> argparse.ArgumentParser:
         help=f"exploration rounds: {'|'.join(PRESETS)} or N,N,... ([1] is appended; default low)",
     )
     solve.add_argument(
-        "--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"
+        "--base-url",
+        action="append",
+        help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; repeat it to spread "
+        "trajectories over replicas",
     )
-    solve.add_argument("--model", help="model name (default: the endpoint's first model)")
+    solve.add_argument(
+        "--backend",
+        choices=["openai", "embedded", "vllm"],
+        help="openai: the --base-url endpoint(s) (default when given); embedded: a small model "
+        "on the CPU, started by pacore (default otherwise); vllm: vLLM's engine in-process",
+    )
+    solve.add_argument(
+        "--model",
+        help="model name (default: the endpoint's first model); a path for --backend vllm "
+        "or a GGUF file for --backend embedded",
+    )
     solve.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY)")
     solve.add_argument("--temperature", type=float, help="sampling temperature (default 1.0)")
     solve.add_argument("--top-p", type=float, help="nucleus sampling (default 1.0)")
@@ -68,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     solve.add_argument("--timeout", type=float, default=None, help="seconds per model call")
     solve.add_argument("--json", action="store_true", help="print the full record as JSON")
+    solve.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress lines on stderr (default: when stderr is a terminal)",
+    )
     return parser
 
 
@@ -86,6 +116,8 @@ def _messages(args: argparse.Namespace) -> list[BaseMessage]:
             )
     if args.problem is not None:
         raw.append({"role": "user", "content": args.problem})
+    elif args.demo:
+        raw.append({"role": "user", "content": DEMO_PROBLEM})
     if not raw:
         raise CLIError("no problem given: pass PROBLEM or --messages FILE.json")
     try:
@@ -96,21 +128,46 @@ def _messages(args: argparse.Namespace) -> list[BaseMessage]:
     return messages
 
 
-def _model(args: argparse.Namespace) -> ChatOpenAICompatible:
-    if not args.base_url:
-        raise CLIError("no --base-url given: point pacore at an OpenAI-compatible endpoint")
+def _openai_model(args: argparse.Namespace, base_urls: list[str]) -> ChatOpenAICompatible:
     api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
     probe = ChatOpenAICompatible(
-        base_url=args.base_url, model=args.model or "", api_key=api_key, timeout=10
+        base_url=base_urls, model=args.model or "", api_key=api_key, timeout=10
     )
     # Fail in one line before any work when nothing listens there.
     served = probe.list_models()
     model = args.model or (served[0] if served else None)
     if not model:
-        raise CLIError(f"{args.base_url} serves no model: pass --model")
+        raise CLIError(f"{base_urls[0]} serves no model: pass --model")
     return ChatOpenAICompatible(
-        base_url=args.base_url, model=model, api_key=api_key, timeout=args.timeout
+        base_url=base_urls, model=model, api_key=api_key, timeout=args.timeout
     )
+
+
+@contextlib.contextmanager
+def _backend(args: argparse.Namespace) -> Iterator[BaseChatModel]:
+    backend = args.backend or ("openai" if args.base_url else "embedded")
+    if backend == "openai":
+        if not args.base_url:
+            raise CLIError("--backend openai needs --base-url")
+        yield _openai_model(args, args.base_url)
+    elif backend == "embedded":
+        from pacore_graph.backends.embedded import EmbeddedServer
+
+        if args.max_tokens is None:
+            args.max_tokens = EMBEDDED_MAX_TOKENS
+        with EmbeddedServer(model_path=args.model) as server:
+            args.concurrency = min(args.concurrency, server.n_parallel)
+            yield _openai_model(args, [server.base_url])
+    else:
+        from pacore_graph.backends.vllm import ChatVLLM
+
+        if not args.model:
+            raise CLIError("--backend vllm needs --model PATH (a Hugging Face model folder)")
+        model = ChatVLLM(model=args.model)
+        try:
+            yield model
+        finally:
+            model.close()
 
 
 def _context(args: argparse.Namespace) -> dict[str, Any]:
@@ -127,16 +184,39 @@ def _context(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in context.items() if v is not None}
 
 
+def _print_progress(event: dict[str, Any]) -> None:
+    kind = event.get("type")
+    if kind == "round_started":
+        print(f"round {event['round']}: {event['k']} trajectories", file=sys.stderr)
+    elif kind == "round_finished":
+        print(
+            f"round {event['round']} done: {event['references']} references, "
+            f"{event['completion_tokens']} tokens",
+            file=sys.stderr,
+        )
+
+
+async def _run(args: argparse.Namespace, messages: list[BaseMessage]) -> dict[str, Any]:
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    with _backend(args) as model:
+        graph = create_pacore_graph(model, rounds=args.rounds).compile()
+        state: dict[str, Any] = {}
+        async for mode, chunk in graph.astream(
+            {"messages": messages},
+            config={"max_concurrency": args.concurrency},
+            context=_context(args),
+            stream_mode=["custom", "values"],
+        ):
+            if mode == "values":
+                state = chunk
+            elif progress:
+                _print_progress(chunk)
+        return state
+
+
 async def _solve(args: argparse.Namespace) -> int:
     resolve_rounds(args.rounds)  # a bad vector fails before the endpoint is probed
-    messages = _messages(args)
-    model = _model(args)
-    graph = create_pacore_graph(model, rounds=args.rounds).compile()
-    state = await graph.ainvoke(
-        {"messages": messages},
-        config={"max_concurrency": args.concurrency},
-        context=_context(args),
-    )
+    state = await _run(args, _messages(args))
     if args.json:
         print(json.dumps(to_record(state), ensure_ascii=False, indent=2))
     else:
@@ -157,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return asyncio.run(_solve(args))
-    except (CLIError, PaCoReError, InvalidInputError, BackendUnreachableError) as exc:
+    except (CLIError, PaCoReError, ImportError) as exc:
         print(f"pacore: error: {exc}", file=sys.stderr)
         return 2
     except (openai.OpenAIError, TypeError, ValueError) as exc:

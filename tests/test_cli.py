@@ -10,7 +10,10 @@ from pacore_graph.testing import Reply, last_user_text
 def pacore(*args, env=None):
     return subprocess.run(
         [sys.executable, "-m", "pacore_graph.cli", *args],
-        capture_output=True, text=True, timeout=120, env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
 
 
@@ -32,14 +35,33 @@ def test_solve_prints_the_answer_without_thinking(scripted):
 def test_solve_json_prints_the_full_record(scripted, tmp_path):
     server = scripted(answer_or_reference)
     chat = tmp_path / "chat.json"
-    chat.write_text(json.dumps([
-        {"role": "system", "content": "Be exact."},
-        {"role": "user", "content": "What is 17*23?"},
-    ]))
+    chat.write_text(
+        json.dumps(
+            [
+                {"role": "system", "content": "Be exact."},
+                {"role": "user", "content": "What is 17*23?"},
+            ]
+        )
+    )
     result = pacore(
-        "solve", "--messages", str(chat), "--base-url", server.base_url, "--model", "m",
-        "--rounds", "2", "--temperature", "0.7", "--top-p", "0.95", "--max-tokens", "99",
-        "--seed", "1", "--json",
+        "solve",
+        "--messages",
+        str(chat),
+        "--base-url",
+        server.base_url,
+        "--model",
+        "m",
+        "--rounds",
+        "2",
+        "--temperature",
+        "0.7",
+        "--top-p",
+        "0.95",
+        "--max-tokens",
+        "99",
+        "--seed",
+        "1",
+        "--json",
     )
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)

@@ -96,8 +96,10 @@ def test_separated_reasoning_is_recorded_but_never_referenced(scripted):
     server = scripted(
         lambda body: Reply(content="Answer: 391", reasoning_content="17*23 = 340 + 51")
     )
-    out = create_pacore_graph(model_for(server), rounds=2).compile().invoke(
-        {"messages": [("user", PROBLEM)]}
+    out = (
+        create_pacore_graph(model_for(server), rounds=2)
+        .compile()
+        .invoke({"messages": [("user", PROBLEM)]})
     )
     t = out["trajectories"][0]
     assert t["reasoning"] == "17*23 = 340 + 51"
@@ -115,8 +117,10 @@ def test_empty_contents_are_dropped(scripted):
             return next(replies)
 
     server = scripted(respond)
-    out = create_pacore_graph(model_for(server), rounds=3).compile().invoke(
-        {"messages": [("user", PROBLEM)]}, config={"max_concurrency": 1}
+    out = (
+        create_pacore_graph(model_for(server), rounds=3)
+        .compile()
+        .invoke({"messages": [("user", PROBLEM)]}, config={"max_concurrency": 1})
     )
     assert out["rounds_done"][0]["references"] == ["kept one"]
     assert out["rounds_done"][0]["dropped_empty"] == 2
@@ -265,15 +269,25 @@ def test_bad_rounds_fail_at_build_and_per_run(scripted):
 
 def test_record_converts_to_reference_results_row(scripted):
     server = scripted(lambda body: Reply(content="<think>t</think>ans", reasoning_content=None))
-    out = create_pacore_graph(model_for(server), rounds=[2]).compile().invoke(
-        {"messages": [("user", PROBLEM)]}
+    out = (
+        create_pacore_graph(model_for(server), rounds=[2])
+        .compile()
+        .invoke({"messages": [("user", PROBLEM)]})
     )
     row = to_results_row(out, request_id="p1")
-    assert set(row) == {"request_id", "final_response", "final_reasoning_content", "round_responses"}
+    assert set(row) == {
+        "request_id",
+        "final_response",
+        "final_reasoning_content",
+        "round_responses",
+    }
     assert row["request_id"] == "p1"
     assert [len(r) for r in row["round_responses"]] == [2, 1]
     assert row["final_response"] == "<think>t</think>ans"
-    assert row["round_responses"][0][0] == {"content": "<think>t</think>ans", "reasoning_content": None}
+    assert row["round_responses"][0][0] == {
+        "content": "<think>t</think>ans",
+        "reasoning_content": None,
+    }
     record = to_record(out, "p1")
     assert record["answer"] == "ans"
     assert record["ttc_tokens"] == sum(t["completion_tokens"] for t in out["trajectories"])
@@ -306,15 +320,13 @@ async def test_async_run_streams_progress_events_and_final_tokens(scripted):
     assert {r for r, _ in tokens} == {2}
     assert "".join(text for _, text in tokens) == "The answer is 391"
     assert len([t for _, t in tokens if t]) > 1
-    assert len(model._aclients) == 1  # one pooled client served all calls
+    assert model.replicas[0].async_clients == 1  # one pooled client served all calls
 
 
 def test_max_concurrency_bounds_calls_in_flight(scripted):
     server = scripted(lambda body: Reply(content="ok", delay=0.05))
     graph = create_pacore_graph(model_for(server), rounds=8).compile()
-    asyncio.run(
-        graph.ainvoke({"messages": [("user", PROBLEM)]}, config={"max_concurrency": 3})
-    )
+    asyncio.run(graph.ainvoke({"messages": [("user", PROBLEM)]}, config={"max_concurrency": 3}))
     assert server.max_in_flight == 3
 
 
@@ -334,8 +346,10 @@ def test_retry_on_5xx_but_not_on_400(scripted):
     from pacore_graph import should_retry
 
     fast = RetryPolicy(initial_interval=0.01, max_attempts=3, retry_on=should_retry)
-    out = create_pacore_graph(model_for(server), rounds=1, retry_policy=fast).compile().invoke(
-        {"messages": [("user", PROBLEM)]}
+    out = (
+        create_pacore_graph(model_for(server), rounds=1, retry_policy=fast)
+        .compile()
+        .invoke({"messages": [("user", PROBLEM)]})
     )
     assert out["messages"][-1].content == "fine"
     assert len(server.requests) == 3  # one retried failure, then two calls

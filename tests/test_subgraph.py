@@ -22,9 +22,14 @@ def lookup_rate(city: str) -> str:
 def test_pacore_is_a_reasoning_step_of_a_tool_using_agent():
     def plan(state: MessagesState):
         # An ordinary agent step that decides to call a tool first.
-        return {"messages": [AIMessage("", tool_calls=[
-            {"name": "lookup_rate", "args": {"city": "Oslo"}, "id": "call-1"}
-        ])]}
+        return {
+            "messages": [
+                AIMessage(
+                    "",
+                    tool_calls=[{"name": "lookup_rate", "args": {"city": "Oslo"}, "id": "call-1"}],
+                )
+            ]
+        }
 
     def ask(state: MessagesState):
         return {"messages": [HumanMessage("So what is the tax on 200?")]}
@@ -57,10 +62,14 @@ def test_pacore_is_a_reasoning_step_of_a_tool_using_agent():
 
 
 async def test_generic_chat_model_backend_async_and_multi_turn():
-    model = GenericFakeChatModel(messages=iter(
-        [AIMessage(f"candidate {i}") for i in range(4)] + [AIMessage("second answer")]
-        + [AIMessage(f"again {i}") for i in range(4)] + [AIMessage("third answer")]
-    ))
+    model = GenericFakeChatModel(
+        messages=iter(
+            [AIMessage(f"candidate {i}") for i in range(4)]
+            + [AIMessage("second answer")]
+            + [AIMessage(f"again {i}") for i in range(4)]
+            + [AIMessage("third answer")]
+        )
+    )
     graph = create_pacore_graph(model, rounds=4).compile(checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "chat"}, "max_concurrency": 1}
     first = await graph.ainvoke({"messages": [("user", "q1")]}, config)

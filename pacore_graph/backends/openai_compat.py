@@ -8,9 +8,7 @@ per-call ``usage``.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -23,6 +21,7 @@ from langchain_core.messages.utils import convert_to_openai_messages
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field, PrivateAttr, SecretStr
 
+from pacore_graph.backends.replicas import Replica, ReplicaSet
 from pacore_graph.errors import BackendUnreachableError
 
 _SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens")
@@ -51,8 +50,9 @@ def _reasoning(obj: Any) -> str | None:
 class ChatOpenAICompatible(BaseChatModel):
     """A chat model on any OpenAI-compatible ``/v1/chat/completions`` endpoint.
 
-    One pooled HTTP client per backend (one per event loop for async calls), so
-    thousands of trajectories share keep-alive connections. Retries are left to
+    One pooled HTTP client per endpoint (one per event loop for async calls), so
+    thousands of trajectories share keep-alive connections; several endpoints are
+    used as data-parallel replicas. Retries are left to
     the graph's ``RetryPolicy`` (``max_retries=0`` here) so a retry is visible
     and checkpointed per trajectory.
 
@@ -67,7 +67,10 @@ class ChatOpenAICompatible(BaseChatModel):
     """
 
     model: str = Field(description="Model name as the server knows it.")
-    base_url: str = Field(description="Endpoint root, e.g. http://127.0.0.1:8000/v1.")
+    base_url: str | list[str] = Field(
+        description="Endpoint root, e.g. http://127.0.0.1:8000/v1; a list spreads calls over "
+        "data-parallel replicas, least outstanding requests first, failing over on refusal."
+    )
     api_key: SecretStr = Field(
         default_factory=lambda: SecretStr(os.environ.get("OPENAI_API_KEY", "EMPTY")),
         description="API key; defaults to $OPENAI_API_KEY. Never logged or checkpointed.",
@@ -83,11 +86,27 @@ class ChatOpenAICompatible(BaseChatModel):
     max_retries: int = 0
     default_headers: dict[str, str] | None = None
 
-    _client: openai.OpenAI | None = PrivateAttr(default=None)
-    # An httpx pool is bound to the loop it was opened on: one client per live loop.
-    _aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
-        PrivateAttr(default_factory=weakref.WeakKeyDictionary)
+    replica_cooldown_s: float = Field(
+        default=10.0, description="How long a replica that refused a connection is skipped."
     )
+
+    _replicas: ReplicaSet = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        urls = [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
+        kwargs: dict[str, Any] = {
+            "api_key": self.api_key.get_secret_value(),
+            "max_retries": self.max_retries,
+            "default_headers": self.default_headers,
+        }
+        if self.timeout is not None:
+            kwargs["timeout"] = self.timeout
+        self._replicas = ReplicaSet(urls, kwargs, self.replica_cooldown_s)
+
+    @property
+    def replicas(self) -> list[Replica]:
+        """The endpoints calls are spread over."""
+        return self._replicas.replicas
 
     @property
     def _llm_type(self) -> str:
@@ -96,34 +115,6 @@ class ChatOpenAICompatible(BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {"model": self.model, "base_url": self.base_url}
-
-    def _client_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "base_url": self.base_url,
-            "api_key": self.api_key.get_secret_value(),
-            "max_retries": self.max_retries,
-            "default_headers": self.default_headers,
-        }
-        if self.timeout is not None:
-            kwargs["timeout"] = self.timeout
-        return kwargs
-
-    @property
-    def client(self) -> openai.OpenAI:
-        """The pooled synchronous client."""
-        if self._client is None:
-            self._client = openai.OpenAI(**self._client_kwargs())
-        return self._client
-
-    @property
-    def async_client(self) -> openai.AsyncOpenAI:
-        """The pooled async client of the running event loop."""
-        loop = asyncio.get_running_loop()
-        client = self._aclients.get(loop)
-        if client is None:
-            client = openai.AsyncOpenAI(**self._client_kwargs())
-            self._aclients[loop] = client
-        return client
 
     def _payload(
         self, messages: Sequence[BaseMessage], stop: list[str] | None, **kwargs: Any
@@ -145,6 +136,12 @@ class ChatOpenAICompatible(BaseChatModel):
             payload["stop"] = stop
         payload.update(kwargs)
         return payload
+
+    def _stream_payload(
+        self, messages: Sequence[BaseMessage], stop: list[str] | None, **kwargs: Any
+    ) -> dict[str, Any]:
+        payload = self._payload(messages, stop, **kwargs)
+        return {**payload, "stream": True, "stream_options": {"include_usage": True}}
 
     def _result(self, response: Any) -> ChatResult:
         choice = response.choices[0]
@@ -194,8 +191,9 @@ class ChatOpenAICompatible(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        payload = self._payload(messages, stop, **kwargs)
         return self._result(
-            self.client.chat.completions.create(**self._payload(messages, stop, **kwargs))
+            self._replicas.call(lambda r: r.client.chat.completions.create(**payload))
         )
 
     async def _agenerate(
@@ -206,7 +204,9 @@ class ChatOpenAICompatible(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         payload = self._payload(messages, stop, **kwargs)
-        return self._result(await self.async_client.chat.completions.create(**payload))
+        return self._result(
+            await self._replicas.acall(lambda r: r.async_client.chat.completions.create(**payload))
+        )
 
     def _stream(
         self,
@@ -215,16 +215,19 @@ class ChatOpenAICompatible(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        payload = self._payload(messages, stop, **kwargs)
-        stream = self.client.chat.completions.create(
-            **payload, stream=True, stream_options={"include_usage": True}
+        payload = self._stream_payload(messages, stop, **kwargs)
+        stream, replica = self._replicas.open(
+            lambda r: r.client.chat.completions.create(**payload)
         )
-        with stream:
-            for chunk in stream:
-                for gen in self._chunks(chunk):
-                    if run_manager:
-                        run_manager.on_llm_new_token(gen.text, chunk=gen)
-                    yield gen
+        try:
+            with stream:
+                for chunk in stream:
+                    for gen in self._chunks(chunk):
+                        if run_manager:
+                            run_manager.on_llm_new_token(gen.text, chunk=gen)
+                        yield gen
+        finally:
+            self._replicas.release(replica)
 
     async def _astream(
         self,
@@ -233,26 +236,30 @@ class ChatOpenAICompatible(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        payload = self._payload(messages, stop, **kwargs)
-        stream = await self.async_client.chat.completions.create(
-            **payload, stream=True, stream_options={"include_usage": True}
+        payload = self._stream_payload(messages, stop, **kwargs)
+        stream, replica = await self._replicas.aopen(
+            lambda r: r.async_client.chat.completions.create(**payload)
         )
-        async with stream:
-            async for chunk in stream:
-                for gen in self._chunks(chunk):
-                    if run_manager:
-                        await run_manager.on_llm_new_token(gen.text, chunk=gen)
-                    yield gen
+        try:
+            async with stream:
+                async for chunk in stream:
+                    for gen in self._chunks(chunk):
+                        if run_manager:
+                            await run_manager.on_llm_new_token(gen.text, chunk=gen)
+                        yield gen
+        finally:
+            self._replicas.release(replica)
 
     def list_models(self) -> list[str]:
-        """Model ids the endpoint serves (``GET /models``).
+        """Model ids the first reachable replica serves (``GET /models``).
 
         Raises:
-            BackendUnreachableError: Nothing answers at ``base_url``.
+            BackendUnreachableError: No replica answers.
         """
         try:
-            return [m.id for m in self.client.models.list()]
+            return self._replicas.call(lambda r: [m.id for m in r.client.models.list()])
         except openai.APIConnectionError as exc:
+            urls = ", ".join(r.base_url for r in self.replicas)
             raise BackendUnreachableError(
-                f"cannot reach the model endpoint {self.base_url}: {exc.__cause__ or exc}"
+                f"cannot reach the model endpoint {urls}: {exc.__cause__ or exc}"
             ) from exc
