@@ -6,23 +6,26 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import openai
 from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import BaseMessage, convert_to_messages
+from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from pacore_graph.backends import ChatOpenAICompatible
+from pacore_graph.backends.env import model_for_endpoint
 from pacore_graph.compaction import COMPACTIONS
 from pacore_graph.errors import PaCoReError
 from pacore_graph.graph import create_pacore_graph
 from pacore_graph.record import to_record
 from pacore_graph.rounds import PRESETS, resolve_rounds
 from pacore_graph.template import last_user_index
+from pacore_graph.threads import default_thread_id, run_input, thread_status
 
 DEMO_PROBLEM = (
     "A farmer plants 17 rows of apple trees with 23 trees in each row. "
@@ -31,6 +34,10 @@ DEMO_PROBLEM = (
 
 # The embedded model is small and slow: keep each call short unless asked otherwise.
 EMBEDDED_MAX_TOKENS = 256
+
+
+# Builds a graph only to read a thread's stored state; never called.
+_NO_MODEL = FakeListChatModel(responses=["(unused)"])
 
 
 class CLIError(Exception):
@@ -91,6 +98,14 @@ def _parser() -> argparse.ArgumentParser:
         help="model calls in flight at once (default 64, as the reference)",
     )
     solve.add_argument("--timeout", type=float, default=None, help="seconds per model call")
+    solve.add_argument(
+        "--redis-url",
+        help="checkpoint the run in Redis (redis://HOST:PORT/DB); the same command resumes it",
+    )
+    solve.add_argument(
+        "--thread-id",
+        help="thread to checkpoint into (default: derived from the problem and rounds)",
+    )
     solve.add_argument("--json", action="store_true", help="print the full record as JSON")
     solve.add_argument(
         "--progress",
@@ -129,18 +144,7 @@ def _messages(args: argparse.Namespace) -> list[BaseMessage]:
 
 
 def _openai_model(args: argparse.Namespace, base_urls: list[str]) -> ChatOpenAICompatible:
-    api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-    probe = ChatOpenAICompatible(
-        base_url=base_urls, model=args.model or "", api_key=api_key, timeout=10
-    )
-    # Fail in one line before any work when nothing listens there.
-    served = probe.list_models()
-    model = args.model or (served[0] if served else None)
-    if not model:
-        raise CLIError(f"{base_urls[0]} serves no model: pass --model")
-    return ChatOpenAICompatible(
-        base_url=base_urls, model=model, api_key=api_key, timeout=args.timeout
-    )
+    return model_for_endpoint(base_urls, args.model, args.api_key, timeout=args.timeout)
 
 
 @contextlib.contextmanager
@@ -196,22 +200,55 @@ def _print_progress(event: dict[str, Any]) -> None:
         )
 
 
+@contextlib.asynccontextmanager
+async def _checkpointer(args: argparse.Namespace) -> AsyncIterator[BaseCheckpointSaver | None]:
+    if not args.redis_url:
+        yield None
+        return
+    from pacore_graph.checkpoints import AsyncRedisSaver
+
+    async with AsyncRedisSaver.from_conn_string(args.redis_url) as saver:
+        yield saver
+
+
 async def _run(args: argparse.Namespace, messages: list[BaseMessage]) -> dict[str, Any]:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    with _backend(args) as model:
-        graph = create_pacore_graph(model, rounds=args.rounds).compile()
-        state: dict[str, Any] = {}
-        async for mode, chunk in graph.astream(
-            {"messages": messages},
-            config={"max_concurrency": args.concurrency},
-            context=_context(args),
-            stream_mode=["custom", "values"],
-        ):
-            if mode == "values":
-                state = chunk
-            elif progress:
-                _print_progress(chunk)
-        return state
+    config: dict[str, Any] = {"max_concurrency": args.concurrency}
+    async with _checkpointer(args) as saver:
+        payload: dict[str, Any] | None = {"messages": messages}
+        if saver is not None:
+            thread_id = args.thread_id or default_thread_id(messages, args.rounds)
+            config["configurable"] = {"thread_id": thread_id}
+            # Reading the thread needs no backend: a finished run costs no model call.
+            snapshot = (
+                await create_pacore_graph(_NO_MODEL).compile(checkpointer=saver).aget_state(config)
+            )
+            status = thread_status(snapshot, messages)
+            if status == "finished":
+                print(f"thread {thread_id}: already answered", file=sys.stderr)
+                return snapshot.values
+            if status == "interrupted":
+                print(f"thread {thread_id}: resuming", file=sys.stderr)
+            else:
+                print(f"thread {thread_id}: started", file=sys.stderr)
+            payload = run_input(status, messages)
+        with _backend(args) as model:
+            graph = create_pacore_graph(model, rounds=args.rounds).compile(checkpointer=saver)
+            state: dict[str, Any] = {}
+            async for mode, chunk in graph.astream(
+                payload,
+                config=config,
+                context=_context(args),
+                stream_mode=["custom", "values"],
+                # Each step's checkpoint is stored before its trajectories run, so a
+                # SIGKILL can lose only calls in flight, never finished ones.
+                durability="sync",
+            ):
+                if mode == "values":
+                    state = chunk
+                elif progress:
+                    _print_progress(chunk)
+            return state
 
 
 async def _solve(args: argparse.Namespace) -> int:
@@ -225,6 +262,8 @@ async def _solve(args: argparse.Namespace) -> int:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionError) and not isinstance(exc, PaCoReError):
+        return f"{exc}; finished work is checkpointed: rerun the same command to resume"
     if isinstance(exc, openai.APIConnectionError):
         return f"cannot reach the model endpoint: {exc.__cause__ or exc}"
     if isinstance(exc, openai.APIStatusError):
@@ -240,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CLIError, PaCoReError, ImportError) as exc:
         print(f"pacore: error: {exc}", file=sys.stderr)
         return 2
-    except (openai.OpenAIError, TypeError, ValueError) as exc:
+    except (openai.OpenAIError, ConnectionError, TypeError, ValueError) as exc:
         print(f"pacore: error: {_describe(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

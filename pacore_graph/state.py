@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, TypedDict
 
 from langchain_core.messages import AnyMessage
+from langgraph.channels.delta import DeltaChannel
 from langgraph.graph.message import add_messages
 
 
@@ -41,9 +43,11 @@ class RoundSummary(TypedDict):
     dropped_for_context: int
 
 
-def add_trajectories(left: list[Trajectory], right: list[Trajectory]) -> list[Trajectory]:
-    """Appends a round's trajectories; ``[]`` with nothing to add keeps what is there."""
-    return [*left, *right]
+def add_trajectories(
+    state: list[Trajectory], writes: Sequence[list[Trajectory]]
+) -> list[Trajectory]:
+    """Appends each task's trajectories (batching-invariant, as `DeltaChannel` requires)."""
+    return [*state, *(t for batch in writes for t in batch)]
 
 
 class PaCoReInput(TypedDict):
@@ -61,5 +65,10 @@ class PaCoReState(PaCoReInput, total=False):
     """The round in progress (1-based)."""
     references: list[str] | None
     """The M fed to the round in progress; None sends the caller's messages unchanged."""
-    trajectories: Annotated[list[Trajectory], add_trajectories]
+    # A DeltaChannel keeps each trajectory only as its task's write in the checkpointer
+    # and rebuilds the list by replay, so a long run does not re-serialize every earlier
+    # trajectory into every later checkpoint.
+    trajectories: Annotated[
+        list[Trajectory], DeltaChannel(add_trajectories, snapshot_frequency=1000)
+    ]
     rounds_done: list[RoundSummary]

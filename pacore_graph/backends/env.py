@@ -1,0 +1,49 @@
+"""The model an app or example gets from its environment, so the same code runs anywhere."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from pacore_graph.backends.openai_compat import ChatOpenAICompatible
+
+
+def model_for_endpoint(
+    base_url: str | list[str],
+    model: str | None = None,
+    api_key: str | None = None,
+    **kwargs: Any,
+) -> ChatOpenAICompatible:
+    """A model on an OpenAI-compatible endpoint; ``model=None`` takes the first one it serves.
+
+    Probing ``/models`` first makes an unreachable endpoint fail at once, in one line.
+    ``kwargs`` are further `ChatOpenAICompatible` fields (``timeout``, ``extra_body``, ...).
+
+    Raises:
+        BackendUnreachableError: Nothing answers at ``base_url``.
+    """
+    key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+    if not model:
+        probe = ChatOpenAICompatible(base_url=base_url, model="", api_key=key, timeout=10)
+        served = probe.list_models()
+        if not served:
+            raise ValueError(f"{base_url} serves no model: name one")
+        model = served[0]
+    return ChatOpenAICompatible(base_url=base_url, model=model, api_key=key, **kwargs)
+
+
+@contextlib.contextmanager
+def model_from_env() -> Iterator[ChatOpenAICompatible]:
+    """``$PACORE_BASE_URL`` (comma-separated replicas) and ``$PACORE_MODEL``, else the embedded
+    CPU model, started here and stopped on exit."""
+    base_url = os.environ.get("PACORE_BASE_URL")
+    if base_url:
+        urls = [u.strip() for u in base_url.split(",") if u.strip()]
+        yield model_for_endpoint(urls, os.environ.get("PACORE_MODEL"))
+        return
+    from pacore_graph.backends.embedded import EmbeddedServer
+
+    with EmbeddedServer() as server:
+        yield model_for_endpoint(server.base_url, server.model_name)
