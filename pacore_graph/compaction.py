@@ -29,14 +29,11 @@ def boxed_answer_compaction(content: str) -> str:
     conclusion = reference_compaction(content)
     start = conclusion.rfind("\\boxed{")
     while start != -1:
-        depth, i = 0, start + len("\\boxed")
-        for i in range(start + len("\\boxed"), len(conclusion)):
-            if conclusion[i] == "{":
-                depth += 1
-            elif conclusion[i] == "}":
-                depth -= 1
-                if depth == 0:
-                    return conclusion[start : i + 1]
+        depth = 0
+        for end in range(start + len("\\boxed"), len(conclusion)):
+            depth += {"{": 1, "}": -1}.get(conclusion[end], 0)
+            if depth == 0:
+                return conclusion[start : end + 1]
         # Unbalanced (truncated) box: try an earlier one.
         start = conclusion.rfind("\\boxed{", 0, start)
     return ""
