@@ -4,7 +4,7 @@ and stream."""
 from __future__ import annotations
 
 import time
-from typing import Any, TypedDict
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage
@@ -12,6 +12,7 @@ from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import merge_configs
 from langgraph.config import get_stream_writer
 from langgraph.constants import TAG_NOSTREAM
+from typing_extensions import TypedDict
 
 from pacore_graph.compaction import resolve_compaction
 from pacore_graph.context import PaCoReContext
