@@ -76,9 +76,9 @@ def start_app(env, port):
         try:
             httpx.get(f"http://127.0.0.1:{port}/docs", timeout=1)
             return proc
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
             if proc.poll() is not None:
-                raise AssertionError(proc.stderr.read().decode())
+                raise AssertionError(proc.stderr.read().decode()) from exc
             time.sleep(0.2)
     proc.kill()
     raise AssertionError("web app did not start")

@@ -1,0 +1,100 @@
+"""Crash-resume through the CLI with Redis checkpoints: nothing finished is asked again."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from pacore_graph.testing import Reply, last_user_text
+
+PROBLEM = "What is 17 * 23?"
+
+
+class HoldingResponder:
+    """Answers the first ``answer_first`` round-1 calls, holds the rest until released."""
+
+    def __init__(self, answer_first):
+        self.answer_first = answer_first
+        self.release = threading.Event()
+        self.holding = True
+        self.exploration = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, body):
+        if "Reference 1:" in last_user_text(body):
+            return Reply(content="<think>agree</think>\\boxed{391}")
+        with self.lock:
+            n = self.exploration
+            self.exploration += 1
+        if self.holding and n >= self.answer_first:
+            self.release.wait(60)
+            return Reply(content="too late", status=503)
+        return Reply(content=f"candidate {n}: 391")
+
+    def exploration_calls(self, server):
+        return sum("Reference 1:" not in last_user_text(b) for b in server.requests)
+
+
+def cli(server, redis_url, *extra):
+    return [
+        sys.executable,
+        "-m",
+        "pacore_graph.cli",
+        "solve",
+        PROBLEM,
+        "--base-url",
+        server.base_url,
+        "--rounds",
+        "4",
+        "--concurrency",
+        "4",
+        "--redis-url",
+        redis_url,
+        "--thread-id",
+        "crash-1",
+        *extra,
+    ]
+
+
+def wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+def test_sigkill_then_rerun_requests_only_unfinished_trajectories(scripted, redis_url):
+    responder = HoldingResponder(answer_first=2)
+    server = scripted(responder)
+    proc = subprocess.Popen(cli(server, redis_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: len(server.requests) == 4)  # 2 answered, 2 held
+        time.sleep(1.0)  # the two answered trajectories reach Redis as task writes
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        responder.holding = False
+        responder.release.set()
+    before = len(server.requests)
+
+    rerun = subprocess.run(cli(server, redis_url), capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.strip() == "\\boxed{391}"
+    assert "resuming" in rerun.stderr
+    new = server.requests[before:]
+    # Only the two held trajectories and the final synthesis were asked again.
+    assert sum("Reference 1:" not in last_user_text(b) for b in new) == 2
+    assert sum("Reference 1:" in last_user_text(b) for b in new) == 1
+    final_prompt = last_user_text(new[-1])
+    assert "candidate 0: 391" in final_prompt and "candidate 1: 391" in final_prompt
+
+    # A finished thread prints its stored answer without calling the backend.
+    again = subprocess.run(cli(server, redis_url), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "\\boxed{391}"
+    assert "already answered" in again.stderr
+    assert len(server.requests) == before + 3
