@@ -98,3 +98,36 @@ def test_sigkill_then_rerun_requests_only_unfinished_trajectories(scripted, redi
     assert again.stdout.strip() == "\\boxed{391}"
     assert "already answered" in again.stderr
     assert len(server.requests) == before + 3
+
+
+def test_redis_down_mid_run_then_rerun_finishes(scripted, redis_server, redis_url):
+    responder = HoldingResponder(answer_first=2)
+    server = scripted(responder)
+    proc = subprocess.Popen(
+        cli(server, redis_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(lambda: len(server.requests) == 4)
+        time.sleep(1.0)
+        redis_server.stop(save=True)  # Redis goes away, keeping what it had (like a restart)
+        responder.holding = False
+        responder.release.set()  # the held calls now fail with 503 and get retried
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        responder.release.set()
+        if redis_server.proc is None:
+            redis_server.start()
+    assert proc.returncode != 0
+    lines = stderr.strip().splitlines()
+    assert "Traceback" not in stderr
+    assert lines[-1].startswith("pacore: error: Redis at redis://127.0.0.1:")
+    assert "rerun the same command to resume" in lines[-1]
+
+    before = len(server.requests)
+    rerun = subprocess.run(cli(server, redis_url), capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.strip() == "\\boxed{391}"
+    new = server.requests[before:]
+    # The two trajectories finished before the outage were not asked again.
+    assert [("Reference 1:" in last_user_text(b)) for b in new] == [False, False, True]
+    assert "candidate 0: 391" in last_user_text(new[-1])
