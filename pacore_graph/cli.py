@@ -241,8 +241,9 @@ async def _run(args: argparse.Namespace, messages: list[BaseMessage]) -> dict[st
                 context=_context(args),
                 stream_mode=["custom", "values"],
                 # Each step's checkpoint is stored before its trajectories run, so a
-                # SIGKILL can lose only calls in flight, never finished ones.
-                durability="sync",
+                # SIGKILL can lose only calls in flight, never finished ones. (Without a
+                # saver there is nothing to make durable.)
+                durability="sync" if saver is not None else None,
             ):
                 if mode == "values":
                     state = chunk

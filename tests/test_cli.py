@@ -101,3 +101,13 @@ def test_errors_are_one_line_without_traceback(scripted):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and fragment in lines[0], (args, result.stderr)
     assert server.requests == []
+
+
+def test_without_base_url_runs_on_the_embedded_cpu_model():
+    result = pacore("solve", "--rounds", "2", "--max-tokens", "12", "--json", "What is 2+2?")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert [len(r) for r in record["round_responses"]] == [2, 1]
+    assert all(t["completion_tokens"] > 0 for t in record["trajectories"])
+    assert record["ttc_tokens"] == sum(t["completion_tokens"] for t in record["trajectories"])
+    assert all(t["finish_reason"] in ("stop", "length") for t in record["trajectories"])
