@@ -91,7 +91,7 @@ def main() -> None:
             state = asyncio.run(run(f"redis://127.0.0.1:{port}/0", server.base_url))
             keys = client.keys("*")
             stored = sum(raw_bytes(client, k) for k in keys)
-            memory = sum(client.memory_usage(k) or 0 for k in keys)
+            memory = sum(client.memory_usage(k, samples=0) or 0 for k in keys)
         finally:
             proc.kill()
     trajectories = state["trajectories"]
@@ -120,8 +120,9 @@ def main() -> None:
             f"| {row['trajectories']} | {content:,} | {stored:,} | {memory:,} | {len(keys)} "
             f"| {row['serialized_over_content']} |",
             "",
-            "bytes stored = key names + fields + values; Redis memory = MEMORY USAGE (with",
-            "allocator overhead). ratio = bytes stored / trajectory content bytes. Each",
+            "bytes stored = key names + fields + values; Redis memory = MEMORY USAGE",
+            "(SAMPLES 0: every element, allocator overhead included).",
+            "ratio = bytes stored / trajectory content bytes. Each",
             "trajectory's text is stored once, as its task's pending write (trajectories are",
             "a DeltaChannel), plus its compacted message inside the next round's prompt (the",
             "Send payloads of that round's tasks).",

@@ -1,10 +1,16 @@
-"""`RedisSaver` and `AsyncRedisSaver`: LangGraph checkpoint savers on plain Redis commands."""
+"""`RedisSaver` and `AsyncRedisSaver`: LangGraph checkpoint savers on plain Redis commands.
+
+Both run the operations of `pacore_graph.checkpoints.ops`; they differ only in how a
+batch of commands reaches the server (a sync or an asyncio redis-py client).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+import copy
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -16,65 +22,144 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    DeltaChannelHistory,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
 
-from pacore_graph.checkpoints.layout import Batch, Layout, Op, next_version
+from pacore_graph.checkpoints.layout import Layout
+from pacore_graph.checkpoints.ops import Batch, Emit, Op, Ops, next_version, ping
 
 DEFAULT_PREFIX = "pacore"
 
 
-class RedisUnavailableError(ConnectionError):
-    """Redis cannot be reached; the message names the server (never its password)."""
+class RedisUnavailableError(redis.exceptions.ConnectionError, builtins.ConnectionError):
+    """Redis cannot be reached. The message names the server, never its password.
+
+    Both a redis-py ``ConnectionError`` and Python's, so either ``except`` catches it.
+    """
 
 
-def _where(client: Any) -> str:
-    kwargs = client.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return f"unix://{kwargs['path']}"
-    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+def _address(client: Any) -> str:
+    """Where ``client`` connects, without credentials."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        kwargs = pool.connection_kwargs
+        if "path" in kwargs:
+            return f"unix://{kwargs['path']}"
+        scheme = "rediss" if "SSL" in pool.connection_class.__name__ else "redis"
+        host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
+        return f"{scheme}://{host}:{port}/{kwargs.get('db', 0)}"
+    with contextlib.suppress(Exception):  # a Cluster client: name a startup node
+        node = client.get_default_node() or client.nodes_manager.startup_nodes[0]
+        return f"redis://{node.host}:{node.port} (cluster)"
+    return "the configured Redis Cluster"
 
 
-def _unavailable(client: Any, exc: Exception) -> RedisUnavailableError:
-    return RedisUnavailableError(f"Redis at {_where(client)} is unreachable: {exc}")
+class _RedisSaverBase(BaseCheckpointSaver[str]):
+    """What both savers share: options, the operations, version numbers."""
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        ttl: float | None,
+        key_prefix: str,
+        serde: SerializerProtocol | None,
+    ) -> None:
+        super().__init__(serde=serde)
+        encoder = getattr(client, "get_encoder", None)
+        if encoder is not None and encoder().decode_responses:
+            raise ValueError("the Redis client must be created with decode_responses=False")
+        self.client = client
+        self.ttl = ttl
+        self.key_prefix = key_prefix
+        self.ops = Ops(
+            Layout(self.serde, key_prefix, ttl),
+            cluster=isinstance(client, RedisCluster | AsyncRedisCluster),
+        )
+
+    def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> Any:
+        """A shallow clone whose serializer allows ``extra_allowlist`` (see LangGraph)."""
+        clone = super().with_allowlist(extra_allowlist)
+        if clone is not self:
+            # The clone must also encode with its own serializer, not ours.
+            clone.ops = copy.copy(self.ops)
+            clone.ops.layout = copy.copy(self.ops.layout)
+            clone.ops.layout.serde = clone.serde
+        return clone
+
+    def get_next_version(self, current: str | int | None, channel: None) -> str:
+        """LangGraph's version scheme: a zero-padded counter and a random tie-breaker.
+
+        Args:
+            current: The channel's current version, if any.
+            channel: Unused (kept by LangGraph for compatibility).
+
+        Returns:
+            A version that sorts after ``current``.
+        """
+        return next_version(current)
+
+    def _unavailable(self, exc: Exception) -> RedisUnavailableError:
+        return RedisUnavailableError(f"Redis at {_address(self.client)} is unreachable: {exc}")
 
 
-class RedisSaver(BaseCheckpointSaver[str]):
-    """A synchronous checkpoint saver on any Redis-protocol server, no modules needed.
+_CONNECTION_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+class RedisSaver(_RedisSaverBase):
+    """A synchronous LangGraph checkpoint saver on any Redis-protocol server, no modules.
+
+    Works on Redis 7+, Valkey, managed Redis and Redis Cluster (a thread's keys share
+    one hash slot). Every write is one MULTI/EXEC transaction.
 
     Args:
-        client: A ``redis.Redis`` client (its ``decode_responses`` must be False).
-        ttl: Seconds a thread's keys live after its last write; None keeps them.
+        client: A ``redis.Redis`` (or ``redis.cluster.RedisCluster``) client created
+            with ``decode_responses=False``.
+        ttl: Seconds a thread lives after its last write (every write refreshes all of
+            the thread's keys); None keeps threads until deleted.
         key_prefix: Prefix of every key, so several apps can share one database.
         serde: Serializer; LangGraph's default when None.
 
+    Raises:
+        ValueError: On a client that decodes responses, a brace in ``key_prefix`` or a
+            non-positive ``ttl``.
+
     Example:
         ```python
-        with RedisSaver.from_conn_string("redis://127.0.0.1:6379/0") as saver:
+        with RedisSaver.from_conn_string("redis://127.0.0.1:6379/0", ttl=86400) as saver:
             graph = builder.compile(checkpointer=saver)
+            graph.invoke(inputs, {"configurable": {"thread_id": "t1"}})
         ```
     """
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | RedisCluster,
         *,
         ttl: float | None = None,
         key_prefix: str = DEFAULT_PREFIX,
         serde: SerializerProtocol | None = None,
     ) -> None:
-        super().__init__(serde=serde)
-        self.client = client
-        self.layout = Layout(self.serde, key_prefix, ttl)
+        super().__init__(client, ttl=ttl, key_prefix=key_prefix, serde=serde)
 
     @classmethod
     @contextlib.contextmanager
     def from_conn_string(
         cls, url: str, *, ttl: float | None = None, key_prefix: str = DEFAULT_PREFIX
     ) -> Iterator[RedisSaver]:
-        """A saver on a new connection pool to ``url``, closed on exit."""
+        """A saver on a new connection pool to ``url``, closed on exit.
+
+        Args:
+            url: A redis-py URL such as ``redis://:password@host:6379/0``.
+            ttl: See `RedisSaver`.
+            key_prefix: See `RedisSaver`.
+
+        Yields:
+            The saver.
+        """
         client = redis.Redis.from_url(url)
         try:
             yield cls(client, ttl=ttl, key_prefix=key_prefix)
@@ -82,24 +167,47 @@ class RedisSaver(BaseCheckpointSaver[str]):
             client.close()
 
     def setup(self) -> None:
-        """Checks the connection; plain Redis needs no index or schema."""
-        self._run(_ping())
+        """Checks that Redis answers. Plain Redis needs no index or schema.
 
-    def _run(self, op: Op) -> Any:
+        Raises:
+            RedisUnavailableError: If Redis cannot be reached.
+        """
+        self._run(ping())
+
+    def _execute(self, batch: Batch) -> list[Any]:
         try:
-            batch = next(op)
-            while True:
-                pipe = self.client.pipeline(transaction=batch.atomic)
+            with self.client.pipeline(transaction=batch.atomic) as pipe:
                 for command in batch.commands:
                     pipe.execute_command(*command)
-                batch = op.send(pipe.execute())
-        except StopIteration as stop:
-            return stop.value
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise _unavailable(self.client, exc) from exc
+                return pipe.execute()
+        except _CONNECTION_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+
+    def _run(self, op: Op) -> Any:
+        reply = None
+        while True:
+            try:
+                step = op.send(reply)
+            except StopIteration as stop:
+                return stop.value
+            reply = None if isinstance(step, Emit) else self._execute(step)
+
+    def _stream(self, op: Op) -> Iterator[CheckpointTuple]:
+        reply = None
+        while True:
+            try:
+                step = op.send(reply)
+            except StopIteration:
+                return
+            if isinstance(step, Emit):
+                yield from step.items
+                reply = None
+            else:
+                reply = self._execute(step)
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return self._run(self.layout.get_tuple(config))
+        """The checkpoint in ``config`` (its latest when no ``checkpoint_id``), or None."""
+        return self._run(self.ops.get_tuple(config))
 
     def list(
         self,
@@ -109,7 +217,19 @@ class RedisSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
-        yield from self._run(self.layout.list(config, filter=filter, before=before, limit=limit))
+        """Checkpoints newest first, fetched a page at a time.
+
+        Args:
+            config: Thread (and optionally namespace / checkpoint id) to list; None
+                lists every registered thread.
+            filter: Exact match on top-level metadata keys.
+            before: Only checkpoints older than this one.
+            limit: At most this many.
+
+        Yields:
+            Matching checkpoint tuples.
+        """
+        yield from self._stream(self.ops.list(config, filter=filter, before=before, limit=limit))
 
     def put(
         self,
@@ -118,7 +238,12 @@ class RedisSaver(BaseCheckpointSaver[str]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        return self._run(self.layout.put(config, checkpoint, metadata, new_versions))
+        """Stores a checkpoint atomically; only channels in ``new_versions`` are written.
+
+        Returns:
+            The config of the stored checkpoint.
+        """
+        return self._run(self.ops.put(config, checkpoint, metadata, new_versions))
 
     def put_writes(
         self,
@@ -127,49 +252,67 @@ class RedisSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        self._run(self.layout.put_writes(config, writes, task_id, task_path))
+        """Stores a task's pending writes atomically (special writes overwrite)."""
+        self._run(self.ops.put_writes(config, writes, task_id, task_path))
 
     def delete_thread(self, thread_id: str) -> None:
-        self._run(self.layout.delete_thread(thread_id))
+        """Deletes every checkpoint and write of ``thread_id``."""
+        self._run(self.ops.delete_thread(thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        self._run(self.layout.delete_for_runs(run_ids))
+        """Deletes the checkpoints and writes of the given runs (reads all metadata)."""
+        self._run(self.ops.delete_for_runs(run_ids))
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        self._run(self.layout.copy_thread(source_thread_id, target_thread_id))
+        """Copies all checkpoints and writes of one thread into another."""
+        self._run(self.ops.copy_thread(source_thread_id, target_thread_id))
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        self._run(self.layout.prune(thread_ids, strategy))
+        """Keeps each namespace's latest checkpoint (and what its DeltaChannels need).
 
-    def get_next_version(self, current: str | None, channel: None) -> str:
-        return next_version(current)
+        Args:
+            thread_ids: Threads to prune.
+            strategy: ``"keep_latest"`` or ``"delete"`` (removes the threads).
+        """
+        self._run(self.ops.prune(thread_ids, strategy))
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """LangGraph's DeltaChannel ancestor walk, a page of ancestors per round trip."""
+        return self._run(self.ops.delta_channel_history(config, channels))
 
 
-class AsyncRedisSaver(BaseCheckpointSaver[str]):
+class AsyncRedisSaver(_RedisSaverBase):
     """The asyncio twin of `RedisSaver`, on ``redis.asyncio.Redis``.
 
-    The sync methods work from other threads while the saver's loop runs (as
-    LangGraph's other async savers do), and refuse to block that loop itself.
+    Its sync methods work from other threads while the saver's event loop runs, as
+    LangGraph's Postgres and SQLite async savers do, and refuse to block that loop.
+
+    Args:
+        client: A ``redis.asyncio.Redis`` (or ``redis.asyncio.cluster.RedisCluster``)
+            client created with ``decode_responses=False``.
+        ttl: Seconds a thread lives after its last write; None keeps threads.
+        key_prefix: Prefix of every key.
+        serde: Serializer; LangGraph's default when None.
 
     Example:
         ```python
         async with AsyncRedisSaver.from_conn_string("redis://127.0.0.1:6379/0") as saver:
             graph = builder.compile(checkpointer=saver)
-            await graph.ainvoke(x, {"configurable": {"thread_id": "t1"}})
+            await graph.ainvoke(inputs, {"configurable": {"thread_id": "t1"}})
         ```
     """
 
     def __init__(
         self,
-        client: aredis.Redis,
+        client: aredis.Redis | AsyncRedisCluster,
         *,
         ttl: float | None = None,
         key_prefix: str = DEFAULT_PREFIX,
         serde: SerializerProtocol | None = None,
     ) -> None:
-        super().__init__(serde=serde)
-        self.client = client
-        self.layout = Layout(self.serde, key_prefix, ttl)
+        super().__init__(client, ttl=ttl, key_prefix=key_prefix, serde=serde)
         try:
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -180,7 +323,16 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
     async def from_conn_string(
         cls, url: str, *, ttl: float | None = None, key_prefix: str = DEFAULT_PREFIX
     ) -> AsyncIterator[AsyncRedisSaver]:
-        """A saver on a new connection pool to ``url``, closed on exit."""
+        """A saver on a new connection pool to ``url``, closed on exit.
+
+        Args:
+            url: A redis-py URL such as ``redis://:password@host:6379/0``.
+            ttl: See `AsyncRedisSaver`.
+            key_prefix: See `AsyncRedisSaver`.
+
+        Yields:
+            The saver.
+        """
         client = aredis.Redis.from_url(url)
         try:
             yield cls(client, ttl=ttl, key_prefix=key_prefix)
@@ -188,24 +340,48 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
             await client.aclose()
 
     async def asetup(self) -> None:
-        """Checks the connection; plain Redis needs no index or schema."""
-        await self._run(_ping())
+        """Checks that Redis answers. Plain Redis needs no index or schema.
 
-    async def _run(self, op: Op) -> Any:
+        Raises:
+            RedisUnavailableError: If Redis cannot be reached.
+        """
+        await self._run(ping())
+
+    async def _execute(self, batch: Batch) -> list[Any]:
         try:
-            batch = next(op)
-            while True:
-                pipe = self.client.pipeline(transaction=batch.atomic)
+            async with self.client.pipeline(transaction=batch.atomic) as pipe:
                 for command in batch.commands:
                     pipe.execute_command(*command)
-                batch = op.send(await pipe.execute())
-        except StopIteration as stop:
-            return stop.value
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise _unavailable(self.client, exc) from exc
+                return await pipe.execute()
+        except _CONNECTION_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+
+    async def _run(self, op: Op) -> Any:
+        reply = None
+        while True:
+            try:
+                step = op.send(reply)
+            except StopIteration as stop:
+                return stop.value
+            reply = None if isinstance(step, Emit) else await self._execute(step)
+
+    async def _stream(self, op: Op) -> AsyncIterator[CheckpointTuple]:
+        reply = None
+        while True:
+            try:
+                step = op.send(reply)
+            except StopIteration:
+                return
+            if isinstance(step, Emit):
+                for item in step.items:
+                    yield item
+                reply = None
+            else:
+                reply = await self._execute(step)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await self._run(self.layout.get_tuple(config))
+        """The checkpoint in ``config`` (its latest when no ``checkpoint_id``), or None."""
+        return await self._run(self.ops.get_tuple(config))
 
     async def alist(
         self,
@@ -215,9 +391,13 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        for item in await self._run(
-            self.layout.list(config, filter=filter, before=before, limit=limit)
-        ):
+        """Checkpoints newest first, fetched a page at a time (see `RedisSaver.list`).
+
+        Yields:
+            Matching checkpoint tuples.
+        """
+        op = self.ops.list(config, filter=filter, before=before, limit=limit)
+        async for item in self._stream(op):
             yield item
 
     async def aput(
@@ -227,7 +407,12 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        return await self._run(self.layout.put(config, checkpoint, metadata, new_versions))
+        """Stores a checkpoint atomically; only channels in ``new_versions`` are written.
+
+        Returns:
+            The config of the stored checkpoint.
+        """
+        return await self._run(self.ops.put(config, checkpoint, metadata, new_versions))
 
     async def aput_writes(
         self,
@@ -236,41 +421,52 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        await self._run(self.layout.put_writes(config, writes, task_id, task_path))
+        """Stores a task's pending writes atomically (special writes overwrite)."""
+        await self._run(self.ops.put_writes(config, writes, task_id, task_path))
 
     async def adelete_thread(self, thread_id: str) -> None:
-        await self._run(self.layout.delete_thread(thread_id))
+        """Deletes every checkpoint and write of ``thread_id``."""
+        await self._run(self.ops.delete_thread(thread_id))
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        await self._run(self.layout.delete_for_runs(run_ids))
+        """Deletes the checkpoints and writes of the given runs (reads all metadata)."""
+        await self._run(self.ops.delete_for_runs(run_ids))
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await self._run(self.layout.copy_thread(source_thread_id, target_thread_id))
+        """Copies all checkpoints and writes of one thread into another."""
+        await self._run(self.ops.copy_thread(source_thread_id, target_thread_id))
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        await self._run(self.layout.prune(thread_ids, strategy))
+        """Keeps each namespace's latest checkpoint (see `RedisSaver.prune`)."""
+        await self._run(self.ops.prune(thread_ids, strategy))
 
-    def get_next_version(self, current: str | None, channel: None) -> str:
-        return next_version(current)
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """LangGraph's DeltaChannel ancestor walk, a page of ancestors per round trip."""
+        return await self._run(self.ops.delta_channel_history(config, channels))
 
-    # Sync access from another thread, as LangGraph's other async savers allow.
-    def _sync(self, coro: Any) -> Any:
+    # -- sync access from other threads ------------------------------------------------
+
+    def _on_loop(self, awaitable: Any) -> Any:
         if self.loop is None:
-            coro.close()
-            raise RuntimeError("AsyncRedisSaver's sync methods need its event loop running")
-        try:
+            awaitable.close()
+            raise asyncio.InvalidStateError(
+                "AsyncRedisSaver was created outside an event loop: its sync methods need "
+                "that loop running; use RedisSaver for sync code"
+            )
+        with contextlib.suppress(RuntimeError):  # RuntimeError: no loop in this thread
             if asyncio.get_running_loop() is self.loop:
-                coro.close()
+                awaitable.close()
                 raise asyncio.InvalidStateError(
-                    "sync calls on AsyncRedisSaver from its own event loop would deadlock: "
+                    "sync calls on AsyncRedisSaver from its own event loop would block it: "
                     "use the async methods (ainvoke, aget_state, ...)"
                 )
-        except RuntimeError:
-            pass
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        return asyncio.run_coroutine_threadsafe(awaitable, self.loop).result()
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return self._sync(self.aget_tuple(config))
+        """Sync `aget_tuple`, for other threads than the saver's event loop."""
+        return self._on_loop(self.aget_tuple(config))
 
     def list(
         self,
@@ -280,9 +476,13 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
-        yield from self._sync(
-            self._run(self.layout.list(config, filter=filter, before=before, limit=limit))
-        )
+        """Sync `alist`, for other threads than the saver's event loop."""
+        items = self.alist(config, filter=filter, before=before, limit=limit)
+        while True:
+            try:
+                yield self._on_loop(anext(items))
+            except StopAsyncIteration:
+                return
 
     def put(
         self,
@@ -291,7 +491,8 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        return self._sync(self.aput(config, checkpoint, metadata, new_versions))
+        """Sync `aput`, for other threads than the saver's event loop."""
+        return self._on_loop(self.aput(config, checkpoint, metadata, new_versions))
 
     def put_writes(
         self,
@@ -300,13 +501,27 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        self._sync(self.aput_writes(config, writes, task_id, task_path))
+        """Sync `aput_writes`, for other threads than the saver's event loop."""
+        self._on_loop(self.aput_writes(config, writes, task_id, task_path))
 
     def delete_thread(self, thread_id: str) -> None:
-        self._sync(self.adelete_thread(thread_id))
+        """Sync `adelete_thread`, for other threads than the saver's event loop."""
+        self._on_loop(self.adelete_thread(thread_id))
 
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Sync `adelete_for_runs`, for other threads than the saver's event loop."""
+        self._on_loop(self.adelete_for_runs(run_ids))
 
-def _ping() -> Op:
-    batch = Batch()
-    batch.add("PING")
-    yield batch
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Sync `acopy_thread`, for other threads than the saver's event loop."""
+        self._on_loop(self.acopy_thread(source_thread_id, target_thread_id))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Sync `aprune`, for other threads than the saver's event loop."""
+        self._on_loop(self.aprune(thread_ids, strategy=strategy))
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """Sync `aget_delta_channel_history`, for other threads than the saver's loop."""
+        return self._on_loop(self.aget_delta_channel_history(config=config, channels=channels))

@@ -1,0 +1,627 @@
+"""The savers' operations, written once for the sync and the async saver.
+
+Each operation is a generator: it yields a `Batch` of Redis commands and receives the
+batch's replies, or yields `Emit` to hand checkpoint tuples to the caller (``list``
+streams page by page), and returns its result. `RedisSaver` drives the generators with a
+sync client, `AsyncRedisSaver` with an async one; neither knows the key layout.
+
+Plain commands only (hashes, sorted sets, MULTI/EXEC). Every transaction names keys of
+one thread only (on a Cluster the registry update follows in its own round trip), so
+the layout runs unchanged on Redis 7, Valkey, managed Redis and Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+    PendingWrite,
+    get_checkpoint_id,
+    get_checkpoint_metadata,
+    writes_sort_key,
+)
+
+from pacore_graph.checkpoints.layout import HASHES, SORTED_SETS, Layout
+
+PAGE = 64
+"""Checkpoints (or threads) handled per round trip by list, prune and delete_for_runs."""
+
+REGISTRY_GRACE_S = 60
+"""How long past its expiry a thread stays in the registry: covers client clock skew."""
+
+
+@dataclass
+class Batch:
+    """Commands sent in one round trip; ``atomic`` wraps them in MULTI/EXEC."""
+
+    commands: list[tuple[Any, ...]] = field(default_factory=list)
+    atomic: bool = False
+
+    def add(self, *command: Any) -> None:
+        self.commands.append(command)
+
+
+class Emit(NamedTuple):
+    """Checkpoint tuples an operation hands to its caller before it goes on."""
+
+    items: list[CheckpointTuple]
+
+
+Op = Generator[Batch | Emit, Any, Any]
+"""A saver operation: yields batches (receiving their replies) or emits; returns a result."""
+
+
+class _Visit(NamedTuple):
+    checkpoint_id: str
+    seeds: dict[str, bytes]  # channel -> stored value that ends that channel's walk here
+    writes: list[tuple[bytes, bytes | None]]  # (writes field, payload)
+
+
+class Ops:
+    """Every operation of a saver, over one `Layout`.
+
+    Args:
+        layout: Key names and encodings.
+        cluster: True on a Redis Cluster client: the registry, in its own slot, then gets
+            its own round trip instead of joining the thread's transaction.
+    """
+
+    def __init__(self, layout: Layout, *, cluster: bool = False) -> None:
+        self.layout = layout
+        self.cluster = cluster
+
+    # -- writes ------------------------------------------------------------------------
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> Op:
+        """Stores a checkpoint and the values of the channels in ``new_versions``."""
+        lay = self.layout
+        conf = config["configurable"]
+        thread_id, ns = str(conf["thread_id"]), conf.get("checkpoint_ns", "")
+        checkpoint_id, parent = checkpoint["id"], conf.get("checkpoint_id") or ""
+        values = checkpoint["channel_values"]
+        batch = Batch(atomic=True)
+        if new_versions:
+            blobs: list[Any] = []
+            for channel, version in new_versions.items():
+                value = lay.dump(values[channel]) if channel in values else b""
+                blobs += [lay.field(ns, channel, str(version)), value]
+            batch.add("HSET", lay.key(thread_id, "blobs"), *blobs)
+        cp_field = lay.field(ns, checkpoint_id)
+        stored = {**checkpoint, "channel_values": {}}
+        batch.add("HSET", lay.key(thread_id, "cp"), cp_field, lay.dump(stored))
+        meta = lay.dump(get_checkpoint_metadata(config, metadata))
+        batch.add("HSET", lay.key(thread_id, "meta"), cp_field, meta)
+        # One member per checkpoint, even if it is put again with another parent.
+        batch.add("ZREMRANGEBYLEX", lay.key(thread_id, "ids"), *lay.lex_range(ns, checkpoint_id))
+        batch.add("ZADD", lay.key(thread_id, "ids"), 0, lay.field(ns, checkpoint_id, parent))
+        yield from self._commit(batch, self._touch(batch, thread_id))
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": ns,
+                "checkpoint_id": checkpoint_id,
+            }
+        }
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> Op:
+        """Stores a task's writes against the checkpoint in ``config``.
+
+        A special write (error, interrupt, ...) replaces an earlier one; a regular write
+        keeps the first value stored for its (task, index), as a retried task must not
+        change what an earlier attempt recorded.
+        """
+        if not writes:
+            return
+        lay = self.layout
+        conf = config["configurable"]
+        thread_id, ns = str(conf["thread_id"]), conf.get("checkpoint_ns", "")
+        checkpoint_id = conf["checkpoint_id"]
+        batch = Batch(atomic=True)
+        for idx, (channel, value) in enumerate(writes):
+            fld = lay.field(ns, checkpoint_id, task_id, str(WRITES_IDX_MAP.get(channel, idx)))
+            payload = f"{task_path}\x00{channel}\x00".encode() + lay.dump(value)
+            command = "HSET" if channel in WRITES_IDX_MAP else "HSETNX"
+            batch.add(command, lay.key(thread_id, "writes"), fld, payload)
+            batch.add("ZADD", lay.key(thread_id, "wix"), 0, fld)
+        yield from self._commit(batch, self._touch(batch, thread_id))
+
+    def _touch(self, batch: Batch, thread_id: str) -> Batch | None:
+        """Refreshes the whole thread's TTL and its registry entry within ``batch``.
+
+        Every key of the thread gets the TTL on every write, so a thread expires as a
+        unit: a live thread never loses the ancestor writes its DeltaChannels replay.
+        """
+        lay = self.layout
+        if lay.ttl_ms is not None:
+            for key in lay.keys(thread_id):
+                batch.add("PEXPIRE", key, lay.ttl_ms)
+        expiry: Any = "+inf" if lay.ttl is None else time.time() + lay.ttl
+        return self._registry(batch, "ZADD", lay.threads_key, expiry, thread_id)
+
+    def _registry(self, batch: Batch, *command: Any) -> Batch | None:
+        # On a Cluster the registry is in another slot, so it cannot join the transaction.
+        if not self.cluster:
+            batch.add(*command)
+            return None
+        follow = Batch()
+        follow.add(*command)
+        return follow
+
+    @staticmethod
+    def _commit(batch: Batch, follow: Batch | None) -> Op:
+        yield batch
+        if follow is not None:
+            yield follow
+
+    # -- reads -------------------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> Op:
+        """The checkpoint named in ``config``, else the latest of its thread and namespace."""
+        lay = self.layout
+        conf = config["configurable"]
+        thread_id, ns = str(conf["thread_id"]), conf.get("checkpoint_ns", "")
+        checkpoint_id = get_checkpoint_id(config)
+        if not checkpoint_id:
+            low, high = lay.lex_range(ns)
+            batch = Batch()
+            batch.add("ZREVRANGEBYLEX", lay.key(thread_id, "ids"), high, low, "LIMIT", 0, 1)
+            (members,) = yield batch
+            if not members:
+                return None
+            checkpoint_id = lay.split(members[0])[1]
+        found = yield from self._load(thread_id, [(ns, checkpoint_id)])
+        return found[0] if found else None
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Op:
+        """Emits matching checkpoints newest first, a page at a time; returns nothing.
+
+        Only the threads asked for are read: one thread's keys when ``config`` names a
+        thread, the registry's threads otherwise. ``filter`` is an exact match on
+        top-level metadata keys, checked here after the page is fetched.
+        """
+        if limit is not None and limit <= 0:
+            return
+        conf = (config or {}).get("configurable") or {}
+        if conf.get("thread_id") is not None:
+            threads = [str(conf["thread_id"])]
+        else:
+            threads = yield from self._live_threads()
+        ns = conf.get("checkpoint_ns")  # None: every namespace
+        before_id = get_checkpoint_id(before) if before else None
+        left = limit
+        for thread_id in threads:
+            refs = yield from self._candidates(
+                thread_id, ns, conf.get("checkpoint_id"), before_id, None if filter else left
+            )
+            for start in range(0, len(refs), PAGE):
+                page = refs[start : start + PAGE]
+                tuples = yield from self._load(thread_id, page, filter)
+                if left is not None:
+                    tuples = tuples[:left]
+                    left -= len(tuples)
+                if tuples:
+                    yield Emit(tuples)
+                if left == 0:
+                    return
+
+    def _candidates(
+        self,
+        thread_id: str,
+        ns: str | None,
+        checkpoint_id: str | None,
+        before_id: str | None,
+        limit: int | None,
+    ) -> Op:
+        """(namespace, id) of a thread's checkpoints, newest first, from its index only."""
+        lay = self.layout
+        ids_key = lay.key(thread_id, "ids")
+        batch = Batch()
+        if ns is not None and checkpoint_id:
+            batch.add("ZRANGEBYLEX", ids_key, *lay.lex_range(ns, checkpoint_id))
+        elif ns is not None:
+            low, high = lay.lex_range(ns)
+            if before_id:
+                high = "(" + lay.field(ns, before_id)
+            paging = ("LIMIT", 0, limit) if limit is not None else ()
+            batch.add("ZREVRANGEBYLEX", ids_key, high, low, *paging)
+        else:
+            batch.add("ZRANGE", ids_key, 0, -1)
+        (members,) = yield batch
+        refs = []
+        for member in members:
+            member_ns, cid, _ = lay.split(member)
+            if checkpoint_id and cid != checkpoint_id:
+                continue
+            if before_id and cid >= before_id:
+                continue
+            refs.append((member_ns, cid))
+        refs.sort(key=lambda ref: ref[1], reverse=True)  # newest first across namespaces
+        return refs if limit is None else refs[:limit]
+
+    def _live_threads(self) -> Op:
+        """Registered thread ids, dropping those expired (past the grace) on the way."""
+        lay = self.layout
+        batch = Batch()
+        batch.add("ZREMRANGEBYSCORE", lay.threads_key, "-inf", f"({time.time() - REGISTRY_GRACE_S}")
+        batch.add("ZRANGE", lay.threads_key, 0, -1)
+        _, members = yield batch
+        return sorted(m.decode() for m in members)
+
+    def _load(
+        self,
+        thread_id: str,
+        refs: Sequence[tuple[str, str]],
+        filter: Mapping[str, Any] | None = None,
+    ) -> Op:
+        """Full tuples for (namespace, id) pairs in two round trips; missing ones are skipped."""
+        if not refs:
+            return []
+        lay = self.layout
+        key = lambda name: lay.key(thread_id, name)  # noqa: E731
+        batch = Batch()
+        for ns, cid in refs:
+            cp_field = lay.field(ns, cid)
+            batch.add("HGET", key("cp"), cp_field)
+            batch.add("HGET", key("meta"), cp_field)
+            batch.add("ZRANGEBYLEX", key("ids"), *lay.lex_range(ns, cid), "LIMIT", 0, 1)
+            batch.add("ZRANGEBYLEX", key("wix"), *lay.lex_range(ns, cid))
+        replies = yield batch
+        rows = []
+        values = Batch()
+        for i, (ns, cid) in enumerate(refs):
+            raw_cp, raw_meta, member, write_fields = replies[4 * i : 4 * i + 4]
+            if raw_cp is None:
+                continue
+            metadata = lay.load(raw_meta) if raw_meta is not None else {}
+            if filter and not all(metadata.get(k) == v for k, v in filter.items()):
+                continue
+            checkpoint = lay.load(raw_cp)
+            channels = list(checkpoint["channel_versions"].items())
+            if channels:
+                blob_fields = [lay.field(ns, ch, str(version)) for ch, version in channels]
+                values.add("HMGET", key("blobs"), *blob_fields)
+            if write_fields:
+                values.add("HMGET", key("writes"), *write_fields)
+            parent = lay.split(member[0])[2] if member else ""
+            rows.append((ns, cid, parent, checkpoint, metadata, channels, write_fields))
+        replies = iter((yield values) if values.commands else [])
+        out = []
+        for ns, cid, parent, checkpoint, metadata, channels, write_fields in rows:
+            blobs = next(replies) if channels else []
+            payloads = next(replies) if write_fields else []
+            checkpoint["channel_values"] = {
+                ch: lay.load(raw) for (ch, _), raw in zip(channels, blobs, strict=True) if raw
+            }
+            pending = [
+                (task_id, channel, lay.load(raw))
+                for task_id, channel, raw in self._writes(zip(write_fields, payloads, strict=True))
+            ]
+            out.append(
+                CheckpointTuple(
+                    config=_config(thread_id, ns, cid),
+                    checkpoint=checkpoint,
+                    metadata=metadata,
+                    parent_config=_config(thread_id, ns, parent) if parent else None,
+                    pending_writes=pending,
+                )
+            )
+        return out
+
+    def _writes(self, stored: Iterable[tuple[bytes, bytes | None]]) -> list[tuple[str, str, bytes]]:
+        """(task_id, channel, raw value) of one checkpoint's writes in `writes_sort_key` order."""
+        rows = []
+        for fld, payload in stored:
+            if payload is None:
+                continue
+            _, _, task_id, idx = self.layout.split(fld)
+            path, _, rest = payload.partition(b"\x00")
+            channel, _, raw = rest.partition(b"\x00")
+            rows.append((writes_sort_key(path.decode(), task_id, int(idx)), channel.decode(), raw))
+        rows.sort(key=lambda row: row[0])
+        return [(sort_key[1], channel, raw) for sort_key, channel, raw in rows]
+
+    # -- DeltaChannel history -----------------------------------------------------------
+
+    def delta_channel_history(self, config: RunnableConfig, channels: Sequence[str]) -> Op:
+        """LangGraph's `get_delta_channel_history` in a few round trips, not two per ancestor.
+
+        Same contract as the base class's walk: for each channel, the writes on the
+        parent chain oldest first, down to the nearest ancestor that stores a value
+        (returned as ``seed``; absent when the walk reached the root).
+        """
+        if not channels:
+            return {}
+        conf = config["configurable"]
+        thread_id, ns = str(conf["thread_id"]), conf.get("checkpoint_ns", "")
+        parents = yield from self._parents(thread_id, ns)
+        target = get_checkpoint_id(config) or max(parents, default=None)
+        start = parents.get(target) if target else None
+        visits = yield from self._walk(thread_id, ns, parents, start, channels, with_writes=True)
+        lay = self.layout
+        collected: dict[str, list[PendingWrite]] = {ch: [] for ch in channels}
+        seeds: dict[str, Any] = {}
+        remaining = set(channels)
+        for visit in visits:
+            for task_id, channel, raw in reversed(self._writes(visit.writes)):
+                if channel in remaining:
+                    collected[channel].append((task_id, channel, lay.load(raw)))
+            for channel, raw in visit.seeds.items():
+                seeds[channel] = lay.load(raw)
+                remaining.discard(channel)
+        result: dict[str, DeltaChannelHistory] = {}
+        for channel in channels:
+            entry: DeltaChannelHistory = {"writes": list(reversed(collected[channel]))}
+            if channel in seeds:
+                entry["seed"] = seeds[channel]
+            result[channel] = entry
+        return result
+
+    def _parents(self, thread_id: str, ns: str) -> Op:
+        """checkpoint id -> parent id ("" at the root) for one namespace, from the index."""
+        batch = Batch()
+        batch.add("ZRANGEBYLEX", self.layout.key(thread_id, "ids"), *self.layout.lex_range(ns))
+        (members,) = yield batch
+        return {cid: parent for _, cid, parent in map(self.layout.split, members)}
+
+    def _walk(
+        self,
+        thread_id: str,
+        ns: str,
+        parents: Mapping[str, str],
+        start: str | None,
+        channels: Iterable[str],
+        *,
+        with_writes: bool,
+    ) -> Op:
+        """Visits ``start`` and its ancestors until each channel met a stored value.
+
+        Fetches a page of ancestors per two round trips. Returns `_Visit` records in
+        walk order; a channel's seed is recorded at the first visit storing its value.
+        """
+        lay = self.layout
+        key = lambda name: lay.key(thread_id, name)  # noqa: E731
+        remaining = set(channels)
+        visits: list[_Visit] = []
+        current = start
+        while current and remaining:
+            page = []
+            while current and current in parents and len(page) < PAGE:
+                page.append(current)
+                current = parents[current]
+            if not page:
+                break
+            batch = Batch()
+            for cid in page:
+                batch.add("HGET", key("cp"), lay.field(ns, cid))
+                if with_writes:
+                    batch.add("ZRANGEBYLEX", key("wix"), *lay.lex_range(ns, cid))
+            replies = iter((yield batch))
+            plan = []
+            values = Batch()
+            for cid in page:
+                raw_cp = next(replies)
+                write_fields = next(replies) if with_writes else []
+                if raw_cp is None:  # a pruned ancestor: the chain ends here
+                    current = None
+                    break
+                versions = lay.load(raw_cp)["channel_versions"]
+                wanted = [ch for ch in remaining if ch in versions]
+                if wanted:
+                    fields = [lay.field(ns, ch, str(versions[ch])) for ch in wanted]
+                    values.add("HMGET", key("blobs"), *fields)
+                if write_fields:
+                    values.add("HMGET", key("writes"), *write_fields)
+                plan.append((cid, wanted, write_fields))
+            replies = iter((yield values) if values.commands else [])
+            for cid, wanted, write_fields in plan:
+                blobs = next(replies) if wanted else []
+                payloads = next(replies) if write_fields else []
+                seeds = {
+                    ch: raw
+                    for ch, raw in zip(wanted, blobs, strict=True)
+                    if raw and ch in remaining
+                }
+                visits.append(_Visit(cid, seeds, list(zip(write_fields, payloads, strict=True))))
+                remaining -= seeds.keys()
+                if not remaining:
+                    break
+        return visits
+
+    # -- deletion, copy, prune ------------------------------------------------------------
+
+    def delete_thread(self, thread_id: str) -> Op:
+        """Removes every checkpoint, value and write of a thread in one transaction."""
+        batch = Batch(atomic=True)
+        batch.add("DEL", *self.layout.keys(str(thread_id)))
+        follow = self._registry(batch, "ZREM", self.layout.threads_key, str(thread_id))
+        yield from self._commit(batch, follow)
+
+    def copy_thread(self, source: str, target: str) -> Op:
+        """Copies every checkpoint, value and write of ``source`` into ``target``.
+
+        The stored fields carry no thread id, so the copy is the source's hashes and
+        sorted sets merged into the target's keys, in one transaction.
+        """
+        lay = self.layout
+        source, target = str(source), str(target)
+        batch = Batch()
+        for name in HASHES:
+            batch.add("HGETALL", lay.key(source, name))
+        for name in SORTED_SETS:
+            batch.add("ZRANGE", lay.key(source, name), 0, -1)
+        replies = yield batch
+        hashes = dict(zip(HASHES, replies[: len(HASHES)], strict=True))
+        members = dict(zip(SORTED_SETS, replies[len(HASHES) :], strict=True))
+        if not members["ids"]:
+            return
+        out = Batch(atomic=True)
+        for name, content in hashes.items():
+            if content:
+                out.add("HSET", lay.key(target, name), *[x for kv in content.items() for x in kv])
+        for name, content in members.items():
+            if content:
+                out.add("ZADD", lay.key(target, name), *[x for m in content for x in (0, m)])
+        yield from self._commit(out, self._touch(out, target))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> Op:
+        """Removes the checkpoints, and their writes, whose metadata names one of ``run_ids``.
+
+        Reads the metadata of every registered thread (there is no run index), a page
+        of threads per round trip.
+        """
+        wanted = set(run_ids)
+        if not wanted:
+            return
+        lay = self.layout
+        threads = yield from self._live_threads()
+        for start in range(0, len(threads), PAGE):
+            page = threads[start : start + PAGE]
+            batch = Batch()
+            for thread_id in page:
+                batch.add("HGETALL", lay.key(thread_id, "meta"))
+            metas = yield batch
+            for thread_id, meta in zip(page, metas, strict=True):
+                doomed = [
+                    tuple(lay.split(fld))
+                    for fld, raw in meta.items()
+                    if lay.load(raw).get("run_id") in wanted
+                ]
+                if doomed:
+                    yield from self._drop(thread_id, doomed)
+
+    def prune(self, thread_ids: Sequence[str], strategy: str = "keep_latest") -> Op:
+        """Drops old checkpoints of the given threads.
+
+        ``"delete"`` removes the threads. ``"keep_latest"`` keeps each namespace's latest
+        checkpoint and, DeltaChannel-aware, the ancestors its delta channels replay: back
+        to the nearest one storing each channel's value (the whole chain if none does).
+        """
+        if strategy not in ("keep_latest", "delete"):
+            raise ValueError(f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'")
+        lay = self.layout
+        for thread_id in map(str, thread_ids):
+            if strategy == "delete":
+                yield from self.delete_thread(thread_id)
+                continue
+            batch = Batch()
+            batch.add("ZRANGE", lay.key(thread_id, "ids"), 0, -1)
+            (members,) = yield batch
+            by_ns: dict[str, dict[str, str]] = {}
+            for ns, cid, parent in map(lay.split, members):
+                by_ns.setdefault(ns, {})[cid] = parent
+            latest = {ns: max(chain) for ns, chain in by_ns.items()}
+            batch = Batch()
+            for ns, cid in latest.items():
+                batch.add("HGET", lay.key(thread_id, "cp"), lay.field(ns, cid))
+                batch.add("HGET", lay.key(thread_id, "meta"), lay.field(ns, cid))
+            replies = (yield batch) if batch.commands else []
+            keep = set(latest.items())
+            for i, (ns, cid) in enumerate(latest.items()):
+                raw_cp, raw_meta = replies[2 * i : 2 * i + 2]
+                if raw_cp is None or raw_meta is None:
+                    continue
+                # The metadata names the delta channels that have not snapshotted since.
+                counters = lay.load(raw_meta).get("counters_since_delta_snapshot") or {}
+                versions = lay.load(raw_cp)["channel_versions"]
+                delta = [ch for ch in counters if ch in versions]
+                if delta:
+                    visits = yield from self._walk(
+                        thread_id, ns, by_ns[ns], cid, delta, with_writes=False
+                    )
+                    keep |= {(ns, visit.checkpoint_id) for visit in visits}
+            doomed = [(ns, cid) for ns, chain in by_ns.items() for cid in chain]
+            doomed = [ref for ref in doomed if ref not in keep]
+            if doomed:
+                yield from self._drop(thread_id, doomed)
+
+    def _drop(self, thread_id: str, doomed: Sequence[tuple[str, ...]]) -> Op:
+        """Removes checkpoints with their writes, and the values no kept checkpoint uses."""
+        lay = self.layout
+        key = lambda name: lay.key(thread_id, name)  # noqa: E731
+        batch = Batch()
+        batch.add("HGETALL", key("cp"))
+        batch.add("HKEYS", key("blobs"))
+        for ns, cid in doomed:
+            batch.add("ZRANGEBYLEX", key("wix"), *lay.lex_range(ns, cid))
+        checkpoints, blob_fields, *write_fields = yield batch
+        doomed_fields = {lay.field(ns, cid) for ns, cid in doomed}
+        used = set()
+        for fld, raw in checkpoints.items():
+            if fld.decode() not in doomed_fields:
+                ns = lay.split(fld)[0]
+                versions = lay.load(raw)["channel_versions"]
+                used |= {lay.field(ns, ch, str(version)) for ch, version in versions.items()}
+        unused = [f for f in blob_fields if f.decode() not in used]
+        out = Batch(atomic=True)
+        out.add("HDEL", key("cp"), *doomed_fields)
+        out.add("HDEL", key("meta"), *doomed_fields)
+        for ns, cid in doomed:
+            out.add("ZREMRANGEBYLEX", key("ids"), *lay.lex_range(ns, cid))
+            out.add("ZREMRANGEBYLEX", key("wix"), *lay.lex_range(ns, cid))
+        writes = [f for fields in write_fields for f in fields]
+        if writes:
+            out.add("HDEL", key("writes"), *writes)
+        if unused:
+            out.add("HDEL", key("blobs"), *unused)
+        follow = None
+        if all(fld.decode() in doomed_fields for fld in checkpoints):  # nothing left
+            follow = self._registry(out, "ZREM", lay.threads_key, thread_id)
+        yield from self._commit(out, follow)
+
+
+def ping() -> Op:
+    """A round trip that proves the server answers."""
+    batch = Batch()
+    batch.add("PING")
+    yield batch
+
+
+def next_version(current: str | int | None) -> str:
+    """InMemorySaver's version scheme: a zero-padded counter and a random tie-breaker."""
+    if current is None:
+        counter = 0
+    elif isinstance(current, int):
+        counter = current
+    else:
+        counter = int(current.split(".")[0])
+    return f"{counter + 1:032}.{random.random():016}"
+
+
+def _config(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:
+    return {
+        "configurable": {
+            "thread_id": thread_id,
+            "checkpoint_ns": ns,
+            "checkpoint_id": checkpoint_id,
+        }
+    }
