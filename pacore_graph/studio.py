@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 
-from pacore_graph.backends.env import model_for_endpoint
+from pacore_graph.backends.env import endpoint_model_from_env
 from pacore_graph.backends.openai_compat import ChatOpenAICompatible
 from pacore_graph.graph import create_pacore_graph
 
@@ -34,14 +34,13 @@ REDIS_URL_ENV = "REDIS_URL"
 
 def _model_from_env() -> ChatOpenAICompatible:
     # PACORE_BASE_URL is required for Studio: the server builds the graph at startup.
-    base_url = os.environ.get("PACORE_BASE_URL", "")
-    urls = [u.strip() for u in base_url.split(",") if u.strip()]
-    if not urls:
+    model = endpoint_model_from_env()
+    if model is None:
         raise RuntimeError(
             "PACORE_BASE_URL is not set: point it at an OpenAI-compatible endpoint, e.g. "
             "PACORE_BASE_URL=http://127.0.0.1:8000/v1 langgraph dev"
         )
-    return model_for_endpoint(urls, os.environ.get("PACORE_MODEL") or None)
+    return model
 
 
 # Compiled without a checkpointer: the server supplies one (`checkpointer` below).

@@ -34,14 +34,19 @@ def model_for_endpoint(
     return ChatOpenAICompatible(base_url=base_url, model=model, api_key=key, **kwargs)
 
 
+def endpoint_model_from_env() -> ChatOpenAICompatible | None:
+    """The model at ``$PACORE_BASE_URL`` (comma-separated replicas) named ``$PACORE_MODEL``,
+    or None when no endpoint is set."""
+    urls = [u.strip() for u in os.environ.get("PACORE_BASE_URL", "").split(",") if u.strip()]
+    return model_for_endpoint(urls, os.environ.get("PACORE_MODEL")) if urls else None
+
+
 @contextlib.contextmanager
 def model_from_env() -> Iterator[ChatOpenAICompatible]:
-    """``$PACORE_BASE_URL`` (comma-separated replicas) and ``$PACORE_MODEL``, else the embedded
-    CPU model, started here and stopped on exit."""
-    base_url = os.environ.get("PACORE_BASE_URL")
-    if base_url:
-        urls = [u.strip() for u in base_url.split(",") if u.strip()]
-        yield model_for_endpoint(urls, os.environ.get("PACORE_MODEL"))
+    """`endpoint_model_from_env`, else the embedded CPU model, started here and stopped on
+    exit."""
+    if (model := endpoint_model_from_env()) is not None:
+        yield model
         return
     from pacore_graph.backends.embedded import EmbeddedServer
 
