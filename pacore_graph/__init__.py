@@ -11,10 +11,13 @@ from pacore_graph.compaction import (
 from pacore_graph.context import PaCoReContext
 from pacore_graph.errors import (
     BackendUnreachableError,
+    BudgetExhaustedError,
     ContextLimitError,
     InvalidInputError,
     InvalidRoundsError,
+    InvalidSettingsError,
     PaCoReError,
+    QuorumError,
 )
 from pacore_graph.graph import create_pacore_graph
 from pacore_graph.record import to_record, to_results_row
@@ -29,15 +32,18 @@ __all__ = [
     "PRESETS",
     "SYNTHESIS_TEMPLATE",
     "BackendUnreachableError",
+    "BudgetExhaustedError",
     "ChatOpenAICompatible",
     "Compaction",
     "ContextLimitError",
     "InvalidInputError",
     "InvalidRoundsError",
+    "InvalidSettingsError",
     "PaCoReContext",
     "PaCoReError",
     "PaCoReInput",
     "PaCoReState",
+    "QuorumError",
     "RoundSummary",
     "Trajectory",
     "boxed_answer_compaction",

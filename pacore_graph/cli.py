@@ -6,10 +6,14 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
+import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import openai
 from langchain_core.language_models import BaseChatModel
@@ -20,10 +24,12 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from pacore_graph.backends import ChatOpenAICompatible
 from pacore_graph.backends.env import model_for_endpoint
 from pacore_graph.compaction import COMPACTIONS
-from pacore_graph.errors import PaCoReError
+from pacore_graph.errors import BudgetExhaustedError, PaCoReError, QuorumError
+from pacore_graph.eval import cli as eval_cli
 from pacore_graph.graph import create_pacore_graph
 from pacore_graph.record import to_record
 from pacore_graph.rounds import PRESETS, resolve_rounds
+from pacore_graph.secrets import RedactingFilter, redact
 from pacore_graph.template import last_user_index
 from pacore_graph.threads import default_thread_id, run_input, thread_status
 
@@ -44,9 +50,17 @@ class CLIError(Exception):
     """A problem to report in one line, without a traceback."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad argument in one line, like every other pacore error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"pacore: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pacore", description=__doc__)
+    parser = _Parser(prog="pacore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    eval_cli.add_parser(sub)
     solve = sub.add_parser("solve", help="answer one problem with PaCoRe")
     solve.add_argument("problem", nargs="?", help="the problem (the last user message)")
     solve.add_argument("--demo", action="store_true", help="solve a built-in problem")
@@ -92,6 +106,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     solve.add_argument("--context-limit", type=int, help="largest synthesis prompt, in tokens")
     solve.add_argument(
+        "--min-success",
+        type=_count_or_fraction,
+        help="quorum of each round: a count, or a fraction of K such as 0.5 (the default); "
+        "0 goes on whatever fails, as the reference did",
+    )
+    solve.add_argument(
+        "--max-ttc-tokens",
+        type=int,
+        help="token budget of the run; when it runs out the final synthesis uses what finished",
+    )
+    solve.add_argument(
+        "--max-seconds",
+        type=float,
+        help="time budget of the run, in seconds; when it runs out, as --max-ttc-tokens",
+    )
+    solve.add_argument(
         "--concurrency",
         type=int,
         default=64,
@@ -108,12 +138,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     solve.add_argument("--json", action="store_true", help="print the full record as JSON")
     solve.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log to stderr at this level (API keys are redacted)",
+    )
+    solve.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="progress lines on stderr (default: when stderr is a terminal)",
     )
     return parser
+
+
+def _count_or_fraction(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)  # argparse reports a ValueError as "invalid value"
 
 
 def _messages(args: argparse.Namespace) -> list[BaseMessage]:
@@ -184,6 +226,9 @@ def _context(args: argparse.Namespace) -> dict[str, Any]:
         "empty_references": args.empty_references,
         "drop_truncated": args.drop_truncated,
         "context_limit": args.context_limit,
+        "min_success": args.min_success,
+        "max_ttc_tokens": args.max_ttc_tokens,
+        "max_seconds": args.max_seconds,
     }
     return {k: v for k, v in context.items() if v is not None}
 
@@ -193,11 +238,17 @@ def _print_progress(event: dict[str, Any]) -> None:
     if kind == "round_started":
         print(f"round {event['round']}: {event['k']} trajectories", file=sys.stderr)
     elif kind == "round_finished":
+        extra = "".join(f", {event[k]} {k}" for k in ("failed", "stopped") if event.get(k))
+        budget = (
+            f"; budget {event['budget_exhausted']} ran out" if event.get("budget_exhausted") else ""
+        )
         print(
             f"round {event['round']} done: {event['references']} references, "
-            f"{event['completion_tokens']} tokens",
+            f"{event['completion_tokens']} tokens{extra}{budget}",
             file=sys.stderr,
         )
+    elif kind == "trajectory_failed":
+        print(f"round {event['round']} #{event['index']} failed: {event['error']}", file=sys.stderr)
 
 
 @contextlib.asynccontextmanager
@@ -218,6 +269,7 @@ async def _run(args: argparse.Namespace, messages: list[BaseMessage]) -> dict[st
         payload: dict[str, Any] | None = {"messages": messages}
         if saver is not None:
             thread_id = args.thread_id or default_thread_id(messages, args.rounds)
+            args.saved_thread = thread_id  # for the interruption message
             config["configurable"] = {"thread_id": thread_id}
             # Reading the thread needs no backend: a finished run costs no model call.
             snapshot = (
@@ -262,30 +314,82 @@ async def _solve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, saved: bool = False) -> str:
     if isinstance(exc, ConnectionError) and not isinstance(exc, PaCoReError):
         return f"{exc}; finished work is checkpointed: rerun the same command to resume"
     if isinstance(exc, openai.APIConnectionError):
         return f"cannot reach the model endpoint: {exc.__cause__ or exc}"
     if isinstance(exc, openai.APIStatusError):
         return f"the model endpoint answered {exc.status_code}: {exc.message}"
+    if isinstance(exc, QuorumError | BudgetExhaustedError) and saved:
+        return f"{exc}; finished trajectories are checkpointed: rerun the same command to resume"
     return str(exc)
+
+
+def _secrets(args: argparse.Namespace) -> list[str]:
+    found = [args.api_key or "", os.environ.get("OPENAI_API_KEY", "")]
+    if args.redis_url and (password := urlsplit(args.redis_url).password):
+        found.append(password)
+    return [s for s in found if s]
+
+
+def _interrupted(args: argparse.Namespace, signame: str) -> str:
+    thread = getattr(args, "saved_thread", None)
+    if thread is None:
+        return f"interrupted ({signame}); nothing was saved: add --redis-url to make runs resumable"
+    return (
+        f"interrupted ({signame}); finished trajectories are saved in thread {thread}: "
+        "run the same command again to resume"
+        + ("" if args.thread_id else f" (or pass --thread-id {thread})")
+    )
+
+
+async def _main(args: argparse.Namespace) -> int:
+    # SIGTERM cancels the run like Ctrl-C does: calls in flight are cancelled, and what
+    # finished is already in the checkpoint.
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+
+    def terminate() -> None:
+        args.signal = "SIGTERM"
+        if task is not None:
+            task.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+    return await _solve(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pacore`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "eval":
+        return eval_cli.run(args)
+    secrets = _secrets(args)
+    if args.log_level:
+        handler = logging.StreamHandler()
+        handler.addFilter(RedactingFilter(secrets))
+        logging.basicConfig(level=args.log_level, handlers=[handler])
+
+    def fail(message: str, status: int) -> int:
+        print(f"pacore: error: {redact(message, secrets)}".splitlines()[0], file=sys.stderr)
+        return status
+
     try:
-        return asyncio.run(_solve(args))
+        return asyncio.run(_main(args))
+    except (QuorumError, BudgetExhaustedError) as exc:  # the backend failed, not the input
+        return fail(_describe(exc, saved=hasattr(args, "saved_thread")), 1)
     except (CLIError, PaCoReError, ImportError) as exc:
-        print(f"pacore: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(_describe(exc), 2)
     except (openai.OpenAIError, ConnectionError, TypeError, ValueError) as exc:
-        print(f"pacore: error: {_describe(exc)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("pacore: interrupted", file=sys.stderr)
-        return 130
+        return fail(_describe(exc), 1)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        signame = getattr(args, "signal", "SIGINT")
+        print(f"pacore: {_interrupted(args, signame)}", file=sys.stderr)
+        return 143 if signame == "SIGTERM" else 130
+    except Exception as exc:  # a bug: one line, the traceback only in the debug log
+        logging.getLogger("pacore").debug("unexpected error", exc_info=True)
+        return fail(f"unexpected {type(exc).__name__}: {exc} (--log-level DEBUG shows where)", 1)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,16 @@ class PaCoReContext:
     on_context_overflow: Literal["error", "drop_longest"] | None = None
     """Over context_limit: "error" (default) stops with ContextLimitError before the call;
     "drop_longest" leaves out the longest references until the prompt fits."""
+    min_success: int | float | None = None
+    """Quorum of a round: an int is a count, a float in (0, 1] a fraction of K (rounded up).
+    Default 0.5: a round goes on when at least half of its trajectories finished; below
+    it the run stops with QuorumError, and resuming the thread retries the failed ones."""
+    max_ttc_tokens: int | None = None
+    """Budget of completion tokens (all calls of the run). When it runs out the run skips to
+    the final synthesis over what finished; that last call is not cut (cap it with max_tokens)."""
+    max_seconds: float | None = None
+    """Budget of wall-clock seconds from the start of the run (a resumed run keeps its start);
+    when it runs out, as for max_ttc_tokens."""
 
 
 DEFAULTS = PaCoReContext(
@@ -55,6 +65,9 @@ DEFAULTS = PaCoReContext(
     drop_truncated=False,
     context_limit=None,
     on_context_overflow="error",
+    min_success=0.5,
+    max_ttc_tokens=None,
+    max_seconds=None,
 )
 """The reference's behaviour."""
 

@@ -21,3 +21,30 @@ class ContextLimitError(PaCoReError):
 
 class BackendUnreachableError(PaCoReError, ConnectionError):
     """The model endpoint cannot be reached."""
+
+
+class QuorumError(PaCoReError):
+    """Too few trajectories of a round finished; resuming the thread retries the failed ones."""
+
+    def __init__(self, round_number: int, finished: int, k: int, needed: int, causes: str):
+        self.round = round_number
+        self.finished = finished
+        self.k = k
+        self.needed = needed
+        self.causes = causes
+        super().__init__(
+            f"round {round_number}: {finished} of {k} trajectories finished, {needed} needed "
+            f"(min_success); causes: {causes}"
+        )
+
+
+class BudgetExhaustedError(PaCoReError):
+    """A budget (``max_ttc_tokens`` or ``max_seconds``) ran out before any trajectory finished."""
+
+
+class InvalidSettingsError(PaCoReError, ValueError):
+    """A run setting has an impossible value (a negative budget, a quorum above 1.0, ...)."""
+
+
+class IncompleteResponseError(PaCoReError, ConnectionError):
+    """A streamed answer stopped before its end; retried like a dropped connection."""

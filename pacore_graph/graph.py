@@ -53,7 +53,9 @@ def create_pacore_graph(
         rounds: Exploration rounds (preset ``"low"``/``"medium"``/``"high"``, an int,
             ``"32,4"`` or ``[32, 4]``); the final ``[1]`` is appended.
         retry_policy: Retry of each trajectory; by default 5 attempts on 5xx, 429,
-            timeouts and connection errors, none on other 4xx.
+            timeouts and connection errors, none on other 4xx. A call that still fails is
+            recorded as a failed trajectory; the round goes on if ``min_success`` of it
+            finished, else the run stops with ``QuorumError``.
         token_counter: Counts tokens for the ``context_limit`` check.
         **defaults: Defaults of any `PaCoReContext` field (``temperature``,
             ``compaction``, ``empty_references``, ...); a run's ``context=`` overrides them.
@@ -77,14 +79,18 @@ def create_pacore_graph(
     base = merge_context(DEFAULTS, {"rounds": rounds, **defaults})
     builder = StateGraph(PaCoReState, context_schema=PaCoReContext, input_schema=PaCoReInput)
     builder.add_node("prepare", make_prepare_node(base))
-    builder.add_node("trajectory", make_trajectory_node(model, base), retry_policy=retry_policy)
+    builder.add_node(
+        "trajectory", make_trajectory_node(model, base, retry_policy), retry_policy=retry_policy
+    )
     builder.add_node("compact", make_compact_node(base))
     builder.add_node("synthesize", make_synthesize_node(base, token_counter))
     builder.add_node("answer", answer)
     builder.add_edge(START, "prepare")
     builder.add_conditional_edges("prepare", fan_out, ["trajectory"])
     builder.add_edge("trajectory", "compact")
-    builder.add_conditional_edges("compact", route_after_compact, ["synthesize", "answer"])
+    builder.add_conditional_edges(
+        "compact", route_after_compact, ["synthesize", "answer", "trajectory"]
+    )
     builder.add_conditional_edges("synthesize", fan_out, ["trajectory"])
     builder.add_edge("answer", END)
     return builder

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pacore_graph.nodes.answer import split_thinking, usage_totals
-from pacore_graph.state import PaCoReState
+from pacore_graph.state import PaCoReState, is_finished, latest_trajectories
 
 
 def to_results_row(state: PaCoReState, request_id: str | int | None = None) -> dict[str, Any]:
@@ -16,7 +16,7 @@ def to_results_row(state: PaCoReState, request_id: str | int | None = None) -> d
     """
     vector = state["round_vector"]
     by_round: list[list[dict[str, Any]]] = [[] for _ in vector]
-    for t in sorted(state["trajectories"], key=lambda t: (t["round"], t["index"])):
+    for t in latest_trajectories(state["trajectories"]):
         by_round[t["round"] - 1].append(
             {"content": t["content"], "reasoning_content": t["reasoning"]}
         )
@@ -31,8 +31,8 @@ def to_results_row(state: PaCoReState, request_id: str | int | None = None) -> d
 
 def to_record(state: PaCoReState, request_id: str | int | None = None) -> dict[str, Any]:
     """The results row plus PaCoRe's own accounting: answer, TTC, per-round summaries."""
-    trajectories = state["trajectories"]
-    final = [t for t in trajectories if t["round"] == len(state["round_vector"])]
+    trajectories = latest_trajectories(state["trajectories"])
+    final = [t for t in trajectories if t["round"] == len(state["round_vector"]) and is_finished(t)]
     ttc, largest = usage_totals(trajectories)
     return {
         **to_results_row(state, request_id),
@@ -41,5 +41,8 @@ def to_record(state: PaCoReState, request_id: str | int | None = None) -> dict[s
         "ttc_tokens": ttc,
         "max_prompt_tokens": largest,
         "rounds": state.get("rounds_done", []),
+        "failed": sum(t.get("status") == "failed" for t in trajectories),
+        "stopped": sum(t.get("status") == "stopped" for t in trajectories),
+        "budget_exhausted": state.get("budget_exhausted"),
         "trajectories": trajectories,
     }

@@ -1,27 +1,90 @@
-"""Which model-call failures are worth another attempt."""
+"""Which model-call failures are worth another attempt, and how a final failure is described."""
 
 from __future__ import annotations
 
+import email.utils
+import json
+import re
+import time
+
 import openai
+from langgraph.runtime import get_runtime
 from langgraph.types import RetryPolicy, default_retry_on
 
 
 def should_retry(exc: Exception) -> bool:
-    """True for failures a retry can fix: 5xx, 429, timeouts, refused or reset connections.
+    """True for failures a retry can fix: 5xx, 429, timeouts, refused or reset connections,
+    and a response that was not valid JSON (a proxy or a server restarting mid-reply).
 
     A 4xx other than 408/409/429 (a bad request, a context-length error, a bad key)
-    fails the same way every time, so it is raised at once.
+    fails the same way every time, so it is not retried.
     """
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code >= 500 or exc.status_code in (408, 409, 429)
-    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
-        return True
+    if isinstance(exc, openai.APIConnectionError | openai.APIResponseValidationError):
+        return True  # APIConnectionError includes APITimeoutError
     if isinstance(exc, openai.OpenAIError):
         return False
-    if isinstance(exc, ConnectionError | TimeoutError):
+    if isinstance(exc, ConnectionError | TimeoutError | json.JSONDecodeError):
         return True
     return default_retry_on(exc)
 
 
 DEFAULT_RETRY_POLICY = RetryPolicy(max_attempts=5, retry_on=should_retry)
 """Five attempts, as the reference retries, with LangGraph's exponential backoff and jitter."""
+
+
+def _retries(policy: RetryPolicy, exc: Exception) -> bool:
+    retry_on = policy.retry_on
+    if isinstance(retry_on, type):
+        return isinstance(exc, retry_on)
+    if isinstance(retry_on, tuple | list):
+        return isinstance(exc, tuple(retry_on))
+    return bool(retry_on(exc))
+
+
+def final_attempt(policy: RetryPolicy | None, exc: Exception) -> bool:
+    """True when ``policy`` will not run the node again after ``exc`` (call inside a node)."""
+    if policy is None or not _retries(policy, exc):
+        return True
+    info = getattr(get_runtime(), "execution_info", None)
+    attempt = getattr(info, "node_attempt", 1) or 1
+    return attempt >= policy.max_attempts
+
+
+MAX_RETRY_AFTER = 120.0
+"""The longest ``Retry-After`` honoured, so a misconfigured server cannot park a run."""
+
+
+def retry_after(exc: Exception) -> float:
+    """Seconds the server asked to wait (``Retry-After``), at most ``MAX_RETRY_AFTER``.
+
+    LangGraph's backoff does not read the header, so the node waits this long before it
+    raises; the policy's own backoff follows.
+    """
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    if not value:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:  # the other form: an HTTP date
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            seconds = 0.0
+    return max(0.0, min(seconds, MAX_RETRY_AFTER))
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line naming a failed call's cause, e.g. ``"HTTP 400: context length exceeded"``."""
+    if isinstance(exc, openai.APIStatusError):
+        message = re.sub(r"^Error code: \d+ - ", "", exc.message)
+        return f"HTTP {exc.status_code}: {message}".splitlines()[0]
+    if isinstance(exc, openai.APITimeoutError):
+        return "timed out"
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc
+        return f"connection failed: {type(cause).__name__}: {cause}".splitlines()[0]
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

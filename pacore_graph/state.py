@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Literal
 
 from langchain_core.messages import AnyMessage
 from langgraph.channels.delta import DeltaChannel
-from langgraph.graph.message import add_messages
+from langgraph.graph.message import Messages, add_messages
 from typing_extensions import TypedDict
+
+from pacore_graph.budget import RoundBudget
+from pacore_graph.errors import InvalidInputError
 
 
 class Trajectory(TypedDict):
@@ -30,6 +33,10 @@ class Trajectory(TypedDict):
     prompt_tokens: int | None
     completion_tokens: int | None
     latency_s: float
+    status: Literal["finished", "failed", "stopped"]
+    """"failed": the call failed for good (after retries); "stopped": a budget ran out first."""
+    error: str | None
+    """Why it failed or stopped (secrets redacted)."""
 
 
 class RoundSummary(TypedDict):
@@ -42,6 +49,10 @@ class RoundSummary(TypedDict):
     dropped_empty: int
     dropped_truncated: int
     dropped_for_context: int
+    failed: int
+    """Trajectories whose call failed for good."""
+    stopped: int
+    """Trajectories cut short because a budget ran out."""
 
 
 def add_trajectories(
@@ -51,10 +62,38 @@ def add_trajectories(
     return [*state, *(t for batch in writes for t in batch)]
 
 
+def latest_trajectories(trajectories: Sequence[Trajectory]) -> list[Trajectory]:
+    """One record per (round, index), the latest: a retried trajectory supersedes its failure."""
+    latest = {(t["round"], t["index"]): t for t in trajectories}
+    return sorted(latest.values(), key=lambda t: (t["round"], t["index"]))
+
+
+def is_finished(trajectory: Trajectory) -> bool:
+    """True when the call returned (records from before ``status`` existed count as finished)."""
+    return trajectory.get("status", "finished") == "finished"
+
+
+def add_chat_messages(left: Messages, right: Messages) -> Messages:
+    """LangGraph's ``add_messages``, with a malformed message reported as one line.
+
+    Raises:
+        InvalidInputError: ``right`` holds something that is not a chat message.
+    """
+    if right is None:
+        raise InvalidInputError("messages is None: pass {'messages': [('user', ...)]}")
+    try:
+        return add_messages(left, right)
+    except (ValueError, TypeError, KeyError, NotImplementedError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, KeyError):
+            first = f"a message lacks the field {first}"
+        raise InvalidInputError(f"bad messages in the input: {first}") from exc
+
+
 class PaCoReInput(TypedDict):
     """What a caller passes: a chat, like any chat-model step."""
 
-    messages: Annotated[list[AnyMessage], add_messages]
+    messages: Annotated[list[AnyMessage], add_chat_messages]
 
 
 class PaCoReState(PaCoReInput, total=False):
@@ -73,3 +112,13 @@ class PaCoReState(PaCoReInput, total=False):
         list[Trajectory], DeltaChannel(add_trajectories, snapshot_frequency=1000)
     ]
     rounds_done: list[RoundSummary]
+    started_at: float
+    """Unix time the run started; ``max_seconds`` counts from it."""
+    budget_exhausted: Literal["max_ttc_tokens", "max_seconds"] | None
+    """Which budget ended the exploration early, if one did."""
+    retry: list[int]
+    """Indices of the round in progress that a resumed run asks again (failed before)."""
+    run_id: str
+    """Random id of the run, so the trajectories of one round share a budget tracker."""
+    budget: RoundBudget | None
+    """What the round in progress may spend; None without budgets and in the final round."""

@@ -13,12 +13,15 @@ Example:
 from __future__ import annotations
 
 import json
+import select
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 __all__ = ["Reply", "Responder", "ScriptedServer", "last_user_text", "word_count"]
 
@@ -33,10 +36,16 @@ class Reply:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     delay: float = 0.0
-    """Seconds to wait before answering (a slow or held trajectory)."""
+    """Seconds to wait before answering (a slow, held or hanging call); a client that hangs
+    up meanwhile is counted in ``ScriptedServer.cancelled`` and gets no answer."""
     status: int = 200
     """HTTP status; anything but 200 sends an OpenAI-style error body."""
     error: str = "scripted error"
+    headers: dict[str, str] = field(default_factory=dict)
+    """Extra response headers, e.g. ``{"Retry-After": "1"}``."""
+    fault: Literal["reset", "cut", "malformed"] | None = None
+    """"reset": drop the connection (TCP RST) without answering; "cut": send half the
+    answer (or half the stream), then reset; "malformed": a 200 whose body is not JSON."""
 
 
 Responder = Callable[[dict[str, Any]], "Reply | str"]
@@ -86,8 +95,13 @@ class ScriptedServer:
         """The Authorization header of each chat request."""
         self.connections: set[tuple[str, int]] = set()
         """Client addresses seen: fewer than requests means connections were reused."""
+        self.times: list[float] = []
+        """``time.monotonic()`` at each chat request's arrival."""
+        self.cancelled = 0
+        """Requests whose client hung up while the server was still delaying its answer."""
         self.in_flight = 0
         self.max_in_flight = 0
+        self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer((host, port), self._handler())
         self._httpd.daemon_threads = True
@@ -112,7 +126,8 @@ class ScriptedServer:
         return self
 
     def stop(self) -> None:
-        """Stops serving and closes the socket."""
+        """Stops serving and closes the socket; delayed answers are abandoned."""
+        self._stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -125,6 +140,7 @@ class ScriptedServer:
     def _log(self, body: dict[str, Any], address: Any, authorization: str | None) -> None:
         with self._lock:
             self.requests.append(body)
+            self.times.append(time.monotonic())
             self.authorizations.append(authorization)
             self.connections.add(tuple(address))
             self.in_flight += 1
@@ -143,13 +159,53 @@ class ScriptedServer:
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 pass
 
-            def _json(self, status: int, payload: dict[str, Any]) -> None:
+            def _json(
+                self,
+                status: int,
+                payload: dict[str, Any],
+                headers: dict[str, str] | None = None,
+                fault: str | None = None,
+            ) -> None:
                 data = json.dumps(payload).encode()
+                if fault == "malformed":
+                    data = data[: len(data) // 2]
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Length", str(len(data) * (2 if fault == "cut" else 1)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
+                if fault == "cut":
+                    self._reset()
+
+            def _reset(self) -> None:
+                self.wfile.flush()
+                # Linger 0: closing sends a TCP RST, as a crashed server or proxy does.
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                self.close_connection = True
+
+            def _wait(self, seconds: float) -> bool:
+                """Sleeps ``seconds`` unless the client hangs up first (then False)."""
+                end = time.monotonic() + seconds
+                while (left := end - time.monotonic()) > 0:
+                    if server._stopping.is_set():
+                        return False
+                    readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
+                    if readable:
+                        try:
+                            gone = not self.connection.recv(1, socket.MSG_PEEK)
+                        except OSError:
+                            gone = True
+                        if gone:
+                            with server._lock:
+                                server.cancelled += 1
+                            self.close_connection = True
+                            return False
+                        time.sleep(min(left, 0.05))
+                return True
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
@@ -181,8 +237,11 @@ class ScriptedServer:
                 reply = server.responder(body)
                 if isinstance(reply, str):
                     reply = Reply(content=reply)
-                if reply.delay:
-                    time.sleep(reply.delay)
+                if reply.delay and not self._wait(reply.delay):
+                    return
+                if reply.fault == "reset":
+                    self._reset()
+                    return
                 if reply.status != 200:
                     self._json(
                         reply.status,
@@ -193,6 +252,7 @@ class ScriptedServer:
                                 "code": reply.status,
                             }
                         },
+                        reply.headers,
                     )
                     return
                 prompt = reply.prompt_tokens
@@ -227,6 +287,8 @@ class ScriptedServer:
                         ],
                         "usage": usage,
                     },
+                    reply.headers,
+                    reply.fault,
                 )
 
             def _stream(self, body: dict[str, Any], reply: Reply, usage: dict[str, int]) -> None:
@@ -250,10 +312,15 @@ class ScriptedServer:
                     if word:
                         send([{"index": 0, "delta": {"reasoning_content": word + " "}}])
                 pieces = reply.content.split(" ")
+                if reply.fault == "cut":
+                    pieces = pieces[: max(1, len(pieces) // 2)]
                 for i, word in enumerate(pieces):
                     text = word if i == len(pieces) - 1 else word + " "
                     if text:
                         send([{"index": 0, "delta": {"content": text}}])
+                if reply.fault == "cut":
+                    self._reset()
+                    return
                 send([{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}])
                 if (body.get("stream_options") or {}).get("include_usage"):
                     send([], usage=usage)

@@ -8,7 +8,7 @@ from langchain_core.messages import AIMessage
 from langgraph.config import get_stream_writer
 
 from pacore_graph.compaction import reference_compaction
-from pacore_graph.state import PaCoReState, Trajectory
+from pacore_graph.state import PaCoReState, Trajectory, is_finished, latest_trajectories
 
 
 def split_thinking(trajectory: Trajectory) -> tuple[str, str | None]:
@@ -29,8 +29,10 @@ def usage_totals(trajectories: list[Trajectory]) -> tuple[int, int]:
 
 def answer(state: PaCoReState) -> dict[str, Any]:
     """Appends the answer to ``messages`` as an ordinary ``AIMessage``."""
-    trajectories = state["trajectories"]
-    final = next(t for t in trajectories if t["round"] == len(state["round_vector"]))
+    trajectories = latest_trajectories(state["trajectories"])
+    final = next(
+        t for t in trajectories if t["round"] == len(state["round_vector"]) and is_finished(t)
+    )
     reply, thinking = split_thinking(final)
     ttc, largest = usage_totals(trajectories)
     message = AIMessage(
@@ -49,6 +51,9 @@ def answer(state: PaCoReState) -> dict[str, Any]:
                 "max_prompt_tokens": largest,
                 "trajectories": len(trajectories),
                 "truncated": sum(t["truncated"] for t in trajectories),
+                "failed": sum(t.get("status") == "failed" for t in trajectories),
+                "stopped": sum(t.get("status") == "stopped" for t in trajectories),
+                "budget_exhausted": state.get("budget_exhausted"),
             },
         },
     )

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from langchain_core.messages import BaseMessage
 from langgraph.config import get_stream_writer
 from langgraph.types import Send
 
+from pacore_graph.budget import round_budget
 from pacore_graph.context import PaCoReContext
 from pacore_graph.errors import ContextLimitError
 from pacore_graph.settings import run_settings
@@ -67,6 +68,12 @@ def make_synthesize_node(
         previous = done[-1]
         r = state["round"] + 1
         references: list[str] | None = list(previous["references"])
+        if state.get("budget_exhausted"):
+            # Straight to the final synthesis, over the latest round that left anything.
+            r = len(state["round_vector"])
+            references = next(
+                (list(d["references"]) for d in reversed(done) if d["references"]), []
+            )
         if not references and settings.empty_references == "problem":
             references = None  # the paper: every trajectory failed, send the plain problem
         elif settings.context_limit is not None:
@@ -84,17 +91,31 @@ def make_synthesize_node(
         get_stream_writer()(
             {"type": "round_started", "round": r, "k": k, "references": len(references or [])}
         )
-        return {"round": r, "references": references, "rounds_done": done}
+        budget = None
+        if r < len(state["round_vector"]):  # the final call is never cut
+            spent = sum(t["completion_tokens"] or 0 for t in state["trajectories"])
+            key = f"{state.get('run_id', '')}:{r}"
+            budget = round_budget(settings, state.get("started_at", 0.0), spent, key)
+        return {"round": r, "references": references, "rounds_done": done, "budget": budget}
 
     return synthesize
 
 
-def fan_out(state: PaCoReState) -> list[Send]:
-    """One ``Send`` per trajectory of the round, all with the same prompt list."""
+def round_tasks(state: PaCoReState, indices: Iterable[int]) -> list[Send]:
+    """``Send``s for trajectories ``indices`` of the round in progress, all with one prompt list."""
     r = state["round"]
     messages = build_round_messages(state["messages"], state.get("references"))
     final = r == len(state["round_vector"])
+    budget = state.get("budget")
     return [
-        Send("trajectory", {"messages": messages, "round": r, "index": i, "final": final})
-        for i in range(state["round_vector"][r - 1])
+        Send(
+            "trajectory",
+            {"messages": messages, "round": r, "index": i, "final": final, "budget": budget},
+        )
+        for i in indices
     ]
+
+
+def fan_out(state: PaCoReState) -> list[Send]:
+    """One ``Send`` per trajectory of the round, all with the same prompt list."""
+    return round_tasks(state, range(state["round_vector"][state["round"] - 1]))

@@ -1,0 +1,161 @@
+"""Run budgets (``max_ttc_tokens``, ``max_seconds``): what is left, and whom to stop when it
+runs out.
+
+The round's share of the budget travels in each trajectory's ``Send`` payload, so a
+resumed run keeps the same deadline. Within one process the K trajectories of a
+round share a `BudgetTracker`: the trajectory whose tokens use up the budget stops
+its siblings at once instead of letting them run to completion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Literal
+
+from typing_extensions import TypedDict
+
+from pacore_graph.context import PaCoReContext
+from pacore_graph.errors import InvalidSettingsError
+
+BudgetName = Literal["max_ttc_tokens", "max_seconds"]
+
+
+class RoundBudget(TypedDict):
+    """What a round may still spend; sent with every exploration trajectory."""
+
+    key: str
+    """Identifies the round of the run, so its trajectories share one tracker."""
+    deadline: float | None
+    """Unix time after which trajectories stop."""
+    tokens_left: int | None
+    """Completion tokens the round may still use."""
+
+
+def check_budgets(settings: PaCoReContext) -> None:
+    """Fails fast on budgets and quorums that cannot mean anything."""
+    for name in ("max_ttc_tokens", "max_seconds"):
+        value = getattr(settings, name)
+        if value is not None and (isinstance(value, bool) or not value > 0):
+            raise InvalidSettingsError(f"{name} must be a positive number, got {value!r}")
+    q = settings.min_success
+    if q is not None and (
+        isinstance(q, bool)
+        or not isinstance(q, int | float)
+        or (isinstance(q, float) and not 0 < q <= 1)
+        or (isinstance(q, int) and q < 0)
+    ):
+        raise InvalidSettingsError(
+            f"min_success must be a count >= 0 or a fraction in (0, 1], got {q!r}"
+        )
+
+
+def quorum(min_success: int | float | None, k: int) -> int:
+    """How many of a round's K trajectories must finish; a count of 0 always goes on, as the
+    reference did."""
+    if min_success is None:
+        return 1
+    if isinstance(min_success, float):
+        # round() first so that 0.3 of 10 is 3, not 4
+        return max(1, min(k, math.ceil(round(min_success * k, 9))))
+    return min(k, min_success)
+
+
+def round_budget(
+    settings: PaCoReContext, started_at: float, spent: int, key: str
+) -> RoundBudget | None:
+    """The budget of a round that starts now, or None when no budget is set."""
+    if settings.max_seconds is None and settings.max_ttc_tokens is None:
+        return None
+    return RoundBudget(
+        key=key,
+        deadline=started_at + settings.max_seconds if settings.max_seconds else None,
+        tokens_left=settings.max_ttc_tokens - spent if settings.max_ttc_tokens else None,
+    )
+
+
+def exhausted(
+    settings: PaCoReContext, started_at: float, spent: int, now: float | None = None
+) -> BudgetName | None:
+    """Which budget is used up after ``spent`` tokens, if any."""
+    if settings.max_ttc_tokens is not None and spent >= settings.max_ttc_tokens:
+        return "max_ttc_tokens"
+    now = time.time() if now is None else now
+    if settings.max_seconds is not None and now >= started_at + settings.max_seconds:
+        return "max_seconds"
+    return None
+
+
+class BudgetTracker:
+    """One round's shared budget in this process; thread-safe, for sync and async trajectories."""
+
+    def __init__(self, budget: RoundBudget) -> None:
+        self.budget = budget
+        self.spent = 0
+        self.reason: BudgetName | None = None
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
+
+    def seconds_left(self) -> float | None:
+        deadline = self.budget["deadline"]
+        return None if deadline is None else deadline - time.time()
+
+    def check(self) -> BudgetName | None:
+        """The budget that has run out, marking the deadline when it passed."""
+        left = self.seconds_left()
+        if self.reason is None and left is not None and left <= 0:
+            self._exhaust("max_seconds")
+        return self.reason
+
+    def add(self, tokens: int) -> None:
+        """Counts a finished trajectory's tokens; stops the others when the budget is used."""
+        with self._lock:
+            self.spent += tokens
+            over = self.budget["tokens_left"] is not None and (
+                self.spent >= self.budget["tokens_left"]
+            )
+        if over:
+            self._exhaust("max_ttc_tokens")
+
+    def on_exhausted(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Calls ``callback`` once when the budget runs out (at once if it has); returns an
+        unsubscribe function."""
+        with self._lock:
+            if self.reason is None:
+                self._listeners.append(callback)
+                return lambda: self._unsubscribe(callback)
+        callback()
+        return lambda: None
+
+    def _unsubscribe(self, callback: Callable[[], None]) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._listeners.remove(callback)
+
+    def _exhaust(self, reason: BudgetName) -> None:
+        with self._lock:
+            if self.reason is not None:
+                return
+            self.reason = reason
+            listeners, self._listeners = self._listeners, []
+        for callback in listeners:
+            callback()
+
+
+_TRACKERS: OrderedDict[str, BudgetTracker] = OrderedDict()
+_TRACKERS_LOCK = threading.Lock()
+_MAX_TRACKERS = 4096  # rounds in flight in one process; old ones are long finished
+
+
+def tracker_for(budget: RoundBudget) -> BudgetTracker:
+    """The process-wide tracker of ``budget``'s round, created on first use."""
+    with _TRACKERS_LOCK:
+        tracker = _TRACKERS.get(budget["key"])
+        if tracker is None:
+            tracker = _TRACKERS[budget["key"]] = BudgetTracker(budget)
+            while len(_TRACKERS) > _MAX_TRACKERS:
+                _TRACKERS.popitem(last=False)
+        return tracker

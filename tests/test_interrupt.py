@@ -1,0 +1,103 @@
+"""SIGTERM and Ctrl-C: calls in flight are cancelled, finished work stays, the CLI says how to
+resume, and the rerun asks only what had not finished."""
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from pacore_graph.testing import Reply, last_user_text
+
+PROBLEM = "What is 17 * 23?"
+
+
+class Held:
+    """Answers the first two exploration calls; holds the others (until the client hangs up)."""
+
+    def __init__(self):
+        self.holding = True
+        self.n = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, body):
+        if "Reference 1:" in last_user_text(body):
+            return Reply(content="<think>agree</think>\\boxed{391}")
+        with self.lock:
+            n, self.n = self.n, self.n + 1
+        if self.holding and n >= 2:
+            return Reply(content="too late", delay=120)
+        return Reply(content=f"candidate {n}: 391")
+
+
+def command(server, *extra):
+    return [
+        sys.executable,
+        "-m",
+        "pacore_graph.cli",
+        "solve",
+        PROBLEM,
+        "--base-url",
+        server.base_url,
+        "--rounds",
+        "4",
+        *extra,
+    ]
+
+
+def wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_cancels_calls_keeps_finished_work_and_rerun_resumes(
+    scripted, redis_url, sig, status
+):
+    responder = Held()
+    server = scripted(responder)
+    args = command(server, "--redis-url", redis_url, "--thread-id", f"sig-{sig}")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(server.requests) == 4)  # 2 answered, 2 held
+    time.sleep(1.0)  # the two answers reach Redis as task writes
+    started = time.monotonic()
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=30)
+    assert time.monotonic() - started < 10  # did not wait for the held calls
+    assert proc.returncode == status
+    assert "Traceback" not in stderr
+    name = signal.Signals(sig).name
+    assert stderr.strip().splitlines()[-1] == (
+        f"pacore: interrupted ({name}); finished trajectories are saved in thread sig-{sig}: "
+        "run the same command again to resume"
+    )
+    wait_for(lambda: server.cancelled == 2, timeout=5)  # the server saw both held calls dropped
+
+    responder.holding = False
+    before = len(server.requests)
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.strip() == "\\boxed{391}"
+    new = [last_user_text(b) for b in server.requests[before:]]
+    assert sum("Reference 1:" not in t for t in new) == 2  # only the two cancelled ones
+    assert "candidate 0: 391" in new[-1] and "candidate 1: 391" in new[-1]
+
+
+def test_sigterm_without_redis_says_nothing_was_saved(scripted):
+    server = scripted(Held())
+    proc = subprocess.Popen(
+        command(server), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    wait_for(lambda: len(server.requests) == 4)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 143
+    assert stderr.strip().splitlines()[-1] == (
+        "pacore: interrupted (SIGTERM); nothing was saved: add --redis-url to make runs resumable"
+    )

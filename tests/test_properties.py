@@ -1,0 +1,132 @@
+"""Property-based bad input (hypothesis): any round vector, any messages shape, unicode, huge
+problems, missing fields. The outcome is a correct run or a one-line error naming the problem;
+never a hang, never a traceback from the CLI."""
+
+import asyncio
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.messages import AIMessage
+
+from pacore_graph import PaCoReError, create_pacore_graph, resolve_rounds
+from pacore_graph.cli import main
+from pacore_graph.testing import ScriptedServer
+
+SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+texts = st.one_of(
+    st.text(max_size=40),
+    st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=20),
+    st.integers(0, 200_000).map(lambda n: "x " * n),  # huge problems
+)
+round_specs = st.one_of(
+    st.none(),
+    st.integers(-3, 5),
+    st.sampled_from(["low", "medium", "high", "Low", "", "4,", ",", "2,2", "1e3", "-1", "0"]),
+    st.text(max_size=8),
+    st.lists(st.one_of(st.integers(-2, 4), st.text(max_size=2), st.none()), max_size=3),
+    st.floats(allow_nan=True),
+)
+message_items = st.one_of(
+    st.tuples(st.sampled_from(["user", "human", "assistant", "system", "tool", "bogus"]), texts),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "role": st.sampled_from(["user", "assistant", "system", "tool", "x"]),
+            "content": st.one_of(texts, st.none(), st.integers()),
+        },
+    ),
+    texts,
+    st.integers(),
+    st.none(),
+)
+messages = st.one_of(st.lists(message_items, max_size=4), st.none(), texts)
+
+
+def one_line(exc: BaseException) -> bool:
+    text = str(exc)
+    return bool(text.strip()) and "\n" not in text
+
+
+@SETTINGS
+@given(round_specs)
+def test_resolve_rounds_gives_a_valid_vector_or_a_one_line_error(spec):
+    try:
+        vector = resolve_rounds(spec)
+    except PaCoReError as exc:
+        assert one_line(exc) and "round" in str(exc).lower()
+        return
+    assert vector[-1] == 1 and all(isinstance(k, int) and k >= 1 for k in vector)
+
+
+@SETTINGS
+@given(messages, st.lists(st.integers(1, 3), max_size=2))
+def test_graph_answers_or_raises_one_line_naming_the_input(msgs, rounds):
+    model = FakeListChatModel(responses=["<think>t</think>ok"])
+    graph = create_pacore_graph(model, rounds=rounds or 1).compile()
+    try:
+        out = asyncio.run(graph.ainvoke({"messages": msgs}))
+    except PaCoReError as exc:
+        assert one_line(exc)
+        assert "message" in str(exc) or "problem" in str(exc)
+        return
+    assert isinstance(out["messages"][-1], AIMessage)
+    assert out["messages"][-1].content == "ok"
+    assert len(out["trajectories"]) == sum(out["round_vector"])
+
+
+@pytest.fixture(scope="module")
+def server():
+    with ScriptedServer(lambda body: "<think>t</think>\\boxed{1}") as s:
+        yield s
+
+
+def run_cli(argv, capsys):
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse
+        status = exc.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def check(status, out, err):
+    assert "Traceback" not in err
+    if status == 0:
+        assert out.strip() == "\\boxed{1}"
+    else:
+        assert status in (1, 2)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("pacore: error: "), err
+
+
+@SETTINGS
+@given(problem=texts, rounds=st.one_of(st.text(max_size=6), round_specs.map(str)))
+def test_cli_problem_and_rounds(server, capsys, problem, rounds):
+    argv = ["solve", problem, "--base-url", server.base_url, "--rounds", rounds]
+    check(*run_cli(argv, capsys))
+
+
+@SETTINGS
+@given(document=st.one_of(messages, st.dictionaries(st.text(max_size=5), texts, max_size=2)))
+def test_cli_messages_file(server, capsys, tmp_path_factory, document):
+    path = tmp_path_factory.mktemp("m") / "messages.json"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    argv = ["solve", "--messages", str(path), "--base-url", server.base_url, "--rounds", "2"]
+    check(*run_cli(argv, capsys))
+
+
+@SETTINGS
+@given(raw=st.binary(max_size=64))
+def test_cli_messages_file_that_is_not_json(server, capsys, tmp_path_factory, raw):
+    path = tmp_path_factory.mktemp("m") / "messages.json"
+    path.write_bytes(raw)
+    argv = ["solve", "--messages", str(path), "--base-url", server.base_url]
+    check(*run_cli(argv, capsys))
