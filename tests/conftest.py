@@ -1,5 +1,7 @@
 """Shared fixtures: a scripted OpenAI-compatible server and a real Redis server on loopback."""
 
+import sys
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -30,3 +32,27 @@ def model_for(server: ScriptedServer, **kwargs) -> ChatOpenAICompatible:
     return ChatOpenAICompatible(
         base_url=server.base_url, model=server.model, api_key="test-key", **kwargs
     )
+
+
+def solve_command(server: ScriptedServer, problem: str, *extra: str) -> list[str]:
+    """``pacore solve`` as a subprocess argv, pointed at ``server``."""
+    return [
+        sys.executable,
+        "-m",
+        "pacore_graph.cli",
+        "solve",
+        problem,
+        "--base-url",
+        server.base_url,
+        *extra,
+    ]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Polls ``predicate`` until it holds; fails the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")

@@ -3,13 +3,13 @@ resume, and the rerun asks only what had not finished."""
 
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
 from pacore_graph.testing import Reply, last_user_text
+from tests.conftest import solve_command, wait_for
 
 PROBLEM = "What is 17 * 23?"
 
@@ -33,27 +33,7 @@ class Held:
 
 
 def command(server, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "pacore_graph.cli",
-        "solve",
-        PROBLEM,
-        "--base-url",
-        server.base_url,
-        "--rounds",
-        "4",
-        *extra,
-    ]
-
-
-def wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached")
+    return solve_command(server, PROBLEM, "--rounds", "4", *extra)
 
 
 @pytest.mark.parametrize(("sig", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

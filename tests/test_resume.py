@@ -3,11 +3,11 @@
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 from pacore_graph.testing import Reply, last_user_text
+from tests.conftest import solve_command, wait_for
 
 PROBLEM = "What is 17 * 23?"
 
@@ -38,33 +38,12 @@ class HoldingResponder:
 
 
 def cli(server, redis_url, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "pacore_graph.cli",
-        "solve",
+    return solve_command(
+        server,
         PROBLEM,
-        "--base-url",
-        server.base_url,
-        "--rounds",
-        "4",
-        "--concurrency",
-        "4",
-        "--redis-url",
-        redis_url,
-        "--thread-id",
-        "crash-1",
-        *extra,
-    ]
-
-
-def wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached")
+        *("--rounds", "4", "--concurrency", "4", "--redis-url", redis_url),
+        *("--thread-id", "crash-1", *extra),
+    )
 
 
 def test_sigkill_then_rerun_requests_only_unfinished_trajectories(scripted, redis_url):

@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +65,8 @@ def _call_in_thread(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[bo
     A blocking HTTP call cannot be interrupted, so when the budget wins the call is left
     to finish on its daemon thread and its result is dropped; the async API cancels it.
     """
+    if tracker.check():
+        return False, None
     result: concurrent.futures.Future[Any] = concurrent.futures.Future()
     context = contextvars.copy_context()
 
@@ -87,10 +90,12 @@ def _call_in_thread(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[bo
     return False, None
 
 
-async def _call_async(call: Any, tracker: BudgetTracker) -> tuple[bool, Any]:
+async def _call_async(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[bool, Any]:
     """Awaits a model call until it returns or the budget runs out, cancelling it then."""
+    if tracker.check():
+        return False, None
     loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(call)
+    task = asyncio.ensure_future(call())
     stop = loop.create_future()
 
     def wake() -> None:
@@ -216,57 +221,52 @@ def make_trajectory_node(
             return unfinished(task, "failed", describe_failure(exc), started)
         return retry_after(exc)
 
-    def trajectory(task: TrajectoryTask, config: RunnableConfig) -> dict[str, list[Trajectory]]:
-        started = time.perf_counter()
+    def start(task: TrajectoryTask, config: RunnableConfig) -> tuple[Any, ...]:
         call_config, kwargs = call_args(task, config)
         budget = task.get("budget")
-        tracker = tracker_for(budget) if budget else None
-        if tracker is not None and tracker.check():
-            return stopped(task, tracker, started)
+        return task["messages"], call_config, kwargs, tracker_for(budget) if budget else None
+
+    def finish(
+        task: TrajectoryTask,
+        result: tuple[bool, Any],
+        tracker: BudgetTracker | None,
+        started: float,
+    ) -> dict[str, list[Trajectory]]:
+        returned, message = result
+        if not returned:
+            return stopped(task, tracker, started)  # type: ignore[arg-type]
+        if tracker is not None:
+            tracker.add((getattr(message, "usage_metadata", None) or {}).get("output_tokens") or 0)
+        return record(task, message, started)
+
+    def trajectory(task: TrajectoryTask, config: RunnableConfig) -> dict[str, list[Trajectory]]:
+        started = time.perf_counter()
+        messages, call_config, kwargs, tracker = start(task, config)
+        call = functools.partial(model.invoke, messages, call_config, **kwargs)
         try:
-            if tracker is None:
-                message = model.invoke(task["messages"], call_config, **kwargs)
-            else:
-                returned, message = _call_in_thread(
-                    lambda: model.invoke(task["messages"], call_config, **kwargs), tracker
-                )
-                if not returned:
-                    return stopped(task, tracker, started)
+            result = (True, call()) if tracker is None else _call_in_thread(call, tracker)
         except Exception as exc:
             outcome = on_failure(task, exc, started)
             if isinstance(outcome, dict):
                 return outcome
             time.sleep(outcome)
             raise
-        if tracker is not None:
-            tracker.add((getattr(message, "usage_metadata", None) or {}).get("output_tokens") or 0)
-        return record(task, message, started)
+        return finish(task, result, tracker, started)
 
     async def atrajectory(
         task: TrajectoryTask, config: RunnableConfig
     ) -> dict[str, list[Trajectory]]:
         started = time.perf_counter()
-        call_config, kwargs = call_args(task, config)
-        budget = task.get("budget")
-        tracker = tracker_for(budget) if budget else None
-        if tracker is not None and tracker.check():
-            return stopped(task, tracker, started)
+        messages, call_config, kwargs, tracker = start(task, config)
+        call = functools.partial(model.ainvoke, messages, call_config, **kwargs)
         try:
-            call = model.ainvoke(task["messages"], call_config, **kwargs)
-            if tracker is None:
-                message = await call
-            else:
-                returned, message = await _call_async(call, tracker)
-                if not returned:
-                    return stopped(task, tracker, started)
+            result = (True, await call()) if tracker is None else await _call_async(call, tracker)
         except Exception as exc:
             outcome = on_failure(task, exc, started)
             if isinstance(outcome, dict):
                 return outcome
             await asyncio.sleep(outcome)
             raise
-        if tracker is not None:
-            tracker.add((getattr(message, "usage_metadata", None) or {}).get("output_tokens") or 0)
-        return record(task, message, started)
+        return finish(task, result, tracker, started)
 
     return RunnableLambda(trajectory, afunc=atrajectory, name="trajectory")
