@@ -21,8 +21,7 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import BaseMessage, convert_to_messages
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from pacore_graph.backends import ChatOpenAICompatible
-from pacore_graph.backends.env import model_for_endpoint
+from pacore_graph.backends.select import open_backend
 from pacore_graph.compaction import COMPACTIONS
 from pacore_graph.errors import BudgetExhaustedError, PaCoReError, QuorumError
 from pacore_graph.eval import cli as eval_cli
@@ -37,10 +36,6 @@ DEMO_PROBLEM = (
     "A farmer plants 17 rows of apple trees with 23 trees in each row. "
     "How many trees does the farmer plant? Put the final answer in \\boxed{}."
 )
-
-# The embedded model is small and slow: keep each call short unless asked otherwise.
-EMBEDDED_MAX_TOKENS = 256
-
 
 # Builds a graph only to read a thread's stored state; never called.
 _NO_MODEL = FakeListChatModel(responses=["(unused)"])
@@ -185,35 +180,13 @@ def _messages(args: argparse.Namespace) -> list[BaseMessage]:
     return messages
 
 
-def _openai_model(args: argparse.Namespace, base_urls: list[str]) -> ChatOpenAICompatible:
-    return model_for_endpoint(base_urls, args.model, args.api_key, timeout=args.timeout)
-
-
 @contextlib.contextmanager
 def _backend(args: argparse.Namespace) -> Iterator[BaseChatModel]:
-    backend = args.backend or ("openai" if args.base_url else "embedded")
-    if backend == "openai":
-        if not args.base_url:
-            raise CLIError("--backend openai needs --base-url")
-        yield _openai_model(args, args.base_url)
-    elif backend == "embedded":
-        from pacore_graph.backends.embedded import EmbeddedServer
-
+    with open_backend(args.backend, args.base_url, args.model, args.api_key, args.timeout) as b:
         if args.max_tokens is None:
-            args.max_tokens = EMBEDDED_MAX_TOKENS
-        with EmbeddedServer(model_path=args.model) as server:
-            args.concurrency = min(args.concurrency, server.n_parallel)
-            yield _openai_model(args, [server.base_url])
-    else:
-        from pacore_graph.backends.vllm import ChatVLLM
-
-        if not args.model:
-            raise CLIError("--backend vllm needs --model PATH (a Hugging Face model folder)")
-        model = ChatVLLM(model=args.model)
-        try:
-            yield model
-        finally:
-            model.close()
+            args.max_tokens = b.default_max_tokens
+        args.concurrency = min(args.concurrency, b.max_parallel or args.concurrency)
+        yield b.model
 
 
 def _context(args: argparse.Namespace) -> dict[str, Any]:

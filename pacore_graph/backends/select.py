@@ -1,0 +1,71 @@
+"""The backend a command line names, opened: an OpenAI-compatible endpoint, the embedded CPU
+model (started here, stopped on exit), or vLLM's engine in-process."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from langchain_core.language_models import BaseChatModel
+
+from pacore_graph.backends.env import model_for_endpoint
+from pacore_graph.errors import InvalidSettingsError
+
+EMBEDDED_MAX_TOKENS = 256
+"""The embedded model is small and slow: calls stay short unless asked otherwise."""
+
+
+@dataclass(frozen=True)
+class OpenBackend:
+    """A started backend and the limits a caller should respect."""
+
+    model: BaseChatModel
+    max_parallel: int | None = None
+    """Requests it serves at once (the embedded server's slots); None: no limit of its own."""
+    default_max_tokens: int | None = None
+    """``max_tokens`` to use when the user gave none."""
+
+
+@contextlib.contextmanager
+def open_backend(
+    kind: str | None,
+    base_urls: Sequence[str] | None,
+    model: str | None,
+    api_key: str | None,
+    timeout: float | None,
+) -> Iterator[OpenBackend]:
+    """Starts the backend ``kind`` ("openai", "embedded", "vllm"; default: "openai" when
+    ``base_urls`` are given, else "embedded") and stops it on exit.
+
+    Raises:
+        InvalidSettingsError: ``kind`` lacks what it needs (an endpoint, a model path).
+        BackendUnreachableError: No endpoint answers (when the model name must be looked up).
+    """
+    kind = kind or ("openai" if base_urls else "embedded")
+    if kind == "openai":
+        if not base_urls:
+            raise InvalidSettingsError("--backend openai needs --base-url")
+        yield OpenBackend(model_for_endpoint(list(base_urls), model, api_key, timeout=timeout))
+    elif kind == "embedded":
+        from pacore_graph.backends.embedded import EmbeddedServer
+
+        with EmbeddedServer(model_path=model) as server:
+            chat = model_for_endpoint(
+                [server.base_url], server.model_name, api_key, timeout=timeout
+            )
+            yield OpenBackend(chat, server.n_parallel, EMBEDDED_MAX_TOKENS)
+    elif kind == "vllm":
+        from pacore_graph.backends.vllm import ChatVLLM
+
+        if not model:
+            raise InvalidSettingsError(
+                "--backend vllm needs --model PATH (a Hugging Face model folder)"
+            )
+        engine = ChatVLLM(model=model)
+        try:
+            yield OpenBackend(engine)
+        finally:
+            engine.close()
+    else:
+        raise InvalidSettingsError(f"unknown backend {kind!r}: use openai, embedded or vllm")

@@ -1,0 +1,43 @@
+"""``pacore eval``: reproduce the paper's tables (accuracy and TTC of PaCoRe against a single
+trajectory and self-consistency) on any backend and any benchmark file.
+
+Modules: `dataset` (load and check the JSONL), `grading` (answer extraction, math-verify,
+string fallback, votes), `settings` (PaCoRe rounds and baselines), `samples` (the
+baselines' and the pool's resumable sampling graph), `pool` (the round-1 pool and the
+concurrency bound), `runner` (the concurrent, resumable run), `report` (statistics,
+tables, plot) and `cli`. Nothing here imports math-verify or matplotlib until it grades
+or plots.
+
+Example:
+    ```python
+    from pacore_graph.eval import EvalSpec, build_settings, load_problems, run_eval, write_report
+
+    problems = load_problems("problems.jsonl")
+    spec = EvalSpec(build_settings(["low"], ["single", "sc@16"]), runs=8, concurrency=64)
+    result = await run_eval(model, problems, spec, checkpointer=saver)
+    table, paths = write_report(result, "results/")
+    ```
+"""
+
+from pacore_graph.eval.dataset import SAMPLE, DatasetError, Problem, load_problems
+from pacore_graph.eval.grading import Grade, extract_answer, grade
+from pacore_graph.eval.report import summarize, write_report
+from pacore_graph.eval.runner import EvalResult, EvalSpec, run_eval
+from pacore_graph.eval.settings import Setting, build_settings
+
+__all__ = [
+    "SAMPLE",
+    "DatasetError",
+    "EvalResult",
+    "EvalSpec",
+    "Grade",
+    "Problem",
+    "Setting",
+    "build_settings",
+    "extract_answer",
+    "grade",
+    "load_problems",
+    "run_eval",
+    "summarize",
+    "write_report",
+]

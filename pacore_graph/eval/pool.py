@@ -1,0 +1,172 @@
+"""The first-round pool (an evaluation shortcut) and the one bound on all model calls.
+
+The paper evaluated with a pool: 512 round-1 trajectories were generated per problem
+once, and each run drew its K_1 first-round trajectories from it. `EvalChatModel` does
+this without touching the graph: PaCoRe's trajectory node tags every call with
+``metadata["pacore_round"]`` and ``["pacore_index"]``, so the wrapper answers round-1
+calls of a run from the pool (the run's draw travels in ``configurable``) and passes
+every other call to the real model, under one semaphore shared by all problems and
+settings. A pooled trajectory is returned with its recorded usage, so its completion
+tokens count toward the run's TTC exactly as if the run had generated it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import openai
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatResult
+from langchain_core.runnables import RunnableConfig
+from pydantic import PrivateAttr
+
+from pacore_graph.eval.samples import Sample
+
+DRAW_KEY = "pacore_eval_draw"
+"""``configurable`` key of a run's draw: ``{"pool": problem key, "indices": [...]}``."""
+
+
+def draw_indices(seed: int, setting: str, run: int, problem: str, k: int, n: int) -> list[int]:
+    """The pool trajectories one run uses: ``k`` distinct indices out of ``n``.
+
+    Seeded by the eval seed, the setting, the run and the problem, so a rerun (or a resume)
+    draws the same trajectories and different runs draw independently.
+
+    Raises:
+        ValueError: ``k > n``.
+    """
+    if k > n:
+        raise ValueError(f"cannot draw {k} trajectories from a pool of {n}")
+    return random.Random(f"{seed}|{setting}|{run}|{problem}").sample(range(n), k)
+
+
+def pooled_message(sample: Sample) -> AIMessage:
+    """A pool trajectory as the model's reply, with its recorded usage."""
+    prompt = sample["prompt_tokens"] or 0
+    completion = sample["completion_tokens"] or 0
+    return AIMessage(
+        content=sample["content"],
+        additional_kwargs={"reasoning_content": sample["reasoning"]} if sample["reasoning"] else {},
+        response_metadata={"finish_reason": sample["finish_reason"], "pool_index": sample["index"]},
+        usage_metadata={
+            "input_tokens": prompt,
+            "output_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    )
+
+
+class EvalChatModel(BaseChatModel):
+    """The eval's model: one concurrency bound over every call, round 1 served from the pool.
+
+    Attributes:
+        inner: The real model.
+        concurrency: Calls to ``inner`` in flight at once, across all problems and settings.
+    """
+
+    inner: BaseChatModel
+    concurrency: int = 64
+
+    _semaphore: asyncio.Semaphore = PrivateAttr()
+    _pools: dict[str, list[Sample]] = PrivateAttr(default_factory=dict)
+    _served: int = PrivateAttr(default=0)
+    _fatal: BaseException | None = PrivateAttr(default=None)
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        self._semaphore = asyncio.Semaphore(self.concurrency)
+
+    @property
+    def _llm_type(self) -> str:
+        return "pacore-eval"
+
+    @property
+    def api_key(self) -> Any:
+        """The real model's key, so the graph redacts it from failure messages."""
+        return getattr(self.inner, "api_key", None)
+
+    @property
+    def served_from_pool(self) -> int:
+        """Round-1 calls answered from the pool so far."""
+        return self._served
+
+    @property
+    def fatal_failure(self) -> BaseException | None:
+        """The last call's failure if it would fail every call (a refused connection, a
+        rejected key or model), with no call succeeding since; else None.
+
+        The graph records a failed call as a failed trajectory rather than raising it, so
+        this is how the eval tells "the endpoint is gone" from "this problem failed".
+        """
+        return self._fatal
+
+    def _outcome(self, exc: BaseException | None) -> None:
+        refused = isinstance(exc, openai.APIConnectionError) and not isinstance(
+            exc, openai.APITimeoutError
+        )
+        rejected = isinstance(exc, openai.APIStatusError) and exc.status_code in (401, 403, 404)
+        if refused or rejected:
+            self._fatal = exc
+        elif exc is None or isinstance(exc, openai.APIStatusError):  # the endpoint answered
+            self._fatal = None
+
+    def add_pool(self, key: str, samples: Sequence[Sample]) -> None:
+        """Registers a problem's pool, in index order."""
+        self._pools[key] = sorted(samples, key=lambda s: s["index"])
+
+    def _from_pool(self, config: RunnableConfig | None) -> AIMessage | None:
+        config = config or {}
+        draw = (config.get("configurable") or {}).get(DRAW_KEY)
+        metadata = config.get("metadata") or {}
+        if not draw or metadata.get("pacore_round") != 1:
+            return None
+        pool = self._pools[draw["pool"]]
+        self._served += 1
+        return pooled_message(pool[draw["indices"][metadata["pacore_index"]]])
+
+    async def ainvoke(
+        self,
+        input: Any,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> BaseMessage:
+        """A pooled round-1 trajectory, or the real model's reply within the bound."""
+        if (pooled := self._from_pool(config)) is not None:
+            return pooled
+        async with self._semaphore:
+            try:
+                message = await self.inner.ainvoke(input, config, stop=stop, **kwargs)
+            except Exception as exc:
+                self._outcome(exc)
+                raise
+        self._outcome(None)
+        return message
+
+    def invoke(
+        self,
+        input: Any,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> BaseMessage:
+        """Sync twin of `ainvoke` (the bound applies to async calls, which the eval makes)."""
+        if (pooled := self._from_pool(config)) is not None:
+            return pooled
+        try:
+            message = self.inner.invoke(input, config, stop=stop, **kwargs)
+        except Exception as exc:
+            self._outcome(exc)
+            raise
+        self._outcome(None)
+        return message
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        return self.inner._generate(messages, *args, **kwargs)

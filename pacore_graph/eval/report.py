@@ -1,0 +1,387 @@
+"""Statistics and outputs: accuracy with a 95% interval, mean TTC, the paper-style table
+(Markdown and CSV), the accuracy-vs-TTC plot, and the per-problem rows.
+
+Accuracy is pass@1 averaged over runs. Its 95% interval is a t-interval over problems,
+clustered by problem (each problem's pass rate averaged over runs first, as in Miller,
+"Adding Error Bars to Evals", 2024): mean ± t(0.975, P-1) · sd(p_i) / √P, clipped to
+[0, 100]. It needs no particular number of runs; more runs shrink it by removing
+sampling noise from each p_i.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pacore_graph.eval._deps import require
+from pacore_graph.eval.runner import EvalResult
+from pacore_graph.eval.settings import Setting
+
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
+_T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+_Z975 = 1.959964
+
+ALL = "all"
+"""The category name of the whole benchmark."""
+
+FILES = {
+    "rows": "results.jsonl",
+    "pool": "pool.jsonl",
+    "markdown": "table.md",
+    "csv": "table.csv",
+    "plot": "accuracy_vs_ttc.png",
+}
+"""What `write_report` writes into the output folder."""
+
+
+def t_quantile_975(df: int) -> float:
+    """Student's t 97.5% quantile: a table up to 30 degrees of freedom, then the
+    Cornish-Fisher expansion (within 0.001 of the exact value there)."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = _Z975
+    return (
+        z
+        + (z**3 + z) / (4 * df)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+    )
+
+
+def interval(pass_rates: Sequence[float]) -> tuple[float, float] | None:
+    """95% interval, in percent, of the mean of per-problem pass rates (each in [0, 1]);
+    None for fewer than two problems."""
+    if len(pass_rates) < 2:
+        return None
+    mean = statistics.fmean(pass_rates)
+    half = t_quantile_975(len(pass_rates) - 1) * statistics.stdev(pass_rates)
+    half /= math.sqrt(len(pass_rates))
+    return max(0.0, 100 * (mean - half)), min(100.0, 100 * (mean + half))
+
+
+def format_ttc(tokens: float | None) -> str:
+    """TTC as the paper writes it, in thousands: ``243k``, ``4.2k``, ``0.44k``."""
+    if tokens is None:
+        return "n/a"
+    k = tokens / 1000
+    return f"{k:.0f}k" if k >= 10 else f"{k:.1f}k" if k >= 1 else f"{k:.2f}k"
+
+
+@dataclass
+class SettingStats:
+    """One setting on one category (or on all problems).
+
+    Attributes:
+        setting: The setting.
+        category: The category, or `ALL`.
+        problems: Problems in it.
+        runs: Runs per problem.
+        accuracy: pass@1 averaged over runs, in percent.
+        ci: 95% interval of ``accuracy`` (see the module docstring), or None.
+        run_accuracies: Accuracy of each run, in percent.
+        mean_ttc: Mean TTC per problem (completion tokens of every call for it), over
+            the rows that did not fail.
+        agreement: Mean answer agreement of each round (None where no row has it).
+        emergent: Rows whose final answer was right while every input of the last
+            synthesis was wrong.
+        all_inputs_wrong: Rows whose last synthesis had only wrong inputs.
+        errors: Rows that failed (graded wrong).
+    """
+
+    setting: Setting
+    category: str
+    problems: int
+    runs: int
+    accuracy: float
+    ci: tuple[float, float] | None
+    run_accuracies: list[float]
+    mean_ttc: float | None
+    agreement: list[float | None]
+    emergent: int
+    all_inputs_wrong: int
+    errors: int
+
+    @property
+    def emergent_rate(self) -> float | None:
+        """``emergent / all_inputs_wrong``: how often synthesis was right with no right input."""
+        return self.emergent / self.all_inputs_wrong if self.all_inputs_wrong else None
+
+    @property
+    def cell(self) -> str:
+        """The paper's table cell: ``acc (TTC k)``."""
+        return f"{self.accuracy:.1f} ({format_ttc(self.mean_ttc)})"
+
+
+def _stats(setting: Setting, category: str, rows: list[dict[str, Any]], runs: int) -> SettingStats:
+    by_problem: dict[str, list[bool]] = {}
+    by_run: dict[int, list[bool]] = {}
+    for row in rows:
+        by_problem.setdefault(str(row["request_id"]), []).append(bool(row["correct"]))
+        by_run.setdefault(row["run"], []).append(bool(row["correct"]))
+    pass_rates = [statistics.fmean(v) for v in by_problem.values()]
+    ttcs = [row["ttc_tokens"] for row in rows if row["ttc_tokens"] is not None]
+    depth = max((len(row["agreement"]) for row in rows), default=0)
+    agreement: list[float | None] = []
+    for r in range(depth):
+        values = [row["agreement"][r] for row in rows if len(row["agreement"]) > r]
+        values = [v for v in values if v is not None]
+        agreement.append(statistics.fmean(values) if values else None)
+    return SettingStats(
+        setting=setting,
+        category=category,
+        problems=len(by_problem),
+        runs=runs,
+        accuracy=100 * statistics.fmean(pass_rates) if pass_rates else 0.0,
+        ci=interval(pass_rates),
+        run_accuracies=[100 * statistics.fmean(by_run[r]) for r in sorted(by_run)],
+        mean_ttc=statistics.fmean(ttcs) if ttcs else None,
+        agreement=agreement,
+        emergent=sum(1 for row in rows if row.get("emergent")),
+        all_inputs_wrong=sum(1 for row in rows if row.get("all_inputs_wrong")),
+        errors=sum(1 for row in rows if row.get("error")),
+    )
+
+
+def categories(result: EvalResult) -> list[str]:
+    """The table's columns: `ALL`, then each category in file order (if any is named)."""
+    named = dict.fromkeys(p.category for p in result.problems if p.category is not None)
+    return [ALL, *named]
+
+
+def summarize(result: EvalResult) -> list[SettingStats]:
+    """Stats of every setting on all problems and on each category, setting-major."""
+    stats = []
+    for setting in result.settings:
+        rows = [r for r in result.rows if r["setting"] == setting.name]
+        for category in categories(result):
+            subset = rows if category == ALL else [r for r in rows if r["category"] == category]
+            stats.append(_stats(setting, category, subset, result.runs))
+    return stats
+
+
+def _rounds(setting: Setting) -> str:
+    return "[" + ", ".join(map(str, setting.round_vector)) + "]"
+
+
+def _agreement(stats: SettingStats) -> str:
+    # Only rounds with K > 1: a lone trajectory always agrees with itself.
+    parts = [
+        f"r{i + 1} {value:.2f}"
+        for i, (value, k) in enumerate(
+            zip(stats.agreement, stats.setting.round_vector, strict=False)
+        )
+        if k > 1 and value is not None
+    ]
+    return ", ".join(parts) or "—"
+
+
+def _emergent(stats: SettingStats) -> str:
+    if stats.setting.kind != "pacore":
+        return "—"
+    rate = stats.emergent_rate
+    share = f" ({100 * rate:.1f}%)" if rate is not None else ""
+    return f"{stats.emergent}/{stats.all_inputs_wrong}{share}"
+
+
+def markdown_table(stats: Sequence[SettingStats]) -> str:
+    """The paper-style table (``acc (TTC k)`` per category) and a details table."""
+    cols = list(dict.fromkeys(s.category for s in stats))
+    settings = list(dict.fromkeys(s.setting for s in stats))
+    cell = {(s.setting.name, s.category): s for s in stats}
+    sizes = {c: cell[(settings[0].name, c)].problems for c in cols}
+    lines = [
+        "| setting | K | " + " | ".join(f"{c} ({sizes[c]})" for c in cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
+    for setting in settings:
+        cells = " | ".join(cell[(setting.name, c)].cell for c in cols)
+        lines.append(f"| {setting.label} | {_rounds(setting)} | {cells} |")
+    lines += [
+        "",
+        "| setting | accuracy % | 95% CI | mean TTC (tokens) | runs | answer agreement "
+        "| emergent correctness | failed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for setting in settings:
+        s = cell[(setting.name, ALL)]
+        ci = f"[{s.ci[0]:.1f}, {s.ci[1]:.1f}]" if s.ci else "—"
+        ttc = f"{s.mean_ttc:,.0f}" if s.mean_ttc is not None else "n/a"
+        lines.append(
+            f"| {setting.label} | {s.accuracy:.1f} | {ci} | {ttc} | {s.runs} | "
+            f"{_agreement(s)} | {_emergent(s)} | {s.errors} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+CSV_FIELDS = [
+    "setting",
+    "label",
+    "kind",
+    "round_vector",
+    "category",
+    "problems",
+    "runs",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "run_sd",
+    "mean_ttc",
+    "cell",
+    "agreement",
+    "emergent",
+    "all_inputs_wrong",
+    "emergent_rate",
+    "failed",
+]
+
+
+def write_csv(stats: Sequence[SettingStats], path: Path) -> None:
+    """One row per (setting, category), numbers unformatted."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, CSV_FIELDS)
+        writer.writeheader()
+        for s in stats:
+            runs = s.run_accuracies
+            writer.writerow(
+                {
+                    "setting": s.setting.name,
+                    "label": s.setting.label,
+                    "kind": s.setting.kind,
+                    "round_vector": " ".join(map(str, s.setting.round_vector)),
+                    "category": s.category,
+                    "problems": s.problems,
+                    "runs": s.runs,
+                    "accuracy": round(s.accuracy, 4),
+                    "ci_low": round(s.ci[0], 4) if s.ci else "",
+                    "ci_high": round(s.ci[1], 4) if s.ci else "",
+                    "run_sd": round(statistics.stdev(runs), 4) if len(runs) > 1 else "",
+                    "mean_ttc": round(s.mean_ttc, 1) if s.mean_ttc is not None else "",
+                    "cell": s.cell,
+                    "agreement": " ".join("" if a is None else f"{a:.4f}" for a in s.agreement),
+                    "emergent": s.emergent if s.setting.kind == "pacore" else "",
+                    "all_inputs_wrong": s.all_inputs_wrong if s.setting.kind == "pacore" else "",
+                    "emergent_rate": "" if s.emergent_rate is None else round(s.emergent_rate, 4),
+                    "failed": s.errors,
+                }
+            )
+
+
+def plot(stats: Sequence[SettingStats], path: Path, title: str = "") -> None:
+    """Accuracy against mean TTC (log x) for every setting on all problems, with 95%
+    intervals; settings of one kind (SC@N, PaCoRe) are joined in TTC order.
+
+    Raises:
+        EvalDependencyError: matplotlib is not installed.
+    """
+    matplotlib = require("matplotlib", "the accuracy-vs-TTC plot")
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    overall = [s for s in stats if s.category == ALL and s.mean_ttc]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    styles = {"single": ("s", "tab:gray"), "sc": ("o", "tab:blue"), "pacore": ("D", "tab:red")}
+    names = {"single": "single trajectory", "sc": "self-consistency", "pacore": "PaCoRe"}
+    for kind, (marker, color) in styles.items():
+        group = sorted((s for s in overall if s.setting.kind == kind), key=lambda s: s.mean_ttc)
+        if not group:
+            continue
+        xs = [s.mean_ttc for s in group]
+        ys = [s.accuracy for s in group]
+        errs = [
+            [s.accuracy - s.ci[0] if s.ci else 0 for s in group],
+            [s.ci[1] - s.accuracy if s.ci else 0 for s in group],
+        ]
+        ax.errorbar(
+            xs,
+            ys,
+            yerr=errs,
+            marker=marker,
+            color=color,
+            capsize=3,
+            linestyle="-" if len(group) > 1 else "none",
+            label=names[kind],
+        )
+        for s in group:
+            ax.annotate(
+                s.setting.label,
+                (s.mean_ttc, s.accuracy),
+                textcoords="offset points",
+                xytext=(5, 5),
+                fontsize=8,
+            )
+    ax.set_xscale("log")
+    # Ticks at 1, 2, 5 per decade, labelled like the table (4.2k, 243k), not as 10^x.
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: format_ttc(x)))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("mean TTC per problem (completion tokens, log scale)")
+    ax.set_ylabel("accuracy (%), pass@1 averaged over runs")
+    if title:
+        ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_rows(result: EvalResult, path: Path) -> None:
+    """The per-problem rows, one JSON object a line."""
+    with path.open("w", encoding="utf-8") as handle:
+        for row in result.rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def write_pool(result: EvalResult, path: Path) -> None:
+    """Each problem's round-1 pool, so the draws in ``results.jsonl`` can be audited."""
+    with path.open("w", encoding="utf-8") as handle:
+        for problem in result.problems:
+            if (samples := result.pools.get(problem.key)) is not None:
+                row = {"request_id": problem.id, "samples": samples}
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def write_report(
+    result: EvalResult, out: str | Path, *, title: str = "", plot_png: bool = True
+) -> tuple[str, dict[str, Path]]:
+    """Writes the rows, the pool, the tables and the plot into ``out``.
+
+    Args:
+        result: From `pacore_graph.eval.runner.run_eval`.
+        out: Output folder (created).
+        title: The plot's title (e.g. the benchmark's file name).
+        plot_png: Draw the plot (needs matplotlib).
+
+    Returns:
+        The Markdown table, and the paths written by kind (see `FILES`).
+    """
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    stats = summarize(result)
+    paths = {kind: folder / name for kind, name in FILES.items()}
+    write_rows(result, paths["rows"])
+    if result.pools:
+        write_pool(result, paths["pool"])
+    else:
+        del paths["pool"]
+    table = markdown_table(stats)
+    paths["markdown"].write_text(table, encoding="utf-8")
+    write_csv(stats, paths["csv"])
+    if plot_png:
+        plot(stats, paths["plot"], title)
+    else:
+        del paths["plot"]
+    return table, paths

@@ -1,0 +1,465 @@
+"""The eval run: settings x runs x problems, concurrently under one bound, resumable from Redis.
+
+Every (setting, run, problem) is a thread with a deterministic id, so a rerun with the
+same checkpointer reads finished threads back without a model call, resumes interrupted
+ones (finished trajectories are not asked again) and starts the rest. PaCoRe settings run
+the PaCoRe graph; baselines and the first-round pool run the sampling graph
+(`pacore_graph.eval.samples`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import openai
+from langchain_core.language_models import BaseChatModel
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from pacore_graph.errors import PaCoReError
+from pacore_graph.eval.dataset import Problem
+from pacore_graph.eval.grading import agreement, extract_answer, grade, majority, vote_key
+from pacore_graph.eval.pool import DRAW_KEY, EvalChatModel, draw_indices
+from pacore_graph.eval.samples import (
+    SAMPLING_FIELDS,
+    Sample,
+    create_sampling_graph,
+    ordered_samples,
+    sampling_status,
+)
+from pacore_graph.eval.settings import Setting
+from pacore_graph.graph import create_pacore_graph
+from pacore_graph.record import to_record
+from pacore_graph.secrets import model_secrets, redact
+from pacore_graph.threads import ThreadStatus, run_input, thread_status
+
+THREAD_PREFIX = "pacore-eval"
+
+
+class Progress(Protocol):
+    """What the runner reports as it goes (the CLI draws a tqdm bar from it)."""
+
+    def trajectories(self, count: int, tokens: int) -> None:
+        """The backend generated ``count`` more trajectories with ``tokens`` completion
+        tokens (threads read back from Redis and pooled draws generate nothing)."""
+
+    def run_done(self) -> None:
+        """One (setting, run, problem) finished."""
+
+    def problem_done(self) -> None:
+        """Every setting and run of one problem finished."""
+
+
+class _NoProgress:
+    def trajectories(self, count: int, tokens: int) -> None:
+        pass
+
+    def run_done(self) -> None:
+        pass
+
+    def problem_done(self) -> None:
+        pass
+
+
+@dataclass
+class EvalSpec:
+    """What to run.
+
+    Attributes:
+        settings: The table's rows.
+        runs: Independent runs of every setting on every problem (pass@1 is averaged).
+        concurrency: Model calls in flight at once, over all problems, settings and runs.
+        pool: Round-1 pool size per problem (the paper's shortcut); None samples every
+            run's round 1 (and every baseline sample) afresh.
+        pool_seed: Seed of the draws from the pool.
+        context: PaCoRe settings for every run (`PaCoReContext` fields but ``rounds``:
+            temperature, top_p, max_tokens, seed, compaction, ...); the baselines
+            sample with the same temperature, top_p, max_tokens and extra_body.
+        namespace: Names the backend in thread ids (e.g. the model name), so evals of
+            different models never share threads.
+    """
+
+    settings: Sequence[Setting]
+    runs: int = 1
+    concurrency: int = 64
+    pool: int | None = None
+    pool_seed: int = 0
+    context: Mapping[str, Any] = field(default_factory=dict)
+    namespace: str = ""
+
+    def __post_init__(self) -> None:
+        if self.runs < 1:
+            raise ValueError(f"runs must be at least 1, got {self.runs}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.pool is not None:
+            need = max(s.first_k for s in self.settings)
+            if self.pool < need:
+                raise ValueError(
+                    f"--pool {self.pool} is smaller than the {need} first-round trajectories "
+                    f"a run of {max(self.settings, key=lambda s: s.first_k).label} draws"
+                )
+
+    def fingerprint(self, *, pool_only: bool = False) -> str:
+        """A short hash of what changes the trajectories; part of every thread id.
+
+        The pool's threads hash only the backend and sampling settings, so a new draw
+        seed or new settings reuse the same pool.
+        """
+        key: dict[str, Any] = {"ns": self.namespace, "context": dict(self.context)}
+        if not pool_only:
+            key |= {"pool": self.pool, "pool_seed": self.pool_seed}
+        text = json.dumps(key, sort_keys=True, default=repr)
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+@dataclass
+class EvalResult:
+    """Everything the report needs.
+
+    Attributes:
+        rows: One row per (setting, run, problem), in that order: the reference's
+            results row plus grading fields.
+        problems: The problems, in file order.
+        settings: The settings, in table order.
+        runs: Runs per setting.
+        pools: Each problem's round-1 pool (by problem key), when a pool was used.
+    """
+
+    rows: list[dict[str, Any]]
+    problems: list[Problem]
+    settings: list[Setting]
+    runs: int
+    pools: dict[str, list[Sample]] = field(default_factory=dict)
+
+
+def _per_problem_failure(exc: BaseException) -> bool:
+    """Failures that sink one problem but not the eval, so the rest can still be graded:
+    too few trajectories of a round finished (`QuorumError`), a budget or the context
+    limit ran out, or a baseline sample failed for good (a 400, repeated 5xx or timeouts).
+
+    Bad settings, Redis going away, and anything else stop the eval; so does an endpoint
+    that refuses every call (see `EvalChatModel.fatal_failure`).
+    """
+    if isinstance(exc, PaCoReError):
+        return not isinstance(exc, ValueError | ConnectionError)
+    if isinstance(exc, openai.APITimeoutError):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code not in (401, 403, 404)
+    return False
+
+
+def _generated(event: Any, pooled: bool) -> bool:
+    """A stream event of a trajectory the backend generated (not served from the pool)."""
+    if not isinstance(event, dict) or event.get("type") != "trajectory_finished":
+        return False
+    return not (pooled and event.get("round") == 1)
+
+
+class _Runner:
+    def __init__(
+        self,
+        model: BaseChatModel,
+        problems: Sequence[Problem],
+        spec: EvalSpec,
+        checkpointer: BaseCheckpointSaver | None,
+        progress: Progress,
+    ) -> None:
+        self.problems = list(problems)
+        self.spec = spec
+        self.progress = progress
+        self.checkpointer = checkpointer
+        self.durability = "sync" if checkpointer is not None else None
+        self.model = EvalChatModel(inner=model, concurrency=spec.concurrency)
+        self.secrets = model_secrets(model)  # kept out of the rows' error messages
+        pacore = [s for s in spec.settings if s.kind == "pacore"]
+        self.pacore = create_pacore_graph(
+            self.model,  # type: ignore[arg-type]
+            rounds=pacore[0].exploration if pacore else "low",
+        ).compile(checkpointer=checkpointer)
+        sampling = {k: v for k, v in spec.context.items() if k in SAMPLING_FIELDS}
+        self.sampler = create_sampling_graph(self.model, sampling).compile(
+            checkpointer=checkpointer
+        )
+        # Threads in progress at once: enough to keep every call slot busy, few enough
+        # that problems finish (and are checkpointed as finished) in file order.
+        self.slots = asyncio.Semaphore(spec.concurrency)
+        self.fingerprint = spec.fingerprint()
+        self.pool_fingerprint = spec.fingerprint(pool_only=True)
+        self.pool_tasks: dict[str, asyncio.Future[list[Sample]]] = {}
+        self.pools: dict[str, list[Sample]] = {}
+        self.left = {p.key: len(spec.settings) * spec.runs for p in self.problems}
+
+    # -- threads -----------------------------------------------------------------------
+
+    def _config(self, thread_id: str, draw: dict[str, Any] | None = None) -> dict[str, Any]:
+        configurable: dict[str, Any] = {}
+        if self.checkpointer is not None:
+            configurable["thread_id"] = thread_id
+        if draw is not None:
+            configurable[DRAW_KEY] = draw
+        return {"configurable": configurable}
+
+    async def _stream(
+        self, graph: Any, payload: Any, config: dict[str, Any], **kwargs: Any
+    ) -> dict[str, Any]:
+        # Progress counts what the backend generates: round-1 trajectories served from the
+        # pool were counted when the pool was made.
+        pooled = DRAW_KEY in config["configurable"]
+        state: dict[str, Any] = {}
+        async for mode, chunk in graph.astream(
+            payload,
+            config,
+            stream_mode=["custom", "values"],
+            durability=self.durability,
+            **kwargs,
+        ):
+            if mode == "values":
+                state = chunk
+            elif _generated(chunk, pooled):
+                self.progress.trajectories(1, chunk.get("completion_tokens") or 0)
+        return state
+
+    async def _sample(
+        self, thread_id: str, problem: Problem, n: int, draw: dict[str, Any] | None
+    ) -> tuple[ThreadStatus, list[Sample]]:
+        config = self._config(thread_id, draw)
+        status: ThreadStatus = "new"
+        if self.checkpointer is not None:
+            snapshot = await self.sampler.aget_state(config)
+            status = sampling_status(snapshot, n)
+            if status == "finished":
+                return status, ordered_samples(snapshot.values)
+        payload = None if status == "interrupted" else {"messages": problem.chat(), "n": n}
+        return status, ordered_samples(await self._stream(self.sampler, payload, config))
+
+    async def _pacore(
+        self, thread_id: str, problem: Problem, setting: Setting, draw: dict[str, Any] | None
+    ) -> tuple[ThreadStatus, dict[str, Any]]:
+        config = self._config(thread_id, draw)
+        messages = problem.chat()
+        status: ThreadStatus = "new"
+        if self.checkpointer is not None:
+            snapshot = await self.pacore.aget_state(config)
+            status = thread_status(snapshot, messages)
+            if status == "finished":
+                return status, snapshot.values
+        context = {**self.spec.context, "rounds": setting.exploration}
+        state = await self._stream(
+            self.pacore, run_input(status, messages), config, context=context
+        )
+        return status, state
+
+    # -- the pool ----------------------------------------------------------------------
+
+    async def _make_pool(self, problem: Problem) -> list[Sample]:
+        assert self.spec.pool is not None
+        thread_id = f"{THREAD_PREFIX}-{self.pool_fingerprint}-pool{self.spec.pool}-{problem.key}"
+        async with self.slots:
+            _, samples = await self._sample(thread_id, problem, self.spec.pool, None)
+        self.model.add_pool(problem.key, samples)
+        self.pools[problem.key] = samples
+        return samples
+
+    async def _pool(self, problem: Problem) -> None:
+        task = self.pool_tasks.get(problem.key)
+        if task is None:
+            task = self.pool_tasks[problem.key] = asyncio.ensure_future(self._make_pool(problem))
+        # Shielded: one waiter being cancelled must not cancel the pool the others share.
+        await asyncio.shield(task)
+
+    # -- one (setting, run, problem) ---------------------------------------------------
+
+    async def job(self, setting: Setting, run: int, problem: Problem) -> dict[str, Any]:
+        thread_id = f"{THREAD_PREFIX}-{self.fingerprint}-{setting.name}-r{run}-{problem.key}"
+        draw = None
+        if self.spec.pool is not None:
+            indices = draw_indices(
+                self.spec.pool_seed,
+                setting.name,
+                run,
+                problem.key,
+                setting.first_k,
+                self.spec.pool,
+            )
+            draw = {"pool": problem.key, "indices": indices}
+        base = {
+            "setting": setting.name,
+            "run": run,
+            "category": problem.category,
+            "gold": problem.answer,
+            "round_vector": list(setting.round_vector),
+            "pool_draw": draw["indices"] if draw else None,
+            "thread_id": thread_id if self.checkpointer is not None else None,
+        }
+        status: str
+        try:
+            if draw is not None:
+                await self._pool(problem)
+            async with self.slots:
+                if setting.kind == "pacore":
+                    status, state = await self._pacore(thread_id, problem, setting, draw)
+                    row = pacore_row(state, problem)
+                else:
+                    status, samples = await self._sample(thread_id, problem, setting.first_k, draw)
+                    row = baseline_row(samples, problem)
+        except Exception as exc:
+            if not _per_problem_failure(exc):
+                raise
+            if (fatal := self.model.fatal_failure) is not None:
+                raise fatal from exc  # the endpoint is gone: every problem would fail
+            error = redact(f"{type(exc).__name__}: {exc}", self.secrets)
+            row, status = failed_row(problem, error), "failed"
+        self.progress.run_done()
+        self.left[problem.key] -= 1
+        if self.left[problem.key] == 0:
+            self.progress.problem_done()
+        return {**row, **base, "status": status}
+
+    async def run(self) -> EvalResult:
+        jobs = [
+            asyncio.ensure_future(self.job(setting, run, problem))
+            for problem in self.problems
+            for setting in self.spec.settings
+            for run in range(1, self.spec.runs + 1)
+        ]
+        try:
+            await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
+            for task in jobs:
+                if task.done() and (exc := task.exception()) is not None:
+                    raise exc
+        finally:
+            # An abort (or Ctrl-C) stops the rest; their threads resume on the next run.
+            pending = [t for t in [*jobs, *self.pool_tasks.values()] if not t.done()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        order = {s.name: i for i, s in enumerate(self.spec.settings)}
+        position = {str(p.id): i for i, p in enumerate(self.problems)}
+        rows = sorted(
+            (t.result() for t in jobs),
+            key=lambda r: (order[r["setting"]], r["run"], position[str(r["request_id"])]),
+        )
+        return EvalResult(rows, self.problems, list(self.spec.settings), self.spec.runs, self.pools)
+
+
+# -- rows -------------------------------------------------------------------------------
+
+
+def pacore_row(state: Mapping[str, Any], problem: Problem) -> dict[str, Any]:
+    """A PaCoRe thread's results row, graded, with agreement and emergent correctness.
+
+    Agreement of a round: the fraction of its trajectories whose answer is the round's
+    majority answer. Emergent correctness: the final answer is right while every input
+    message of the last synthesis (the references it was given) was wrong; None when the
+    last synthesis had no input.
+    """
+    record = to_record(state, problem.id)  # type: ignore[arg-type]
+    verdict = grade(record["answer"] or "", problem.answer)
+    rounds: dict[int, list[Any]] = {}
+    for t in sorted(record["trajectories"], key=lambda t: (t["round"], t["index"])):
+        rounds.setdefault(t["round"], []).append(vote_key(extract_answer(t["content"])))
+    inputs = list(state.get("references") or [])
+    inputs_correct = [grade(m, problem.answer).correct for m in inputs]
+    all_wrong = bool(inputs) and not any(inputs_correct)
+    return {
+        "request_id": record["request_id"],
+        "final_response": record["final_response"],
+        "final_reasoning_content": record["final_reasoning_content"],
+        "round_responses": record["round_responses"],
+        "answer": verdict.answer,
+        "correct": verdict.correct,
+        "grader": verdict.grader,
+        "ttc_tokens": record["ttc_tokens"],
+        "agreement": [agreement(rounds.get(r, [])) for r in range(1, len(rounds) + 1)],
+        "inputs_correct": inputs_correct,
+        "emergent": (verdict.correct if all_wrong else False) if inputs else None,
+        "all_inputs_wrong": all_wrong if inputs else None,
+        "failed_trajectories": record.get("failed", 0),
+        "error": None,
+    }
+
+
+def baseline_row(samples: Sequence[Sample], problem: Problem) -> dict[str, Any]:
+    """A baseline's results row: one sample (``single``) or the majority vote (``sc@N``).
+
+    The vote groups equivalent answers (`pacore_graph.eval.grading.vote_key`); the final
+    response is the first sample that voted for the winner.
+    """
+    keys = [vote_key(extract_answer(s["content"])) for s in samples]
+    winner, _ = majority(keys)
+    chosen = next((s for s, k in zip(samples, keys, strict=True) if k == winner), samples[0])
+    verdict = grade(chosen["content"], problem.answer)
+    return {
+        "request_id": problem.id,
+        "final_response": chosen["content"],
+        "final_reasoning_content": chosen["reasoning"],
+        "round_responses": [
+            [{"content": s["content"], "reasoning_content": s["reasoning"]} for s in samples]
+        ],
+        "answer": verdict.answer,
+        "correct": verdict.correct,
+        "grader": verdict.grader,
+        "ttc_tokens": sum(s["completion_tokens"] or 0 for s in samples),
+        "agreement": [agreement(keys)],
+        "inputs_correct": None,
+        "emergent": None,
+        "all_inputs_wrong": None,
+        "failed_trajectories": 0,
+        "error": None,
+    }
+
+
+def failed_row(problem: Problem, error: str) -> dict[str, Any]:
+    """The row of a problem whose run failed: graded wrong, TTC unknown."""
+    return {
+        "request_id": problem.id,
+        "final_response": "",
+        "final_reasoning_content": None,
+        "round_responses": [],
+        "answer": None,
+        "correct": False,
+        "grader": None,
+        "ttc_tokens": None,
+        "agreement": [],
+        "inputs_correct": None,
+        "emergent": None,
+        "all_inputs_wrong": None,
+        "failed_trajectories": 0,
+        "error": error,
+    }
+
+
+async def run_eval(
+    model: BaseChatModel,
+    problems: Sequence[Problem],
+    spec: EvalSpec,
+    *,
+    checkpointer: BaseCheckpointSaver | None = None,
+    progress: Progress | None = None,
+) -> EvalResult:
+    """Runs every setting ``spec.runs`` times on every problem and grades the answers.
+
+    Args:
+        model: The backend; every call goes through one bound of ``spec.concurrency``.
+        problems: From `pacore_graph.eval.dataset.load_problems`.
+        spec: Settings, runs, pool, sampling.
+        checkpointer: An `AsyncRedisSaver` makes the eval resumable: run it again with the
+            same problems and spec and finished threads are read back, interrupted ones
+            resumed. None keeps nothing.
+        progress: Receives progress events.
+
+    Returns:
+        The graded rows and what the report needs.
+
+    Raises:
+        Exception: What stops the whole eval (an unreachable endpoint, Redis down, a
+            rejected key); a failure of one problem is recorded in its row instead.
+    """
+    runner = _Runner(model, problems, spec, checkpointer, progress or _NoProgress())
+    return await runner.run()

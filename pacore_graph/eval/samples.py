@@ -1,0 +1,149 @@
+"""Independent trajectories of one problem as a checkpointed LangGraph thread: the baselines'
+samples (``single``, ``sc@N``) and the first-round pool, resumable like PaCoRe's own runs.
+
+```
+START ─Send×N→ sample → END
+```
+Each sample is its own ``Send`` task with PaCoRe's retry policy, so with a checkpointer
+and ``durability="sync"`` a crash loses only the calls in flight.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AnyMessage
+from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.runnables.config import merge_configs
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import RetryPolicy, Send, StateSnapshot
+from typing_extensions import TypedDict
+
+from pacore_graph.retry import DEFAULT_RETRY_POLICY
+from pacore_graph.template import message_text
+from pacore_graph.threads import ThreadStatus
+
+SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens", "extra_body")
+"""The PaCoRe context fields a sample call takes, so baselines sample like round 1."""
+
+
+class Sample(TypedDict):
+    """One trajectory sampled from the plain problem."""
+
+    index: int
+    content: str
+    reasoning: str | None
+    finish_reason: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+class SampleTask(TypedDict):
+    """The payload of one ``Send``."""
+
+    messages: list[AnyMessage]
+    index: int
+
+
+class SamplingState(TypedDict, total=False):
+    """The problem, how many samples, and the samples so far (in completion order)."""
+
+    messages: list[AnyMessage]
+    n: int
+    samples: Annotated[list[Sample], operator.add]
+
+
+def _reasoning(message: AIMessage) -> str | None:
+    for key in ("reasoning_content", "reasoning"):
+        value = message.additional_kwargs.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _fan_out(state: SamplingState) -> list[Send]:
+    return [
+        Send("sample", SampleTask(messages=state["messages"], index=i)) for i in range(state["n"])
+    ]
+
+
+def create_sampling_graph(
+    model: BaseChatModel,
+    sampling: Mapping[str, Any] | None = None,
+    *,
+    retry_policy: RetryPolicy | None = DEFAULT_RETRY_POLICY,
+) -> StateGraph:
+    """Builds the sampling graph; compile it with the eval's checkpointer.
+
+    Each call carries ``metadata={"pacore_round": 1, "pacore_index": i}``, as PaCoRe's
+    round-1 trajectories do, so a pool-serving model treats samples like round-1 calls.
+
+    Args:
+        model: The chat model to sample from.
+        sampling: ``temperature``, ``top_p``, ``max_tokens``, ``extra_body`` (None ones
+            are not sent).
+        retry_policy: Retry of each sample.
+
+    Returns:
+        The uncompiled graph; invoke it with ``{"messages": [...], "n": N}``.
+    """
+    kwargs = {k: v for k, v in (sampling or {}).items() if k in SAMPLING_FIELDS and v is not None}
+
+    def call_config(task: SampleTask, config: RunnableConfig) -> RunnableConfig:
+        extra: RunnableConfig = {"metadata": {"pacore_round": 1, "pacore_index": task["index"]}}
+        return merge_configs(config, extra)
+
+    def record(task: SampleTask, message: Any) -> dict[str, list[Sample]]:
+        usage = getattr(message, "usage_metadata", None) or {}
+        meta = message.response_metadata or {}
+        sample = Sample(
+            index=task["index"],
+            content=message_text(message),
+            reasoning=_reasoning(message),
+            finish_reason=meta.get("finish_reason") or meta.get("stop_reason"),
+            prompt_tokens=usage.get("input_tokens"),
+            completion_tokens=usage.get("output_tokens"),
+        )
+        get_stream_writer()(
+            {
+                "type": "trajectory_finished",
+                "round": 1,
+                "index": task["index"],
+                "completion_tokens": sample["completion_tokens"],
+                "finish_reason": sample["finish_reason"],
+            }
+        )
+        return {"samples": [sample]}
+
+    def sample(task: SampleTask, config: RunnableConfig) -> dict[str, list[Sample]]:
+        return record(task, model.invoke(task["messages"], call_config(task, config), **kwargs))
+
+    async def asample(task: SampleTask, config: RunnableConfig) -> dict[str, list[Sample]]:
+        message = await model.ainvoke(task["messages"], call_config(task, config), **kwargs)
+        return record(task, message)
+
+    builder = StateGraph(SamplingState)
+    builder.add_node(
+        "sample", RunnableLambda(sample, afunc=asample, name="sample"), retry_policy=retry_policy
+    )
+    builder.add_conditional_edges(START, _fan_out, ["sample"])
+    builder.add_edge("sample", END)
+    return builder
+
+
+def sampling_status(snapshot: StateSnapshot, n: int) -> ThreadStatus:
+    """What a sampling thread's latest checkpoint means: resume it, read it back, or start it."""
+    if snapshot.next:
+        return "interrupted"
+    if len(snapshot.values.get("samples") or []) == n:
+        return "finished"
+    return "new"
+
+
+def ordered_samples(state: Mapping[str, Any]) -> list[Sample]:
+    """The samples in index order (they are stored in completion order)."""
+    return sorted(state.get("samples") or [], key=lambda s: s["index"])

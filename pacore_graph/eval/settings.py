@@ -1,0 +1,96 @@
+"""What an eval compares: PaCoRe round vectors and the baselines (one trajectory, ``sc@N``)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from pacore_graph.rounds import PRESETS, resolve_rounds
+
+SettingKind = Literal["pacore", "single", "sc"]
+
+_SC = re.compile(r"sc@(\d+)")
+
+
+class SettingError(ValueError):
+    """A baseline or round spec that names no setting."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the results table.
+
+    Attributes:
+        kind: ``pacore`` (the graph), ``single`` (one trajectory) or ``sc`` (majority vote
+            over N independent trajectories).
+        name: Stable name, used in thread ids, files and rows: ``pacore:low``,
+            ``pacore:32,4``, ``single``, ``sc@16``.
+        round_vector: PaCoRe's K with the final 1; a baseline's ``(N,)``.
+    """
+
+    kind: SettingKind
+    name: str
+    round_vector: tuple[int, ...]
+
+    @property
+    def label(self) -> str:
+        """How the table names it: ``PaCoRe low``, ``PaCoRe [32, 4]``, ``single``, ``SC@16``."""
+        if self.kind == "pacore":
+            spec = self.name.removeprefix("pacore:")
+            return f"PaCoRe {spec}" if spec in PRESETS else f"PaCoRe [{spec.replace(',', ', ')}]"
+        return "single" if self.kind == "single" else f"SC@{self.round_vector[0]}"
+
+    @property
+    def first_k(self) -> int:
+        """Trajectories of the first round (PaCoRe) or samples (baselines)."""
+        return self.round_vector[0]
+
+    @property
+    def exploration(self) -> list[int]:
+        """PaCoRe's rounds as the graph takes them (without the final 1)."""
+        return list(self.round_vector[:-1])
+
+
+def pacore_setting(spec: str) -> Setting:
+    """A PaCoRe setting from a ``--rounds`` value: a preset or ``N,N,...``.
+
+    Raises:
+        InvalidRoundsError: Not a valid round vector.
+    """
+    vector = resolve_rounds(spec)
+    text = spec.strip().lower()
+    name = text if text in PRESETS else ",".join(map(str, vector[:-1]))
+    return Setting("pacore", f"pacore:{name}", tuple(vector))
+
+
+def baseline_setting(spec: str) -> Setting:
+    """A baseline from a ``--baseline`` value: ``single`` or ``sc@N``.
+
+    Raises:
+        SettingError: Anything else, or N < 1.
+    """
+    text = spec.strip().lower()
+    if text == "single":
+        return Setting("single", "single", (1,))
+    if (match := _SC.fullmatch(text)) and int(match.group(1)) >= 1:
+        n = int(match.group(1))
+        return Setting("sc", f"sc@{n}", (n,))
+    raise SettingError(f"unknown baseline {spec!r}: use single or sc@N (N >= 1), e.g. sc@16")
+
+
+def build_settings(rounds: Iterable[str], baselines: Iterable[str] = ()) -> list[Setting]:
+    """Baselines first, then PaCoRe settings, each once, as Table 2 of the paper lists them.
+
+    Raises:
+        SettingError: No setting at all.
+        InvalidRoundsError: A bad round vector.
+    """
+    settings: list[Setting] = []
+    for setting in [*map(baseline_setting, baselines), *map(pacore_setting, rounds)]:
+        if setting.name not in {s.name for s in settings}:
+            settings.append(setting)
+    if not settings:
+        raise SettingError("nothing to evaluate: give --rounds and/or --baseline")
+    return settings

@@ -1,0 +1,147 @@
+"""``pacore eval`` as a user runs it: files written, and one-line errors before any model call."""
+
+import csv
+import importlib.util
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from pacore_graph.cli import main
+from pacore_graph.eval import SAMPLE
+from tests.test_eval_runner import scenario
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_eval_writes_table_csv_plot_and_rows(scripted, tmp_path, capsys):
+    server = scripted(scenario)
+    out = tmp_path / "results"
+    argv = ["eval", str(SAMPLE), "--base-url", server.base_url, "--rounds", "low"]
+    argv += ["--baseline", "single", "--baseline", "sc@4", "--runs", "2", "--pool", "5"]
+    status = main([*argv, "--out", str(out), "--concurrency", "8", "--progress"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert captured.out.splitlines()[:5] == [
+        "| setting | K | all (8) | arithmetic (5) | fractions (3) |",
+        "|---|---|---|---|---|",
+        "| single | [1] | 50.0 (0.10k) | 80.0 (0.10k) | 0.0 (0.10k) |",
+        "| SC@4 | [4] | 50.0 (0.40k) | 80.0 (0.40k) | 0.0 (0.40k) |",
+        "| PaCoRe low | [4, 1] | 75.0 (0.44k) | 100.0 (0.44k) | 33.3 (0.44k) |",
+    ]
+    assert "| PaCoRe low | 75.0 | [36.3, 100.0] | 440 | 2 | r1 1.00 | 4/8 (50.0%) | 0 |" in (
+        captured.out
+    )
+    assert (out / "table.md").read_text() == captured.out
+    bar = captured.err.replace("\r", "\n").splitlines()
+    # 8 pools of 5 and 16 synthesis calls; TTC tokens 100 a pooled trajectory, 40 a synthesis.
+    assert any(
+        "8/8" in line and "runs=48/48" in line and "traj=56" in line and "tokens=4,640" in line
+        for line in bar
+    ), captured.err
+    assert (out / "accuracy_vs_ttc.png").read_bytes()[:4] == b"\x89PNG"
+    # 5 pooled round-1 trajectories per problem, one synthesis per PaCoRe run.
+    assert len(server.requests) == 8 * 5 + 8 * 2
+    pool = [json.loads(line) for line in (out / "pool.jsonl").read_text().splitlines()]
+    assert [len(p["samples"]) for p in pool] == [5] * 8
+
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 * 2 * 8
+    first = rows[0]
+    assert list(first)[:4] == [
+        "request_id",
+        "final_response",
+        "final_reasoning_content",
+        "round_responses",
+    ]
+    assert first["setting"] == "single" and first["run"] == 1 and first["request_id"] == "sample-1"
+    assert (first["gold"], first["answer"], first["correct"]) == ("391", "391", True)
+    assert first["grader"] == "math-verify" and first["ttc_tokens"] == 100
+
+    table = {(r["setting"], r["category"]): r for r in csv.DictReader((out / "table.csv").open())}
+    assert float(table[("pacore:low", "all")]["accuracy"]) == 75.0
+    assert float(table[("pacore:low", "all")]["mean_ttc"]) == 440.0
+    assert table[("sc@4", "fractions")]["cell"] == "0.0 (0.40k)"
+
+
+def error_line(capsys):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_bad_lines_fail_before_any_model_call(scripted, tmp_path, capsys):
+    server = scripted(scenario)
+    path = tmp_path / "problems.jsonl"
+    path.write_text('{"problem": "1+1?", "answer": 2}\n{"problem": "2+2?"\n{"problem": "x"}\n')
+    status = main(["eval", str(path), "--base-url", server.base_url, "--out", str(tmp_path)])
+    assert status == 2
+    line = error_line(capsys)
+    assert line.startswith(f"pacore: error: {path}:2: not JSON")
+    assert f"{path}:3: missing 'answer'" in line
+    assert server.requests == []
+    assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_bad_settings_are_one_line_errors(scripted, capsys):
+    server = scripted(scenario)
+    base = ["eval", str(SAMPLE), "--base-url", server.base_url]
+    assert main([*base, "--baseline", "sc@0"]) == 2
+    assert error_line(capsys) == (
+        "pacore: error: unknown baseline 'sc@0': use single or sc@N (N >= 1), e.g. sc@16"
+    )
+    assert main([*base, "--rounds", "high", "--pool", "8"]) == 2
+    assert error_line(capsys) == (
+        "pacore: error: --pool 8 is smaller than the 32 first-round trajectories a run of "
+        "PaCoRe high draws"
+    )
+    assert main([*base, "--rounds", "0"]) == 2
+    assert "every round needs K >= 1" in error_line(capsys)
+    assert server.requests == []
+
+
+def test_unreachable_endpoint_and_redis_are_one_line_errors(tmp_path, capsys):
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    assert main(["eval", str(SAMPLE), "--base-url", dead, "--model", "m"]) == 2
+    assert error_line(capsys).startswith(f"pacore: error: cannot reach the model endpoint {dead}")
+    redis_url = f"redis://127.0.0.1:{free_port()}/0"
+    assert main(["eval", str(SAMPLE), "--base-url", dead, "--redis-url", redis_url]) == 2
+    assert error_line(capsys).startswith(f"pacore: error: Redis at {redis_url} is unreachable")
+
+
+def test_missing_eval_extra_is_named(monkeypatch, scripted, capsys):
+    server = scripted(scenario)
+    monkeypatch.setitem(sys.modules, "math_verify", None)  # as if not installed
+    assert main(["eval", str(SAMPLE), "--base-url", server.base_url]) == 2
+    assert error_line(capsys) == (
+        "pacore: error: pacore eval's grading needs math_verify, which is not installed: "
+        "pip install 'pacore-graph[eval]'"
+    )
+    assert server.requests == []
+
+
+def test_solve_never_imports_the_eval_extra():
+    code = (
+        "import sys, pacore_graph.cli; "
+        "print(sorted(m for m in ('math_verify', 'matplotlib', 'tqdm') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_example_output_is_reproducible(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("eval_scripted", EXAMPLES / "eval_scripted.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    assert example.run(tmp_path) == 0, capsys.readouterr().err
+    for name in ("table.md", "table.csv", "results.jsonl", "pool.jsonl"):
+        assert (tmp_path / name).read_text() == (EXAMPLES / "eval_sample" / name).read_text(), name
