@@ -10,18 +10,17 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import openai
-from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import BaseMessage, convert_to_messages
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from pacore_graph.backends.select import open_backend
+from pacore_graph.backends.select import backend_for_args
 from pacore_graph.compaction import COMPACTIONS
 from pacore_graph.errors import BudgetExhaustedError, PaCoReError, QuorumError
 from pacore_graph.eval import cli as eval_cli
@@ -180,15 +179,6 @@ def _messages(args: argparse.Namespace) -> list[BaseMessage]:
     return messages
 
 
-@contextlib.contextmanager
-def _backend(args: argparse.Namespace) -> Iterator[BaseChatModel]:
-    with open_backend(args.backend, args.base_url, args.model, args.api_key, args.timeout) as b:
-        if args.max_tokens is None:
-            args.max_tokens = b.default_max_tokens
-        args.concurrency = min(args.concurrency, b.max_parallel or args.concurrency)
-        yield b.model
-
-
 def _context(args: argparse.Namespace) -> dict[str, Any]:
     context = {
         "temperature": args.temperature,
@@ -257,7 +247,7 @@ async def _run(args: argparse.Namespace, messages: list[BaseMessage]) -> dict[st
             else:
                 print(f"thread {thread_id}: started", file=sys.stderr)
             payload = run_input(status, messages)
-        with _backend(args) as model:
+        with backend_for_args(args) as model:
             graph = create_pacore_graph(model, rounds=args.rounds).compile(checkpointer=saver)
             state: dict[str, Any] = {}
             async for mode, chunk in graph.astream(

@@ -3,6 +3,7 @@ model (started here, stopped on exit), or vLLM's engine in-process."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -69,3 +70,14 @@ def open_backend(
             engine.close()
     else:
         raise InvalidSettingsError(f"unknown backend {kind!r}: use openai, embedded or vllm")
+
+
+@contextlib.contextmanager
+def backend_for_args(args: argparse.Namespace) -> Iterator[BaseChatModel]:
+    """`open_backend` from the shared ``pacore solve``/``pacore eval`` options; lowers
+    ``args.concurrency`` and sets ``args.max_tokens`` to what the backend can take."""
+    with open_backend(args.backend, args.base_url, args.model, args.api_key, args.timeout) as b:
+        if args.max_tokens is None:
+            args.max_tokens = b.default_max_tokens
+        args.concurrency = min(args.concurrency, b.max_parallel or args.concurrency)
+        yield b.model

@@ -172,16 +172,13 @@ def _progress(args: argparse.Namespace, problems: int, runs_total: int) -> Any:
 
 @contextlib.contextmanager
 def _backend(args: argparse.Namespace) -> Iterator[Any]:
-    from pacore_graph.backends.select import open_backend
+    from pacore_graph.backends.select import backend_for_args
 
-    with open_backend(args.backend, args.base_url, args.model, args.api_key, args.timeout) as b:
-        if args.max_tokens is None:
-            args.max_tokens = b.default_max_tokens
-        args.concurrency = min(args.concurrency, b.max_parallel or args.concurrency)
+    with backend_for_args(args) as model:
         if args.base_url and args.model:
             with contextlib.suppress(openai.APIStatusError):  # a server without /models is fine
-                b.model.list_models()  # an unreachable endpoint fails now, in one line
-        yield b.model
+                model.list_models()  # an unreachable endpoint fails now, in one line
+        yield model
 
 
 @contextlib.asynccontextmanager
