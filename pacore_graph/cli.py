@@ -22,6 +22,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from pacore_graph.backends.select import backend_for_args
 from pacore_graph.compaction import COMPACTIONS
+from pacore_graph.context import context_from_options
 from pacore_graph.errors import BudgetExhaustedError, PaCoReError, QuorumError
 from pacore_graph.eval import cli as eval_cli
 from pacore_graph.graph import create_pacore_graph
@@ -179,23 +180,6 @@ def _messages(args: argparse.Namespace) -> list[BaseMessage]:
     return messages
 
 
-def _context(args: argparse.Namespace) -> dict[str, Any]:
-    context = {
-        "temperature": args.temperature,
-        "top_p": args.top_p,
-        "max_tokens": args.max_tokens,
-        "seed": args.seed,
-        "compaction": args.compaction,
-        "empty_references": args.empty_references,
-        "drop_truncated": args.drop_truncated,
-        "context_limit": args.context_limit,
-        "min_success": args.min_success,
-        "max_ttc_tokens": args.max_ttc_tokens,
-        "max_seconds": args.max_seconds,
-    }
-    return {k: v for k, v in context.items() if v is not None}
-
-
 def _print_progress(event: dict[str, Any]) -> None:
     kind = event.get("type")
     if kind == "round_started":
@@ -253,7 +237,7 @@ async def _run(args: argparse.Namespace, messages: list[BaseMessage]) -> dict[st
             async for mode, chunk in graph.astream(
                 payload,
                 config=config,
-                context=_context(args),
+                context=context_from_options(args),
                 stream_mode=["custom", "values"],
                 # Each step's checkpoint is stored before its trajectories run, so a
                 # SIGKILL can lose only calls in flight, never finished ones. (Without a

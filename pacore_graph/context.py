@@ -92,4 +92,10 @@ def merge_context(
     return replace(base, **{k: v for k, v in items if v is not None})
 
 
-__all__ = ["DEFAULTS", "PaCoReContext", "merge_context"]
+def context_from_options(options: object) -> dict[str, Any]:
+    """The `PaCoReContext` fields set (not None) on ``options``, e.g. an argparse namespace."""
+    values = ((f.name, getattr(options, f.name, None)) for f in fields(PaCoReContext))
+    return {name: value for name, value in values if value is not None}
+
+
+__all__ = ["DEFAULTS", "PaCoReContext", "context_from_options", "merge_context"]

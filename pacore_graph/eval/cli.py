@@ -17,6 +17,7 @@ from typing import Any
 
 import openai
 
+from pacore_graph.context import context_from_options
 from pacore_graph.errors import PaCoReError
 from pacore_graph.rounds import PRESETS
 
@@ -196,17 +197,6 @@ async def _checkpointer(url: str | None) -> AsyncIterator[Any]:
         yield saver
 
 
-def _context(args: argparse.Namespace) -> dict[str, Any]:
-    context = {
-        "temperature": args.temperature,
-        "top_p": args.top_p,
-        "max_tokens": args.max_tokens,
-        "seed": args.seed,
-        "compaction": args.compaction,
-    }
-    return {k: v for k, v in context.items() if v is not None}
-
-
 async def _eval(args: argparse.Namespace) -> int:
     from pacore_graph.eval._deps import require
     from pacore_graph.eval.dataset import load_problems
@@ -238,7 +228,7 @@ async def _eval(args: argparse.Namespace) -> int:
             spec = dataclasses.replace(
                 spec,
                 concurrency=args.concurrency,  # the embedded backend may lower it
-                context=_context(args),
+                context={k: v for k, v in context_from_options(args).items() if k != "rounds"},
                 namespace=str(getattr(model, "model", "")),
             )
             progress = _progress(args, len(problems), len(problems) * len(settings) * args.runs)
