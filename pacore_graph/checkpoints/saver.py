@@ -10,6 +10,7 @@ import asyncio
 import builtins
 import contextlib
 import copy
+import threading
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
+from redis.driver_info import DriverInfo
 
 from pacore_graph.checkpoints.layout import Layout
 from pacore_graph.checkpoints.ops import Batch, Emit, Op, Ops, next_version, ping
@@ -109,6 +111,30 @@ class _RedisSaverBase(BaseCheckpointSaver[str]):
 _CONNECTION_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
+DEFAULT_MAX_CONNECTIONS = 32
+"""Connections of a saver made by ``from_conn_string``: Redis runs one command at a time,
+so more connections add only their set-up cost (a burst of trajectories finishing at once
+would otherwise open ~100)."""
+
+
+def _pool_options(max_connections: int) -> dict[str, Any]:
+    # One DriverInfo for the pool: without it redis-py reads its version from the installed
+    # package metadata for every new connection (~2 ms each, measured in benchmarks/run.py).
+    return {"max_connections": max_connections, "driver_info": DriverInfo()}
+
+
+def _pool_limit(client: Any) -> int | None:
+    """How many commands may be in flight at once without the pool raising "Too many
+    connections": a plain pool's ``max_connections`` (redis-py's default is 100); None for a
+    blocking pool (it waits for a free connection by itself) or a Cluster client."""
+    pool = getattr(client, "connection_pool", None)
+    blocking = (redis.BlockingConnectionPool, aredis.BlockingConnectionPool)
+    if pool is None or isinstance(pool, blocking):
+        return None
+    limit = getattr(pool, "max_connections", None)
+    return limit if isinstance(limit, int) and 0 < limit < 2**31 - 1 else None
+
+
 class RedisSaver(_RedisSaverBase):
     """A synchronous LangGraph checkpoint saver on any Redis-protocol server, no modules.
 
@@ -144,11 +170,20 @@ class RedisSaver(_RedisSaverBase):
         serde: SerializerProtocol | None = None,
     ) -> None:
         super().__init__(client, ttl=ttl, key_prefix=key_prefix, serde=serde)
+        # More threads writing at once than the pool has connections would fail with
+        # "Too many connections"; past the limit they wait their turn instead.
+        limit = _pool_limit(client)
+        self._slots = threading.BoundedSemaphore(limit) if limit else contextlib.nullcontext()
 
     @classmethod
     @contextlib.contextmanager
     def from_conn_string(
-        cls, url: str, *, ttl: float | None = None, key_prefix: str = DEFAULT_PREFIX
+        cls,
+        url: str,
+        *,
+        ttl: float | None = None,
+        key_prefix: str = DEFAULT_PREFIX,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> Iterator[RedisSaver]:
         """A saver on a new connection pool to ``url``, closed on exit.
 
@@ -156,11 +191,12 @@ class RedisSaver(_RedisSaverBase):
             url: A redis-py URL such as ``redis://:password@host:6379/0``.
             ttl: See `RedisSaver`.
             key_prefix: See `RedisSaver`.
+            max_connections: Connections to Redis; more writes at once wait their turn.
 
         Yields:
             The saver.
         """
-        client = redis.Redis.from_url(url)
+        client = redis.Redis.from_url(url, **_pool_options(max_connections))
         try:
             yield cls(client, ttl=ttl, key_prefix=key_prefix)
         finally:
@@ -176,7 +212,7 @@ class RedisSaver(_RedisSaverBase):
 
     def _execute(self, batch: Batch) -> list[Any]:
         try:
-            with self.client.pipeline(transaction=batch.atomic) as pipe:
+            with self._slots, self.client.pipeline(transaction=batch.atomic) as pipe:
                 for command in batch.commands:
                     pipe.execute_command(*command)
                 return pipe.execute()
@@ -317,11 +353,20 @@ class AsyncRedisSaver(_RedisSaverBase):
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             self.loop = None
+        # Hundreds of trajectories finishing together write at once: past the pool's
+        # connections they wait their turn instead of failing with "Too many connections".
+        limit = _pool_limit(client)
+        self._slots: Any = asyncio.Semaphore(limit) if limit else contextlib.nullcontext()
 
     @classmethod
     @contextlib.asynccontextmanager
     async def from_conn_string(
-        cls, url: str, *, ttl: float | None = None, key_prefix: str = DEFAULT_PREFIX
+        cls,
+        url: str,
+        *,
+        ttl: float | None = None,
+        key_prefix: str = DEFAULT_PREFIX,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> AsyncIterator[AsyncRedisSaver]:
         """A saver on a new connection pool to ``url``, closed on exit.
 
@@ -329,11 +374,12 @@ class AsyncRedisSaver(_RedisSaverBase):
             url: A redis-py URL such as ``redis://:password@host:6379/0``.
             ttl: See `AsyncRedisSaver`.
             key_prefix: See `AsyncRedisSaver`.
+            max_connections: Connections to Redis; more writes at once wait their turn.
 
         Yields:
             The saver.
         """
-        client = aredis.Redis.from_url(url)
+        client = aredis.Redis.from_url(url, **_pool_options(max_connections))
         try:
             yield cls(client, ttl=ttl, key_prefix=key_prefix)
         finally:
@@ -349,7 +395,7 @@ class AsyncRedisSaver(_RedisSaverBase):
 
     async def _execute(self, batch: Batch) -> list[Any]:
         try:
-            async with self.client.pipeline(transaction=batch.atomic) as pipe:
+            async with self._slots, self.client.pipeline(transaction=batch.atomic) as pipe:
                 for command in batch.commands:
                     pipe.execute_command(*command)
                 return await pipe.execute()
