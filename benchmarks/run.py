@@ -41,8 +41,6 @@ import json
 import os
 import platform
 import pstats
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -95,12 +93,6 @@ def loadavg() -> float:
 # -- processes -----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Sim:
     """The simulated server in its own process."""
 
@@ -147,35 +139,15 @@ class Redis:
     def __init__(self, directory: str) -> None:
         import redis
 
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server is not installed (apt-get install redis-server)")
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                directory,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
+        from pacore_graph.testing import RedisNotInstalledError, RedisServer
+
+        try:
+            self.server = RedisServer(Path(directory))
+        except RedisNotInstalledError as exc:
+            raise SystemExit(str(exc)) from None
+        self.server.start()
+        self.port, self.url = self.server.port, self.server.url
         self.client = redis.Redis(port=self.port)
-        for _ in range(200):
-            try:
-                self.client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
 
     def cpu_s(self) -> float:
         info = self.client.info("cpu")
@@ -210,8 +182,7 @@ class Redis:
 
     def stop(self) -> None:
         self.client.close()
-        self.proc.kill()
-        self.proc.wait()
+        self.server.kill()
 
 
 # -- scenarios -----------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""A scripted OpenAI-compatible server on loopback, for tests, examples and demos without a GPU.
+"""A scripted OpenAI-compatible server and a private redis-server on loopback, for tests,
+examples, benchmarks and demos without a GPU.
 
 Every request is logged and answered by a function you write, so a test knows
 exactly what each trajectory said and can assert on what each call was sent.
@@ -14,16 +15,30 @@ from __future__ import annotations
 
 import json
 import select
+import shutil
 import socket
 import struct
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["Reply", "Responder", "ScriptedServer", "last_user_text", "word_count"]
+import redis
+
+__all__ = [
+    "RedisNotInstalledError",
+    "RedisServer",
+    "Reply",
+    "Responder",
+    "ScriptedServer",
+    "free_port",
+    "last_user_text",
+    "word_count",
+]
 
 
 @dataclass
@@ -332,3 +347,99 @@ class ScriptedServer:
                 self.close_connection = True
 
         return Handler
+
+
+class RedisNotInstalledError(RuntimeError):
+    """No ``redis-server`` binary on PATH."""
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """One ``redis-server`` process that can be stopped and started again on the same port.
+
+    ``stop(save=True)`` writes an RDB snapshot first, so a restart comes back with the
+    data, like a managed Redis that restarts; persistence is otherwise off.
+
+    Args:
+        directory: The server's own working directory (RDB file, cluster config).
+        extra_args: More ``redis-server`` options.
+    """
+
+    def __init__(self, directory: Path, extra_args: Sequence[str] = ()) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RedisNotInstalledError(
+                "redis-server is not installed: install it, e.g. "
+                "`apt-get install redis-server` or `brew install redis`"
+            )
+        self.binary = binary
+        self.directory = directory
+        self.extra_args = list(extra_args)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Starts the server (again) on its port and waits until it answers PING."""
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                "--dbfilename",
+                "dump.rdb",
+                *self.extra_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 20
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError as exc:
+                    if time.monotonic() > deadline or self.proc.poll() is not None:
+                        raise RuntimeError(
+                            f"redis-server did not start on port {self.port}"
+                        ) from exc
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self, save: bool = False) -> None:
+        """Shuts the server down; ``save=True`` keeps its data for the next `start`."""
+        if self.proc is None:
+            return
+        client = redis.Redis(port=self.port)
+        try:
+            client.shutdown(save=save, nosave=not save)
+        except redis.ConnectionError:
+            pass  # shutdown closes the connection under us
+        finally:
+            client.close()
+        self.proc.wait(timeout=20)
+        self.proc = None
+
+    def kill(self) -> None:
+        """Kills the server at once (no save)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None

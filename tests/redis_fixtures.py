@@ -7,9 +7,6 @@ on first use, so tests see the Cluster's cross-slot rules for real.
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,103 +14,22 @@ from pathlib import Path
 import pytest
 import redis
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from pacore_graph.testing import RedisNotInstalledError, RedisServer, free_port
 
 
-class RedisServer:
-    """One ``redis-server`` process that can be stopped and started again on the same port.
-
-    ``stop(save=True)`` writes an RDB snapshot first, so a restart comes back with the
-    data, like a managed Redis that restarts; persistence is otherwise off.
-
-    Args:
-        directory: The server's own working directory (RDB file, cluster config).
-        extra_args: More ``redis-server`` options.
-    """
-
-    def __init__(self, directory: Path, extra_args: Sequence[str] = ()) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail(
-                "redis-server is not installed (the Redis tests need a real server): "
-                "install it, e.g. `apt-get install redis-server` or `brew install redis`",
-                pytrace=False,
-            )
-        self.binary = binary
-        self.directory = directory
-        self.extra_args = list(extra_args)
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Starts the server (again) on its port and waits until it answers PING."""
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-                "--dbfilename",
-                "dump.rdb",
-                *self.extra_args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 20
-        try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except redis.ConnectionError as exc:
-                    if time.monotonic() > deadline or self.proc.poll() is not None:
-                        raise RuntimeError(
-                            f"redis-server did not start on port {self.port}"
-                        ) from exc
-                    time.sleep(0.05)
-        finally:
-            client.close()
-
-    def stop(self, save: bool = False) -> None:
-        """Shuts the server down; ``save=True`` keeps its data for the next `start`."""
-        if self.proc is None:
-            return
-        client = redis.Redis(port=self.port)
-        try:
-            client.shutdown(save=save, nosave=not save)
-        except redis.ConnectionError:
-            pass  # shutdown closes the connection under us
-        finally:
-            client.close()
-        self.proc.wait(timeout=20)
-        self.proc = None
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
+def _start(directory: Path, extra_args: Sequence[str] = ()) -> RedisServer:
+    try:
+        server = RedisServer(directory, extra_args)
+    except RedisNotInstalledError as exc:
+        pytest.fail(f"{exc} (the Redis tests need a real server)", pytrace=False)
+    server.start()
+    return server
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """The session's Redis server (``.url``, ``.port``, ``.stop()``, ``.start()``)."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
+    server = _start(tmp_path_factory.mktemp("redis"))
     yield server
     server.kill()
 
@@ -133,7 +49,7 @@ def redis_url(redis_server: RedisServer) -> str:
 def redis_cluster_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A one-node Redis Cluster that owns every slot."""
     directory = tmp_path_factory.mktemp("redis-cluster")
-    server = RedisServer(
+    server = _start(
         directory,
         [
             "--cluster-enabled",
@@ -142,10 +58,9 @@ def redis_cluster_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
             str(directory / "nodes.conf"),
             # The default bus port (port + 10000) overflows for high ephemeral ports.
             "--cluster-port",
-            str(_free_port()),
+            str(free_port()),
         ],
     )
-    server.start()
     client = redis.Redis(port=server.port)
     try:
         client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
