@@ -32,5 +32,10 @@ redis-server:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server; fi; }
 
+# Installs the linters (the test extra pins ruff and mypy), then lints, checks the format
+# and type-checks pacore_graph ([tool.mypy] in pyproject.toml).
 lint: $(PY)
+	$(PIP) install -q -e ".[test]"
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy

@@ -150,8 +150,7 @@ async def run_graph(spec: dict[str, Any], problems: list[str]) -> dict[str, Any]
 
 async def _warm(model: Any) -> None:
     """Lazy imports and client set-up happen before the clock starts."""
-    for replica in model.replicas:
-        await replica.async_client.models.list()
+    await model.root_async_client.models.list()
 
 
 async def run_asyncio(spec: dict[str, Any], problems: list[str]) -> dict[str, Any]:

@@ -67,10 +67,9 @@ async def solve(request: SolveRequest) -> SolveResponse:
     context = {"rounds": request.rounds, "max_tokens": request.max_tokens}
     status, state = await arun_thread(
         app.state.graph,
-        [HumanMessage(request.problem)],
+        {"messages": [HumanMessage(request.problem)]},
         {"configurable": {"thread_id": thread_id}},
         context={k: v for k, v in context.items() if v is not None},
-        durability="sync",
     )
     record = to_record(state)
     return SolveResponse(

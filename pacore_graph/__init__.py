@@ -18,13 +18,17 @@ from pacore_graph.errors import (
     InvalidSettingsError,
     PaCoReError,
     QuorumError,
+    ThreadConflictError,
 )
 from pacore_graph.graph import create_pacore_graph
+from pacore_graph.messages import build_round_messages
 from pacore_graph.record import to_record, to_results_row
 from pacore_graph.retry import DEFAULT_RETRY_POLICY, should_retry
 from pacore_graph.rounds import PRESETS, resolve_rounds
-from pacore_graph.state import PaCoReInput, PaCoReState, RoundSummary, Trajectory
-from pacore_graph.template import SYNTHESIS_TEMPLATE, build_round_messages, render_synthesis_prompt
+from pacore_graph.state import PaCoReInput, PaCoReState, RoundSummary
+from pacore_graph.template import SYNTHESIS_TEMPLATE, render_synthesis_prompt
+from pacore_graph.threads import ThreadStatus, arun_thread
+from pacore_graph.trajectories import Trajectory
 
 __all__ = [
     "COMPACTIONS",
@@ -45,7 +49,10 @@ __all__ = [
     "PaCoReState",
     "QuorumError",
     "RoundSummary",
+    "ThreadConflictError",
+    "ThreadStatus",
     "Trajectory",
+    "arun_thread",
     "boxed_answer_compaction",
     "build_round_messages",
     "create_pacore_graph",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
@@ -86,7 +87,7 @@ def merge_context(
         known = {f.name for f in fields(PaCoReContext)}
         if unknown := sorted(set(override) - known):
             raise TypeError(f"unknown PaCoRe setting(s): {', '.join(unknown)}")
-        items = override.items()
+        items: Iterable[tuple[str, Any]] = override.items()
     else:
         items = ((f.name, getattr(override, f.name)) for f in fields(override))
     return replace(base, **{k: v for k, v in items if v is not None})

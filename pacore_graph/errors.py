@@ -48,3 +48,8 @@ class InvalidSettingsError(PaCoReError, ValueError):
 
 class IncompleteResponseError(PaCoReError, ConnectionError):
     """A streamed answer stopped before its end; retried like a dropped connection."""
+
+
+class ThreadConflictError(PaCoReError):
+    """A thread holds an unfinished run of another question: resuming it would answer that
+    one. Resume it with the same input, or use another thread id."""

@@ -8,26 +8,57 @@ START → prepare ─Send×K_1→ trajectory → compact ─(final round?)→ an
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import RetryPolicy
+from langgraph.types import RetryPolicy, Send
 
 from pacore_graph.context import DEFAULTS, PaCoReContext, merge_context
+from pacore_graph.messages import build_round_messages
 from pacore_graph.nodes import (
+    TokenCounter,
+    TrajectoryNode,
+    TrajectoryTask,
     answer,
-    fan_out,
-    make_compact_node,
-    make_prepare_node,
-    make_synthesize_node,
-    make_trajectory_node,
-    route_after_compact,
+    compact,
+    estimate_tokens,
+    prepare,
+    synthesize,
 )
-from pacore_graph.nodes.synthesis import TokenCounter, estimate_tokens
 from pacore_graph.retry import DEFAULT_RETRY_POLICY
 from pacore_graph.rounds import RoundsSpec, resolve_rounds
 from pacore_graph.state import PaCoReInput, PaCoReState
+
+
+def round_tasks(state: PaCoReState, indices: Iterable[int]) -> list[Send]:
+    """``Send``s for trajectories ``indices`` of the round in progress, all with one prompt list."""
+    r = state["round"]
+    messages = build_round_messages(state["messages"], state.get("references"))
+    final = r == len(state["round_vector"])
+    budget = state.get("budget")
+    return [
+        Send(
+            "trajectory",
+            TrajectoryTask(messages=messages, round=r, index=i, final=final, budget=budget),
+        )
+        for i in indices
+    ]
+
+
+def fan_out(state: PaCoReState) -> list[Send]:
+    """One ``Send`` per trajectory of the round, all with the same prompt list."""
+    return round_tasks(state, range(state["round_vector"][state["round"] - 1]))
+
+
+def route_after_compact(state: PaCoReState) -> str | list[Send]:
+    """The termination edge: after the final round (K_R = 1) comes the answer; a resumed
+    round whose quorum failed sends its failed trajectories again."""
+    if state.get("retry"):
+        return round_tasks(state, state["retry"])
+    return "answer" if state["round"] >= len(state["round_vector"]) else "synthesize"
 
 
 def create_pacore_graph(
@@ -78,12 +109,16 @@ def create_pacore_graph(
     resolve_rounds(rounds)  # fail at build time, not on the first run
     base = merge_context(DEFAULTS, {"rounds": rounds, **defaults})
     builder = StateGraph(PaCoReState, context_schema=PaCoReContext, input_schema=PaCoReInput)
-    builder.add_node("prepare", make_prepare_node(base))
+    builder.add_node("prepare", functools.partial(prepare, defaults=base))
     builder.add_node(
-        "trajectory", make_trajectory_node(model, base, retry_policy), retry_policy=retry_policy
+        "trajectory",
+        TrajectoryNode(model, base, retry_policy).as_runnable(),
+        retry_policy=retry_policy,
     )
-    builder.add_node("compact", make_compact_node(base))
-    builder.add_node("synthesize", make_synthesize_node(base, token_counter))
+    builder.add_node("compact", functools.partial(compact, defaults=base))
+    builder.add_node(
+        "synthesize", functools.partial(synthesize, defaults=base, count=token_counter)
+    )
     builder.add_node("answer", answer)
     builder.add_edge(START, "prepare")
     builder.add_conditional_edges("prepare", fan_out, ["trajectory"])

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from pacore_graph.nodes.answer import split_thinking, usage_totals
-from pacore_graph.state import PaCoReState, is_finished, latest_trajectories
+from pacore_graph.trajectories import (
+    final_trajectory,
+    latest_trajectories,
+    split_thinking,
+    status_counts,
+    usage_totals,
+)
 
 
-def to_results_row(state: PaCoReState, request_id: str | int | None = None) -> dict[str, Any]:
+def to_results_row(state: Mapping[str, Any], request_id: str | int | None = None) -> dict[str, Any]:
     """The reference pipeline's output row for one problem.
 
     ``round_responses`` lists every round, the final one included, each as the
@@ -29,20 +35,21 @@ def to_results_row(state: PaCoReState, request_id: str | int | None = None) -> d
     }
 
 
-def to_record(state: PaCoReState, request_id: str | int | None = None) -> dict[str, Any]:
+def to_record(state: Mapping[str, Any], request_id: str | int | None = None) -> dict[str, Any]:
     """The results row plus PaCoRe's own accounting: answer, TTC, per-round summaries."""
     trajectories = latest_trajectories(state["trajectories"])
-    final = [t for t in trajectories if t["round"] == len(state["round_vector"]) and is_finished(t)]
+    final = final_trajectory(trajectories, len(state["round_vector"]))
     ttc, largest = usage_totals(trajectories)
+    counts = status_counts(trajectories)
     return {
         **to_results_row(state, request_id),
-        "answer": split_thinking(final[0])[0] if final else None,
+        "answer": split_thinking(final)[0] if final else None,
         "round_vector": state["round_vector"],
         "ttc_tokens": ttc,
         "max_prompt_tokens": largest,
         "rounds": state.get("rounds_done", []),
-        "failed": sum(t.get("status") == "failed" for t in trajectories),
-        "stopped": sum(t.get("status") == "stopped" for t in trajectories),
+        "failed": counts["failed"],
+        "stopped": counts["stopped"],
         "budget_exhausted": state.get("budget_exhausted"),
         "trajectories": trajectories,
     }

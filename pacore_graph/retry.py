@@ -6,9 +6,9 @@ import email.utils
 import json
 import re
 import time
+from collections.abc import Sequence
 
 import openai
-from langgraph.runtime import get_runtime
 from langgraph.types import RetryPolicy, default_retry_on
 
 
@@ -38,17 +38,16 @@ def _retries(policy: RetryPolicy, exc: Exception) -> bool:
     retry_on = policy.retry_on
     if isinstance(retry_on, type):
         return isinstance(exc, retry_on)
-    if isinstance(retry_on, tuple | list):
+    if isinstance(retry_on, Sequence):  # as LangGraph reads it
         return isinstance(exc, tuple(retry_on))
     return bool(retry_on(exc))
 
 
-def final_attempt(policy: RetryPolicy | None, exc: Exception) -> bool:
-    """True when ``policy`` will not run the node again after ``exc`` (call inside a node)."""
+def final_attempt(policy: RetryPolicy | None, exc: Exception, attempt: int) -> bool:
+    """True when ``policy`` will not run the node again after ``exc`` failed ``attempt``
+    (1-based; a node reads it from ``runtime.execution_info.node_attempt``)."""
     if policy is None or not _retries(policy, exc):
         return True
-    info = getattr(get_runtime(), "execution_info", None)
-    attempt = getattr(info, "node_attempt", 1) or 1
     return attempt >= policy.max_attempts
 
 
@@ -84,7 +83,10 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, openai.APITimeoutError):
         return "timed out"
     if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc
+        # langchain-openai re-raises the SDK's error wrapped in its own: name the root cause.
+        cause: BaseException = exc
+        while isinstance(cause, openai.APIConnectionError) and cause.__cause__ is not None:
+            cause = cause.__cause__
         return f"connection failed: {type(cause).__name__}: {cause}".splitlines()[0]
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -41,13 +41,14 @@ def resolve_rounds(spec: RoundsSpec) -> list[int]:
             raise InvalidRoundsError(
                 f"rounds is empty: give a preset ({', '.join(PRESETS)}) or integers like 32,4"
             )
-        values = [part.strip() for part in text.split(",")]
-        if not all(v and v.lstrip("+-").isdigit() for v in values):  # type: ignore[union-attr]
+        parts = [part.strip() for part in text.split(",")]
+        # isascii: str.isdigit() also accepts "¹", which int() rejects
+        if not all(p and p.isascii() and p.lstrip("+-").isdigit() for p in parts):
             raise InvalidRoundsError(
                 f"unknown rounds {spec!r}: use a preset ({', '.join(PRESETS)}) "
                 "or comma-separated positive integers like 32,4"
             )
-        values = [int(v) for v in values]  # type: ignore[arg-type]
+        values = [int(p) for p in parts]
     elif isinstance(spec, Sequence):
         values = list(spec)
         if not values:
@@ -56,9 +57,11 @@ def resolve_rounds(spec: RoundsSpec) -> list[int]:
             )
     else:
         raise InvalidRoundsError(f"rounds must be a preset or integers, got {type(spec).__name__}")
+    rounds: list[int] = []
     for k in values:
         if isinstance(k, bool) or not isinstance(k, int):
             raise InvalidRoundsError(f"rounds must be integers, got {k!r} in {spec!r}")
         if k < 1:
             raise InvalidRoundsError(f"every round needs K >= 1, got {k} in {spec!r}")
-    return [*values, 1]  # type: ignore[list-item]
+        rounds.append(k)
+    return [*rounds, 1]

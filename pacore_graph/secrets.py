@@ -16,7 +16,9 @@ _MIN_SECRET = 8  # shorter "keys" (e.g. "EMPTY", "none") are placeholders, and r
 
 def model_secrets(model: Any) -> list[str]:
     """The secret values a chat model holds: its ``SecretStr`` fields and any ``api_key``."""
-    candidates = [v for v in getattr(model, "__dict__", {}).values() if isinstance(v, SecretStr)]
+    candidates: list[object] = [
+        v for v in getattr(model, "__dict__", {}).values() if isinstance(v, SecretStr)
+    ]
     candidates += [getattr(model, n, None) for n in ("api_key", "openai_api_key")]
     found = {
         v.get_secret_value() if isinstance(v, SecretStr) else v

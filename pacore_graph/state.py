@@ -12,31 +12,7 @@ from typing_extensions import TypedDict
 
 from pacore_graph.budget import RoundBudget
 from pacore_graph.errors import InvalidInputError
-
-
-class Trajectory(TypedDict):
-    """One trajectory's record."""
-
-    round: int
-    """1-based round number."""
-    index: int
-    """0-based position in its round."""
-    content: str
-    """The response content as the backend returned it."""
-    reasoning: str | None
-    """Thinking the backend returned separately (``reasoning_content``/``reasoning``)."""
-    message: str
-    """The compacted message later rounds see."""
-    finish_reason: str | None
-    truncated: bool
-    """True when ``finish_reason == "length"``."""
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    latency_s: float
-    status: Literal["finished", "failed", "stopped"]
-    """"failed": the call failed for good (after retries); "stopped": a budget ran out first."""
-    error: str | None
-    """Why it failed or stopped (secrets redacted)."""
+from pacore_graph.trajectories import Trajectory
 
 
 class RoundSummary(TypedDict):
@@ -60,17 +36,6 @@ def add_trajectories(
 ) -> list[Trajectory]:
     """Appends each task's trajectories (batching-invariant, as `DeltaChannel` requires)."""
     return [*state, *(t for batch in writes for t in batch)]
-
-
-def latest_trajectories(trajectories: Sequence[Trajectory]) -> list[Trajectory]:
-    """One record per (round, index), the latest: a retried trajectory supersedes its failure."""
-    latest = {(t["round"], t["index"]): t for t in trajectories}
-    return sorted(latest.values(), key=lambda t: (t["round"], t["index"]))
-
-
-def is_finished(trajectory: Trajectory) -> bool:
-    """True when the call returned (records from before ``status`` existed count as finished)."""
-    return trajectory.get("status", "finished") == "finished"
 
 
 def add_chat_messages(left: Messages, right: Messages) -> Messages:

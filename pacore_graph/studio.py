@@ -1,7 +1,7 @@
 """PaCoRe for LangGraph Studio and ``langgraph dev``: graph id ``pacore`` in ``langgraph.json``.
 
 Environment:
-    PACORE_BASE_URL: The OpenAI-compatible endpoint (comma-separated for replicas); required.
+    PACORE_BASE_URL: The OpenAI-compatible endpoint (for replicas, their router); required.
     PACORE_MODEL: Model name; defaults to the endpoint's first ``/v1/models`` entry.
     OPENAI_API_KEY: API key sent to the endpoint (default ``EMPTY``).
     PACORE_ROUNDS: Default round spec (``low``, ``medium``, ``high``, ``8``, ``32,4``);

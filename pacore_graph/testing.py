@@ -61,6 +61,9 @@ class Reply:
     fault: Literal["reset", "cut", "malformed"] | None = None
     """"reset": drop the connection (TCP RST) without answering; "cut": send half the
     answer (or half the stream), then reset; "malformed": a 200 whose body is not JSON."""
+    tool_calls: list[dict[str, Any]] | None = None
+    """OpenAI ``tool_calls`` of the answer (``id``, ``type``, ``function``: ``name``,
+    ``arguments``); sent whole, in one delta when streamed."""
 
 
 Responder = Callable[[dict[str, Any]], "Reply | str"]
@@ -86,7 +89,8 @@ def _default_responder(body: dict[str, Any]) -> Reply:
 
 
 class ScriptedServer:
-    """A threaded HTTP server speaking ``/v1/chat/completions`` (plain and SSE) and ``/v1/models``.
+    """A threaded HTTP server speaking ``/v1/chat/completions`` (plain and SSE), ``/v1/models``
+    and ``/health``.
 
     Args:
         responder: Answers each chat request.
@@ -226,7 +230,11 @@ class ScriptedServer:
                 return True
 
             def do_GET(self) -> None:
-                if self.path.rstrip("/").endswith("/models"):
+                if self.path.rstrip("/") == "/health":  # vLLM's liveness probe, for routers
+                    self.send_response(200)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                elif self.path.rstrip("/").endswith("/models"):
                     self._json(
                         200,
                         {
@@ -293,6 +301,8 @@ class ScriptedServer:
                 message: dict[str, Any] = {"role": "assistant", "content": reply.content}
                 if reply.reasoning_content is not None:
                     message["reasoning_content"] = reply.reasoning_content
+                if reply.tool_calls:
+                    message["tool_calls"] = reply.tool_calls
                 self._json(
                     200,
                     {
@@ -339,6 +349,9 @@ class ScriptedServer:
                 if reply.fault == "cut":
                     self._reset()
                     return
+                if reply.tool_calls:
+                    calls = [{"index": i, **c} for i, c in enumerate(reply.tool_calls)]
+                    send([{"index": 0, "delta": {"tool_calls": calls}}])
                 send([{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}])
                 if (body.get("stream_options") or {}).get("include_usage"):
                     send([], usage=usage)

@@ -1,4 +1,5 @@
-"""Run a problem on a checkpointed thread: start it, resume it after a crash, or return its answer.
+"""Runs a graph on a checkpointed thread: starts it, resumes it after a crash, or reads back
+its answer. The one runner behind ``pacore solve``, ``pacore eval`` and the web example.
 
 A crash leaves the thread's last checkpoint with pending tasks, and the trajectories
 that finished before it as pending writes. Resuming with ``None`` as input runs only
@@ -9,62 +10,105 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 from langgraph.types import StateSnapshot
 
-from pacore_graph.template import last_user_index, message_text
+from pacore_graph.errors import ThreadConflictError
+from pacore_graph.messages import last_user_index, message_text
 
 ThreadStatus = Literal["new", "interrupted", "finished"]
+"""How a run found its thread: nothing to reuse, a run stopped half way, or answered."""
+
+StatusRule = Callable[[StateSnapshot, Mapping[str, Any]], ThreadStatus]
+"""What a thread's latest checkpoint means for a run of an input."""
 
 
-def thread_status(snapshot: StateSnapshot, messages: Sequence[BaseMessage]) -> ThreadStatus:
-    """What a thread's latest checkpoint means for a run of ``messages``.
+def _problem(messages: Sequence[BaseMessage]) -> str:
+    return message_text(messages[last_user_index(messages)])
 
-    "interrupted": a run stopped half way (tasks pending); "finished": the thread
-    already answered this same problem; "new": nothing to reuse, start a run.
+
+def thread_status(snapshot: StateSnapshot, input: Mapping[str, Any]) -> ThreadStatus:
+    """What a PaCoRe thread's latest checkpoint means for a run of ``input["messages"]``.
+
+    "interrupted": a run of the same problem stopped half way (tasks pending);
+    "finished": the thread already answered this problem; "new": start a run.
+
+    Raises:
+        ThreadConflictError: The thread holds an unfinished run of another problem.
     """
-    if snapshot.next:
-        return "interrupted"
     stored = snapshot.values.get("messages") or []
-    if stored and isinstance(stored[-1], AIMessage) and snapshot.values.get("round_vector"):
-        asked = [m for m in stored if isinstance(m, HumanMessage)]
-        problem = message_text(messages[last_user_index(messages)])
-        if asked and message_text(asked[-1]) == problem:
-            return "finished"
-    return "new"
+    asked = [m for m in stored if isinstance(m, HumanMessage)]
+    problem = _problem(input["messages"])
+    if snapshot.next:
+        if asked and message_text(asked[-1]) != problem:
+            thread = snapshot.config.get("configurable", {}).get("thread_id")
+            raise ThreadConflictError(
+                f"thread {thread} holds an unfinished run of another question: resume it with "
+                "the same input, or use a new thread id"
+            )
+        return "interrupted"
+    answered = stored and isinstance(stored[-1], AIMessage) and snapshot.values.get("round_vector")
+    return "finished" if answered and asked and message_text(asked[-1]) == problem else "new"
 
 
 async def arun_thread(
-    graph: Pregel,
-    messages: Sequence[BaseMessage],
-    config: dict[str, Any],
+    graph: Pregel[Any, Any, Any, Any],
+    input: Mapping[str, Any],
+    config: RunnableConfig,
+    *,
+    status_rule: StatusRule = thread_status,
+    on_status: Callable[[ThreadStatus], None] | None = None,
+    on_event: Callable[[Any], None] | None = None,
     **kwargs: Any,
 ) -> tuple[ThreadStatus, dict[str, Any]]:
     """Runs, resumes or reads back the thread in ``config["configurable"]["thread_id"]``.
 
+    Without a thread id (or a checkpointer) it is a plain run.
+
     Args:
-        graph: A PaCoRe graph compiled with a checkpointer.
-        messages: The conversation to answer.
-        config: Run config with a ``thread_id``.
-        **kwargs: Passed to ``ainvoke`` (``context``, ``durability``, ...).
+        graph: A compiled graph, with a checkpointer for threads.
+        input: The run's input, e.g. ``{"messages": [...]}``.
+        config: Run config; ``configurable.thread_id`` names the thread.
+        status_rule: What a checkpoint means for ``input``; PaCoRe's by default.
+        on_status: Told how the thread was found, before anything runs.
+        on_event: Each ``get_stream_writer()`` event of the run (progress).
+        **kwargs: Passed to ``astream`` (``context``, ``durability``, ...). ``durability``
+            defaults to "sync" on a thread, so a crash loses only calls in flight.
 
     Returns:
         How the thread was found, and its final state.
+
+    Raises:
+        ThreadConflictError: The thread holds an unfinished run of another input.
     """
-    snapshot = await graph.aget_state(config)
-    status = thread_status(snapshot, messages)
-    if status == "finished":
-        return status, snapshot.values
-    return status, await graph.ainvoke(run_input(status, messages), config, **kwargs)
-
-
-def run_input(status: ThreadStatus, messages: Sequence[BaseMessage]) -> dict[str, Any] | None:
-    """The graph input for a thread in ``status``: ``None`` resumes pending tasks."""
-    return None if status == "interrupted" else {"messages": list(messages)}
+    threaded = graph.checkpointer is not None and "thread_id" in config.get("configurable", {})
+    status: ThreadStatus = "new"
+    snapshot = None
+    if threaded:
+        snapshot = await graph.aget_state(config)
+        status = status_rule(snapshot, input)
+    if on_status is not None:
+        on_status(status)
+    if status == "finished" and snapshot is not None:
+        return status, dict(snapshot.values)
+    kwargs.setdefault("durability", "sync" if threaded else None)
+    state: dict[str, Any] = {}
+    async for mode, chunk in graph.astream(
+        None if status == "interrupted" else dict(input),
+        config,
+        stream_mode=["custom", "values"],
+        **kwargs,
+    ):
+        if mode == "values":
+            state = chunk
+        elif on_event is not None:
+            on_event(chunk)
+    return status, state
 
 
 def default_thread_id(messages: Sequence[BaseMessage], rounds: object) -> str:
@@ -73,3 +117,6 @@ def default_thread_id(messages: Sequence[BaseMessage], rounds: object) -> str:
         [[m.type, message_text(m)] for m in messages] + [repr(rounds)], ensure_ascii=False
     )
     return "pacore-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+__all__ = ["StatusRule", "ThreadStatus", "arun_thread", "default_thread_id", "thread_status"]

@@ -30,7 +30,7 @@ def scripted() -> Iterator[Callable[..., ScriptedServer]]:
 def model_for(server: ScriptedServer, **kwargs) -> ChatOpenAICompatible:
     """A pooled OpenAI-compatible model pointed at a scripted server."""
     return ChatOpenAICompatible(
-        base_url=server.base_url, model=server.model, api_key="test-key", **kwargs
+        base_url=server.base_url, model=server.model, **{"api_key": "test-key", **kwargs}
     )
 
 

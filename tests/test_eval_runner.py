@@ -8,7 +8,6 @@ import time
 
 import openai
 import pytest
-from pydantic import SecretStr
 
 from pacore_graph.checkpoints import AsyncRedisSaver
 from pacore_graph.eval import SAMPLE, build_settings, load_problems, run_eval, summarize
@@ -356,8 +355,7 @@ async def test_an_endpoint_rejecting_every_call_stops_the_eval(scripted):
 async def test_failure_messages_never_hold_the_api_key(scripted):
     key = "sk-test-secret-0123456789"
     server = scripted(lambda body: Reply(status=400, error=f"bad request for key {key}"))
-    model = model_for(server)
-    model.api_key = SecretStr(key)
+    model = model_for(server, api_key=key)
     result = await run_eval(model, PROBLEMS[:1], spec(["2"], ["single"]))
     assert all(r["error"] and key not in r["error"] for r in result.rows)
     assert "[redacted]" in result.rows[0]["error"]

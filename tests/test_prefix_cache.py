@@ -75,8 +75,7 @@ def rounds_of(bodies: list[bytes]) -> dict[str, list[bytes]]:
 
 
 def run_graph(server, mode: str) -> dict:
-    transport = "openai" if mode == "invoke" else mode.split("-")[1]
-    model = model_for(server, async_transport=transport)
+    model = model_for(server)
     graph = create_pacore_graph(model, rounds=ROUNDS).compile()
     inputs = {"messages": [("system", SYSTEM), ("user", PROBLEM)]}
     config = {"max_concurrency": 8}
@@ -85,7 +84,7 @@ def run_graph(server, mode: str) -> dict:
     return asyncio.run(graph.ainvoke(inputs, config))
 
 
-@pytest.mark.parametrize("mode", ["ainvoke-aiohttp", "ainvoke-openai", "invoke"])
+@pytest.mark.parametrize("mode", ["ainvoke", "invoke"])
 def test_the_k_calls_of_a_round_are_byte_identical(scripted, monkeypatch, mode):
     raw = RawBodies()
     monkeypatch.setattr(scripted_module, "json", raw)

@@ -7,11 +7,13 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from pydantic import SecretStr
+
 from pacore_graph.backends.openai_compat import ChatOpenAICompatible
 
 
 def model_for_endpoint(
-    base_url: str | list[str],
+    base_url: str,
     model: str | None = None,
     api_key: str | None = None,
     **kwargs: Any,
@@ -26,19 +28,21 @@ def model_for_endpoint(
     """
     key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
     if not model:
-        probe = ChatOpenAICompatible(base_url=base_url, model="", api_key=key, timeout=10)
+        probe = ChatOpenAICompatible(
+            base_url=base_url, model="", api_key=SecretStr(key), timeout=10
+        )
         served = probe.list_models()
         if not served:
             raise ValueError(f"{base_url} serves no model: name one")
         model = served[0]
-    return ChatOpenAICompatible(base_url=base_url, model=model, api_key=key, **kwargs)
+    return ChatOpenAICompatible(base_url=base_url, model=model, api_key=SecretStr(key), **kwargs)
 
 
 def endpoint_model_from_env() -> ChatOpenAICompatible | None:
-    """The model at ``$PACORE_BASE_URL`` (comma-separated replicas) named ``$PACORE_MODEL``,
-    or None when no endpoint is set."""
-    urls = [u.strip() for u in os.environ.get("PACORE_BASE_URL", "").split(",") if u.strip()]
-    return model_for_endpoint(urls, os.environ.get("PACORE_MODEL")) if urls else None
+    """The model at ``$PACORE_BASE_URL`` named ``$PACORE_MODEL``, or None when no endpoint is
+    set. Several replicas are one URL: a router's in front of them (docs/vllm.md)."""
+    url = os.environ.get("PACORE_BASE_URL", "").strip()
+    return model_for_endpoint(url, os.environ.get("PACORE_MODEL")) if url else None
 
 
 @contextlib.contextmanager

@@ -1,274 +1,339 @@
 """Any OpenAI-compatible endpoint (vLLM, SGLang, llama.cpp, hosted APIs) as a LangChain chat model.
 
-Written on the ``openai`` SDK rather than langchain-openai's ``ChatOpenAI`` because
-PaCoRe's record needs what that class loses: the separated thinking
-(``reasoning_content`` / ``reasoning``), the per-call ``finish_reason`` and exact
-per-call ``usage``.
+langchain-openai's ``BaseChatOpenAI`` does the calls, streaming, tool calling and
+structured output; this subclass adds what PaCoRe's record needs and the base class
+drops: the separated thinking (``reasoning_content``, or ``reasoning`` on newer vLLM) in
+``additional_kwargs["reasoning_content"]``, and an error for a stream cut half way. The
+per-call ``finish_reason`` (``response_metadata``) and exact ``usage_metadata`` are the
+base class's own. Async calls use the SDK's aiohttp transport
+(``openai.DefaultAioHttpClient``), one pool per event loop, except plain async chat
+completions (every trajectory of a round), which are sent directly on aiohttp: through
+the SDK they cost about 2 ms more CPU each (measured below, `_post_chat_completion`).
+
+Several vLLM replicas are one endpoint behind a router (``vllm-router``, docs/vllm.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+import urllib.request
+import weakref
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any, Self, cast
 
+import aiohttp
 import httpx2
 import openai
-from langchain_core.callbacks import (
-    AsyncCallbackManagerForLLMRun,
-    BaseCallbackManager,
-    CallbackManagerForLLMRun,
-)
-from langchain_core.globals import get_llm_cache
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.ai import UsageMetadata
-from langchain_core.messages.utils import convert_to_openai_messages
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import RunnableConfig
-from langchain_core.tracers.context import _tracing_v2_is_enabled
-from langchain_core.utils.utils import LC_ID_PREFIX
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from pydantic import Field, PrivateAttr, SecretStr
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import LanguageModelInput
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_openai.chat_models.base import BaseChatOpenAI
+from pydantic import Field, SecretStr, model_validator
 
-from pacore_graph.backends.replicas import AsyncTransport, Replica, ReplicaSet
 from pacore_graph.errors import BackendUnreachableError, IncompleteResponseError
 
-_SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens")
+KEEPALIVE_S = 4.0
+"""Idle time after which a pooled connection is dropped: under the 5 s keep-alive of
+uvicorn (vLLM, SGLang), so a connection the server is about to close is not reused."""
+
+_REASONING_KEYS = ("reasoning_content", "reasoning")
+"""Where servers put the separated thinking: vLLM's reasoning parsers said
+``reasoning_content``; newer vLLM (and OpenRouter) say ``reasoning``."""
 
 
-def _usage(usage: Any) -> UsageMetadata | None:
-    if usage is None:
-        return None
-    prompt = usage.prompt_tokens or 0
-    completion = usage.completion_tokens or 0
-    return UsageMetadata(
-        input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion
-    )
-
-
-def _check_finished(finished: bool, replica: Any) -> None:
-    # A stream cut by a crashing server or proxy can end cleanly at the HTTP level; without a
-    # finish_reason it is a partial answer, and ConnectionError makes it retried.
-    if not finished:
-        raise IncompleteResponseError(
-            f"the stream from {replica.base_url} ended before a finish_reason (cut half way)"
-        )
-
-
-def _body(payload: dict[str, Any]) -> dict[str, Any]:
-    """The JSON body of a payload: ``extra_body`` merged in, as the SDK does."""
-    body = dict(payload)
-    body.update(body.pop("extra_body", None) or {})
-    return body
-
-
-async def _sdk_create(replica: Replica, body: dict[str, Any]) -> Any:
-    """``chat.completions.create`` without the SDK's request-parameter transform.
-
-    The body is plain JSON already; the SDK's TypedDict walk over it cost ~1 ms of CPU a
-    call (it grows with the synthesis prompt). Response parsing and errors are the SDK's.
-    """
-    if body.get("stream"):
-        return await replica.async_client.post(
-            "/chat/completions",
-            body=body,
-            cast_to=ChatCompletion,
-            stream=True,
-            stream_cls=openai.AsyncStream[ChatCompletionChunk],
-        )
-    return await replica.async_client.post("/chat/completions", body=body, cast_to=ChatCompletion)
-
-
-# -- async calls written directly on aiohttp ---------------------------------------------
-#
-# At hundreds of calls in flight the SDK's own layers (request and URL objects, header
-# merging, httpx's pool, typed response construction) cost ~2.4 ms of CPU a call, against
-# ~0.5 ms for the same request on aiohttp (benchmarks/run.py); in a round's burst of K x
-# problems dispatches that is time the slowest trajectory waits before it starts. The
-# results and errors are what the SDK gives: the response is read into objects with the
-# same attribute names, an HTTP error is the SDK's own status error built from the
-# response, and transport failures are `openai.APIConnectionError` /
-# `openai.APITimeoutError` caused by the matching httpx exception.
-
-
-class _Obj(dict):
-    """A JSON object with attribute access (None when absent), as SDK models read."""
-
-    def __getattr__(self, name: str) -> Any:
-        return self.get(name)
-
-    @property
-    def model_extra(self) -> dict[str, Any]:
-        return self
-
-
-def _loads(raw: bytes | str) -> Any:
-    return json.loads(raw, object_hook=_Obj)
-
-
-def _httpx_request(url: str) -> httpx2.Request:
-    return httpx2.Request("POST", url)
-
-
-def _transport_error(exc: BaseException, url: str) -> openai.APIConnectionError:
-    """The SDK's error for a transport failure, caused by the httpx exception it would see."""
-    import aiohttp
-
-    request = _httpx_request(url)
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        cause: Exception = httpx2.ConnectTimeout(str(exc) or "connect timed out")
-    elif isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        cause = httpx2.ReadTimeout(str(exc) or "read timed out")
-    elif isinstance(exc, aiohttp.ClientConnectorError):
-        cause = httpx2.ConnectError(str(exc))
-    elif isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-        cause = httpx2.RemoteProtocolError(str(exc) or type(exc).__name__)
-    else:
-        cause = httpx2.ReadError(str(exc) or type(exc).__name__)
-    cause.__cause__ = exc
-    if isinstance(cause, httpx2.TimeoutException):
-        error: openai.APIConnectionError = openai.APITimeoutError(request=request)
-    else:
-        error = openai.APIConnectionError(request=request)
-    error.__cause__ = cause
-    return error
-
-
-def _is_transport_error(exc: BaseException) -> bool:
-    import aiohttp
-
-    return isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError)
-
-
-def _status_error(
-    replica: Replica, url: str, status: int, headers: Any, raw: bytes
-) -> openai.APIStatusError:
-    """The SDK's exception for an HTTP error (RateLimitError, BadRequestError, ...)."""
-    skip = {"content-encoding", "content-length", "transfer-encoding"}
-    response = httpx2.Response(
-        status,
-        headers=[(k, v) for k, v in headers.items() if k.lower() not in skip],
-        content=raw,
-        request=_httpx_request(url),
-    )
-    return replica.async_client._make_status_error_from_response(response)
-
-
-class _SSEStream:
-    """Server-sent chunks of one streamed completion, as objects; closes the response."""
-
-    def __init__(self, response: Any, url: str) -> None:
-        self._response = response
-        self._url = url
-
-    async def __aenter__(self) -> _SSEStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._response.release()
-
-    async def __aiter__(self) -> AsyncIterator[Any]:
-        buffer = b""
-        try:
-            async for data in self._response.content.iter_any():
-                buffer += data
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    chunk = self._parse(line)
-                    if chunk is _DONE:
-                        return
-                    if chunk is not None:
-                        yield chunk
-            chunk = self._parse(buffer)
-            if chunk is not None and chunk is not _DONE:
-                yield chunk
-        except Exception as exc:
-            _reraise(exc, self._url)
-
-    def _parse(self, line: bytes) -> Any:
-        line = line.strip()
-        if not line.startswith(b"data:"):
-            return None  # blank lines, comments, event: and id: fields
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            return _DONE
-        chunk = _loads(data)
-        if isinstance(chunk, dict) and chunk.get("error"):
-            error = chunk["error"]
-            message = error.get("message") if isinstance(error, dict) else str(error)
-            raise openai.APIError(
-                message or "error in the stream", _httpx_request(self._url), body=error
-            )
-        return chunk
-
-
-_DONE = object()
-
-
-def _reraise(exc: BaseException, url: str) -> None:
-    """Raises a transport failure as the SDK's error; anything else as it is."""
-    if not _is_transport_error(exc):
-        raise exc
-    error = _transport_error(exc, url)
-    raise error from error.__cause__
-
-
-async def _aiohttp_create(
-    replica: Replica,
-    body: dict[str, Any],
-    headers: dict[str, str],
-    timeout: Any,
-) -> Any:
-    """One chat completion (or an open `_SSEStream`) over the replica's aiohttp session."""
-    url = replica.base_url.rstrip("/") + "/chat/completions"
-    stream = bool(body.get("stream"))
-    if stream:
-        headers = {**headers, "Accept": "text/event-stream"}
-    try:
-        response = await replica.aio_session.post(
-            url, data=json.dumps(body).encode(), headers=headers, timeout=timeout, **replica.proxy
-        )
-    except Exception as exc:
-        _reraise(exc, url)
-    if stream and response.status < 400:
-        return _SSEStream(response, url)
-    try:
-        raw = await response.read()
-    except Exception as exc:
-        _reraise(exc, url)
-    finally:
-        response.release()
-    if response.status >= 400:
-        raise _status_error(replica, url, response.status, response.headers, raw)
-    return _loads(raw)
-
-
-def _reasoning(obj: Any) -> str | None:
-    # vLLM's reasoning parsers used `reasoning_content`; newer servers say `reasoning`.
-    extra = getattr(obj, "model_extra", None) or {}
-    for key in ("reasoning_content", "reasoning"):
-        value = getattr(obj, key, None) or extra.get(key)
+def _reasoning(message: Any) -> str | None:
+    """The thinking of a response message or stream delta (a dict or an SDK object)."""
+    for key in _REASONING_KEYS:
+        # An SDK object keeps fields it does not declare as attributes too.
+        value = message.get(key) if isinstance(message, dict) else getattr(message, key, None)
         if isinstance(value, str) and value:
             return value
     return None
 
 
-class ChatOpenAICompatible(BaseChatModel):
+class _AioHttpClient(openai.DefaultAioHttpClient):
+    """The SDK's aiohttp client, with a refused connection reported as one.
+
+    The SDK's aiohttp transport (openai 3.57) maps every ``aiohttp.ClientConnectionError``,
+    a refused connection or a failed DNS look-up included, to ``httpx2.ConnectTimeout``,
+    so the SDK raises ``APITimeoutError`` ("timed out") for a server that is down.
+    """
+
+    async def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
+        try:
+            return await super().send(request, **kwargs)
+        except httpx2.ConnectTimeout as exc:
+            cause = exc.__cause__
+            if isinstance(cause, aiohttp.ClientConnectorError):
+                raise httpx2.ConnectError(str(cause), request=request) from cause
+            raise
+
+
+class _AsyncClients:
+    """Per running event loop: one ``openai.AsyncOpenAI`` on the SDK's aiohttp transport, and
+    one aiohttp session for the direct path (`_post_chat_completion`).
+
+    A pool belongs to the loop it was opened on, and one model object is used from several
+    loops (each ``asyncio.run``), so one pool would fail on the second loop. Each loop's
+    pools are closed when that loop shuts its async generators down (as ``asyncio.run``
+    does), then forgotten: a pool refers to its loop, so keeping it would keep the closed
+    loop alive.
+
+    Stands in for ``BaseChatOpenAI.root_async_client``: attribute access goes to the
+    running loop's client.
+    """
+
+    def __init__(self) -> None:
+        self.direct: _Direct | None = None
+        """How the direct path sends; None: every call goes through the SDK."""
+        self._kwargs: dict[str, Any] = {}
+        self._max_connections = 0
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._closers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def configure(
+        self, max_connections: int | None, direct: _Direct | None, **client_kwargs: Any
+    ) -> None:
+        """Sets the ``openai.AsyncOpenAI`` arguments of clients made from now on."""
+        self._kwargs = client_kwargs
+        # aiohttp reads a limit of 0 as "no limit"; its default (100) would queue calls
+        # the graph's max_concurrency already lets through.
+        self._max_connections = max_connections or 0
+        self.direct = direct
+
+    def current(self) -> openai.AsyncOpenAI:
+        """The running loop's SDK client, made on first use."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            limits = httpx2.Limits(
+                max_connections=self._max_connections, keepalive_expiry=KEEPALIVE_S
+            )
+            http = _AioHttpClient(limits=limits)
+            client = self._clients[loop] = openai.AsyncOpenAI(**self._kwargs, http_client=http)
+            self._close_at_shutdown(loop, client, self._clients)
+        return client
+
+    def session(self) -> aiohttp.ClientSession:
+        """The running loop's aiohttp session for direct calls, made on first use."""
+        loop = asyncio.get_running_loop()
+        session = self._sessions.get(loop)
+        if session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, keepalive_timeout=KEEPALIVE_S
+            )
+            session = self._sessions[loop] = aiohttp.ClientSession(connector=connector)
+            self._close_at_shutdown(loop, session, self._sessions)
+        return session
+
+    def __len__(self) -> int:
+        """How many event loops hold a pool now."""
+        return len(set(self._clients.keys()) | set(self._sessions.keys()))
+
+    def __bool__(self) -> bool:  # BaseChatOpenAI builds its own client when this is falsy
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # copy and pickle probes, and our own before __init__
+            raise AttributeError(name)
+        return getattr(self.current(), name)
+
+    def _close_at_shutdown(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        pool: Any,
+        pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any],
+    ) -> None:
+        def forget() -> None:
+            pools.pop(loop, None)
+            if not (loop in self._clients or loop in self._sessions):
+                self._closers.pop(loop, None)
+
+        closer = _close_with_loop(pool, forget)
+        # The first step registers the generator with the running loop, which keeps it
+        # weakly and closes it in shutdown_asyncgens; it stays parked at its yield.
+        with contextlib.suppress(StopIteration):
+            cast("Coroutine[Any, Any, None]", closer.__anext__()).send(None)
+        self._closers.setdefault(loop, []).append(closer)
+
+
+class _CompletionsOfLoop:
+    """Stands in for ``BaseChatOpenAI.async_client``: the running loop's
+    ``chat.completions``."""
+
+    def __init__(self, clients: _AsyncClients) -> None:
+        self._clients = clients
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._clients.current().chat.completions, name)
+
+
+async def _close_with_loop(pool: Any, forget: Callable[[], None]) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        try:
+            await pool.close()
+        finally:
+            forget()
+
+
+# -- plain async chat completions, written directly on aiohttp ----------------------------
+#
+# Why this path exists (benchmarks/run.py --only P1,P4, 2 shared cores, quiet runs;
+# client CPU per trajectory, 592 trajectories; "SDK" = direct_http=False, every call through
+# BaseChatOpenAI and openai.DefaultAioHttpClient; "old" = the hand-written client before
+# langchain-openai, git 9bcd8e1):
+#
+#                         P1 wall s (wall/ideal)   P1 CPU ms   P4 CPU ms, no saver / memory
+#   old                   24.23 (1.024)            2.84        1.71 / 1.76   (median of 5)
+#   SDK                   24.74 (1.045)            4.60        3.10-3.40 / 3.25-4.25
+#   this path             24.40 (1.031)            3.86        1.92 / 2.44   (median of 5)
+#
+# The SDK costs +2.1% wall at P1 and +1.6-2.5 ms CPU a trajectory at P4: its request
+# building (TypedDict walk of the body, URL parsing, header merging), httpx2 on top of
+# aiohttp, typed response objects, and BaseChatOpenAI building the result in a worker
+# thread. Per call (2,000 ainvoke, 64 at once, zero latency): SDK 2.7-3.0 ms, this path
+# 0.6-0.8 ms, old 0.4-0.5 ms; the rest of the gap to old is LangChain's run-manager set-up
+# in BaseChatModel.ainvoke, which old skipped through a private LangChain function.
+#
+# The request and its result are BaseChatOpenAI's (`_get_request_payload`,
+# `_create_chat_result`); only the HTTP exchange is written here, with the SDK's error
+# classes: an HTTP error is the SDK's status error for that code (RateLimitError,
+# BadRequestError, ...) carrying the response, a transport failure is
+# `openai.APIConnectionError` / `openai.APITimeoutError` caused by the httpx2 exception the
+# SDK would see. Streams, sync calls, structured output (``response_format``) and the
+# Responses API go through the SDK.
+
+
+def _proxied(url: str) -> bool:
+    """True when the environment sends ``url`` through a proxy (HTTP_PROXY, NO_PROXY, ...),
+    which the SDK's client honours and the direct path leaves to it."""
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rsplit(":", 1)[0]
+    proxy = urllib.request.getproxies().get(scheme.lower())
+    return bool(proxy) and not urllib.request.proxy_bypass(host)
+
+
+@dataclass(frozen=True)
+class _Direct:
+    """What a direct call sends besides its body: the SDK's headers and timeouts."""
+
+    url: str
+    headers: dict[str, str]
+    timeout: aiohttp.ClientTimeout
+
+
+_STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
+    400: openai.BadRequestError,
+    401: openai.AuthenticationError,
+    403: openai.PermissionDeniedError,
+    404: openai.NotFoundError,
+    409: openai.ConflictError,
+    422: openai.UnprocessableEntityError,
+    429: openai.RateLimitError,
+}
+
+
+def _status_error(url: str, status: int, headers: Any, raw: bytes) -> openai.APIStatusError:
+    """The SDK's exception for an HTTP error, built as the SDK builds it."""
+    skip = {"content-encoding", "content-length", "transfer-encoding"}
+    response = httpx2.Response(
+        status,
+        headers=[(k, v) for k, v in headers.items() if k.lower() not in skip],
+        content=raw,
+        request=httpx2.Request("POST", url),
+    )
+    message = f"Error code: {status}"
+    try:
+        data: Any = json.loads(raw)
+    except ValueError:
+        data = raw.decode(errors="replace").strip()
+    body = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(body, dict) and isinstance(body.get("message"), str) and body["message"]:
+        message += f" - {body['message']}"  # the SDK names only the message field
+    cls = _STATUS_ERRORS.get(status)
+    if cls is None:
+        cls = openai.InternalServerError if status >= 500 else openai.APIStatusError
+    return cls(message, response=response, body=body)
+
+
+def _transport_error(exc: BaseException, url: str) -> openai.APIConnectionError:
+    """The SDK's error for a transport failure, caused by the httpx2 exception it would see."""
+    request = httpx2.Request("POST", url)
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        error: openai.APIConnectionError = openai.APITimeoutError(request=request)
+        kind = (
+            httpx2.ConnectTimeout
+            if isinstance(exc, aiohttp.ConnectionTimeoutError)
+            else httpx2.ReadTimeout
+        )
+        cause: Exception = kind(str(exc) or "timed out", request=request)
+    else:
+        error = openai.APIConnectionError(request=request)
+        failure: type[httpx2.TransportError] = (
+            httpx2.ConnectError
+            if isinstance(exc, aiohttp.ClientConnectorError)
+            else httpx2.RemoteProtocolError
+            if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError)
+            else httpx2.ReadError
+        )
+        cause = failure(str(exc) or type(exc).__name__, request=request)
+    cause.__cause__ = exc
+    error.__cause__ = cause
+    return error
+
+
+async def _post_chat_completion(
+    session: aiohttp.ClientSession, direct: _Direct, body: dict[str, Any]
+) -> dict[str, Any]:
+    """One non-streamed chat completion; its JSON, or the SDK's exception."""
+    try:
+        async with session.post(
+            direct.url,
+            data=json.dumps(body).encode(),
+            headers=direct.headers,
+            timeout=direct.timeout,
+        ) as response:
+            raw = await response.read()
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        error = _transport_error(exc, direct.url)
+        raise error from error.__cause__
+    if response.status >= 400:
+        raise _status_error(direct.url, response.status, response.headers, raw)
+    return json.loads(raw)  # a malformed body raises JSONDecodeError, retried by the graph
+
+
+class ChatOpenAICompatible(BaseChatOpenAI):
     """A chat model on any OpenAI-compatible ``/v1/chat/completions`` endpoint.
 
-    One pooled HTTP client per endpoint (one per event loop for async calls), so
-    thousands of trajectories share keep-alive connections; several endpoints are
-    used as data-parallel replicas. Retries are left to
-    the graph's ``RetryPolicy`` (``max_retries=0`` here) so a retry is visible
-    and checkpointed per trajectory.
+    langchain-openai's ``BaseChatOpenAI`` (``bind_tools``, ``with_structured_output``,
+    streaming, callbacks) with PaCoRe's defaults: no SDK retries (``max_retries=0``: the
+    graph's ``RetryPolicy`` retries, visibly and per trajectory), the key from
+    ``$OPENAI_API_KEY`` else ``"EMPTY"`` (what vLLM accepts), usage in streams, the Chat
+    Completions API, and async calls on aiohttp (`direct_http`), one pool per event loop.
 
-    The returned ``AIMessage`` keeps what PaCoRe records: ``content``, the
-    separated thinking in ``additional_kwargs["reasoning_content"]``,
-    ``response_metadata["finish_reason"]`` and exact ``usage_metadata``.
+    The returned ``AIMessage`` keeps what PaCoRe records: ``content``, the separated
+    thinking in ``additional_kwargs["reasoning_content"]``,
+    ``response_metadata["finish_reason"]`` and exact ``usage_metadata``. A stream that
+    ends without a ``finish_reason`` (cut half way) raises `IncompleteResponseError`.
 
     Example:
         ```python
@@ -276,230 +341,116 @@ class ChatOpenAICompatible(BaseChatModel):
         ```
     """
 
-    model: str = Field(description="Model name as the server knows it.")
-    base_url: str | list[str] = Field(
-        description="Endpoint root, e.g. http://127.0.0.1:8000/v1; a list spreads calls over "
-        "data-parallel replicas, least outstanding requests first, failing over on refusal."
+    openai_api_key: SecretStr | None = Field(
+        alias="api_key",
+        default_factory=lambda: SecretStr(os.environ.get("OPENAI_API_KEY") or "EMPTY"),
+        description="API key; defaults to $OPENAI_API_KEY, else 'EMPTY'. Never logged.",
     )
-    api_key: SecretStr = Field(
-        default_factory=lambda: SecretStr(os.environ.get("OPENAI_API_KEY", "EMPTY")),
-        description="API key; defaults to $OPENAI_API_KEY. Never logged or checkpointed.",
+    request_timeout: float | tuple[float, float] | Any | None = Field(
+        default=openai.DEFAULT_TIMEOUT,
+        alias="timeout",
+        description="Seconds to connect and for each read (a number), or an httpx2 Timeout; "
+        "by default the SDK's: 5 s to connect, 600 s to read. None: no timeout.",
     )
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
-    extra_body: dict[str, Any] | None = Field(
-        default=None,
-        description="Passed through verbatim (vLLM's top_k, chat_template_kwargs, ...).",
-    )
-    timeout: float | None = Field(default=None, description="Per-call timeout in seconds.")
-    max_retries: int = 0
-    default_headers: dict[str, str] | None = None
-
-    replica_cooldown_s: float = Field(
-        default=10.0, description="How long a replica that refused a connection is skipped."
+    max_retries: int | None = 0
+    stream_usage: bool | None = True
+    use_responses_api: bool | None = False
+    direct_http: bool = Field(
+        default=True,
+        description="Send plain async chat completions directly on aiohttp rather than "
+        "through the SDK (same results and exceptions, ~2 ms less CPU a call); False sends "
+        "every call through the SDK.",
     )
     max_connections: int | None = Field(
         default=None,
-        description="HTTP connections per replica (async); None: no limit, so every call "
+        description="Async HTTP connections per event loop; None: no limit, so every call "
         "the graph's max_concurrency lets through has its own connection at once.",
     )
-    async_transport: AsyncTransport = Field(
-        default="auto",
-        description="How async calls are sent: 'aiohttp' (written directly on an aiohttp "
-        "session: ~0.5 ms of CPU a call, whatever the calls in flight), 'openai' (the SDK "
-        "on httpx: 2-15 ms a call, growing with the calls in flight) or 'auto' (aiohttp "
-        "when installed). Results and exceptions are the same.",
-    )
 
-    _replicas: ReplicaSet = PrivateAttr()
-    _aio: tuple[dict[str, str], Any] | None = PrivateAttr(default=None)
-
-    def model_post_init(self, context: Any, /) -> None:
-        urls = [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
-        kwargs: dict[str, Any] = {
-            "api_key": self.api_key.get_secret_value(),
-            "max_retries": self.max_retries,
-            "default_headers": self.default_headers,
-        }
-        if self.timeout is not None:
-            kwargs["timeout"] = self.timeout
-        self._replicas = ReplicaSet(
-            urls,
-            kwargs,
-            self.replica_cooldown_s,
-            max_connections=self.max_connections,
-            async_transport=self.async_transport,
-        )
-
-    def _aio_options(self) -> tuple[dict[str, str], Any]:
-        """Headers and timeouts of direct aiohttp calls, as the SDK would send them."""
-        if self._aio is None:
-            import aiohttp
-
-            headers = {
-                "Authorization": f"Bearer {self.api_key.get_secret_value()}",
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "User-Agent": f"pacore-graph (openai-compatible; openai {openai.__version__})",
-                **(self.default_headers or {}),
+    @model_validator(mode="before")
+    @classmethod
+    def _async_clients_per_loop(cls, values: Any) -> Any:
+        """Puts per-loop async clients in place, unless the caller brought a client."""
+        given = ("async_client", "root_async_client", "http_async_client", "openai_proxy")
+        if isinstance(values, dict) and not any(values.get(k) for k in given):
+            clients = _AsyncClients()
+            values = {
+                **values,
+                "root_async_client": clients,
+                "async_client": _CompletionsOfLoop(clients),
             }
-            # The SDK's timeouts: a float applies to connecting and to each read; by
-            # default 5 s to connect and 600 s to read.
-            connect, read = (5.0, 600.0) if self.timeout is None else (self.timeout,) * 2
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
-            self._aio = (headers, timeout)
-        return self._aio
+        return values
 
-    async def _acreate(self, replica: Replica, payload: dict[str, Any]) -> Any:
-        body = _body(payload)
-        if replica.uses_aiohttp:
-            headers, timeout = self._aio_options()
-            return await _aiohttp_create(replica, body, headers, timeout)
-        return await _sdk_create(replica, body)
+    @model_validator(mode="after")
+    def _configure_async_clients(self) -> Self:
+        if isinstance(self.root_async_client, _AsyncClients):
+            kwargs: dict[str, Any] = {
+                "api_key": self.openai_api_key.get_secret_value() if self.openai_api_key else None,
+                "base_url": self.openai_api_base,
+                "organization": self.openai_organization,
+                "max_retries": self.max_retries or 0,
+                "default_headers": self.default_headers,
+                "default_query": self.default_query,
+                "timeout": self.request_timeout,
+            }
+            self.root_async_client.configure(self.max_connections, self._direct(), **kwargs)
+        return self
 
-    @property
-    def replicas(self) -> list[Replica]:
-        """The endpoints calls are spread over."""
-        return self._replicas.replicas
+    def _direct(self) -> _Direct | None:
+        """The direct path's request options; None where only the SDK knows how to send
+        (no base_url, a key callable, query parameters, a proxy, an httpx2 timeout)."""
+        url, timeout = self.openai_api_base, self.request_timeout
+        if (
+            not self.direct_http
+            or not url
+            or not isinstance(self.openai_api_key, SecretStr)
+            or self.default_query
+            or not (timeout is None or isinstance(timeout, int | float | httpx2.Timeout))
+            or _proxied(url)
+        ):
+            return None
+        headers = {
+            "Authorization": f"Bearer {self.openai_api_key.get_secret_value()}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"AsyncOpenAI/Python {openai.__version__}",
+        }
+        if self.openai_organization:
+            headers["OpenAI-Organization"] = self.openai_organization
+        headers.update(self.default_headers or {})
+        # As the SDK reads them: a number applies to connecting and to each read.
+        if isinstance(timeout, httpx2.Timeout):
+            connect, read = timeout.connect, timeout.read
+        else:
+            connect = read = timeout
+        return _Direct(
+            url=url.rstrip("/") + "/chat/completions",
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read),
+        )
 
     @property
     def _llm_type(self) -> str:
         return "openai-compatible"
 
     @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return {"model": self.model, "base_url": self.base_url}
+    def async_clients(self) -> int:
+        """How many event loops hold a pooled async client now (closed ones are dropped)."""
+        clients = self.root_async_client
+        return len(clients) if isinstance(clients, _AsyncClients) else 0
 
-    def _payload(
-        self, messages: Sequence[BaseMessage], stop: list[str] | None, **kwargs: Any
-    ) -> dict[str, Any]:
-        payload: dict[str, Any] = {
-            "model": self.model,
-            "messages": convert_to_openai_messages(list(messages)),
-        }
-        for name in _SAMPLING_FIELDS:
-            value = kwargs.pop(name, None)
-            if value is None:
-                value = getattr(self, name)
-            if value is not None:
-                payload[name] = value
-        extra = {**(self.extra_body or {}), **(kwargs.pop("extra_body", None) or {})}
-        if extra:
-            payload["extra_body"] = extra
-        if stop:
-            payload["stop"] = stop
-        payload.update(kwargs)
-        return payload
-
-    def _stream_payload(
-        self, messages: Sequence[BaseMessage], stop: list[str] | None, **kwargs: Any
-    ) -> dict[str, Any]:
-        payload = self._payload(messages, stop, **kwargs)
-        return {**payload, "stream": True, "stream_options": {"include_usage": True}}
-
-    def _result(self, response: Any) -> ChatResult:
-        choice = response.choices[0]
-        kwargs: dict[str, Any] = {}
-        if reasoning := _reasoning(choice.message):
-            kwargs["reasoning_content"] = reasoning
-        message = AIMessage(
-            content=choice.message.content or "",
-            additional_kwargs=kwargs,
-            response_metadata={
-                "finish_reason": choice.finish_reason,
-                "model_name": response.model,
-            },
-            usage_metadata=_usage(response.usage),
-        )
-        return ChatResult(
-            generations=[ChatGeneration(message=message)],
-            llm_output={"model_name": response.model},
-        )
-
-    @staticmethod
-    def _chunks(chunk: Any) -> Iterator[ChatGenerationChunk]:
-        for choice in chunk.choices or ():
-            kwargs: dict[str, Any] = {}
-            if reasoning := _reasoning(choice.delta):
-                kwargs["reasoning_content"] = reasoning
-            metadata: dict[str, Any] = {}
-            if choice.finish_reason:
-                metadata = {"finish_reason": choice.finish_reason, "model_name": chunk.model}
-            if choice.delta.content or kwargs or metadata:
-                yield ChatGenerationChunk(
-                    message=AIMessageChunk(
-                        content=choice.delta.content or "",
-                        additional_kwargs=kwargs,
-                        response_metadata=metadata,
-                    )
-                )
-        if chunk.usage is not None:
-            yield ChatGenerationChunk(
-                message=AIMessageChunk(content="", usage_metadata=_usage(chunk.usage))
-            )
-
-    def _generate(
+    def _get_request_payload(
         self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        payload = self._payload(messages, stop, **kwargs)
-        return self._result(
-            self._replicas.call(lambda r: r.client.chat.completions.create(**payload))
-        )
-
-    async def ainvoke(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
+        input_: LanguageModelInput,
         *,
         stop: list[str] | None = None,
         **kwargs: Any,
-    ) -> AIMessage:
-        """LangChain's ``ainvoke``, with its callback plumbing skipped when nothing listens.
-
-        With no callback handler, no tracing, no cache, no rate limiter and no streaming
-        asked for, LangChain's run-manager set-up is pure overhead: ~0.5 ms of CPU a
-        call, paid by every trajectory of a round's burst before its request is sent
-        (``benchmarks/run.py``). The message returned is the one LangChain would return
-        (same content, metadata and ``lc_run-`` id); anything listening takes the full path.
-        """
-        if not self._plain_call(config, kwargs):
-            return await super().ainvoke(input, config, stop=stop, **kwargs)
-        messages = self._convert_input(input).to_messages()
-        result = await self._agenerate(messages, stop=stop, **kwargs)
-        generation = result.generations[0]
-        message = generation.message
-        if message.id is None:
-            message.id = f"{LC_ID_PREFIX}-{uuid.uuid4()}-0"
-        message.response_metadata = {
-            **(result.llm_output or {}),
-            **(generation.generation_info or {}),
-            **message.response_metadata,
-        }
-        return message  # type: ignore[return-value]
-
-    def _plain_call(self, config: RunnableConfig | None, kwargs: dict[str, Any]) -> bool:
-        """True when a call has no observer, so LangChain's callback set-up can be skipped."""
-        if (
-            "stream" in kwargs
-            or self.callbacks
-            or self.cache is not None
-            or self.rate_limiter is not None
-            or self.output_version == "v1"
-            or get_llm_cache() is not None
-            or _tracing_v2_is_enabled()
-        ):
-            return False
-        callbacks = (config or {}).get("callbacks")
-        if callbacks is None:
-            return True
-        if isinstance(callbacks, BaseCallbackManager):
-            return not callbacks.handlers and not callbacks.inheritable_handlers
-        return not callbacks
+    ) -> dict:
+        # A call's extra_body adds to the model's (vLLM's top_k, chat_template_kwargs, ...)
+        # rather than replacing it.
+        if self.extra_body and kwargs.get("extra_body"):
+            kwargs["extra_body"] = {**self.extra_body, **kwargs["extra_body"]}
+        return super()._get_request_payload(input_, stop=stop, **kwargs)
 
     async def _agenerate(
         self,
@@ -508,8 +459,51 @@ class ChatOpenAICompatible(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        payload = self._payload(messages, stop, **kwargs)
-        return self._result(await self._replicas.acall(lambda r: self._acreate(r, payload)))
+        """A plain chat completion goes the direct path (`_post_chat_completion`); the
+        Responses API, structured output and response headers go through the SDK."""
+        clients = self.root_async_client
+        direct = clients.direct if isinstance(clients, _AsyncClients) else None
+        payload = self._get_request_payload(messages, stop=stop, **kwargs)
+        if (
+            direct is None
+            or self.use_responses_api
+            or self.include_response_headers
+            or "response_format" in payload
+        ):
+            return await super()._agenerate(messages, stop, run_manager, **kwargs)
+        body = {k: v for k, v in payload.items() if k != "extra_body"}
+        body.update(payload.get("extra_body") or {})  # as the SDK merges extra_body
+        response = await _post_chat_completion(clients.session(), direct, body)
+        return self._create_chat_result(response)
+
+    def _create_chat_result(
+        self,
+        response: dict | openai.BaseModel,
+        generation_info: dict | None = None,
+    ) -> ChatResult:
+        result = super()._create_chat_result(response, generation_info)
+        choices = (
+            response.get("choices") if isinstance(response, dict) else response.choices  # type: ignore[attr-defined]
+        ) or []
+        for generation, choice in zip(result.generations, choices, strict=False):
+            message = choice.get("message") if isinstance(choice, dict) else choice.message
+            if reasoning := _reasoning(message):
+                generation.message.additional_kwargs["reasoning_content"] = reasoning
+        return result
+
+    def _convert_chunk_to_generation_chunk(
+        self,
+        chunk: dict,
+        default_chunk_class: type,
+        base_generation_info: dict | None,
+    ) -> ChatGenerationChunk | None:
+        generation = super()._convert_chunk_to_generation_chunk(
+            chunk, default_chunk_class, base_generation_info
+        )
+        choices = chunk.get("choices")
+        if generation is not None and choices and (reasoning := _reasoning(choices[0]["delta"])):
+            generation.message.additional_kwargs["reasoning_content"] = reasoning
+        return generation
 
     def _stream(
         self,
@@ -518,20 +512,11 @@ class ChatOpenAICompatible(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        payload = self._stream_payload(messages, stop, **kwargs)
-        stream, replica = self._replicas.open(lambda r: r.client.chat.completions.create(**payload))
-        try:
-            finished = False
-            with stream:
-                for chunk in stream:
-                    for gen in self._chunks(chunk):
-                        finished = finished or "finish_reason" in gen.message.response_metadata
-                        if run_manager:
-                            run_manager.on_llm_new_token(gen.text, chunk=gen)
-                        yield gen
-            _check_finished(finished, replica)
-        finally:
-            self._replicas.release(replica)
+        finished = False
+        for generation in super()._stream(messages, stop, run_manager, **kwargs):
+            finished = finished or _finished(generation)
+            yield generation
+        self._check_finished(finished)
 
     async def _astream(
         self,
@@ -540,31 +525,38 @@ class ChatOpenAICompatible(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        payload = self._stream_payload(messages, stop, **kwargs)
-        stream, replica = await self._replicas.aopen(lambda r: self._acreate(r, payload))
-        try:
-            finished = False
-            async with stream:
-                async for chunk in stream:
-                    for gen in self._chunks(chunk):
-                        finished = finished or "finish_reason" in gen.message.response_metadata
-                        if run_manager:
-                            await run_manager.on_llm_new_token(gen.text, chunk=gen)
-                        yield gen
-            _check_finished(finished, replica)
-        finally:
-            self._replicas.release(replica)
+        finished = False
+        async for generation in super()._astream(messages, stop, run_manager, **kwargs):
+            finished = finished or _finished(generation)
+            yield generation
+        self._check_finished(finished)
+
+    def _check_finished(self, finished: bool) -> None:
+        # A stream cut by a crashing server or proxy can end cleanly at the HTTP level, and
+        # the SDK ends it silently; without a finish_reason it is a partial answer, and
+        # IncompleteResponseError (a ConnectionError) makes the graph retry it.
+        if not finished:
+            raise IncompleteResponseError(
+                f"the stream from {self.openai_api_base} ended before a finish_reason "
+                "(cut half way)"
+            )
 
     def list_models(self) -> list[str]:
-        """Model ids the first reachable replica serves (``GET /models``).
+        """Model ids the endpoint serves (``GET /models``).
 
         Raises:
-            BackendUnreachableError: No replica answers.
+            BackendUnreachableError: Nothing answers at ``base_url``.
         """
         try:
-            return self._replicas.call(lambda r: [m.id for m in r.client.models.list()])
+            return [m.id for m in self.root_client.models.list()]
         except openai.APIConnectionError as exc:
-            urls = ", ".join(r.base_url for r in self.replicas)
             raise BackendUnreachableError(
-                f"cannot reach the model endpoint {urls}: {exc.__cause__ or exc}"
+                f"cannot reach the model endpoint {self.openai_api_base}: {exc.__cause__ or exc}"
             ) from exc
+
+
+def _finished(generation: ChatGenerationChunk) -> bool:
+    info = generation.generation_info or {}
+    return bool(
+        info.get("finish_reason") or generation.message.response_metadata.get("finish_reason")
+    )

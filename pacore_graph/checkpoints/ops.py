@@ -12,6 +12,7 @@ the layout runs unchanged on Redis 7, Valkey, managed Redis and Redis Cluster.
 
 from __future__ import annotations
 
+import builtins
 import random
 import time
 from collections.abc import Generator, Iterable, Mapping, Sequence
@@ -302,7 +303,7 @@ class Ops:
             raw_cp, raw_meta, member, write_fields = replies[4 * i : 4 * i + 4]
             if raw_cp is None:
                 continue
-            metadata = lay.load(raw_meta) if raw_meta is not None else {}
+            metadata: CheckpointMetadata = lay.load(raw_meta) if raw_meta is not None else {}
             if filter and not all(metadata.get(k) == v for k, v in filter.items()):
                 continue
             checkpoint = lay.load(raw_cp)
@@ -337,7 +338,9 @@ class Ops:
             )
         return out
 
-    def _writes(self, stored: Iterable[tuple[bytes, bytes | None]]) -> list[tuple[str, str, bytes]]:
+    def _writes(
+        self, stored: Iterable[tuple[bytes, bytes | None]]
+    ) -> builtins.list[tuple[str, str, bytes]]:  # plain `list` is the method above
         """(task_id, channel, raw value) of one checkpoint's writes in `writes_sort_key` order."""
         rows = []
         for fld, payload in stored:
@@ -414,7 +417,7 @@ class Ops:
         visits: list[_Visit] = []
         current = start
         while current and remaining:
-            page = []
+            page: list[str] = []
             while current and current in parents and len(page) < PAGE:
                 page.append(current)
                 current = parents[current]

@@ -12,7 +12,7 @@ import contextlib
 import copy
 import threading
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Self, cast
 
 import redis
 import redis.asyncio as aredis
@@ -82,9 +82,10 @@ class _RedisSaverBase(BaseCheckpointSaver[str]):
             cluster=isinstance(client, RedisCluster | AsyncRedisCluster),
         )
 
-    def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> Any:
+    def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> Self:
         """A shallow clone whose serializer allows ``extra_allowlist`` (see LangGraph)."""
-        clone = super().with_allowlist(extra_allowlist)
+        # LangGraph returns ``self`` or ``copy.copy(self)``: the same class.
+        clone = cast(Self, super().with_allowlist(extra_allowlist))
         if clone is not self:
             # The clone must also encode with its own serializer, not ours.
             clone.ops = copy.copy(self.ops)

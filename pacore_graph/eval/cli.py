@@ -7,29 +7,21 @@ Imports nothing of the ``eval`` extra (math-verify, matplotlib) at import time, 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import dataclasses
 import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import openai
-
+from pacore_graph.cli.options import CLIError, open_run, run_options
 from pacore_graph.context import context_from_options
-from pacore_graph.errors import PaCoReError
 from pacore_graph.rounds import PRESETS
-
-
-class EvalCLIError(Exception):
-    """A problem to report in one line, without a traceback."""
 
 
 def add_parser(sub: Any) -> None:
     """Registers ``pacore eval`` on the ``pacore`` subcommands."""
     p = sub.add_parser(
         "eval",
+        parents=[run_options()],
         help="grade PaCoRe and baselines on a benchmark: accuracy, TTC, table and plot",
         description="Run PaCoRe settings and baselines on every problem of a JSONL file, "
         "grade the answers (math-verify, string-match fallback) and write the paper-style "
@@ -63,41 +55,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--pool-seed", type=int, default=0, help="seed of the draws from the pool")
     p.add_argument("--out", type=Path, default=Path("eval-results"), help="output folder")
     p.add_argument("--limit", type=int, help="only the first N problems")
-    p.add_argument(
-        "--concurrency",
-        type=int,
-        default=64,
-        help="model calls in flight at once, over all problems and settings (default 64)",
-    )
-    p.add_argument(
-        "--redis-url",
-        help="checkpoint every thread in Redis; the same command resumes an interrupted eval",
-    )
-    p.add_argument(
-        "--base-url",
-        action="append",
-        help="OpenAI-compatible endpoint; repeat it to spread calls over replicas",
-    )
-    p.add_argument(
-        "--backend",
-        choices=["openai", "embedded"],
-        help="openai: the --base-url endpoint(s) (default when given); embedded: a small "
-        "CPU model started by pacore (default otherwise)",
-    )
-    p.add_argument("--model", help="model name (default: the endpoint's first model)")
-    p.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY)")
-    p.add_argument("--timeout", type=float, help="seconds per model call")
-    p.add_argument("--temperature", type=float, help="sampling temperature (default 1.0)")
-    p.add_argument("--top-p", type=float, help="nucleus sampling (default 1.0)")
-    p.add_argument("--max-tokens", type=int, help="tokens per call (default: server's limit)")
-    p.add_argument("--seed", type=int, help="seed of the reference-order shuffle (default 42)")
-    p.add_argument("--compaction", choices=["reference", "boxed"], help="compaction rule")
-    p.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar on stderr (default: when stderr is a terminal)",
-    )
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
 
 
@@ -171,33 +128,8 @@ def _progress(args: argparse.Namespace, problems: int, runs_total: int) -> Any:
         return _LineProgress(problems)
 
 
-@contextlib.contextmanager
-def _backend(args: argparse.Namespace) -> Iterator[Any]:
-    from pacore_graph.backends.select import backend_for_args
-
-    with backend_for_args(args) as model:
-        if args.base_url and args.model:
-            with contextlib.suppress(openai.APIStatusError):  # a server without /models is fine
-                model.list_models()  # an unreachable endpoint fails now, in one line
-        yield model
-
-
-@contextlib.asynccontextmanager
-async def _checkpointer(url: str | None) -> AsyncIterator[Any]:
-    if not url:
-        yield None
-        return
-    from pacore_graph.checkpoints import AsyncRedisSaver
-
-    async with AsyncRedisSaver.from_conn_string(url) as saver:
-        try:
-            await saver.asetup()  # Redis down fails before any model call
-        except ConnectionError as exc:
-            raise EvalCLIError(str(exc)) from None
-        yield saver
-
-
-async def _eval(args: argparse.Namespace) -> int:
+async def run(args: argparse.Namespace) -> int:
+    """Runs ``pacore eval``; writes the table, plot and rows (errors reach ``pacore``'s main)."""
     from pacore_graph.eval._deps import require
     from pacore_graph.eval.dataset import load_problems
     from pacore_graph.eval.report import write_report
@@ -209,11 +141,11 @@ async def _eval(args: argparse.Namespace) -> int:
     if not args.no_plot:
         require("matplotlib", "pacore eval's plot")
     if args.limit is not None and args.limit < 1:
-        raise EvalCLIError("--limit must be at least 1")
+        raise CLIError("--limit must be at least 1")
     try:
         problems = load_problems(args.problems, limit=args.limit)
     except OSError as exc:
-        raise EvalCLIError(f"cannot read {args.problems}: {exc.strerror or exc}") from None
+        raise CLIError(f"cannot read {args.problems}: {exc.strerror or exc}") from None
     rounds = args.rounds if args.rounds is not None else ([] if args.baseline else ["low"])
     settings = build_settings(rounds, args.baseline)
     spec = EvalSpec(  # checks runs, concurrency and pool size
@@ -223,54 +155,22 @@ async def _eval(args: argparse.Namespace) -> int:
         pool=args.pool,
         pool_seed=args.pool_seed,
     )
-    async with _checkpointer(args.redis_url) as saver:
-        with _backend(args) as model:
-            spec = dataclasses.replace(
-                spec,
-                concurrency=args.concurrency,  # the embedded backend may lower it
-                context={k: v for k, v in context_from_options(args).items() if k != "rounds"},
-                namespace=str(getattr(model, "model", "")),
-            )
-            progress = _progress(args, len(problems), len(problems) * len(settings) * args.runs)
-            try:
-                result = await run_eval(
-                    model, problems, spec, checkpointer=saver, progress=progress
-                )
-            finally:
-                if progress is not None:
-                    progress.close()
+    async with open_run(args) as (model, saver):
+        spec = dataclasses.replace(
+            spec,
+            concurrency=args.concurrency,  # the embedded backend may lower it
+            context={k: v for k, v in context_from_options(args).items() if k != "rounds"},
+            namespace=str(getattr(model, "model", "")),
+        )
+        progress = _progress(args, len(problems), len(problems) * len(settings) * args.runs)
+        try:
+            result = await run_eval(model, problems, spec, checkpointer=saver, progress=progress)
+        finally:
+            if progress is not None:
+                progress.close()
     table, paths = write_report(
         result, args.out, title=args.problems.name, plot_png=not args.no_plot
     )
     print(table, end="")
     print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
     return 0
-
-
-def _describe(exc: BaseException, resumable: bool) -> str:
-    if isinstance(exc, openai.APIConnectionError):
-        text = f"cannot reach the model endpoint: {exc.__cause__ or exc}"
-    elif isinstance(exc, openai.APIStatusError):
-        text = f"the model endpoint answered {exc.status_code}: {exc.message}"
-    else:
-        text = str(exc)
-    if resumable and isinstance(exc, openai.OpenAIError | ConnectionError):
-        text += "; finished work is checkpointed: rerun the same command to resume"
-    return text
-
-
-def run(args: argparse.Namespace) -> int:
-    """Runs ``pacore eval``; returns the exit status (errors are one line on stderr)."""
-    resumable = bool(args.redis_url)
-    try:
-        return asyncio.run(_eval(args))
-    except (EvalCLIError, PaCoReError, ImportError, ValueError) as exc:
-        print(f"pacore: error: {_describe(exc, False)}", file=sys.stderr)
-        return 2
-    except (openai.OpenAIError, ConnectionError, OSError) as exc:
-        print(f"pacore: error: {_describe(exc, resumable)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        hint = "; rerun the same command to resume" if resumable else ""
-        print(f"pacore: interrupted{hint}", file=sys.stderr)
-        return 130

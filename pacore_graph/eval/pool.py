@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import openai
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatResult
 from langchain_core.runnables import RunnableConfig
@@ -131,12 +131,12 @@ class EvalChatModel(BaseChatModel):
 
     async def ainvoke(
         self,
-        input: Any,
+        input: LanguageModelInput,
         config: RunnableConfig | None = None,
         *,
         stop: list[str] | None = None,
         **kwargs: Any,
-    ) -> BaseMessage:
+    ) -> AIMessage:
         """A pooled round-1 trajectory, or the real model's reply within the bound."""
         if (pooled := self._from_pool(config)) is not None:
             return pooled
@@ -151,12 +151,12 @@ class EvalChatModel(BaseChatModel):
 
     def invoke(
         self,
-        input: Any,
+        input: LanguageModelInput,
         config: RunnableConfig | None = None,
         *,
         stop: list[str] | None = None,
         **kwargs: Any,
-    ) -> BaseMessage:
+    ) -> AIMessage:
         """Sync twin of `ainvoke` (the bound applies to async calls, which the eval makes)."""
         if (pooled := self._from_pool(config)) is not None:
             return pooled

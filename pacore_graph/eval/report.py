@@ -290,15 +290,17 @@ def plot(stats: Sequence[SettingStats], path: Path, title: str = "") -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    overall = [s for s in stats if s.category == ALL and s.mean_ttc]
+    # (mean TTC, stats) of the overall rows that have a TTC to plot.
+    overall = [(s.mean_ttc, s) for s in stats if s.category == ALL and s.mean_ttc]
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     styles = {"single": ("s", "tab:gray"), "sc": ("o", "tab:blue"), "pacore": ("D", "tab:red")}
     names = {"single": "single trajectory", "sc": "self-consistency", "pacore": "PaCoRe"}
     for kind, (marker, color) in styles.items():
-        group = sorted((s for s in overall if s.setting.kind == kind), key=lambda s: s.mean_ttc)
-        if not group:
+        points = sorted((p for p in overall if p[1].setting.kind == kind), key=lambda p: p[0])
+        if not points:
             continue
-        xs = [s.mean_ttc for s in group]
+        group = [s for _, s in points]
+        xs = [ttc for ttc, _ in points]
         ys = [s.accuracy for s in group]
         errs = [
             [s.accuracy - s.ci[0] if s.ci else 0 for s in group],
@@ -314,10 +316,10 @@ def plot(stats: Sequence[SettingStats], path: Path, title: str = "") -> None:
             linestyle="-" if len(group) > 1 else "none",
             label=names[kind],
         )
-        for s in group:
+        for ttc, s in points:
             ax.annotate(
                 s.setting.label,
-                (s.mean_ttc, s.accuracy),
+                (ttc, s.accuracy),
                 textcoords="offset points",
                 xytext=(5, 5),
                 fontsize=8,
@@ -345,12 +347,24 @@ def write_rows(result: EvalResult, path: Path) -> None:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+POOL_FIELDS = (
+    "index",
+    "content",
+    "reasoning",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+)
+"""What ``pool.jsonl`` keeps of each sample (no timings, so the file is reproducible)."""
+
+
 def write_pool(result: EvalResult, path: Path) -> None:
     """Each problem's round-1 pool, so the draws in ``results.jsonl`` can be audited."""
     with path.open("w", encoding="utf-8") as handle:
         for problem in result.problems:
             if (samples := result.pools.get(problem.key)) is not None:
-                row = {"request_id": problem.id, "samples": samples}
+                kept = [{k: v for k, v in s.items() if k in POOL_FIELDS} for s in samples]
+                row = {"request_id": problem.id, "samples": kept}
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import openai
 from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from pacore_graph.errors import PaCoReError
@@ -35,7 +36,7 @@ from pacore_graph.eval.settings import Setting
 from pacore_graph.graph import create_pacore_graph
 from pacore_graph.record import to_record
 from pacore_graph.secrets import model_secrets, redact
-from pacore_graph.threads import ThreadStatus, run_input, thread_status
+from pacore_graph.threads import ThreadStatus, arun_thread
 
 THREAD_PREFIX = "pacore-eval"
 
@@ -174,12 +175,11 @@ class _Runner:
         self.spec = spec
         self.progress = progress
         self.checkpointer = checkpointer
-        self.durability = "sync" if checkpointer is not None else None
         self.model = EvalChatModel(inner=model, concurrency=spec.concurrency)
         self.secrets = model_secrets(model)  # kept out of the rows' error messages
         pacore = [s for s in spec.settings if s.kind == "pacore"]
         self.pacore = create_pacore_graph(
-            self.model,  # type: ignore[arg-type]
+            self.model,
             rounds=pacore[0].exploration if pacore else "low",
         ).compile(checkpointer=checkpointer)
         sampling = {k: v for k, v in spec.context.items() if k in SAMPLING_FIELDS}
@@ -197,7 +197,7 @@ class _Runner:
 
     # -- threads -----------------------------------------------------------------------
 
-    def _config(self, thread_id: str, draw: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _config(self, thread_id: str, draw: dict[str, Any] | None = None) -> RunnableConfig:
         configurable: dict[str, Any] = {}
         if self.checkpointer is not None:
             configurable["thread_id"] = thread_id
@@ -205,55 +205,44 @@ class _Runner:
             configurable[DRAW_KEY] = draw
         return {"configurable": configurable}
 
-    async def _stream(
-        self, graph: Any, payload: Any, config: dict[str, Any], **kwargs: Any
-    ) -> dict[str, Any]:
+    async def _run(
+        self,
+        graph: Any,
+        input: dict[str, Any],
+        thread_id: str,
+        draw: dict[str, Any] | None,
+        **kwargs: Any,
+    ) -> tuple[ThreadStatus, dict[str, Any]]:
+        config = self._config(thread_id, draw)
         # Progress counts what the backend generates: round-1 trajectories served from the
         # pool were counted when the pool was made.
-        pooled = DRAW_KEY in config["configurable"]
-        state: dict[str, Any] = {}
-        async for mode, chunk in graph.astream(
-            payload,
-            config,
-            stream_mode=["custom", "values"],
-            durability=self.durability,
-            **kwargs,
-        ):
-            if mode == "values":
-                state = chunk
-            elif _generated(chunk, pooled):
-                self.progress.trajectories(1, chunk.get("completion_tokens") or 0)
-        return state
+        pooled = draw is not None
+
+        def on_event(event: Any) -> None:
+            if _generated(event, pooled):
+                self.progress.trajectories(1, event.get("completion_tokens") or 0)
+
+        return await arun_thread(graph, input, config, on_event=on_event, **kwargs)
 
     async def _sample(
         self, thread_id: str, problem: Problem, n: int, draw: dict[str, Any] | None
     ) -> tuple[ThreadStatus, list[Sample]]:
-        config = self._config(thread_id, draw)
-        status: ThreadStatus = "new"
-        if self.checkpointer is not None:
-            snapshot = await self.sampler.aget_state(config)
-            status = sampling_status(snapshot, n)
-            if status == "finished":
-                return status, ordered_samples(snapshot.values)
-        payload = None if status == "interrupted" else {"messages": problem.chat(), "n": n}
-        return status, ordered_samples(await self._stream(self.sampler, payload, config))
+        status, state = await self._run(
+            self.sampler,
+            {"messages": problem.chat(), "n": n},
+            thread_id,
+            draw,
+            status_rule=sampling_status,
+        )
+        return status, ordered_samples(state)
 
     async def _pacore(
         self, thread_id: str, problem: Problem, setting: Setting, draw: dict[str, Any] | None
     ) -> tuple[ThreadStatus, dict[str, Any]]:
-        config = self._config(thread_id, draw)
-        messages = problem.chat()
-        status: ThreadStatus = "new"
-        if self.checkpointer is not None:
-            snapshot = await self.pacore.aget_state(config)
-            status = thread_status(snapshot, messages)
-            if status == "finished":
-                return status, snapshot.values
         context = {**self.spec.context, "rounds": setting.exploration}
-        state = await self._stream(
-            self.pacore, run_input(status, messages), config, context=context
+        return await self._run(
+            self.pacore, {"messages": problem.chat()}, thread_id, draw, context=context
         )
-        return status, state
 
     # -- the pool ----------------------------------------------------------------------
 
@@ -335,9 +324,10 @@ class _Runner:
                     raise exc
         finally:
             # An abort (or Ctrl-C) stops the rest; their threads resume on the next run.
-            pending = [t for t in [*jobs, *self.pool_tasks.values()] if not t.done()]
-            for task in pending:
-                task.cancel()
+            futures: list[asyncio.Future[Any]] = [*jobs, *self.pool_tasks.values()]
+            pending = [f for f in futures if not f.done()]
+            for future in pending:
+                future.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         order = {s.name: i for i, s in enumerate(self.spec.settings)}
         position = {str(p.id): i for i, p in enumerate(self.problems)}
@@ -359,7 +349,7 @@ def pacore_row(state: Mapping[str, Any], problem: Problem) -> dict[str, Any]:
     message of the last synthesis (the references it was given) was wrong; None when the
     last synthesis had no input.
     """
-    record = to_record(state, problem.id)  # type: ignore[arg-type]
+    record = to_record(state, problem.id)
     verdict = grade(record["answer"] or "", problem.answer)
     rounds: dict[int, list[Any]] = {}
     for t in sorted(record["trajectories"], key=lambda t: (t["round"], t["index"])):

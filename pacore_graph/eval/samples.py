@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AnyMessage
+from langchain_core.messages import AnyMessage, BaseMessage
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import merge_configs
 from langgraph.config import get_stream_writer
@@ -24,22 +24,15 @@ from langgraph.types import RetryPolicy, Send, StateSnapshot
 from typing_extensions import TypedDict
 
 from pacore_graph.retry import DEFAULT_RETRY_POLICY
-from pacore_graph.template import message_text
 from pacore_graph.threads import ThreadStatus
+from pacore_graph.trajectories import Trajectory, finished_record
 
 SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens", "extra_body")
 """The PaCoRe context fields a sample call takes, so baselines sample like round 1."""
 
 
-class Sample(TypedDict):
-    """One trajectory sampled from the plain problem."""
-
-    index: int
-    content: str
-    reasoning: str | None
-    finish_reason: str | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
+Sample = Trajectory
+"""One trajectory sampled from the plain problem: a round-1 `Trajectory` record."""
 
 
 class SampleTask(TypedDict):
@@ -55,14 +48,6 @@ class SamplingState(TypedDict, total=False):
     messages: list[AnyMessage]
     n: int
     samples: Annotated[list[Sample], operator.add]
-
-
-def _reasoning(message: AIMessage) -> str | None:
-    for key in ("reasoning_content", "reasoning"):
-        value = message.additional_kwargs.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return None
 
 
 def _fan_out(state: SamplingState) -> list[Send]:
@@ -97,17 +82,8 @@ def create_sampling_graph(
         extra: RunnableConfig = {"metadata": {"pacore_round": 1, "pacore_index": task["index"]}}
         return merge_configs(config, extra)
 
-    def record(task: SampleTask, message: Any) -> dict[str, list[Sample]]:
-        usage = getattr(message, "usage_metadata", None) or {}
-        meta = message.response_metadata or {}
-        sample = Sample(
-            index=task["index"],
-            content=message_text(message),
-            reasoning=_reasoning(message),
-            finish_reason=meta.get("finish_reason") or meta.get("stop_reason"),
-            prompt_tokens=usage.get("input_tokens"),
-            completion_tokens=usage.get("output_tokens"),
-        )
+    def record(task: SampleTask, message: BaseMessage) -> dict[str, list[Sample]]:
+        sample = finished_record(1, task["index"], message)
         get_stream_writer()(
             {
                 "type": "trajectory_finished",
@@ -135,11 +111,11 @@ def create_sampling_graph(
     return builder
 
 
-def sampling_status(snapshot: StateSnapshot, n: int) -> ThreadStatus:
+def sampling_status(snapshot: StateSnapshot, input: Mapping[str, Any]) -> ThreadStatus:
     """What a sampling thread's latest checkpoint means: resume it, read it back, or start it."""
     if snapshot.next:
         return "interrupted"
-    if len(snapshot.values.get("samples") or []) == n:
+    if len(snapshot.values.get("samples") or []) == input["n"]:
         return "finished"
     return "new"
 

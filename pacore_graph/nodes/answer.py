@@ -7,34 +7,24 @@ from typing import Any
 from langchain_core.messages import AIMessage
 from langgraph.config import get_stream_writer
 
-from pacore_graph.compaction import reference_compaction
-from pacore_graph.state import PaCoReState, Trajectory, is_finished, latest_trajectories
-
-
-def split_thinking(trajectory: Trajectory) -> tuple[str, str | None]:
-    """The reply without thinking, and the thinking (separated or inline ``<think>``)."""
-    content = trajectory["content"]
-    reply = reference_compaction(content)
-    inline = content[: len(content) - len(reply)].removesuffix("</think>")
-    inline = inline.strip().removeprefix("<think>").strip()
-    return reply.strip(), trajectory["reasoning"] or inline or None
-
-
-def usage_totals(trajectories: list[Trajectory]) -> tuple[int, int]:
-    """Effective TTC (all completion tokens) and the largest prompt of any call."""
-    ttc = sum(t["completion_tokens"] or 0 for t in trajectories)
-    largest = max((t["prompt_tokens"] or 0 for t in trajectories), default=0)
-    return ttc, largest
+from pacore_graph.state import PaCoReState
+from pacore_graph.trajectories import (
+    final_trajectory,
+    latest_trajectories,
+    split_thinking,
+    status_counts,
+    usage_totals,
+)
 
 
 def answer(state: PaCoReState) -> dict[str, Any]:
     """Appends the answer to ``messages`` as an ordinary ``AIMessage``."""
     trajectories = latest_trajectories(state["trajectories"])
-    final = next(
-        t for t in trajectories if t["round"] == len(state["round_vector"]) and is_finished(t)
-    )
+    final = final_trajectory(trajectories, len(state["round_vector"]))
+    assert final is not None, "compact lets no final round through without its answer"
     reply, thinking = split_thinking(final)
     ttc, largest = usage_totals(trajectories)
+    counts = status_counts(trajectories)
     message = AIMessage(
         content=reply,
         additional_kwargs={"reasoning_content": thinking} if thinking else {},
@@ -51,8 +41,8 @@ def answer(state: PaCoReState) -> dict[str, Any]:
                 "max_prompt_tokens": largest,
                 "trajectories": len(trajectories),
                 "truncated": sum(t["truncated"] for t in trajectories),
-                "failed": sum(t.get("status") == "failed" for t in trajectories),
-                "stopped": sum(t.get("status") == "stopped" for t in trajectories),
+                "failed": counts["failed"],
+                "stopped": counts["stopped"],
                 "budget_exhausted": state.get("budget_exhausted"),
             },
         },

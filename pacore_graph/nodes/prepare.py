@@ -4,50 +4,47 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from langgraph.config import get_stream_writer
+from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
 from pacore_graph.budget import check_budgets, round_budget
-from pacore_graph.context import PaCoReContext
+from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.errors import InvalidInputError
+from pacore_graph.messages import last_user_index
 from pacore_graph.rounds import resolve_rounds
-from pacore_graph.settings import run_settings
 from pacore_graph.state import PaCoReState
-from pacore_graph.template import last_user_index
 
 
-def make_prepare_node(defaults: PaCoReContext) -> Callable[[PaCoReState], dict[str, Any]]:
-    """The entry node; fails before any model call on bad rounds or messages."""
-
-    def prepare(state: PaCoReState) -> dict[str, Any]:
-        settings = run_settings(defaults)
-        vector = resolve_rounds(settings.rounds)  # type: ignore[arg-type]
-        check_budgets(settings)
-        messages = state.get("messages")
-        if not messages:
-            raise InvalidInputError("no messages in the input: pass {'messages': [('user', ...)]}")
-        last_user_index(messages)
-        get_stream_writer()(
-            {"type": "round_started", "round": 1, "k": vector[0], "round_vector": vector}
-        )
-        started_at, run_id = time.time(), uuid.uuid4().hex
-        # A thread can run PaCoRe many times (a multi-turn chat): each run starts clean.
-        return {
-            "round_vector": vector,
-            "round": 1,
-            "references": None,
-            "trajectories": Overwrite([]),
-            "rounds_done": [],
-            "started_at": started_at,
-            "run_id": run_id,
-            "budget_exhausted": None,
-            "retry": [],
-            "budget": None
-            if len(vector) == 1
-            else round_budget(settings, started_at, 0, f"{run_id}:1"),
-        }
-
-    return prepare
+def prepare(
+    state: PaCoReState, runtime: Runtime[PaCoReContext], *, defaults: PaCoReContext
+) -> dict[str, Any]:
+    """The entry node; fails before any model call on bad rounds, settings or messages."""
+    settings = merge_context(defaults, runtime.context)
+    vector = resolve_rounds(settings.rounds or "low")
+    check_budgets(settings)
+    messages = state.get("messages")
+    if not messages:
+        raise InvalidInputError("no messages in the input: pass {'messages': [('user', ...)]}")
+    last_user_index(messages)
+    get_stream_writer()(
+        {"type": "round_started", "round": 1, "k": vector[0], "round_vector": vector}
+    )
+    started_at, run_id = time.time(), uuid.uuid4().hex
+    # A thread can run PaCoRe many times (a multi-turn chat): each run starts clean.
+    return {
+        "round_vector": vector,
+        "round": 1,
+        "references": None,
+        "trajectories": Overwrite([]),
+        "rounds_done": [],
+        "started_at": started_at,
+        "run_id": run_id,
+        "budget_exhausted": None,
+        "retry": [],
+        "budget": None
+        if len(vector) == 1
+        else round_budget(settings, started_at, 0, f"{run_id}:1"),
+    }

@@ -11,52 +11,42 @@ import functools
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NotRequired
+from typing import Any, NamedTuple, NotRequired
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AnyMessage
-from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import merge_configs
-from langgraph.config import get_stream_writer
 from langgraph.constants import TAG_NOSTREAM
 from langgraph.errors import GraphBubbleUp
+from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
 from typing_extensions import TypedDict
 
+from pacore_graph._compat import RunnableCallable
 from pacore_graph.budget import BudgetTracker, RoundBudget, tracker_for
 from pacore_graph.compaction import resolve_compaction
-from pacore_graph.context import PaCoReContext
+from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.retry import DEFAULT_RETRY_POLICY, describe_failure, final_attempt, retry_after
 from pacore_graph.secrets import model_secrets, redact
-from pacore_graph.settings import run_settings
-from pacore_graph.state import Trajectory
-from pacore_graph.template import message_text
+from pacore_graph.trajectories import (
+    Status,
+    Trajectory,
+    finished_record,
+    output_tokens,
+    unfinished_record,
+)
 
 
 class TrajectoryTask(TypedDict):
     """The payload of one ``Send``: every task of a round gets the same ``messages`` list."""
 
-    messages: list[AnyMessage]
+    messages: list[BaseMessage]
     round: int
     index: int
     final: bool
     budget: NotRequired[RoundBudget | None]
     """The round's share of the run's budgets; None in the final round, which is never cut."""
-
-
-def _reasoning(message: AIMessage) -> str | None:
-    for key in ("reasoning_content", "reasoning"):
-        value = message.additional_kwargs.get(key)
-        if isinstance(value, str) and value:
-            return value
-    if isinstance(message.content, list):
-        parts = [
-            b.get("reasoning") or b.get("thinking") or ""
-            for b in message.content
-            if isinstance(b, dict) and b.get("type") in ("reasoning", "thinking")
-        ]
-        return "".join(parts) or None
-    return None
 
 
 def _call_in_thread(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[bool, Any]:
@@ -96,10 +86,14 @@ async def _call_async(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[
         return False, None
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(call())
-    stop = loop.create_future()
+    stop: asyncio.Future[None] = loop.create_future()
+
+    def set_stop() -> None:
+        if not stop.done():
+            stop.set_result(None)
 
     def wake() -> None:
-        loop.call_soon_threadsafe(lambda: stop.done() or stop.set_result(None))
+        loop.call_soon_threadsafe(set_stop)
 
     unsubscribe = tracker.on_exhausted(wake)
     try:
@@ -119,12 +113,18 @@ async def _call_async(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[
                 await task
 
 
-def make_trajectory_node(
-    model: BaseChatModel,
-    defaults: PaCoReContext,
-    retry_policy: RetryPolicy | None = DEFAULT_RETRY_POLICY,
-) -> RunnableLambda:
-    """The trajectory node, sync and async, calling ``model`` once per task.
+class _Call(NamedTuple):
+    """What one attempt sends, and the round's budget tracker (None without budgets)."""
+
+    messages: list[BaseMessage]
+    config: RunnableConfig
+    kwargs: dict[str, Any]
+    tracker: BudgetTracker | None
+
+
+class TrajectoryNode:
+    """The trajectory node: one model call per ``Send`` task, sync (`run`) and async (`arun`)
+    over shared helpers, as LangGraph's ``ToolNode`` is built.
 
     A failure that a retry can fix is raised, so the node's ``RetryPolicy`` tries again
     (after the server's ``Retry-After``, when it sent one). A failure that cannot be
@@ -132,141 +132,156 @@ def make_trajectory_node(
     raised: raising would make LangGraph cancel the round's other calls, and the
     ``compact`` node decides whether enough of the round finished.
     """
-    secrets = model_secrets(model)
 
-    def call_args(task: TrajectoryTask, config: RunnableConfig) -> tuple[RunnableConfig, dict]:
-        settings = run_settings(defaults)
+    def __init__(
+        self,
+        model: BaseChatModel,
+        defaults: PaCoReContext,
+        retry_policy: RetryPolicy | None = DEFAULT_RETRY_POLICY,
+    ) -> None:
+        self.model = model
+        self.defaults = defaults
+        self.retry_policy = retry_policy
+        self.secrets = model_secrets(model)
+
+    def as_runnable(self) -> Runnable:
+        """The node as LangGraph runs it: `run` under ``invoke``, `arun` under ``ainvoke``."""
+        # trace=False: the graph already traces the node's task; this would nest a copy.
+        return RunnableCallable(self.run, self.arun, name="trajectory", trace=False)
+
+    def run(
+        self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
+    ) -> dict[str, list[Trajectory]]:
+        """One call of the task's trajectory (sync)."""
+        started = time.perf_counter()
+        call = self._call(task, runtime, config)
+        invoke = functools.partial(self.model.invoke, call.messages, call.config, **call.kwargs)
+        try:
+            returned, message = (
+                (True, invoke()) if call.tracker is None else _call_in_thread(invoke, call.tracker)
+            )
+        except Exception as exc:
+            outcome = self._on_failure(task, runtime, exc, started)
+            if isinstance(outcome, dict):
+                return outcome
+            time.sleep(outcome)
+            raise
+        return self._finish(task, runtime, returned, message, call.tracker, started)
+
+    async def arun(
+        self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
+    ) -> dict[str, list[Trajectory]]:
+        """One call of the task's trajectory (async; a budget running out cancels it)."""
+        started = time.perf_counter()
+        call = self._call(task, runtime, config)
+        invoke = functools.partial(self.model.ainvoke, call.messages, call.config, **call.kwargs)
+        try:
+            returned, message = (
+                (True, await invoke())
+                if call.tracker is None
+                else await _call_async(invoke, call.tracker)
+            )
+        except Exception as exc:
+            outcome = self._on_failure(task, runtime, exc, started)
+            if isinstance(outcome, dict):
+                return outcome
+            await asyncio.sleep(outcome)
+            raise
+        return self._finish(task, runtime, returned, message, call.tracker, started)
+
+    # -- shared helpers ----------------------------------------------------------------
+
+    def _call(
+        self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
+    ) -> _Call:
+        settings = merge_context(self.defaults, runtime.context)
         # Only the final round's tokens stream to stream_mode="messages": K parallel
         # exploration streams interleaved would be noise.
         extra: RunnableConfig = {
             "metadata": {"pacore_round": task["round"], "pacore_index": task["index"]},
             "tags": [] if task["final"] else [TAG_NOSTREAM],
         }
-        kwargs: dict[str, Any] = {
+        kwargs = {
             "temperature": settings.temperature,
             "top_p": settings.top_p,
             "max_tokens": settings.max_tokens,
             "extra_body": settings.extra_body,
         }
-        return merge_configs(config, extra), {k: v for k, v in kwargs.items() if v is not None}
-
-    def record(task: TrajectoryTask, message: Any, started: float) -> dict[str, list[Trajectory]]:
-        settings = run_settings(defaults)
-        content = message_text(message)
-        usage = getattr(message, "usage_metadata", None) or {}
-        meta = message.response_metadata or {}
-        finish = meta.get("finish_reason") or meta.get("stop_reason")
-        traj = Trajectory(
-            round=task["round"],
-            index=task["index"],
-            content=content,
-            reasoning=_reasoning(message),
-            message=resolve_compaction(settings.compaction)(content),  # type: ignore[arg-type]
-            finish_reason=finish,
-            truncated=finish in ("length", "max_tokens"),
-            prompt_tokens=usage.get("input_tokens"),
-            completion_tokens=usage.get("output_tokens"),
-            latency_s=time.perf_counter() - started,
-            status="finished",
-            error=None,
+        budget = task.get("budget")
+        return _Call(
+            task["messages"],
+            merge_configs(config, extra),
+            {k: v for k, v in kwargs.items() if v is not None},
+            tracker_for(budget) if budget else None,
         )
-        get_stream_writer()(
+
+    def _finish(
+        self,
+        task: TrajectoryTask,
+        runtime: Runtime[PaCoReContext],
+        returned: bool,
+        message: Any,
+        tracker: BudgetTracker | None,
+        started: float,
+    ) -> dict[str, list[Trajectory]]:
+        if not returned:
+            reason = tracker.reason if tracker is not None else None
+            return self._unfinished(task, runtime, "stopped", f"budget {reason} ran out", started)
+        if tracker is not None:
+            tracker.add(output_tokens(message))
+        settings = merge_context(self.defaults, runtime.context)
+        traj = finished_record(
+            task["round"],
+            task["index"],
+            message,
+            compaction=resolve_compaction(settings.compaction or "reference"),
+            latency_s=time.perf_counter() - started,
+        )
+        runtime.stream_writer(
             {
                 "type": "trajectory_finished",
                 "round": traj["round"],
                 "index": traj["index"],
                 "completion_tokens": traj["completion_tokens"],
-                "finish_reason": finish,
+                "finish_reason": traj["finish_reason"],
                 "latency_s": traj["latency_s"],
             }
         )
         return {"trajectories": [traj]}
 
-    def unfinished(
-        task: TrajectoryTask, status: str, error: str, started: float
+    def _unfinished(
+        self,
+        task: TrajectoryTask,
+        runtime: Runtime[PaCoReContext],
+        status: Status,
+        error: str,
+        started: float,
     ) -> dict[str, list[Trajectory]]:
-        error = redact(error, secrets)
-        traj = Trajectory(
-            round=task["round"],
-            index=task["index"],
-            content="",
-            reasoning=None,
-            message="",
-            finish_reason=None,
-            truncated=False,
-            prompt_tokens=None,
-            completion_tokens=None,
-            latency_s=time.perf_counter() - started,
-            status=status,  # type: ignore[typeddict-item]
-            error=error,
+        error = redact(error, self.secrets)
+        traj = unfinished_record(
+            task["round"], task["index"], status, error, latency_s=time.perf_counter() - started
         )
-        get_stream_writer()(
+        runtime.stream_writer(
             {
                 "type": f"trajectory_{status}",
-                "round": traj["round"],
-                "index": traj["index"],
+                "round": task["round"],
+                "index": task["index"],
                 "error": error,
             }
         )
         return {"trajectories": [traj]}
 
-    def stopped(task: TrajectoryTask, tracker: BudgetTracker, started: float) -> dict:
-        return unfinished(task, "stopped", f"budget {tracker.reason} ran out", started)
-
-    def on_failure(task: TrajectoryTask, exc: Exception, started: float) -> dict | float:
+    def _on_failure(
+        self,
+        task: TrajectoryTask,
+        runtime: Runtime[PaCoReContext],
+        exc: Exception,
+        started: float,
+    ) -> dict[str, list[Trajectory]] | float:
         """The failed record, or the seconds to wait before raising for a retry."""
         if isinstance(exc, GraphBubbleUp):  # interrupts and commands are not failures
             raise exc
-        if final_attempt(retry_policy, exc):
-            return unfinished(task, "failed", describe_failure(exc), started)
+        info = runtime.execution_info
+        if final_attempt(self.retry_policy, exc, info.node_attempt if info else 1):
+            return self._unfinished(task, runtime, "failed", describe_failure(exc), started)
         return retry_after(exc)
-
-    def start(task: TrajectoryTask, config: RunnableConfig) -> tuple[Any, ...]:
-        call_config, kwargs = call_args(task, config)
-        budget = task.get("budget")
-        return task["messages"], call_config, kwargs, tracker_for(budget) if budget else None
-
-    def finish(
-        task: TrajectoryTask,
-        result: tuple[bool, Any],
-        tracker: BudgetTracker | None,
-        started: float,
-    ) -> dict[str, list[Trajectory]]:
-        returned, message = result
-        if not returned:
-            return stopped(task, tracker, started)  # type: ignore[arg-type]
-        if tracker is not None:
-            tracker.add((getattr(message, "usage_metadata", None) or {}).get("output_tokens") or 0)
-        return record(task, message, started)
-
-    def trajectory(task: TrajectoryTask, config: RunnableConfig) -> dict[str, list[Trajectory]]:
-        started = time.perf_counter()
-        messages, call_config, kwargs, tracker = start(task, config)
-        call = functools.partial(model.invoke, messages, call_config, **kwargs)
-        try:
-            result = (True, call()) if tracker is None else _call_in_thread(call, tracker)
-        except Exception as exc:
-            outcome = on_failure(task, exc, started)
-            if isinstance(outcome, dict):
-                return outcome
-            time.sleep(outcome)
-            raise
-        return finish(task, result, tracker, started)
-
-    async def atrajectory(
-        task: TrajectoryTask, config: RunnableConfig
-    ) -> dict[str, list[Trajectory]]:
-        started = time.perf_counter()
-        messages, call_config, kwargs, tracker = start(task, config)
-        call = functools.partial(model.ainvoke, messages, call_config, **kwargs)
-        try:
-            result = (True, await call()) if tracker is None else await _call_async(call, tracker)
-        except Exception as exc:
-            outcome = on_failure(task, exc, started)
-            if isinstance(outcome, dict):
-                return outcome
-            await asyncio.sleep(outcome)
-            raise
-        return finish(task, result, tracker, started)
-
-    return RunnableLambda(trajectory, afunc=atrajectory, name="trajectory")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import openai
 from langchain_core.language_models import BaseChatModel
 
 from pacore_graph.backends.env import model_for_endpoint
@@ -31,30 +32,32 @@ class OpenBackend:
 @contextlib.contextmanager
 def open_backend(
     kind: str | None,
-    base_urls: Sequence[str] | None,
+    base_url: str | None,
     model: str | None,
     api_key: str | None,
     timeout: float | None,
 ) -> Iterator[OpenBackend]:
     """Starts the backend ``kind`` ("openai", "embedded", "vllm"; default: "openai" when
-    ``base_urls`` are given, else "embedded") and stops it on exit.
+    ``base_url`` is given, else "embedded") and stops it on exit.
 
     Raises:
         InvalidSettingsError: ``kind`` lacks what it needs (an endpoint, a model path).
         BackendUnreachableError: No endpoint answers (when the model name must be looked up).
     """
-    kind = kind or ("openai" if base_urls else "embedded")
+    kind = kind or ("openai" if base_url else "embedded")
     if kind == "openai":
-        if not base_urls:
+        if not base_url:
             raise InvalidSettingsError("--backend openai needs --base-url")
-        yield OpenBackend(model_for_endpoint(list(base_urls), model, api_key, timeout=timeout))
+        chat = model_for_endpoint(base_url, model, api_key, timeout=timeout)
+        if model:  # the name was not looked up: an unreachable endpoint fails now, in one line
+            with contextlib.suppress(openai.APIStatusError):  # a server without /models is fine
+                chat.list_models()
+        yield OpenBackend(chat)
     elif kind == "embedded":
         from pacore_graph.backends.embedded import EmbeddedServer
 
         with EmbeddedServer(model_path=model) as server:
-            chat = model_for_endpoint(
-                [server.base_url], server.model_name, api_key, timeout=timeout
-            )
+            chat = model_for_endpoint(server.base_url, server.model_name, api_key, timeout=timeout)
             yield OpenBackend(chat, server.n_parallel, EMBEDDED_MAX_TOKENS)
     elif kind == "vllm":
         from pacore_graph.backends.vllm import ChatVLLM

@@ -1,0 +1,57 @@
+"""Where PaCoRe reads the problem in a chat and where the synthesis prompt goes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from langchain_core.messages import BaseMessage, HumanMessage
+
+from pacore_graph.errors import InvalidInputError
+from pacore_graph.template import render_synthesis_prompt
+
+
+def last_user_index(messages: Sequence[BaseMessage]) -> int:
+    """Index of the last user message, the slot the synthesis prompt goes into.
+
+    Raises:
+        InvalidInputError: There is no user message, or it is empty.
+    """
+    for i in range(len(messages) - 1, -1, -1):
+        if isinstance(messages[i], HumanMessage):
+            if not message_text(messages[i]).strip():
+                raise InvalidInputError("the last user message is empty: PaCoRe needs a problem")
+            return i
+    raise InvalidInputError("no user message in the input: PaCoRe needs a problem to solve")
+
+
+def message_text(message: BaseMessage) -> str:
+    """The message's content as text: a string as is, content blocks joined by their text."""
+    if isinstance(message.content, str):
+        return message.content
+    return message.text
+
+
+def build_round_messages(
+    messages: Sequence[BaseMessage], references: Sequence[str] | None
+) -> list[BaseMessage]:
+    """The messages one trajectory of a round is sent.
+
+    Round 1 (``references is None``) sends the caller's messages unchanged. Later
+    rounds copy them and replace the content of the LAST user message with
+    ``P(x, M)``; system messages and earlier turns pass unchanged.
+
+    Args:
+        messages: The caller's conversation.
+        references: M of the previous round, or None for the first round.
+
+    Returns:
+        A new list; the caller's messages are not modified.
+    """
+    if references is None:
+        return list(messages)
+    idx = last_user_index(messages)
+    original = messages[idx]
+    prompt = render_synthesis_prompt(message_text(original), references)
+    out = list(messages)
+    out[idx] = original.model_copy(update={"content": prompt})
+    return out

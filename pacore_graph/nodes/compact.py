@@ -1,0 +1,110 @@
+"""``compact``: the reducer that turns a round's trajectories into M_r, in the reference order,
+and decides how the run goes on: next round, a retry of failed calls, or straight to the
+final synthesis when a budget ran out."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_stream_writer
+from langgraph.runtime import Runtime
+
+from pacore_graph._compat import is_resuming
+from pacore_graph.budget import BudgetName, exhausted, quorum
+from pacore_graph.compaction import order_references
+from pacore_graph.context import PaCoReContext, merge_context
+from pacore_graph.errors import BudgetExhaustedError, QuorumError
+from pacore_graph.state import PaCoReState, RoundSummary
+from pacore_graph.trajectories import (
+    Trajectory,
+    is_finished,
+    latest_trajectories,
+    usage_totals,
+)
+
+
+def _causes(failed: list[Trajectory]) -> str:
+    counts = Counter(t.get("error") or "unknown error" for t in failed)
+    return "; ".join(f"{n}× {cause}" for cause, n in counts.most_common(3)) or "none recorded"
+
+
+def _budget_used(
+    settings: PaCoReContext, state: PaCoReState, spent: int, stopped: list[Trajectory]
+) -> BudgetName | None:
+    """The budget that ended this round: from the totals, or from the stopped records."""
+    budget = exhausted(settings, state.get("started_at", 0.0), spent)
+    if budget is None and stopped:
+        budget = "max_seconds" if "max_seconds" in (stopped[0]["error"] or "") else "max_ttc_tokens"
+    return budget
+
+
+def compact(
+    state: PaCoReState,
+    runtime: Runtime[PaCoReContext],
+    config: RunnableConfig,
+    *,
+    defaults: PaCoReContext,
+) -> dict[str, Any]:
+    """Runs once after all of a round's trajectories."""
+    settings = merge_context(defaults, runtime.context)
+    r = state["round"]
+    final = r == len(state["round_vector"])
+    latest = latest_trajectories(state["trajectories"])
+    # Trajectory order, not completion order, so the shuffle is reproducible.
+    batch = [t for t in latest if t["round"] == r]
+    finished = [t for t in batch if is_finished(t)]
+    failed = [t for t in batch if t.get("status") == "failed"]
+    stopped = [t for t in batch if t.get("status") == "stopped"]
+    budget = None if final else _budget_used(settings, state, usage_totals(latest)[0], stopped)
+    need = 1 if final else quorum(settings.min_success, len(batch))
+    if budget is None and len(finished) < need:
+        if failed and is_resuming(config):
+            # A resumed thread asks the failed calls again; finished ones are kept.
+            return {"retry": [t["index"] for t in failed]}
+        raise QuorumError(r, len(finished), len(batch), need, _causes(failed))
+    kept = [t for t in finished if t["content"]]
+    dropped_truncated = 0
+    if settings.drop_truncated:
+        dropped_truncated = sum(t["truncated"] for t in kept)
+        kept = [t for t in kept if not t["truncated"]]
+    ordered = order_references(kept, lambda t: t["content"], settings.seed or 0)
+    references = [t["message"] for t in ordered if t["message"]]
+    if (
+        budget is not None
+        and not references
+        and not any(d["references"] for d in state.get("rounds_done", []))
+    ):
+        raise BudgetExhaustedError(
+            f"budget {budget}={getattr(settings, budget)} ran out in round {r} before any "
+            f"trajectory finished ({len(stopped)} stopped, {len(failed)} failed): "
+            "nothing to synthesize"
+        )
+    summary = RoundSummary(
+        round=r,
+        k=len(batch),
+        references=references,
+        dropped_empty=len(finished) - dropped_truncated - len(references),
+        dropped_truncated=dropped_truncated,
+        dropped_for_context=0,
+        failed=len(failed),
+        stopped=len(stopped),
+    )
+    get_stream_writer()(
+        {
+            "type": "round_finished",
+            "round": r,
+            "k": len(batch),
+            "references": len(references),
+            "completion_tokens": usage_totals(batch)[0],
+            "truncated": sum(t["truncated"] for t in batch),
+            "failed": len(failed),
+            "stopped": len(stopped),
+            "budget_exhausted": budget,
+        }
+    )
+    update: dict[str, Any] = {"rounds_done": [*state.get("rounds_done", []), summary], "retry": []}
+    if budget is not None:
+        update["budget_exhausted"] = budget
+    return update

@@ -1,0 +1,100 @@
+"""``synthesize``: P(x, M) for the next round, checked against the context limit."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+from langgraph.config import get_stream_writer
+from langgraph.runtime import Runtime
+
+from pacore_graph.budget import round_budget
+from pacore_graph.context import PaCoReContext, merge_context
+from pacore_graph.errors import ContextLimitError
+from pacore_graph.messages import build_round_messages, message_text
+from pacore_graph.state import PaCoReState
+from pacore_graph.trajectories import usage_totals
+
+TokenCounter = Callable[[str], int]
+"""Counts the tokens of a text; used only for the context-limit check."""
+
+
+def estimate_tokens(text: str) -> int:
+    """A deliberately high estimate (3 characters a token) for when no tokenizer is given."""
+    return math.ceil(len(text) / 3)
+
+
+def prompt_tokens(messages: Sequence[BaseMessage], count: TokenCounter) -> int:
+    """Tokens of every message's text (role and template overhead not counted)."""
+    return sum(count(message_text(m)) for m in messages)
+
+
+def fit_references(
+    messages: Sequence[BaseMessage],
+    references: list[str],
+    *,
+    limit: int,
+    policy: str,
+    count: TokenCounter,
+    round_number: int,
+) -> list[str]:
+    """References that fit ``limit``, or ContextLimitError under the "error" policy.
+
+    "drop_longest" removes the longest reference until the prompt fits, so the
+    shorter conclusions, typically final answers, survive.
+    """
+    refs = list(references)
+    while (size := prompt_tokens(build_round_messages(messages, refs), count)) > limit:
+        if policy != "drop_longest" or not refs:
+            raise ContextLimitError(
+                f"round {round_number} synthesis prompt is ~{size} tokens with {len(refs)} "
+                f"references, over context_limit={limit}; raise the limit, lower K, or set "
+                "on_context_overflow='drop_longest'"
+            )
+        refs.remove(max(refs, key=len))
+    return refs
+
+
+def synthesize(
+    state: PaCoReState,
+    runtime: Runtime[PaCoReContext],
+    *,
+    defaults: PaCoReContext,
+    count: TokenCounter = estimate_tokens,
+) -> dict[str, Any]:
+    """Decides what the next round's prompt carries: M of the round before, fitted to the
+    context limit (or the latest M at all when a budget ran out and the final round is next)."""
+    settings = merge_context(defaults, runtime.context)
+    done = list(state["rounds_done"])
+    previous = done[-1]
+    r = state["round"] + 1
+    references: list[str] | None = list(previous["references"])
+    if state.get("budget_exhausted"):
+        # Straight to the final synthesis, over the latest round that left anything.
+        r = len(state["round_vector"])
+        references = next((list(d["references"]) for d in reversed(done) if d["references"]), [])
+    if not references and settings.empty_references == "problem":
+        references = None  # the paper: every trajectory failed, send the plain problem
+    elif settings.context_limit is not None and references is not None:
+        fitted = fit_references(
+            state["messages"],
+            references,
+            limit=settings.context_limit,
+            policy=settings.on_context_overflow or "error",
+            count=count,
+            round_number=r,
+        )
+        done[-1] = {**previous, "dropped_for_context": len(references) - len(fitted)}
+        references = fitted
+    k = state["round_vector"][r - 1]
+    get_stream_writer()(
+        {"type": "round_started", "round": r, "k": k, "references": len(references or [])}
+    )
+    budget = None
+    if r < len(state["round_vector"]):  # the final call is never cut
+        spent, _ = usage_totals(state["trajectories"])
+        key = f"{state.get('run_id', '')}:{r}"
+        budget = round_budget(settings, state.get("started_at", 0.0), spent, key)
+    return {"round": r, "references": references, "rounds_done": done, "budget": budget}

@@ -1,0 +1,75 @@
+"""Guards of the private LangGraph APIs in `pacore_graph._compat`: each test fails when a
+LangGraph upgrade changes what pacore-graph relies on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from typing_extensions import TypedDict
+
+from pacore_graph._compat import RunnableCallable, is_resuming
+
+
+class State(TypedDict, total=False):
+    seen: list[str]
+
+
+@dataclass
+class Context:
+    tag: str = "none"
+
+
+def _graph() -> StateGraph:
+    def sync(state: State, runtime: Runtime[Context]) -> State:
+        return {"seen": [f"sync:{runtime.context.tag}"]}
+
+    async def asynchronous(state: State, runtime: Runtime[Context]) -> State:
+        return {"seen": [f"async:{runtime.context.tag}"]}
+
+    builder = StateGraph(State, context_schema=Context)
+    builder.add_node("node", RunnableCallable(sync, asynchronous, name="node", trace=False))
+    builder.add_edge(START, "node")
+    builder.add_edge("node", END)
+    return builder
+
+
+def test_runnable_callable_runs_sync_and_async_bodies_with_the_runtime_injected():
+    graph = _graph().compile()
+    assert graph.invoke({}, context=Context(tag="a"))["seen"] == ["sync:a"]
+
+
+async def test_runnable_callable_async_body_gets_the_runtime():
+    graph = _graph().compile()
+    assert (await graph.ainvoke({}, context=Context(tag="b")))["seen"] == ["async:b"]
+
+
+def test_is_resuming_is_true_only_in_the_first_step_of_a_resumed_run():
+    seen: list[tuple[str, bool]] = []
+    fail = {"once": True}
+
+    def first(state: State, config) -> State:
+        seen.append(("first", is_resuming(config)))
+        return {}
+
+    def second(state: State, config) -> State:
+        seen.append(("second", is_resuming(config)))
+        if fail.pop("once", False):
+            raise RuntimeError("crash")
+        return {}
+
+    builder = StateGraph(State)
+    builder.add_node("first", first)
+    builder.add_node("second", second)
+    builder.add_edge(START, "first")
+    builder.add_edge("first", "second")
+    builder.add_edge("second", END)
+    graph = builder.compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t"}}
+    with pytest.raises(RuntimeError):
+        graph.invoke({"seen": []}, config)
+    graph.invoke(None, config)
+    assert seen == [("first", False), ("second", False), ("second", True)]
