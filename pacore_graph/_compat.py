@@ -2,9 +2,9 @@
 when an upgrade changes one of them.
 
 - `RunnableCallable`: the sync + async node with ``runtime``/``config`` injection that
-  LangGraph's own ``ToolNode`` is built on. ``RunnableLambda`` (public) injects no
-  ``runtime`` and costs ~0.3 ms more per trajectory in a round's dispatch burst
-  (benchmarks/run.py P1: wall/ideal 1.038 -> 1.027, 2-core machine).
+  LangGraph's own ``ToolNode`` is built on. The public ``RunnableLambda`` takes a sync
+  and an async function too but injects no ``runtime``, and adds its own callback and
+  signature work to every trajectory of a round's dispatch burst.
 - `is_resuming`: LangGraph marks the first step of a run that resumes a thread with a
   configurable key; there is no public accessor. ``compact`` reads it so that a resumed
   round whose quorum failed retries its failed calls instead of failing again.

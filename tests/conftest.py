@@ -1,8 +1,10 @@
 """Shared fixtures: a scripted OpenAI-compatible server and a real Redis server on loopback."""
 
+import asyncio
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -56,3 +58,16 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached")
+
+
+def final_state_while_streaming(graph: Any, input: dict[str, Any]) -> dict[str, Any]:
+    """Runs ``graph`` (async) with token streaming on, as a chat UI would; its final state."""
+
+    async def run() -> dict[str, Any]:
+        state: dict[str, Any] = {}
+        async for mode, chunk in graph.astream(input, stream_mode=["messages", "values"]):
+            if mode == "values":
+                state = chunk
+        return state
+
+    return asyncio.run(run())

@@ -18,7 +18,7 @@ from pacore_graph import (
 )
 from pacore_graph.checkpoints import AsyncRedisSaver
 from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import model_for
+from tests.conftest import final_state_while_streaming, model_for
 
 PROBLEM = "What is 17 * 23?"
 FINAL = "<think>checked</think>\\boxed{391}"
@@ -121,16 +121,7 @@ def test_a_stream_cut_half_way_is_asked_again(scripted):
     )
     graph = create_pacore_graph(model_for(server), rounds="2", retry_policy=FAST).compile()
 
-    async def stream():
-        state = {}
-        async for mode, chunk in graph.astream(
-            {"messages": [("user", PROBLEM)]}, stream_mode=["messages", "values"]
-        ):
-            if mode == "values":
-                state = chunk
-        return state
-
-    out = asyncio.run(stream())
+    out = final_state_while_streaming(graph, {"messages": [("user", PROBLEM)]})
     assert out["messages"][-1].content == full
     assert len(server.requests) == 2 + 2  # the cut final call was asked again
 

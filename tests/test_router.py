@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from langgraph.types import RetryPolicy
 from pacore_graph import ChatOpenAICompatible, create_pacore_graph, should_retry, to_record
 from pacore_graph.errors import IncompleteResponseError
 from pacore_graph.testing import Reply, ScriptedServer, free_port
+from tests.conftest import final_state_while_streaming, wait_for
 
 PROBLEM = "What is 2 + 2?"
 ANSWER = "<think>two and two</think>\\boxed{4}"
@@ -73,19 +73,23 @@ def vllm_router(*workers: ScriptedServer, policy: str = "round_robin") -> Iterat
 
 
 def wait_until_ready(proc: subprocess.Popen, port: int, log) -> None:
-    """Polls the router's ``/health`` (200 once every worker answered its own ``/health``)."""
-    deadline = time.monotonic() + 60
-    while True:
+    """Waits for the router's ``/health`` (200 once every worker answered its own)."""
+
+    def healthy() -> bool:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
+                return r.status == 200
         except (urllib.error.URLError, ConnectionError):
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.seek(0)
-            raise AssertionError(f"vllm-router did not become ready:\n{log.read().decode()}")
-        time.sleep(0.05)
+            return False
+
+    try:
+        wait_for(lambda: proc.poll() is not None or healthy(), timeout=60)
+        ready = proc.poll() is None
+    except AssertionError:  # not healthy in time
+        ready = False
+    if not ready:
+        log.seek(0)
+        raise AssertionError(f"vllm-router did not become ready:\n{log.read().decode()}")
 
 
 def model_at(base_url: str) -> ChatOpenAICompatible:
@@ -195,16 +199,7 @@ def test_a_stream_cut_by_a_dying_replica_reaches_the_client_and_pacore_asks_agai
     with vllm_router(flaky) as url:
         graph = create_pacore_graph(model_at(url), rounds=[1], retry_policy=FAST).compile()
 
-        async def run() -> dict:
-            state: dict = {}
-            async for mode, chunk in graph.astream(
-                {"messages": [("user", PROBLEM)]}, stream_mode=["messages", "values"]
-            ):
-                if mode == "values":
-                    state = chunk
-            return state
-
-        out = asyncio.run(run())
+        out = final_state_while_streaming(graph, {"messages": [("user", PROBLEM)]})
     assert out["messages"][-1].content == whole
     assert_nothing_lost_of(out, 1 + 1)
     assert len(flaky.requests) == 1 + 1 + 1  # the cut stream was asked again, through the router

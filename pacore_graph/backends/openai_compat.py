@@ -115,28 +115,40 @@ class _AsyncClients:
 
     def current(self) -> openai.AsyncOpenAI:
         """The running loop's SDK client, made on first use."""
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
+
+        def make() -> openai.AsyncOpenAI:
             limits = httpx2.Limits(
                 max_connections=self._max_connections, keepalive_expiry=KEEPALIVE_S
             )
             http = _AioHttpClient(limits=limits)
-            client = self._clients[loop] = openai.AsyncOpenAI(**self._kwargs, http_client=http)
-            self._close_at_shutdown(loop, client, self._clients)
-        return client
+            return openai.AsyncOpenAI(**self._kwargs, http_client=http)
+
+        return self._of_loop(self._clients, make)
 
     def session(self) -> aiohttp.ClientSession:
         """The running loop's aiohttp session for direct calls, made on first use."""
-        loop = asyncio.get_running_loop()
-        session = self._sessions.get(loop)
-        if session is None:
+
+        def make() -> aiohttp.ClientSession:
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections, keepalive_timeout=KEEPALIVE_S
             )
-            session = self._sessions[loop] = aiohttp.ClientSession(connector=connector)
-            self._close_at_shutdown(loop, session, self._sessions)
-        return session
+            return aiohttp.ClientSession(connector=connector)
+
+        return self._of_loop(self._sessions, make)
+
+    def _of_loop(
+        self,
+        pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any],
+        make: Callable[[], Any],
+    ) -> Any:
+        """The running loop's pool in ``pools``, made with ``make`` (and closed with the loop)
+        on first use."""
+        loop = asyncio.get_running_loop()
+        pool = pools.get(loop)
+        if pool is None:
+            pool = pools[loop] = make()
+            self._close_at_shutdown(loop, pool, pools)
+        return pool
 
     def __len__(self) -> int:
         """How many event loops hold a pool now."""
@@ -483,7 +495,9 @@ class ChatOpenAICompatible(BaseChatOpenAI):
     ) -> ChatResult:
         result = super()._create_chat_result(response, generation_info)
         choices = (
-            response.get("choices") if isinstance(response, dict) else response.choices  # type: ignore[attr-defined]
+            response.get("choices")
+            if isinstance(response, dict)
+            else getattr(response, "choices", None)
         ) or []
         for generation, choice in zip(result.generations, choices, strict=False):
             message = choice.get("message") if isinstance(choice, dict) else choice.message

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from pacore_graph.cli import solve
-from pacore_graph.cli.options import Parser, describe, exit_status, secrets_of
+from pacore_graph.cli.options import EXPECTED_ERRORS, Parser, describe, exit_status, secrets_of
 from pacore_graph.eval import cli as eval_cli
 from pacore_graph.secrets import RedactingFilter, redact
 
@@ -70,9 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pacore: {_interrupted(args, signame)}", file=sys.stderr)
         return 143 if signame == "SIGTERM" else 130
     except Exception as exc:
-        expected = isinstance(exc, ConnectionError | OSError | ValueError | ImportError) or (
-            type(exc).__module__.startswith(("pacore_graph", "openai"))
-        )
+        expected = isinstance(exc, EXPECTED_ERRORS)
         if expected:
             saved = bool(
                 getattr(args, "saved_thread", None) or (args.command == "eval" and args.redis_url)

@@ -188,6 +188,19 @@ def describe(exc: BaseException, saved: bool) -> str:
     return text + resume if saved and resumable else text
 
 
+EXPECTED_ERRORS = (
+    CLIError,
+    PaCoReError,
+    openai.OpenAIError,
+    ConnectionError,
+    OSError,
+    TypeError,
+    ValueError,
+    ImportError,
+)
+"""Failures reported as such in one line; anything else is a bug ("unexpected ...")."""
+
+
 def exit_status(exc: BaseException) -> int:
     """2 for what the user can fix in the command; 1 for a failing backend or Redis."""
     if isinstance(exc, QuorumError | BudgetExhaustedError):
@@ -198,6 +211,7 @@ def exit_status(exc: BaseException) -> int:
 
 
 __all__ = [
+    "EXPECTED_ERRORS",
     "CLIError",
     "Parser",
     "describe",
