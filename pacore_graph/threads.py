@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, convert_to_messages
 from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 from langgraph.types import StateSnapshot
@@ -28,8 +28,9 @@ StatusRule = Callable[[StateSnapshot, Mapping[str, Any]], ThreadStatus]
 """What a thread's latest checkpoint means for a run of an input."""
 
 
-def _problem(messages: Sequence[BaseMessage]) -> str:
-    return message_text(messages[last_user_index(messages)])
+def _problem(messages: Sequence[Any]) -> str:
+    chat = convert_to_messages(messages)  # ("user", "...") tuples and dicts too, as the graph
+    return message_text(chat[last_user_index(chat)])
 
 
 def thread_status(snapshot: StateSnapshot, input: Mapping[str, Any]) -> ThreadStatus:

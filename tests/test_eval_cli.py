@@ -145,3 +145,14 @@ def test_example_output_is_reproducible(tmp_path, capsys):
     assert example.run(tmp_path) == 0, capsys.readouterr().err
     for name in ("table.md", "table.csv", "results.jsonl", "pool.jsonl"):
         assert (tmp_path / name).read_text() == (EXAMPLES / "eval_sample" / name).read_text(), name
+
+
+def test_eval_takes_the_run_options_solve_takes(scripted, tmp_path, capsys):
+    server = scripted(scenario)
+    argv = ["eval", str(SAMPLE), "--base-url", server.base_url, "--rounds", "2", "--limit", "1"]
+    argv += ["--extra-body", '{"top_k": 20}', "--min-success", "1", "--drop-truncated"]
+    argv += ["--max-ttc-tokens", "100000", "--context-limit", "100000", "--no-plot"]
+    status = main([*argv, "--out", str(tmp_path)])
+    assert status == 0, capsys.readouterr().err
+    assert len(server.requests) == 3
+    assert all(body["top_k"] == 20 for body in server.requests)
