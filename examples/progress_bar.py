@@ -19,6 +19,7 @@ async def solve(problem: str, rounds: str, max_tokens: int) -> str:
     vector = resolve_rounds(rounds)
     answer = ""
     tokens = 0
+    unfinished = 0  # failed, or stopped by a budget
     with model_from_env() as model, tqdm(total=sum(vector), unit="traj") as bar:
         graph = create_pacore_graph(model, rounds=rounds).compile()
         async for event in graph.astream(
@@ -30,7 +31,12 @@ async def solve(problem: str, rounds: str, max_tokens: int) -> str:
                 bar.set_description(f"round {event['round']}/{len(vector)} (K={event['k']})")
             elif event["type"] == "trajectory_finished":
                 tokens += event["completion_tokens"] or 0
-                bar.set_postfix(tokens=tokens)
+                bar.set_postfix(tokens=tokens, **({"unfinished": unfinished} if unfinished else {}))
+                bar.update(1)
+            elif event["type"] in ("trajectory_failed", "trajectory_stopped"):
+                # Done too, without an answer: the bar still reaches its total.
+                unfinished += 1
+                bar.set_postfix(tokens=tokens, unfinished=unfinished)
                 bar.update(1)
             elif event["type"] == "answer":
                 answer = event["content"]

@@ -6,6 +6,11 @@
 
 POST the same thread id again after a crash or restart: finished trajectories are
 not recomputed, and a finished thread returns its stored answer at once.
+
+Bad input (rounds, settings, messages, a malformed body) is answered 422 with
+``{"detail": "<one line>"}`` before any model call; a thread busy with another question
+409; a run the backend failed (too few trajectories finished) 502, and POSTing the same
+request again resumes it.
 """
 
 from __future__ import annotations
@@ -15,23 +20,41 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, HTTPException
-from langchain_core.messages import HumanMessage
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from langchain_core.messages import BaseMessage, HumanMessage, convert_to_messages
 from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import BaseModel
 
 from pacore_graph import create_pacore_graph, to_record
 from pacore_graph.backends.env import model_from_env
+from pacore_graph.budget import check_budgets
+from pacore_graph.context import DEFAULTS, merge_context
+from pacore_graph.errors import (
+    ContextLimitError,
+    InvalidInputError,
+    PaCoReError,
+    ThreadConflictError,
+)
+from pacore_graph.messages import last_user_index
+from pacore_graph.rounds import resolve_rounds
 from pacore_graph.threads import arun_thread
 
 
 class SolveRequest(BaseModel):
-    problem: str
+    problem: str | None = None
+    """The problem, sent as the user message; or give ``messages``."""
+    messages: list[dict[str, Any]] | None = None
+    """A chat (``[{"role": ..., "content": ...}]``) whose last user message is the problem."""
     thread_id: str | None = None
-    rounds: str | None = None
+    rounds: str | int | list[int] | None = None
     max_tokens: int | None = 256
+    settings: dict[str, Any] | None = None
+    """More run settings (`PaCoReContext` fields), e.g. ``{"temperature": 0.6}``."""
 
 
 class SolveResponse(BaseModel):
@@ -58,18 +81,76 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 app = FastAPI(title="PaCoRe", lifespan=lifespan)
 
 
+def one_line(text: str) -> str:
+    """The first line of an error message: what an HTTP client shows."""
+    return (text.strip().splitlines() or [""])[0]
+
+
+@app.exception_handler(RequestValidationError)
+async def malformed_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A body that is not JSON or has a field of the wrong type: 422, in one line."""
+    problems = [
+        f"{'.'.join(str(part) for part in error['loc'][1:]) or 'body'}: {error['msg']}"
+        for error in exc.errors()
+    ]
+    return JSONResponse({"detail": one_line("; ".join(problems))}, status_code=422)
+
+
+@app.exception_handler(PaCoReError)
+async def pacore_error(request: Request, exc: PaCoReError) -> JSONResponse:
+    """pacore's errors in one line: bad input 422 (also a prompt over the context limit), a
+    thread busy with another question 409, anything else (the backend failed the run) 502."""
+    if isinstance(exc, ThreadConflictError):
+        status = 409
+    elif isinstance(exc, ValueError | ContextLimitError):
+        status = 422
+    else:
+        status = 502
+    return JSONResponse({"detail": one_line(str(exc))}, status_code=status)
+
+
+def run_input(request: SolveRequest) -> tuple[list[BaseMessage], dict[str, Any]]:
+    """The request's messages and run settings, checked as the graph checks them, so bad
+    input fails before a thread is touched.
+
+    Raises:
+        InvalidInputError: No problem, or both a problem and messages, or bad messages.
+        InvalidRoundsError: Bad rounds.
+        InvalidSettingsError: A setting with an impossible value.
+    """
+    if (request.problem is None) == (request.messages is None):
+        raise InvalidInputError("give either problem or messages")
+    if request.problem is not None:
+        if not request.problem.strip():
+            raise InvalidInputError("problem is empty")
+        messages: list[BaseMessage] = [HumanMessage(request.problem)]
+    else:
+        try:
+            messages = convert_to_messages(request.messages or [])
+        except (ValueError, NotImplementedError) as exc:
+            raise InvalidInputError(f"bad messages: {one_line(str(exc))}") from None
+    last_user_index(messages)
+    given = {"rounds": request.rounds, "max_tokens": request.max_tokens}
+    context = {**(request.settings or {}), **{k: v for k, v in given.items() if v is not None}}
+    try:
+        settings = merge_context(DEFAULTS, context)
+    except TypeError as exc:  # an unknown setting
+        raise HTTPException(422, one_line(str(exc))) from None
+    resolve_rounds(settings.rounds or "low")
+    check_budgets(settings)
+    return messages, context
+
+
 @app.post("/solve")
 async def solve(request: SolveRequest) -> SolveResponse:
     """Solves a problem on a thread: starts, resumes or returns the stored answer."""
-    if not request.problem.strip():
-        raise HTTPException(422, "problem is empty")
+    messages, context = run_input(request)
     thread_id = request.thread_id or uuid.uuid4().hex
-    context = {"rounds": request.rounds, "max_tokens": request.max_tokens}
     status, state = await arun_thread(
         app.state.graph,
-        {"messages": [HumanMessage(request.problem)]},
+        {"messages": messages},
         {"configurable": {"thread_id": thread_id}},
-        context={k: v for k, v in context.items() if v is not None},
+        context=context,
     )
     record = to_record(state)
     return SolveResponse(

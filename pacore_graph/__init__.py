@@ -20,14 +20,15 @@ from pacore_graph.errors import (
     QuorumError,
     ThreadConflictError,
 )
-from pacore_graph.graph import create_pacore_graph
+from pacore_graph.graph import CompiledPaCoReGraph, PaCoReGraph, create_pacore_graph
 from pacore_graph.messages import build_round_messages
-from pacore_graph.record import to_record, to_results_row
+from pacore_graph.record import run_record, to_record, to_results_row
 from pacore_graph.retry import DEFAULT_RETRY_POLICY, should_retry
 from pacore_graph.rounds import PRESETS, resolve_rounds
-from pacore_graph.state import PaCoReInput, PaCoReState, RoundSummary
+from pacore_graph.state import PaCoReInput, PaCoReOutput, PaCoReRun, PaCoReState, RoundSummary
 from pacore_graph.template import SYNTHESIS_TEMPLATE, render_synthesis_prompt
 from pacore_graph.threads import ThreadStatus, arun_thread
+from pacore_graph.tool import create_pacore_tool, pacore_tool
 from pacore_graph.trajectories import Trajectory
 
 __all__ = [
@@ -39,13 +40,17 @@ __all__ = [
     "BudgetExhaustedError",
     "ChatOpenAICompatible",
     "Compaction",
+    "CompiledPaCoReGraph",
     "ContextLimitError",
     "InvalidInputError",
     "InvalidRoundsError",
     "InvalidSettingsError",
     "PaCoReContext",
     "PaCoReError",
+    "PaCoReGraph",
     "PaCoReInput",
+    "PaCoReOutput",
+    "PaCoReRun",
     "PaCoReState",
     "QuorumError",
     "RoundSummary",
@@ -56,10 +61,13 @@ __all__ = [
     "boxed_answer_compaction",
     "build_round_messages",
     "create_pacore_graph",
+    "create_pacore_tool",
     "order_references",
+    "pacore_tool",
     "reference_compaction",
     "render_synthesis_prompt",
     "resolve_rounds",
+    "run_record",
     "should_retry",
     "to_record",
     "to_results_row",

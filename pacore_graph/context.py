@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import ConfigDict, Field
 
 from pacore_graph.compaction import Compaction
 from pacore_graph.rounds import RoundsSpec
+
+
+def _schema_defaults(schema: dict[str, Any], cls: type[Any]) -> None:
+    # A field's runtime default is None ("the graph's default"); the form shows the value
+    # that None stands for, taken from `DEFAULTS` so the two cannot drift apart.
+    for name, prop in schema.get("properties", {}).items():
+        prop["default"] = getattr(DEFAULTS, name)
 
 
 @dataclass(kw_only=True)
@@ -15,43 +24,107 @@ class PaCoReContext:
     """Settings of one run; a field left ``None`` takes the graph's default.
 
     Pass per run with ``graph.invoke(x, context={"rounds": "low", "temperature": 0.6})``;
-    Studio shows the same fields as a form.
+    Studio shows the same fields as a form, each with its description, its default (the
+    reference's, from `DEFAULTS`) and its allowed values.
     """
 
-    rounds: RoundsSpec | None = None
-    """Exploration rounds: preset low/medium/high, an int, "32,4" or [32, 4]. [1] is appended."""
-    temperature: float | None = None
-    """Sampling temperature (reference: 1.0)."""
-    top_p: float | None = None
-    """Nucleus sampling (reference: 1.0)."""
-    max_tokens: int | None = None
-    """Generation limit per call; None leaves it to the server (the reference sent 131072)."""
-    extra_body: dict[str, Any] | None = None
-    """Extra request fields for OpenAI-compatible servers (vLLM's top_k, chat_template_kwargs)."""
-    seed: int | None = None
-    """Seed of the reference order's shuffle (reference: 42, fresh each round)."""
-    compaction: str | Compaction | None = None
-    """Compaction rule: "reference" (text after the last </think>), "boxed", or a callable."""
-    empty_references: Literal["template", "problem"] | None = None
-    """When M is empty: "template" renders P(x, []) as the reference code does (default);
-    "problem" sends the plain problem as the paper describes."""
-    drop_truncated: bool | None = None
-    """Leave trajectories that hit max_tokens (finish_reason "length") out of M (default False)."""
-    context_limit: int | None = None
-    """Largest synthesis prompt in tokens; None disables the check."""
-    on_context_overflow: Literal["error", "drop_longest"] | None = None
-    """Over context_limit: "error" (default) stops with ContextLimitError before the call;
-    "drop_longest" leaves out the longest references until the prompt fits."""
-    min_success: int | float | None = None
-    """Quorum of a round: an int is a count, a float in (0, 1] a fraction of K (rounded up).
-    Default 0.5: a round goes on when at least half of its trajectories finished; below
-    it the run stops with QuorumError, and resuming the thread retries the failed ones."""
-    max_ttc_tokens: int | None = None
-    """Budget of completion tokens (all calls of the run). When it runs out the run skips to
-    the final synthesis over what finished; that last call is not cut (cap it with max_tokens)."""
-    max_seconds: float | None = None
-    """Budget of wall-clock seconds from the start of the run (a resumed run keeps its start);
-    when it runs out, as for max_ttc_tokens."""
+    # Read by pydantic, which LangGraph uses for the context JSON schema; not a field.
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(json_schema_extra=_schema_defaults)
+
+    rounds: Annotated[
+        RoundsSpec | None,
+        Field(
+            description='Exploration rounds: a preset ("low" = 4, "medium" = 16, "high" = 32,4), '
+            'an int, "32,4" or [32, 4]; the final synthesis round [1] is appended, unless '
+            'the vector already ends in 1 as the paper writes it ("32,4,1").',
+            examples=["low", "medium", "high", 8, "32,4"],
+        ),
+    ] = None
+    temperature: Annotated[
+        float | None, Field(description="Sampling temperature of every call (reference: 1.0).")
+    ] = None
+    top_p: Annotated[
+        float | None, Field(description="Nucleus sampling of every call (reference: 1.0).")
+    ] = None
+    max_tokens: Annotated[
+        int | None,
+        Field(
+            description="Generation limit per call; empty leaves it to the server "
+            "(the reference sent 131072)."
+        ),
+    ] = None
+    extra_body: Annotated[
+        dict[str, Any] | None,
+        Field(
+            description="Extra request fields for OpenAI-compatible servers, e.g. vLLM's "
+            '{"top_k": 20} or {"chat_template_kwargs": {"enable_thinking": true}}.'
+        ),
+    ] = None
+    seed: Annotated[
+        int | None,
+        Field(
+            description="Seed of the shuffle of each round's references "
+            "(reference: 42, a fresh Random(seed) each round)."
+        ),
+    ] = None
+    compaction: Annotated[
+        # The names are `compaction.COMPACTIONS`; code may also pass a callable.
+        Literal["reference", "boxed"] | Compaction | None,
+        Field(
+            description='What later rounds see of a trajectory: "reference" (the text after '
+            'the last </think>) or "boxed" (only its final \\boxed{...}); from code, also a '
+            "callable str -> str."
+        ),
+    ] = None
+    empty_references: Annotated[
+        Literal["template", "problem"] | None,
+        Field(
+            description='When no reference is left: "template" renders P(x, []) as the '
+            'reference code does; "problem" sends the plain problem as the paper describes.'
+        ),
+    ] = None
+    drop_truncated: Annotated[
+        bool | None,
+        Field(
+            description='Leave trajectories that hit max_tokens (finish_reason "length") '
+            "out of the references."
+        ),
+    ] = None
+    context_limit: Annotated[
+        int | None,
+        Field(description="Largest synthesis prompt in tokens; empty disables the check."),
+    ] = None
+    on_context_overflow: Annotated[
+        Literal["error", "drop_longest"] | None,
+        Field(
+            description='Over context_limit: "error" stops with ContextLimitError before the '
+            'call; "drop_longest" leaves out the longest references until the prompt fits.'
+        ),
+    ] = None
+    min_success: Annotated[
+        int | float | None,
+        Field(
+            description="Quorum of a round: an int is a count, a float in (0, 1] a fraction "
+            "of K (rounded up). A round goes on when at least that many trajectories "
+            "finished; below it the run stops with QuorumError, and resuming the thread "
+            "retries the failed ones."
+        ),
+    ] = None
+    max_ttc_tokens: Annotated[
+        int | None,
+        Field(
+            description="Budget of completion tokens over all calls of the run; when it runs "
+            "out the run skips to the final synthesis over what finished (that last call is "
+            "not cut: cap it with max_tokens). Empty: no budget."
+        ),
+    ] = None
+    max_seconds: Annotated[
+        float | None,
+        Field(
+            description="Budget of wall-clock seconds from the start of the run (a resumed "
+            "run keeps its start); when it runs out, as for max_ttc_tokens. Empty: no budget."
+        ),
+    ] = None
 
 
 DEFAULTS = PaCoReContext(

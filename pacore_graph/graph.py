@@ -13,8 +13,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import RetryPolicy, Send
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Checkpointer, RetryPolicy, Send
+from pydantic import BaseModel
 
 from pacore_graph.context import DEFAULTS, PaCoReContext, merge_context
 from pacore_graph.messages import build_round_messages
@@ -30,7 +33,8 @@ from pacore_graph.nodes import (
 )
 from pacore_graph.retry import DEFAULT_RETRY_POLICY
 from pacore_graph.rounds import RoundsSpec, resolve_rounds
-from pacore_graph.state import PaCoReInput, PaCoReState
+from pacore_graph.state import PaCoReInput, PaCoReOutput, PaCoReState
+from pacore_graph.tool import DEFAULT_DESCRIPTION, pacore_tool
 
 
 def round_tasks(state: PaCoReState, indices: Iterable[int]) -> list[Send]:
@@ -38,11 +42,13 @@ def round_tasks(state: PaCoReState, indices: Iterable[int]) -> list[Send]:
     r = state["round"]
     messages = build_round_messages(state["messages"], state.get("references"))
     final = r == len(state["round_vector"])
-    budget = state.get("budget")
+    budget, settings = state.get("budget"), state.get("settings")
     return [
         Send(
             "trajectory",
-            TrajectoryTask(messages=messages, round=r, index=i, final=final, budget=budget),
+            TrajectoryTask(
+                messages=messages, round=r, index=i, final=final, budget=budget, settings=settings
+            ),
         )
         for i in indices
     ]
@@ -61,6 +67,49 @@ def route_after_compact(state: PaCoReState) -> str | list[Send]:
     return "answer" if state["round"] >= len(state["round_vector"]) else "synthesize"
 
 
+class CompiledPaCoReGraph(
+    CompiledStateGraph[PaCoReState, PaCoReContext, PaCoReInput, PaCoReOutput]
+):
+    """A compiled PaCoRe graph; ``as_tool()`` gives the ready tool (``problem: str`` in, the
+    answer text out) instead of a tool whose argument is a list of chat messages."""
+
+    def as_tool(
+        self,
+        args_schema: type[BaseModel] | None = None,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        arg_types: dict[str, type] | None = None,
+    ) -> BaseTool:
+        """PaCoRe as a LangChain tool (see `pacore_tool`); with ``args_schema`` or
+        ``arg_types``, LangChain's generic conversion."""
+        if args_schema is not None or arg_types is not None:
+            return super().as_tool(
+                args_schema, name=name, description=description, arg_types=arg_types
+            )
+        return pacore_tool(
+            self, name=name or self.name, description=description or DEFAULT_DESCRIPTION
+        )
+
+
+class PaCoReGraph(StateGraph[PaCoReState, PaCoReContext, PaCoReInput, PaCoReOutput]):
+    """The builder `create_pacore_graph` returns: a ``StateGraph`` whose compiled graph is
+    named ``pacore`` (traces, Studio, a parent graph's stream namespaces) unless told
+    otherwise."""
+
+    defaults: PaCoReContext
+    """The graph's settings where a run's ``context`` sets none."""
+
+    def compile(
+        self, checkpointer: Checkpointer = None, *, name: str | None = "pacore", **kwargs: Any
+    ) -> CompiledPaCoReGraph:
+        """``StateGraph.compile`` with ``name="pacore"`` by default."""
+        compiled = super().compile(checkpointer, name=name, **kwargs)
+        # Rebuilt as the subclass the way Pregel.copy() rebuilds itself: from its attributes.
+        attrs = {k: v for k, v in compiled.__dict__.items() if k != "__orig_class__"}
+        return CompiledPaCoReGraph(**attrs)
+
+
 def create_pacore_graph(
     model: BaseChatModel,
     *,
@@ -68,7 +117,7 @@ def create_pacore_graph(
     retry_policy: RetryPolicy | None = DEFAULT_RETRY_POLICY,
     token_counter: TokenCounter = estimate_tokens,
     **defaults: Any,
-) -> StateGraph[PaCoReState, PaCoReContext, PaCoReInput, PaCoReState]:
+) -> PaCoReGraph:
     """Builds PaCoRe as an uncompiled ``StateGraph``; the caller picks checkpointer and store.
 
     Each round fans out one ``trajectory`` task per trajectory (``Send``), the
@@ -81,8 +130,10 @@ def create_pacore_graph(
     Args:
         model: Any LangChain chat model; `ChatOpenAICompatible` for vLLM and other
             OpenAI-compatible endpoints.
-        rounds: Exploration rounds (preset ``"low"``/``"medium"``/``"high"``, an int,
-            ``"32,4"`` or ``[32, 4]``); the final ``[1]`` is appended.
+        rounds: The round vector: a preset (``"low"``/``"medium"``/``"high"``), an int, or
+            the exploration rounds ``"32,4"`` / ``[32, 4]``, to which the final ``[1]`` is
+            appended; a vector that already ends in 1 (``"32,4,1"``, as the paper writes
+            it) is run as written.
         retry_policy: Retry of each trajectory; by default 5 attempts on 5xx, 429,
             timeouts and connection errors, none on other 4xx. A call that still fails is
             recorded as a failed trajectory; the round goes on if ``min_success`` of it
@@ -93,7 +144,10 @@ def create_pacore_graph(
             An unknown name raises ``TypeError``.
 
     Returns:
-        The graph builder; call ``.compile(checkpointer=...)``.
+        The graph builder; call ``.compile(checkpointer=...)``. The compiled graph takes
+        ``{"messages": [...]}`` and returns ``{"messages": [..., answer], "pacore": record}``
+        (`PaCoReRun`: every trajectory, per-round summaries, TTC); as a node of a parent
+        graph only those two keys can reach the parent's state.
 
     Raises:
         InvalidRoundsError: ``rounds`` is not a valid round vector.
@@ -108,7 +162,13 @@ def create_pacore_graph(
     """
     resolve_rounds(rounds)  # fail at build time, not on the first run
     base = merge_context(DEFAULTS, {"rounds": rounds, **defaults})
-    builder = StateGraph(PaCoReState, context_schema=PaCoReContext, input_schema=PaCoReInput)
+    builder = PaCoReGraph(
+        PaCoReState,
+        context_schema=PaCoReContext,
+        input_schema=PaCoReInput,
+        output_schema=PaCoReOutput,
+    )
+    builder.defaults = base
     builder.add_node("prepare", functools.partial(prepare, defaults=base))
     builder.add_node(
         "trajectory",

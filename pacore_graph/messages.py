@@ -38,7 +38,11 @@ def build_round_messages(
 
     Round 1 (``references is None``) sends the caller's messages unchanged. Later
     rounds copy them and replace the content of the LAST user message with
-    ``P(x, M)``; system messages and earlier turns pass unchanged.
+    ``P(x, M)``; system messages and earlier turns pass unchanged. When that message
+    has content blocks (text and images, for a vision-language model), only its text is
+    replaced: ``P(x, M)`` takes the place of the first text block, the other text blocks
+    (already in x) go, and images and other blocks stay where they were, so every round
+    sees them (the official pipeline, text only, would drop them).
 
     Args:
         messages: The caller's conversation.
@@ -53,5 +57,22 @@ def build_round_messages(
     original = messages[idx]
     prompt = render_synthesis_prompt(message_text(original), references)
     out = list(messages)
-    out[idx] = original.model_copy(update={"content": prompt})
+    out[idx] = original.model_copy(update={"content": _with_text(original.content, prompt)})
+    return out
+
+
+def _is_text(block: object) -> bool:
+    return isinstance(block, str) or (isinstance(block, dict) and block.get("type") == "text")
+
+
+def _with_text(content: str | list[str | dict], text: str) -> str | list[str | dict]:
+    """``content`` with its text replaced by ``text``; non-text blocks kept in place."""
+    if isinstance(content, str) or all(_is_text(b) for b in content):
+        return text
+    out: list[str | dict] = []
+    for block in content:
+        if not _is_text(block):
+            out.append(block)
+        elif not any(_is_text(b) for b in out):
+            out.append({"type": "text", "text": text})
     return out

@@ -1,10 +1,12 @@
-"""The run's record: the reference's results.jsonl row, and the fuller PaCoRe record."""
+"""The run's record: the ``pacore`` output key, the reference's results.jsonl row, and the
+fuller PaCoRe record built from them."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from pacore_graph.state import PaCoReRun
 from pacore_graph.trajectories import (
     final_trajectory,
     latest_trajectories,
@@ -14,15 +16,49 @@ from pacore_graph.trajectories import (
 )
 
 
-def to_results_row(state: Mapping[str, Any], request_id: str | int | None = None) -> dict[str, Any]:
+def run_record(state: Mapping[str, Any]) -> PaCoReRun:
+    """The ``pacore`` output key of a finished run's state: its trajectories and accounting."""
+    trajectories = latest_trajectories(state["trajectories"])
+    ttc, largest = usage_totals(trajectories)
+    counts = status_counts(trajectories)
+    return PaCoReRun(
+        round_vector=list(state["round_vector"]),
+        rounds_done=list(state.get("rounds_done") or []),
+        trajectories=trajectories,
+        ttc_tokens=ttc,
+        max_prompt_tokens=largest,
+        truncated=sum(t["truncated"] for t in trajectories),
+        failed=counts["failed"],
+        stopped=counts["stopped"],
+        budget_exhausted=state.get("budget_exhausted"),
+        settings=dict(state.get("settings") or {}),
+    )
+
+
+def _run_of(result: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The run in ``result``: a graph's output (its ``pacore`` key), a full state or a
+    `PaCoReRun`, so every caller passes what it has."""
+    if "trajectories" in result:
+        return result
+    run = result.get("pacore")
+    if run is None:
+        raise ValueError("no PaCoRe run in this result: it has no 'pacore' record")
+    return run
+
+
+def to_results_row(
+    result: Mapping[str, Any], request_id: str | int | None = None
+) -> dict[str, Any]:
     """The reference pipeline's output row for one problem.
 
+    ``result`` is what ``graph.invoke`` returned, a full state or its ``pacore`` record.
     ``round_responses`` lists every round, the final one included, each as the
     ``{"content", "reasoning_content"}`` of its trajectories in trajectory order.
     """
-    vector = state["round_vector"]
+    run = _run_of(result)
+    vector = run["round_vector"]
     by_round: list[list[dict[str, Any]]] = [[] for _ in vector]
-    for t in latest_trajectories(state["trajectories"]):
+    for t in latest_trajectories(run["trajectories"]):
         by_round[t["round"] - 1].append(
             {"content": t["content"], "reasoning_content": t["reasoning"]}
         )
@@ -35,21 +71,28 @@ def to_results_row(state: Mapping[str, Any], request_id: str | int | None = None
     }
 
 
-def to_record(state: Mapping[str, Any], request_id: str | int | None = None) -> dict[str, Any]:
-    """The results row plus PaCoRe's own accounting: answer, TTC, per-round summaries."""
-    trajectories = latest_trajectories(state["trajectories"])
-    final = final_trajectory(trajectories, len(state["round_vector"]))
+def to_record(result: Mapping[str, Any], request_id: str | int | None = None) -> dict[str, Any]:
+    """The results row plus PaCoRe's own accounting: answer, TTC, per-round summaries.
+
+    ``result`` is what ``graph.invoke`` returned, a full state or its ``pacore`` record.
+    """
+    run = _run_of(result)
+    trajectories = latest_trajectories(run["trajectories"])
+    final = final_trajectory(trajectories, len(run["round_vector"]))
     ttc, largest = usage_totals(trajectories)
     counts = status_counts(trajectories)
     return {
-        **to_results_row(state, request_id),
+        **to_results_row(run, request_id),
         "answer": split_thinking(final)[0] if final else None,
-        "round_vector": state["round_vector"],
+        "round_vector": run["round_vector"],
         "ttc_tokens": ttc,
         "max_prompt_tokens": largest,
-        "rounds": state.get("rounds_done", []),
+        "rounds": run.get("rounds_done", []),
         "failed": counts["failed"],
         "stopped": counts["stopped"],
-        "budget_exhausted": state.get("budget_exhausted"),
+        "budget_exhausted": run.get("budget_exhausted"),
         "trajectories": trajectories,
     }
+
+
+__all__ = ["run_record", "to_record", "to_results_row"]

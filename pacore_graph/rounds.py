@@ -16,8 +16,10 @@ RoundsSpec = str | int | Sequence[int]
 def resolve_rounds(spec: RoundsSpec) -> list[int]:
     """Turns a user's round spec into the full round vector, final ``1`` included.
 
-    As in the reference pipeline, the user gives only the exploration rounds and
-    ``[1]`` is always appended: ``4`` runs ``[4, 1]`` and ``"high"`` runs ``[32, 4, 1]``.
+    As in the reference pipeline, the user gives the exploration rounds and ``[1]`` is
+    appended: ``4`` runs ``[4, 1]`` and ``"high"`` runs ``[32, 4, 1]``. A vector of two
+    or more rounds that already ends in 1 is the paper's notation, final round included,
+    and runs as written: ``"32,4,1"`` runs ``[32, 4, 1]``, not ``[32, 4, 1, 1]``.
 
     Args:
         spec: A preset (``"low"``, ``"medium"``, ``"high"``), an int, a string of
@@ -64,4 +66,6 @@ def resolve_rounds(spec: RoundsSpec) -> list[int]:
         if k < 1:
             raise InvalidRoundsError(f"every round needs K >= 1, got {k} in {spec!r}")
         rounds.append(k)
+    if len(rounds) >= 2 and rounds[-1] == 1:
+        return rounds
     return [*rounds, 1]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AnyMessage
 from langgraph.channels.delta import DeltaChannel
@@ -55,10 +55,37 @@ def add_chat_messages(left: Messages, right: Messages) -> Messages:
         raise InvalidInputError(f"bad messages in the input: {first}") from exc
 
 
+class PaCoReRun(TypedDict):
+    """The record of a finished run: the graph's one output key besides ``messages``."""
+
+    round_vector: list[int]
+    rounds_done: list[RoundSummary]
+    trajectories: list[Trajectory]
+    """Every trajectory of the run, by round and index (the latest attempt of each)."""
+    ttc_tokens: int
+    """Effective test-time compute: completion tokens of every call."""
+    max_prompt_tokens: int
+    truncated: int
+    failed: int
+    stopped: int
+    budget_exhausted: Literal["max_ttc_tokens", "max_seconds"] | None
+    settings: dict[str, Any]
+    """The run's resolved settings (`PaCoReContext` with the graph's defaults)."""
+
+
 class PaCoReInput(TypedDict):
     """What a caller passes: a chat, like any chat-model step."""
 
     messages: Annotated[list[AnyMessage], add_chat_messages]
+
+
+class PaCoReOutput(TypedDict):
+    """What leaves the graph: the chat with the answer appended, and the run's record under
+    one namespaced key. A parent graph receives ``pacore`` only if it declares that key;
+    PaCoRe's working channels (rounds, references, ...) never leave."""
+
+    messages: Annotated[list[AnyMessage], add_chat_messages]
+    pacore: PaCoReRun | None
 
 
 class PaCoReState(PaCoReInput, total=False):
@@ -87,3 +114,7 @@ class PaCoReState(PaCoReInput, total=False):
     """Random id of the run, so the trajectories of one round share a budget tracker."""
     budget: RoundBudget | None
     """What the round in progress may spend; None without budgets and in the final round."""
+    settings: dict[str, Any]
+    """The run's resolved settings; a resume must match them (`pacore_graph.resume`)."""
+    pacore: PaCoReRun | None
+    """The finished run's record (None until the answer)."""

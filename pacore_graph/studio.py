@@ -1,7 +1,8 @@
 """PaCoRe for LangGraph Studio and ``langgraph dev``: graph id ``pacore`` in ``langgraph.json``.
 
 Environment:
-    PACORE_BASE_URL: The OpenAI-compatible endpoint (for replicas, their router); required.
+    PACORE_BASE_URL: The OpenAI-compatible endpoint (for replicas, their router). Unset:
+        the embedded CPU model (SmolLM2-135M on llama.cpp), as ``pacore solve`` uses.
     PACORE_MODEL: Model name; defaults to the endpoint's first ``/v1/models`` entry.
     OPENAI_API_KEY: API key sent to the endpoint (default ``EMPTY``).
     PACORE_ROUNDS: Default round spec (``low``, ``medium``, ``high``, ``8``, ``32,4``);
@@ -9,58 +10,208 @@ Environment:
     REDIS_URL: When set, threads are checkpointed in Redis with `AsyncRedisSaver`;
         otherwise the dev server's own persistence is used.
 
+``langgraph.json`` names three things of this module: the graph factory `make_graph`, the
+`checkpointer`, and `app`, whose lifespan starts the model's backend once, with the
+server, and stops it at shutdown. Importing the module starts nothing. A backend that
+cannot start (no endpoint answers, the embedded model is not installed, a bad
+``PACORE_ROUNDS``) ends the server with one line naming the problem.
+
 Example:
     ```bash
-    PACORE_BASE_URL=http://127.0.0.1:8000/v1 langgraph dev
+    langgraph dev                                             # the embedded CPU model
+    PACORE_BASE_URL=http://127.0.0.1:8000/v1 langgraph dev    # an OpenAI-compatible endpoint
     ```
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import multiprocessing
 import os
+import signal
+import sys
+import threading
 from collections.abc import AsyncIterator
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
+import openai
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.pregel import Pregel
+from starlette.applications import Starlette
 
-from pacore_graph.backends.env import endpoint_model_from_env
-from pacore_graph.backends.openai_compat import ChatOpenAICompatible
+from pacore_graph.backends.embedded import EmbeddedBackendUnavailable
+from pacore_graph.backends.env import BASE_URL_ENV, endpoint_from_env, model_from_env
+from pacore_graph.backends.launch import EMBEDDED_MAX_TOKENS
+from pacore_graph.checkpoints import FullInMemorySaver
+from pacore_graph.errors import InvalidRoundsError, PaCoReError
 from pacore_graph.graph import create_pacore_graph
+from pacore_graph.secrets import redact
+
+logger = logging.getLogger(__name__)
 
 REDIS_URL_ENV = "REDIS_URL"
 """Not ``REDIS_URI``: ``langgraph dev`` overwrites that one with a placeholder ("fake")."""
+ROUNDS_ENV = "PACORE_ROUNDS"
+"""The graph's default rounds; a run's context overrides them."""
+
+StudioGraph = Pregel[Any, Any, Any, Any]
+"""The compiled PaCoRe graph, as langgraph-api sees it."""
+
+STARTUP_ERRORS = (PaCoReError, EmbeddedBackendUnavailable, openai.OpenAIError, OSError, ValueError)
+"""What a wrong environment raises while the backend starts: reported in one line. Anything
+else is a bug and keeps its traceback."""
+STARTUP_EXIT_STATUS = 2
+"""The server's exit status when the backend cannot start (``pacore solve``'s for the same)."""
 
 
-def _model_from_env() -> ChatOpenAICompatible:
-    # PACORE_BASE_URL is required for Studio: the server builds the graph at startup.
-    model = endpoint_model_from_env()
-    if model is None:
-        raise RuntimeError(
-            "PACORE_BASE_URL is not set: point it at an OpenAI-compatible endpoint, e.g. "
-            "PACORE_BASE_URL=http://127.0.0.1:8000/v1 langgraph dev"
-        )
-    return model
+class _Backend:
+    """The model the Studio graph runs on, started at most once per process.
+
+    The server's lifespan starts it before the first request and stops it at shutdown;
+    outside a server (tests, scripts) the first `make_graph` starts it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # langgraph-api asks for the graph from several loops
+        self._stack: contextlib.ExitStack | None = None
+        self.graph: StudioGraph | None = None
+
+    def start(self) -> StudioGraph:
+        """Starts the backend (the embedded server's launch blocks for seconds); a no-op
+        when it runs.
+
+        Returns:
+            The compiled PaCoRe graph on it, without a checkpointer (the server adds one).
+
+        Raises:
+            BackendUnreachableError: ``$PACORE_BASE_URL`` does not answer.
+            EmbeddedBackendUnavailable: Without an endpoint, the embedded model cannot start.
+            InvalidRoundsError: ``$PACORE_ROUNDS`` is not a round spec.
+        """
+        with self._lock:
+            if self.graph is not None:
+                return self.graph
+            with contextlib.ExitStack() as stack:
+                model = stack.enter_context(model_from_env(check=True))
+                graph = create_pacore_graph(
+                    model,
+                    rounds=os.environ.get(ROUNDS_ENV) or "low",
+                    # The tiny CPU model is slow: calls stay short unless a run asks for
+                    # more, as in `pacore solve`.
+                    max_tokens=None if endpoint_from_env() else EMBEDDED_MAX_TOKENS,
+                ).compile(name="pacore")
+                self._stack = stack.pop_all()  # started: keep it running past this block
+            where = redact(model.openai_api_base or "", _secrets())
+            kind = "the embedded model" if endpoint_from_env() is None else BASE_URL_ENV
+            logger.info("PaCoRe graph on %s at %s (%s)", model.model_name, where, kind)
+            self.graph = graph
+            return graph
+
+    def stop(self) -> None:
+        """Stops the backend (the embedded server, if it runs); a no-op when stopped."""
+        with self._lock:
+            stack, self._stack, self.graph = self._stack, None, None
+        if stack is not None:
+            stack.close()
 
 
-# Compiled without a checkpointer: the server supplies one (`checkpointer` below).
-graph = create_pacore_graph(
-    _model_from_env(), rounds=os.environ.get("PACORE_ROUNDS") or "low"
-).compile(name="pacore")
+_BACKEND = _Backend()
+
+
+async def make_graph() -> StudioGraph:
+    """The graph factory of ``langgraph.json``: the PaCoRe graph on this process's backend.
+
+    langgraph-api calls it for every request that needs the graph; it hands back the one
+    graph built when the backend started.
+    """
+    if (graph := _BACKEND.graph) is not None:
+        return graph
+    return await asyncio.to_thread(_BACKEND.start)
+
+
+def _secrets() -> list[str]:
+    """What a startup message must not show: the API key, a password in the endpoint URL."""
+    found = [os.environ.get("OPENAI_API_KEY", "")]
+    with contextlib.suppress(ValueError):
+        found.append(urlsplit(endpoint_from_env() or "").password or "")
+    return [secret for secret in found if secret]
+
+
+def startup_failure(exc: BaseException) -> str:
+    """The one line that reports why the backend could not start, without secrets."""
+    if isinstance(exc, openai.APIStatusError):
+        text = f"the model endpoint answered {exc.status_code}: {exc.message}"
+    else:
+        text = str(exc) or type(exc).__name__
+    if isinstance(exc, InvalidRoundsError):
+        where = ROUNDS_ENV
+    elif endpoint_from_env() is not None:
+        where = BASE_URL_ENV
+    else:
+        where = f"the embedded model ({BASE_URL_ENV} is unset)"
+    return redact(f"pacore studio: {where}: {text}", _secrets())
+
+
+def _start_or_exit() -> None:
+    """Starts the backend, or ends the server with one line on stderr.
+
+    Raising from a lifespan would print uvicorn's traceback, and under ``langgraph dev``'s
+    reloader (its default) the process would then wait for a file change that cannot fix
+    the environment. Runs in a worker thread: the start blocks.
+    """
+    try:
+        _BACKEND.start()
+    except STARTUP_ERRORS as exc:
+        sys.stdout.flush()
+        print(startup_failure(exc), file=sys.stderr, flush=True)
+        parent = multiprocessing.parent_process()
+        if parent is not None and parent.pid is not None:
+            # We are the server process of uvicorn's reloader: ask it to stop, as Ctrl-C
+            # would (it exits with status 0; without the reloader ours is the status).
+            os.kill(parent.pid, signal.SIGTERM)
+        _exit(STARTUP_EXIT_STATUS)
+
+
+def _exit(status: int) -> NoReturn:
+    # os._exit, not sys.exit: SystemExit in a lifespan is reported with a traceback too.
+    # Nothing is lost: the server has not served a request yet.
+    os._exit(status)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    """Starts the backend with the server (before it serves) and stops it at shutdown."""
+    await asyncio.to_thread(_start_or_exit)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(_BACKEND.stop)
+
+
+app = Starlette(lifespan=lifespan)
+"""``http.app`` of ``langgraph.json``: no routes of its own, only the backend's lifespan."""
 
 
 def _server_default_saver() -> BaseCheckpointSaver:
-    """The saver the server would use without a ``checkpointer.path``.
+    """The saver the server would use without a ``checkpointer.path``, with the full API.
 
     Under ``langgraph dev`` that is the in-memory saver it pickles to ``.langgraph_api/``,
-    so threads and their checkpoints survive a restart together.
+    so threads and their checkpoints survive a restart together. It lacks
+    ``delete_for_runs``, ``copy_thread`` and ``prune``, which langgraph-api expects of a
+    custom checkpointer (it warns at start-up, and a rollback's clean-up fails):
+    `FullInMemorySaver` adds them over the same storage.
     """
     try:
         # `langgraph_runtime` raises ValueError when imported outside the server.
         from langgraph_runtime.checkpoint import Checkpointer
     except (ImportError, ValueError):
-        return InMemorySaver()
-    return Checkpointer()
+        return FullInMemorySaver(InMemorySaver())
+    saver = Checkpointer()
+    return FullInMemorySaver(saver) if isinstance(saver, InMemorySaver) else saver
 
 
 @contextlib.asynccontextmanager
@@ -84,4 +235,4 @@ async def checkpointer() -> AsyncIterator[BaseCheckpointSaver]:
         yield saver
 
 
-__all__ = ["checkpointer", "graph"]
+__all__ = ["app", "checkpointer", "lifespan", "make_graph", "startup_failure"]

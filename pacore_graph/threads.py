@@ -18,8 +18,10 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 from langgraph.types import StateSnapshot
 
+from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.errors import ThreadConflictError
 from pacore_graph.messages import last_user_index, message_text
+from pacore_graph.resume import check_same_run, run_settings
 
 ThreadStatus = Literal["new", "interrupted", "finished"]
 """How a run found its thread: nothing to reuse, a run stopped half way, or answered."""
@@ -57,6 +59,26 @@ def thread_status(snapshot: StateSnapshot, input: Mapping[str, Any]) -> ThreadSt
     return "finished" if answered and asked and message_text(asked[-1]) == problem else "new"
 
 
+def _same_settings(
+    graph: Pregel[Any, Any, Any, Any],
+    snapshot: StateSnapshot,
+    status: ThreadStatus,
+    context: Any,
+) -> ThreadStatus:
+    """Holds a PaCoRe thread to its run's settings: an unfinished run resumes only under them
+    (else ThreadConflictError, naming what differs), and an answer given under others is
+    not handed back: the question runs again."""
+    defaults = getattr(getattr(graph, "builder", None), "defaults", None)
+    stored = snapshot.values.get("settings")
+    if status == "new" or not isinstance(defaults, PaCoReContext) or stored is None:
+        return status
+    settings = merge_context(defaults, context)
+    if status == "interrupted":
+        check_same_run(stored, settings)
+        return status
+    return status if stored == run_settings(settings) else "new"
+
+
 async def arun_thread(
     graph: Pregel[Any, Any, Any, Any],
     input: Mapping[str, Any],
@@ -85,7 +107,8 @@ async def arun_thread(
         How the thread was found, and its final state.
 
     Raises:
-        ThreadConflictError: The thread holds an unfinished run of another input.
+        ThreadConflictError: The thread holds an unfinished run of another input, or one
+            started with other settings (a PaCoRe graph's ``context`` and defaults).
     """
     threaded = graph.checkpointer is not None and "thread_id" in config.get("configurable", {})
     status: ThreadStatus = "new"
@@ -93,6 +116,7 @@ async def arun_thread(
     if threaded:
         snapshot = await graph.aget_state(config)
         status = status_rule(snapshot, input)
+        status = _same_settings(graph, snapshot, status, kwargs.get("context"))
     if on_status is not None:
         on_status(status)
     if status == "finished" and snapshot is not None:
@@ -112,10 +136,13 @@ async def arun_thread(
     return status, state
 
 
-def default_thread_id(messages: Sequence[BaseMessage], rounds: object) -> str:
-    """A thread id derived from the problem and rounds, so the same command resumes its run."""
+def default_thread_id(messages: Sequence[BaseMessage], settings: Mapping[str, Any]) -> str:
+    """A thread id derived from the chat and the run's settings (its ``context``), so the same
+    command resumes its run and a changed setting starts another."""
     key = json.dumps(
-        [[m.type, message_text(m)] for m in messages] + [repr(rounds)], ensure_ascii=False
+        [[[m.type, message_text(m)] for m in messages], sorted(settings.items())],
+        ensure_ascii=False,
+        default=repr,
     )
     return "pacore-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 

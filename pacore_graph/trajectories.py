@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Literal, NotRequired
 
 from langchain_core.messages import BaseMessage
 from typing_extensions import TypedDict
@@ -40,6 +40,10 @@ class Trajectory(TypedDict):
     """"failed": the call failed for good (after retries); "stopped": a budget ran out first."""
     error: str | None
     """Why it failed or stopped (secrets redacted)."""
+    message_id: NotRequired[str | None]
+    """The final round's: the id its reply streamed under to ``stream_mode="messages"``,
+    which the answer message takes (None in exploration rounds, which do not stream;
+    absent from records written before it existed)."""
 
 
 def reasoning_of(message: BaseMessage) -> str | None:
@@ -75,8 +79,9 @@ def finished_record(
     *,
     compaction: Compaction = reference_compaction,
     latency_s: float = 0.0,
+    message_id: str | None = None,
 ) -> Trajectory:
-    """The record of a call that returned ``message``."""
+    """The record of a call that returned ``message`` (streamed under ``message_id``)."""
     content = message_text(message)
     usage = getattr(message, "usage_metadata", None) or {}
     meta = message.response_metadata or {}
@@ -94,6 +99,7 @@ def finished_record(
         latency_s=latency_s,
         status="finished",
         error=None,
+        message_id=message_id,
     )
 
 
@@ -114,6 +120,7 @@ def unfinished_record(
         latency_s=latency_s,
         status=status,
         error=error,
+        message_id=None,
     )
 
 
@@ -142,13 +149,127 @@ def usage_totals(trajectories: Iterable[Trajectory]) -> tuple[int, int]:
     return ttc, largest
 
 
+_OPEN, _CLOSE = "<think>", "</think>"
+
+
+class ThinkingSplitter:
+    """Splits a reply into its answer and its thinking as it streams, chunk by chunk.
+
+    The rule is the one a stream can follow without taking anything back: thinking is
+    what the server separated (``reasoning``, passed on as it is), or an inline block
+    that opens the content with ``<think>`` and ends at the first ``</think>``. Content
+    that does not open with ``<think>`` may still close a thinking block whose ``<think>``
+    the chat template put in the prompt, so it is held back until a ``</think>`` (it was
+    thinking) or the end (it was the answer), unless the server separates its thinking:
+    such a server does not inline it too. A ``<think>`` never closed is all thinking.
+    Whitespace around the answer and the inline thinking is dropped, so the pieces add up
+    to the same text however the reply was chunked.
+    """
+
+    __slots__ = ("_held", "_lead", "_mode", "_pending", "_separated", "_space")
+
+    def __init__(self) -> None:
+        self._mode: Literal["start", "think", "hold", "reply"] = "start"
+        self._pending = ""
+        """Text that may be the start of a tag: ``<think>`` at the start, else ``</think>``."""
+        self._held: list[str] = []
+        """Content not known yet to be answer or thinking ("hold")."""
+        self._lead = True
+        """At the start of the answer or of the inline thinking: whitespace is dropped."""
+        self._space = ""
+        """Trailing whitespace, sent only if more text follows."""
+        self._separated = False
+
+    def feed(self, content: str, reasoning: str | None = None) -> tuple[str, str]:
+        """The next chunk's content and separated reasoning in; what to send now out:
+        ``(answer text, thinking text)``, either possibly empty."""
+        if reasoning:
+            self._separated = True
+        thinking = reasoning or ""
+        if not content:
+            return "", thinking
+        text, answer = self._pending + content, ""
+        self._pending = ""
+        while text:
+            if self._mode == "start":
+                text = text.lstrip()
+                if text.startswith(_OPEN):
+                    self._mode, text = "think", text[len(_OPEN) :]
+                elif _OPEN.startswith(text):  # maybe "<think>", split across chunks
+                    self._pending, text = text, ""
+                else:
+                    self._mode = "reply" if self._separated else "hold"
+            elif self._mode == "reply":
+                answer += self._trimmed(text)
+                text = ""
+            elif self._mode == "think":
+                head, closed, text = self._until_close(text)
+                thinking += self._trimmed(head)
+                if closed:
+                    self._mode, self._lead, self._space = "reply", True, ""
+            else:
+                head, closed, text = self._until_close(text)
+                self._held.append(head)
+                if closed:
+                    thinking += "".join(self._held).strip()
+                    self._held = []
+                    self._mode, self._lead, self._space = "reply", True, ""
+        return answer, thinking
+
+    def close(self) -> tuple[str, str]:
+        """The end of the reply: what is still held back, as ``(answer, thinking)``."""
+        pending, self._pending = self._pending, ""
+        if self._mode == "start":  # a lone "<thi": not a tag
+            return pending, ""
+        if self._mode == "think":  # never closed: part of a "</think>" is thinking
+            return "", self._trimmed(pending) if pending else ""
+        if self._mode == "hold":  # no "</think>" came: it was all answer
+            held, self._held = "".join(self._held) + pending, []
+            return held.strip(), ""
+        return "", ""
+
+    def _until_close(self, text: str) -> tuple[str, bool, str]:
+        """``text`` up to ``</think>``, whether it was there, and what follows it; the end of
+        ``text`` that may begin a ``</think>`` waits in ``_pending`` for the next chunk."""
+        head, closed, tail = text.partition(_CLOSE)
+        if closed:
+            return head, True, tail
+        # The longest end of `text` that is a start of "</think>" (a few characters).
+        keep = next(
+            (
+                n
+                for n in range(min(len(_CLOSE) - 1, len(text)), 0, -1)
+                if _CLOSE.startswith(text[-n:])
+            ),
+            0,
+        )
+        if keep:
+            head, self._pending = text[:-keep], text[-keep:]
+        return head, False, ""
+
+    def _trimmed(self, text: str) -> str:
+        """``text`` without leading whitespace of its part, its trailing whitespace held."""
+        if self._lead:
+            text = text.lstrip()
+            if not text:
+                return ""
+            self._lead = False
+        body = text.rstrip()
+        if not body:
+            self._space += text
+            return ""
+        out, self._space = self._space + body, text[len(body) :]
+        return out
+
+
 def split_thinking(trajectory: Trajectory) -> tuple[str, str | None]:
-    """The reply without thinking, and the thinking (separated or inline ``<think>``)."""
-    content = trajectory["content"]
-    reply = reference_compaction(content)
-    inline = content[: len(content) - len(reply)].removesuffix("</think>")
-    inline = inline.strip().removeprefix("<think>").strip()
-    return reply.strip(), trajectory["reasoning"] or inline or None
+    """The reply without thinking, and the thinking (separated or inline ``<think>``), as
+    `ThinkingSplitter` streams them, so the answer message, the record and the stream agree.
+    """
+    splitter = ThinkingSplitter()
+    answer, thinking = splitter.feed(trajectory["content"], trajectory["reasoning"])
+    rest, more = splitter.close()
+    return answer + rest, (thinking + more) or None
 
 
 def final_trajectory(trajectories: Sequence[Trajectory], rounds: int) -> Trajectory | None:
@@ -158,6 +279,7 @@ def final_trajectory(trajectories: Sequence[Trajectory], rounds: int) -> Traject
 
 __all__ = [
     "Status",
+    "ThinkingSplitter",
     "Trajectory",
     "final_trajectory",
     "finished_record",

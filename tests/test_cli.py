@@ -1,19 +1,31 @@
 """``pacore solve`` as a user runs it: a real subprocess against a scripted server."""
 
 import json
+import os
 import subprocess
 import sys
 
+import pytest
+
+from pacore_graph.cli import main
 from pacore_graph.testing import Reply, last_user_text
 
+# The machine's endpoint settings would change what "no --base-url" means.
+CLEAN_ENV = {
+    k: v
+    for k, v in os.environ.items()
+    if k not in ("PACORE_BASE_URL", "OPENAI_BASE_URL", "PACORE_MODEL")
+}
 
-def pacore(*args, env=None):
+
+def pacore(*args, env=None, input=None):
     return subprocess.run(
         [sys.executable, "-m", "pacore_graph.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,
-        env=env,
+        env=CLEAN_ENV if env is None else env,
+        input=input,
     )
 
 
@@ -111,3 +123,46 @@ def test_without_base_url_runs_on_the_embedded_cpu_model():
     assert all(t["completion_tokens"] > 0 for t in record["trajectories"])
     assert record["ttc_tokens"] == sum(t["completion_tokens"] for t in record["trajectories"])
     assert all(t["finish_reason"] in ("stop", "length") for t in record["trajectories"])
+
+
+def test_messages_from_stdin_as_a_list_or_an_object(scripted):
+    server = scripted(answer_or_reference)
+    chat = [
+        {"role": "system", "content": "Be exact."},
+        {"role": "user", "content": "What is 17*23?"},
+    ]
+    for text in (json.dumps(chat), json.dumps({"messages": chat})):
+        result = pacore(
+            "solve", "--messages", "-", "--base-url", server.base_url, "--rounds", "1", input=text
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "It is \\boxed{391}."
+        assert server.requests[-2]["messages"] == chat  # round 1 got the chat as it was
+
+
+def test_a_problem_and_messages_together_are_a_one_line_error(scripted, tmp_path):
+    server = scripted(answer_or_reference)
+    chat = tmp_path / "chat.json"
+    chat.write_text(json.dumps({"messages": [{"role": "user", "content": "2+2?"}]}))
+    cases = [
+        (["--messages", str(chat), "3+3?"], "PROBLEM and --messages both give the problem"),
+        (["--messages", "-", "--demo"], "--messages and --demo both give the problem"),
+        (["--messages", "-"], "cannot read messages from stdin"),
+    ]
+    for args, fragment in cases:
+        result = pacore("solve", "--base-url", server.base_url, *args, input="not json")
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("pacore: error: "), result.stderr
+        assert fragment in lines[0], lines[0]
+    assert server.requests == []
+
+
+def test_rounds_help_says_the_papers_notation_runs_as_written(capsys):
+    for command in ("solve", "eval"):
+        with pytest.raises(SystemExit) as exit:
+            main([command, "--help"])
+        assert exit.value.code == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "32,4 runs [32, 4, 1]" in text, command
+        assert "such as 32,4,1 as the paper writes it, runs as written" in text, command

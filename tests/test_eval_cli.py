@@ -1,15 +1,21 @@
 """``pacore eval`` as a user runs it: files written, and one-line errors before any model call."""
 
 import csv
+import datetime
+import hashlib
+import importlib.metadata
 import importlib.util
 import json
+import shlex
 import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 from pacore_graph.cli import main
 from pacore_graph.eval import SAMPLE
+from pacore_graph.eval.manifest import command_line
 from tests.test_eval_runner import scenario
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -156,3 +162,76 @@ def test_eval_takes_the_run_options_solve_takes(scripted, tmp_path, capsys):
     assert status == 0, capsys.readouterr().err
     assert len(server.requests) == 3
     assert all(body["top_k"] == 20 for body in server.requests)
+
+
+def png_text(path):
+    """The tEXt fields of a PNG file."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    fields, at = {}, 8
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at : at + 4])
+        kind, body = data[at + 4 : at + 8], data[at + 8 : at + 8 + length]
+        if kind == b"tEXt":
+            key, _, value = body.partition(b"\0")
+            fields[key.decode("latin-1")] = value.decode("latin-1")
+        at += 12 + length
+    return fields
+
+
+def test_eval_writes_a_manifest_of_what_it_ran(scripted, tmp_path, capsys):
+    server = scripted(scenario)
+    key = "sk-manifest-TEST-0123456789"
+    out = tmp_path / "out"
+    argv = ["eval", str(SAMPLE), "--base-url", server.base_url, "--api-key", key]
+    argv += ["--rounds", "2", "--rounds", "4,2,1", "--baseline", "sc@2", "--runs", "2"]
+    argv += ["--limit", "2", "--seed", "7", "--temperature", "0.6", "--top-p", "0.9"]
+    argv += ["--max-tokens", "64", "--concurrency", "4", "--out", str(out)]
+    before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    assert main(argv) == 0, capsys.readouterr().err
+    after = datetime.datetime.now(datetime.UTC)
+    assert "manifest.json" in capsys.readouterr().err  # named among the files written
+
+    text = (out / "manifest.json").read_text()
+    assert key not in text
+    manifest = json.loads(text)
+    assert manifest["model"] == "scripted"
+    assert manifest["backend"] == {
+        "kind": "openai",
+        "endpoint": server.base_url,
+        "model": "scripted",
+    }
+    assert manifest["dataset"]["file"] == "sample.jsonl" and manifest["dataset"]["problems"] == 2
+    assert manifest["dataset"]["sha256"] == hashlib.sha256(SAMPLE.read_bytes()).hexdigest()
+    assert [(s["name"], s["round_vector"]) for s in manifest["settings"]] == [
+        ("sc@2", [2]),
+        ("pacore:2", [2, 1]),
+        ("pacore:4,2", [4, 2, 1]),  # the paper's notation runs as written
+    ]
+    assert (manifest["runs"], manifest["seed"], manifest["pool"]) == (2, 7, None)
+    assert manifest["sampling"] == {
+        "temperature": 0.6,
+        "top_p": 0.9,
+        "max_tokens": 64,
+        "extra_body": None,
+    }
+    assert manifest["pacore"]["min_success"] == 0.5  # defaults are recorded resolved
+    assert manifest["pacore_version"] == importlib.metadata.version("pacore-graph")
+    shown = ["[redacted]" if word == key else word for word in argv]
+    assert manifest["command"] == shlex.join(["pacore", *shown])
+    started = datetime.datetime.fromisoformat(manifest["started_at"])
+    finished = datetime.datetime.fromisoformat(manifest["finished_at"])
+    assert before <= started <= finished <= after
+    # The plot says what it shows: the model and the benchmark file.
+    assert png_text(out / "accuracy_vs_ttc.png")["Title"] == "scripted on sample.jsonl"
+
+
+def test_the_manifest_command_line_hides_every_secret():
+    argv = ["eval", "p.jsonl", "--api-key", "k1", "--api-key=k2", "--api", "k3"]
+    argv += ["--base-url", "http://u:pw@h:8000/v1", "--redis-url=redis://:pw2@r:6379/0"]
+    argv += ["--extra-body", '{"token": "sk-long-secret-value"}']
+    assert command_line(argv, ["sk-long-secret-value"]) == (
+        "pacore eval p.jsonl --api-key '[redacted]' '--api-key=[redacted]' --api '[redacted]' "
+        "--base-url 'http://u:[redacted]@h:8000/v1' '--redis-url=redis://:[redacted]@r:6379/0' "
+        '--extra-body \'{"token": "[redacted]"}\''
+    )

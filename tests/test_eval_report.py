@@ -147,3 +147,29 @@ def test_write_report(tmp_path):
         "0.5",
     )
     assert rows[0]["emergent"] == "" and float(rows[0]["run_sd"]) == pytest.approx(23.5702, 1e-4)
+
+
+def test_problems_without_a_category_have_their_own_column(tmp_path):
+    problems = [*PROBLEMS, Problem(id=4, messages=[{"role": "user", "content": "p4"}], answer="1")]
+    settings = build_settings(["4"])
+    rows = [
+        row("pacore:4", 1, p, right, 100) for p, right in zip(problems, [1, 0, 1, 1], strict=True)
+    ]
+    result = EvalResult(rows=rows, problems=problems, settings=settings, runs=1)
+    stats = {(s.setting.name, s.category): s for s in summarize(result)}
+    assert stats[("pacore:4", "uncategorized")].problems == 1
+    assert stats[("pacore:4", "uncategorized")].accuracy == 100.0
+    table, paths = write_report(result, tmp_path, plot_png=False)
+    assert table.splitlines()[0] == "| setting | K | all (4) | A (2) | B (1) | uncategorized (1) |"
+    assert table.splitlines()[2] == (
+        "| PaCoRe [4] | [4, 1] | 75.0 (0.10k) | 50.0 (0.10k) | 100.0 (0.10k) | 100.0 (0.10k) |"
+    )
+    categories = [r["category"] for r in csv.DictReader(paths["csv"].open())]
+    assert categories == ["all", "A", "B", "uncategorized"]
+    # Without any category there is only the whole benchmark.
+    bare = [
+        Problem(id=i, messages=[{"role": "user", "content": f"q{i}"}], answer="1") for i in (1, 2)
+    ]
+    rows = [row("pacore:4", 1, p, True, 100) for p in bare]
+    stats = summarize(EvalResult(rows=rows, problems=bare, settings=settings, runs=1))
+    assert [s.category for s in stats] == ["all"]

@@ -1,5 +1,6 @@
 """Each example runs as a user runs it, against a scripted backend."""
 
+import itertools
 import os
 import signal
 import socket
@@ -58,6 +59,21 @@ def test_progress_bar_example(scripted):
     assert "7/7" in bar and "tokens=49" in bar
 
 
+def test_progress_bar_example_counts_failed_trajectories(scripted):
+    calls = itertools.count(1)
+
+    def responder(body):
+        if next(calls) == 1:  # one exploration call fails for good (400 is not retried)
+            return Reply(status=400, error="too long")
+        return Reply(content=boxed(body), completion_tokens=7)
+
+    server = scripted(responder)
+    result = run_example("progress_bar.py", "17*23?", "--rounds", "4", env=env_for(server))
+    assert result.returncode == 0, result.stderr
+    bar = result.stderr.replace("\r", "\n")
+    assert "5/5" in bar and "tokens=28, unfinished=1" in bar
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -108,10 +124,57 @@ def test_web_app_example_survives_a_restart(scripted, redis_url):
     try:
         state = httpx.get(f"{base}/threads/t1", timeout=10).json()
         assert state["trajectories"] == 3 and state["pending"] == []
-        r = httpx.post(f"{base}/solve", json={"problem": "17*23?", "thread_id": "t1"}, timeout=60)
+        # The same question under the same settings: a thread answered under others runs
+        # the question again (pacore_graph.threads).
+        again = {"problem": "17*23?", "thread_id": "t1", "rounds": "2"}
+        r = httpx.post(f"{base}/solve", json=again, timeout=60)
         assert r.json()["status"] == "finished"
         assert r.json()["answer"] == "So the orchard has \\boxed{391} trees."
         assert len(server.requests) == calls  # no model call for a finished thread
     finally:
         app.send_signal(signal.SIGTERM)
         app.wait(timeout=30)
+
+
+def test_web_app_answers_bad_input_with_422_and_one_line(scripted):
+    def responder(body):
+        if "fail" in last_user_text(body):
+            return Reply(status=400, error="context length exceeded")
+        return boxed(body)
+
+    server = scripted(responder)
+    env = {k: v for k, v in env_for(server).items() if k != "REDIS_URL"}
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = start_app(env, port)
+    try:
+        cases = [
+            ({"problem": "17*23?", "rounds": "banana"}, "unknown rounds 'banana'"),
+            ({"problem": "17*23?", "rounds": "4,0"}, "every round needs K >= 1"),
+            ({"problem": "17*23?", "settings": {"min_success": 1.5}}, "min_success must be"),
+            ({"problem": "17*23?", "settings": {"max_seconds": -1}}, "max_seconds must be"),
+            ({"problem": "17*23?", "settings": {"temprature": 0.6}}, "unknown PaCoRe setting"),
+            ({"messages": [{"role": "assistant", "content": "hi"}]}, "no user message"),
+            ({"messages": [{"role": "robot", "content": "hi"}]}, "bad messages"),
+            ({"problem": "x", "messages": [{"role": "user", "content": "y"}]}, "either"),
+            ({"problem": " "}, "problem is empty"),
+            ({"problem": "17*23?", "max_tokens": "lots"}, "max_tokens: "),
+            ({"problem": ["17*23?"]}, "problem: "),
+        ]
+        for body, fragment in cases:
+            r = httpx.post(f"{base}/solve", json=body, timeout=30)
+            assert r.status_code == 422, (body, r.status_code, r.text)
+            detail = r.json()["detail"]
+            assert isinstance(detail, str) and "\n" not in detail, detail
+            assert fragment in detail, (body, detail)
+        assert server.requests == []  # bad input never reaches the model
+
+        # A run the backend fails is 502; another question on its thread is a conflict.
+        r = httpx.post(f"{base}/solve", json={"problem": "fail?", "thread_id": "t"}, timeout=60)
+        assert r.status_code == 502 and "trajectories finished" in r.json()["detail"], r.text
+        r = httpx.post(f"{base}/solve", json={"problem": "other?", "thread_id": "t"}, timeout=60)
+        assert r.status_code == 409 and "another question" in r.json()["detail"], r.text
+    finally:
+        app.send_signal(signal.SIGTERM)
+        app.wait(timeout=30)
+    assert "Traceback" not in app.stderr.read().decode()

@@ -60,7 +60,7 @@ def test_5xx_burst_is_retried_and_every_trajectory_finishes(scripted):
     assert out["messages"][-1].content == "\\boxed{391}"
     assert len(explorations(server)) == 4 + 3  # each 503 asked again once
     assert to_record(out)["failed"] == 0
-    assert out["rounds_done"][0]["references"] == ["391"] * 4
+    assert out["pacore"]["rounds_done"][0]["references"] == ["391"] * 4
 
 
 def test_429_waits_for_retry_after(scripted):
@@ -149,8 +149,8 @@ def test_context_length_400_is_not_retried_and_the_round_goes_on(scripted):
     assert record["failed"] == 1
     (failed,) = [t for t in record["trajectories"] if t["status"] == "failed"]
     assert failed["error"] == "HTTP 400: context length exceeded: 140000 > 131072"
-    assert out["rounds_done"][0]["failed"] == 1
-    assert len(out["rounds_done"][0]["references"]) == 3
+    assert out["pacore"]["rounds_done"][0]["failed"] == 1
+    assert len(out["pacore"]["rounds_done"][0]["references"]) == 3
     final_prompt = last_user_text(server.requests[-1])
     assert "Reference 3:" in final_prompt and "Reference 4:" not in final_prompt
     assert out["messages"][-1].response_metadata["pacore"]["failed"] == 1
@@ -191,7 +191,7 @@ def test_quorum_failure_stops_then_resume_asks_only_the_failed(scripted, redis_u
     resumed = explorations(server)[asked:]
     assert len(resumed) == 3  # the finished trajectory was not asked again
     assert out["messages"][-1].content == "\\boxed{391}"
-    assert len(out["rounds_done"][0]["references"]) == 4
+    assert len(out["pacore"]["rounds_done"][0]["references"]) == 4
     assert to_record(out)["failed"] == 0
 
 
@@ -206,8 +206,8 @@ def test_min_success_zero_goes_on_like_the_reference(scripted):
     server.responder = final_or_fail
     out = run(server, min_success=0)
     assert out["messages"][-1].content == "\\boxed{391}"
-    assert out["rounds_done"][0]["failed"] == 4
-    assert out["rounds_done"][0]["references"] == []
+    assert out["pacore"]["rounds_done"][0]["failed"] == 4
+    assert out["pacore"]["rounds_done"][0]["references"] == []
 
 
 def slow_after(quick: int, words: int = 10):
@@ -225,10 +225,10 @@ def test_max_ttc_tokens_stops_the_round_and_synthesizes_what_finished(scripted, 
     else:
         out = graph.invoke(inp, context=context)
     assert time.monotonic() - started < 15
-    assert out["budget_exhausted"] == "max_ttc_tokens"
+    assert out["pacore"]["budget_exhausted"] == "max_ttc_tokens"
     assert len(explorations(server)) == 4  # round 2 never started
-    assert out["rounds_done"][0]["stopped"] == 1
-    assert len(out["rounds_done"][0]["references"]) == 3
+    assert out["pacore"]["rounds_done"][0]["stopped"] == 1
+    assert len(out["pacore"]["rounds_done"][0]["references"]) == 3
     assert out["messages"][-1].content == "\\boxed{391}"
     record = to_record(out)
     assert record["budget_exhausted"] == "max_ttc_tokens" and record["stopped"] == 1
@@ -244,10 +244,10 @@ def test_max_seconds_cuts_slow_trajectories(scripted):
     started = time.monotonic()
     out = run(server, rounds="4,4", max_seconds=1.0)
     assert 1.0 <= time.monotonic() - started < 10
-    assert out["budget_exhausted"] == "max_seconds"
-    assert out["rounds_done"][0]["stopped"] == 2
-    assert len(out["rounds_done"][0]["references"]) == 2
-    stopped = [t for t in out["trajectories"] if t["status"] == "stopped"]
+    assert out["pacore"]["budget_exhausted"] == "max_seconds"
+    assert out["pacore"]["rounds_done"][0]["stopped"] == 2
+    assert len(out["pacore"]["rounds_done"][0]["references"]) == 2
+    stopped = [t for t in out["pacore"]["trajectories"] if t["status"] == "stopped"]
     assert {t["error"] for t in stopped} == {"budget max_seconds ran out"}
     assert out["messages"][-1].response_metadata["pacore"]["budget_exhausted"] == "max_seconds"
 

@@ -69,7 +69,7 @@ def test_rounds_send_faithful_prompts(scripted):
         assert body["temperature"] == 1.0 and body["top_p"] == 1.0
         assert "max_tokens" not in body
     # Round 2 and 3: same turns, last user message replaced by P(x, M) in the reference order.
-    trajectories = out["trajectories"]
+    trajectories = out["pacore"]["trajectories"]
     for r in (2, 3):
         previous = sorted(
             (t for t in trajectories if t["round"] == r - 1), key=lambda t: t["index"]
@@ -101,7 +101,7 @@ def test_separated_reasoning_is_recorded_but_never_referenced(scripted):
         .compile()
         .invoke({"messages": [("user", PROBLEM)]})
     )
-    t = out["trajectories"][0]
+    t = out["pacore"]["trajectories"][0]
     assert t["reasoning"] == "17*23 = 340 + 51"
     assert t["message"] == "Answer: 391"
     assert "340" not in server.requests[2]["messages"][-1]["content"]
@@ -122,8 +122,8 @@ def test_empty_contents_are_dropped(scripted):
         .compile()
         .invoke({"messages": [("user", PROBLEM)]}, config={"max_concurrency": 1})
     )
-    assert out["rounds_done"][0]["references"] == ["kept one"]
-    assert out["rounds_done"][0]["dropped_empty"] == 2
+    assert out["pacore"]["rounds_done"][0]["references"] == ["kept one"]
+    assert out["pacore"]["rounds_done"][0]["dropped_empty"] == 2
     assert server.requests[3]["messages"][-1]["content"] == render_synthesis_prompt(
         PROBLEM, ["kept one"]
     )
@@ -178,7 +178,7 @@ def test_seed_changes_the_reference_order(scripted):
             context={"seed": seed},
             config={"max_concurrency": 1},
         )
-        return out["rounds_done"][0]["references"]
+        return out["pacore"]["rounds_done"][0]["references"]
 
     assert run(42) == run(42)
     assert run(42) != run(3)
@@ -197,15 +197,15 @@ def test_truncated_trajectories_are_flagged_and_optionally_dropped(scripted):
     graph = create_pacore_graph(model_for(server), rounds=3).compile()
     cfg = {"max_concurrency": 1}
     out = graph.invoke({"messages": [("user", PROBLEM)]}, config=cfg)
-    assert [t["truncated"] for t in out["trajectories"]] == [True, False, False, False]
-    assert len(out["rounds_done"][0]["references"]) == 3
+    assert [t["truncated"] for t in out["pacore"]["trajectories"]] == [True, False, False, False]
+    assert len(out["pacore"]["rounds_done"][0]["references"]) == 3
 
     count[0] = 0
     out = graph.invoke(
         {"messages": [("user", PROBLEM)]}, context={"drop_truncated": True}, config=cfg
     )
-    assert "partial 1" not in out["rounds_done"][0]["references"]
-    assert out["rounds_done"][0]["dropped_truncated"] == 1
+    assert "partial 1" not in out["pacore"]["rounds_done"][0]["references"]
+    assert out["pacore"]["rounds_done"][0]["dropped_truncated"] == 1
 
 
 def test_context_limit_errors_or_drops_the_longest(scripted):
@@ -234,7 +234,7 @@ def test_context_limit_errors_or_drops_the_longest(scripted):
         context={"context_limit": 300, "on_context_overflow": "drop_longest"},
         config={"max_concurrency": 1},
     )
-    assert out["rounds_done"][0]["dropped_for_context"] == 1
+    assert out["pacore"]["rounds_done"][0]["dropped_for_context"] == 1
     prompt = server.requests[-1]["messages"][-1]["content"]
     assert len(re.findall(r"^Reference \d+:$", prompt, re.M)) == 2 and len(prompt) < 900
 
@@ -290,8 +290,10 @@ def test_record_converts_to_reference_results_row(scripted):
     }
     record = to_record(out, "p1")
     assert record["answer"] == "ans"
-    assert record["ttc_tokens"] == sum(t["completion_tokens"] for t in out["trajectories"])
-    for t in out["trajectories"]:
+    assert record["ttc_tokens"] == sum(
+        t["completion_tokens"] for t in out["pacore"]["trajectories"]
+    )
+    for t in out["pacore"]["trajectories"]:
         assert t["latency_s"] >= 0 and t["finish_reason"] == "stop" and t["prompt_tokens"] > 0
 
 

@@ -79,7 +79,7 @@ def test_graph_answers_or_raises_one_line_naming_the_input(msgs, rounds):
         return
     assert isinstance(out["messages"][-1], AIMessage)
     assert out["messages"][-1].content == "ok"
-    assert len(out["trajectories"]) == sum(out["round_vector"])
+    assert len(out["pacore"]["trajectories"]) == sum(out["pacore"]["round_vector"])
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,22 @@ def test_final_round_is_appended(spec, expected):
 
 
 @pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("32,4,1", [32, 4, 1]),
+        ([32, 4, 1], [32, 4, 1]),
+        ("4,1", [4, 1]),
+        ([1, 1], [1, 1]),
+        # One number is always an exploration round: 1 runs one draft and the final call.
+        (1, [1, 1]),
+        ("1", [1, 1]),
+    ],
+)
+def test_a_vector_written_as_the_paper_writes_it_ends_with_its_own_final_round(spec, expected):
+    assert resolve_rounds(spec) == expected
+
+
+@pytest.mark.parametrize(
     ("spec", "fragment"),
     [
         ([], "empty"),

@@ -102,8 +102,8 @@ def solve(model: ChatOpenAICompatible, rounds: list[int]) -> dict:
 
 
 def assert_nothing_lost_of(out: dict, trajectories: int) -> None:
-    assert len(out["trajectories"]) == trajectories
-    assert {t["status"] for t in out["trajectories"]} == {"finished"}
+    assert len(out["pacore"]["trajectories"]) == trajectories
+    assert {t["status"] for t in out["pacore"]["trajectories"]} == {"finished"}
     assert to_record(out)["failed"] == 0
 
 

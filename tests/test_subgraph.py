@@ -10,7 +10,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 
-from pacore_graph import create_pacore_graph
+from pacore_graph import create_pacore_graph, to_record
 
 
 @tool
@@ -76,6 +76,53 @@ async def test_generic_chat_model_backend_async_and_multi_turn():
     assert first["messages"][-1].content == "second answer"
     second = await graph.ainvoke({"messages": [("user", "q2")]}, config)
     # The second turn starts clean: only its own 5 trajectories are recorded.
-    assert len(second["trajectories"]) == 5
+    assert len(second["pacore"]["trajectories"]) == 5
     assert second["messages"][-1].content == "third answer"
     assert [m.type for m in second["messages"]] == ["human", "ai", "human", "ai"]
+
+
+class RagState(MessagesState):
+    references: list[str]
+    round: int
+
+
+def test_the_subgraph_leaves_the_parents_other_keys_alone():
+    responses = [f"<think>t{i}</think>draft {i}" for i in range(2)] + ["Final: 42"]
+    pacore = create_pacore_graph(FakeListChatModel(responses=responses), rounds=2).compile()
+    parent = StateGraph(RagState)
+    parent.add_node("reason", pacore)
+    parent.add_edge(START, "reason")
+    parent.add_edge("reason", END)
+    out = parent.compile().invoke(
+        {"messages": [("user", "Q?")], "references": ["doc A", "doc B"], "round": 7}
+    )
+    assert out["references"] == ["doc A", "doc B"]
+    assert out["round"] == 7
+    assert [m.content for m in out["messages"]] == ["Q?", "Final: 42"]
+
+
+class RecordingState(MessagesState):
+    pacore: dict
+
+
+def test_a_parent_that_declares_pacore_receives_the_record():
+    responses = ["a", "b", "Final"]
+    pacore = create_pacore_graph(FakeListChatModel(responses=responses), rounds=2).compile()
+    parent = StateGraph(RecordingState)
+    parent.add_node("reason", pacore)
+    parent.add_edge(START, "reason")
+    out = parent.compile().invoke({"messages": [("user", "Q?")]})
+    assert out["pacore"]["round_vector"] == [2, 1]
+    assert [t["content"] for t in out["pacore"]["trajectories"]] == ["a", "b", "Final"]
+
+
+def test_standalone_output_is_the_chat_and_the_runs_record():
+    responses = ["<think>w</think>x", "y", "Final"]
+    graph = create_pacore_graph(FakeListChatModel(responses=responses), rounds=2).compile()
+    out = graph.invoke({"messages": [("user", "Q?")]})
+    assert set(out) == {"messages", "pacore"}
+    run = out["pacore"]
+    assert [(t["round"], t["index"]) for t in run["trajectories"]] == [(1, 0), (1, 1), (2, 0)]
+    assert run["rounds_done"][0]["references"] and run["settings"]["rounds"] == [2, 1]
+    assert to_record(out)["answer"] == to_record(run)["answer"] == "Final"
+    assert graph.name == "pacore"

@@ -7,9 +7,15 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import openai
 from pydantic import SecretStr
 
 from pacore_graph.backends.openai_compat import ChatOpenAICompatible
+
+BASE_URL_ENV = "PACORE_BASE_URL"
+"""The OpenAI-compatible endpoint to use; unset, `model_from_env` starts the embedded model."""
+MODEL_ENV = "PACORE_MODEL"
+"""The model name at that endpoint; unset, its first ``/models`` entry."""
 
 
 def model_for_endpoint(
@@ -38,18 +44,48 @@ def model_for_endpoint(
     return ChatOpenAICompatible(base_url=base_url, model=model, api_key=SecretStr(key), **kwargs)
 
 
-def endpoint_model_from_env() -> ChatOpenAICompatible | None:
+def endpoint_from_env() -> str | None:
+    """``$PACORE_BASE_URL``, or None when it is unset or blank."""
+    return os.environ.get(BASE_URL_ENV, "").strip() or None
+
+
+def endpoint_model_from_env(*, check: bool = False) -> ChatOpenAICompatible | None:
     """The model at ``$PACORE_BASE_URL`` named ``$PACORE_MODEL``, or None when no endpoint is
-    set. Several replicas are one URL: a router's in front of them (docs/vllm.md)."""
-    url = os.environ.get("PACORE_BASE_URL", "").strip()
-    return model_for_endpoint(url, os.environ.get("PACORE_MODEL")) if url else None
+    set. Several replicas are one URL: a router's in front of them (docs/vllm.md).
+
+    Args:
+        check: Probe the endpoint also when ``$PACORE_MODEL`` names the model (without it
+            the lookup of the first model is the probe), so a dead endpoint fails here, in
+            one line, rather than on the first call. A server without ``/models`` passes.
+
+    Raises:
+        BackendUnreachableError: Nothing answers at the endpoint (when it was probed).
+    """
+    url = endpoint_from_env()
+    if url is None:
+        return None
+    name = os.environ.get(MODEL_ENV)
+    model = model_for_endpoint(url, name)
+    if check and name:
+        with contextlib.suppress(openai.APIStatusError):  # it answered: it is reachable
+            model.list_models()
+    return model
 
 
 @contextlib.contextmanager
-def model_from_env() -> Iterator[ChatOpenAICompatible]:
+def model_from_env(*, check: bool = False) -> Iterator[ChatOpenAICompatible]:
     """`endpoint_model_from_env`, else the embedded CPU model, started here and stopped on
-    exit."""
-    if (model := endpoint_model_from_env()) is not None:
+    exit.
+
+    Args:
+        check: Probe the endpoint also when ``$PACORE_MODEL`` names the model.
+
+    Raises:
+        BackendUnreachableError: Nothing answers at ``$PACORE_BASE_URL`` (when probed).
+        EmbeddedBackendUnavailable: Without an endpoint, the embedded model cannot start;
+            the message says what to install.
+    """
+    if (model := endpoint_model_from_env(check=check)) is not None:
         yield model
         return
     from pacore_graph.backends.embedded import EmbeddedServer

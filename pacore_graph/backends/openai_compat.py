@@ -33,8 +33,9 @@ from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai.chat_models.base import BaseChatOpenAI
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 
+from pacore_graph.backends.limit import CallLimit
 from pacore_graph.errors import BackendUnreachableError, IncompleteResponseError
 
 KEEPALIVE_S = 4.0
@@ -378,6 +379,14 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         description="Async HTTP connections per event loop; None: no limit, so every call "
         "the graph's max_concurrency lets through has its own connection at once.",
     )
+    max_concurrent_requests: int | None = Field(
+        default=None,
+        ge=1,
+        description="Calls in flight at once over every run, thread and event loop using "
+        "this model object (a run's max_concurrency bounds only that run); further calls "
+        "wait their turn. None: no limit.",
+    )
+    _limit: CallLimit | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -406,7 +415,15 @@ class ChatOpenAICompatible(BaseChatOpenAI):
                 "timeout": self.request_timeout,
             }
             self.root_async_client.configure(self.max_connections, self._direct(), **kwargs)
+        if self.max_concurrent_requests is not None:
+            self._limit = CallLimit(self.max_concurrent_requests)
         return self
+
+    def _hold(self) -> contextlib.AbstractContextManager[None]:
+        return self._limit.hold() if self._limit is not None else contextlib.nullcontext()
+
+    def _ahold(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._limit.ahold() if self._limit is not None else contextlib.nullcontext()
 
     def _direct(self) -> _Direct | None:
         """The direct path's request options; None where only the SDK knows how to send
@@ -473,6 +490,26 @@ class ChatOpenAICompatible(BaseChatOpenAI):
     ) -> ChatResult:
         """A plain chat completion goes the direct path (`_post_chat_completion`); the
         Responses API, structured output and response headers go through the SDK."""
+        async with self._ahold():
+            return await self._agenerate_now(messages, stop, run_manager, **kwargs)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        with self._hold():
+            return super()._generate(messages, stop, run_manager, **kwargs)
+
+    async def _agenerate_now(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        run_manager: AsyncCallbackManagerForLLMRun | None,
+        **kwargs: Any,
+    ) -> ChatResult:
         clients = self.root_async_client
         direct = clients.direct if isinstance(clients, _AsyncClients) else None
         payload = self._get_request_payload(messages, stop=stop, **kwargs)
@@ -527,9 +564,10 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         finished = False
-        for generation in super()._stream(messages, stop, run_manager, **kwargs):
-            finished = finished or _finished(generation)
-            yield generation
+        with self._hold():
+            for generation in super()._stream(messages, stop, run_manager, **kwargs):
+                finished = finished or _finished(generation)
+                yield generation
         self._check_finished(finished)
 
     async def _astream(
@@ -540,9 +578,10 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         finished = False
-        async for generation in super()._astream(messages, stop, run_manager, **kwargs):
-            finished = finished or _finished(generation)
-            yield generation
+        async with self._ahold():
+            async for generation in super()._astream(messages, stop, run_manager, **kwargs):
+                finished = finished or _finished(generation)
+                yield generation
         self._check_finished(finished)
 
     def _check_finished(self, finished: bool) -> None:

@@ -38,6 +38,10 @@ from pacore_graph.checkpoints.layout import HASHES, SORTED_SETS, Layout
 PAGE = 64
 """Checkpoints (or threads) handled per round trip by list, prune and delete_for_runs."""
 
+PRUNE_STRATEGIES = ("keep_latest", "delete", "delete_all")
+"""What ``prune`` accepts: LangGraph documents ``"delete"``; langgraph-api (its gRPC
+checkpointer service and its adapter of custom checkpointers) sends ``"delete_all"``."""
+
 REGISTRY_GRACE_S = 60
 """How long past its expiry a thread stays in the registry: covers client clock skew."""
 
@@ -525,15 +529,18 @@ class Ops:
     def prune(self, thread_ids: Sequence[str], strategy: str = "keep_latest") -> Op:
         """Drops old checkpoints of the given threads.
 
-        ``"delete"`` removes the threads. ``"keep_latest"`` keeps each namespace's latest
-        checkpoint and, DeltaChannel-aware, the ancestors its delta channels replay: back
-        to the nearest one storing each channel's value (the whole chain if none does).
+        ``"delete"`` (LangGraph's name; langgraph-api says ``"delete_all"``) removes the
+        threads. ``"keep_latest"`` keeps each namespace's latest checkpoint with its pending
+        writes and, DeltaChannel-aware, the ancestors its delta channels replay: back to the
+        nearest one storing each channel's value (the whole chain if none does).
         """
-        if strategy not in ("keep_latest", "delete"):
-            raise ValueError(f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'")
+        if strategy not in PRUNE_STRATEGIES:
+            raise ValueError(
+                f"unknown prune strategy {strategy!r}: use one of {', '.join(PRUNE_STRATEGIES)}"
+            )
         lay = self.layout
         for thread_id in map(str, thread_ids):
-            if strategy == "delete":
+            if strategy != "keep_latest":
                 yield from self.delete_thread(thread_id)
                 continue
             batch = Batch()

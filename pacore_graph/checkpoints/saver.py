@@ -309,7 +309,11 @@ class RedisSaver(_RedisSaverBase):
 
         Args:
             thread_ids: Threads to prune.
-            strategy: ``"keep_latest"`` or ``"delete"`` (removes the threads).
+            strategy: ``"keep_latest"``, or ``"delete"`` (also spelt ``"delete_all"``, as
+                langgraph-api does) to remove the threads.
+
+        Raises:
+            ValueError: An unknown strategy (nothing is pruned).
         """
         self._run(self.ops.prune(thread_ids, strategy))
 

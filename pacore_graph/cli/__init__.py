@@ -10,7 +10,14 @@ import sys
 from collections.abc import Sequence
 
 from pacore_graph.cli import solve
-from pacore_graph.cli.options import EXPECTED_ERRORS, Parser, describe, exit_status, secrets_of
+from pacore_graph.cli.options import (
+    EXPECTED_ERRORS,
+    Parser,
+    apply_env_defaults,
+    describe,
+    exit_status,
+    secrets_of,
+)
 from pacore_graph.eval import cli as eval_cli
 from pacore_graph.secrets import RedactingFilter, redact
 
@@ -42,6 +49,8 @@ def _interrupted(args: object, signame: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pacore`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for eval's manifest
+    apply_env_defaults(args)
     command = solve.run if args.command == "solve" else eval_cli.run
     secrets = secrets_of(args)
     if args.log_level:

@@ -8,9 +8,9 @@ import argparse
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import openai
 from langchain_core.language_models import BaseChatModel
@@ -19,6 +19,14 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from pacore_graph.backends.launch import backend_for_args
 from pacore_graph.compaction import COMPACTIONS
 from pacore_graph.errors import BudgetExhaustedError, PaCoReError, QuorumError
+from pacore_graph.rounds import PRESETS
+
+ROUNDS_HELP = (
+    f"the round vector: a preset ({'|'.join(PRESETS)}) or the exploration rounds N,N,..., "
+    "to which the final round [1] is appended (32,4 runs [32, 4, 1]); a vector that "
+    "already ends in 1, such as 32,4,1 as the paper writes it, runs as written"
+)
+"""``--rounds`` of ``pacore solve`` and ``pacore eval``."""
 
 
 class CLIError(Exception):
@@ -52,19 +60,21 @@ def run_options() -> argparse.ArgumentParser:
     backend = p.add_argument_group("backend")
     backend.add_argument(
         "--base-url",
-        help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (for several "
-        "replicas, a router such as vllm-router: docs/vllm.md)",
+        help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (default: "
+        "$PACORE_BASE_URL, else $OPENAI_BASE_URL; for several replicas, a router such as "
+        "vllm-router: docs/vllm.md)",
     )
     backend.add_argument(
         "--backend",
         choices=["openai", "embedded", "vllm"],
-        help="openai: the --base-url endpoint (default when given); embedded: a small model "
-        "on the CPU, started by pacore (default otherwise); vllm: vLLM's engine in-process",
+        help="openai: the --base-url endpoint (default when one is given or set in the "
+        "environment); embedded: a small model on the CPU, started by pacore (default "
+        "otherwise); vllm: vLLM's engine in-process",
     )
     backend.add_argument(
         "--model",
-        help="model name (default: the endpoint's first model); a path for --backend vllm "
-        "or a GGUF file for --backend embedded",
+        help="model name (default: $PACORE_MODEL, else the endpoint's first model); a path "
+        "for --backend vllm or a GGUF file for --backend embedded",
     )
     backend.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY)")
     backend.add_argument("--timeout", type=float, help="seconds per model call")
@@ -139,6 +149,67 @@ def run_options() -> argparse.ArgumentParser:
     return p
 
 
+BASE_URL_VARIABLES = ("PACORE_BASE_URL", "OPENAI_BASE_URL")
+"""Where ``--base-url`` comes from when it is not given, first set wins."""
+
+
+def apply_env_defaults(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> None:
+    """Fills ``--base-url`` from ``$PACORE_BASE_URL``/``$OPENAI_BASE_URL`` and ``--model``
+    from ``$PACORE_MODEL`` where the command line left them out (flags win).
+
+    Only for the OpenAI-compatible backend: an explicit ``--backend embedded``/``vllm``
+    takes no endpoint, and ``$PACORE_MODEL`` names a model served at an endpoint, not a
+    GGUF file or a model folder.
+    """
+    if args.backend not in (None, "openai"):
+        return
+    if not args.base_url:
+        args.base_url = next(
+            (url for name in BASE_URL_VARIABLES if (url := environ.get(name, "").strip())), None
+        )
+    if args.base_url and not args.model:
+        args.model = environ.get("PACORE_MODEL", "").strip() or None
+
+
+def backend_kind(args: argparse.Namespace) -> str:
+    """The backend the options run on, as `open_backend` picks it."""
+    return str(args.backend or ("openai" if args.base_url else "embedded"))
+
+
+def public_url(url: str) -> str:
+    """``url`` without what may be a secret: user and password, query and fragment
+    (``http://u:p@host:8000/v1?key=k`` is ``http://host:8000/v1``)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:  # not a number: keep nothing of it
+        port = None
+    netloc = host + (f":{port}" if port is not None else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def backend_description(args: argparse.Namespace, model: BaseChatModel) -> dict[str, str | None]:
+    """The backend a run uses: ``kind``, ``endpoint`` (no credentials) and ``model`` name."""
+    url = getattr(model, "openai_api_base", None)
+    name = getattr(model, "model_name", None) or getattr(model, "model", None)
+    return {
+        "kind": backend_kind(args),
+        "endpoint": public_url(url) if isinstance(url, str) and url else None,
+        "model": str(name) if name else None,
+    }
+
+
+def backend_line(description: Mapping[str, str | None]) -> str:
+    """``backend: openai http://host:8000/v1 model qwen3``."""
+    words = [description["kind"], description["endpoint"]]
+    if description["model"]:
+        words += ["model", description["model"]]
+    return "backend: " + " ".join(w for w in words if w)
+
+
 @contextlib.asynccontextmanager
 async def open_checkpointer(url: str | None) -> AsyncIterator[BaseCheckpointSaver | None]:
     """`AsyncRedisSaver` on ``url`` (checked reachable before any model call), or None."""
@@ -168,8 +239,11 @@ async def open_run(
 def secrets_of(args: argparse.Namespace) -> list[str]:
     """The secrets the options carry, to keep out of every message and log."""
     found = [args.api_key or "", os.environ.get("OPENAI_API_KEY", "")]
-    if args.redis_url and (password := urlsplit(args.redis_url).password):
-        found.append(password)
+    urls = [args.redis_url, args.base_url, *(os.environ.get(n) for n in BASE_URL_VARIABLES)]
+    for url in urls:
+        with contextlib.suppress(ValueError):
+            if url and (password := urlsplit(url).password):
+                found.append(password)
     return [s for s in found if s]
 
 
@@ -211,13 +285,20 @@ def exit_status(exc: BaseException) -> int:
 
 
 __all__ = [
+    "BASE_URL_VARIABLES",
     "EXPECTED_ERRORS",
+    "ROUNDS_HELP",
     "CLIError",
     "Parser",
+    "apply_env_defaults",
+    "backend_description",
+    "backend_kind",
+    "backend_line",
     "describe",
     "exit_status",
     "open_checkpointer",
     "open_run",
+    "public_url",
     "run_options",
     "secrets_of",
 ]

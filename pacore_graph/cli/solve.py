@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -11,12 +13,29 @@ from typing import Any
 from langchain_core.messages import BaseMessage, convert_to_messages
 from langchain_core.runnables import RunnableConfig
 
-from pacore_graph.cli.options import CLIError, open_run, run_options
+from pacore_graph.cli.options import (
+    ROUNDS_HELP,
+    CLIError,
+    backend_description,
+    backend_line,
+    open_run,
+    run_options,
+    secrets_of,
+)
+from pacore_graph.cli.progress import (
+    RetryWatcher,
+    Saved,
+    SolveProgress,
+    progress_mode,
+    saved_work,
+    terminal_width,
+)
 from pacore_graph.context import context_from_options
 from pacore_graph.graph import create_pacore_graph
 from pacore_graph.messages import last_user_index
 from pacore_graph.record import to_record
-from pacore_graph.rounds import PRESETS, resolve_rounds
+from pacore_graph.rounds import resolve_rounds
+from pacore_graph.secrets import model_secrets
 from pacore_graph.threads import ThreadStatus, arun_thread, default_thread_id
 
 DEMO_PROBLEM = (
@@ -24,43 +43,75 @@ DEMO_PROBLEM = (
     "How many trees does the farmer plant? Put the final answer in \\boxed{}."
 )
 
+TICK_SECONDS = 0.5
+"""How often the live line is redrawn between events (its elapsed time moves)."""
+
 
 def add_parser(sub: Any) -> None:
     """Registers ``pacore solve`` on the ``pacore`` subcommands."""
     solve = sub.add_parser("solve", parents=[run_options()], help="answer one problem")
-    solve.add_argument("problem", nargs="?", help="the problem (the last user message)")
-    solve.add_argument("--demo", action="store_true", help="solve a built-in problem")
-    solve.add_argument("--messages", type=Path, help='JSON file: [{"role": ..., "content": ...}]')
     solve.add_argument(
-        "--rounds",
-        default="low",
-        help=f"exploration rounds: {'|'.join(PRESETS)} or N,N,... ([1] is appended; default low)",
+        "problem", nargs="?", help="the problem (sent as the user message); or use --messages"
     )
+    solve.add_argument("--demo", action="store_true", help="solve a built-in problem")
+    solve.add_argument(
+        "--messages",
+        metavar="FILE",
+        help='the chat as JSON, from FILE or - (stdin): [{"role": ..., "content": ...}, ...] '
+        'or {"messages": [...]}; its last user message is the problem',
+    )
+    solve.add_argument("--rounds", default="low", help=ROUNDS_HELP + " (default low)")
     solve.add_argument(
         "--thread-id",
-        help="thread to checkpoint into (default: derived from the problem and rounds)",
+        help="thread to checkpoint into (default: derived from the chat and the settings)",
     )
     solve.add_argument("--json", action="store_true", help="print the full record as JSON")
 
 
+def _read_chat(source: str) -> list[Any]:
+    """The messages of ``--messages``: a JSON list, or an object with a ``messages`` list."""
+    where = "from stdin" if source == "-" else f"file {source}"
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        raw = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CLIError(f"cannot read messages {where}: {exc}") from None
+    if isinstance(raw, dict) and "messages" in raw:
+        raw = raw["messages"]
+    if (
+        not isinstance(raw, list)
+        or not raw
+        or not all(isinstance(m, dict) and "role" in m and "content" in m for m in raw)
+    ):
+        raise CLIError(
+            f'messages {where}: expected a JSON list of {{"role", "content"}} objects, '
+            'or {"messages": [...]}'
+        )
+    return raw
+
+
 def _messages(args: argparse.Namespace) -> list[BaseMessage]:
-    raw: list[Any] = []
+    given = [
+        name
+        for name, present in (
+            ("PROBLEM", args.problem is not None),
+            ("--messages", args.messages is not None),
+            ("--demo", args.demo),
+        )
+        if present
+    ]
+    if len(given) > 1:
+        raise CLIError(
+            f"{' and '.join(given)} both give the problem: pass one "
+            "(put a follow-up question in the --messages chat as its last user message)"
+        )
     if args.messages is not None:
-        try:
-            raw = json.loads(args.messages.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CLIError(f"cannot read messages file {args.messages}: {exc}") from None
-        if not isinstance(raw, list) or not all(
-            isinstance(m, dict) and "role" in m and "content" in m for m in raw
-        ):
-            raise CLIError(
-                f'{args.messages}: expected a JSON list of {{"role", "content"}} objects'
-            )
-    if args.problem is not None:
-        raw.append({"role": "user", "content": args.problem})
+        raw = _read_chat(args.messages)
+    elif args.problem is not None:
+        raw = [{"role": "user", "content": args.problem}]
     elif args.demo:
-        raw.append({"role": "user", "content": DEMO_PROBLEM})
-    if not raw:
+        raw = [{"role": "user", "content": DEMO_PROBLEM}]
+    else:
         raise CLIError("no problem given: pass PROBLEM or --messages FILE.json")
     try:
         messages = convert_to_messages(raw)
@@ -70,25 +121,6 @@ def _messages(args: argparse.Namespace) -> list[BaseMessage]:
     return messages
 
 
-def print_progress(event: dict[str, Any]) -> None:
-    """One stderr line per round started or finished and per failed trajectory."""
-    kind = event.get("type")
-    if kind == "round_started":
-        print(f"round {event['round']}: {event['k']} trajectories", file=sys.stderr)
-    elif kind == "round_finished":
-        extra = "".join(f", {event[k]} {k}" for k in ("failed", "stopped") if event.get(k))
-        budget = (
-            f"; budget {event['budget_exhausted']} ran out" if event.get("budget_exhausted") else ""
-        )
-        print(
-            f"round {event['round']} done: {event['references']} references, "
-            f"{event['completion_tokens']} tokens{extra}{budget}",
-            file=sys.stderr,
-        )
-    elif kind == "trajectory_failed":
-        print(f"round {event['round']} #{event['index']} failed: {event['error']}", file=sys.stderr)
-
-
 _STATUS_LINES: dict[ThreadStatus, str] = {
     "new": "started",
     "interrupted": "resuming",
@@ -96,31 +128,65 @@ _STATUS_LINES: dict[ThreadStatus, str] = {
 }
 
 
+async def _tick(progress: SolveProgress) -> None:
+    while True:
+        await asyncio.sleep(TICK_SECONDS)
+        progress.draw()
+
+
 async def run(args: argparse.Namespace) -> int:
-    """Runs ``pacore solve``; prints the answer (or ``--json`` record) on stdout."""
+    """Runs ``pacore solve``; prints the answer (or ``--json`` record) on stdout and its
+    progress on stderr: the backend and model first, then the thread, then the rounds."""
     resolve_rounds(args.rounds)  # a bad vector fails before the endpoint is probed
     messages = _messages(args)
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    mode = progress_mode(args.progress, sys.stderr.isatty())
+    progress = SolveProgress(sys.stderr, mode, secrets_of(args), terminal_width(sys.stderr))
     config: RunnableConfig = {"max_concurrency": args.concurrency}
-    async with open_run(args) as (model, saver):
-        if saver is not None:
-            thread_id = args.thread_id or default_thread_id(messages, args.rounds)
-            args.saved_thread = thread_id  # for the interruption message
-            config["configurable"] = {"thread_id": thread_id}
-
-        def on_status(status: ThreadStatus) -> None:
+    context = context_from_options(args)
+    try:
+        async with open_run(args) as (model, saver):
+            progress.secrets += model_secrets(model)
+            progress.status(backend_line(backend_description(args, model)))
+            graph = create_pacore_graph(model, rounds=args.rounds).compile(checkpointer=saver)
+            saved: Saved | None = None
+            thread_id = ""
             if saver is not None:
-                print(f"thread {thread_id}: {_STATUS_LINES[status]}", file=sys.stderr)
+                thread_id = args.thread_id or default_thread_id(messages, context)
+                args.saved_thread = thread_id  # for the interruption message
+                config["configurable"] = {"thread_id": thread_id}
+                snapshot = await graph.aget_state(config)
+                # Its values include the writes of trajectories that finished before the
+                # interruption: what the resume will not ask again.
+                saved = saved_work(snapshot.values) if snapshot.next else None
 
-        graph = create_pacore_graph(model, rounds=args.rounds).compile(checkpointer=saver)
-        _, state = await arun_thread(
-            graph,
-            {"messages": messages},
-            config,
-            context=context_from_options(args),
-            on_status=on_status,
-            on_event=print_progress if progress else None,
-        )
+            def on_status(status: ThreadStatus) -> None:
+                if saver is None:
+                    return
+                if status == "interrupted" and saved is not None:
+                    progress.status(f"thread {thread_id}: {saved.describe()}")
+                    progress.resumed(saved)
+                else:
+                    progress.status(f"thread {thread_id}: {_STATUS_LINES[status]}")
+
+            if mode != "off":
+                config["callbacks"] = [RetryWatcher(progress.retry)]
+            ticker = asyncio.ensure_future(_tick(progress)) if mode == "bar" else None
+            try:
+                _, state = await arun_thread(
+                    graph,
+                    {"messages": messages},
+                    config,
+                    context=context,
+                    on_status=on_status,
+                    on_event=progress.event if mode != "off" else None,
+                )
+            finally:
+                if ticker is not None:
+                    ticker.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await ticker
+    finally:
+        progress.close()
     if args.json:
         print(json.dumps(to_record(state), ensure_ascii=False, indent=2))
     else:

@@ -12,9 +12,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pacore_graph.cli.options import CLIError, open_run, run_options
+from pacore_graph.cli.options import (
+    ROUNDS_HELP,
+    CLIError,
+    backend_description,
+    open_run,
+    run_options,
+    secrets_of,
+)
 from pacore_graph.context import context_from_options
-from pacore_graph.rounds import PRESETS
 
 
 def add_parser(sub: Any) -> None:
@@ -36,8 +42,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--rounds",
         action="append",
-        help=f"a PaCoRe setting: {'|'.join(PRESETS)} or N,N,... ([1] appended); repeat for "
-        "more rows (default: low unless only baselines are given)",
+        help=f"a PaCoRe setting, {ROUNDS_HELP}; repeat for more rows (default: low unless "
+        "only baselines are given)",
     )
     p.add_argument(
         "--baseline",
@@ -53,7 +59,12 @@ def add_parser(sub: Any) -> None:
         "each run's K_1 (and each baseline's samples) from them",
     )
     p.add_argument("--pool-seed", type=int, default=0, help="seed of the draws from the pool")
-    p.add_argument("--out", type=Path, default=Path("eval-results"), help="output folder")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("eval-results"),
+        help="output folder: tables, plot, rows and manifest.json (what was run)",
+    )
     p.add_argument("--limit", type=int, help="only the first N problems")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
 
@@ -132,7 +143,8 @@ async def run(args: argparse.Namespace) -> int:
     """Runs ``pacore eval``; writes the table, plot and rows (errors reach ``pacore``'s main)."""
     from pacore_graph.eval._deps import require
     from pacore_graph.eval.dataset import load_problems
-    from pacore_graph.eval.report import write_report
+    from pacore_graph.eval.manifest import build_manifest, command_line, dataset_info, now
+    from pacore_graph.eval.report import plot_title, write_report
     from pacore_graph.eval.runner import EvalSpec, run_eval
     from pacore_graph.eval.settings import build_settings
 
@@ -155,6 +167,7 @@ async def run(args: argparse.Namespace) -> int:
         pool=args.pool,
         pool_seed=args.pool_seed,
     )
+    started_at = now()
     async with open_run(args) as (model, saver):
         spec = dataclasses.replace(
             spec,
@@ -162,14 +175,33 @@ async def run(args: argparse.Namespace) -> int:
             context={k: v for k, v in context_from_options(args).items() if k != "rounds"},
             namespace=str(getattr(model, "model", "")),
         )
+        backend = backend_description(args, model)
         progress = _progress(args, len(problems), len(problems) * len(settings) * args.runs)
         try:
             result = await run_eval(model, problems, spec, checkpointer=saver, progress=progress)
         finally:
             if progress is not None:
                 progress.close()
+    manifest = build_manifest(
+        backend=backend,
+        dataset=dataset_info(args.problems, len(problems)),
+        settings=settings,
+        context=spec.context,
+        runs=spec.runs,
+        pool=spec.pool,
+        pool_seed=spec.pool_seed,
+        concurrency=spec.concurrency,
+        command=command_line(getattr(args, "argv", []), secrets_of(args)),
+        started_at=started_at,
+        finished_at=now(),
+        secrets=secrets_of(args),
+    )
     table, paths = write_report(
-        result, args.out, title=args.problems.name, plot_png=not args.no_plot
+        result,
+        args.out,
+        title=plot_title(backend["model"], args.problems.name),
+        plot_png=not args.no_plot,
+        manifest=manifest,
     )
     print(table, end="")
     print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)

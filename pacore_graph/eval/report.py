@@ -14,7 +14,7 @@ import csv
 import json
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,8 @@ _Z975 = 1.959964
 
 ALL = "all"
 """The category name of the whole benchmark."""
+UNCATEGORIZED = "uncategorized"
+"""The column of the problems without a category, when others have one."""
 
 FILES = {
     "rows": "results.jsonl",
@@ -40,6 +42,7 @@ FILES = {
     "markdown": "table.md",
     "csv": "table.csv",
     "plot": "accuracy_vs_ttc.png",
+    "manifest": "manifest.json",
 }
 """What `write_report` writes into the output folder."""
 
@@ -154,10 +157,19 @@ def _stats(setting: Setting, category: str, rows: list[dict[str, Any]], runs: in
     )
 
 
+def category_of(category: str | None) -> str:
+    """The column a problem's (or row's) category counts in: a problem without one counts
+    in `UNCATEGORIZED`."""
+    return UNCATEGORIZED if category is None else category
+
+
 def categories(result: EvalResult) -> list[str]:
-    """The table's columns: `ALL`, then each category in file order (if any is named)."""
-    named = dict.fromkeys(p.category for p in result.problems if p.category is not None)
-    return [ALL, *named]
+    """The table's columns: `ALL`, then each category in file order, when any is named;
+    problems without a category then have their own column, `UNCATEGORIZED`, so the
+    columns add up to `ALL`."""
+    if all(p.category is None for p in result.problems):
+        return [ALL]
+    return [ALL, *dict.fromkeys(category_of(p.category) for p in result.problems)]
 
 
 def summarize(result: EvalResult) -> list[SettingStats]:
@@ -166,7 +178,11 @@ def summarize(result: EvalResult) -> list[SettingStats]:
     for setting in result.settings:
         rows = [r for r in result.rows if r["setting"] == setting.name]
         for category in categories(result):
-            subset = rows if category == ALL else [r for r in rows if r["category"] == category]
+            subset = (
+                rows
+                if category == ALL
+                else [r for r in rows if category_of(r.get("category")) == category]
+            )
             stats.append(_stats(setting, category, subset, result.runs))
     return stats
 
@@ -332,11 +348,12 @@ def plot(stats: Sequence[SettingStats], path: Path, title: str = "") -> None:
     ax.set_xlabel("mean TTC per problem (completion tokens, log scale)")
     ax.set_ylabel("accuracy (%), pass@1 averaged over runs")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    # The title is also the PNG's Title field, so a file found alone still says what it is.
+    fig.savefig(path, metadata={"Title": title} if title else None)
     plt.close(fig)
 
 
@@ -368,16 +385,28 @@ def write_pool(result: EvalResult, path: Path) -> None:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def plot_title(model: str | None, dataset: str) -> str:
+    """The plot's title: the model and the benchmark file, ``pacore-8b on aime25.jsonl``."""
+    return f"{model} on {dataset}" if model else dataset
+
+
 def write_report(
-    result: EvalResult, out: str | Path, *, title: str = "", plot_png: bool = True
+    result: EvalResult,
+    out: str | Path,
+    *,
+    title: str = "",
+    plot_png: bool = True,
+    manifest: Mapping[str, Any] | None = None,
 ) -> tuple[str, dict[str, Path]]:
-    """Writes the rows, the pool, the tables and the plot into ``out``.
+    """Writes the rows, the pool, the tables, the plot and the manifest into ``out``.
 
     Args:
         result: From `pacore_graph.eval.runner.run_eval`.
         out: Output folder (created).
-        title: The plot's title (e.g. the benchmark's file name).
+        title: The plot's title (see `plot_title`: the model and the benchmark file).
         plot_png: Draw the plot (needs matplotlib).
+        manifest: What was run (`pacore_graph.eval.manifest.build_manifest`), written
+            as ``manifest.json``; None writes none.
 
     Returns:
         The Markdown table, and the paths written by kind (see `FILES`).
@@ -398,4 +427,9 @@ def write_report(
         plot(stats, paths["plot"], title)
     else:
         del paths["plot"]
+    if manifest is not None:
+        text = json.dumps(manifest, ensure_ascii=False, indent=2, default=str)
+        paths["manifest"].write_text(text + "\n", encoding="utf-8")
+    else:
+        del paths["manifest"]
     return table, paths

@@ -7,26 +7,27 @@ from typing import Any
 from langchain_core.messages import AIMessage
 from langgraph.config import get_stream_writer
 
+from pacore_graph.record import run_record
 from pacore_graph.state import PaCoReState
-from pacore_graph.trajectories import (
-    final_trajectory,
-    latest_trajectories,
-    split_thinking,
-    status_counts,
-    usage_totals,
-)
+from pacore_graph.trajectories import final_trajectory, split_thinking
 
 
 def answer(state: PaCoReState) -> dict[str, Any]:
-    """Appends the answer to ``messages`` as an ordinary ``AIMessage``."""
-    trajectories = latest_trajectories(state["trajectories"])
-    final = final_trajectory(trajectories, len(state["round_vector"]))
+    """Appends the answer to ``messages`` as an ordinary ``AIMessage`` and writes the run's
+    record to ``pacore``.
+
+    The message is what the final round streamed to ``stream_mode="messages"``: the same
+    split of answer and thinking, under the id the stream used, so LangGraph's messages
+    handler does not send it a second time (it does send it when nothing streamed).
+    """
+    run = run_record(state)
+    final = final_trajectory(run["trajectories"], len(run["round_vector"]))
     assert final is not None, "compact lets no final round through without its answer"
     reply, thinking = split_thinking(final)
-    ttc, largest = usage_totals(trajectories)
-    counts = status_counts(trajectories)
+    ttc, largest = run["ttc_tokens"], run["max_prompt_tokens"]
     message = AIMessage(
         content=reply,
+        id=final.get("message_id"),
         additional_kwargs={"reasoning_content": thinking} if thinking else {},
         usage_metadata={
             "input_tokens": largest,
@@ -36,18 +37,18 @@ def answer(state: PaCoReState) -> dict[str, Any]:
         response_metadata={
             "finish_reason": final["finish_reason"],
             "pacore": {
-                "round_vector": state["round_vector"],
+                "round_vector": run["round_vector"],
                 "ttc_tokens": ttc,
                 "max_prompt_tokens": largest,
-                "trajectories": len(trajectories),
-                "truncated": sum(t["truncated"] for t in trajectories),
-                "failed": counts["failed"],
-                "stopped": counts["stopped"],
-                "budget_exhausted": state.get("budget_exhausted"),
+                "trajectories": len(run["trajectories"]),
+                "truncated": run["truncated"],
+                "failed": run["failed"],
+                "stopped": run["stopped"],
+                "budget_exhausted": run["budget_exhausted"],
             },
         },
     )
     get_stream_writer()(
         {"type": "answer", "content": reply, "ttc_tokens": ttc, "max_prompt_tokens": largest}
     )
-    return {"messages": [message]}
+    return {"messages": [message], "pacore": run}

@@ -16,6 +16,7 @@ from pacore_graph.budget import BudgetName, exhausted, quorum
 from pacore_graph.compaction import order_references
 from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.errors import BudgetExhaustedError, QuorumError
+from pacore_graph.resume import check_same_run
 from pacore_graph.state import PaCoReState, RoundSummary
 from pacore_graph.trajectories import (
     Trajectory,
@@ -49,6 +50,7 @@ def compact(
 ) -> dict[str, Any]:
     """Runs once after all of a round's trajectories."""
     settings = merge_context(defaults, runtime.context)
+    check_same_run(state.get("settings"), settings)
     r = state["round"]
     final = r == len(state["round_vector"])
     latest = latest_trajectories(state["trajectories"])

@@ -14,6 +14,7 @@ from pacore_graph.budget import check_budgets, round_budget
 from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.errors import InvalidInputError
 from pacore_graph.messages import last_user_index
+from pacore_graph.resume import run_settings
 from pacore_graph.rounds import resolve_rounds
 from pacore_graph.state import PaCoReState
 
@@ -44,6 +45,8 @@ def prepare(
         "run_id": run_id,
         "budget_exhausted": None,
         "retry": [],
+        "settings": run_settings(settings),
+        "pacore": None,
         "budget": None
         if len(vector) == 1
         else round_budget(settings, started_at, 0, f"{run_id}:1"),

@@ -14,6 +14,7 @@ from pacore_graph.budget import round_budget
 from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.errors import ContextLimitError
 from pacore_graph.messages import build_round_messages, message_text
+from pacore_graph.resume import check_same_run
 from pacore_graph.state import PaCoReState
 from pacore_graph.trajectories import usage_totals
 
@@ -67,6 +68,7 @@ def synthesize(
     """Decides what the next round's prompt carries: M of the round before, fitted to the
     context limit (or the latest M at all when a budget ran out and the final round is next)."""
     settings = merge_context(defaults, runtime.context)
+    check_same_run(state.get("settings"), settings)
     done = list(state["rounds_done"])
     previous = done[-1]
     r = state["round"] + 1

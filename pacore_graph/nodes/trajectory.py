@@ -12,13 +12,17 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple, NotRequired
+from uuid import UUID, uuid4
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, GenerationChunk, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.runnables.config import merge_configs
+from langchain_core.runnables.config import merge_configs, var_child_runnable_config
 from langgraph.constants import TAG_NOSTREAM
 from langgraph.errors import GraphBubbleUp
+from langgraph.graph.message import push_message
 from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
 from typing_extensions import TypedDict
@@ -27,13 +31,17 @@ from pacore_graph._compat import RunnableCallable
 from pacore_graph.budget import BudgetTracker, RoundBudget, tracker_for
 from pacore_graph.compaction import resolve_compaction
 from pacore_graph.context import PaCoReContext, merge_context
+from pacore_graph.messages import message_text
+from pacore_graph.resume import check_same_run
 from pacore_graph.retry import DEFAULT_RETRY_POLICY, describe_failure, final_attempt, retry_after
 from pacore_graph.secrets import model_secrets, redact
 from pacore_graph.trajectories import (
     Status,
+    ThinkingSplitter,
     Trajectory,
     finished_record,
     output_tokens,
+    reasoning_of,
     unfinished_record,
 )
 
@@ -47,6 +55,8 @@ class TrajectoryTask(TypedDict):
     final: bool
     budget: NotRequired[RoundBudget | None]
     """The round's share of the run's budgets; None in the final round, which is never cut."""
+    settings: NotRequired[dict[str, Any] | None]
+    """The run's resolved settings: a resumed task runs only under the same."""
 
 
 def _call_in_thread(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[bool, Any]:
@@ -113,13 +123,69 @@ async def _call_async(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[
                 await task
 
 
+class _AnswerStream(BaseCallbackHandler):
+    """Sends the final round's reply to ``stream_mode="messages"`` as it streams: thinking
+    split out into ``additional_kwargs["reasoning_content"]`` (as the answer message holds
+    it), no empty chunks, every chunk under the id the answer message will have, so that
+    LangGraph's messages handler does not send that message a second time.
+
+    The model's own tokens do not stream (the call is tagged ``TAG_NOSTREAM``); this
+    handler, on that call only, gets them and sends its chunks with LangGraph's
+    ``push_message``, which reaches the messages stream and nothing else: no tracer or
+    other callback sees a second model run.
+    """
+
+    run_inline = True
+    """In order, and in the call's own context, where ``push_message`` finds its config."""
+
+    def __init__(self, message_id: str, config: RunnableConfig) -> None:
+        self.message_id = message_id
+        self.config = config
+        """The node's config with the call's metadata, which each streamed chunk carries."""
+        self.splitter = ThinkingSplitter()
+
+    def on_llm_new_token(
+        self,
+        token: str | list[str | dict[str, Any]],
+        *,
+        chunk: GenerationChunk | ChatGenerationChunk | None = None,
+        run_id: UUID,
+        **kwargs: Any,
+    ) -> None:
+        """Sends what of the chunk is known to be answer or thinking."""
+        if isinstance(chunk, ChatGenerationChunk):
+            message = chunk.message
+            self._push(*self.splitter.feed(message_text(message), reasoning_of(message)))
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        """Sends what the splitter held back for the end."""
+        self._push(*self.splitter.close())
+
+    def _push(self, content: str, reasoning: str) -> None:
+        if not content and not reasoning:
+            return
+        chunk = AIMessageChunk(
+            content=content,
+            id=self.message_id,
+            additional_kwargs={"reasoning_content": reasoning} if reasoning else {},
+        )
+        # push_message reads the running config: the call's, so chunks carry pacore_round.
+        token = var_child_runnable_config.set(self.config)
+        try:
+            push_message(chunk, state_key=None)
+        finally:
+            var_child_runnable_config.reset(token)
+
+
 class _Call(NamedTuple):
-    """What one attempt sends, and the round's budget tracker (None without budgets)."""
+    """What one attempt sends, the round's budget tracker (None without budgets) and, in
+    the final round, the id its reply streams under."""
 
     messages: list[BaseMessage]
     config: RunnableConfig
     kwargs: dict[str, Any]
     tracker: BudgetTracker | None
+    message_id: str | None
 
 
 class TrajectoryNode:
@@ -166,7 +232,7 @@ class TrajectoryNode:
                 return outcome
             time.sleep(outcome)
             raise
-        return self._finish(task, runtime, returned, message, call.tracker, started)
+        return self._finish(task, runtime, returned, message, call, started)
 
     async def arun(
         self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
@@ -187,7 +253,7 @@ class TrajectoryNode:
                 return outcome
             await asyncio.sleep(outcome)
             raise
-        return self._finish(task, runtime, returned, message, call.tracker, started)
+        return self._finish(task, runtime, returned, message, call, started)
 
     # -- shared helpers ----------------------------------------------------------------
 
@@ -195,12 +261,22 @@ class TrajectoryNode:
         self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
     ) -> _Call:
         settings = merge_context(self.defaults, runtime.context)
-        # Only the final round's tokens stream to stream_mode="messages": K parallel
-        # exploration streams interleaved would be noise.
+        check_same_run(task.get("settings"), settings)
+        round_number, index = task["round"], task["index"]
+        # No model call streams its own tokens to stream_mode="messages": K parallel
+        # exploration streams interleaved would be noise, and the final round's raw
+        # tokens (thinking inline, another message id) are sent split by `_AnswerStream`.
         extra: RunnableConfig = {
-            "metadata": {"pacore_round": task["round"], "pacore_index": task["index"]},
-            "tags": [] if task["final"] else [TAG_NOSTREAM],
+            "run_name": f"pacore round {round_number} · trajectory {index}",
+            "metadata": {"pacore_round": round_number, "pacore_index": index},
+            "tags": [TAG_NOSTREAM],
         }
+        config = merge_configs(config, extra)
+        message_id = None
+        if task["final"]:
+            # A new id per attempt: a failed attempt's partial stream is another message.
+            message_id = str(uuid4())
+            config = merge_configs(config, {"callbacks": [_AnswerStream(message_id, config)]})
         kwargs = {
             "temperature": settings.temperature,
             "top_p": settings.top_p,
@@ -210,9 +286,10 @@ class TrajectoryNode:
         budget = task.get("budget")
         return _Call(
             task["messages"],
-            merge_configs(config, extra),
+            config,
             {k: v for k, v in kwargs.items() if v is not None},
             tracker_for(budget) if budget else None,
+            message_id,
         )
 
     def _finish(
@@ -221,9 +298,10 @@ class TrajectoryNode:
         runtime: Runtime[PaCoReContext],
         returned: bool,
         message: Any,
-        tracker: BudgetTracker | None,
+        call: _Call,
         started: float,
     ) -> dict[str, list[Trajectory]]:
+        tracker = call.tracker
         if not returned:
             reason = tracker.reason if tracker is not None else None
             return self._unfinished(task, runtime, "stopped", f"budget {reason} ran out", started)
@@ -236,6 +314,7 @@ class TrajectoryNode:
             message,
             compaction=resolve_compaction(settings.compaction or "reference"),
             latency_s=time.perf_counter() - started,
+            message_id=call.message_id,
         )
         runtime.stream_writer(
             {

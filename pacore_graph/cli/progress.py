@@ -1,0 +1,337 @@
+"""``pacore solve``'s progress on stderr: a live line per round on a terminal, else one plain
+line per event.
+
+Both are fed by the graph's custom stream (``round_started``, ``trajectory_finished``,
+``trajectory_failed``, ``trajectory_stopped``, ``round_finished``, ``answer``) and by
+`RetryWatcher`, a callback on the model calls: LangGraph's ``RetryPolicy`` runs a
+trajectory's node again without a stream event, but every attempt is a new model call
+tagged with the trajectory's round and index, so a second call for one trajectory is a
+retry.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TextIO
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+
+from pacore_graph.retry import describe_failure
+from pacore_graph.secrets import redact
+from pacore_graph.trajectories import latest_trajectories
+
+Mode = Literal["bar", "lines", "off"]
+"""bar: a live line per round (a terminal); lines: one line per event; off: status only."""
+
+
+def progress_mode(option: bool | None, is_terminal: bool) -> Mode:
+    """What ``--progress/--no-progress`` (None when not given) shows on this stderr.
+
+    A terminal gets the live bar unless ``--no-progress``; elsewhere only ``--progress``
+    prints events, one plain line each (a log has no use for redrawn lines).
+    """
+    if option is False:
+        return "off"
+    if is_terminal:
+        return "bar"
+    return "lines" if option else "off"
+
+
+def _retries(n: int) -> str:
+    return f"{n} retry" if n == 1 else f"{n} retries"
+
+
+@dataclass
+class RoundCount:
+    """What one round has done so far (in this process, plus what a resume found saved)."""
+
+    round: int
+    k: int
+    finished: int = 0
+    failed: int = 0
+    stopped: int = 0
+    tokens: int = 0
+    retries: int = 0
+    started: float = field(default_factory=time.monotonic)
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What an interrupted thread already holds of its run."""
+
+    round: int | None
+    """The round it stopped in; None when it stopped before round 1 started."""
+    vector: tuple[int, ...]
+    """The run's round vector (empty before round 1 started)."""
+    k: int
+    """Trajectories of that round."""
+    in_round: int
+    """Finished trajectories of that round (not asked again)."""
+    earlier: int
+    """Finished trajectories of earlier rounds."""
+    tokens: int
+    """Completion tokens of the round's saved trajectories."""
+
+    @property
+    def total(self) -> int:
+        """Every finished trajectory the resume keeps."""
+        return self.in_round + self.earlier
+
+    def describe(self) -> str:
+        """``resuming round 2/3: 1 of 4 trajectories already saved (+4 from earlier rounds)``."""
+        if self.round is None:
+            return "resuming: no trajectory was saved yet"
+        rounds = f"/{len(self.vector)}" if self.vector else ""
+        earlier = f" (+{self.earlier} from earlier rounds)" if self.earlier else ""
+        return (
+            f"resuming round {self.round}{rounds}: {self.in_round} of {self.k} "
+            f"trajectories already saved{earlier}"
+        )
+
+
+def saved_work(values: Mapping[str, Any]) -> Saved:
+    """What an interrupted thread's state (``aget_state(...).values``, which includes the
+    writes of trajectories that finished before the interruption) already holds."""
+    vector = list(values.get("round_vector") or [])
+    r = values.get("round")
+    if not vector or not isinstance(r, int) or not 1 <= r <= len(vector):
+        return Saved(None, tuple(vector), 0, 0, 0, 0)
+    latest = latest_trajectories(values.get("trajectories") or [])
+    finished = [t for t in latest if t["status"] == "finished"]
+    current = [t for t in finished if t["round"] == r]
+    return Saved(
+        round=r,
+        vector=tuple(vector),
+        k=vector[r - 1],
+        in_round=len(current),
+        earlier=len(finished) - len(current),
+        tokens=sum(t["completion_tokens"] or 0 for t in current),
+    )
+
+
+class SolveProgress:
+    """Renders a run's progress on ``stream`` in one of the `Mode` s.
+
+    Args:
+        stream: Where to write (stderr).
+        mode: See `Mode`.
+        secrets: Kept out of every line (error texts may echo a key).
+        width: Terminal columns (the live line is cut to fit, so ``\\r`` can redraw it).
+    """
+
+    def __init__(
+        self, stream: TextIO, mode: Mode, secrets: list[str] | None = None, width: int = 80
+    ) -> None:
+        self.stream = stream
+        self.mode = mode
+        self.secrets = secrets or []
+        self.width = max(20, width)
+        self.vector: tuple[int, ...] = ()
+        self.current: RoundCount | None = None
+        self._drawn = False  # a live line is on screen, not yet ended by a newline
+
+    # -- output ------------------------------------------------------------------------
+
+    def _write(self, text: str) -> None:
+        self.stream.write(redact(text, self.secrets))
+        self.stream.flush()
+
+    def status(self, text: str) -> None:
+        """A line that is always shown (backend, thread), above any live line."""
+        if self._drawn:
+            self._write("\r\x1b[K")
+        self._write(text + "\n")
+        if self._drawn:
+            self.draw()
+
+    def _event_line(self, text: str) -> None:
+        if self.mode == "lines":
+            self._write(text + "\n")
+
+    def bar_line(self) -> str:
+        """The live line of the current round: bar, finished/K, tokens, time, retries,
+        failures."""
+        c = self.current
+        if c is None:
+            return ""
+        rounds = f"/{len(self.vector)}" if self.vector else ""
+        done = c.finished + c.failed + c.stopped
+        cells = 20
+        filled = cells * done // c.k if c.k else cells
+        parts = [
+            f"round {c.round}{rounds} [{'#' * filled}{'-' * (cells - filled)}] {c.finished}/{c.k}",
+            f"{c.tokens:,} tokens",
+            f"{time.monotonic() - c.started:.1f}s",
+            _retries(c.retries),
+            f"{c.failed} failed",
+        ]
+        if c.stopped:
+            parts.append(f"{c.stopped} stopped")
+        return " | ".join(parts)
+
+    def draw(self) -> None:
+        """Redraws the live line (the elapsed time moves even without events); a finished
+        round's line stays as it was left."""
+        if self.current is not None and not self.current.done:
+            self._render()
+
+    def _render(self) -> None:
+        if self.mode != "bar" or self.current is None:
+            return
+        line = self.bar_line()[: self.width - 1]
+        self._write(f"\r{line}\x1b[K")
+        self._drawn = True
+
+    def _end_line(self) -> None:
+        if self._drawn:
+            self._write("\n")
+            self._drawn = False
+
+    def close(self) -> None:
+        """Ends a live line left open (an error or Ctrl-C), so what follows starts clean."""
+        self._end_line()
+
+    # -- input -------------------------------------------------------------------------
+
+    def resumed(self, saved: Saved) -> None:
+        """Seeds the current round from what an interrupted thread already holds."""
+        self.vector = saved.vector or self.vector
+        if saved.round is not None:
+            self.current = RoundCount(
+                saved.round, saved.k, finished=saved.in_round, tokens=saved.tokens
+            )
+            self.draw()
+
+    def event(self, event: Any) -> None:
+        """One ``get_stream_writer`` event of the graph."""
+        if not isinstance(event, dict):
+            return
+        kind = event.get("type")
+        r = event.get("round")
+        if kind == "round_started" and isinstance(r, int):
+            if vector := event.get("round_vector"):
+                self.vector = tuple(vector)
+            self._end_line()
+            self.current = RoundCount(r, event["k"])
+            self._event_line(f"round {r}: {event['k']} trajectories")
+            self.draw()
+            return
+        c = self.current
+        if isinstance(r, int) and (c is None or c.round != r):
+            # Events of a round whose start this process did not see (a resume).
+            k = event.get("k") or (self.vector[r - 1] if 0 < r <= len(self.vector) else 1)
+            self._end_line()
+            c = self.current = RoundCount(r, k)
+        if c is None:
+            return
+        if kind == "trajectory_finished":
+            c.finished += 1
+            c.tokens += event.get("completion_tokens") or 0
+        elif kind == "trajectory_failed":
+            c.failed += 1
+            self._event_line(f"round {r} #{event['index']} failed: {event['error']}")
+        elif kind == "trajectory_stopped":
+            c.stopped += 1
+        elif kind == "round_finished":
+            # The node's totals are authoritative (they include what a resume found saved).
+            c.tokens = event.get("completion_tokens") or c.tokens
+            c.failed, c.stopped = event.get("failed", c.failed), event.get("stopped", c.stopped)
+            c.finished = max(c.finished, event["k"] - c.failed - c.stopped)
+            extra = "".join(f", {event[k]} {k}" for k in ("failed", "stopped") if event.get(k))
+            if c.retries:
+                extra += f", {_retries(c.retries)}"
+            budget = event.get("budget_exhausted")
+            self._event_line(
+                f"round {r} done: {event['references']} references, "
+                f"{event['completion_tokens']} tokens{extra}"
+                + (f"; budget {budget} ran out" if budget else "")
+            )
+            c.done = True
+            self._render()  # its last redraw; the line stays
+            self._end_line()
+            return
+        self.draw()
+
+    def retry(self, round_number: int, index: int, error: str | None) -> None:
+        """A trajectory's call is being made again (LangGraph's retry policy)."""
+        c = self.current
+        if c is not None and c.round == round_number:
+            c.retries += 1
+        cause = f" after {error}" if error else ""
+        self._event_line(f"round {round_number} #{index} retrying{cause}")
+        self.draw()
+
+
+class RetryWatcher(BaseCallbackHandler):
+    """Sees every model call a run makes and reports a trajectory's second and later calls
+    as retries (with the error that failed the one before), as ``report(round, index,
+    error)``."""
+
+    run_inline = True  # called on the event loop, in order: no locking needed
+    ignore_chain = True
+    ignore_agent = True
+    ignore_retriever = True
+    ignore_custom_event = True
+
+    def __init__(self, report: Callable[[int, int, str | None], None]) -> None:
+        super().__init__()
+        self.report = report
+        self.calls: dict[tuple[int, int], int] = {}
+        self._runs: dict[UUID, tuple[int, int]] = {}
+        self._errors: dict[tuple[int, int], str] = {}
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[Any]],
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Counts the call of a trajectory (the node tags it with its round and index)."""
+        meta = metadata or {}
+        r, i = meta.get("pacore_round"), meta.get("pacore_index")
+        if not isinstance(r, int) or not isinstance(i, int):
+            return
+        key = (r, i)
+        self._runs[run_id] = key
+        self.calls[key] = self.calls.get(key, 0) + 1
+        if self.calls[key] > 1:
+            self.report(r, i, self._errors.pop(key, None))
+
+    def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """Forgets a call that returned."""
+        self._runs.pop(run_id, None)
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """Keeps why a call failed, for the retry that may follow."""
+        key = self._runs.pop(run_id, None)
+        if key is not None and isinstance(error, Exception):
+            self._errors[key] = describe_failure(error)
+
+
+def terminal_width(stream: TextIO) -> int:
+    """Columns of the terminal ``stream`` writes to (80 when it cannot tell)."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        columns = 0
+    return columns or 80  # a terminal that never set its size reports 0
+
+
+__all__ = [
+    "Mode",
+    "RetryWatcher",
+    "RoundCount",
+    "Saved",
+    "SolveProgress",
+    "progress_mode",
+    "saved_work",
+    "terminal_width",
+]

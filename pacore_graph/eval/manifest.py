@@ -1,0 +1,167 @@
+"""``manifest.json``: what an eval ran, beside what it wrote, so a table can be traced back to
+its model, endpoint, settings, data and command line. Never a secret: the endpoint has no
+credentials, and the command line has ``--api-key``'s value and URL passwords redacted."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import importlib.metadata
+import platform
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pacore_graph.context import DEFAULTS, merge_context
+from pacore_graph.eval.settings import Setting
+from pacore_graph.resume import run_settings
+from pacore_graph.secrets import REDACTED, redact
+
+SECRET_OPTIONS = ("--api-key",)
+"""Options whose value is a secret."""
+URL_OPTIONS = ("--base-url", "--redis-url")
+"""Options whose value is a URL that may carry a password."""
+SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens", "extra_body")
+"""The settings every call samples with (the rest are PaCoRe's own)."""
+
+
+def now() -> str:
+    """The current time, ISO 8601 in UTC to the second (``2025-01-31T12:00:00Z``)."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def package_version() -> str:
+    """pacore-graph's installed version (``unknown`` when run from a bare checkout)."""
+    try:
+        return importlib.metadata.version("pacore-graph")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _hide_password(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{hostport}"))
+
+
+def _option(word: str, names: Iterable[str]) -> str | None:
+    """The option of ``names`` that ``word`` (``--opt`` or ``--opt=value``) spells, taking
+    the unambiguous prefixes argparse accepts (``--api`` for ``--api-key``)."""
+    flag = word.partition("=")[0]
+    if not flag.startswith("--") or len(flag) < 3:
+        return None
+    return next((name for name in names if name.startswith(flag)), None)
+
+
+def command_line(argv: Sequence[str], secrets: Iterable[str] = ()) -> str:
+    """``pacore <argv>`` as a shell line, with every ``--api-key`` value, URL password and
+    known secret replaced by ``[redacted]``."""
+    words: list[str] = []
+    hide: str | None = None  # what the previous word announced for this one
+    for word in argv:
+        if hide == "secret":
+            words.append(REDACTED)
+        elif hide == "url":
+            words.append(_hide_password(word))
+        else:
+            flag, eq, value = word.partition("=")
+            if _option(word, SECRET_OPTIONS):
+                word = f"{flag}={REDACTED}" if eq else word
+                hide = None if eq else "secret"
+                words.append(word)
+                continue
+            if _option(word, URL_OPTIONS):
+                word = f"{flag}={_hide_password(value)}" if eq else word
+                hide = None if eq else "url"
+                words.append(word)
+                continue
+            words.append(word)
+        hide = None
+    return redact(shlex.join(["pacore", *words]), secrets)
+
+
+def dataset_info(path: Path, count: int) -> dict[str, Any]:
+    """The benchmark file: name, path, SHA-256 of its bytes, and problems evaluated."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"file": path.name, "path": str(path), "sha256": digest, "problems": count}
+
+
+def build_manifest(
+    *,
+    backend: Mapping[str, Any],
+    dataset: Mapping[str, Any],
+    settings: Sequence[Setting],
+    context: Mapping[str, Any],
+    runs: int,
+    pool: int | None,
+    pool_seed: int,
+    concurrency: int,
+    command: str,
+    started_at: str,
+    finished_at: str,
+    secrets: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The manifest of one eval.
+
+    Args:
+        backend: ``kind``, ``endpoint`` (without credentials) and ``model``.
+        dataset: From `dataset_info`.
+        settings: The table's rows.
+        context: The run's PaCoRe settings as given (``rounds`` aside); the manifest
+            records them resolved, defaults included.
+        runs: Runs per setting.
+        pool: Round-1 pool size, or None.
+        pool_seed: Seed of the draws from the pool.
+        concurrency: Model calls in flight at most.
+        command: From `command_line`.
+        started_at: From `now`, before the run.
+        finished_at: From `now`, after it.
+        secrets: Redacted wherever they appear.
+    """
+    resolved = run_settings(merge_context(DEFAULTS, dict(context)))
+    resolved.pop("rounds", None)  # each setting has its own
+    manifest = {
+        "model": backend.get("model"),
+        "backend": dict(backend),
+        "dataset": dict(dataset),
+        "settings": [
+            {"name": s.name, "label": s.label, "kind": s.kind, "round_vector": list(s.round_vector)}
+            for s in settings
+        ],
+        "runs": runs,
+        "seed": resolved.get("seed"),
+        "pool": pool,
+        "pool_seed": pool_seed if pool is not None else None,
+        "sampling": {k: resolved.get(k) for k in SAMPLING_FIELDS},
+        "pacore": {k: v for k, v in resolved.items() if k not in SAMPLING_FIELDS},
+        "concurrency": concurrency,
+        "pacore_version": package_version(),
+        "python": platform.python_version(),
+        "command": command,
+        "started_at": started_at,
+        "finished_at": finished_at,
+    }
+    return _scrub(manifest, list(secrets))
+
+
+def _scrub(value: Any, secrets: list[str]) -> Any:
+    """``value`` with every secret redacted from its strings (``extra_body`` may hold one)."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, Mapping):
+        return {k: _scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v, secrets) for v in value]
+    return value
+
+
+__all__ = ["build_manifest", "command_line", "dataset_info", "now", "package_version"]

@@ -1,0 +1,52 @@
+"""What a resume must match: a thread's unfinished run continues only under the settings it
+started with, so no answer ever mixes two runs' settings."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from pacore_graph.context import PaCoReContext
+from pacore_graph.errors import ThreadConflictError
+from pacore_graph.rounds import resolve_rounds
+
+
+def run_settings(settings: PaCoReContext) -> dict[str, Any]:
+    """The resolved settings of a run as plain data, kept in its state and tasks.
+
+    A compaction callable is kept as its qualified name: two runs with the same
+    function match, and the checkpoint holds no code.
+    """
+    out: dict[str, Any] = {}
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if f.name == "rounds" and value is not None:
+            value = resolve_rounds(value)  # "32,4" and [32, 4] are the same run
+        elif callable(value):
+            value = f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', value)}"
+        out[f.name] = value
+    return out
+
+
+def check_same_run(started: dict[str, Any] | None, settings: PaCoReContext) -> None:
+    """Raises when ``settings`` are not those the run ``started`` with.
+
+    ``started`` None is a checkpoint written before settings were recorded: nothing to
+    compare, the run goes on.
+
+    Raises:
+        ThreadConflictError: A setting differs; names each one with both values.
+    """
+    if started is None:
+        return
+    now = run_settings(settings)
+    changed = [k for k in now if k in started and started[k] != now[k]]
+    if changed:
+        diff = ", ".join(f"{k} {started[k]!r} -> {now[k]!r}" for k in changed)
+        raise ThreadConflictError(
+            f"this thread's unfinished run started with other settings ({diff}): resume it "
+            "with the same settings, or use a new thread id"
+        )
+
+
+__all__ = ["check_same_run", "run_settings"]

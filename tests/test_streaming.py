@@ -1,0 +1,255 @@
+"""What ``stream_mode="messages"`` shows and what a tracer sees.
+
+The final round's reply streams once, thinking split out into ``reasoning_content``, under
+the id of the final ``AIMessage`` (so LangGraph does not send that message again); the
+exploration rounds do not stream. Every model call's run is named for its round and index.
+"""
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models.fake_chat_models import (
+    FakeListChatModel,
+    GenericFakeChatModel,
+)
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+
+from pacore_graph import create_pacore_graph
+from pacore_graph.testing import Reply
+from pacore_graph.trajectories import ThinkingSplitter, split_thinking
+from tests.conftest import model_for
+
+PROBLEM = "What is 17 * 23?"
+THINKING = "17 * 20 = 340,\n340 + 51 = 391."
+ANSWER = "The answer is **391**."
+INLINE = f"<think>\n{THINKING}\n</think>\n\n{ANSWER}"
+"""A reply with inline thinking: a tag, newlines around it, a blank line after it."""
+
+
+def fake_list(reply: str) -> BaseChatModel:
+    """Streams ``reply`` one character per chunk: every tag is split across chunks."""
+    return FakeListChatModel(responses=[reply])
+
+
+def fake_generic(reply: str) -> BaseChatModel:
+    """Streams ``reply`` split on whitespace (a tag shares its chunk with a word)."""
+    return GenericFakeChatModel(messages=iter([AIMessage(reply) for _ in range(10)]))
+
+
+FAKES = pytest.mark.parametrize("make_model", [fake_list, fake_generic], ids=["chars", "words"])
+
+
+def run_streaming(graph: Any, api: str) -> tuple[list[tuple[BaseMessage, dict]], dict]:
+    """``stream``/``astream`` with ``messages`` and ``values``: the messages stream, the output."""
+
+    async def collect() -> list[tuple[str, Any]]:
+        return [
+            part
+            async for part in graph.astream(
+                {"messages": [("user", PROBLEM)]}, stream_mode=["messages", "values"]
+            )
+        ]
+
+    parts = (
+        list(graph.stream({"messages": [("user", PROBLEM)]}, stream_mode=["messages", "values"]))
+        if api == "stream"
+        else asyncio.run(collect())
+    )
+    messages = [chunk for mode, chunk in parts if mode == "messages"]
+    output = [chunk for mode, chunk in parts if mode == "values"][-1]
+    return messages, output
+
+
+def reasoning(message: BaseMessage) -> str:
+    return message.additional_kwargs.get("reasoning_content") or ""
+
+
+def assert_streamed_once(
+    streamed: list[tuple[BaseMessage, dict]], output: dict, answer: str, thinking: str | None
+) -> None:
+    """The final round's reply streamed once, split, under the final message's id."""
+    final = output["messages"][-1]
+    assert isinstance(final, AIMessage)
+    assert (final.content, final.additional_kwargs.get("reasoning_content")) == (answer, thinking)
+    assert streamed, "the final round streamed nothing"
+    # One message: the final round's, under the final message's id (no second copy).
+    assert {message.id for message, _ in streamed} == {final.id}
+    assert all(isinstance(message, AIMessageChunk) for message, _ in streamed)
+    # Only the final round streams; its chunks say so.
+    rounds = len(output["pacore"]["round_vector"])
+    assert {(meta["langgraph_node"], meta["pacore_round"]) for _, meta in streamed} == {
+        ("trajectory", rounds)
+    }
+    # No empty chunks; thinking is reasoning, never content; no tag is streamed.
+    assert all(message.content or reasoning(message) for message, _ in streamed)
+    for message, _ in streamed:
+        assert "think>" not in message.content and "think>" not in reasoning(message)
+    assert "".join(message.content for message, _ in streamed) == final.content
+    assert "".join(reasoning(message) for message, _ in streamed) == (thinking or "")
+    # Adding the chunks up, as a chat client does, gives the final message.
+    whole = streamed[0][0]
+    for message, _ in streamed[1:]:
+        whole = whole + message
+    assert (whole.id, whole.content, reasoning(whole)) == (final.id, answer, thinking or "")
+    # The record says which message id the final trajectory streamed under.
+    record = output["pacore"]["trajectories"]
+    assert [t["message_id"] for t in record if t["round"] == rounds] == [final.id]
+
+
+@FAKES
+@pytest.mark.parametrize("api", ["stream", "astream"])
+def test_final_round_streams_once_with_thinking_split_out(make_model, api):
+    graph = create_pacore_graph(make_model(INLINE), rounds=[3, 2]).compile()
+    streamed, output = run_streaming(graph, api)
+    assert_streamed_once(streamed, output, ANSWER, THINKING)
+    # More than one chunk of each: the reply streams, it is not sent whole at the end.
+    assert sum(1 for m, _ in streamed if m.content) > 1
+    assert sum(1 for m, _ in streamed if reasoning(m)) > 1
+
+
+@FAKES
+@pytest.mark.parametrize(
+    ("reply", "answer", "thinking"),
+    [
+        # A chat template that opens the thinking in the prompt: only the closing tag.
+        (f"{THINKING}</think>\n{ANSWER}", ANSWER, THINKING),
+        # No thinking at all.
+        (f"  {ANSWER}\n", ANSWER, None),
+        # Looks like a tag, is not one.
+        ("<thinking aloud> is fine", "<thinking aloud> is fine", None),
+    ],
+    ids=["closing-tag-only", "no-thinking", "not-a-tag"],
+)
+def test_final_message_is_what_streamed(make_model, reply, answer, thinking):
+    graph = create_pacore_graph(make_model(reply), rounds=[2]).compile()
+    streamed, output = run_streaming(graph, "stream")
+    assert_streamed_once(streamed, output, answer, thinking)
+
+
+@pytest.mark.parametrize("api", ["stream", "astream"])
+@pytest.mark.parametrize(
+    ("reply", "answer", "thinking"),
+    [
+        # The server separates the thinking (vLLM's --reasoning-parser): it streams as is.
+        (Reply(content=f"\n\n{ANSWER}", reasoning_content=THINKING), ANSWER, THINKING + " "),
+        # The scripted server streams word by word, so a tag shares a chunk with a word.
+        (Reply(content=INLINE.replace("\n", " ")), ANSWER, THINKING.replace("\n", " ")),
+    ],
+    ids=["separated", "inline"],
+)
+def test_openai_compatible_final_round_streams_once(scripted, api, reply, answer, thinking):
+    server = scripted(lambda body: reply)
+    graph = create_pacore_graph(model_for(server), rounds=[2]).compile()
+    streamed, output = run_streaming(graph, api)
+    assert_streamed_once(streamed, output, answer, thinking)
+    assert sum(1 for m, _ in streamed if m.content) > 1
+
+
+def test_answer_without_streaming_has_the_recorded_id():
+    out = (
+        create_pacore_graph(fake_list(INLINE), rounds=[2])
+        .compile()
+        .invoke({"messages": [("user", PROBLEM)]})
+    )
+    final = out["messages"][-1]
+    assert (final.content, final.additional_kwargs["reasoning_content"]) == (ANSWER, THINKING)
+    [last] = [t for t in out["pacore"]["trajectories"] if t["round"] == 2]
+    assert final.id == last["message_id"] is not None
+    # Exploration rounds stream nothing, so their records name no message.
+    assert all(t["message_id"] is None for t in out["pacore"]["trajectories"] if t["round"] == 1)
+
+
+# -- the splitter ------------------------------------------------------------------------
+
+TEXTS = [
+    INLINE,
+    f"{THINKING}</think>{ANSWER}",
+    f" \n{ANSWER} \n",
+    "<think>never closed ",
+    "<thi",
+    "<think></think>",
+    "<think> a </think> b </think> c",
+    "a <think> b",
+    "",
+]
+
+
+def split_in_chunks(splitter: ThinkingSplitter, pieces: list[str]) -> tuple[str, str]:
+    """Feeds ``pieces`` one by one; all content and reasoning that came out."""
+    outs = [splitter.feed(p) for p in pieces] + [splitter.close()]
+    return "".join(c for c, _ in outs), "".join(r for _, r in outs)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_splitter_does_not_depend_on_chunking(text):
+    whole = split_in_chunks(ThinkingSplitter(), [text])
+    assert split_in_chunks(ThinkingSplitter(), list(text)) == whole
+    rng = random.Random(text)
+    for _ in range(50):
+        cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, rng.randint(1, 6))))
+        pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+        assert split_in_chunks(ThinkingSplitter(), pieces) == whole
+
+
+@pytest.mark.parametrize(
+    ("content", "reasoning", "expected"),
+    [
+        (INLINE, None, (ANSWER, THINKING.strip())),
+        (f"{THINKING}</think>{ANSWER}", None, (ANSWER, THINKING.strip())),
+        (f" {ANSWER} ", None, (ANSWER, None)),
+        ("<think>\n</think>\n\nok", None, ("ok", None)),
+        (f"\n\n{ANSWER}", "separated thinking ", (ANSWER, "separated thinking ")),
+    ],
+)
+def test_the_records_answer_is_the_streamed_split(content, reasoning, expected):
+    trajectory: Any = {"content": content, "reasoning": reasoning}
+    assert split_thinking(trajectory) == expected
+
+
+def test_an_unclosed_thinking_is_no_answer():
+    """A reply cut inside its thinking streamed as thinking: the answer says so too."""
+    trajectory: Any = {"content": "<think> still going", "reasoning": None}
+    assert split_thinking(trajectory) == ("", "still going")
+
+
+# -- traces ------------------------------------------------------------------------------
+
+
+class ChatRuns(BaseCallbackHandler):
+    """Records each chat model run's name and PaCoRe metadata, as a tracer would see them."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[str | None, int, int]] = []
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        metadata: dict[str, Any] | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        meta = metadata or {}
+        self.runs.append((name, meta["pacore_round"], meta["pacore_index"]))
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["invoke", "stream-messages"])
+def test_each_model_call_is_named_for_its_round_and_index(stream: bool):
+    runs = ChatRuns()
+    graph = create_pacore_graph(fake_list(INLINE), rounds=[3, 2]).compile()
+    config: Any = {"callbacks": [runs]}
+    if stream:
+        list(graph.stream({"messages": [("user", PROBLEM)]}, config, stream_mode="messages"))
+    else:
+        graph.invoke({"messages": [("user", PROBLEM)]}, config)
+    expected = [(r, i) for r, k in enumerate([3, 2, 1], start=1) for i in range(k)]
+    # One run per model call (streaming adds none), each named for its round and index.
+    assert sorted((r, i) for _, r, i in runs.runs) == expected
+    assert sorted(runs.runs, key=lambda run: run[1:]) == [
+        (f"pacore round {r} · trajectory {i}", r, i) for r, i in expected
+    ]
