@@ -94,11 +94,11 @@ def main() -> None:
             memory = sum(client.memory_usage(k, samples=0) or 0 for k in keys)
         finally:
             proc.kill()
-    trajectories = state["trajectories"]
+    trajectories = state["pacore"]["trajectories"]
     text = sum(len(t["content"].encode()) + len(t["message"].encode()) for t in trajectories)
     content = sum(len(t["content"].encode()) for t in trajectories)
     row = {
-        "round_vector": state["round_vector"],
+        "round_vector": state["pacore"]["round_vector"],
         "trajectories": len(trajectories),
         "trajectory_content_bytes": content,
         "trajectory_record_text_bytes": text,

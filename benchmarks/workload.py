@@ -128,8 +128,9 @@ async def run_graph(spec: dict[str, Any], problems: list[str]) -> dict[str, Any]
             else:
                 state = await graph.ainvoke(payload, config, durability=durability)
             finished[i] = time.monotonic()
-            counts[i] = len(state["trajectories"])
-            sizes[i] = sum(len(t["content"].encode()) for t in state["trajectories"])
+            trajectories = state["pacore"]["trajectories"]
+            counts[i] = len(trajectories)
+            sizes[i] = sum(len(t["content"].encode()) for t in trajectories)
 
         warm = time.monotonic()
         await _warm(model)

@@ -31,6 +31,7 @@ from pacore_graph.nodes import (
     prepare,
     synthesize,
 )
+from pacore_graph.resume import settings_key
 from pacore_graph.retry import DEFAULT_RETRY_POLICY
 from pacore_graph.rounds import RoundsSpec, resolve_rounds
 from pacore_graph.state import PaCoReInput, PaCoReOutput, PaCoReState
@@ -43,11 +44,12 @@ def round_tasks(state: PaCoReState, indices: Iterable[int]) -> list[Send]:
     messages = build_round_messages(state["messages"], state.get("references"))
     final = r == len(state["round_vector"])
     budget, settings = state.get("budget"), state.get("settings")
+    key = settings_key(settings) if settings is not None else None
     return [
         Send(
             "trajectory",
             TrajectoryTask(
-                messages=messages, round=r, index=i, final=final, budget=budget, settings=settings
+                messages=messages, round=r, index=i, final=final, budget=budget, settings=key
             ),
         )
         for i in indices

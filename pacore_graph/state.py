@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AnyMessage
 from langgraph.channels.delta import DeltaChannel
+from langgraph.channels.untracked_value import UntrackedValue
 from langgraph.graph.message import Messages, add_messages
 from typing_extensions import TypedDict
 
@@ -85,7 +86,10 @@ class PaCoReOutput(TypedDict):
     PaCoRe's working channels (rounds, references, ...) never leave."""
 
     messages: Annotated[list[AnyMessage], add_chat_messages]
-    pacore: PaCoReRun | None
+    # Never checkpointed: the trajectories are stored once already (the DeltaChannel's
+    # writes), and a second copy in the final checkpoint would more than double a run's
+    # storage. The thread's state keeps them; `to_record` reads either.
+    pacore: Annotated[PaCoReRun | None, UntrackedValue(dict)]
 
 
 class PaCoReState(PaCoReInput, total=False):
@@ -116,5 +120,5 @@ class PaCoReState(PaCoReInput, total=False):
     """What the round in progress may spend; None without budgets and in the final round."""
     settings: dict[str, Any]
     """The run's resolved settings; a resume must match them (`pacore_graph.resume`)."""
-    pacore: PaCoReRun | None
-    """The finished run's record (None until the answer)."""
+    pacore: Annotated[PaCoReRun | None, UntrackedValue(dict)]
+    """The finished run's record, for the output only (not checkpointed)."""

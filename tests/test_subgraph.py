@@ -126,3 +126,14 @@ def test_standalone_output_is_the_chat_and_the_runs_record():
     assert run["rounds_done"][0]["references"] and run["settings"]["rounds"] == [2, 1]
     assert to_record(out)["answer"] == to_record(run)["answer"] == "Final"
     assert graph.name == "pacore"
+
+
+def test_the_record_is_output_only_and_the_thread_keeps_the_trajectories_once():
+    graph = create_pacore_graph(FakeListChatModel(responses=["a", "b", "F"]), rounds=2).compile(
+        checkpointer=InMemorySaver()
+    )
+    config = {"configurable": {"thread_id": "r"}}
+    out = graph.invoke({"messages": [("user", "Q?")]}, config)
+    stored = graph.get_state(config).values
+    assert "pacore" not in stored  # not a second copy of every trajectory in Redis
+    assert to_record(stored)["trajectories"] == to_record(out)["trajectories"]

@@ -55,8 +55,8 @@ class TrajectoryTask(TypedDict):
     final: bool
     budget: NotRequired[RoundBudget | None]
     """The round's share of the run's budgets; None in the final round, which is never cut."""
-    settings: NotRequired[dict[str, Any] | None]
-    """The run's resolved settings: a resumed task runs only under the same."""
+    settings: NotRequired[str | None]
+    """`settings_key` of the run's resolved settings: a resumed task runs only under them."""
 
 
 def _call_in_thread(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[bool, Any]:
