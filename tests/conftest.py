@@ -2,11 +2,13 @@
 
 import asyncio
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from pacore_graph import ChatOpenAICompatible
 from pacore_graph.testing import Responder, ScriptedServer
@@ -58,6 +60,40 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached")
+
+
+class Gate:
+    """A responder that holds every reply until `open_when`'s condition holds, then answers
+    with ``reply``: calls pile up as far as the client lets them, with no timing involved."""
+
+    def __init__(self, reply: Callable[[dict[str, Any]], Any]) -> None:
+        self.reply = reply
+        self.opened = threading.Event()
+
+    def __call__(self, body: dict[str, Any]) -> Any:
+        self.opened.wait(30)
+        return self.reply(body)
+
+    def open_when(self, predicate: Callable[[], bool]) -> None:
+        """Opens the gate (from a watcher thread) once ``predicate`` holds."""
+
+        def watch() -> None:
+            wait_for(predicate)
+            self.opened.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+
+
+def saved_trajectories(redis_url: str, thread_id: str, prefix: str = "pacore") -> int:
+    """How many trajectory results of ``thread_id`` are in Redis (task writes), for tests
+    that must kill a run only once its finished calls are saved."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        values = client.hvals(f"{prefix}:{{{thread_id}}}:writes")
+    finally:
+        client.close()
+    # A trajectory task is a Send ("__pregel_push" path); prepare's reset writes the channel too.
+    return sum(v.startswith(b"~__pregel_push") and b"\x00trajectories\x00" in v for v in values)
 
 
 def final_state_while_streaming(graph: Any, input: dict[str, Any]) -> dict[str, Any]:

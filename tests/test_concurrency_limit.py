@@ -8,33 +8,19 @@ import pytest
 from pacore_graph import create_pacore_graph
 from pacore_graph.backends.limit import CallLimit
 from pacore_graph.testing import Reply
-from tests.conftest import model_for, wait_for
+from tests.conftest import Gate, model_for
 
 
-def gated(gate):
-    """Holds every answer until ``gate`` is set, so calls pile up as far as they can."""
-
-    def respond(body):
-        gate.wait(30)
-        return Reply(content="<think>t</think>ok")
-
-    return respond
-
-
-def release_when(predicate, gate):
-    def watch():
-        wait_for(predicate)
-        gate.set()
-
-    threading.Thread(target=watch, daemon=True).start()
+def ok(body):
+    return Reply(content="<think>t</think>ok")
 
 
 async def test_many_runs_never_put_more_calls_in_flight_than_the_models_limit(scripted):
-    gate = threading.Event()
-    server = scripted(gated(gate))
+    gate = Gate(ok)
+    server = scripted(gate)
     model = model_for(server, max_concurrent_requests=2)
     graph = create_pacore_graph(model, rounds=4).compile()
-    release_when(lambda: server.in_flight >= 2, gate)
+    gate.open_when(lambda: server.in_flight >= 2)
     # Three runs of max_concurrency=2 could put 6 calls in flight without the model's limit.
     outs = await asyncio.gather(
         *(
@@ -49,11 +35,11 @@ async def test_many_runs_never_put_more_calls_in_flight_than_the_models_limit(sc
 
 @pytest.mark.parametrize("streaming", [False, True])
 def test_sync_and_async_runs_share_one_limit(scripted, streaming):
-    gate = threading.Event()
-    server = scripted(gated(gate))
+    gate = Gate(ok)
+    server = scripted(gate)
     model = model_for(server, max_concurrent_requests=1, streaming=streaming)
     graph = create_pacore_graph(model, rounds=3).compile()
-    release_when(lambda: len(server.requests) >= 1, gate)
+    gate.open_when(lambda: len(server.requests) >= 1)
     sync_run = threading.Thread(target=graph.invoke, args=({"messages": [("user", "a")]},))
     sync_run.start()
     asyncio.run(graph.ainvoke({"messages": [("user", "b")]}))

@@ -4,7 +4,6 @@ the first-round pool, the one concurrency bound, and resume from Redis."""
 import asyncio
 import json
 import threading
-import time
 
 import openai
 import pytest
@@ -14,7 +13,7 @@ from pacore_graph.eval import SAMPLE, build_settings, load_problems, run_eval, s
 from pacore_graph.eval.pool import draw_indices
 from pacore_graph.eval.runner import EvalSpec
 from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import model_for
+from tests.conftest import Gate, model_for, wait_for
 
 PROBLEMS = load_problems(SAMPLE)
 NUMBER = {p.messages[-1]["content"]: i + 1 for i, p in enumerate(PROBLEMS)}
@@ -217,7 +216,9 @@ async def test_pool_is_generated_once_and_drawn_per_run(scripted):
 
 
 async def test_one_bound_over_all_calls(scripted):
-    server = scripted(lambda body: Reply(content=scenario(body).content, delay=0.05))
+    gate = Gate(lambda body: Reply(content=scenario(body).content))
+    server = scripted(gate)
+    gate.open_when(lambda: server.in_flight >= 3)
     await run_eval(model_for(server), PROBLEMS[:3], spec(["4"], ["sc@4"], runs=1, concurrency=3))
     assert len(server.requests) == 3 * (5 + 4)
     assert server.max_in_flight == 3
@@ -264,14 +265,6 @@ class Holding:
             self.release.wait(60)
             return Reply(content="too late", status=503)
         return scenario(body)
-
-
-def wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.02)
 
 
 async def test_interrupted_eval_resumes_without_reasking_finished_work(scripted, redis_url):

@@ -19,7 +19,7 @@ from pacore_graph import (
     to_results_row,
 )
 from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import model_for
+from tests.conftest import Gate, model_for
 
 PROBLEM = "What is 17 * 23?"
 
@@ -326,7 +326,9 @@ async def test_async_run_streams_progress_events_and_final_tokens(scripted):
 
 
 def test_max_concurrency_bounds_calls_in_flight(scripted):
-    server = scripted(lambda body: Reply(content="ok", delay=0.05))
+    gate = Gate(lambda body: Reply(content="ok"))
+    server = scripted(gate)
+    gate.open_when(lambda: server.in_flight >= 3)
     graph = create_pacore_graph(model_for(server), rounds=8).compile()
     asyncio.run(graph.ainvoke({"messages": [("user", PROBLEM)]}, config={"max_concurrency": 3}))
     assert server.max_in_flight == 3

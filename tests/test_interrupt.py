@@ -9,7 +9,7 @@ import time
 import pytest
 
 from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import solve_command, wait_for
+from tests.conftest import saved_trajectories, solve_command, wait_for
 
 PROBLEM = "What is 17 * 23?"
 
@@ -45,7 +45,7 @@ def test_signal_cancels_calls_keeps_finished_work_and_rerun_resumes(
     args = command(server, "--redis-url", redis_url, "--thread-id", f"sig-{sig}")
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: len(server.requests) == 4)  # 2 answered, 2 held
-    time.sleep(1.0)  # the two answers reach Redis as task writes
+    wait_for(lambda: saved_trajectories(redis_url, f"sig-{sig}") == 2)
     started = time.monotonic()
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=30)

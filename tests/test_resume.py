@@ -4,10 +4,9 @@ import os
 import signal
 import subprocess
 import threading
-import time
 
 from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import solve_command, wait_for
+from tests.conftest import saved_trajectories, solve_command, wait_for
 
 PROBLEM = "What is 17 * 23?"
 
@@ -52,7 +51,7 @@ def test_sigkill_then_rerun_requests_only_unfinished_trajectories(scripted, redi
     proc = subprocess.Popen(cli(server, redis_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: len(server.requests) == 4)  # 2 answered, 2 held
-        time.sleep(1.0)  # the two answered trajectories reach Redis as task writes
+        wait_for(lambda: saved_trajectories(redis_url, "crash-1") == 2)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     finally:
@@ -87,7 +86,7 @@ def test_redis_down_mid_run_then_rerun_finishes(scripted, redis_server, redis_ur
     )
     try:
         wait_for(lambda: len(server.requests) == 4)
-        time.sleep(1.0)
+        wait_for(lambda: saved_trajectories(redis_url, "crash-1") == 2)
         redis_server.stop(save=True)  # Redis goes away, keeping what it had (like a restart)
         responder.holding = False
         responder.release.set()  # the held calls now fail with 503 and get retried
