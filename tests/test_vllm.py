@@ -154,7 +154,7 @@ def _success_count(metrics: str) -> float:
 
 
 def _check_run(out: dict[str, Any]) -> None:
-    trajectories = out["trajectories"]
+    trajectories = out["pacore"]["trajectories"]
     assert sorted((t["round"], t["index"]) for t in trajectories) == [(1, 0), (1, 1), (2, 0)]
     for t in trajectories:
         assert t["completion_tokens"] and 0 < t["completion_tokens"] <= MAX_TOKENS
@@ -190,7 +190,9 @@ async def test_pacore_graph_over_vllm_openai_server(vllm_server: str) -> None:
     assert first[0] == first[1]  # the K=2 parallel trajectories see the same prompt
     (final,) = [msgs for round_, msgs in recorder.calls if round_ == 2]
     assert final != first[0]  # the synthesis prompt carries round 1's references
-    assert any(t["message"] and t["message"] in final[-1].content for t in out["trajectories"])
+    assert any(
+        t["message"] and t["message"] in final[-1].content for t in out["pacore"]["trajectories"]
+    )
 
 
 # -- (c) the in-process engine --------------------------------------------------------
@@ -225,7 +227,7 @@ class TestInProcess:
         ).compile()
         out = await graph.ainvoke({"messages": [("user", "What is 2+2?")]})
         _check_run(out)
-        assert all(t["reasoning"] is None for t in out["trajectories"])
+        assert all(t["reasoning"] is None for t in out["pacore"]["trajectories"])
 
     async def test_message_fields_sampling_and_reasoning(self, chat_vllm: ChatVLLM) -> None:
         kwargs: dict[str, Any] = {"temperature": 0.8, "top_p": 0.9, "max_tokens": 8}
