@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 
 class PaCoReError(Exception):
     """Base class of every error pacore-graph raises on purpose."""
@@ -53,3 +56,29 @@ class IncompleteResponseError(PaCoReError, ConnectionError):
 class ThreadConflictError(PaCoReError):
     """A thread holds an unfinished run of another question: resuming it would answer that
     one. Resume it with the same input, or use another thread id."""
+
+
+class DamagedThreadError(PaCoReError):
+    """A checkpointed thread lost part of what it stored: a key evicted, deleted, or lost when
+    Redis restarted without persistence. It is never resumed from what is left, which would
+    ask finished work again or drop it without a word. Start it over with
+    ``saver.delete_thread(thread_id)`` (``pacore solve --restart``), or use a new thread id.
+
+    Attributes:
+        thread_id: The damaged thread.
+        missing: What is missing, one phrase each (a key name, or fields of a key).
+    """
+
+    def __init__(self, thread_id: str, missing: Sequence[str]) -> None:
+        self.thread_id = thread_id
+        self.missing = tuple(missing)
+        super().__init__(
+            f"thread {thread_id} is damaged: {', '.join(self.missing)} missing (evicted, "
+            "deleted, or lost when Redis restarted without persistence), so it cannot be "
+            f"resumed: start it over with delete_thread({thread_id!r}) (pacore solve "
+            "--restart) or use a new thread id"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The message is built from the arguments, so rebuild from them (pickle, copy).
+        return (type(self), (self.thread_id, self.missing))

@@ -381,7 +381,8 @@ class RedisServer:
 
     Args:
         directory: The server's own working directory (RDB file, cluster config).
-        extra_args: More ``redis-server`` options.
+        extra_args: More ``redis-server`` options (with ``--requirepass PW``, `url` has no
+            password: the server's own client uses it to start and stop it).
     """
 
     def __init__(self, directory: Path, extra_args: Sequence[str] = ()) -> None:
@@ -394,6 +395,10 @@ class RedisServer:
         self.binary = binary
         self.directory = directory
         self.extra_args = list(extra_args)
+        args = self.extra_args
+        self.password = next(
+            (args[i + 1] for i, a in enumerate(args[:-1]) if a == "--requirepass"), None
+        )
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -420,7 +425,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 20
         try:
             while True:
@@ -440,7 +445,7 @@ class RedisServer:
         """Shuts the server down; ``save=True`` keeps its data for the next `start`."""
         if self.proc is None:
             return
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(port=self.port, password=self.password)
         try:
             client.shutdown(save=save, nosave=not save)
         except redis.ConnectionError:

@@ -1,7 +1,22 @@
 """LangGraph checkpoint savers on plain Redis (no RedisJSON/RediSearch modules needed), and
 `FullInMemorySaver`, which gives LangGraph's in-memory saver the operations it lacks."""
 
+from pacore_graph.checkpoints.errors import (
+    RedisAuthenticationError,
+    RedisEvictionPolicyError,
+    RedisOutOfMemoryError,
+)
 from pacore_graph.checkpoints.memory import FullInMemorySaver
 from pacore_graph.checkpoints.saver import AsyncRedisSaver, RedisSaver, RedisUnavailableError
+from pacore_graph.errors import DamagedThreadError
 
-__all__ = ["AsyncRedisSaver", "FullInMemorySaver", "RedisSaver", "RedisUnavailableError"]
+__all__ = [
+    "AsyncRedisSaver",
+    "DamagedThreadError",
+    "FullInMemorySaver",
+    "RedisAuthenticationError",
+    "RedisEvictionPolicyError",
+    "RedisOutOfMemoryError",
+    "RedisSaver",
+    "RedisUnavailableError",
+]

@@ -13,6 +13,7 @@ the layout runs unchanged on Redis 7, Valkey, managed Redis and Redis Cluster.
 from __future__ import annotations
 
 import builtins
+import logging
 import random
 import time
 from collections.abc import Generator, Iterable, Mapping, Sequence
@@ -33,7 +34,9 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 
+from pacore_graph.checkpoints.errors import RedisEvictionPolicyError
 from pacore_graph.checkpoints.layout import HASHES, SORTED_SETS, Layout
+from pacore_graph.errors import DamagedThreadError
 
 PAGE = 64
 """Checkpoints (or threads) handled per round trip by list, prune and delete_for_runs."""
@@ -45,13 +48,36 @@ checkpointer service and its adapter of custom checkpointers) sends ``"delete_al
 REGISTRY_GRACE_S = 60
 """How long past its expiry a thread stays in the registry: covers client clock skew."""
 
+ROLES = {
+    "ids": "checkpoint index",
+    "cp": "checkpoints",
+    "meta": "checkpoint metadata",
+    "blobs": "channel values",
+    "writes": "pending writes",
+    "wix": "pending-write index",
+}
+"""What each of a thread's keys holds, for the messages of `DamagedThreadError`."""
+
+CENSUS = ("ids", "cp", "meta", "writes", "wix", "blobs")
+"""The keys whose sizes a load reads with its first round trip (see `Ops._check_census`)."""
+
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Batch:
-    """Commands sent in one round trip; ``atomic`` wraps them in MULTI/EXEC."""
+    """Commands sent in one round trip; ``atomic`` wraps them in MULTI/EXEC.
+
+    A ``snapshot`` is a read that must see one moment: MULTI/EXEC too, except on a Redis out
+    of memory, which refuses every command queued in MULTI, reads included; it refuses the
+    savers' writes as well, so a plain pipeline then sees one moment. A ``tolerant`` batch
+    gets a command's error back as its reply (an exception object) instead of raising.
+    """
 
     commands: list[tuple[Any, ...]] = field(default_factory=list)
     atomic: bool = False
+    snapshot: bool = False
+    tolerant: bool = False
 
     def add(self, *command: Any) -> None:
         self.commands.append(command)
@@ -184,20 +210,29 @@ class Ops:
     # -- reads -------------------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> Op:
-        """The checkpoint named in ``config``, else the latest of its thread and namespace."""
+        """The checkpoint named in ``config``, else the latest of its thread and namespace.
+
+        Raises:
+            DamagedThreadError: The thread lost a key, or a field the checkpoint references.
+        """
         lay = self.layout
         conf = config["configurable"]
         thread_id, ns = str(conf["thread_id"]), conf.get("checkpoint_ns", "")
         checkpoint_id = get_checkpoint_id(config)
-        if not checkpoint_id:
-            low, high = lay.lex_range(ns)
-            batch = Batch()
-            batch.add("ZREVRANGEBYLEX", lay.key(thread_id, "ids"), high, low, "LIMIT", 0, 1)
-            (members,) = yield batch
-            if not members:
-                return None
-            checkpoint_id = lay.split(members[0])[1]
-        found = yield from self._load(thread_id, [(ns, checkpoint_id)])
+        if checkpoint_id:
+            found = yield from self._load(thread_id, [(ns, checkpoint_id)])
+            return found[0] if found else None
+        low, high = lay.lex_range(ns)
+        # The census rides along: a thread whose index was lost would otherwise look new.
+        batch = Batch(snapshot=True)
+        batch.add("ZREVRANGEBYLEX", lay.key(thread_id, "ids"), high, low, "LIMIT", 0, 1)
+        self._census(batch, thread_id)
+        members, *sizes = yield batch
+        self._check_census(thread_id, sizes)
+        if not members:
+            return None
+        checkpoint_id = lay.split(members[0])[1]
+        found = yield from self._load(thread_id, [(ns, checkpoint_id)], census=False)
         return found[0] if found else None
 
     def list(
@@ -282,18 +317,108 @@ class Ops:
         _, members = yield batch
         return sorted(m.decode() for m in members)
 
+    def _census(self, batch: Batch, thread_id: str) -> None:
+        """Adds the sizes of the thread's keys (`CENSUS` order) to ``batch``: O(1) each."""
+        key = lambda name: self.layout.key(thread_id, name)  # noqa: E731
+        batch.add("ZCARD", key("ids"))
+        batch.add("HLEN", key("cp"))
+        batch.add("HLEN", key("meta"))
+        batch.add("HLEN", key("writes"))
+        batch.add("ZCARD", key("wix"))
+        batch.add("EXISTS", key("blobs"))
+
+    def _check_census(self, thread_id: str, sizes: Sequence[int]) -> None:
+        """Raises `DamagedThreadError` when a key the others imply is gone.
+
+        Writes keep these together (each in one transaction, all keys under one TTL): ids,
+        cp and meta hold one entry per checkpoint, writes and wix one per pending write, and
+        no values outlive every checkpoint. A key that Redis evicted, or that was deleted,
+        breaks that; a new thread has none of them and is not damaged. (Writes without any
+        checkpoint are not damage: with ``durability="async"`` a task's writes may land
+        before its thread's first checkpoint.)
+        """
+        size = dict(zip(CENSUS, sizes, strict=True))
+        checkpoints, writes = ("ids", "cp", "meta"), ("writes", "wix")
+        lost: list[str] = []
+        if any(size[name] for name in checkpoints):
+            lost += [name for name in checkpoints if not size[name]]
+        elif size["blobs"]:
+            lost += checkpoints
+        if any(size[name] for name in writes):
+            lost += [name for name in writes if not size[name]]
+        if lost:
+            key = self.layout.key
+            raise DamagedThreadError(
+                thread_id, [f"key {key(thread_id, name)} ({ROLES[name]})" for name in lost]
+            )
+
+    def _recheck(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        blob_fields: Sequence[str],
+        write_fields: Sequence[bytes],
+    ) -> Op:
+        """Reads again, in one transaction, fields a checkpoint references that a read did not
+        find: the checkpoint may have gone between two round trips (prune, delete_thread,
+        TTL expiry), which is no damage.
+
+        Returns:
+            None when the checkpoint is gone; else the fields' values, found this time, as
+            ({blob field: value}, {write field: payload}).
+
+        Raises:
+            DamagedThreadError: The checkpoint is there and the fields are still missing.
+        """
+        lay = self.layout
+        key = lambda name: lay.key(thread_id, name)  # noqa: E731
+        batch = Batch(snapshot=True)
+        batch.add("HEXISTS", key("cp"), lay.field(ns, checkpoint_id))
+        if blob_fields:
+            batch.add("HMGET", key("blobs"), *blob_fields)
+        if write_fields:
+            batch.add("HMGET", key("writes"), *write_fields)
+        exists, *found = yield batch
+        if not exists:
+            return None
+        blobs = found.pop(0) if blob_fields else []
+        payloads = found.pop(0) if write_fields else []
+        missing = [
+            f"{lost} {ROLES[name]} of checkpoint {checkpoint_id} in {key(name)}"
+            for name, replies in (("blobs", blobs), ("writes", payloads))
+            if (lost := sum(raw is None for raw in replies))
+        ]
+        if missing:
+            raise DamagedThreadError(thread_id, missing)
+        return dict(zip(blob_fields, blobs, strict=True)), dict(
+            zip(write_fields, payloads, strict=True)
+        )
+
     def _load(
         self,
         thread_id: str,
         refs: Sequence[tuple[str, str]],
         filter: Mapping[str, Any] | None = None,
+        *,
+        census: bool = True,
     ) -> Op:
-        """Full tuples for (namespace, id) pairs in two round trips; missing ones are skipped."""
+        """Full tuples for (namespace, id) pairs in two round trips; missing ones are skipped.
+
+        The first round trip is a snapshot, so the census (unless the caller took it)
+        and each checkpoint's index entry, metadata and write list agree with each other.
+        A field a checkpoint references that is missing is damage, never an empty value.
+
+        Raises:
+            DamagedThreadError: A key of the thread, or a referenced field, is missing.
+        """
         if not refs:
             return []
         lay = self.layout
         key = lambda name: lay.key(thread_id, name)  # noqa: E731
-        batch = Batch()
+        batch = Batch(snapshot=True)
+        if census:
+            self._census(batch, thread_id)
         for ns, cid in refs:
             cp_field = lay.field(ns, cid)
             batch.add("HGET", key("cp"), cp_field)
@@ -301,31 +426,48 @@ class Ops:
             batch.add("ZRANGEBYLEX", key("ids"), *lay.lex_range(ns, cid), "LIMIT", 0, 1)
             batch.add("ZRANGEBYLEX", key("wix"), *lay.lex_range(ns, cid))
         replies = yield batch
+        if census:
+            self._check_census(thread_id, replies[: len(CENSUS)])
+            replies = replies[len(CENSUS) :]
         rows = []
         values = Batch()
         for i, (ns, cid) in enumerate(refs):
             raw_cp, raw_meta, member, write_fields = replies[4 * i : 4 * i + 4]
-            if raw_cp is None:
-                continue
-            metadata: CheckpointMetadata = lay.load(raw_meta) if raw_meta is not None else {}
+            if raw_cp is None or raw_meta is None:
+                if raw_cp is None and not member:
+                    continue  # no such checkpoint (or deleted since the caller listed it)
+                name = "cp" if raw_cp is None else "meta"
+                raise DamagedThreadError(
+                    thread_id, [f"checkpoint {cid} of {key(name)} ({ROLES[name]})"]
+                )
+            metadata: CheckpointMetadata = lay.load(raw_meta)
             if filter and not all(metadata.get(k) == v for k, v in filter.items()):
                 continue
             checkpoint = lay.load(raw_cp)
             channels = list(checkpoint["channel_versions"].items())
-            if channels:
-                blob_fields = [lay.field(ns, ch, str(version)) for ch, version in channels]
+            blob_fields = [lay.field(ns, ch, str(version)) for ch, version in channels]
+            if blob_fields:
                 values.add("HMGET", key("blobs"), *blob_fields)
             if write_fields:
                 values.add("HMGET", key("writes"), *write_fields)
             parent = lay.split(member[0])[2] if member else ""
-            rows.append((ns, cid, parent, checkpoint, metadata, channels, write_fields))
+            rows.append((ns, cid, parent, checkpoint, metadata, blob_fields, write_fields))
         replies = iter((yield values) if values.commands else [])
         out = []
-        for ns, cid, parent, checkpoint, metadata, channels, write_fields in rows:
-            blobs = next(replies) if channels else []
+        for ns, cid, parent, checkpoint, metadata, blob_fields, write_fields in rows:
+            blobs = next(replies) if blob_fields else []
             payloads = next(replies) if write_fields else []
+            if None in blobs or None in payloads:
+                lost_blobs = [f for f, raw in zip(blob_fields, blobs, strict=True) if raw is None]
+                lost_writes = [f for f, p in zip(write_fields, payloads, strict=True) if p is None]
+                found = yield from self._recheck(thread_id, ns, cid, lost_blobs, lost_writes)
+                if found is None:
+                    continue  # deleted since the first round trip
+                blobs = [found[0].get(f, raw) for f, raw in zip(blob_fields, blobs, strict=True)]
+                payloads = [found[1].get(f, p) for f, p in zip(write_fields, payloads, strict=True)]
+            channels = checkpoint["channel_versions"]
             checkpoint["channel_values"] = {
-                ch: lay.load(raw) for (ch, _), raw in zip(channels, blobs, strict=True) if raw
+                ch: lay.load(raw) for ch, raw in zip(channels, blobs, strict=True) if raw
             }
             pending = [
                 (task_id, channel, lay.load(raw))
@@ -414,6 +556,8 @@ class Ops:
 
         Fetches a page of ancestors per two round trips. Returns `_Visit` records in
         walk order; a channel's seed is recorded at the first visit storing its value.
+        ``with_writes`` (a load, not a prune) also checks that what the ancestors reference
+        is there: a missing value or write raises `DamagedThreadError`.
         """
         lay = self.layout
         key = lambda name: lay.key(thread_id, name)  # noqa: E731
@@ -443,16 +587,29 @@ class Ops:
                     break
                 versions = lay.load(raw_cp)["channel_versions"]
                 wanted = [ch for ch in remaining if ch in versions]
-                if wanted:
-                    fields = [lay.field(ns, ch, str(versions[ch])) for ch in wanted]
+                fields = [lay.field(ns, ch, str(versions[ch])) for ch in wanted]
+                if fields:
                     values.add("HMGET", key("blobs"), *fields)
                 if write_fields:
                     values.add("HMGET", key("writes"), *write_fields)
-                plan.append((cid, wanted, write_fields))
+                plan.append((cid, wanted, fields, write_fields))
             replies = iter((yield values) if values.commands else [])
-            for cid, wanted, write_fields in plan:
-                blobs = next(replies) if wanted else []
+            for cid, wanted, fields, write_fields in plan:
+                blobs = next(replies) if fields else []
                 payloads = next(replies) if write_fields else []
+                if with_writes and (None in blobs or None in payloads):
+                    lost_blobs = [f for f, raw in zip(fields, blobs, strict=True) if raw is None]
+                    lost_writes = [
+                        f for f, p in zip(write_fields, payloads, strict=True) if p is None
+                    ]
+                    found = yield from self._recheck(thread_id, ns, cid, lost_blobs, lost_writes)
+                    if found is None:  # deleted since the first round trip: the chain ends
+                        current = None
+                        break
+                    blobs = [found[0].get(f, raw) for f, raw in zip(fields, blobs, strict=True)]
+                    payloads = [
+                        found[1].get(f, p) for f, p in zip(write_fields, payloads, strict=True)
+                    ]
                 seeds = {
                     ch: raw
                     for ch, raw in zip(wanted, blobs, strict=True)
@@ -614,6 +771,78 @@ def ping() -> Op:
     batch = Batch()
     batch.add("PING")
     yield batch
+
+
+def eviction_risk(policy: str, ttl: float | None) -> str | None:
+    """Why Redis's ``maxmemory-policy`` may evict a saver's keys; None when it cannot.
+
+    ``noeviction`` never evicts (a full Redis refuses writes instead). ``volatile-*``
+    evict only keys with a TTL, and a saver gives its keys one only when ``ttl`` is set.
+    Every other policy (``allkeys-*``, or one this code does not know) may evict any key.
+    """
+    if policy == "noeviction":
+        return None
+    if policy.startswith("volatile-"):
+        if ttl is None:
+            return None
+        return (
+            f"maxmemory-policy is {policy}, which evicts keys with a TTL, and ttl={ttl:g} "
+            "gives every key of the saver one"
+        )
+    return f"maxmemory-policy is {policy}, which may evict any key"
+
+
+def setup(ttl: float | None, *, allow_eviction: bool, address: str) -> Op:
+    """Checks that Redis answers and will not evict the saver's keys; returns its
+    ``maxmemory-policy`` (None when Redis would not tell).
+
+    The policy comes from ``CONFIG GET``, else ``INFO memory`` (managed Redis often refuses
+    CONFIG). If neither answers, a warning is logged and the saver goes on: eviction that
+    hits part of a thread is still caught when the thread is loaded (`DamagedThreadError`).
+
+    Raises:
+        RedisEvictionPolicyError: The policy may evict the saver's keys and
+            ``allow_eviction`` is False.
+    """
+    yield from ping()  # a refused password or a dead server fails here, as itself
+    batch = Batch(tolerant=True)
+    batch.add("CONFIG GET", "maxmemory-policy")  # as one word the async Cluster routes it
+    batch.add("INFO", "memory")
+    config, info = yield batch
+    policy = _maxmemory_policy(config, info)
+    if policy is None:
+        log.warning(
+            "Redis at %s answers neither CONFIG GET nor INFO memory: cannot check that its "
+            "maxmemory-policy keeps checkpoints (noeviction, or volatile-* without ttl)",
+            address,
+        )
+        return None
+    risk = eviction_risk(policy, ttl)
+    if risk is not None and not allow_eviction:
+        or_ttl = ", or use the saver without ttl" if policy.startswith("volatile-") else ""
+        raise RedisEvictionPolicyError(
+            f"Redis at {address}: {risk}; evicted keys damage checkpointed threads: run "
+            f"`CONFIG SET maxmemory-policy noeviction` (and set it in redis.conf){or_ttl}, "
+            "or pass allow_eviction=True (--allow-eviction in the CLI) to accept the risk"
+        )
+    return policy
+
+
+def _maxmemory_policy(config: Any, info: Any) -> str | None:
+    """The policy from a CONFIG GET reply, else an INFO memory reply (errors are skipped)."""
+    if isinstance(config, Mapping):
+        for name, value in config.items():
+            if _text(name) == "maxmemory-policy":
+                return _text(value)
+    elif isinstance(config, builtins.list) and len(config) == 2:
+        return _text(config[1])
+    if isinstance(info, Mapping) and "maxmemory_policy" in info:
+        return _text(info["maxmemory_policy"])
+    return None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def next_version(current: str | int | None) -> str:

@@ -30,8 +30,9 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 from redis.driver_info import DriverInfo
 
+from pacore_graph.checkpoints.errors import RedisAuthenticationError, RedisOutOfMemoryError
 from pacore_graph.checkpoints.layout import Layout
-from pacore_graph.checkpoints.ops import Batch, Emit, Op, Ops, next_version, ping
+from pacore_graph.checkpoints.ops import Batch, Emit, Op, Ops, next_version, setup
 
 DEFAULT_PREFIX = "pacore"
 
@@ -57,6 +58,15 @@ def _address(client: Any) -> str:
         node = client.get_default_node() or client.nodes_manager.startup_nodes[0]
         return f"redis://{node.host}:{node.port} (cluster)"
     return "the configured Redis Cluster"
+
+
+def _has_password(client: Any) -> bool:
+    """Whether ``client`` sends a password (a Cluster client keeps its options elsewhere)."""
+    pool = getattr(client, "connection_pool", None)
+    kwargs = pool.connection_kwargs if pool is not None else {}
+    with contextlib.suppress(AttributeError):
+        kwargs = kwargs or client.nodes_manager.connection_kwargs
+    return bool(kwargs.get("password"))
 
 
 class _RedisSaverBase(BaseCheckpointSaver[str]):
@@ -107,6 +117,28 @@ class _RedisSaverBase(BaseCheckpointSaver[str]):
 
     def _unavailable(self, exc: Exception) -> RedisUnavailableError:
         return RedisUnavailableError(f"Redis at {_address(self.client)} is unreachable: {exc}")
+
+    def _failure(self, exc: redis.exceptions.RedisError) -> Exception | None:
+        """The saver's one-line error for what Redis refused; None to raise ``exc`` as is."""
+        address = _address(self.client)
+        # Redis >= 6 refuses a bad password at connect; older ones answer NOAUTH per command.
+        if isinstance(exc, redis.exceptions.AuthenticationError) or str(exc).startswith("NOAUTH"):
+            why = (
+                "wrong password or user in the URL"
+                if _has_password(self.client)
+                else "it needs a password: redis://:PASSWORD@host:port/db"
+            )
+            return RedisAuthenticationError(f"Redis at {address}: authentication failed ({why})")
+        if isinstance(exc, _CONNECTION_ERRORS):
+            return self._unavailable(exc)
+        if isinstance(exc, redis.exceptions.OutOfMemoryError):
+            # Redis's message names the refused command and its arguments: data, not for a log.
+            return RedisOutOfMemoryError(
+                f"Redis at {address} is out of memory (used memory is over maxmemory and its "
+                "maxmemory-policy evicts none of these keys), so it refused a checkpoint "
+                "write: raise maxmemory (CONFIG SET maxmemory ...) or free memory"
+            )
+        return None
 
 
 _CONNECTION_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
@@ -203,22 +235,41 @@ class RedisSaver(_RedisSaverBase):
         finally:
             client.close()
 
-    def setup(self) -> None:
-        """Checks that Redis answers. Plain Redis needs no index or schema.
+    def setup(self, *, allow_eviction: bool = False) -> None:
+        """Checks that Redis answers and keeps what it is given. Plain Redis needs no index
+        or schema.
+
+        Args:
+            allow_eviction: Accept a ``maxmemory-policy`` that may evict the saver's keys
+                (``allkeys-*``; ``volatile-*`` when ``ttl`` is set), which damages threads.
 
         Raises:
             RedisUnavailableError: If Redis cannot be reached.
+            RedisAuthenticationError: If Redis refuses the URL's password or user.
+            RedisEvictionPolicyError: If Redis may evict the saver's keys.
         """
-        self._run(ping())
+        address = _address(self.client)
+        self._run(setup(self.ttl, allow_eviction=allow_eviction, address=address))
 
     def _execute(self, batch: Batch) -> list[Any]:
         try:
-            with self._slots, self.client.pipeline(transaction=batch.atomic) as pipe:
-                for command in batch.commands:
-                    pipe.execute_command(*command)
-                return pipe.execute()
-        except _CONNECTION_ERRORS as exc:
-            raise self._unavailable(exc) from exc
+            try:
+                return self._pipeline(batch, transaction=batch.atomic or batch.snapshot)
+            except redis.exceptions.OutOfMemoryError:
+                if not batch.snapshot:
+                    raise
+                return self._pipeline(batch, transaction=False)  # see `Batch`
+        except redis.exceptions.RedisError as exc:
+            failure = self._failure(exc)
+            if failure is None:
+                raise
+            raise failure from exc
+
+    def _pipeline(self, batch: Batch, *, transaction: bool) -> list[Any]:
+        with self._slots, self.client.pipeline(transaction=transaction) as pipe:
+            for command in batch.commands:
+                pipe.execute_command(*command)
+            return pipe.execute(raise_on_error=not batch.tolerant)
 
     def _run(self, op: Op) -> Any:
         reply = None
@@ -390,22 +441,36 @@ class AsyncRedisSaver(_RedisSaverBase):
         finally:
             await client.aclose()
 
-    async def asetup(self) -> None:
-        """Checks that Redis answers. Plain Redis needs no index or schema.
+    async def asetup(self, *, allow_eviction: bool = False) -> None:
+        """Checks that Redis answers and keeps what it is given (see `RedisSaver.setup`).
 
         Raises:
             RedisUnavailableError: If Redis cannot be reached.
+            RedisAuthenticationError: If Redis refuses the URL's password or user.
+            RedisEvictionPolicyError: If Redis may evict the saver's keys.
         """
-        await self._run(ping())
+        address = _address(self.client)
+        await self._run(setup(self.ttl, allow_eviction=allow_eviction, address=address))
 
     async def _execute(self, batch: Batch) -> list[Any]:
         try:
-            async with self._slots, self.client.pipeline(transaction=batch.atomic) as pipe:
-                for command in batch.commands:
-                    pipe.execute_command(*command)
-                return await pipe.execute()
-        except _CONNECTION_ERRORS as exc:
-            raise self._unavailable(exc) from exc
+            try:
+                return await self._pipeline(batch, transaction=batch.atomic or batch.snapshot)
+            except redis.exceptions.OutOfMemoryError:
+                if not batch.snapshot:
+                    raise
+                return await self._pipeline(batch, transaction=False)  # see `Batch`
+        except redis.exceptions.RedisError as exc:
+            failure = self._failure(exc)
+            if failure is None:
+                raise
+            raise failure from exc
+
+    async def _pipeline(self, batch: Batch, *, transaction: bool) -> list[Any]:
+        async with self._slots, self.client.pipeline(transaction=transaction) as pipe:
+            for command in batch.commands:
+                pipe.execute_command(*command)
+            return await pipe.execute(raise_on_error=not batch.tolerant)
 
     async def _run(self, op: Op) -> Any:
         reply = None

@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
+import redis
 from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
@@ -30,7 +31,10 @@ ROUNDS_HELP = (
 
 
 class CLIError(Exception):
-    """A problem to report in one line, without a traceback."""
+    """A problem to report in one line, without a traceback; ``status`` is the exit status
+    (2: fix the command; 1: the run failed)."""
+
+    status = 2
 
 
 class Parser(argparse.ArgumentParser):
@@ -136,6 +140,12 @@ def run_options() -> argparse.ArgumentParser:
         help="checkpoint runs in Redis (redis://HOST:PORT/DB); the same command resumes them",
     )
     store.add_argument(
+        "--allow-eviction",
+        action="store_true",
+        help="use a Redis whose maxmemory-policy may evict checkpoints (refused by default: "
+        "evicted keys damage threads)",
+    )
+    store.add_argument(
         "--log-level",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log to stderr at this level (API keys are redacted)",
@@ -211,8 +221,12 @@ def backend_line(description: Mapping[str, str | None]) -> str:
 
 
 @contextlib.asynccontextmanager
-async def open_checkpointer(url: str | None) -> AsyncIterator[BaseCheckpointSaver | None]:
-    """`AsyncRedisSaver` on ``url`` (checked reachable before any model call), or None."""
+async def open_checkpointer(
+    url: str | None, *, allow_eviction: bool = False
+) -> AsyncIterator[BaseCheckpointSaver | None]:
+    """`AsyncRedisSaver` on ``url``, or None. Before any model call it is checked reachable,
+    the password accepted, and its ``maxmemory-policy`` one that keeps checkpoints (unless
+    ``allow_eviction``)."""
     if not url:
         yield None
         return
@@ -220,8 +234,8 @@ async def open_checkpointer(url: str | None) -> AsyncIterator[BaseCheckpointSave
 
     async with AsyncRedisSaver.from_conn_string(url) as saver:
         try:
-            await saver.asetup()
-        except ConnectionError as exc:  # a setup problem, like a bad option: exit 2
+            await saver.asetup(allow_eviction=allow_eviction)
+        except (OSError, ValueError) as exc:  # a setup problem, like a bad option: exit 2
             raise CLIError(str(exc)) from None
         yield saver
 
@@ -231,7 +245,7 @@ async def open_run(
     args: argparse.Namespace,
 ) -> AsyncIterator[tuple[BaseChatModel, BaseCheckpointSaver | None]]:
     """The backend and the checkpointer the options name, closed on exit."""
-    async with open_checkpointer(args.redis_url) as saver:
+    async with open_checkpointer(args.redis_url, allow_eviction=args.allow_eviction) as saver:
         with backend_for_args(args) as model:
             yield model, saver
 
@@ -256,6 +270,11 @@ def describe(exc: BaseException, saved: bool) -> str:
         text = f"the model endpoint answered {exc.status_code}: {exc.message}"
     else:
         text = str(exc) or type(exc).__name__
+    if saved and isinstance(exc, redis.exceptions.RedisError):  # Redis itself failed
+        return text + (
+            "; work saved before this is kept only if Redis kept its data: rerun the same "
+            "command to resume once Redis is back"
+        )
     resumable = isinstance(exc, QuorumError | BudgetExhaustedError | openai.OpenAIError) or (
         isinstance(exc, ConnectionError) and not isinstance(exc, PaCoReError)
     )
@@ -279,7 +298,9 @@ def exit_status(exc: BaseException) -> int:
     """2 for what the user can fix in the command; 1 for a failing backend or Redis."""
     if isinstance(exc, QuorumError | BudgetExhaustedError):
         return 1
-    if isinstance(exc, CLIError | PaCoReError | ImportError | ValueError):
+    if isinstance(exc, CLIError):
+        return exc.status
+    if isinstance(exc, PaCoReError | ImportError | ValueError):
         return 2
     return 1
 

@@ -7,11 +7,14 @@ import asyncio
 import contextlib
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import redis
 from langchain_core.messages import BaseMessage, convert_to_messages
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from pacore_graph.cli.options import (
     ROUNDS_HELP,
@@ -31,12 +34,14 @@ from pacore_graph.cli.progress import (
     terminal_width,
 )
 from pacore_graph.context import context_from_options
+from pacore_graph.errors import DamagedThreadError
 from pacore_graph.graph import create_pacore_graph
 from pacore_graph.messages import last_user_index
 from pacore_graph.record import to_record
 from pacore_graph.rounds import resolve_rounds
 from pacore_graph.secrets import model_secrets
 from pacore_graph.threads import ThreadStatus, arun_thread, default_thread_id
+from pacore_graph.trajectories import is_finished, split_thinking
 
 DEMO_PROBLEM = (
     "A farmer plants 17 rows of apple trees with 23 trees in each row. "
@@ -45,6 +50,9 @@ DEMO_PROBLEM = (
 
 TICK_SECONDS = 0.5
 """How often the live line is redrawn between events (its elapsed time moves)."""
+
+PROBE_SECONDS = 5.0
+"""How long, after Redis failed, reading the thread back may take to say what is saved."""
 
 
 def add_parser(sub: Any) -> None:
@@ -64,6 +72,12 @@ def add_parser(sub: Any) -> None:
     solve.add_argument(
         "--thread-id",
         help="thread to checkpoint into (default: derived from the chat and the settings)",
+    )
+    solve.add_argument(
+        "--restart",
+        action="store_true",
+        help="delete the thread's checkpoints first and run from scratch (a damaged thread, "
+        "or a finished one to ask again); needs --redis-url",
     )
     solve.add_argument("--json", action="store_true", help="print the full record as JSON")
 
@@ -134,15 +148,113 @@ async def _tick(progress: SolveProgress) -> None:
         progress.draw()
 
 
+async def _read_back(saver: BaseCheckpointSaver, config: RunnableConfig) -> Any:
+    """The thread's latest checkpoint tuple (None: Redis does not hold it), or the error
+    reading it back raised."""
+    try:
+        async with asyncio.timeout(PROBE_SECONDS):
+            return await saver.aget_tuple(config)
+    except (redis.exceptions.RedisError, DamagedThreadError, OSError, TimeoutError) as exc:
+        return exc
+
+
+async def _what_is_saved(saver: BaseCheckpointSaver, config: RunnableConfig, thread: str) -> str:
+    """What a rerun will find after Redis failed mid-run, read back rather than assumed: a
+    Redis that restarted without persistence holds nothing of the run."""
+    found = await _read_back(saver, config)
+    if isinstance(found, DamagedThreadError):
+        return (
+            f"thread {thread} lost part of its data (Redis restarted without persistence, "
+            "or evicted keys): rerun with --restart to start over"
+        )
+    if isinstance(found, Exception):
+        return (
+            f"what finished before is in thread {thread} only if Redis keeps its data: "
+            "rerun the same command to resume once Redis is back"
+        )
+    if found is None:
+        return (
+            f"nothing of this run is saved (Redis no longer holds thread {thread}: restarted "
+            "without persistence?): a rerun starts over"
+        )
+    return f"finished work is saved in thread {thread}: rerun the same command to resume"
+
+
+async def _not_saved(
+    exc: BaseException,
+    saver: BaseCheckpointSaver,
+    config: RunnableConfig,
+    thread: str,
+    answered: bool,
+) -> CLIError:
+    """The one line for Redis failing mid-run: what failed, then what is saved."""
+    cause = (str(exc) or type(exc).__name__).splitlines()[0]
+    kept = await _what_is_saved(saver, config, thread)
+    error = CLIError(
+        f"the answer above could not be saved: {cause}; {kept}" if answered else f"{cause}; {kept}"
+    )
+    error.status = 1
+    return error
+
+
+async def _check_saved(
+    saver: BaseCheckpointSaver, config: RunnableConfig, thread: str
+) -> CLIError | None:
+    """None when the finished thread reads back whole. A Redis that restarted without
+    persistence mid-run took every write until then, yet accepted the later ones: the run
+    finished, and the thread it leaves is damaged or gone."""
+    found = await _read_back(saver, config)
+    if found is not None and not isinstance(found, Exception):
+        return None
+    if isinstance(found, DamagedThreadError):
+        why = (
+            f"thread {thread} lost part of its data while it ran (Redis restarted without "
+            "persistence, or evicted keys): rerun with --restart to start it over"
+        )
+    elif isinstance(found, Exception):
+        why = f"thread {thread} cannot be read back: {str(found).splitlines()[0]}"
+    else:
+        why = f"Redis no longer holds thread {thread} (restarted without persistence?)"
+    error = CLIError(f"the answer above could not be saved: {why}")
+    error.status = 1
+    return error
+
+
+def _json_or_text(args: argparse.Namespace, state: Mapping[str, Any] | None, answer: str) -> str:
+    """What stdout gets: the answer, or with ``--json`` the record (only the answer when the
+    run stopped before its record was made)."""
+    if not args.json:
+        return str(state["messages"][-1].content) if state else answer
+    record = to_record(dict(state)) if state else {"answer": answer}
+    return json.dumps(record, ensure_ascii=False, indent=2)
+
+
 async def run(args: argparse.Namespace) -> int:
     """Runs ``pacore solve``; prints the answer (or ``--json`` record) on stdout and its
-    progress on stderr: the backend and model first, then the thread, then the rounds."""
-    resolve_rounds(args.rounds)  # a bad vector fails before the endpoint is probed
+    progress on stderr: the backend and model first, then the thread, then the rounds.
+
+    The answer is printed whenever it arrived, even if Redis failed to save it (then the
+    error line says so, and exit status is 1).
+    """
+    final_round = len(resolve_rounds(args.rounds))  # a bad vector fails before any probe
     messages = _messages(args)
+    if args.restart and not args.redis_url:
+        raise CLIError("--restart starts a checkpointed thread over: it needs --redis-url")
     mode = progress_mode(args.progress, sys.stderr.isatty())
     progress = SolveProgress(sys.stderr, mode, secrets_of(args), terminal_width(sys.stderr))
     config: RunnableConfig = {"max_concurrency": args.concurrency}
     context = context_from_options(args)
+    answers: list[str] = []  # the final round's reply, kept as it arrives
+    state: dict[str, Any] | None = None
+    failure: CLIError | None = None
+
+    def keep_answer(update: Mapping[str, Any]) -> None:
+        done = update.get("trajectory")
+        for node_update in done if isinstance(done, list) else [done]:
+            for traj in (node_update or {}).get("trajectories", []):
+                if traj.get("round") == final_round and is_finished(traj):
+                    answers.append(split_thinking(traj)[0])
+
     try:
         async with open_run(args) as (model, saver):
             progress.secrets += model_secrets(model)
@@ -154,6 +266,9 @@ async def run(args: argparse.Namespace) -> int:
                 thread_id = args.thread_id or default_thread_id(messages, context)
                 args.saved_thread = thread_id  # for the interruption message
                 config["configurable"] = {"thread_id": thread_id}
+                if args.restart:
+                    await saver.adelete_thread(thread_id)
+                    progress.status(f"thread {thread_id}: deleted (--restart)")
                 snapshot = await graph.aget_state(config)
                 # Its values include the writes of trajectories that finished before the
                 # interruption: what the resume will not ask again.
@@ -172,14 +287,21 @@ async def run(args: argparse.Namespace) -> int:
                 config["callbacks"] = [RetryWatcher(progress.retry)]
             ticker = asyncio.ensure_future(_tick(progress)) if mode == "bar" else None
             try:
-                _, state = await arun_thread(
+                status, state = await arun_thread(
                     graph,
                     {"messages": messages},
                     config,
                     context=context,
                     on_status=on_status,
                     on_event=progress.event if mode != "off" else None,
+                    on_update=keep_answer if saver is not None else None,
                 )
+                if saver is not None and status != "finished":
+                    failure = await _check_saved(saver, config, thread_id)
+            except redis.exceptions.RedisError as exc:  # the saver's errors are redis-py's too
+                if saver is None:
+                    raise
+                failure = await _not_saved(exc, saver, config, thread_id, bool(answers))
             finally:
                 if ticker is not None:
                     ticker.cancel()
@@ -187,8 +309,8 @@ async def run(args: argparse.Namespace) -> int:
                         await ticker
     finally:
         progress.close()
-    if args.json:
-        print(json.dumps(to_record(state), ensure_ascii=False, indent=2))
-    else:
-        print(state["messages"][-1].content)
+    if state or answers:
+        print(_json_or_text(args, state, answers[-1] if answers else ""))
+    if failure is not None:
+        raise failure
     return 0
