@@ -16,8 +16,10 @@ from pacore_graph.errors import (
     InvalidInputError,
     InvalidRoundsError,
     InvalidSettingsError,
+    LeaseLostError,
     PaCoReError,
     QuorumError,
+    ThreadBusyError,
     ThreadConflictError,
 )
 from pacore_graph.graph import CompiledPaCoReGraph, PaCoReGraph, create_pacore_graph
@@ -45,6 +47,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidRoundsError",
     "InvalidSettingsError",
+    "LeaseLostError",
     "PaCoReContext",
     "PaCoReError",
     "PaCoReGraph",
@@ -54,6 +57,7 @@ __all__ = [
     "PaCoReState",
     "QuorumError",
     "RoundSummary",
+    "ThreadBusyError",
     "ThreadConflictError",
     "ThreadStatus",
     "Trajectory",

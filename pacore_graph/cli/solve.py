@@ -36,7 +36,7 @@ from pacore_graph.messages import last_user_index
 from pacore_graph.record import to_record
 from pacore_graph.rounds import resolve_rounds
 from pacore_graph.secrets import model_secrets
-from pacore_graph.threads import ThreadStatus, arun_thread, default_thread_id
+from pacore_graph.threads import ThreadStatus, arun_thread, default_thread_id, thread_lease
 
 DEMO_PROBLEM = (
     "A farmer plants 17 rows of apple trees with 23 trees in each row. "
@@ -64,6 +64,12 @@ def add_parser(sub: Any) -> None:
     solve.add_argument(
         "--thread-id",
         help="thread to checkpoint into (default: derived from the chat and the settings)",
+    )
+    solve.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another run is writing the thread, wait for it to end, then resume or "
+        "print what it left (default: stop with an error)",
     )
     solve.add_argument("--json", action="store_true", help="print the full record as JSON")
 
@@ -144,7 +150,7 @@ async def run(args: argparse.Namespace) -> int:
     config: RunnableConfig = {"max_concurrency": args.concurrency}
     context = context_from_options(args)
     try:
-        async with open_run(args) as (model, saver):
+        async with open_run(args) as (model, saver), contextlib.AsyncExitStack() as held:
             progress.secrets += model_secrets(model)
             progress.status(backend_line(backend_description(args, model)))
             graph = create_pacore_graph(model, rounds=args.rounds).compile(checkpointer=saver)
@@ -154,6 +160,17 @@ async def run(args: argparse.Namespace) -> int:
                 thread_id = args.thread_id or default_thread_id(messages, context)
                 args.saved_thread = thread_id  # for the interruption message
                 config["configurable"] = {"thread_id": thread_id}
+                # One writer per thread: held (or waited for) before the thread is read.
+                config = await held.enter_async_context(
+                    thread_lease(
+                        graph,
+                        config,
+                        wait=args.wait,
+                        on_wait=lambda holder: progress.status(
+                            f"thread {thread_id}: busy ({holder} is writing it), waiting"
+                        ),
+                    )
+                )
                 snapshot = await graph.aget_state(config)
                 # Its values include the writes of trajectories that finished before the
                 # interruption: what the resume will not ask again.
