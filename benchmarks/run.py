@@ -201,6 +201,7 @@ class Scenario:
     target: str = ""
     compare_to: str | None = None  # name of the scenario whose wall this one is held to
     extra: dict[str, Any] = field(default_factory=dict)
+    lease: bool = False  # each problem holds its thread's lease (fenced writes), as the CLI
 
     @property
     def key(self) -> str:
@@ -286,6 +287,16 @@ def scenarios(quick: bool) -> list[Scenario]:
         ),
         Scenario(
             "P4", "graph, AsyncRedisSaver, 0 latency", "graph", n1, [32, 4], saver="redis", **zero
+        ),
+        Scenario(
+            "P4",
+            "graph, AsyncRedisSaver + lease, 0 latency",
+            "graph",
+            n1,
+            [32, 4],
+            saver="redis",
+            lease=True,
+            **zero,
         ),
         Scenario(
             "P4",
@@ -466,6 +477,7 @@ def run_scenario(
         "semaphore": sc.problems * max(sc.rounds),
         "run_id": run_id,
         "model_kwargs": model_kwargs,
+        "lease": sc.lease,
         **sc.extra,
     }
     if sc.profile:

@@ -100,6 +100,7 @@ async def checkpointer(kind: str, redis_url: str | None):
 
 async def run_graph(spec: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     from pacore_graph import ChatOpenAICompatible, create_pacore_graph
+    from pacore_graph.threads import thread_lease
 
     model_kwargs = spec.get("model_kwargs") or {}
     model = ChatOpenAICompatible(
@@ -126,7 +127,10 @@ async def run_graph(spec: dict[str, Any], problems: list[str]) -> dict[str, Any]
                     if mode == "values":
                         state = chunk
             else:
-                state = await graph.ainvoke(payload, config, durability=durability)
+                # "lease": one writer per thread, held as arun_thread (CLI, eval, web) holds it.
+                held = thread_lease(graph, config) if spec.get("lease") else None
+                async with held or contextlib.nullcontext(config) as leased:
+                    state = await graph.ainvoke(payload, leased, durability=durability)
             finished[i] = time.monotonic()
             trajectories = state["pacore"]["trajectories"]
             counts[i] = len(trajectories)

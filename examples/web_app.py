@@ -8,9 +8,9 @@ POST the same thread id again after a crash or restart: finished trajectories ar
 not recomputed, and a finished thread returns its stored answer at once.
 
 Bad input (rounds, settings, messages, a malformed body) is answered 422 with
-``{"detail": "<one line>"}`` before any model call; a thread busy with another question
-409; a run the backend failed (too few trajectories finished) 502, and POSTing the same
-request again resumes it.
+``{"detail": "<one line>"}`` before any model call; a thread busy with another question,
+or being run by another request or process, 409; a run the backend failed (too few
+trajectories finished) 502, and POSTing the same request again resumes it.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from pacore_graph.errors import (
     ContextLimitError,
     InvalidInputError,
     PaCoReError,
+    ThreadBusyError,
     ThreadConflictError,
 )
 from pacore_graph.messages import last_user_index
@@ -99,8 +100,9 @@ async def malformed_request(request: Request, exc: RequestValidationError) -> JS
 @app.exception_handler(PaCoReError)
 async def pacore_error(request: Request, exc: PaCoReError) -> JSONResponse:
     """pacore's errors in one line: bad input 422 (also a prompt over the context limit), a
-    thread busy with another question 409, anything else (the backend failed the run) 502."""
-    if isinstance(exc, ThreadConflictError):
+    thread busy with another question or another run 409, anything else (the backend failed
+    the run) 502."""
+    if isinstance(exc, ThreadConflictError | ThreadBusyError):
         status = 409
     elif isinstance(exc, ValueError | ContextLimitError):
         status = 422

@@ -17,8 +17,10 @@ from pacore_graph.errors import (
     InvalidInputError,
     InvalidRoundsError,
     InvalidSettingsError,
+    LeaseLostError,
     PaCoReError,
     QuorumError,
+    ThreadBusyError,
     ThreadConflictError,
 )
 from pacore_graph.graph import CompiledPaCoReGraph, PaCoReGraph, create_pacore_graph
@@ -47,6 +49,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidRoundsError",
     "InvalidSettingsError",
+    "LeaseLostError",
     "PaCoReContext",
     "PaCoReError",
     "PaCoReGraph",
@@ -56,6 +59,7 @@ __all__ = [
     "PaCoReState",
     "QuorumError",
     "RoundSummary",
+    "ThreadBusyError",
     "ThreadConflictError",
     "ThreadStatus",
     "Trajectory",

@@ -82,3 +82,26 @@ class DamagedThreadError(PaCoReError):
     def __reduce__(self) -> tuple[Any, ...]:
         # The message is built from the arguments, so rebuild from them (pickle, copy).
         return (type(self), (self.thread_id, self.missing))
+
+
+class ThreadBusyError(PaCoReError):
+    """Another run holds the thread's lease: one writer per thread. Wait for that run to end
+    (``wait=`` of `arun_thread`, ``pacore solve --wait``) or use another thread id."""
+
+    def __init__(self, message: str, thread_id: str, holder: str | None = None):
+        self.thread_id = thread_id
+        self.holder = holder
+        """Who holds the lease, e.g. ``pid 4242 on host-a`` (None: nobody by now)."""
+        super().__init__(message)
+
+
+class LeaseLostError(ThreadBusyError):
+    """This run's lease on its thread lapsed (the run stalled past the lease's TTL) or was
+    taken by another run: the run is fenced, none of its writes lands from then on."""
+
+    def __init__(self, thread_id: str):
+        super().__init__(
+            f"thread {thread_id}: this run lost its lease (it stalled past the lease's TTL, "
+            "or another run took the thread over) and stopped; none of its writes landed since",
+            thread_id,
+        )

@@ -4,13 +4,18 @@ its answer. The one runner behind ``pacore solve``, ``pacore eval`` and the web 
 A crash leaves the thread's last checkpoint with pending tasks, and the trajectories
 that finished before it as pending writes. Resuming with ``None`` as input runs only
 the unfinished tasks, so no finished trajectory is asked for again.
+
+One writer per thread: on a checkpointer that has leases (`AsyncRedisSaver`) a run holds
+its thread's lease from before it reads the thread until it ends, and every write it
+makes is fenced by it. Other checkpointers (InMemorySaver, ...) take no lease.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, convert_to_messages
@@ -18,6 +23,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 from langgraph.types import StateSnapshot, StreamMode
 
+from pacore_graph.checkpoints.layout import LEASE_CONFIG_KEY
 from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.errors import ThreadConflictError
 from pacore_graph.messages import last_user_index, message_text
@@ -79,6 +85,46 @@ def _same_settings(
     return status if stored == run_settings(settings) else "new"
 
 
+@contextlib.asynccontextmanager
+async def thread_lease(
+    graph: Pregel[Any, Any, Any, Any],
+    config: RunnableConfig,
+    *,
+    wait: bool | float = False,
+    on_wait: Callable[[str], None] | None = None,
+) -> AsyncIterator[RunnableConfig]:
+    """Holds the thread of ``config`` for one run; yields the config to run it with.
+
+    On a checkpointer with leases (`AsyncRedisSaver.alease`) the yielded config carries
+    the lease's token, so every write of the run is fenced by it; the lease is renewed
+    while the block runs and released after. Anything else (no thread id, another
+    checkpointer, leases off, a config already holding a lease) yields ``config`` as is.
+
+    Args:
+        graph: The compiled graph whose checkpointer holds the thread.
+        config: Run config naming the thread in ``configurable.thread_id``.
+        wait: False: a busy thread raises `ThreadBusyError` at once; True: wait for the
+            other run to end; seconds: wait at most that long.
+        on_wait: Told who holds the thread (``pid N on HOST``) when a wait begins.
+
+    Raises:
+        ThreadBusyError: Another run holds the thread.
+        LeaseLostError: The lease was lost while the block ran (the block is cancelled).
+    """
+    conf = config.get("configurable", {})
+    alease = getattr(graph.checkpointer, "alease", None)
+    if (
+        alease is None
+        or getattr(graph.checkpointer, "lease_ttl", None) is None
+        or "thread_id" not in conf
+        or LEASE_CONFIG_KEY in conf
+    ):
+        yield config
+        return
+    async with alease(str(conf["thread_id"]), wait=wait, on_wait=on_wait) as held:
+        yield held.bind(config)
+
+
 async def arun_thread(
     graph: Pregel[Any, Any, Any, Any],
     input: Mapping[str, Any],
@@ -88,11 +134,14 @@ async def arun_thread(
     on_status: Callable[[ThreadStatus], None] | None = None,
     on_event: Callable[[Any], None] | None = None,
     on_update: Callable[[Mapping[str, Any]], None] | None = None,
+    wait: bool | float = False,
     **kwargs: Any,
 ) -> tuple[ThreadStatus, dict[str, Any]]:
     """Runs, resumes or reads back the thread in ``config["configurable"]["thread_id"]``.
 
-    Without a thread id (or a checkpointer) it is a plain run.
+    Without a thread id (or a checkpointer) it is a plain run. On a Redis checkpointer the
+    run holds the thread's lease throughout (`thread_lease`): a second run of the same
+    thread meanwhile raises `ThreadBusyError`, or waits for this one with ``wait``.
 
     Args:
         graph: A compiled graph, with a checkpointer for threads.
@@ -104,6 +153,9 @@ async def arun_thread(
         on_update: Each node's update as the node finishes (``stream_mode="updates"``),
             while its write may still be on its way to the checkpointer: a caller keeps
             what arrived even if saving it then fails.
+        wait: When another run holds the thread: False raises `ThreadBusyError`, True
+            waits for it to end (then resumes, or reads back, what it left), seconds wait
+            at most that long.
         **kwargs: Passed to ``astream`` (``context``, ``durability``, ...). ``durability``
             defaults to "sync" on a thread, so a crash loses only calls in flight.
 
@@ -113,7 +165,26 @@ async def arun_thread(
     Raises:
         ThreadConflictError: The thread holds an unfinished run of another input, or one
             started with other settings (a PaCoRe graph's ``context`` and defaults).
+        ThreadBusyError: Another run holds the thread.
+        LeaseLostError: This run lost its lease midway (it stalled past the lease's TTL
+            and another run took over); none of its writes landed since.
     """
+    async with thread_lease(graph, config, wait=wait) as leased:
+        return await _run_thread(
+            graph, input, leased, status_rule, on_status, on_event, on_update, kwargs
+        )
+
+
+async def _run_thread(
+    graph: Pregel[Any, Any, Any, Any],
+    input: Mapping[str, Any],
+    config: RunnableConfig,
+    status_rule: StatusRule,
+    on_status: Callable[[ThreadStatus], None] | None,
+    on_event: Callable[[Any], None] | None,
+    on_update: Callable[[Mapping[str, Any]], None] | None,
+    kwargs: dict[str, Any],
+) -> tuple[ThreadStatus, dict[str, Any]]:
     threaded = graph.checkpointer is not None and "thread_id" in config.get("configurable", {})
     status: ThreadStatus = "new"
     snapshot = None
@@ -157,4 +228,11 @@ def default_thread_id(messages: Sequence[BaseMessage], settings: Mapping[str, An
     return "pacore-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-__all__ = ["StatusRule", "ThreadStatus", "arun_thread", "default_thread_id", "thread_status"]
+__all__ = [
+    "StatusRule",
+    "ThreadStatus",
+    "arun_thread",
+    "default_thread_id",
+    "thread_lease",
+    "thread_status",
+]

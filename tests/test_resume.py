@@ -41,7 +41,7 @@ def cli(server, redis_url, *extra):
         server,
         PROBLEM,
         *("--rounds", "4", "--concurrency", "4", "--redis-url", redis_url),
-        *("--thread-id", "crash-1", *extra),
+        *("--thread-id", "crash-1", "--lease-ttl", "2", *extra),
     )
 
 
@@ -59,7 +59,9 @@ def test_sigkill_then_rerun_requests_only_unfinished_trajectories(scripted, redi
         responder.release.set()
     before = len(server.requests)
 
-    rerun = subprocess.run(cli(server, redis_url), capture_output=True, text=True, timeout=120)
+    # The rerun waits until the killed run's hold on the thread lapsed (--lease-ttl).
+    waiting = cli(server, redis_url, "--wait")
+    rerun = subprocess.run(waiting, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.stdout.strip() == "\\boxed{391}"
     assert "resuming" in rerun.stderr
@@ -102,7 +104,9 @@ def test_redis_down_mid_run_then_rerun_finishes(scripted, redis_server, redis_ur
     assert "rerun the same command to resume" in lines[-1]
 
     before = len(server.requests)
-    rerun = subprocess.run(cli(server, redis_url), capture_output=True, text=True, timeout=120)
+    # The failed run could not release its hold while Redis was away: it lapses first.
+    waiting = cli(server, redis_url, "--wait")
+    rerun = subprocess.run(waiting, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.stdout.strip() == "\\boxed{391}"
     new = server.requests[before:]

@@ -7,7 +7,12 @@ from pacore_graph.checkpoints.errors import (
     RedisOutOfMemoryError,
 )
 from pacore_graph.checkpoints.memory import FullInMemorySaver
-from pacore_graph.checkpoints.saver import AsyncRedisSaver, RedisSaver, RedisUnavailableError
+from pacore_graph.checkpoints.saver import (
+    AsyncRedisSaver,
+    RedisSaver,
+    RedisUnavailableError,
+    ThreadLease,
+)
 from pacore_graph.errors import DamagedThreadError
 
 __all__ = [
@@ -19,4 +24,5 @@ __all__ = [
     "RedisOutOfMemoryError",
     "RedisSaver",
     "RedisUnavailableError",
+    "ThreadLease",
 ]

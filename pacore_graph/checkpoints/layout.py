@@ -12,6 +12,8 @@ six keys whatever its namespaces and history, so no operation has to look keys u
     P:{t}:writes  hash ns NUL checkpoint_id NUL task_id NUL idx -> task_path NUL channel NUL value
     P:{t}:wix     sorted set, score 0, of the writes' fields (one checkpoint = one lex range)
     P:threads     sorted set thread_id -> expiry (unix time, +inf without TTL); list(None) only
+    P:{t}:lease   string: the token of the run writing the thread, with its own short TTL;
+                  not one of the six (writes neither refresh, copy nor delete it)
 
 Channel values are stored once per (channel, version), as the Postgres saver does, so a
 checkpoint re-serializes only the channels that changed.
@@ -24,6 +26,10 @@ from typing import Any
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 NUL = "\x00"
+LEASE = "lease"
+LEASE_CONFIG_KEY = "__pacore_lease"
+"""The ``configurable`` key carrying a run's lease token to `put` and `put_writes` (LangGraph
+passes a run's configurable keys through, and keeps ``__`` keys out of metadata)."""
 THREAD_KEYS = ("ids", "cp", "meta", "blobs", "writes", "wix")
 HASHES = ("cp", "meta", "blobs", "writes")
 SORTED_SETS = ("ids", "wix")

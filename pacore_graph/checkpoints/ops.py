@@ -5,9 +5,14 @@ batch's replies, or yields `Emit` to hand checkpoint tuples to the caller (``lis
 streams page by page), and returns its result. `RedisSaver` drives the generators with a
 sync client, `AsyncRedisSaver` with an async one; neither knows the key layout.
 
-Plain commands only (hashes, sorted sets, MULTI/EXEC). Every transaction names keys of
-one thread only (on a Cluster the registry update follows in its own round trip), so
-the layout runs unchanged on Redis 7, Valkey, managed Redis and Redis Cluster.
+Plain commands only (hashes, sorted sets, MULTI/EXEC), and three small Lua scripts for
+the per-thread lease. Every transaction or script names keys of one thread only (on a
+Cluster the registry update follows in its own round trip), so the layout runs unchanged
+on Redis 7, Valkey, managed Redis and Redis Cluster.
+
+The lease: a run holds ``P:{t}:lease`` (SET NX PX) while it writes the thread and renews
+it; a write whose config carries the run's token (`LEASE_CONFIG_KEY`) runs as one script
+that checks the token first, so a run whose lease lapsed or was taken writes nothing.
 """
 
 from __future__ import annotations
@@ -35,8 +40,8 @@ from langgraph.checkpoint.base import (
 )
 
 from pacore_graph.checkpoints.errors import RedisEvictionPolicyError
-from pacore_graph.checkpoints.layout import HASHES, SORTED_SETS, Layout
-from pacore_graph.errors import DamagedThreadError
+from pacore_graph.checkpoints.layout import HASHES, LEASE, LEASE_CONFIG_KEY, SORTED_SETS, Layout
+from pacore_graph.errors import DamagedThreadError, LeaseLostError
 
 PAGE = 64
 """Checkpoints (or threads) handled per round trip by list, prune and delete_for_runs."""
@@ -62,6 +67,44 @@ CENSUS = ("ids", "cp", "meta", "writes", "wix", "blobs")
 """The keys whose sizes a load reads with its first round trip (see `Ops._check_census`)."""
 
 log = logging.getLogger(__name__)
+
+
+FENCED_WRITE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local i = 2
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return 1
+"""
+"""A write's commands (ARGV: token, then each command as its length and its words), run
+only while KEYS[1], the lease, holds the token. Atomic like MULTI/EXEC, in one round trip.
+KEYS also lists every key the commands touch, as Cluster routing wants. (Lua's unpack
+takes ~8000 words per command: a checkpoint would need ~4000 changed channels.)"""
+
+RENEW_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+"""Compare-and-extend: 1 if the lease still holds ARGV[1] (its TTL is reset), else 0."""
+
+RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+"""Compare-and-delete: a run never releases the lease another run took."""
+
+
+class LeaseState(NamedTuple):
+    """What an attempt to take a thread's lease found."""
+
+    acquired: bool
+    holder: str | None  # the token in place (ours when acquired; None: it just lapsed)
+    ttl_ms: int  # how long the holder's lease still runs (< 0: none)
 
 
 @dataclass
@@ -142,7 +185,7 @@ class Ops:
         # One member per checkpoint, even if it is put again with another parent.
         batch.add("ZREMRANGEBYLEX", lay.key(thread_id, "ids"), *lay.lex_range(ns, checkpoint_id))
         batch.add("ZADD", lay.key(thread_id, "ids"), 0, lay.field(ns, checkpoint_id, parent))
-        yield from self._commit(batch, self._touch(batch, thread_id))
+        yield from self._write(thread_id, conf.get(LEASE_CONFIG_KEY), batch)
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -177,7 +220,7 @@ class Ops:
             command = "HSET" if channel in WRITES_IDX_MAP else "HSETNX"
             batch.add(command, lay.key(thread_id, "writes"), fld, payload)
             batch.add("ZADD", lay.key(thread_id, "wix"), 0, fld)
-        yield from self._commit(batch, self._touch(batch, thread_id))
+        yield from self._write(thread_id, conf.get(LEASE_CONFIG_KEY), batch)
 
     def _touch(self, batch: Batch, thread_id: str) -> Batch | None:
         """Refreshes the whole thread's TTL and its registry entry within ``batch``.
@@ -201,11 +244,60 @@ class Ops:
         follow.add(*command)
         return follow
 
+    def _write(self, thread_id: str, token: str | None, batch: Batch) -> Op:
+        """Commits a write of a run: fenced by the run's lease when it holds one.
+
+        Raises:
+            LeaseLostError: The lease no longer holds ``token``; nothing was written.
+        """
+        follow = self._touch(batch, thread_id)
+        if token is None:
+            yield from self._commit(batch, follow)
+            return
+        keys = builtins.list(dict.fromkeys(command[1] for command in batch.commands))
+        words: builtins.list[Any] = [token]
+        for command in batch.commands:
+            words += [len(command), *command]
+        fenced = Batch()
+        lease = self.layout.key(thread_id, LEASE)
+        fenced.add("EVAL", FENCED_WRITE, 1 + len(keys), lease, *keys, *words)
+        (held,) = yield fenced
+        if not held:
+            raise LeaseLostError(thread_id)
+        if follow is not None:
+            yield follow
+
     @staticmethod
     def _commit(batch: Batch, follow: Batch | None) -> Op:
         yield batch
         if follow is not None:
             yield follow
+
+    # -- the lease -----------------------------------------------------------------------
+
+    def acquire_lease(self, thread_id: str, token: str, ttl_ms: int) -> Op:
+        """Takes the thread's lease for ``ttl_ms`` if nobody holds it; returns `LeaseState`."""
+        lease = self.layout.key(str(thread_id), LEASE)
+        batch = Batch()
+        batch.add("SET", lease, token, "NX", "PX", ttl_ms)
+        batch.add("GET", lease)
+        batch.add("PTTL", lease)
+        taken, holder, left = yield batch
+        return LeaseState(bool(taken), holder.decode() if holder else None, int(left))
+
+    def renew_lease(self, thread_id: str, token: str, ttl_ms: int) -> Op:
+        """Extends the lease to ``ttl_ms`` from now if it still holds ``token``; returns that."""
+        batch = Batch()
+        batch.add("EVAL", RENEW_LEASE, 1, self.layout.key(str(thread_id), LEASE), token, ttl_ms)
+        (held,) = yield batch
+        return bool(held)
+
+    def release_lease(self, thread_id: str, token: str) -> Op:
+        """Deletes the lease if it still holds ``token``; returns whether it did."""
+        batch = Batch()
+        batch.add("EVAL", RELEASE_LEASE, 1, self.layout.key(str(thread_id), LEASE), token)
+        (released,) = yield batch
+        return bool(released)
 
     # -- reads -------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """`RedisSaver` and `AsyncRedisSaver`: LangGraph checkpoint savers on plain Redis commands.
 
 Both run the operations of `pacore_graph.checkpoints.ops`; they differ only in how a
-batch of commands reaches the server (a sync or an asyncio redis-py client).
+batch of commands reaches the server (a sync or an asyncio redis-py client), and in how
+they keep a thread's lease alive (a thread, or an asyncio task).
 """
 
 from __future__ import annotations
@@ -10,8 +11,14 @@ import asyncio
 import builtins
 import contextlib
 import copy
+import logging
+import os
+import socket
 import threading
-from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Self, cast
 
 import redis
@@ -31,10 +38,72 @@ from redis.cluster import RedisCluster
 from redis.driver_info import DriverInfo
 
 from pacore_graph.checkpoints.errors import RedisAuthenticationError, RedisOutOfMemoryError
-from pacore_graph.checkpoints.layout import Layout
-from pacore_graph.checkpoints.ops import Batch, Emit, Op, Ops, next_version, setup
+from pacore_graph.checkpoints.layout import LEASE_CONFIG_KEY, Layout
+from pacore_graph.checkpoints.ops import Batch, Emit, LeaseState, Op, Ops, next_version, setup
+from pacore_graph.errors import LeaseLostError, ThreadBusyError
 
 DEFAULT_PREFIX = "pacore"
+
+DEFAULT_LEASE_TTL = 10.0
+"""Seconds a thread's lease outlives its last renewal: how long after a run dies (SIGKILL,
+a lost host) its thread stays busy. Renewed every third of it while the run lives."""
+
+LEASE_POLL_S = 0.5
+"""How often a run waiting for a busy thread tries its lease again (at most)."""
+
+Wait = bool | float
+"""Whether to wait for a busy thread: False raises `ThreadBusyError` at once, True waits as
+long as it takes, a number waits that many seconds at most."""
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class ThreadLease:
+    """A run's hold on one thread: its writes are fenced by ``token`` once `bind` put it in
+    the run's config.
+
+    Attributes:
+        thread_id: The thread held.
+        token: Unique to this hold: ``PID@HOST/RANDOM``, so a busy error names the holder.
+        lost: Set when a renewal found the lease lapsed or taken: every later write of the
+            run fails with `LeaseLostError`.
+    """
+
+    thread_id: str
+    token: str
+    lost: bool = False
+
+    def bind(self, config: RunnableConfig) -> RunnableConfig:
+        """``config`` with the token, so the saver fences the run's writes by it."""
+        configurable = {**config.get("configurable", {}), LEASE_CONFIG_KEY: self.token}
+        return {**config, "configurable": configurable}
+
+
+def _new_token() -> str:
+    return f"{os.getpid()}@{socket.gethostname()}/{uuid.uuid4().hex}"
+
+
+def describe_holder(token: str | None) -> str:
+    """``pid 4242 on host-a`` for a token of ours; another program's token as it is."""
+    if token is None:
+        return "nobody"
+    who, slash, _ = token.rpartition("/")
+    pid, at, host = who.partition("@")
+    return f"pid {pid} on {host}" if slash and at and pid.isdigit() else token
+
+
+def _busy(thread_id: str, state: LeaseState, waited: float | None) -> ThreadBusyError:
+    holder = describe_holder(state.holder) if state.holder else None
+    still = f" after waiting {waited:.1f} s" if waited else ""
+    # A live run renews its lease; one that died leaves it to lapse (say when).
+    lapses = f", lapsing in {state.ttl_ms / 1000:.1f} s unless renewed" if state.ttl_ms > 0 else ""
+    return ThreadBusyError(
+        f"thread {thread_id} is busy{still}: another run holds it ({holder or 'it just ended'}"
+        f"{lapses}); wait for it (pacore solve --wait, wait=True) or use another thread id",
+        thread_id,
+        holder,
+    )
 
 
 class RedisUnavailableError(redis.exceptions.ConnectionError, builtins.ConnectionError):
@@ -79,14 +148,18 @@ class _RedisSaverBase(BaseCheckpointSaver[str]):
         ttl: float | None,
         key_prefix: str,
         serde: SerializerProtocol | None,
+        lease_ttl: float | None,
     ) -> None:
         super().__init__(serde=serde)
         encoder = getattr(client, "get_encoder", None)
         if encoder is not None and encoder().decode_responses:
             raise ValueError("the Redis client must be created with decode_responses=False")
+        if lease_ttl is not None and lease_ttl <= 0:
+            raise ValueError(f"lease_ttl must be positive seconds or None, not {lease_ttl!r}")
         self.client = client
         self.ttl = ttl
         self.key_prefix = key_prefix
+        self.lease_ttl = lease_ttl
         self.ops = Ops(
             Layout(self.serde, key_prefix, ttl),
             cluster=isinstance(client, RedisCluster | AsyncRedisCluster),
@@ -140,6 +213,35 @@ class _RedisSaverBase(BaseCheckpointSaver[str]):
             )
         return None
 
+    # -- the lease: what the sync and the async saver share ------------------------------
+
+    def _lease_ms(self) -> int:
+        if self.lease_ttl is None:
+            raise ValueError("leases are off on this saver (lease_ttl=None)")
+        return max(1, round(self.lease_ttl * 1000))
+
+    @property
+    def _renew_every(self) -> float:
+        return (self.lease_ttl or DEFAULT_LEASE_TTL) / 3
+
+    def _retry_in(self, thread_id: str, state: LeaseState, wait: Wait, started: float) -> float:
+        """Seconds until the next attempt at a busy thread's lease.
+
+        Raises:
+            ThreadBusyError: ``wait`` is False, or its seconds ran out.
+        """
+        if wait is False:
+            raise _busy(thread_id, state, None)
+        waited = time.monotonic() - started
+        left = float("inf") if wait is True else float(wait) - waited
+        if left <= 0:
+            raise _busy(thread_id, state, waited)
+        if state.holder is None:  # it lapsed between the SET and the GET: try again now
+            return 0.01
+        # A lease about to lapse is tried again just after it does.
+        soon = state.ttl_ms / 1000 + 0.01 if state.ttl_ms > 0 else LEASE_POLL_S
+        return max(0.01, min(LEASE_POLL_S, soon, left))
+
 
 _CONNECTION_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
@@ -181,10 +283,13 @@ class RedisSaver(_RedisSaverBase):
             the thread's keys); None keeps threads until deleted.
         key_prefix: Prefix of every key, so several apps can share one database.
         serde: Serializer; LangGraph's default when None.
+        lease_ttl: Seconds a thread's lease (`lease`) outlives its holder's last renewal,
+            i.e. how soon a dead run's thread is free again; None turns leases off (for a
+            server without Lua scripting: EVAL).
 
     Raises:
         ValueError: On a client that decodes responses, a brace in ``key_prefix`` or a
-            non-positive ``ttl``.
+            non-positive ``ttl`` or ``lease_ttl``.
 
     Example:
         ```python
@@ -201,8 +306,9 @@ class RedisSaver(_RedisSaverBase):
         ttl: float | None = None,
         key_prefix: str = DEFAULT_PREFIX,
         serde: SerializerProtocol | None = None,
+        lease_ttl: float | None = DEFAULT_LEASE_TTL,
     ) -> None:
-        super().__init__(client, ttl=ttl, key_prefix=key_prefix, serde=serde)
+        super().__init__(client, ttl=ttl, key_prefix=key_prefix, serde=serde, lease_ttl=lease_ttl)
         # More threads writing at once than the pool has connections would fail with
         # "Too many connections"; past the limit they wait their turn instead.
         limit = _pool_limit(client)
@@ -217,6 +323,7 @@ class RedisSaver(_RedisSaverBase):
         ttl: float | None = None,
         key_prefix: str = DEFAULT_PREFIX,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        lease_ttl: float | None = DEFAULT_LEASE_TTL,
     ) -> Iterator[RedisSaver]:
         """A saver on a new connection pool to ``url``, closed on exit.
 
@@ -225,13 +332,14 @@ class RedisSaver(_RedisSaverBase):
             ttl: See `RedisSaver`.
             key_prefix: See `RedisSaver`.
             max_connections: Connections to Redis; more writes at once wait their turn.
+            lease_ttl: See `RedisSaver`.
 
         Yields:
             The saver.
         """
         client = redis.Redis.from_url(url, **_pool_options(max_connections))
         try:
-            yield cls(client, ttl=ttl, key_prefix=key_prefix)
+            yield cls(client, ttl=ttl, key_prefix=key_prefix, lease_ttl=lease_ttl)
         finally:
             client.close()
 
@@ -374,6 +482,72 @@ class RedisSaver(_RedisSaverBase):
         """LangGraph's DeltaChannel ancestor walk, a page of ancestors per round trip."""
         return self._run(self.ops.delta_channel_history(config, channels))
 
+    @contextlib.contextmanager
+    def lease(
+        self,
+        thread_id: str,
+        *,
+        wait: Wait = False,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> Iterator[ThreadLease]:
+        """Holds ``thread_id`` for one run: one writer per thread.
+
+        Takes the thread's lease (a Redis key in the thread's slot), renews it from a
+        background thread while the block runs, and releases it on exit. Pass
+        ``lease.bind(config)`` to the run: its writes then land only while it holds the
+        lease, else `LeaseLostError` (the sync API cannot cancel the run sooner).
+
+        Args:
+            thread_id: The thread to hold.
+            wait: False: a busy thread raises at once; True: wait for it; seconds: at most.
+            on_wait: Told who holds the thread (``pid N on HOST``) when a wait begins.
+
+        Yields:
+            The lease.
+
+        Raises:
+            ThreadBusyError: Another run holds the thread (and ``wait`` said not to wait,
+                or ran out).
+            ValueError: Leases are off (``lease_ttl=None``).
+
+        Example:
+            ```python
+            with saver.lease("t1") as held:
+                graph.invoke(inputs, held.bind({"configurable": {"thread_id": "t1"}}))
+            ```
+        """
+        thread_id, token, ttl_ms = str(thread_id), _new_token(), self._lease_ms()
+        started, told = time.monotonic(), False
+        while not (state := self._run(self.ops.acquire_lease(thread_id, token, ttl_ms))).acquired:
+            pause = self._retry_in(thread_id, state, wait, started)
+            if on_wait is not None and not told:
+                on_wait(describe_holder(state.holder))
+                told = True
+            time.sleep(pause)
+        held = ThreadLease(thread_id, token)
+        stop = threading.Event()
+        keeper = threading.Thread(
+            target=self._keep, args=(held, ttl_ms, stop), name=f"lease {thread_id}", daemon=True
+        )
+        keeper.start()
+        try:
+            yield held
+        finally:
+            stop.set()
+            keeper.join()
+            with contextlib.suppress(redis.exceptions.RedisError):
+                self._run(self.ops.release_lease(thread_id, token))
+
+    def _keep(self, held: ThreadLease, ttl_ms: int, stop: threading.Event) -> None:
+        """Renews the lease until ``stop``; marks it lost when a renewal finds it gone."""
+        while not stop.wait(self._renew_every):
+            try:
+                if not self._run(self.ops.renew_lease(held.thread_id, held.token, ttl_ms)):
+                    held.lost = True
+                    return
+            except redis.exceptions.RedisError as exc:  # the run's own writes report it
+                _log.debug("lease renewal of thread %s failed: %s", held.thread_id, exc)
+
 
 class AsyncRedisSaver(_RedisSaverBase):
     """The asyncio twin of `RedisSaver`, on ``redis.asyncio.Redis``.
@@ -387,6 +561,7 @@ class AsyncRedisSaver(_RedisSaverBase):
         ttl: Seconds a thread lives after its last write; None keeps threads.
         key_prefix: Prefix of every key.
         serde: Serializer; LangGraph's default when None.
+        lease_ttl: See `RedisSaver`; `alease` holds a thread.
 
     Example:
         ```python
@@ -403,8 +578,9 @@ class AsyncRedisSaver(_RedisSaverBase):
         ttl: float | None = None,
         key_prefix: str = DEFAULT_PREFIX,
         serde: SerializerProtocol | None = None,
+        lease_ttl: float | None = DEFAULT_LEASE_TTL,
     ) -> None:
-        super().__init__(client, ttl=ttl, key_prefix=key_prefix, serde=serde)
+        super().__init__(client, ttl=ttl, key_prefix=key_prefix, serde=serde, lease_ttl=lease_ttl)
         try:
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -423,6 +599,7 @@ class AsyncRedisSaver(_RedisSaverBase):
         ttl: float | None = None,
         key_prefix: str = DEFAULT_PREFIX,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        lease_ttl: float | None = DEFAULT_LEASE_TTL,
     ) -> AsyncIterator[AsyncRedisSaver]:
         """A saver on a new connection pool to ``url``, closed on exit.
 
@@ -431,13 +608,14 @@ class AsyncRedisSaver(_RedisSaverBase):
             ttl: See `AsyncRedisSaver`.
             key_prefix: See `AsyncRedisSaver`.
             max_connections: Connections to Redis; more writes at once wait their turn.
+            lease_ttl: See `RedisSaver`.
 
         Yields:
             The saver.
         """
         client = aredis.Redis.from_url(url, **_pool_options(max_connections))
         try:
-            yield cls(client, ttl=ttl, key_prefix=key_prefix)
+            yield cls(client, ttl=ttl, key_prefix=key_prefix, lease_ttl=lease_ttl)
         finally:
             await client.aclose()
 
@@ -561,6 +739,90 @@ class AsyncRedisSaver(_RedisSaverBase):
     ) -> Mapping[str, DeltaChannelHistory]:
         """LangGraph's DeltaChannel ancestor walk, a page of ancestors per round trip."""
         return await self._run(self.ops.delta_channel_history(config, channels))
+
+    @contextlib.asynccontextmanager
+    async def alease(
+        self,
+        thread_id: str,
+        *,
+        wait: Wait = False,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> AsyncIterator[ThreadLease]:
+        """Holds ``thread_id`` for one run: one writer per thread (`arun_thread` does this).
+
+        Takes the thread's lease (a Redis key in the thread's slot), renews it from an
+        asyncio task while the block runs, and releases it on exit. Pass
+        ``lease.bind(config)`` to the run: its writes land only while it holds the lease.
+        If a renewal finds the lease lapsed (the process stalled past ``lease_ttl``) or
+        taken, the block is cancelled and raises `LeaseLostError`, so a displaced run
+        stops asking the model too.
+
+        Args:
+            thread_id: The thread to hold.
+            wait: False: a busy thread raises at once; True: wait for it; seconds: at most.
+            on_wait: Told who holds the thread (``pid N on HOST``) when a wait begins.
+
+        Yields:
+            The lease.
+
+        Raises:
+            ThreadBusyError: Another run holds the thread (and ``wait`` said not to wait,
+                or ran out).
+            LeaseLostError: The lease was lost while the block ran.
+            ValueError: Leases are off (``lease_ttl=None``).
+        """
+        thread_id, token, ttl_ms = str(thread_id), _new_token(), self._lease_ms()
+        started, told = time.monotonic(), False
+        while not (
+            state := await self._run(self.ops.acquire_lease(thread_id, token, ttl_ms))
+        ).acquired:
+            pause = self._retry_in(thread_id, state, wait, started)
+            if on_wait is not None and not told:
+                on_wait(describe_holder(state.holder))
+                told = True
+            await asyncio.sleep(pause)
+        held = ThreadLease(thread_id, token)
+        owner = asyncio.current_task()
+        inside, stopped = True, False
+
+        def lost() -> None:
+            nonlocal stopped
+            held.lost = True
+            # Only while the block runs: the keeper runs when the block awaits, so the
+            # cancellation lands inside it.
+            if inside and owner is not None:
+                stopped = True
+                owner.cancel()
+
+        keeper = asyncio.create_task(self._akeep(held, ttl_ms, lost))
+        try:
+            yield held
+        except BaseException as exc:
+            inside = False
+            if not stopped:
+                raise
+            # The cancellation was ours: the run stopped because it lost the thread.
+            raise LeaseLostError(thread_id) from (
+                None if isinstance(exc, asyncio.CancelledError) else exc
+            )
+        finally:
+            inside = False
+            if stopped and owner is not None:
+                owner.uncancel()
+            keeper.cancel()  # not awaited: a cancellation of our own must not be swallowed
+            with contextlib.suppress(redis.exceptions.RedisError):
+                await self._run(self.ops.release_lease(thread_id, token))
+
+    async def _akeep(self, held: ThreadLease, ttl_ms: int, lost: Callable[[], None]) -> None:
+        """Renews the lease; calls ``lost`` when a renewal finds it lapsed or taken."""
+        while True:
+            await asyncio.sleep(self._renew_every)
+            try:
+                if not await self._run(self.ops.renew_lease(held.thread_id, held.token, ttl_ms)):
+                    lost()
+                    return
+            except redis.exceptions.RedisError as exc:  # the run's own writes report it
+                _log.debug("lease renewal of thread %s failed: %s", held.thread_id, exc)
 
     # -- sync access from other threads ------------------------------------------------
 

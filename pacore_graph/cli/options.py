@@ -146,6 +146,14 @@ def run_options() -> argparse.ArgumentParser:
         "evicted keys damage threads)",
     )
     store.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a run holds its Redis thread, renewing the hold every third of this; a "
+        "crashed run's thread is free again this long after it died (default 10)",
+    )
+    store.add_argument(
         "--log-level",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log to stderr at this level (API keys are redacted)",
@@ -222,17 +230,19 @@ def backend_line(description: Mapping[str, str | None]) -> str:
 
 @contextlib.asynccontextmanager
 async def open_checkpointer(
-    url: str | None, *, allow_eviction: bool = False
+    url: str | None, *, allow_eviction: bool = False, lease_ttl: float = 10.0
 ) -> AsyncIterator[BaseCheckpointSaver | None]:
     """`AsyncRedisSaver` on ``url``, or None. Before any model call it is checked reachable,
     the password accepted, and its ``maxmemory-policy`` one that keeps checkpoints (unless
-    ``allow_eviction``)."""
+    ``allow_eviction``); each run on it holds its thread with a lease of ``lease_ttl``."""
     if not url:
         yield None
         return
     from pacore_graph.checkpoints import AsyncRedisSaver
 
-    async with AsyncRedisSaver.from_conn_string(url) as saver:
+    if lease_ttl <= 0:
+        raise CLIError(f"--lease-ttl must be positive seconds, not {lease_ttl:g}")
+    async with AsyncRedisSaver.from_conn_string(url, lease_ttl=lease_ttl) as saver:
         try:
             await saver.asetup(allow_eviction=allow_eviction)
         except (OSError, ValueError) as exc:  # a setup problem, like a bad option: exit 2
@@ -245,7 +255,9 @@ async def open_run(
     args: argparse.Namespace,
 ) -> AsyncIterator[tuple[BaseChatModel, BaseCheckpointSaver | None]]:
     """The backend and the checkpointer the options name, closed on exit."""
-    async with open_checkpointer(args.redis_url, allow_eviction=args.allow_eviction) as saver:
+    async with open_checkpointer(
+        args.redis_url, allow_eviction=args.allow_eviction, lease_ttl=args.lease_ttl
+    ) as saver:
         with backend_for_args(args) as model:
             yield model, saver
 

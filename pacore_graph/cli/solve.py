@@ -34,13 +34,13 @@ from pacore_graph.cli.progress import (
     terminal_width,
 )
 from pacore_graph.context import context_from_options
-from pacore_graph.errors import DamagedThreadError
+from pacore_graph.errors import DamagedThreadError, LeaseLostError
 from pacore_graph.graph import create_pacore_graph
 from pacore_graph.messages import last_user_index
 from pacore_graph.record import to_record
 from pacore_graph.rounds import resolve_rounds
 from pacore_graph.secrets import model_secrets
-from pacore_graph.threads import ThreadStatus, arun_thread, default_thread_id
+from pacore_graph.threads import ThreadStatus, arun_thread, default_thread_id, thread_lease
 from pacore_graph.trajectories import is_finished, split_thinking
 
 DEMO_PROBLEM = (
@@ -78,6 +78,12 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="delete the thread's checkpoints first and run from scratch (a damaged thread, "
         "or a finished one to ask again); needs --redis-url",
+    )
+    solve.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another run is writing the thread, wait for it to end, then resume or "
+        "print what it left (default: stop with an error)",
     )
     solve.add_argument("--json", action="store_true", help="print the full record as JSON")
 
@@ -256,7 +262,7 @@ async def run(args: argparse.Namespace) -> int:
                     answers.append(split_thinking(traj)[0])
 
     try:
-        async with open_run(args) as (model, saver):
+        async with open_run(args) as (model, saver), contextlib.AsyncExitStack() as held:
             progress.secrets += model_secrets(model)
             progress.status(backend_line(backend_description(args, model)))
             graph = create_pacore_graph(model, rounds=args.rounds).compile(checkpointer=saver)
@@ -266,6 +272,17 @@ async def run(args: argparse.Namespace) -> int:
                 thread_id = args.thread_id or default_thread_id(messages, context)
                 args.saved_thread = thread_id  # for the interruption message
                 config["configurable"] = {"thread_id": thread_id}
+                # One writer per thread: held (or waited for) before the thread is read.
+                config = await held.enter_async_context(
+                    thread_lease(
+                        graph,
+                        config,
+                        wait=args.wait,
+                        on_wait=lambda holder: progress.status(
+                            f"thread {thread_id}: busy ({holder} is writing it), waiting"
+                        ),
+                    )
+                )
                 if args.restart:
                     await saver.adelete_thread(thread_id)
                     progress.status(f"thread {thread_id}: deleted (--restart)")
@@ -298,7 +315,9 @@ async def run(args: argparse.Namespace) -> int:
                 )
                 if saver is not None and status != "finished":
                     failure = await _check_saved(saver, config, thread_id)
-            except redis.exceptions.RedisError as exc:  # the saver's errors are redis-py's too
+            # The saver's errors are redis-py's too. A lost lease is a save failure as well:
+            # a run that stalled past it, or a Redis that lost its data (the lease with it).
+            except (redis.exceptions.RedisError, LeaseLostError) as exc:
                 if saver is None:
                     raise
                 failure = await _not_saved(exc, saver, config, thread_id, bool(answers))
