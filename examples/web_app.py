@@ -32,7 +32,6 @@ from pydantic import BaseModel
 
 from pacore_graph import create_pacore_graph, to_record
 from pacore_graph.backends.env import model_from_env
-from pacore_graph.budget import check_budgets
 from pacore_graph.context import DEFAULTS, merge_context
 from pacore_graph.errors import (
     ContextLimitError,
@@ -42,8 +41,8 @@ from pacore_graph.errors import (
     ThreadConflictError,
 )
 from pacore_graph.messages import last_user_index
-from pacore_graph.rounds import resolve_rounds
 from pacore_graph.threads import arun_thread
+from pacore_graph.validation import check_input, check_settings
 
 
 class SolveRequest(BaseModel):
@@ -116,8 +115,9 @@ def run_input(request: SolveRequest) -> tuple[list[BaseMessage], dict[str, Any]]
     input fails before a thread is touched.
 
     Raises:
-        InvalidInputError: No problem, or both a problem and messages, or bad messages.
-        InvalidRoundsError: Bad rounds.
+        InvalidInputError: No problem, or both a problem and messages, bad messages, or
+            more text than max_input_chars.
+        InvalidRoundsError: Bad rounds, or over max_k or max_trajectories.
         InvalidSettingsError: A setting with an impossible value.
     """
     if (request.problem is None) == (request.messages is None):
@@ -138,8 +138,8 @@ def run_input(request: SolveRequest) -> tuple[list[BaseMessage], dict[str, Any]]
         settings = merge_context(DEFAULTS, context)
     except TypeError as exc:  # an unknown setting
         raise HTTPException(422, one_line(str(exc))) from None
-    resolve_rounds(settings.rounds or "low")
-    check_budgets(settings)
+    check_settings(settings)  # bounds of K and of the run included
+    check_input(messages, settings)
     return messages, context
 
 

@@ -125,6 +125,29 @@ class PaCoReContext:
             "run keeps its start); when it runs out, as for max_ttc_tokens. Empty: no budget."
         ),
     ] = None
+    max_k: Annotated[
+        int | None,
+        Field(
+            description="Largest K of a round (the paper's largest is 32; the reference had "
+            "no bound); a rounds vector above it stops with InvalidRoundsError before any "
+            "call. A guard against typos such as 999999: raise it to run wider rounds."
+        ),
+    ] = None
+    max_trajectories: Annotated[
+        int | None,
+        Field(
+            description="Largest number of trajectories of a run, all rounds together "
+            "(the paper's high preset runs 37); above it, as for max_k."
+        ),
+    ] = None
+    max_input_chars: Annotated[
+        int | None,
+        Field(
+            description="Largest input chat, in characters of text over all its messages "
+            "(each of the K calls of a round sends it whole); above it the run stops with "
+            "InvalidInputError before any call."
+        ),
+    ] = None
 
 
 DEFAULTS = PaCoReContext(
@@ -142,8 +165,12 @@ DEFAULTS = PaCoReContext(
     min_success=0.5,
     max_ttc_tokens=None,
     max_seconds=None,
+    # Not the reference's (it had no bounds): see `pacore_graph.validation` for the values.
+    max_k=1024,
+    max_trajectories=4096,
+    max_input_chars=1_000_000,
 )
-"""The reference's behaviour."""
+"""The reference's behaviour, and pacore-graph's bounds on a run."""
 
 
 def merge_context(

@@ -33,9 +33,10 @@ from pacore_graph.nodes import (
 )
 from pacore_graph.resume import settings_key
 from pacore_graph.retry import DEFAULT_RETRY_POLICY
-from pacore_graph.rounds import RoundsSpec, resolve_rounds
+from pacore_graph.rounds import RoundsSpec
 from pacore_graph.state import PaCoReInput, PaCoReOutput, PaCoReState
 from pacore_graph.tool import DEFAULT_DESCRIPTION, pacore_tool
+from pacore_graph.validation import check_settings
 
 
 def round_tasks(state: PaCoReState, indices: Iterable[int]) -> list[Send]:
@@ -152,7 +153,10 @@ def create_pacore_graph(
         graph only those two keys can reach the parent's state.
 
     Raises:
-        InvalidRoundsError: ``rounds`` is not a valid round vector.
+        InvalidRoundsError: ``rounds`` is not a valid round vector, or is over ``max_k`` or
+            ``max_trajectories`` (defaults 1024 and 4096).
+        InvalidSettingsError: A default has an impossible value.
+        TypeError: A default names no `PaCoReContext` field.
 
     Example:
         ```python
@@ -162,8 +166,8 @@ def create_pacore_graph(
         print(out["messages"][-1].content)
         ```
     """
-    resolve_rounds(rounds)  # fail at build time, not on the first run
     base = merge_context(DEFAULTS, {"rounds": rounds, **defaults})
+    check_settings(base)  # fail at build time, not on the first run
     builder = PaCoReGraph(
         PaCoReState,
         context_schema=PaCoReContext,

@@ -12,15 +12,21 @@ from pacore_graph.context import PaCoReContext
 from pacore_graph.errors import ThreadConflictError
 from pacore_graph.rounds import resolve_rounds
 
+GUARDS = frozenset({"max_k", "max_trajectories", "max_input_chars"})
+"""Settings that only decide whether a run may start, not what it computes: not part of a
+run's settings, so raising a bound neither changes a run's identity nor blocks a resume."""
+
 
 def run_settings(settings: PaCoReContext) -> dict[str, Any]:
     """The resolved settings of a run as plain data, kept in its state and tasks.
 
     A compaction callable is kept as its qualified name: two runs with the same
-    function match, and the checkpoint holds no code.
+    function match, and the checkpoint holds no code. The `GUARDS` are left out.
     """
     out: dict[str, Any] = {}
     for f in fields(settings):
+        if f.name in GUARDS:
+            continue
         value = getattr(settings, f.name)
         if f.name == "rounds" and value is not None:
             value = resolve_rounds(value)  # "32,4" and [32, 4] are the same run
@@ -65,4 +71,4 @@ def check_same_run(started: dict[str, Any] | str | None, settings: PaCoReContext
         )
 
 
-__all__ = ["check_same_run", "run_settings", "settings_key"]
+__all__ = ["GUARDS", "check_same_run", "run_settings", "settings_key"]

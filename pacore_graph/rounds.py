@@ -13,7 +13,9 @@ RoundsSpec = str | int | Sequence[int]
 """A preset name, a single K, a comma-separated string such as ``"32,4"``, or a list of ints."""
 
 
-def resolve_rounds(spec: RoundsSpec) -> list[int]:
+def resolve_rounds(
+    spec: RoundsSpec, *, max_k: int | None = None, max_trajectories: int | None = None
+) -> list[int]:
     """Turns a user's round spec into the full round vector, final ``1`` included.
 
     As in the reference pipeline, the user gives the exploration rounds and ``[1]`` is
@@ -29,7 +31,8 @@ def resolve_rounds(spec: RoundsSpec) -> list[int]:
         The round vector to run, ending with ``1``.
 
     Raises:
-        InvalidRoundsError: The spec is empty, unknown, not integers, or has a K < 1.
+        InvalidRoundsError: The spec is empty, unknown, not integers, has a K < 1, or is
+            over ``max_k`` or ``max_trajectories``.
     """
     if isinstance(spec, bool):
         raise InvalidRoundsError(f"rounds must be a preset or integers, got {spec!r}")
@@ -38,7 +41,7 @@ def resolve_rounds(spec: RoundsSpec) -> list[int]:
     elif isinstance(spec, str):
         text = spec.strip()
         if text.lower() in PRESETS:
-            return [*PRESETS[text.lower()], 1]
+            return check_round_bounds([*PRESETS[text.lower()], 1], max_k, max_trajectories)
         if not text:
             raise InvalidRoundsError(
                 f"rounds is empty: give a preset ({', '.join(PRESETS)}) or integers like 32,4"
@@ -50,7 +53,12 @@ def resolve_rounds(spec: RoundsSpec) -> list[int]:
                 f"unknown rounds {spec!r}: use a preset ({', '.join(PRESETS)}) "
                 "or comma-separated positive integers like 32,4"
             )
-        values = [int(p) for p in parts]
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:  # beyond int()'s 4300 digits: far above any bound
+            raise InvalidRoundsError(
+                f"rounds {text[:20]}... has a K of more than 4300 digits"
+            ) from None
     elif isinstance(spec, Sequence):
         values = list(spec)
         if not values:
@@ -66,6 +74,37 @@ def resolve_rounds(spec: RoundsSpec) -> list[int]:
         if k < 1:
             raise InvalidRoundsError(f"every round needs K >= 1, got {k} in {spec!r}")
         rounds.append(k)
-    if len(rounds) >= 2 and rounds[-1] == 1:
-        return rounds
-    return [*rounds, 1]
+    if len(rounds) < 2 or rounds[-1] != 1:
+        rounds.append(1)
+    return check_round_bounds(rounds, max_k, max_trajectories)
+
+
+def check_round_bounds(
+    vector: list[int], max_k: int | None, max_trajectories: int | None
+) -> list[int]:
+    """``vector`` when no round has more than ``max_k`` trajectories and the run no more than
+    ``max_trajectories`` in all (None: no bound).
+
+    A round's K Sends are built at once, in one step of the event loop: the bounds keep a
+    typo such as ``999999`` from spending minutes and gigabytes before the first call.
+
+    Raises:
+        InvalidRoundsError: Over a bound; names it and the setting that raises it.
+    """
+    if max_k is not None and (k := max(vector)) > max_k:
+        raise InvalidRoundsError(
+            f"round {vector.index(k) + 1} of {_shown(vector)} has K = {k}, above max_k = "
+            f"{max_k}: raise the max_k setting (--max-k) to run it"
+        )
+    if max_trajectories is not None and (total := sum(vector)) > max_trajectories:
+        raise InvalidRoundsError(
+            f"rounds {_shown(vector)} run {total} trajectories, above max_trajectories = "
+            f"{max_trajectories}: raise the max_trajectories setting (--max-trajectories) "
+            "to run them"
+        )
+    return vector
+
+
+def _shown(vector: list[int]) -> str:
+    # A vector of thousands of rounds would make a line of kilobytes.
+    return str(vector) if len(vector) <= 8 else f"[{', '.join(map(str, vector[:6]))}, ...]"

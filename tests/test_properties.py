@@ -130,3 +130,76 @@ def test_cli_messages_file_that_is_not_json(server, capsys, tmp_path_factory, ra
     path.write_bytes(raw)
     argv = ["solve", "--messages", str(path), "--base-url", server.base_url]
     check(*run_cli(argv, capsys))
+
+
+@SETTINGS
+@given(
+    st.lists(st.integers(1, 3000), min_size=1, max_size=6),
+    st.integers(1, 3000),
+    st.integers(1, 10_000),
+)
+def test_round_bounds_allow_exactly_the_vectors_within_them(vector, max_k, max_trajectories):
+    full = vector if len(vector) >= 2 and vector[-1] == 1 else [*vector, 1]
+    try:
+        resolved = resolve_rounds(vector, max_k=max_k, max_trajectories=max_trajectories)
+    except PaCoReError as exc:
+        assert one_line(exc)
+        bound = "max_k" if max(full) > max_k else "max_trajectories"
+        assert f"above {bound} = " in str(exc) and f"--{bound.replace('_', '-')}" in str(exc)
+        assert max(full) > max_k or sum(full) > max_trajectories
+        return
+    assert resolved == full and max(full) <= max_k and sum(full) <= max_trajectories
+
+
+numbers = st.one_of(
+    st.none(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-3, 3),
+    st.sampled_from([0.0, 1.0, -0.0, 1e-9, 2.0]),
+)
+
+
+@SETTINGS
+@given(
+    temperature=numbers,
+    top_p=numbers,
+    max_tokens=st.one_of(st.none(), st.integers(-3, 3), st.floats(0, 3)),
+    seed=st.one_of(st.none(), st.integers(-3, 3)),
+)
+def test_sampling_settings_run_or_fail_before_any_call(temperature, top_p, max_tokens, seed):
+    def finite(v):
+        return isinstance(v, int | float) and v == v and abs(v) != float("inf")
+
+    rules = {
+        "temperature": temperature is None or (finite(temperature) and temperature >= 0),
+        "top_p": top_p is None or (finite(top_p) and 0 < top_p <= 1),
+        "max_tokens": max_tokens is None or (isinstance(max_tokens, int) and max_tokens >= 1),
+        "seed": seed is None or seed >= 0,
+    }
+    context = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed}
+    model = FakeListChatModel(responses=["<think>t</think>ok"])
+    graph = create_pacore_graph(model, rounds=1).compile()
+    try:
+        out = asyncio.run(graph.ainvoke({"messages": [("user", "2+2?")]}, context=context))
+    except PaCoReError as exc:
+        assert one_line(exc)
+        assert model.i == 0  # no call was made
+        broken = [name for name, ok in rules.items() if not ok]
+        assert broken and str(exc).startswith(broken[0]), (exc, broken)
+        return
+    assert all(rules.values()), rules
+    assert out["messages"][-1].content == "ok"
+
+
+@SETTINGS
+@given(
+    concurrency=st.integers(-3, 3).map(str),
+    temperature=st.one_of(st.floats(-2, 3).map(str), st.sampled_from(["nan", "inf", "-0"])),
+)
+def test_cli_concurrency_and_temperature(server, capsys, concurrency, temperature):
+    argv = ["solve", "2+2?", "--base-url", server.base_url, "--rounds", "1"]
+    argv += ["--concurrency", concurrency, "--temperature", temperature]
+    status, out, err = run_cli(argv, capsys)
+    check(status, out, err)
+    valid = int(concurrency) >= 1 and float(temperature) >= 0 and temperature not in ("nan", "inf")
+    assert (status == 0) == valid, (argv, err)

@@ -5,9 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from types import FrameType
+from typing import Any, NoReturn
 
 from pacore_graph.cli import solve
 from pacore_graph.cli.options import (
@@ -46,6 +52,102 @@ def _interrupted(args: object, signame: str) -> str:
     )
 
 
+GRACE_SECONDS = 0.5
+"""How long an interrupted command may take to cancel its calls and close; past it, it
+reports the interruption and exits anyway."""
+
+
+class Interruption:
+    """SIGINT and SIGTERM, acted on within a second whatever the event loop is doing.
+
+    asyncio's handlers run when the loop next polls, and a loop building a round of
+    thousands of tasks does not poll for seconds (LangGraph then takes seconds more to
+    cancel them). A Python-level handler runs between any two bytecodes of the main
+    thread: it asks the loop to cancel the run and wakes a watchdog thread, which reports
+    the interruption and ends the process if the cancellation has not finished after
+    `GRACE_SECONDS`. Finished trajectories are in Redis as they finish, so the cut loses
+    only calls in flight, as the cancellation would; a second signal ends it at once.
+    """
+
+    def __init__(self, args: object) -> None:
+        self.args = args
+        self.signame: str | None = None
+        """The first signal received, e.g. "SIGTERM"."""
+        self._task: asyncio.Task[Any] | None = None
+        self._lock = threading.RLock()  # re-entrant: a second signal may come inside `report`
+        self._reported = False
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Interruption]:
+        """Handles both signals while the block runs (in the main thread; a no-op elsewhere)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        # The handler wakes the watchdog with a byte on a pipe: a write takes no lock the
+        # interrupted code may hold (starting a thread or setting an Event would).
+        self._wake_r, self._wake_w = os.pipe()
+        watchdog = threading.Thread(target=self._watch, name="pacore-interruption", daemon=True)
+        watchdog.start()
+        previous = {
+            sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if self.signame is None:  # no signal: let the watchdog go
+                os.write(self._wake_w, b"x")
+                watchdog.join()
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+
+    def attach(self, task: asyncio.Task[Any]) -> None:
+        """The running command, to cancel on a signal."""
+        self._task = task
+
+    def report(self) -> int:
+        """Prints the interruption line (once, whoever comes first); the exit status."""
+        signame = self.signame or "SIGINT"
+        with self._lock:
+            if not self._reported:
+                self._reported = True
+                line = f"pacore: {_interrupted(self.args, signame)}"
+                try:
+                    print(line, file=sys.stderr, flush=True)
+                except Exception:  # stderr busy in the interrupted frame: write around it
+                    os.write(2, (line + "\n").encode())
+        return 143 if signame == "SIGTERM" else 130
+
+    def exit_now(self) -> NoReturn:
+        """Reports the interruption and ends the process, skipping the interpreter's teardown:
+        freeing a wide round's objects can take longer than the grace, and the watchdog
+        cannot run during it."""
+        status = self.report()
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(status)
+
+    def _watch(self) -> None:
+        os.read(self._wake_r, 1)
+        if self.signame is None:
+            return
+        time.sleep(GRACE_SECONDS)
+        self.exit_now()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signame is not None:
+            self.exit_now()
+        self.signame = signal.Signals(signum).name
+        os.write(self._wake_w, b"x")
+        task = self._task
+        if task is None:
+            raise KeyboardInterrupt  # the command has not started: stop where it is
+        with contextlib.suppress(RuntimeError):  # the loop has closed: the watchdog ends it
+            task.get_loop().call_soon_threadsafe(task.cancel)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pacore`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -58,26 +160,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.addFilter(RedactingFilter(secrets))
         logging.basicConfig(level=args.log_level, handlers=[handler])
 
+    # A round cancelled before all its trajectories started leaves the waiting ones'
+    # coroutines unawaited behind LangGraph's concurrency gate: expected, not a bug to show.
+    warnings.filterwarnings(
+        "ignore", "coroutine 'arun_with_retry' was never awaited", RuntimeWarning
+    )
+    interruption = Interruption(args)
+
     async def run() -> int:
         # SIGTERM cancels the run like Ctrl-C does: calls in flight are cancelled, and what
         # finished is already in the checkpoint.
         task = asyncio.current_task()
-
-        def terminate() -> None:
-            args.signal = "SIGTERM"
-            if task is not None:
-                task.cancel()
-
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminate)
+        if task is not None:
+            interruption.attach(task)
         return await command(args)
 
     try:
-        return asyncio.run(run())
+        with interruption.installed():
+            return asyncio.run(run())
     except (KeyboardInterrupt, asyncio.CancelledError):
-        signame = getattr(args, "signal", "SIGINT")
-        print(f"pacore: {_interrupted(args, signame)}", file=sys.stderr)
-        return 143 if signame == "SIGTERM" else 130
+        if interruption.signame is not None:  # the run is closed: nothing left to tear down
+            interruption.exit_now()
+        return interruption.report()
     except Exception as exc:
         expected = isinstance(exc, EXPECTED_ERRORS)
         if expected:

@@ -19,6 +19,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from pacore_graph.backends.launch import backend_for_args
 from pacore_graph.compaction import COMPACTIONS
+from pacore_graph.context import DEFAULTS
 from pacore_graph.errors import BudgetExhaustedError, PaCoReError, QuorumError
 from pacore_graph.rounds import PRESETS
 
@@ -42,6 +43,17 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"pacore: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
 
 
 def _count_or_fraction(text: str) -> int | float:
@@ -84,7 +96,7 @@ def run_options() -> argparse.ArgumentParser:
     backend.add_argument("--timeout", type=float, help="seconds per model call")
     backend.add_argument(
         "--concurrency",
-        type=int,
+        type=positive_int,
         default=64,
         help="model calls in flight at once (default 64, as the reference)",
     )
@@ -133,6 +145,22 @@ def run_options() -> argparse.ArgumentParser:
         "--max-seconds",
         type=float,
         help="time budget of a run, in seconds; when it runs out, as --max-ttc-tokens",
+    )
+    bounds = p.add_argument_group("bounds (a run over one stops before any call)")
+    bounds.add_argument(
+        "--max-k",
+        type=int,
+        help=f"largest K of a round (default {DEFAULTS.max_k}; the paper's largest is 32)",
+    )
+    bounds.add_argument(
+        "--max-trajectories",
+        type=int,
+        help=f"largest number of trajectories of a run (default {DEFAULTS.max_trajectories})",
+    )
+    bounds.add_argument(
+        "--max-input-chars",
+        type=int,
+        help=f"largest input chat, in characters of text (default {DEFAULTS.max_input_chars:,})",
     )
     store = p.add_argument_group("checkpoints and output")
     store.add_argument(
@@ -331,6 +359,7 @@ __all__ = [
     "exit_status",
     "open_checkpointer",
     "open_run",
+    "positive_int",
     "public_url",
     "run_options",
     "secrets_of",

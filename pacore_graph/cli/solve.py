@@ -6,9 +6,10 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
+import re
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -33,15 +34,16 @@ from pacore_graph.cli.progress import (
     saved_work,
     terminal_width,
 )
-from pacore_graph.context import context_from_options
+from pacore_graph.context import DEFAULTS, context_from_options, merge_context
 from pacore_graph.errors import DamagedThreadError, LeaseLostError
 from pacore_graph.graph import create_pacore_graph
 from pacore_graph.messages import last_user_index
 from pacore_graph.record import to_record
-from pacore_graph.rounds import resolve_rounds
+from pacore_graph.resume import GUARDS
 from pacore_graph.secrets import model_secrets
 from pacore_graph.threads import ThreadStatus, arun_thread, default_thread_id, thread_lease
 from pacore_graph.trajectories import is_finished, split_thinking
+from pacore_graph.validation import check_input, check_settings
 
 DEMO_PROBLEM = (
     "A farmer plants 17 rows of apple trees with 23 trees in each row. "
@@ -53,6 +55,45 @@ TICK_SECONDS = 0.5
 
 PROBE_SECONDS = 5.0
 """How long, after Redis failed, reading the thread back may take to say what is saved."""
+MAX_MESSAGES_BYTES = 32 * 2**20
+"""The largest ``--messages`` input by default: room for a chat far over ``max_input_chars``
+as JSON (escapes take up to 6 bytes a character) with images as data URLs, while a
+wrong file (a 1 GB log, ``/dev/zero``) is refused before it is read."""
+
+MAX_MESSAGES_VARIABLE = "PACORE_MAX_MESSAGES_BYTES"
+"""Where the ``--messages`` limit comes from when ``--max-messages-bytes`` is not given."""
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
+
+
+def byte_size(text: str) -> int:
+    """A size in bytes >= 1: ``33554432``, ``32M``, ``512K``, ``1G`` (powers of 1024; a
+    trailing ``B`` or ``iB`` is allowed).
+
+    Raises:
+        ValueError: Not such a size.
+    """
+    match = re.fullmatch(r"\s*(\d{1,15})\s*([KMG]?)(?:I?B)?\s*", text.upper())
+    if not match or int(match.group(1)) < 1:
+        raise ValueError(f"not a size in bytes such as 32M: {text!r}")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def messages_limit(option: int | None, environ: Mapping[str, str] = os.environ) -> int:
+    """The ``--messages`` size limit: the option, else ``$PACORE_MAX_MESSAGES_BYTES``, else
+    `MAX_MESSAGES_BYTES`.
+
+    Raises:
+        CLIError: The variable is not a size.
+    """
+    if option is not None:
+        return option
+    if text := environ.get(MAX_MESSAGES_VARIABLE, "").strip():
+        try:
+            return byte_size(text)
+        except ValueError as exc:
+            raise CLIError(f"${MAX_MESSAGES_VARIABLE}: {exc}") from None
+    return MAX_MESSAGES_BYTES
 
 
 def add_parser(sub: Any) -> None:
@@ -67,6 +108,13 @@ def add_parser(sub: Any) -> None:
         metavar="FILE",
         help='the chat as JSON, from FILE or - (stdin): [{"role": ..., "content": ...}, ...] '
         'or {"messages": [...]}; its last user message is the problem',
+    )
+    solve.add_argument(
+        "--max-messages-bytes",
+        type=byte_size,
+        metavar="SIZE",
+        help="largest --messages input, checked before it is read, e.g. 64M (default: "
+        f"${MAX_MESSAGES_VARIABLE}, else 32M)",
     )
     solve.add_argument("--rounds", default="low", help=ROUNDS_HELP + " (default low)")
     solve.add_argument(
@@ -88,12 +136,38 @@ def add_parser(sub: Any) -> None:
     solve.add_argument("--json", action="store_true", help="print the full record as JSON")
 
 
-def _read_chat(source: str) -> list[Any]:
-    """The messages of ``--messages``: a JSON list, or an object with a ``messages`` list."""
+def _read_bytes(source: str, limit: int) -> bytes:
+    """At most ``limit`` + 1 bytes of ``source`` (a path, or - for stdin); a file whose size
+    is over ``limit`` is not read at all."""
+    if source == "-":
+        stream = getattr(sys.stdin, "buffer", None)
+        if stream is None:  # a text stream put in place of stdin (tests, embedding)
+            return str(sys.stdin.read(limit + 1)).encode("utf-8")
+        return bytes(stream.read(limit + 1))
+    with open(source, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        if size > limit:
+            raise CLIError(_too_large(f"file {source}", limit, f"is {size:,} bytes"))
+        # Pipes and devices report no size: read one byte past the limit to see.
+        return file.read(limit + 1)
+
+
+def _too_large(where: str, limit: int, what: str) -> str:
+    return (
+        f"messages {where} {what}, above the limit of {limit:,} bytes: raise it with "
+        f"--max-messages-bytes or ${MAX_MESSAGES_VARIABLE}"
+    )
+
+
+def _read_chat(source: str, limit: int = MAX_MESSAGES_BYTES) -> list[Any]:
+    """The messages of ``--messages``: a JSON list, or an object with a ``messages`` list;
+    more than ``limit`` bytes is an error, found before the input is read."""
     where = "from stdin" if source == "-" else f"file {source}"
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-        raw = json.loads(text)
+        data = _read_bytes(source, limit)
+        if len(data) > limit:
+            raise CLIError(_too_large(where, limit, "are larger"))
+        raw = json.loads(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CLIError(f"cannot read messages {where}: {exc}") from None
     if isinstance(raw, dict) and "messages" in raw:
@@ -126,7 +200,7 @@ def _messages(args: argparse.Namespace) -> list[BaseMessage]:
             "(put a follow-up question in the --messages chat as its last user message)"
         )
     if args.messages is not None:
-        raw = _read_chat(args.messages)
+        raw = _read_chat(args.messages, messages_limit(args.max_messages_bytes))
     elif args.problem is not None:
         raw = [{"role": "user", "content": args.problem}]
     elif args.demo:
@@ -242,14 +316,18 @@ async def run(args: argparse.Namespace) -> int:
     The answer is printed whenever it arrived, even if Redis failed to save it (then the
     error line says so, and exit status is 1).
     """
-    final_round = len(resolve_rounds(args.rounds))  # a bad vector fails before any probe
+    context = context_from_options(args)
+    # Bad settings, a vector over its bounds and an input over its size fail before the
+    # endpoint is probed, as the graph would fail them before any call.
+    settings = merge_context(DEFAULTS, context)
+    final_round = len(check_settings(settings))
     messages = _messages(args)
+    check_input(messages, settings)
     if args.restart and not args.redis_url:
         raise CLIError("--restart starts a checkpointed thread over: it needs --redis-url")
     mode = progress_mode(args.progress, sys.stderr.isatty())
     progress = SolveProgress(sys.stderr, mode, secrets_of(args), terminal_width(sys.stderr))
     config: RunnableConfig = {"max_concurrency": args.concurrency}
-    context = context_from_options(args)
     answers: list[str] = []  # the final round's reply, kept as it arrives
     state: dict[str, Any] | None = None
     failure: CLIError | None = None
@@ -265,11 +343,17 @@ async def run(args: argparse.Namespace) -> int:
         async with open_run(args) as (model, saver), contextlib.AsyncExitStack() as held:
             progress.secrets += model_secrets(model)
             progress.status(backend_line(backend_description(args, model)))
-            graph = create_pacore_graph(model, rounds=args.rounds).compile(checkpointer=saver)
+            # Bounds raised on the command line are the graph's too: it checks its defaults.
+            guards = {k: v for k, v in context.items() if k in GUARDS}
+            graph = create_pacore_graph(model, rounds=args.rounds, **guards).compile(
+                checkpointer=saver
+            )
             saved: Saved | None = None
             thread_id = ""
             if saver is not None:
-                thread_id = args.thread_id or default_thread_id(messages, context)
+                # A raised bound is not another run: the same command resumes it.
+                identity = {k: v for k, v in context.items() if k not in GUARDS}
+                thread_id = args.thread_id or default_thread_id(messages, identity)
                 args.saved_thread = thread_id  # for the interruption message
                 config["configurable"] = {"thread_id": thread_id}
                 # One writer per thread: held (or waited for) before the thread is read.

@@ -20,7 +20,9 @@ from pacore_graph.cli.options import (
     run_options,
     secrets_of,
 )
-from pacore_graph.context import context_from_options
+from pacore_graph.context import DEFAULTS, context_from_options, merge_context
+from pacore_graph.rounds import check_round_bounds
+from pacore_graph.validation import check_settings
 
 
 def add_parser(sub: Any) -> None:
@@ -160,6 +162,13 @@ async def run(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot read {args.problems}: {exc.strerror or exc}") from None
     rounds = args.rounds if args.rounds is not None else ([] if args.baseline else ["low"])
     settings = build_settings(rounds, args.baseline)
+    # The run settings and every setting's vector against the bounds, as each run would.
+    checked = merge_context(
+        DEFAULTS, {k: v for k, v in context_from_options(args).items() if k != "rounds"}
+    )
+    check_settings(checked)
+    for setting in settings:
+        check_round_bounds(list(setting.round_vector), checked.max_k, checked.max_trajectories)
     spec = EvalSpec(  # checks runs, concurrency and pool size
         settings,
         runs=args.runs,

@@ -10,26 +10,27 @@ from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
-from pacore_graph.budget import check_budgets, round_budget
+from pacore_graph.budget import round_budget
 from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.errors import InvalidInputError
 from pacore_graph.messages import last_user_index
 from pacore_graph.resume import run_settings
-from pacore_graph.rounds import resolve_rounds
 from pacore_graph.state import PaCoReState
+from pacore_graph.validation import check_input, check_settings
 
 
 def prepare(
     state: PaCoReState, runtime: Runtime[PaCoReContext], *, defaults: PaCoReContext
 ) -> dict[str, Any]:
-    """The entry node; fails before any model call on bad rounds, settings or messages."""
+    """The entry node; fails before any model call on bad rounds, settings or messages, a
+    round vector over its bounds or an input over its size."""
     settings = merge_context(defaults, runtime.context)
-    vector = resolve_rounds(settings.rounds or "low")
-    check_budgets(settings)
+    vector = check_settings(settings)
     messages = state.get("messages")
     if not messages:
         raise InvalidInputError("no messages in the input: pass {'messages': [('user', ...)]}")
     last_user_index(messages)
+    check_input(messages, settings)
     get_stream_writer()(
         {"type": "round_started", "round": 1, "k": vector[0], "round_vector": vector}
     )
