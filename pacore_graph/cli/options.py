@@ -10,7 +10,6 @@ import json
 import os
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
 import openai
 from langchain_core.language_models import BaseChatModel
@@ -19,6 +18,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from pacore_graph.backends.launch import backend_for_args
 from pacore_graph.compaction import COMPACTIONS
 from pacore_graph.errors import BudgetExhaustedError, PaCoReError, QuorumError
+from pacore_graph.secrets import url_secrets
 
 
 class CLIError(Exception):
@@ -66,8 +66,16 @@ def run_options() -> argparse.ArgumentParser:
         help="model name (default: the endpoint's first model); a path for --backend vllm "
         "or a GGUF file for --backend embedded",
     )
-    backend.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY)")
-    backend.add_argument("--timeout", type=float, help="seconds per model call")
+    backend.add_argument(
+        "--api-key", help="API key (default: the key in --base-url, else $OPENAI_API_KEY)"
+    )
+    backend.add_argument(
+        "--timeout",
+        type=float,
+        help="deadline of each model call in seconds, first byte to last, streamed or not "
+        "(default 7200: a 131k-token reasoning call takes over an hour); a call past it is "
+        "retried. A stream that sends nothing for 600 s fails sooner",
+    )
     backend.add_argument(
         "--concurrency",
         type=int,
@@ -168,8 +176,7 @@ async def open_run(
 def secrets_of(args: argparse.Namespace) -> list[str]:
     """The secrets the options carry, to keep out of every message and log."""
     found = [args.api_key or "", os.environ.get("OPENAI_API_KEY", "")]
-    if args.redis_url and (password := urlsplit(args.redis_url).password):
-        found.append(password)
+    found += url_secrets(args.base_url) + url_secrets(args.redis_url)
     return [s for s in found if s]
 
 
