@@ -111,8 +111,14 @@ class BudgetTracker:
             self._exhaust("max_seconds")
         return self.reason
 
-    def add(self, tokens: int) -> None:
-        """Counts a finished trajectory's tokens; stops the others when the budget is used."""
+    def add(self, tokens: int | None) -> None:
+        """Counts a finished trajectory's tokens; stops the others when the budget is used.
+
+        None (unknown: the reply reported no count, or one that was no count) adds
+        nothing: a garbled count must neither use the budget up nor, negative, refill it.
+        """
+        if tokens is None or tokens < 0:
+            return
         with self._lock:
             self.spent += tokens
             over = self.budget["tokens_left"] is not None and (

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import httpx2
+import openai
+
 
 class PaCoReError(Exception):
     """Base class of every error pacore-graph raises on purpose."""
@@ -105,3 +108,19 @@ class LeaseLostError(ThreadBusyError):
             "or another run took the thread over) and stopped; none of its writes landed since",
             thread_id,
         )
+
+
+class MalformedResponseError(PaCoReError):
+    """A 200 reply that is no chat completion: no ``choices``, a JSON list, ``"message":
+    null``, a number as content, ...; the message names what, e.g. ``"malformed reply: no
+    choices"``. Retried (`should_retry`, and LangGraph's default policy too): a server
+    restarting or a proxy in between garbles replies, and asking again is what fixes it."""
+
+
+class CallTimeoutError(openai.APITimeoutError):
+    """A model call ran out of time: past its deadline (``"call exceeded its 3 s deadline"``)
+    or a stream that stalled; retried like any SDK timeout (it is one)."""
+
+    def __init__(self, message: str, *, request: httpx2.Request) -> None:
+        # The SDK's APITimeoutError always says "Request timed out."; this names the limit.
+        openai.APIConnectionError.__init__(self, message=message, request=request)

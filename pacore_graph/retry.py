@@ -11,16 +11,22 @@ from collections.abc import Sequence
 import openai
 from langgraph.types import RetryPolicy, default_retry_on
 
+from pacore_graph.errors import CallTimeoutError, MalformedResponseError
+
 
 def should_retry(exc: Exception) -> bool:
-    """True for failures a retry can fix: 5xx, 429, timeouts, refused or reset connections,
-    and a response that was not valid JSON (a proxy or a server restarting mid-reply).
+    """True for failures a retry can fix: 5xx, 429, timeouts (a call past its deadline
+    included: `CallTimeoutError`), refused or reset connections, and a reply that was no
+    chat completion (`MalformedResponseError`: not JSON, no choices, ...; a proxy or a
+    server restarting mid-reply).
 
     A 4xx other than 408/409/429 (a bad request, a context-length error, a bad key)
     fails the same way every time, so it is not retried.
     """
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code >= 500 or exc.status_code in (408, 409, 429)
+    if isinstance(exc, MalformedResponseError):
+        return True
     if isinstance(exc, openai.APIConnectionError | openai.APIResponseValidationError):
         return True  # APIConnectionError includes APITimeoutError
     if isinstance(exc, openai.OpenAIError):
@@ -76,7 +82,10 @@ def retry_after(exc: Exception) -> float:
 
 
 def describe_failure(exc: BaseException) -> str:
-    """One line naming a failed call's cause, e.g. ``"HTTP 400: context length exceeded"``."""
+    """One line naming a failed call's cause, e.g. ``"HTTP 400: context length exceeded"``,
+    ``"call exceeded its 3 s deadline"`` or ``"malformed reply: no choices"``."""
+    if isinstance(exc, CallTimeoutError | MalformedResponseError):
+        return str(exc).splitlines()[0]
     if isinstance(exc, openai.APIStatusError):
         message = re.sub(r"^Error code: \d+ - ", "", exc.message)
         return f"HTTP {exc.status_code}: {message}".splitlines()[0]

@@ -1,4 +1,11 @@
-"""Keeps API keys out of what pacore writes: records, checkpoints, errors, logs."""
+"""Keeps API keys out of what pacore writes: records, checkpoints, errors, logs.
+
+One path for every output: `redact` with the secrets of the model (`model_secrets`) or
+of the command line, which the trajectory records, the eval's rows, the CLI's error line
+and its log handler (`RedactingFilter`) all go through. Besides the secrets it is given,
+`redact` removes any ``Bearer`` token and the credentials of any URL
+(``http://user:KEY@host`` is written ``http://[redacted]@host``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,9 @@ import logging
 import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
+from langchain_core.runnables import Runnable
 from pydantic import SecretStr
 
 REDACTED = "[redacted]"
@@ -14,33 +23,88 @@ _MIN_SECRET = 8  # shorter "keys" (e.g. "EMPTY", "none") are placeholders, and r
 # would mangle ordinary words
 
 
+def url_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """``url`` without its user and password, and them (percent-decoded; None when absent).
+
+    Example: ``http://me:KEY@host:8000/v1`` is ``("http://host:8000/v1", "me", "KEY")``.
+    """
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, None, None
+    user, colon, password = userinfo.partition(":")
+    bare = urlunsplit(parts._replace(netloc=host))
+    return bare, unquote(user) or None, (unquote(password) or None) if colon else None
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The user and password in ``url``, if any: either may be a key."""
+    if not url:
+        return []
+    _, user, password = url_credentials(url)
+    return [s for s in (user, password) if s]
+
+
 def model_secrets(model: Any) -> list[str]:
-    """The secret values a chat model holds: its ``SecretStr`` fields and any ``api_key``."""
-    candidates: list[object] = [
-        v for v in getattr(model, "__dict__", {}).values() if isinstance(v, SecretStr)
-    ]
-    candidates += [getattr(model, n, None) for n in ("api_key", "openai_api_key")]
-    found = {
-        v.get_secret_value() if isinstance(v, SecretStr) else v
-        for v in candidates
-        if isinstance(v, SecretStr | str)
-    }
+    """The secret values a chat model holds: its ``SecretStr`` fields, any ``api_key``, the
+    credentials of its ``base_url``, and those of the models it wraps (a ``bind`` or
+    ``with_retry`` binding, the eval's pool model, fallbacks)."""
+    found: set[str] = set()
+    _collect(model, found, depth=0)
     return sorted((s for s in found if len(s) >= _MIN_SECRET), key=len, reverse=True)
 
 
+def _collect(model: Any, found: set[str], depth: int) -> None:
+    if depth > 4:  # wrappers of wrappers; deeper is no model configuration
+        return
+    values = list(getattr(model, "__dict__", {}).values())
+    for value in values:
+        if isinstance(value, SecretStr):
+            found.add(value.get_secret_value())
+    for name in ("api_key", "openai_api_key"):
+        value = _attribute(model, name)
+        if isinstance(value, SecretStr):
+            found.add(value.get_secret_value())
+        elif isinstance(value, str):
+            found.add(value)
+    for name in ("openai_api_base", "base_url"):
+        if isinstance(url := _attribute(model, name), str):
+            found.update(url_secrets(url))
+    for value in values:
+        inner = value if isinstance(value, list | tuple) else [value]
+        for item in inner:
+            if isinstance(item, Runnable) and item is not model:
+                _collect(item, found, depth + 1)
+
+
+def _attribute(model: Any, name: str) -> Any:
+    """``model.name``, or None: wrappers forward attributes to what they wrap, and a
+    property may fail in ways other than AttributeError."""
+    try:
+        return getattr(model, name, None)
+    except Exception:
+        return None
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret (and any ``Bearer`` token) replaced by ``[redacted]``."""
+    """``text`` with every secret, any ``Bearer`` token and the credentials of any URL
+    replaced by ``[redacted]``."""
     for secret in secrets:
         if secret and len(secret) >= _MIN_SECRET:
             text = text.replace(secret, REDACTED)
+    if "://" in text:
+        text = _URL_CREDENTIALS.sub(REDACTED + "@", text)
     return _BEARER.sub(f"Bearer {REDACTED}", text)
 
 
 _BEARER = re.compile(r"Bearer\s+[A-Za-z0-9._~+/=-]{8,}")
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s@?#]+@")
+"""The ``user:password@`` of a URL (RFC 3986 userinfo: no ``/``, ``?``, ``#`` or ``@``)."""
 
 
 class RedactingFilter(logging.Filter):
-    """A logging filter that removes secrets from every record it passes."""
+    """A logging filter that removes secrets from every record it passes: its message and
+    its traceback (``exc_info``, ``stack_info``), which carry exception messages too."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
@@ -51,4 +115,13 @@ class RedactingFilter(logging.Filter):
         clean = redact(message, self.secrets)
         if clean != message:
             record.msg, record.args = clean, None
+        if record.exc_info:
+            # Formatted here so the handler prints the redacted text (Formatter.format
+            # prints exc_text and formats exc_info only when exc_text is unset).
+            text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+            record.exc_text, record.exc_info = redact(text, self.secrets), None
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text, self.secrets)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, self.secrets)
         return True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from langchain_core.messages import AnyMessage
 from langgraph.channels.delta import DeltaChannel
@@ -49,11 +49,31 @@ def add_chat_messages(left: Messages, right: Messages) -> Messages:
         raise InvalidInputError("messages is None: pass {'messages': [('user', ...)]}")
     try:
         return add_messages(left, right)
-    except (ValueError, TypeError, KeyError, NotImplementedError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if isinstance(exc, KeyError):
-            first = f"a message lacks the field {first}"
-        raise InvalidInputError(f"bad messages in the input: {first}") from exc
+    except (ValueError, TypeError, KeyError, AttributeError, NotImplementedError) as exc:
+        raise InvalidInputError(f"bad messages in the input: {_why(exc)}") from exc
+
+
+def chat_messages(messages: Sequence[Any]) -> list[AnyMessage]:
+    """``messages`` (messages, dicts, ``(role, text)`` tuples) as chat messages, as the
+    graph reads its input.
+
+    Raises:
+        InvalidInputError: One is not a chat message; the message says why, in one line.
+    """
+    return cast("list[AnyMessage]", add_chat_messages([], list(messages)))
+
+
+def _why(exc: BaseException) -> str:
+    """One line on what LangChain's message conversion failed on."""
+    if isinstance(exc, KeyError):
+        field = exc.args[0] if exc.args else "?"
+        if field == "tool_call_id":  # LangChain's KeyError says only the field's name
+            return "a tool message needs a tool_call_id, the id of the tool call it answers"
+        return f"a message lacks the field {field!r}"
+    if isinstance(exc, AttributeError):  # e.g. tool_calls that are no list of objects
+        return f"a message has a field of the wrong type ({exc})"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class PaCoReRun(TypedDict):

@@ -64,6 +64,17 @@ class Reply:
     tool_calls: list[dict[str, Any]] | None = None
     """OpenAI ``tool_calls`` of the answer (``id``, ``type``, ``function``: ``name``,
     ``arguments``); sent whole, in one delta when streamed."""
+    transform: Callable[[dict[str, Any]], Any] | None = None
+    """Rewrites the completion (or, streamed, each chunk) before it is sent: any JSON value
+    (a list, a dict without ``choices``, ``"message": None``, ...), or ``bytes`` sent as
+    is, for a server that answers 200 with something malformed."""
+    trickle: float = 0.0
+    """Seconds between bytes: the answer (its body, or every stream event) goes out one
+    byte at a time, for a server that never stalls long enough for a read timeout."""
+    endless: Literal["comment", "empty_delta"] | None = None
+    """A stream that never ends: after the content it sends, instead of a
+    ``finish_reason``, a keep-alive SSE comment (``: ping``) or a chunk with an empty delta
+    every ``trickle`` seconds (0.05 when 0) until the client hangs up."""
 
 
 Responder = Callable[[dict[str, Any]], "Reply | str"]
@@ -117,7 +128,8 @@ class ScriptedServer:
         self.times: list[float] = []
         """``time.monotonic()`` at each chat request's arrival."""
         self.cancelled = 0
-        """Requests whose client hung up while the server was still delaying its answer."""
+        """Requests whose client hung up before the server had sent all of its answer (a
+        delayed or trickled answer, or a stream without end)."""
         self.in_flight = 0
         self.max_in_flight = 0
         self._stopping = threading.Event()
@@ -184,11 +196,12 @@ class ScriptedServer:
             def _json(
                 self,
                 status: int,
-                payload: dict[str, Any],
+                payload: Any,
                 headers: dict[str, str] | None = None,
                 fault: str | None = None,
+                trickle: float = 0.0,
             ) -> None:
-                data = json.dumps(payload).encode()
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 if fault == "malformed":
                     data = data[: len(data) // 2]
                 self.send_response(status)
@@ -197,9 +210,28 @@ class ScriptedServer:
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(data)
-                if fault == "cut":
+                if self._send(data, trickle) and fault == "cut":
                     self._reset()
+
+            def _send(self, data: bytes, trickle: float) -> bool:
+                """Writes ``data`` (a byte at a time ``trickle`` seconds apart when set);
+                False when the client hung up meanwhile (counted in ``cancelled``)."""
+                try:
+                    if not trickle:
+                        self.wfile.write(data)
+                        self.wfile.flush()
+                        return True
+                    for i in range(len(data)):
+                        if i and not self._wait(trickle):
+                            return False
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                    return True
+                except OSError:  # a broken pipe or a reset: the client is gone
+                    with server._lock:
+                        server.cancelled += 1
+                    self.close_connection = True
+                    return False
 
             def _reset(self) -> None:
                 self.wfile.flush()
@@ -287,13 +319,13 @@ class ScriptedServer:
                         word_count(m.get("content") if isinstance(m.get("content"), str) else "")
                         for m in body.get("messages", [])
                     )
-                completion = reply.completion_tokens
-                if completion is None:
-                    completion = word_count(reply.content) + word_count(reply.reasoning_content)
-                usage = {
+                generated = reply.completion_tokens
+                if generated is None:
+                    generated = word_count(reply.content) + word_count(reply.reasoning_content)
+                usage: dict[str, Any] = {
                     "prompt_tokens": prompt,
-                    "completion_tokens": completion,
-                    "total_tokens": prompt + completion,
+                    "completion_tokens": generated,
+                    "total_tokens": prompt + generated,
                 }
                 if body.get("stream"):
                     self._stream(body, reply, usage)
@@ -303,23 +335,21 @@ class ScriptedServer:
                     message["reasoning_content"] = reply.reasoning_content
                 if reply.tool_calls:
                     message["tool_calls"] = reply.tool_calls
-                self._json(
-                    200,
-                    {
-                        "id": f"chatcmpl-{len(server.requests)}",
-                        "object": "chat.completion",
-                        "created": int(time.time()),
-                        "model": server.model,
-                        "choices": [
-                            {"index": 0, "message": message, "finish_reason": reply.finish_reason}
-                        ],
-                        "usage": usage,
-                    },
-                    reply.headers,
-                    reply.fault,
-                )
+                completion: Any = {
+                    "id": f"chatcmpl-{len(server.requests)}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": server.model,
+                    "choices": [
+                        {"index": 0, "message": message, "finish_reason": reply.finish_reason}
+                    ],
+                    "usage": usage,
+                }
+                if reply.transform is not None:
+                    completion = reply.transform(completion)
+                self._json(200, completion, reply.headers, reply.fault, reply.trickle)
 
-            def _stream(self, body: dict[str, Any], reply: Reply, usage: dict[str, int]) -> None:
+            def _stream(self, body: dict[str, Any], reply: Reply, usage: dict[str, Any]) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Connection", "close")
@@ -331,33 +361,49 @@ class ScriptedServer:
                     "model": server.model,
                 }
 
-                def send(choices: list[dict[str, Any]], **extra: Any) -> None:
-                    event = json.dumps({**base, "choices": choices, **extra})
-                    self.wfile.write(f"data: {event}\n\n".encode())
-                    self.wfile.flush()
+                class HungUp(Exception):
+                    pass
 
-                for word in (reply.reasoning_content or "").split(" "):
-                    if word:
-                        send([{"index": 0, "delta": {"reasoning_content": word + " "}}])
-                pieces = reply.content.split(" ")
-                if reply.fault == "cut":
-                    pieces = pieces[: max(1, len(pieces) // 2)]
-                for i, word in enumerate(pieces):
-                    text = word if i == len(pieces) - 1 else word + " "
-                    if text:
-                        send([{"index": 0, "delta": {"content": text}}])
-                if reply.fault == "cut":
-                    self._reset()
-                    return
-                if reply.tool_calls:
-                    calls = [{"index": i, **c} for i, c in enumerate(reply.tool_calls)]
-                    send([{"index": 0, "delta": {"tool_calls": calls}}])
-                send([{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}])
-                if (body.get("stream_options") or {}).get("include_usage"):
-                    send([], usage=usage)
-                self.wfile.write(b"data: [DONE]\n\n")
-                self.wfile.flush()
+                def send(choices: list[dict[str, Any]], **extra: Any) -> None:
+                    chunk: Any = {**base, "choices": choices, **extra}
+                    if reply.transform is not None:
+                        chunk = reply.transform(chunk)
+                    event = chunk if isinstance(chunk, bytes) else json.dumps(chunk).encode()
+                    if not self._send(b"data: " + event + b"\n\n", reply.trickle):
+                        raise HungUp
+
                 self.close_connection = True
+                try:
+                    for word in (reply.reasoning_content or "").split(" "):
+                        if word:
+                            send([{"index": 0, "delta": {"reasoning_content": word + " "}}])
+                    pieces = reply.content.split(" ")
+                    if reply.fault == "cut":
+                        pieces = pieces[: max(1, len(pieces) // 2)]
+                    for i, word in enumerate(pieces):
+                        text = word if i == len(pieces) - 1 else word + " "
+                        if text:
+                            send([{"index": 0, "delta": {"content": text}}])
+                    if reply.fault == "cut":
+                        self._reset()
+                        return
+                    if reply.tool_calls:
+                        calls = [{"index": i, **c} for i, c in enumerate(reply.tool_calls)]
+                        send([{"index": 0, "delta": {"tool_calls": calls}}])
+                    while reply.endless:  # until the client hangs up (or the server stops)
+                        if not self._wait(reply.trickle or 0.05):
+                            return
+                        if reply.endless == "comment":
+                            if not self._send(b": ping\n\n", 0.0):
+                                return
+                        else:
+                            send([{"index": 0, "delta": {}}])
+                    send([{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}])
+                    if (body.get("stream_options") or {}).get("include_usage"):
+                        send([], usage=usage)
+                    self._send(b"data: [DONE]\n\n", reply.trickle)
+                except HungUp:
+                    return
 
         return Handler
 

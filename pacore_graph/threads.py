@@ -18,7 +18,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, convert_to_messages
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 from langgraph.types import StateSnapshot, StreamMode
@@ -28,6 +28,7 @@ from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.errors import ThreadConflictError
 from pacore_graph.messages import last_user_index, message_text
 from pacore_graph.resume import check_same_run, run_settings
+from pacore_graph.state import chat_messages
 
 ThreadStatus = Literal["new", "interrupted", "finished"]
 """How a run found its thread: nothing to reuse, a run stopped half way, or answered."""
@@ -37,7 +38,7 @@ StatusRule = Callable[[StateSnapshot, Mapping[str, Any]], ThreadStatus]
 
 
 def _problem(messages: Sequence[Any]) -> str:
-    chat = convert_to_messages(messages)  # ("user", "...") tuples and dicts too, as the graph
+    chat = chat_messages(messages)  # ("user", "...") tuples and dicts too, as the graph
     return message_text(chat[last_user_index(chat)])
 
 

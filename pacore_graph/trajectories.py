@@ -66,10 +66,12 @@ def reasoning_of(message: BaseMessage) -> str | None:
     return None
 
 
-def output_tokens(message: BaseMessage) -> int:
-    """Completion tokens a reply reports (0 when it reports none)."""
+def output_tokens(message: BaseMessage) -> int | None:
+    """Completion tokens a reply reports; None (unknown) when it reports none, or a count
+    that is no count (negative, not an integer), which no budget may count."""
     usage = getattr(message, "usage_metadata", None) or {}
-    return usage.get("output_tokens") or 0
+    count = usage.get("output_tokens")
+    return count if type(count) is int and count >= 0 else None
 
 
 def finished_record(

@@ -11,6 +11,7 @@ import openai
 from pydantic import SecretStr
 
 from pacore_graph.backends.openai_compat import ChatOpenAICompatible
+from pacore_graph.secrets import url_credentials
 
 BASE_URL_ENV = "PACORE_BASE_URL"
 """The OpenAI-compatible endpoint to use; unset, `model_from_env` starts the embedded model."""
@@ -28,20 +29,21 @@ def model_for_endpoint(
 
     Probing ``/models`` first makes an unreachable endpoint fail at once, in one line.
     ``kwargs`` are further `ChatOpenAICompatible` fields (``timeout``, ``extra_body``, ...).
+    Without ``api_key`` the key is the one in ``base_url`` (``http://user:KEY@host/v1``),
+    else ``$OPENAI_API_KEY``, else ``"EMPTY"``.
 
     Raises:
         BackendUnreachableError: Nothing answers at ``base_url``.
     """
-    key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+    # Unset, the model takes the URL's key or the environment's (its own default).
+    key: dict[str, Any] = {"api_key": SecretStr(api_key)} if api_key else {}
     if not model:
-        probe = ChatOpenAICompatible(
-            base_url=base_url, model="", api_key=SecretStr(key), timeout=10
-        )
+        probe = ChatOpenAICompatible(base_url=base_url, model="", timeout=10, **key)
         served = probe.list_models()
         if not served:
-            raise ValueError(f"{base_url} serves no model: name one")
+            raise ValueError(f"{url_credentials(base_url)[0]} serves no model: name one")
         model = served[0]
-    return ChatOpenAICompatible(base_url=base_url, model=model, api_key=SecretStr(key), **kwargs)
+    return ChatOpenAICompatible(base_url=base_url, model=model, **key, **kwargs)
 
 
 def endpoint_from_env() -> str | None:

@@ -29,6 +29,12 @@ class OpenBackend:
     """``max_tokens`` to use when the user gave none."""
 
 
+def _deadline(timeout: float | None) -> dict[str, float]:
+    """``timeout=`` for the model when one is given: None (no ``--timeout``) keeps the
+    model's default deadline, where ``timeout=None`` would mean no limit at all."""
+    return {} if timeout is None else {"timeout": timeout}
+
+
 @contextlib.contextmanager
 def open_backend(
     kind: str | None,
@@ -48,7 +54,7 @@ def open_backend(
     if kind == "openai":
         if not base_url:
             raise InvalidSettingsError("--backend openai needs --base-url")
-        chat = model_for_endpoint(base_url, model, api_key, timeout=timeout)
+        chat = model_for_endpoint(base_url, model, api_key, **_deadline(timeout))
         if model:  # the name was not looked up: an unreachable endpoint fails now, in one line
             with contextlib.suppress(openai.APIStatusError):  # a server without /models is fine
                 chat.list_models()
@@ -57,7 +63,9 @@ def open_backend(
         from pacore_graph.backends.embedded import EmbeddedServer
 
         with EmbeddedServer(model_path=model) as server:
-            chat = model_for_endpoint(server.base_url, server.model_name, api_key, timeout=timeout)
+            chat = model_for_endpoint(
+                server.base_url, server.model_name, api_key, **_deadline(timeout)
+            )
             yield OpenBackend(chat, server.n_parallel, EMBEDDED_MAX_TOKENS)
     elif kind == "vllm":
         from pacore_graph.backends.vllm import ChatVLLM

@@ -5,7 +5,9 @@ structured output; this subclass adds what PaCoRe's record needs and the base cl
 drops: the separated thinking (``reasoning_content``, or ``reasoning`` on newer vLLM) in
 ``additional_kwargs["reasoning_content"]``, and an error for a stream cut half way. The
 per-call ``finish_reason`` (``response_metadata``) and exact ``usage_metadata`` are the
-base class's own. Async calls use the SDK's aiohttp transport
+base class's own. Every call ends: ``timeout`` is a deadline for the whole call
+(`pacore_graph.backends.deadline`); every reply is checked and cleaned before LangChain
+reads it (`pacore_graph.backends.replies`). Async calls use the SDK's aiohttp transport
 (``openai.DefaultAioHttpClient``), one pool per event loop, except plain async chat
 completions (every trajectory of a round), which are sent directly on aiohttp: through
 the SDK they cost about 2 ms more CPU each (measured below, `_post_chat_completion`).
@@ -21,7 +23,7 @@ import json
 import os
 import urllib.request
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, Self, cast
 
@@ -35,26 +37,36 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
 
+from pacore_graph.backends.deadline import (
+    CONNECT_S,
+    DEADLINE_S,
+    STALL_S,
+    DeadlineTransport,
+    deadline_cause,
+    deadline_message,
+    keepalive_options,
+    ssl_context,
+    stall_message,
+    until_deadline,
+)
 from pacore_graph.backends.limit import CallLimit
-from pacore_graph.errors import BackendUnreachableError, IncompleteResponseError
+from pacore_graph.backends.replies import (
+    checked_chunk,
+    checked_completion,
+    reasoning,
+    undecodable,
+)
+from pacore_graph.errors import (
+    BackendUnreachableError,
+    CallTimeoutError,
+    IncompleteResponseError,
+    MalformedResponseError,
+)
+from pacore_graph.secrets import url_credentials
 
 KEEPALIVE_S = 4.0
 """Idle time after which a pooled connection is dropped: under the 5 s keep-alive of
 uvicorn (vLLM, SGLang), so a connection the server is about to close is not reused."""
-
-_REASONING_KEYS = ("reasoning_content", "reasoning")
-"""Where servers put the separated thinking: vLLM's reasoning parsers said
-``reasoning_content``; newer vLLM (and OpenRouter) say ``reasoning``."""
-
-
-def _reasoning(message: Any) -> str | None:
-    """The thinking of a response message or stream delta (a dict or an SDK object)."""
-    for key in _REASONING_KEYS:
-        # An SDK object keeps fields it does not declare as attributes too.
-        value = message.get(key) if isinstance(message, dict) else getattr(message, key, None)
-        if isinstance(value, str) and value:
-            return value
-    return None
 
 
 class _AioHttpClient(openai.DefaultAioHttpClient):
@@ -92,6 +104,8 @@ class _AsyncClients:
     def __init__(self) -> None:
         self.direct: _Direct | None = None
         """How the direct path sends; None: every call goes through the SDK."""
+        self.stream_timeout: httpx2.Timeout | None = None
+        """Per-request timeouts of a stream: the stall limit per read (its headers too)."""
         self._kwargs: dict[str, Any] = {}
         self._max_connections = 0
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
@@ -182,11 +196,46 @@ class _AsyncClients:
         self._closers.setdefault(loop, []).append(closer)
 
 
-class _CompletionsOfLoop:
-    """Stands in for ``BaseChatOpenAI.async_client``: the running loop's
-    ``chat.completions``."""
+class _SyncClient:
+    """Stands in for ``BaseChatOpenAI.root_client``: the SDK's sync client, made on first use
+    (a sync pool costs ~1 ms to make, and most runs are async), on a transport that keeps
+    each call's deadline (`DeadlineTransport`). Built by ``ChatOpenAICompatible`` rather
+    than by the base class, whose client takes ``timeout`` as a per-read limit."""
 
-    def __init__(self, clients: _AsyncClients) -> None:
+    def __init__(self) -> None:
+        self._make: Callable[[], openai.OpenAI] | None = None
+        self._client: openai.OpenAI | None = None
+        self.stream_timeout: httpx2.Timeout | None = None
+        """Per-request timeouts of a sync stream: the stall limit per read."""
+
+    def configure(
+        self, make: Callable[[], openai.OpenAI], stream_timeout: httpx2.Timeout | None
+    ) -> None:
+        """Sets how the client is made (on first use) and a stream's per-request timeouts."""
+        self._make, self._client, self.stream_timeout = make, None, stream_timeout
+
+    def current(self) -> openai.OpenAI:
+        """The client, made on first use."""
+        client = self._client
+        if client is None:
+            assert self._make is not None, "configured by ChatOpenAICompatible's validator"
+            client = self._client = self._make()
+        return client
+
+    def __bool__(self) -> bool:  # BaseChatOpenAI builds its own client when this is falsy
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # copy and pickle probes, and our own before __init__
+            raise AttributeError(name)
+        return getattr(self.current(), name)
+
+
+class _CompletionsOfLoop:
+    """Stands in for ``BaseChatOpenAI.async_client`` (the running loop's
+    ``chat.completions``) and ``client`` (the sync client's)."""
+
+    def __init__(self, clients: _AsyncClients | _SyncClient) -> None:
         self._clients = clients
 
     def __bool__(self) -> bool:
@@ -236,13 +285,18 @@ async def _close_with_loop(pool: Any, forget: Callable[[], None]) -> AsyncIterat
 # Responses API go through the SDK.
 
 
-def _proxied(url: str) -> bool:
-    """True when the environment sends ``url`` through a proxy (HTTP_PROXY, NO_PROXY, ...),
-    which the SDK's client honours and the direct path leaves to it."""
+def _env_proxy(url: str) -> str | None:
+    """The proxy the environment sends ``url`` through (HTTP_PROXY, NO_PROXY, ...), if any."""
     scheme, _, rest = url.partition("://")
     host = rest.split("/", 1)[0].rsplit(":", 1)[0]
     proxy = urllib.request.getproxies().get(scheme.lower())
-    return bool(proxy) and not urllib.request.proxy_bypass(host)
+    return proxy if proxy and not urllib.request.proxy_bypass(host) else None
+
+
+def _proxied(url: str) -> bool:
+    """True when the environment sends ``url`` through a proxy, which the SDK's client
+    honours and the direct path leaves to it."""
+    return _env_proxy(url) is not None
 
 
 @dataclass(frozen=True)
@@ -331,7 +385,27 @@ async def _post_chat_completion(
         raise error from error.__cause__
     if response.status >= 400:
         raise _status_error(direct.url, response.status, response.headers, raw)
-    return json.loads(raw)  # a malformed body raises JSONDecodeError, retried by the graph
+    try:  # bytes that are no UTF-8 become U+FFFD, as lone surrogates will (checked_completion)
+        return json.loads(raw.decode("utf-8", "replace"))
+    except ValueError as exc:
+        raise undecodable(exc) from exc
+
+
+def _deadline_of(timeout: Any) -> float | None:
+    """The deadline a ``timeout`` field sets: a number does; None (no limit), an
+    ``httpx2.Timeout`` or a tuple keep the SDK's per-phase limits and set none."""
+    if isinstance(timeout, int | float) and not isinstance(timeout, bool):
+        return float(timeout)
+    return None
+
+
+def _stall_env() -> float:
+    """langchain-openai's ``$LANGCHAIN_OPENAI_STREAM_CHUNK_TIMEOUT_S``, else `STALL_S`."""
+    value = os.environ.get("LANGCHAIN_OPENAI_STREAM_CHUNK_TIMEOUT_S")
+    try:
+        return float(value) if value else STALL_S
+    except ValueError:
+        return STALL_S
 
 
 class ChatOpenAICompatible(BaseChatOpenAI):
@@ -346,7 +420,15 @@ class ChatOpenAICompatible(BaseChatOpenAI):
     The returned ``AIMessage`` keeps what PaCoRe records: ``content``, the separated
     thinking in ``additional_kwargs["reasoning_content"]``,
     ``response_metadata["finish_reason"]`` and exact ``usage_metadata``. A stream that
-    ends without a ``finish_reason`` (cut half way) raises `IncompleteResponseError`.
+    ends without a ``finish_reason`` (cut half way) raises `IncompleteResponseError`; a
+    reply that is no chat completion raises `MalformedResponseError`; a call past its
+    deadline, or a stream that stalled, raises `CallTimeoutError`. The graph retries all
+    three. Token counts that are no counts make the usage unknown (no ``usage_metadata``),
+    and lone surrogates in a reply become U+FFFD.
+
+    Credentials in ``base_url`` (``http://user:KEY@host/v1``) are taken out of it: the
+    password (or the user, when there is none) is the API key, unless ``api_key`` is
+    given.
 
     Example:
         ```python
@@ -360,10 +442,26 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         description="API key; defaults to $OPENAI_API_KEY, else 'EMPTY'. Never logged.",
     )
     request_timeout: float | tuple[float, float] | Any | None = Field(
-        default=openai.DEFAULT_TIMEOUT,
+        default=DEADLINE_S,
         alias="timeout",
-        description="Seconds to connect and for each read (a number), or an httpx2 Timeout; "
-        "by default the SDK's: 5 s to connect, 600 s to read. None: no timeout.",
+        description="The deadline of one call (one attempt) in seconds, from its first "
+        "byte sent to its last byte received, streamed or not, sync or async: a call still "
+        "running then raises CallTimeoutError ('call exceeded its 3 s deadline'), which "
+        "the graph retries. Default 7200 (2 h): a 131k-token reasoning call takes 44-73 "
+        "min at 30-50 tokens/s, and queueing and a loaded server take more. Connecting "
+        "has 5 s of it. None: no limit at all; an httpx2.Timeout (or a tuple) keeps the "
+        "SDK's per-read limits instead of a deadline.",
+    )
+    stream_chunk_timeout: float | None = Field(
+        default_factory=_stall_env,
+        exclude=True,
+        description="The stall limit of a streamed answer in seconds: a stream that sends "
+        "nothing for this long (no byte; async streams also no chunk, as langchain-openai "
+        "counts them, so keep-alive comments do not count) raises CallTimeoutError ('the "
+        "stream stalled: nothing for 600 s') before its deadline. Default 600 (the SDK's "
+        "old per-read limit): vLLM sends the first chunk only after queueing and prefill. "
+        "A non-streamed answer has none: the server sends nothing until it is done. None "
+        "or 0: no stall limit.",
     )
     max_retries: int | None = 0
     stream_usage: bool | None = True
@@ -391,30 +489,52 @@ class ChatOpenAICompatible(BaseChatOpenAI):
     @model_validator(mode="before")
     @classmethod
     def _async_clients_per_loop(cls, values: Any) -> Any:
-        """Puts per-loop async clients in place, unless the caller brought a client."""
+        """Takes credentials out of ``base_url``, and puts per-loop async clients and a sync
+        client with deadlines in place, unless the caller brought a client."""
+        if not isinstance(values, dict):
+            return values
+        values = _credentials_to_key(values)
         given = ("async_client", "root_async_client", "http_async_client", "openai_proxy")
-        if isinstance(values, dict) and not any(values.get(k) for k in given):
+        if not any(values.get(k) for k in given):
             clients = _AsyncClients()
             values = {
                 **values,
                 "root_async_client": clients,
                 "async_client": _CompletionsOfLoop(clients),
             }
+        if not any(values.get(k) for k in ("client", "root_client", "http_client", "openai_proxy")):
+            sync = _SyncClient()
+            values = {**values, "root_client": sync, "client": _CompletionsOfLoop(sync)}
         return values
 
     @model_validator(mode="after")
     def _configure_async_clients(self) -> Self:
+        """Configures the stand-ins (async and sync) with the key, the URL and the limits."""
+        kwargs: dict[str, Any] = {
+            "api_key": self.openai_api_key.get_secret_value() if self.openai_api_key else None,
+            "base_url": self.openai_api_base,
+            "organization": self.openai_organization,
+            "max_retries": self.max_retries or 0,
+            "default_headers": self.default_headers,
+            "default_query": self.default_query,
+        }
+        deadline = _deadline_of(self.request_timeout)
         if isinstance(self.root_async_client, _AsyncClients):
-            kwargs: dict[str, Any] = {
-                "api_key": self.openai_api_key.get_secret_value() if self.openai_api_key else None,
-                "base_url": self.openai_api_base,
-                "organization": self.openai_organization,
-                "max_retries": self.max_retries or 0,
-                "default_headers": self.default_headers,
-                "default_query": self.default_query,
-                "timeout": self.request_timeout,
-            }
-            self.root_async_client.configure(self.max_connections, self._direct(), **kwargs)
+            # The deadline (asyncio.timeout) bounds the whole call: a non-streamed answer
+            # needs no per-read timer; a stream reads within the stall limit.
+            timeout = self.request_timeout
+            if deadline is not None:
+                connect = min(CONNECT_S, deadline)
+                timeout = httpx2.Timeout(connect=connect, read=None, write=None, pool=None)
+                if (stall := self._stall(deadline)) is not None:
+                    self.root_async_client.stream_timeout = httpx2.Timeout(
+                        connect=connect, read=stall, write=None, pool=None
+                    )
+            self.root_async_client.configure(
+                self.max_connections, self._direct(), **kwargs, timeout=timeout
+            )
+        if isinstance(self.root_client, _SyncClient):
+            self._configure_sync_client(self.root_client, deadline, kwargs)
         if self.max_concurrent_requests is not None:
             self._limit = CallLimit(self.max_concurrent_requests)
         return self
@@ -424,6 +544,42 @@ class ChatOpenAICompatible(BaseChatOpenAI):
 
     def _ahold(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self._limit.ahold() if self._limit is not None else contextlib.nullcontext()
+
+    def _configure_sync_client(
+        self, sync: _SyncClient, deadline: float | None, kwargs: dict[str, Any]
+    ) -> None:
+        """The sync client: per-read timeouts within the deadline (the whole deadline for a
+        non-streamed answer, which sends nothing until it is done; the stall limit for a
+        stream), and `DeadlineTransport` checking the deadline between reads."""
+        timeout: Any = self.request_timeout
+        stream_timeout = None
+        if deadline is not None:
+            connect = min(CONNECT_S, deadline)
+            timeout = httpx2.Timeout(connect=connect, read=deadline, write=deadline, pool=deadline)
+            stream_timeout = httpx2.Timeout(
+                connect=connect,
+                read=self._stall(deadline) or deadline,
+                write=deadline,
+                pool=deadline,
+            )
+        url = self.openai_api_base
+        socket_options = self.http_socket_options
+        limits = httpx2.Limits(  # the SDK's, with our keep-alive
+            max_connections=1000, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_S
+        )
+
+        def make() -> openai.OpenAI:
+            inner = httpx2.HTTPTransport(
+                verify=ssl_context(),
+                limits=limits,
+                proxy=_env_proxy(url) if url else None,  # a custom transport skips the env's
+                socket_options=keepalive_options() if socket_options is None else socket_options,
+            )
+            transport = inner if deadline is None else DeadlineTransport(inner, deadline)
+            http = openai.DefaultHttpxClient(transport=transport, timeout=timeout)
+            return openai.OpenAI(**kwargs, timeout=timeout, http_client=http)
+
+        sync.configure(make, stream_timeout)
 
     def _direct(self) -> _Direct | None:
         """The direct path's request options; None where only the SDK knows how to send
@@ -447,11 +603,14 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         if self.openai_organization:
             headers["OpenAI-Organization"] = self.openai_organization
         headers.update(self.default_headers or {})
-        # As the SDK reads them: a number applies to connecting and to each read.
+        # A number is the deadline, kept by _agenerate; the connection gets 5 s of it, and
+        # reads no limit of their own (the answer comes when it is all generated).
         if isinstance(timeout, httpx2.Timeout):
             connect, read = timeout.connect, timeout.read
+        elif timeout is None:
+            connect = read = None
         else:
-            connect = read = timeout
+            connect, read = min(CONNECT_S, float(timeout)), None
         return _Direct(
             url=url.rstrip("/") + "/chat/completions",
             headers=headers,
@@ -481,17 +640,39 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             kwargs["extra_body"] = {**self.extra_body, **kwargs["extra_body"]}
         return super()._get_request_payload(input_, stop=stop, **kwargs)
 
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        """A plain chat completion goes the direct path (`_post_chat_completion`); the
-        Responses API, structured output and response headers go through the SDK."""
-        async with self._ahold():
-            return await self._agenerate_now(messages, stop, run_manager, **kwargs)
+    def _request(self) -> httpx2.Request:
+        """The request a `CallTimeoutError` names (the SDK's errors carry one)."""
+        base = (self.openai_api_base or "https://api.openai.com/v1").rstrip("/")
+        return httpx2.Request("POST", f"{base}/chat/completions")
+
+    def _deadline_error(self, seconds: float) -> CallTimeoutError:
+        return CallTimeoutError(deadline_message(seconds), request=self._request())
+
+    def _stall(self, deadline: float) -> float | None:
+        """The stall limit of a stream, when it is one (shorter than the deadline)."""
+        stall = self.stream_chunk_timeout
+        return stall if stall and 0 < stall < deadline else None
+
+    def _timeout_error(
+        self, exc: BaseException, streamed: bool, ours: object
+    ) -> CallTimeoutError | None:
+        """What a read timeout on our client (``ours``: a stand-in of this module) means:
+        past the deadline (the sync transport's, or one read as long as the deadline), or
+        a stream that stalled for the stall limit; None for other timeouts (connecting),
+        which stay the SDK's."""
+        deadline = _deadline_of(self.request_timeout)
+        if deadline is None or not isinstance(ours, _SyncClient | _AsyncClients):
+            return None
+        if (cause := deadline_cause(exc)) is not None:
+            return CallTimeoutError(str(cause), request=self._request())
+        read: BaseException | None = exc
+        while read is not None and not isinstance(read, httpx2.ReadTimeout):
+            read = read.__cause__
+        if read is None:
+            return None
+        if streamed and (stall := self._stall(deadline)) is not None:
+            return CallTimeoutError(stall_message(stall), request=self._request())
+        return self._deadline_error(deadline)
 
     def _generate(
         self,
@@ -500,16 +681,50 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        with self._hold():
-            return super()._generate(messages, stop, run_manager, **kwargs)
+        """The base class's call, its timeouts named (`CallTimeoutError`) and a body that is
+        no JSON a `MalformedResponseError`; within the model's concurrency limit."""
+        try:
+            with self._hold():
+                return super()._generate(messages, stop, run_manager, **kwargs)
+        except openai.APITimeoutError as exc:
+            if (error := self._timeout_error(exc, False, self.root_client)) is None:
+                raise
+            raise error from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # the SDK's parse
+            raise undecodable(exc) from exc
 
-    async def _agenerate_now(
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        """`_agenerate_once` within the deadline (``timeout``): a call still running then is
+        cancelled and raises `CallTimeoutError`. Waiting for a slot of the model's
+        concurrency limit does not count against the deadline."""
+        async with self._ahold():
+            seconds = _deadline_of(self.request_timeout)
+            if seconds is None:
+                return await self._agenerate_once(messages, stop, run_manager, **kwargs)
+            timer = asyncio.timeout(seconds)
+            try:
+                async with timer:
+                    return await self._agenerate_once(messages, stop, run_manager, **kwargs)
+            except TimeoutError:
+                if timer.expired():
+                    raise self._deadline_error(seconds) from None
+                raise
+
+    async def _agenerate_once(
         self,
         messages: list[BaseMessage],
         stop: list[str] | None,
         run_manager: AsyncCallbackManagerForLLMRun | None,
         **kwargs: Any,
     ) -> ChatResult:
+        """A plain chat completion goes the direct path (`_post_chat_completion`); the
+        Responses API, structured output and response headers go through the SDK."""
         clients = self.root_async_client
         direct = clients.direct if isinstance(clients, _AsyncClients) else None
         payload = self._get_request_payload(messages, stop=stop, **kwargs)
@@ -519,7 +734,10 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             or self.include_response_headers
             or "response_format" in payload
         ):
-            return await super()._agenerate(messages, stop, run_manager, **kwargs)
+            try:
+                return await super()._agenerate(messages, stop, run_manager, **kwargs)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # the SDK's parse
+                raise undecodable(exc) from exc
         body = {k: v for k, v in payload.items() if k != "extra_body"}
         body.update(payload.get("extra_body") or {})  # as the SDK merges extra_body
         response = await _post_chat_completion(clients.session(), direct, body)
@@ -530,16 +748,30 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         response: dict | openai.BaseModel,
         generation_info: dict | None = None,
     ) -> ChatResult:
-        result = super()._create_chat_result(response, generation_info)
-        choices = (
-            response.get("choices")
-            if isinstance(response, dict)
-            else getattr(response, "choices", None)
-        ) or []
+        """The base class's result of a reply checked and cleaned (`checked_completion`),
+        with the thinking."""
+        typed = response if isinstance(response, openai.BaseModel) else None
+        # The SDK builds its objects without validating them: check what it received. As
+        # the base class, leave structured output's parsed object out of the dump.
+        data = checked_completion(
+            typed.model_dump(
+                exclude={"choices": {"__all__": {"message": {"parsed"}}}}, warnings=False
+            )
+            if typed is not None
+            else response
+        )
+        result = super()._create_chat_result(data, generation_info)
+        choices = data["choices"]
+        if typed is not None:  # what the base class takes from the SDK's object
+            extra = result.generations[0].message.additional_kwargs
+            message: Any = getattr(typed.choices[0], "message", None)  # type: ignore[attr-defined]
+            if hasattr(message, "parsed"):
+                extra["parsed"] = message.parsed
+            if "refusal" in choices[0]["message"]:
+                extra["refusal"] = choices[0]["message"]["refusal"]
         for generation, choice in zip(result.generations, choices, strict=False):
-            message = choice.get("message") if isinstance(choice, dict) else choice.message
-            if reasoning := _reasoning(message):
-                generation.message.additional_kwargs["reasoning_content"] = reasoning
+            if thinking := reasoning(choice["message"]):
+                generation.message.additional_kwargs["reasoning_content"] = thinking
         return result
 
     def _convert_chunk_to_generation_chunk(
@@ -548,12 +780,13 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         default_chunk_class: type,
         base_generation_info: dict | None,
     ) -> ChatGenerationChunk | None:
+        chunk = checked_chunk(chunk)
         generation = super()._convert_chunk_to_generation_chunk(
             chunk, default_chunk_class, base_generation_info
         )
         choices = chunk.get("choices")
-        if generation is not None and choices and (reasoning := _reasoning(choices[0]["delta"])):
-            generation.message.additional_kwargs["reasoning_content"] = reasoning
+        if generation is not None and choices and (thinking := reasoning(choices[0]["delta"])):
+            generation.message.additional_kwargs["reasoning_content"] = thinking
         return generation
 
     def _stream(
@@ -563,11 +796,26 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
+        kwargs = _stall_limited(self.root_client, kwargs)
         finished = False
         with self._hold():
-            for generation in super()._stream(messages, stop, run_manager, **kwargs):
-                finished = finished or _finished(generation)
-                yield generation
+            try:
+                for generation in super()._stream(messages, stop, run_manager, **kwargs):
+                    finished = finished or _finished(generation)
+                    yield generation
+            except (openai.APITimeoutError, httpx2.TimeoutException) as exc:
+                # httpx2's own timeouts reach a stream's reader unwrapped.
+                if (error := self._timeout_error(exc, True, self.root_client)) is None:
+                    raise
+                raise error from exc
+            except AttributeError as exc:
+                if not _unparsed_chunk(exc):
+                    raise
+                raise MalformedResponseError(
+                    "malformed reply: a stream chunk is not an object"
+                ) from exc
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # an event the SDK parsed
+                raise undecodable(exc) from exc
         self._check_finished(finished)
 
     async def _astream(
@@ -577,11 +825,39 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
+        clients = self.root_async_client
+        kwargs = _stall_limited(clients, kwargs)
+        chunks = cast(
+            "AsyncGenerator[ChatGenerationChunk, None]",
+            super()._astream(messages, stop, run_manager, **kwargs),
+        )
+        if (seconds := _deadline_of(self.request_timeout)) is not None:
+            chunks = until_deadline(chunks, seconds, lambda: self._deadline_error(seconds))
         finished = False
         async with self._ahold():
-            async for generation in super()._astream(messages, stop, run_manager, **kwargs):
-                finished = finished or _finished(generation)
-                yield generation
+            try:
+                async for generation in chunks:
+                    finished = finished or _finished(generation)
+                    yield generation
+            except CallTimeoutError:  # until_deadline's
+                raise
+            except TimeoutError as exc:  # langchain-openai's stream_chunk_timeout: no chunk
+                stall = self.stream_chunk_timeout
+                if not stall:
+                    raise
+                raise CallTimeoutError(stall_message(stall), request=self._request()) from exc
+            except (openai.APITimeoutError, httpx2.TimeoutException) as exc:  # no byte
+                if (error := self._timeout_error(exc, True, clients)) is None:
+                    raise
+                raise error from exc
+            except AttributeError as exc:
+                if not _unparsed_chunk(exc):
+                    raise
+                raise MalformedResponseError(
+                    "malformed reply: a stream chunk is not an object"
+                ) from exc
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # an event the SDK parsed
+                raise undecodable(exc) from exc
         self._check_finished(finished)
 
     def _check_finished(self, finished: bool) -> None:
@@ -606,6 +882,42 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             raise BackendUnreachableError(
                 f"cannot reach the model endpoint {self.openai_api_base}: {exc.__cause__ or exc}"
             ) from exc
+
+
+def _stall_limited(clients: object, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A stream's ``kwargs`` with our client's per-request timeouts (the stall limit per
+    read), unless the call brings its own ``timeout``."""
+    if (
+        isinstance(clients, _SyncClient | _AsyncClients)
+        and clients.stream_timeout is not None
+        and "timeout" not in kwargs
+    ):
+        return {**kwargs, "timeout": clients.stream_timeout}
+    return kwargs
+
+
+def _unparsed_chunk(exc: AttributeError) -> bool:
+    """True when ``exc`` is the base class calling ``chunk.model_dump()`` on an event the SDK
+    could not make a chunk of: one that is no JSON object (a list, a number), which fails
+    there, before `checked_chunk` sees it."""
+    return exc.name == "model_dump"
+
+
+def _credentials_to_key(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the credentials of ``base_url`` taken out of it and, unless an API
+    key is given, the password (or the user, when there is none) as the key: HTTP clients
+    send URL credentials as Basic auth, which an OpenAI-compatible server rejects, and log
+    the URL."""
+    for name in ("base_url", "openai_api_base"):
+        url = values.get(name)
+        if isinstance(url, str):
+            bare, user, password = url_credentials(url)
+            if bare != url:
+                values = {**values, name: bare}
+                key = password or user
+                if key and not any(values.get(k) for k in ("api_key", "openai_api_key")):
+                    values["api_key"] = SecretStr(key)
+    return values
 
 
 def _finished(generation: ChatGenerationChunk) -> bool:

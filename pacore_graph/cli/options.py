@@ -22,6 +22,7 @@ from pacore_graph.compaction import COMPACTIONS
 from pacore_graph.context import DEFAULTS
 from pacore_graph.errors import BudgetExhaustedError, PaCoReError, QuorumError
 from pacore_graph.rounds import PRESETS
+from pacore_graph.secrets import url_secrets
 
 ROUNDS_HELP = (
     f"the round vector: a preset ({'|'.join(PRESETS)}) or the exploration rounds N,N,..., "
@@ -92,8 +93,16 @@ def run_options() -> argparse.ArgumentParser:
         help="model name (default: $PACORE_MODEL, else the endpoint's first model); a path "
         "for --backend vllm or a GGUF file for --backend embedded",
     )
-    backend.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY)")
-    backend.add_argument("--timeout", type=float, help="seconds per model call")
+    backend.add_argument(
+        "--api-key", help="API key (default: the key in --base-url, else $OPENAI_API_KEY)"
+    )
+    backend.add_argument(
+        "--timeout",
+        type=float,
+        help="deadline of each model call in seconds, first byte to last, streamed or not "
+        "(default 7200: a 131k-token reasoning call takes over an hour); a call past it is "
+        "retried. A stream that sends nothing for 600 s fails sooner",
+    )
     backend.add_argument(
         "--concurrency",
         type=positive_int,
@@ -293,11 +302,8 @@ async def open_run(
 def secrets_of(args: argparse.Namespace) -> list[str]:
     """The secrets the options carry, to keep out of every message and log."""
     found = [args.api_key or "", os.environ.get("OPENAI_API_KEY", "")]
-    urls = [args.redis_url, args.base_url, *(os.environ.get(n) for n in BASE_URL_VARIABLES)]
-    for url in urls:
-        with contextlib.suppress(ValueError):
-            if url and (password := urlsplit(url).password):
-                found.append(password)
+    for url in [args.redis_url, args.base_url, *(os.environ.get(n) for n in BASE_URL_VARIABLES)]:
+        found += url_secrets(url)
     return [s for s in found if s]
 
 

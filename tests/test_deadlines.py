@@ -1,0 +1,141 @@
+"""Every model call ends: ``timeout`` / ``--timeout`` is a deadline for the whole call, first
+byte to last, on every path; a stream that sends nothing fails at its stall limit sooner.
+
+A per-read timeout never trips on a server that trickles a byte at a time, or on a
+stream that sends keep-alives forever: each test below hung (or ran to the server's end)
+before the deadline existed.
+"""
+
+import asyncio
+import itertools
+import subprocess
+import time
+
+import pytest
+from langgraph.types import RetryPolicy
+
+from pacore_graph import ChatOpenAICompatible, QuorumError, create_pacore_graph, should_retry
+from pacore_graph.backends.launch import open_backend
+from pacore_graph.errors import CallTimeoutError
+from pacore_graph.testing import Reply, last_user_text
+from tests.conftest import model_for, solve_command, wait_for
+from tests.model_calls import call, model_of, not_streamed, streamed
+
+# Nothing here takes more than a few seconds now; before, these hung.
+pytestmark = pytest.mark.timeout(60)
+
+DEADLINE = 1.0
+SLACK = 1.5
+"""How far past the deadline a call may end: one read and the thread's wake-up, on a
+loaded 2-core machine."""
+TRICKLE = Reply(content="a reply that a server sends one byte at a time " * 20, trickle=0.05)
+"""About 50 s of bytes, none 50 ms after another: no read ever waits a whole second."""
+
+
+def hung_up(server) -> None:
+    """Waits until the server saw the client hang up on its answer."""
+    wait_for(lambda: server.cancelled >= 1, timeout=10)
+
+
+@not_streamed
+def test_a_reply_trickled_byte_by_byte_ends_at_the_deadline(scripted, way):
+    server = scripted(lambda body: TRICKLE)
+    model = model_of(server, way, timeout=DEADLINE)
+    started = time.monotonic()
+    with pytest.raises(CallTimeoutError, match=r"^call exceeded its 1 s deadline$"):
+        call(model, way)
+    assert time.monotonic() - started < DEADLINE + SLACK
+    hung_up(server)
+
+
+@streamed
+@pytest.mark.parametrize("endless", ["empty_delta", "comment"])
+def test_a_stream_that_never_ends_ends_at_the_deadline(scripted, way, endless):
+    server = scripted(lambda body: Reply(content="thinking", endless=endless, trickle=0.05))
+    model = model_for(server, timeout=DEADLINE)
+    started = time.monotonic()
+    with pytest.raises(CallTimeoutError, match=r"^call exceeded its 1 s deadline$"):
+        call(model, way)
+    assert time.monotonic() - started < DEADLINE + SLACK
+    hung_up(server)
+
+
+@streamed
+def test_a_stream_that_sends_nothing_fails_at_its_stall_limit(scripted, way):
+    server = scripted(lambda body: Reply(content="late", delay=30))
+    model = model_for(server, timeout=20, stream_chunk_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(CallTimeoutError, match=r"^the stream stalled: nothing for 0\.5 s$"):
+        call(model, way)
+    assert time.monotonic() - started < 0.5 + SLACK
+    hung_up(server)
+
+
+@streamed
+def test_async_keep_alives_are_no_chunks(scripted, way):
+    """Keep-alive comments are bytes (a sync read sees them) but no chunks: an async stream
+    of nothing else stalls; a sync one runs to its deadline."""
+    server = scripted(lambda body: Reply(content="thinking", endless="comment", trickle=0.1))
+    model = model_for(server, timeout=1.5, stream_chunk_timeout=0.5)
+    expected = r"stalled: nothing for 0\.5 s" if way == "astream" else "deadline"
+    with pytest.raises(CallTimeoutError, match=expected):
+        call(model, way)
+
+
+def test_the_defaults_bound_every_call_yet_fit_a_long_reasoning_call(scripted):
+    model = ChatOpenAICompatible(base_url="http://127.0.0.1:9/v1", model="m")
+    assert model.request_timeout == 7200  # a 131k-token call at 30 tok/s takes 73 min
+    assert model.stream_chunk_timeout == 600
+    # The CLI without --timeout: the default deadline, where it was no limit at all.
+    server = scripted(lambda body: "ok")
+    with open_backend("openai", server.base_url, server.model, None, None) as backend:
+        assert backend.model.request_timeout == 7200
+    with open_backend("openai", server.base_url, server.model, None, 3) as backend:
+        assert backend.model.request_timeout == 3
+    # A non-streamed answer takes as long as it takes within its deadline: the stall
+    # limit is for streams (the server sends nothing until it has the whole answer).
+    slow = scripted(lambda body: Reply(content="done", delay=1.0))
+    for way in ("invoke", "ainvoke-direct", "ainvoke-sdk"):
+        assert call(model_of(slow, way, timeout=5, stream_chunk_timeout=0.3), way).content == (
+            "done"
+        )
+
+
+def test_a_call_past_its_deadline_is_retried_then_recorded_with_its_cause(scripted):
+    def responder(body):
+        if "Reference" in last_user_text(body):
+            return Reply(content="\\boxed{391}")
+        return TRICKLE
+
+    server = scripted(responder)
+    policy = RetryPolicy(initial_interval=0.01, max_attempts=2, retry_on=should_retry)
+    graph = create_pacore_graph(
+        model_for(server, timeout=0.5), rounds="2", retry_policy=policy
+    ).compile()
+    started = time.monotonic()
+    with pytest.raises(QuorumError) as info:
+        asyncio.run(graph.ainvoke({"messages": [("user", "17 * 23?")]}))
+    assert "2× call exceeded its 0.5 s deadline" in str(info.value)
+    assert len(server.requests) == 2 * 2  # each trajectory asked twice
+    assert time.monotonic() - started < 2 * 0.5 + 2 * SLACK
+
+
+def test_the_cli_timeout_ends_a_trickling_call_and_retries_it(scripted):
+    explorations = itertools.count()
+
+    def responder(body):
+        if "Reference" in last_user_text(body):
+            return Reply(content="<think>ok</think>\\boxed{391}")
+        return TRICKLE if next(explorations) == 0 else Reply(content="391")
+
+    server = scripted(responder)
+    result = subprocess.run(
+        solve_command(server, "What is 17 * 23?", "--rounds", "2", "--timeout", "1"),
+        capture_output=True,
+        text=True,
+        timeout=45,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "\\boxed{391}"
+    assert len(server.requests) == 2 + 1 + 1  # the trickling call was asked again
+    hung_up(server)
