@@ -166,3 +166,15 @@ def test_rounds_help_says_the_papers_notation_runs_as_written(capsys):
         text = " ".join(capsys.readouterr().out.split())
         assert "32,4 runs [32, 4, 1]" in text, command
         assert "such as 32,4,1 as the paper writes it, runs as written" in text, command
+
+
+def test_a_tool_message_without_its_call_id_is_a_one_line_error(scripted):
+    server = scripted(answer_or_reference)
+    chat = [{"role": "user", "content": "2+2?"}, {"role": "tool", "content": "4"}]
+    result = pacore(
+        "solve", "--base-url", server.base_url, "--messages", "-", input=json.dumps(chat)
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "tool_call_id" in lines[0] and "unexpected" not in lines[0], lines
+    assert server.requests == []

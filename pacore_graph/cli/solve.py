@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
-from langchain_core.messages import BaseMessage, convert_to_messages
+from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
@@ -41,6 +41,7 @@ from pacore_graph.messages import last_user_index
 from pacore_graph.record import to_record
 from pacore_graph.resume import GUARDS
 from pacore_graph.secrets import model_secrets
+from pacore_graph.state import chat_messages
 from pacore_graph.threads import ThreadStatus, arun_thread, default_thread_id, thread_lease
 from pacore_graph.trajectories import is_finished, split_thinking
 from pacore_graph.validation import check_input, check_settings
@@ -207,10 +208,7 @@ def _messages(args: argparse.Namespace) -> list[BaseMessage]:
         raw = [{"role": "user", "content": DEMO_PROBLEM}]
     else:
         raise CLIError("no problem given: pass PROBLEM or --messages FILE.json")
-    try:
-        messages = convert_to_messages(raw)
-    except (ValueError, NotImplementedError) as exc:
-        raise CLIError(f"bad messages: {exc}") from None
+    messages = chat_messages(raw)  # as the graph reads them: a bad one is one line
     last_user_index(messages)  # no usable problem fails before the endpoint is probed
     return messages
 
