@@ -208,7 +208,7 @@ def _messages(args: argparse.Namespace) -> list[BaseMessage]:
         raw = [{"role": "user", "content": DEMO_PROBLEM}]
     else:
         raise CLIError("no problem given: pass PROBLEM or --messages FILE.json")
-    messages = chat_messages(raw)  # as the graph reads them: a bad one is one line
+    messages: list[BaseMessage] = list(chat_messages(raw))  # as the graph reads them
     last_user_index(messages)  # no usable problem fails before the endpoint is probed
     return messages
 
