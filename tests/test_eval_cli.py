@@ -232,6 +232,7 @@ def test_the_manifest_command_line_hides_every_secret():
     argv += ["--extra-body", '{"token": "sk-long-secret-value"}']
     assert command_line(argv, ["sk-long-secret-value"]) == (
         "pacore eval p.jsonl --api-key '[redacted]' '--api-key=[redacted]' --api '[redacted]' "
-        "--base-url 'http://u:[redacted]@h:8000/v1' '--redis-url=redis://:[redacted]@r:6379/0' "
+        # The user part of URL credentials may be the key as well: all of it goes.
+        "--base-url 'http://[redacted]@h:8000/v1' '--redis-url=redis://[redacted]@r:6379/0' "
         '--extra-body \'{"token": "[redacted]"}\''
     )
