@@ -117,6 +117,28 @@ class MalformedResponseError(PaCoReError):
     restarting or a proxy in between garbles replies, and asking again is what fixes it."""
 
 
+def size_text(n: int) -> str:
+    """``n`` bytes in words: ``"8 MiB"``, ``"64 KiB"``, ``"1000 bytes"``."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} bytes"
+
+
+class ReplyTooLargeError(PaCoReError, openai.OpenAIError):
+    """A reply past the model's ``max_reply_bytes`` (``"reply too large: over 8 MiB
+    (max_reply_bytes)"``), stopped while it was read and its connection closed. Not retried
+    (`should_retry`): asking again gives the same reply. An ``openai.OpenAIError`` too, so
+    the SDK passes it on as it is rather than as a connection error."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"reply too large: over {size_text(limit)} (max_reply_bytes)")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.limit,))
+
+
 class CallTimeoutError(openai.APITimeoutError):
     """A model call ran out of time: past its deadline (``"call exceeded its 3 s deadline"``)
     or a stream that stalled; retried like any SDK timeout (it is one)."""

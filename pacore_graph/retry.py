@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import openai
 from langgraph.types import RetryPolicy, default_retry_on
 
-from pacore_graph.errors import CallTimeoutError, MalformedResponseError
+from pacore_graph.errors import CallTimeoutError, MalformedResponseError, ReplyTooLargeError
 
 
 def should_retry(exc: Exception) -> bool:
@@ -21,8 +21,11 @@ def should_retry(exc: Exception) -> bool:
     server restarting mid-reply).
 
     A 4xx other than 408/409/429 (a bad request, a context-length error, a bad key)
-    fails the same way every time, so it is not retried.
+    fails the same way every time, so it is not retried; nor is a reply past
+    ``max_reply_bytes`` (`ReplyTooLargeError`): asking again gives the same reply.
     """
+    if isinstance(exc, ReplyTooLargeError):
+        return False
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code >= 500 or exc.status_code in (408, 409, 429)
     if isinstance(exc, MalformedResponseError):
@@ -83,8 +86,9 @@ def retry_after(exc: Exception) -> float:
 
 def describe_failure(exc: BaseException) -> str:
     """One line naming a failed call's cause, e.g. ``"HTTP 400: context length exceeded"``,
-    ``"call exceeded its 3 s deadline"`` or ``"malformed reply: no choices"``."""
-    if isinstance(exc, CallTimeoutError | MalformedResponseError):
+    ``"call exceeded its 3 s deadline"``, ``"malformed reply: no choices"`` or ``"reply too
+    large: over 8 MiB (max_reply_bytes)"``."""
+    if isinstance(exc, CallTimeoutError | MalformedResponseError | ReplyTooLargeError):
         return str(exc).splitlines()[0]
     if isinstance(exc, openai.APIStatusError):
         message = re.sub(r"^Error code: \d+ - ", "", exc.message)

@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import httpx2
 
+from pacore_graph.backends.size import SizedStream, event_stream, over_length, too_large
 from pacore_graph.errors import CallTimeoutError
 
 DEADLINE_S = 7200.0
@@ -87,7 +88,9 @@ class _DeadlineStream(httpx2.SyncByteStream):
 
 
 class DeadlineTransport(httpx2.BaseTransport):
-    """Wraps a sync transport so each request ends by ``seconds`` after it was sent.
+    """Wraps a sync transport so each request ends by ``seconds`` after it was sent, and a
+    reply that is no stream ends past ``max_bytes`` (`ReplyTooLargeError`, from the
+    announced ``Content-Length`` or while the body is read; None: no limit).
 
     Connecting, sending and waiting for the headers are bounded by the request's own
     timeouts (which `ChatOpenAICompatible` keeps within the deadline); the body is read
@@ -95,20 +98,32 @@ class DeadlineTransport(httpx2.BaseTransport):
     call overruns its deadline by at most one read.
     """
 
-    def __init__(self, inner: httpx2.BaseTransport, seconds: float) -> None:
+    def __init__(
+        self, inner: httpx2.BaseTransport, seconds: float | None, max_bytes: int | None = None
+    ) -> None:
         self._inner = inner
         self._seconds = seconds
+        self._max_bytes = max_bytes
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        deadline = time.monotonic() + self._seconds
+        seconds = self._seconds
+        deadline = None if seconds is None else time.monotonic() + seconds
         response = self._inner.handle_request(request)
         stream = response.stream
         if not isinstance(stream, httpx2.SyncByteStream):  # pragma: no cover - sync only
             return response
+        limit = self._max_bytes
+        if limit is not None and not event_stream(response.headers):
+            if over_length(response.headers, limit):
+                stream.close()  # unread: the connection is closed, not reused
+                raise too_large(limit)
+            stream = SizedStream(stream, limit)
+        if seconds is not None and deadline is not None:
+            stream = _DeadlineStream(stream, deadline, seconds, request)
         return httpx2.Response(
             status_code=response.status_code,
             headers=response.headers,
-            stream=_DeadlineStream(stream, deadline, self._seconds, request),
+            stream=stream,
             extensions=response.extensions,
         )
 

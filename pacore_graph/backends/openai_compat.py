@@ -23,7 +23,14 @@ import json
 import os
 import urllib.request
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterator,
+)
 from dataclasses import dataclass
 from typing import Any, Self, cast
 
@@ -56,6 +63,14 @@ from pacore_graph.backends.replies import (
     reasoning,
     undecodable,
 )
+from pacore_graph.backends.size import (
+    MAX_REPLY_BYTES,
+    AsyncSizedStream,
+    StreamSize,
+    event_stream,
+    over_length,
+    too_large,
+)
 from pacore_graph.errors import (
     BackendUnreachableError,
     CallTimeoutError,
@@ -75,16 +90,38 @@ class _AioHttpClient(openai.DefaultAioHttpClient):
     The SDK's aiohttp transport (openai 3.57) maps every ``aiohttp.ClientConnectionError``,
     a refused connection or a failed DNS look-up included, to ``httpx2.ConnectTimeout``,
     so the SDK raises ``APITimeoutError`` ("timed out") for a server that is down.
+
+    A reply that is no stream ends past ``max_bytes`` (`ReplyTooLargeError`), read in
+    chunks as it comes (a stream's content is counted by `ChatOpenAICompatible`).
     """
 
-    async def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
+    def __init__(self, *, max_bytes: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_bytes = max_bytes
+
+    async def send(
+        self, request: httpx2.Request, *, stream: bool = False, **kwargs: Any
+    ) -> httpx2.Response:
+        limit = self.max_bytes
         try:
-            return await super().send(request, **kwargs)
+            response = await super().send(request, stream=stream or limit is not None, **kwargs)
         except httpx2.ConnectTimeout as exc:
             cause = exc.__cause__
             if isinstance(cause, aiohttp.ClientConnectorError):
                 raise httpx2.ConnectError(str(cause), request=request) from cause
             raise
+        if limit is None or event_stream(response.headers):
+            return response
+        try:
+            if over_length(response.headers, limit):
+                raise too_large(limit)
+            response.stream = AsyncSizedStream(response.stream, limit)  # type: ignore[arg-type]
+            if not stream:  # as httpx2's send reads it
+                await response.aread()
+        except BaseException:
+            await response.aclose()
+            raise
+        return response
 
 
 class _AsyncClients:
@@ -106,6 +143,8 @@ class _AsyncClients:
         """How the direct path sends; None: every call goes through the SDK."""
         self.stream_timeout: httpx2.Timeout | None = None
         """Per-request timeouts of a stream: the stall limit per read (its headers too)."""
+        self.max_bytes: int | None = None
+        """The size limit of a reply that is no stream (`_AioHttpClient`)."""
         self._kwargs: dict[str, Any] = {}
         self._max_connections = 0
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
@@ -135,7 +174,7 @@ class _AsyncClients:
             limits = httpx2.Limits(
                 max_connections=self._max_connections, keepalive_expiry=KEEPALIVE_S
             )
-            http = _AioHttpClient(limits=limits)
+            http = _AioHttpClient(limits=limits, max_bytes=self.max_bytes)
             return openai.AsyncOpenAI(**self._kwargs, http_client=http)
 
         return self._of_loop(self._clients, make)
@@ -306,6 +345,8 @@ class _Direct:
     url: str
     headers: dict[str, str]
     timeout: aiohttp.ClientTimeout
+    max_bytes: int | None = None
+    """The size limit of a reply (`ChatOpenAICompatible.max_reply_bytes`); None: none."""
 
 
 _STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
@@ -379,7 +420,7 @@ async def _post_chat_completion(
             headers=direct.headers,
             timeout=direct.timeout,
         ) as response:
-            raw = await response.read()
+            raw = await _read(response, direct.max_bytes)
     except (TimeoutError, aiohttp.ClientError) as exc:
         error = _transport_error(exc, direct.url)
         raise error from error.__cause__
@@ -389,6 +430,26 @@ async def _post_chat_completion(
         return json.loads(raw.decode("utf-8", "replace"))
     except ValueError as exc:
         raise undecodable(exc) from exc
+
+
+async def _read(response: aiohttp.ClientResponse, limit: int | None) -> bytes:
+    """The body of ``response``; past ``limit`` bytes (announced, or read so far) the
+    connection is closed and `ReplyTooLargeError` raised, the rest never read."""
+    if limit is None:
+        return await response.read()
+    length = response.content_length
+    if length is not None and length > limit:
+        response.close()
+        raise too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            response.close()
+            raise too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _deadline_of(timeout: Any) -> float | None:
@@ -484,6 +545,17 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         "this model object (a run's max_concurrency bounds only that run); further calls "
         "wait their turn. None: no limit.",
     )
+    max_reply_bytes: int | None = Field(
+        default=MAX_REPLY_BYTES,
+        ge=1,
+        description="The size limit of one reply in bytes: a reply past it raises "
+        "ReplyTooLargeError ('reply too large: over 8 MiB (max_reply_bytes)') as soon as "
+        "the limit is passed, its connection closed and the rest never read; not retried "
+        "(the same question gives the same reply), so the trajectory is recorded failed. "
+        "A non-streamed reply counts its body, a stream the UTF-8 bytes of its content and "
+        "thinking. Default 8 MiB: a 131k-token reply is ~0.5-1 MB of text, JSON escaping "
+        "and the thinking about double it. None: no limit.",
+    )
     _limit: CallLimit | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
@@ -520,6 +592,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         }
         deadline = _deadline_of(self.request_timeout)
         if isinstance(self.root_async_client, _AsyncClients):
+            self.root_async_client.max_bytes = self.max_reply_bytes
             # The deadline (asyncio.timeout) bounds the whole call: a non-streamed answer
             # needs no per-read timer; a stream reads within the stall limit.
             timeout = self.request_timeout
@@ -563,6 +636,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
                 pool=deadline,
             )
         url = self.openai_api_base
+        max_bytes = self.max_reply_bytes
         socket_options = self.http_socket_options
         limits = httpx2.Limits(  # the SDK's, with our keep-alive
             max_connections=1000, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_S
@@ -575,7 +649,9 @@ class ChatOpenAICompatible(BaseChatOpenAI):
                 proxy=_env_proxy(url) if url else None,  # a custom transport skips the env's
                 socket_options=keepalive_options() if socket_options is None else socket_options,
             )
-            transport = inner if deadline is None else DeadlineTransport(inner, deadline)
+            transport: httpx2.BaseTransport = inner
+            if deadline is not None or max_bytes is not None:
+                transport = DeadlineTransport(inner, deadline, max_bytes)
             http = openai.DefaultHttpxClient(transport=transport, timeout=timeout)
             return openai.OpenAI(**kwargs, timeout=timeout, http_client=http)
 
@@ -615,6 +691,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             url=url.rstrip("/") + "/chat/completions",
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read),
+            max_bytes=self.max_reply_bytes,
         )
 
     @property
@@ -798,9 +875,15 @@ class ChatOpenAICompatible(BaseChatOpenAI):
     ) -> Iterator[ChatGenerationChunk]:
         kwargs = _stall_limited(self.root_client, kwargs)
         finished = False
+        size = StreamSize(self.max_reply_bytes)
         with self._hold():
+            chunks = cast(
+                "Generator[ChatGenerationChunk, None, None]",
+                super()._stream(messages, stop, run_manager, **kwargs),
+            )
             try:
-                for generation in super()._stream(messages, stop, run_manager, **kwargs):
+                for generation in chunks:
+                    _count(size, generation)
                     finished = finished or _finished(generation)
                     yield generation
             except (openai.APITimeoutError, httpx2.TimeoutException) as exc:
@@ -816,6 +899,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
                 ) from exc
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # an event the SDK parsed
                 raise undecodable(exc) from exc
+            finally:
+                chunks.close()  # the response with it: a stream stopped early hangs up
         self._check_finished(finished)
 
     async def _astream(
@@ -834,9 +919,11 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         if (seconds := _deadline_of(self.request_timeout)) is not None:
             chunks = until_deadline(chunks, seconds, lambda: self._deadline_error(seconds))
         finished = False
+        size = StreamSize(self.max_reply_bytes)
         async with self._ahold():
             try:
                 async for generation in chunks:
+                    _count(size, generation)
                     finished = finished or _finished(generation)
                     yield generation
             except CallTimeoutError:  # until_deadline's
@@ -858,6 +945,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
                 ) from exc
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # an event the SDK parsed
                 raise undecodable(exc) from exc
+            finally:
+                await chunks.aclose()  # the response with it: a stream stopped early hangs up
         self._check_finished(finished)
 
     def _check_finished(self, finished: bool) -> None:
@@ -918,6 +1007,13 @@ def _credentials_to_key(values: dict[str, Any]) -> dict[str, Any]:
                 if key and not any(values.get(k) for k in ("api_key", "openai_api_key")):
                     values["api_key"] = SecretStr(key)
     return values
+
+
+def _count(size: StreamSize, generation: ChatGenerationChunk) -> None:
+    """Adds a stream chunk's content and thinking to ``size`` (raises past its limit)."""
+    if size.limit is not None:
+        message = generation.message
+        size.add(message.content, message.additional_kwargs.get("reasoning_content"))
 
 
 def _finished(generation: ChatGenerationChunk) -> bool:

@@ -1,0 +1,100 @@
+"""A limit on the size of one reply, kept while it is read.
+
+One 50 MB reply at K=4 once took 4.6 GB (the body, its JSON, LangChain's objects, the
+checkpoint); a reply past ``max_reply_bytes`` raises `ReplyTooLargeError` as soon as the
+limit is passed, before the rest is read or anything is parsed, and its connection is
+closed. A non-streamed reply counts the bytes of its body (after decompression); a stream
+counts the UTF-8 bytes of its content and thinking as chunks arrive (an SSE stream's
+framing is ~100 bytes a token, so its raw bytes would say little about the reply).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx2
+
+from pacore_graph.errors import ReplyTooLargeError
+
+MAX_REPLY_BYTES = 8 * 1024 * 1024
+"""The default limit: 8 MiB. A 131k-token reply (the longest PaCoRe asks for) is ~0.5-1 MB
+of text; JSON escaping and the separated thinking roughly double that, so 8 MiB leaves 4x
+room, while a runaway or garbled reply stops long before it costs gigabytes."""
+
+
+def too_large(limit: int) -> ReplyTooLargeError:
+    """The error of a reply past ``limit`` bytes."""
+    return ReplyTooLargeError(limit)
+
+
+def over_length(headers: httpx2.Headers, limit: int) -> bool:
+    """True when the reply announces (``Content-Length``) more than ``limit`` bytes."""
+    try:
+        return int(headers.get("content-length", "")) > limit
+    except ValueError:
+        return False
+
+
+def event_stream(headers: httpx2.Headers) -> bool:
+    """True for a streamed reply (SSE), whose content is counted chunk by chunk instead."""
+    return headers.get("content-type", "").startswith("text/event-stream")
+
+
+class SizedStream(httpx2.SyncByteStream):
+    """A sync response body that raises `ReplyTooLargeError` past ``limit`` bytes."""
+
+    def __init__(self, inner: httpx2.SyncByteStream, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+
+    def __iter__(self) -> Iterator[bytes]:
+        size, limit = 0, self._limit
+        for chunk in self._inner:
+            size += len(chunk)
+            if size > limit:
+                self._inner.close()
+                raise too_large(limit)
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class AsyncSizedStream(httpx2.AsyncByteStream):
+    """An async response body that raises `ReplyTooLargeError` past ``limit`` bytes."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size, limit = 0, self._limit
+        async for chunk in self._inner:
+            size += len(chunk)
+            if size > limit:
+                await self._inner.aclose()
+                raise too_large(limit)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class StreamSize:
+    """Counts a stream's content and thinking (UTF-8 bytes) as its chunks arrive."""
+
+    __slots__ = ("limit", "size")
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.size = 0
+
+    def add(self, content: object, thinking: object) -> None:
+        """Adds a chunk's text; raises `ReplyTooLargeError` once the total is past the limit."""
+        if self.limit is None:
+            return
+        for text in (content, thinking):
+            if isinstance(text, str) and text:
+                self.size += len(text.encode("utf-8", "surrogatepass"))
+        if self.size > self.limit:
+            raise too_large(self.limit)
