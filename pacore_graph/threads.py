@@ -16,7 +16,7 @@ from typing import Any, Literal
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, convert_to_messages
 from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
-from langgraph.types import StateSnapshot
+from langgraph.types import StateSnapshot, StreamMode
 
 from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.errors import ThreadConflictError
@@ -87,6 +87,7 @@ async def arun_thread(
     status_rule: StatusRule = thread_status,
     on_status: Callable[[ThreadStatus], None] | None = None,
     on_event: Callable[[Any], None] | None = None,
+    on_message: Callable[[Any, dict[str, Any]], None] | None = None,
     **kwargs: Any,
 ) -> tuple[ThreadStatus, dict[str, Any]]:
     """Runs, resumes or reads back the thread in ``config["configurable"]["thread_id"]``.
@@ -100,6 +101,8 @@ async def arun_thread(
         status_rule: What a checkpoint means for ``input``; PaCoRe's by default.
         on_status: Told how the thread was found, before anything runs.
         on_event: Each ``get_stream_writer()`` event of the run (progress).
+        on_message: Each ``stream_mode="messages"`` chunk and its metadata: the final
+            round's reply as it streams (only that call streams from the model).
         **kwargs: Passed to ``astream`` (``context``, ``durability``, ...). ``durability``
             defaults to "sync" on a thread, so a crash loses only calls in flight.
 
@@ -123,16 +126,22 @@ async def arun_thread(
         return status, dict(snapshot.values)
     kwargs.setdefault("durability", "sync" if threaded else None)
     state: dict[str, Any] = {}
+    modes: list[StreamMode] = ["custom", "values"]
+    if on_message is not None:
+        modes.append("messages")
     async for mode, chunk in graph.astream(
         None if status == "interrupted" else dict(input),
         config,
-        stream_mode=["custom", "values"],
+        stream_mode=modes,
         **kwargs,
     ):
         if mode == "values":
             state = chunk
-        elif on_event is not None:
-            on_event(chunk)
+        elif mode == "custom":
+            if on_event is not None:
+                on_event(chunk)
+        elif on_message is not None:
+            on_message(*chunk)
     return status, state
 
 
