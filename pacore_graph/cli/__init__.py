@@ -1,4 +1,5 @@
-"""``pacore``: run PaCoRe from a shell (``solve``) or grade it on a benchmark (``eval``)."""
+"""``pacore``: run PaCoRe from a shell (``solve``), grade it on a benchmark (``eval``) or
+serve it as an OpenAI-compatible endpoint (``serve``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from pacore_graph.cli import solve
+from pacore_graph.cli import serve, solve
 from pacore_graph.cli.options import (
     EXPECTED_ERRORS,
     Parser,
@@ -27,6 +28,7 @@ def _parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     solve.add_parser(sub)
     eval_cli.add_parser(sub)
+    serve.add_parser(sub)
     return parser
 
 
@@ -51,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for eval's manifest
     apply_env_defaults(args)
+    if args.command == "serve":  # uvicorn owns the process: its loop, signals and logging
+        return serve.main(args)
     command = solve.run if args.command == "solve" else eval_cli.run
     secrets = secrets_of(args)
     if args.log_level:
