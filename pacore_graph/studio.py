@@ -12,7 +12,9 @@ Environment:
 
 ``langgraph.json`` names three things of this module: the graph factory `make_graph`, the
 `checkpointer`, and `app`, whose lifespan starts the model's backend once, with the
-server, and stops it at shutdown. Importing the module starts nothing. A backend that
+server, and stops it at shutdown. `app` also serves the OpenAI-compatible routes of
+``pacore serve`` at ``/v1`` on the same graph (docs/serve.md; ``$PACORE_SERVE_API_KEYS``,
+``$REDIS_URL``). Importing the module starts nothing. A backend that
 cannot start (no endpoint answers, the embedded model is not installed, a bad
 ``PACORE_ROUNDS``) ends the server with one line naming the problem.
 
@@ -42,6 +44,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.pregel import Pregel
 from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from pacore_graph.backends.embedded import EmbeddedBackendUnavailable
 from pacore_graph.backends.env import BASE_URL_ENV, endpoint_from_env, model_from_env
@@ -50,6 +53,8 @@ from pacore_graph.checkpoints import FullInMemorySaver
 from pacore_graph.errors import InvalidRoundsError, PaCoReError
 from pacore_graph.graph import create_pacore_graph
 from pacore_graph.secrets import redact
+from pacore_graph.server.app import Service, v1_routes
+from pacore_graph.server.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -182,18 +187,24 @@ def _exit(status: int) -> NoReturn:
     os._exit(status)
 
 
+OPENAI = Service(ServeSettings.from_env, lambda: _BACKEND.graph)
+"""The OpenAI-compatible routes' state, on the Studio graph (settings read at start-up)."""
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     """Starts the backend with the server (before it serves) and stops it at shutdown."""
     await asyncio.to_thread(_start_or_exit)
     try:
-        yield
+        async with OPENAI.running():
+            yield
     finally:
         await asyncio.to_thread(_BACKEND.stop)
 
 
-app = Starlette(lifespan=lifespan)
-"""``http.app`` of ``langgraph.json``: no routes of its own, only the backend's lifespan."""
+app = Starlette(lifespan=lifespan, routes=[Mount("/v1", routes=v1_routes(OPENAI))])
+"""``http.app`` of ``langgraph.json``: the backend's lifespan, and the OpenAI-compatible
+``/v1/chat/completions`` and ``/v1/models`` beside LangGraph's own routes."""
 
 
 def _server_default_saver() -> BaseCheckpointSaver:

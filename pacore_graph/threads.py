@@ -136,6 +136,7 @@ async def arun_thread(
     on_event: Callable[[Any], None] | None = None,
     on_update: Callable[[Mapping[str, Any]], None] | None = None,
     wait: bool | float = False,
+    on_message: Callable[[Any, dict[str, Any]], None] | None = None,
     **kwargs: Any,
 ) -> tuple[ThreadStatus, dict[str, Any]]:
     """Runs, resumes or reads back the thread in ``config["configurable"]["thread_id"]``.
@@ -157,6 +158,8 @@ async def arun_thread(
         wait: When another run holds the thread: False raises `ThreadBusyError`, True
             waits for it to end (then resumes, or reads back, what it left), seconds wait
             at most that long.
+        on_message: Each ``stream_mode="messages"`` chunk and its metadata: the final
+            round's reply as it streams (only that call streams from the model).
         **kwargs: Passed to ``astream`` (``context``, ``durability``, ...). ``durability``
             defaults to "sync" on a thread, so a crash loses only calls in flight.
 
@@ -172,7 +175,7 @@ async def arun_thread(
     """
     async with thread_lease(graph, config, wait=wait) as leased:
         return await _run_thread(
-            graph, input, leased, status_rule, on_status, on_event, on_update, kwargs
+            graph, input, leased, status_rule, on_status, on_event, on_update, on_message, kwargs
         )
 
 
@@ -184,6 +187,7 @@ async def _run_thread(
     on_status: Callable[[ThreadStatus], None] | None,
     on_event: Callable[[Any], None] | None,
     on_update: Callable[[Mapping[str, Any]], None] | None,
+    on_message: Callable[[Any, dict[str, Any]], None] | None,
     kwargs: dict[str, Any],
 ) -> tuple[ThreadStatus, dict[str, Any]]:
     threaded = graph.checkpointer is not None and "thread_id" in config.get("configurable", {})
@@ -202,6 +206,8 @@ async def _run_thread(
     modes: list[StreamMode] = ["custom", "values"]
     if on_update is not None:
         modes.append("updates")
+    if on_message is not None:
+        modes.append("messages")
     async for mode, chunk in graph.astream(
         None if status == "interrupted" else dict(input),
         config,
@@ -213,8 +219,11 @@ async def _run_thread(
         elif mode == "updates":
             if on_update is not None:
                 on_update(chunk)
-        elif on_event is not None:
-            on_event(chunk)
+        elif mode == "custom":
+            if on_event is not None:
+                on_event(chunk)
+        elif on_message is not None:
+            on_message(*chunk)
     return status, state
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 import redis
 from langgraph_sdk import get_client
@@ -247,6 +248,19 @@ async def test_studio_draws_the_graph_and_the_context_form(studio_url):
     assert set(form) == {f.name for f in fields(PaCoReContext)}
     assert all(field["description"] for field in form.values())
     assert form["temperature"]["default"] == 1.0 and form["rounds"]["default"] == "low"
+
+
+def test_the_openai_routes_serve_the_studio_graph(studio_url, backend):
+    client = openai.OpenAI(base_url=f"{studio_url}/v1", api_key="any", max_retries=0)
+    assert "pacore-high" in {model.id for model in client.models.list()}
+    before = len(backend.requests)
+    reply = client.chat.completions.create(model="pacore-2", messages=QUESTION["messages"])
+    assert reply.choices[0].message.content == ANSWER
+    assert len(backend.requests) == before + 3  # K = [2, 1] on the endpoint's model
+    stream = client.chat.completions.create(
+        model="pacore-2", messages=QUESTION["messages"], stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == ANSWER
 
 
 def test_the_dev_servers_checkpointer_has_every_method_langgraph_api_asks_for(dev):

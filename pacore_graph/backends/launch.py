@@ -7,6 +7,7 @@ import argparse
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import openai
 from langchain_core.language_models import BaseChatModel
@@ -42,9 +43,12 @@ def open_backend(
     model: str | None,
     api_key: str | None,
     timeout: float | None,
+    **model_kwargs: Any,
 ) -> Iterator[OpenBackend]:
     """Starts the backend ``kind`` ("openai", "embedded", "vllm"; default: "openai" when
-    ``base_url`` is given, else "embedded") and stops it on exit.
+    ``base_url`` is given, else "embedded") and stops it on exit. ``model_kwargs`` are
+    further `ChatOpenAICompatible` fields (e.g. ``max_concurrent_requests``) of the
+    "openai" and "embedded" backends.
 
     Raises:
         InvalidSettingsError: ``kind`` lacks what it needs (an endpoint, a model path).
@@ -54,7 +58,7 @@ def open_backend(
     if kind == "openai":
         if not base_url:
             raise InvalidSettingsError("--backend openai needs --base-url")
-        chat = model_for_endpoint(base_url, model, api_key, **_deadline(timeout))
+        chat = model_for_endpoint(base_url, model, api_key, **_deadline(timeout), **model_kwargs)
         if model:  # the name was not looked up: an unreachable endpoint fails now, in one line
             with contextlib.suppress(openai.APIStatusError):  # a server without /models is fine
                 chat.list_models()
@@ -64,7 +68,7 @@ def open_backend(
 
         with EmbeddedServer(model_path=model) as server:
             chat = model_for_endpoint(
-                server.base_url, server.model_name, api_key, **_deadline(timeout)
+                server.base_url, server.model_name, api_key, **_deadline(timeout), **model_kwargs
             )
             yield OpenBackend(chat, server.n_parallel, EMBEDDED_MAX_TOKENS)
     elif kind == "vllm":

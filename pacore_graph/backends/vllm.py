@@ -282,6 +282,7 @@ class ChatVLLM(BaseChatModel):
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """(sampling values given by the caller, chat-template options)."""
         kwargs = dict(kwargs)
+        kwargs.pop("stream", None)  # LangChain's per-call switch, already acted on
         sampling: dict[str, Any] = {}
         for name in _SAMPLING_FIELDS:
             value = kwargs.pop(name, None)

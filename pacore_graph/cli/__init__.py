@@ -1,4 +1,5 @@
-"""``pacore``: run PaCoRe from a shell (``solve``) or grade it on a benchmark (``eval``)."""
+"""``pacore``: run PaCoRe from a shell (``solve``), grade it on a benchmark (``eval``) or
+serve it as an OpenAI-compatible endpoint (``serve``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
-from pacore_graph.cli import solve
+from pacore_graph.cli import serve, solve
 from pacore_graph.cli.options import (
     EXPECTED_ERRORS,
     Parser,
@@ -33,6 +34,7 @@ def _parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     solve.add_parser(sub)
     eval_cli.add_parser(sub)
+    serve.add_parser(sub)
     return parser
 
 
@@ -153,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for eval's manifest
     apply_env_defaults(args)
+    if args.command == "serve":  # uvicorn owns the process: its loop, signals and logging
+        return serve.main(args)
     command = solve.run if args.command == "solve" else eval_cli.run
     secrets = secrets_of(args)
     if args.log_level:

@@ -282,6 +282,10 @@ class TrajectoryNode:
             "top_p": settings.top_p,
             "max_tokens": settings.max_tokens,
             "extra_body": settings.extra_body,
+            # LangChain streams a call whenever a streaming handler is attached, as
+            # stream_mode="messages" attaches one to every call: an exploration reply
+            # would stream from the server token by token only to be dropped here.
+            "stream": None if task["final"] else False,
         }
         budget = task.get("budget")
         return _Call(

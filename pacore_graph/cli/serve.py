@@ -1,0 +1,222 @@
+"""``pacore serve``: PaCoRe as an OpenAI-compatible endpoint (docs/serve.md).
+
+    pacore serve --base-url http://127.0.0.1:8000/v1 --model pacore-8b \\
+        --redis-url redis://127.0.0.1:6379/0 --port 8100
+
+The backend, sampling, PaCoRe, quorum and budget options are ``pacore solve``'s; their
+values are the defaults of every run, which a request's fields and ``pacore`` object
+override. ``--concurrency`` bounds the model calls in flight over all runs together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import os
+import sys
+from typing import Any
+
+from pacore_graph.cli.options import (
+    EXPECTED_ERRORS,
+    ROUNDS_HELP,
+    CLIError,
+    backend_description,
+    backend_line,
+    describe,
+    exit_status,
+    public_url,
+    run_options,
+    secrets_of,
+)
+from pacore_graph.context import context_from_options
+from pacore_graph.rounds import resolve_rounds
+from pacore_graph.secrets import RedactingFilter, model_secrets, redact
+from pacore_graph.server import settings as defaults
+from pacore_graph.server.auth import KEYS_ENV, ApiKeys
+from pacore_graph.server.settings import ServeSettings
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def add_parser(sub: Any) -> None:
+    """Registers ``pacore serve`` on the ``pacore`` subcommands."""
+    serve = sub.add_parser(
+        "serve",
+        parents=[run_options()],
+        help="serve PaCoRe as an OpenAI-compatible endpoint",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    http = serve.add_argument_group("server")
+    http.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine)"
+    )
+    http.add_argument("--port", type=int, default=defaults.DEFAULT_PORT, help="default 8100")
+    http.add_argument(
+        "--rounds", default="low", help=ROUNDS_HELP + " (of the model 'pacore'; default low)"
+    )
+    http.add_argument(
+        "--api-keys-file",
+        metavar="FILE",
+        help=f"accept only these keys (one per line) as 'Authorization: Bearer KEY' "
+        f"(default: ${KEYS_ENV}, comma-separated; unset: no authentication)",
+    )
+    http.add_argument(
+        "--max-runs",
+        type=int,
+        default=defaults.DEFAULT_MAX_RUNS,
+        help="runs executing at once (n choices count n); beyond it requests get 429 "
+        f"with Retry-After (default {defaults.DEFAULT_MAX_RUNS})",
+    )
+    http.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=defaults.DEFAULT_MAX_BODY_BYTES,
+        help=f"larger request bodies get 413 (default {defaults.DEFAULT_MAX_BODY_BYTES})",
+    )
+    http.add_argument(
+        "--max-n",
+        type=int,
+        default=defaults.DEFAULT_MAX_N,
+        help=f"most choices (n) of one request (default {defaults.DEFAULT_MAX_N})",
+    )
+    http.add_argument(
+        "--keepalive",
+        type=float,
+        default=defaults.DEFAULT_KEEPALIVE_S,
+        metavar="SECONDS",
+        help="an SSE comment goes out after this long without an event (default 15)",
+    )
+    http.add_argument(
+        "--thread-ttl",
+        type=float,
+        default=defaults.DEFAULT_THREAD_TTL_S,
+        metavar="SECONDS",
+        help="with --redis-url: a run's thread is dropped this long after its last write "
+        "(default 604800, a week; 0 keeps threads)",
+    )
+    http.add_argument(
+        "--cancel-on-disconnect",
+        action="store_true",
+        help="cancel a run when its last client hangs up (default: it runs on; a retry with "
+        "the same Idempotency-Key gets its answer)",
+    )
+
+
+def serve_settings(args: argparse.Namespace, secrets: list[str]) -> ServeSettings:
+    """The server's settings from the command line.
+
+    Raises:
+        OSError: The keys file cannot be read.
+        ValueError: It holds no key, or a limit is below 1.
+    """
+    if args.api_keys_file:
+        keys = ApiKeys.from_file(args.api_keys_file)
+    else:
+        keys = ApiKeys.parse(os.environ.get(KEYS_ENV, ""))
+    saver_options = {}
+    if getattr(args, "lease_ttl", None) is not None:  # the per-thread lease's option
+        saver_options["lease_ttl"] = args.lease_ttl
+    return ServeSettings(
+        host=args.host,
+        port=args.port,
+        api_keys=keys,
+        redis_url=args.redis_url,
+        thread_ttl_s=args.thread_ttl or None,
+        saver_options=saver_options,
+        max_runs=args.max_runs,
+        concurrency=args.concurrency,
+        max_body_bytes=args.max_body_bytes,
+        # The run bound --max-trajectories also bounds a request (all its n runs).
+        max_trajectories=args.max_trajectories or defaults.DEFAULT_MAX_TRAJECTORIES,
+        max_n=args.max_n,
+        keepalive_s=args.keepalive,
+        cancel_on_disconnect=args.cancel_on_disconnect,
+        freeze_gc=True,  # this process is the server's alone
+        secrets=secrets,
+    )
+
+
+def _check_redis(url: str) -> None:
+    """Fails in one line, before the server starts, when Redis does not answer."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise CLIError(f"Redis at {url} is unreachable: {exc}") from None
+    finally:
+        client.close()
+
+
+def main(args: argparse.Namespace) -> int:
+    """Runs the server until SIGINT or SIGTERM (uvicorn's graceful shutdown: open streams
+    get a few seconds, then running runs are cancelled; their finished trajectories are in
+    Redis). Returns the exit status; a setup problem is reported in one line."""
+    import uvicorn
+
+    from pacore_graph.backends.launch import open_backend
+    from pacore_graph.graph import create_pacore_graph
+    from pacore_graph.server.app import Service, create_app
+
+    secrets = secrets_of(args)
+    level = args.log_level or "INFO"
+    handler = logging.StreamHandler()
+    handler.addFilter(RedactingFilter(secrets))
+    logging.basicConfig(level=level, handlers=[handler], format="%(levelname)s: %(message)s")
+    try:
+        resolve_rounds(args.rounds)
+        settings = serve_settings(args, secrets)
+        if args.host not in LOOPBACK and not settings.api_keys:
+            print(
+                f"pacore serve: warning: listening on {args.host} without API keys "
+                f"(--api-keys-file or ${KEYS_ENV})",
+                file=sys.stderr,
+            )
+        if args.redis_url:
+            _check_redis(args.redis_url)
+        with open_backend(
+            args.backend,
+            args.base_url,
+            args.model,
+            args.api_key,
+            args.timeout,
+            max_concurrent_requests=args.concurrency,
+        ) as backend:
+            settings.secrets += model_secrets(backend.model)
+            run_defaults = context_from_options(args)
+            run_defaults.pop("rounds", None)
+            if run_defaults.get("max_tokens") is None and backend.default_max_tokens:
+                run_defaults["max_tokens"] = backend.default_max_tokens
+            graph = create_pacore_graph(backend.model, rounds=args.rounds, **run_defaults)
+            app = create_app(Service(settings, graph.compile()))
+            print(
+                f"pacore serve: {backend_line(backend_description(args, backend.model))}; "
+                f"OpenAI API at http://{args.host}:{args.port}/v1"
+                + (f", runs durable in {public_url(args.redis_url)}" if args.redis_url else ""),
+                file=sys.stderr,
+                flush=True,
+            )
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    host=args.host,
+                    port=args.port,
+                    log_level=level.lower(),
+                    timeout_graceful_shutdown=math.ceil(settings.grace_s),
+                    lifespan="on",
+                )
+            )
+            with contextlib.suppress(KeyboardInterrupt):
+                server.run()
+            return 0 if server.started else 1
+    except EXPECTED_ERRORS as exc:
+        message = redact(describe(exc, saved=False), secrets).splitlines()[0]
+        print(f"pacore: error: {message}", file=sys.stderr)
+        return exit_status(exc)
+
+
+__all__ = ["add_parser", "main", "serve_settings"]

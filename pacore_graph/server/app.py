@@ -1,0 +1,334 @@
+"""The OpenAI-compatible HTTP app: ``POST /v1/chat/completions``, ``GET /v1/models``,
+``GET /health`` and ``GET /metrics`` (Starlette, so the same routes also run inside
+LangGraph's server, which has Starlette but not FastAPI).
+
+`Service` is what the routes share: the settings, the graph, the runs and the metrics.
+`create_app` serves it on its own (``pacore serve``); `v1_routes` gives the ``/v1`` routes
+to mount into another app (``pacore_graph.studio:app`` under ``langgraph dev``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from langgraph.pregel import Pregel
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Mount, Route
+
+from pacore_graph.context import PaCoReContext
+from pacore_graph.rounds import resolve_rounds
+from pacore_graph.server.auth import AuthError
+from pacore_graph.server.completions import Completion
+from pacore_graph.server.errors import ApiError, api_error
+from pacore_graph.server.metrics import Metrics
+from pacore_graph.server.models import listed_models, model_object, model_rounds
+from pacore_graph.server.requests import parse_request
+from pacore_graph.server.runs import Event, Run, Runs, idempotency_key
+from pacore_graph.server.settings import ServeSettings
+from pacore_graph.server.streaming import sse_events
+
+logger = logging.getLogger("pacore.serve")
+
+Graph = Pregel[Any, Any, Any, Any]
+
+DRAIN_FACTOR = 4
+"""An oversize body is read (and dropped) up to this many times the limit, so the client
+gets its 413 rather than a reset connection; past that the connection is closed."""
+
+
+class Service:
+    """What the routes share. Nothing starts until `running` (the app's lifespan).
+
+    Args:
+        settings: The server's settings, or a function giving them at start-up (read from
+            the environment under LangGraph's server).
+        graph: The compiled PaCoRe graph (no checkpointer: one on Redis is compiled from
+            its builder when ``redis_url`` is set), or a function giving it at start-up.
+    """
+
+    def __init__(
+        self,
+        settings: ServeSettings | Callable[[], ServeSettings],
+        graph: Graph | Callable[[], Graph | None],
+    ) -> None:
+        self._settings = settings
+        self._graph = graph
+        self.settings = settings if isinstance(settings, ServeSettings) else ServeSettings()
+        self.metrics = Metrics()
+        self.runs = Runs(self.settings, self.metrics)
+        self.ready = False
+
+    @property
+    def defaults(self) -> PaCoReContext:
+        return self.runs.defaults
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Service]:
+        """Takes the graph, opens the Redis checkpointer, and at exit cancels the runs still
+        going (finished trajectories are in Redis: a retry resumes them)."""
+        if callable(self._settings):
+            self.settings = self._settings()
+            self.runs.settings = self.settings
+        graph = self._graph() if callable(self._graph) else self._graph
+        if graph is None:
+            raise RuntimeError("no PaCoRe graph to serve")
+        builder = getattr(graph, "builder", None)
+        self.runs.graph = graph
+        self.runs.defaults = getattr(builder, "defaults", None) or PaCoReContext(rounds="low")
+        async with contextlib.AsyncExitStack() as stack:
+            if self.settings.redis_url:
+                from pacore_graph.checkpoints import AsyncRedisSaver
+
+                saver = await stack.enter_async_context(
+                    AsyncRedisSaver.from_conn_string(
+                        self.settings.redis_url,
+                        **{"ttl": self.settings.thread_ttl_s, **self.settings.saver_options},
+                    )
+                )
+                await saver.asetup()
+                assert builder is not None, "a durable server needs the graph's builder"
+                self.runs.durable = builder.compile(checkpointer=saver)
+            if self.settings.freeze_gc:
+                gc.collect()
+                gc.freeze()
+            self.ready = True
+            try:
+                yield self
+            finally:
+                self.ready = False
+                await self.runs.cancel_all()
+                self.runs.durable = None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes.
+
+    Raises:
+        ApiError: 413 past the limit (the rest of the body is read and dropped, within
+            reason, so the client sees the answer).
+    """
+    too_large = ApiError(
+        413,
+        f"the request body is larger than this server's limit of {limit} bytes",
+        code="request_too_large",
+    )
+    length = request.headers.get("content-length", "")
+    declared = int(length) if length.isdigit() else None
+    chunks: list[bytes] = []
+    size = 0
+    over = declared is not None and declared > limit
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                over = True
+            if over:
+                if size > DRAIN_FACTOR * limit:
+                    break
+                continue
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(
+            400, "the client closed the connection", code="client_disconnected"
+        ) from None
+    if over:
+        raise too_large
+    return b"".join(chunks)
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client hangs up (its body has been read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def v1_routes(service: Service) -> list[BaseRoute]:
+    """``/chat/completions``, ``/models`` and ``/models/{model}`` (mount them at ``/v1``)."""
+
+    def secrets() -> Sequence[str]:
+        return service.settings.secrets
+
+    def authorize(request: Request) -> str:
+        if not service.ready:
+            raise ApiError(503, "the server is starting or stopping", type="server_error")
+        try:
+            return service.settings.api_keys.check(request.headers.get("authorization"))
+        except AuthError as exc:
+            raise ApiError(401, str(exc), code="invalid_api_key") from None
+
+    async def chat_completions(request: Request) -> Response:
+        code = 500
+        try:
+            response = await _chat(request)
+            code = response.status_code
+            return response
+        except Exception as exc:
+            failure = api_error(exc)
+            if failure.status >= 500 and not isinstance(exc, ApiError):
+                logger.warning("request failed: %s: %s", type(exc).__name__, failure.message)
+                logger.debug("request failed", exc_info=exc)  # a traceback: debug log only
+            code = failure.status
+            return failure.response(secrets())
+        finally:
+            service.metrics.requests.labels(str(code)).inc()
+
+    async def _chat(request: Request) -> Response:
+        namespace = authorize(request)
+        settings = service.settings
+        body = await read_body(request, settings.max_body_bytes)
+        spec = parse_request(
+            body,
+            service.defaults,
+            max_trajectories=settings.max_trajectories,
+            max_n=settings.max_n,
+        )
+        key = idempotency_key(request.headers.get("idempotency-key"))
+        runs = service.runs.claim(spec, key, namespace)
+        completion = Completion(spec.model, f"{namespace}\0{key}" if key else None)
+        for run in runs:
+            service.runs.attach(run)
+        handed_over = False
+        queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+        try:
+            if spec.stream:
+                for index, run in enumerate(runs):
+                    run.subscribe(queue, index)
+                # Headers wait until the runs got past their input checks, so a bad input
+                # is still an HTTP status; a run slow to start streams keep-alives.
+                await _wait_all(runs, lambda run: run.started, settings.keepalive_s)
+                for run in runs:
+                    if run.ended.is_set() and run.error is not None:
+                        raise run.error
+
+                def close() -> None:
+                    for run in runs:
+                        run.unsubscribe(queue)
+                        service.runs.detach(run)
+
+                handed_over = True
+                return StreamingResponse(
+                    sse_events(
+                        completion,
+                        spec,
+                        runs,
+                        queue,
+                        keepalive_s=settings.keepalive_s,
+                        secrets=secrets(),
+                        on_close=close,
+                    ),
+                    media_type="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                )
+            await _wait_ended(runs, request, watch=settings.cancel_on_disconnect)
+            for run in runs:
+                if run.error is not None:
+                    raise run.error
+            return JSONResponse(completion.message(runs), headers={"x-request-id": completion.id})
+        finally:
+            if not handed_over:  # else the stream's end lets go of them
+                for run in runs:
+                    run.unsubscribe(queue)
+                    service.runs.detach(run)
+
+    async def models(request: Request) -> Response:
+        try:
+            authorize(request)
+        except ApiError as exc:
+            return exc.response()
+        default = service.defaults.rounds or "low"
+        return JSONResponse({"object": "list", "data": listed_models(resolve_rounds(default))})
+
+    async def model(request: Request) -> Response:
+        try:
+            authorize(request)
+            name = request.path_params["model"]
+            rounds = model_rounds(name, resolve_rounds(service.defaults.rounds or "low"))
+        except ApiError as exc:
+            return exc.response()
+        return JSONResponse(model_object(name, rounds))
+
+    return [
+        Route("/chat/completions", chat_completions, methods=["POST"]),
+        Route("/models", models, methods=["GET"]),
+        Route("/models/{model:path}", model, methods=["GET"]),
+    ]
+
+
+async def _wait_all(
+    runs: Sequence[Run], event: Callable[[Run], asyncio.Event], timeout: float
+) -> None:
+    """Waits until ``event`` is set on every run, or ``timeout`` seconds."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            for run in runs:
+                await event(run).wait()
+
+
+async def _wait_ended(runs: Sequence[Run], request: Request, *, watch: bool) -> None:
+    """Waits for every run to end; with ``watch``, a client hanging up first ends the wait
+    (and, being the runs' last client, cancels them)."""
+    ended: asyncio.Future[Any] = asyncio.gather(*(run.ended.wait() for run in runs))
+    if not watch:
+        await ended
+        return
+    gone: asyncio.Future[Any] = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait([ended, gone], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not ended.done():
+        ended.cancel()
+        raise ApiError(499, "the client closed the connection", code="client_disconnected")
+
+
+def create_app(service: Service) -> Starlette:
+    """The standalone server: ``/v1`` routes, ``/health`` and ``/metrics``, with a lifespan
+    that starts and stops the service."""
+
+    async def health(request: Request) -> Response:
+        body = {
+            "status": "ok" if service.ready else "starting",
+            "runs": service.runs.executing(),
+            "max_runs": service.settings.max_runs,
+            "durable": service.runs.durable is not None,
+        }
+        return JSONResponse(body, status_code=200 if service.ready else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(service.metrics.render(), media_type=service.metrics.content_type)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        message = exc.detail if isinstance(exc, HTTPException) else "internal error"
+        code = "not_found" if status == 404 else None
+        return ApiError(
+            status, f"{request.method} {request.url.path}: {message}", code=code
+        ).response()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with service.running():
+            yield
+
+    return Starlette(
+        routes=[
+            Mount("/v1", routes=v1_routes(service)),
+            Route("/health", health, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
+    )
+
+
+__all__ = ["Service", "create_app", "read_body", "v1_routes"]

@@ -1,0 +1,211 @@
+"""What a run's answer looks like to an OpenAI client: a ChatCompletion, its stream chunks,
+``usage``, and the ``pacore`` extension with each run's accounting.
+
+``usage`` counts the whole run's test-time compute, as the graph's answer message does:
+``completion_tokens`` is the completion tokens of every trajectory of every round (TTC),
+``prompt_tokens`` the largest prompt of any call (the context the run needed). A replayed
+answer (a finished thread, or a retry attached to a run) reports the same usage again.
+
+The ``pacore`` extension (top-level, beside ``usage``)::
+
+    {"runs": [{"index": 0, "thread_id": "pacore-serve-...", "thread_status": "new",
+               "round_vector": [32, 4, 1], "ttc_tokens": 281934, "max_prompt_tokens": 40122,
+               "prompt_tokens_total": 1203311, "trajectories": 37, "failed": 0, "stopped": 0,
+               "truncated": 1, "budget_exhausted": null, "seconds": 412.3,
+               "rounds": [{"round": 1, "k": 32, "finished": 32, "failed": 0, "stopped": 0,
+                           "truncated": 1, "completion_tokens": 250112,
+                           "prompt_tokens": 5123, "references": 31, ...}, ...]}]}
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import AIMessage
+
+from pacore_graph.record import run_record
+from pacore_graph.server.runs import Run
+from pacore_graph.state import PaCoReRun
+from pacore_graph.trajectories import is_finished, latest_trajectories
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def record_of(state: dict[str, Any]) -> PaCoReRun:
+    """The run's record: the graph's ``pacore`` output, or rebuilt from a stored thread's
+    state (the record itself is never checkpointed)."""
+    record = state.get("pacore")
+    return record if record else run_record(state)
+
+
+def answer_of(state: dict[str, Any]) -> tuple[str, str | None, str | None, str | None]:
+    """The answer's content, thinking, finish reason and message id."""
+    message = state["messages"][-1]
+    if not isinstance(message, AIMessage):
+        raise RuntimeError("the run ended without an answer")
+    content = message.content if isinstance(message.content, str) else message.text
+    reasoning = message.additional_kwargs.get("reasoning_content") or None
+    return content, reasoning, message.response_metadata.get("finish_reason"), message.id
+
+
+def rounds_detail(record: PaCoReRun) -> list[dict[str, Any]]:
+    """Per round: K, outcomes, tokens, and what it passed on."""
+    done = {summary["round"]: summary for summary in record.get("rounds_done") or []}
+    detail = []
+    for r, k in enumerate(record["round_vector"], start=1):
+        batch = [t for t in latest_trajectories(record["trajectories"]) if t["round"] == r]
+        summary = done.get(r)
+        row: dict[str, Any] = {
+            "round": r,
+            "k": k,
+            "finished": sum(is_finished(t) for t in batch),
+            "failed": sum(t.get("status") == "failed" for t in batch),
+            "stopped": sum(t.get("status") == "stopped" for t in batch),
+            "truncated": sum(bool(t["truncated"]) for t in batch),
+            "completion_tokens": sum(t["completion_tokens"] or 0 for t in batch),
+            "prompt_tokens": max((t["prompt_tokens"] or 0 for t in batch), default=0),
+        }
+        if summary is not None:
+            row.update(
+                references=len(summary["references"]),
+                dropped_empty=summary["dropped_empty"],
+                dropped_truncated=summary["dropped_truncated"],
+                dropped_for_context=summary["dropped_for_context"],
+            )
+        detail.append(row)
+    return detail
+
+
+def run_report(run: Run, index: int) -> dict[str, Any]:
+    """The ``pacore`` extension's entry for one finished run."""
+    assert run.state is not None
+    record = record_of(run.state)
+    trajectories = latest_trajectories(record["trajectories"])
+    return {
+        "index": index,
+        "thread_id": run.thread_id,
+        "thread_status": run.status,
+        "round_vector": record["round_vector"],
+        "ttc_tokens": record["ttc_tokens"],
+        "max_prompt_tokens": record["max_prompt_tokens"],
+        "prompt_tokens_total": sum(t["prompt_tokens"] or 0 for t in trajectories),
+        "trajectories": len(trajectories),
+        "failed": record["failed"],
+        "stopped": record["stopped"],
+        "truncated": record["truncated"],
+        "budget_exhausted": record["budget_exhausted"],
+        "seconds": round(run.seconds or 0.0, 3),
+        "rounds": rounds_detail(record),
+    }
+
+
+def usage_of(reports: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """OpenAI ``usage`` over the runs of a response (``n`` choices add up)."""
+    completion = sum(r["ttc_tokens"] for r in reports)
+    prompt = sum(r["max_prompt_tokens"] for r in reports)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+class Completion:
+    """One response's identity (id, creation time, model) and its payloads."""
+
+    def __init__(self, model: str, key: str | None = None) -> None:
+        # A retried request (same key) answers under the same id.
+        self.id = "chatcmpl-" + (
+            uuid.uuid5(uuid.NAMESPACE_URL, key).hex if key else uuid.uuid4().hex
+        )
+        self.created = int(time.time())
+        self.model = model
+        self._head = (
+            f'{{"id":"{self.id}","object":"chat.completion.chunk","created":{self.created},'
+            f'"model":{_dumps(model)},'
+        )
+
+    def message(self, runs: Sequence[Run]) -> dict[str, Any]:
+        """The non-streamed ChatCompletion of finished ``runs`` (one per choice)."""
+        choices, reports = [], []
+        for index, run in enumerate(runs):
+            assert run.state is not None
+            content, reasoning, finish, _ = answer_of(run.state)
+            choices.append(
+                {
+                    "index": index,
+                    "message": {
+                        "role": "assistant",
+                        "content": content,
+                        "reasoning_content": reasoning,
+                        "refusal": None,
+                    },
+                    "logprobs": None,
+                    "finish_reason": finish or "stop",
+                }
+            )
+            reports.append(run_report(run, index))
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": choices,
+            "usage": usage_of(reports),
+            "pacore": {"runs": reports},
+        }
+
+    def chunk(
+        self,
+        index: int,
+        delta: dict[str, Any],
+        finish_reason: str | None = None,
+        *,
+        usage: bool = False,
+        **extra: Any,
+    ) -> bytes:
+        """One SSE event carrying a ``chat.completion.chunk`` of choice ``index``;
+        ``usage=True`` adds ``"usage": null``, as OpenAI does when the client asked for
+        the usage chunk."""
+        choice = (
+            f'{{"index":{index},"delta":{_dumps(delta)},"logprobs":null,'
+            f'"finish_reason":{_dumps(finish_reason)}}}'
+        )
+        tail = ',"usage":null' if usage else ""
+        for name, value in extra.items():
+            tail += f',"{name}":{_dumps(value)}'
+        return f'data: {self._head}"choices":[{choice}]{tail}}}\n\n'.encode()
+
+    def usage_chunk(self, reports: Sequence[dict[str, Any]]) -> bytes:
+        """The last chunk when the client asked for usage: no choices, the whole usage."""
+        body = {"usage": usage_of(reports), "pacore": {"runs": list(reports)}}
+        return f'data: {self._head}"choices":[],{_dumps(body)[1:]}\n\n'.encode()
+
+
+def error_event(body: dict[str, Any]) -> bytes:
+    """An error after the stream began: an event whose data is an OpenAI error object (the
+    SDK raises it as ``APIError``)."""
+    return f"data: {_dumps(body)}\n\n".encode()
+
+
+DONE = b"data: [DONE]\n\n"
+KEEPALIVE = b": keep-alive\n\n"
+
+__all__ = [
+    "DONE",
+    "KEEPALIVE",
+    "Completion",
+    "answer_of",
+    "error_event",
+    "record_of",
+    "rounds_detail",
+    "run_report",
+    "usage_of",
+]

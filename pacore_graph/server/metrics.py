@@ -1,0 +1,103 @@
+"""Prometheus metrics of one server (``GET /metrics``), in a registry of its own so that
+several apps in one process (tests, LangGraph's server) do not collide.
+
+| metric | kind | what |
+|---|---|---|
+| ``pacore_runs_in_flight`` | gauge | runs executing now (background ones included) |
+| ``pacore_runs_total{outcome}`` | counter | runs ended: ``ok``, ``error``, ``cancelled`` |
+| ``pacore_run_seconds`` | histogram | a run's wall time, start to answer |
+| ``pacore_requests_total{code}`` | counter | chat completion requests by HTTP status |
+| ``pacore_trajectories_total{status}`` | counter | trajectories ended, by status |
+| ``pacore_completion_tokens_total`` | counter | completion tokens of finished trajectories |
+| ``pacore_upstream_errors_total`` | counter | model calls that failed (each retry counts) |
+
+plus the process collector's ``process_*`` (CPU seconds, memory, open files).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+
+RUN_SECONDS_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, float("inf"))
+"""PaCoRe runs last from seconds (a small model) to hours (K=[32,4] of 64k-token calls)."""
+
+
+class Metrics:
+    """The server's metrics."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        r = self.registry
+        self.runs_in_flight = Gauge("pacore_runs_in_flight", "Runs executing now", registry=r)
+        self.runs = Counter("pacore_runs", "Runs ended, by outcome", ["outcome"], registry=r)
+        self.run_seconds = Histogram(
+            "pacore_run_seconds", "Wall time of a run", buckets=RUN_SECONDS_BUCKETS, registry=r
+        )
+        self.requests = Counter(
+            "pacore_requests", "Chat completion requests, by HTTP status", ["code"], registry=r
+        )
+        self.trajectories = Counter(
+            "pacore_trajectories", "Trajectories ended, by status", ["status"], registry=r
+        )
+        self.completion_tokens = Counter(
+            "pacore_completion_tokens", "Completion tokens of finished trajectories", registry=r
+        )
+        self.upstream_errors = Counter(
+            "pacore_upstream_errors", "Model calls that failed (each retry counts)", registry=r
+        )
+        # Children made once: labels() looks its child up under a lock on every call.
+        self._trajectory = {
+            s: self.trajectories.labels(s) for s in ("finished", "failed", "stopped")
+        }
+        self.watcher = UpstreamErrors(self)
+
+    def on_event(self, event: Any) -> None:
+        """Counts a run's progress event (``stream_mode="custom"``)."""
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind == "trajectory_finished":
+            self._trajectory["finished"].inc()
+            self.completion_tokens.inc(event.get("completion_tokens") or 0)
+        elif kind == "trajectory_failed":
+            self._trajectory["failed"].inc()
+        elif kind == "trajectory_stopped":
+            self._trajectory["stopped"].inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry)
+
+
+class UpstreamErrors(BaseCallbackHandler):
+    """Counts every model call that raised, retries included."""
+
+    run_inline = True  # on the event loop: a counter needs no worker thread
+    ignore_chain = True
+    ignore_agent = True
+    ignore_retriever = True
+    ignore_custom_event = True
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """One failed call."""
+        self.metrics.upstream_errors.inc()
+
+
+__all__ = ["Metrics", "UpstreamErrors"]

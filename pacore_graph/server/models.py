@@ -1,0 +1,92 @@
+"""Model names: the OpenAI ``model`` string picks PaCoRe's round vector.
+
+- ``pacore``: the server's default rounds (``--rounds``, default ``low``).
+- ``pacore-low``, ``pacore-medium``, ``pacore-high``: the reference's presets,
+  [4, 1], [16, 1] and [32, 4, 1].
+- ``pacore-<K>x<K>...``: explicit exploration rounds joined by ``x``, e.g. ``pacore-8``
+  runs [8, 1] and ``pacore-32x4`` runs [32, 4, 1]; a vector that already ends in 1, as
+  the paper writes it (``pacore-32x4x1``), runs as written.
+
+``x`` rather than a comma: a model name travels in URLs (``GET /v1/models/{model}``), in
+client and gateway configs (LiteLLM's ``openai/pacore-32x4``) and in CSV-like lists, where a
+comma would have to be quoted. Names are case-insensitive.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from pacore_graph.errors import InvalidRoundsError
+from pacore_graph.rounds import PRESETS, resolve_rounds
+from pacore_graph.server.errors import ApiError
+
+PREFIX = "pacore"
+OWNER = "pacore-graph"
+_VECTOR = re.compile(r"[0-9]+(?:x[0-9]+)*")
+_CREATED = int(time.time())
+
+
+def _unknown(name: str, why: str = "") -> ApiError:
+    return ApiError(
+        404,
+        f"The model '{name}' does not exist{': ' + why if why else ''}. Use pacore, "
+        f"pacore-low, pacore-medium, pacore-high, or explicit rounds like pacore-32x4 "
+        "(GET /v1/models lists them).",
+        code="model_not_found",
+        param="model",
+    )
+
+
+def model_rounds(name: str, default: list[int]) -> list[int]:
+    """The round vector (final 1 included) that ``name`` runs.
+
+    Args:
+        name: The request's ``model``.
+        default: The vector of the bare name ``pacore``.
+
+    Raises:
+        ApiError: 404 ``model_not_found``: not one of the spellings above, or a bad vector.
+    """
+    text = name.strip().lower()
+    if text == PREFIX:
+        return list(default)
+    head, sep, rest = text.partition("-")
+    if head != PREFIX or not sep:
+        raise _unknown(name)
+    if rest in PRESETS:
+        return resolve_rounds(rest)
+    if not _VECTOR.fullmatch(rest):
+        raise _unknown(name)
+    try:
+        return resolve_rounds([int(k) for k in rest.split("x")])
+    except InvalidRoundsError as exc:
+        raise _unknown(name, str(exc)) from None
+
+
+def model_name(rounds: list[int]) -> str:
+    """The explicit name of a vector: ``[32, 4, 1]`` is ``pacore-32x4``."""
+    explore = rounds[:-1] if len(rounds) > 1 and rounds[-1] == 1 else rounds
+    return f"{PREFIX}-{'x'.join(str(k) for k in explore)}"
+
+
+def model_object(name: str, rounds: list[int]) -> dict[str, Any]:
+    """A ``/v1/models`` entry; ``pacore.rounds`` names the vector it runs (an extension)."""
+    return {
+        "id": name,
+        "object": "model",
+        "created": _CREATED,
+        "owned_by": OWNER,
+        "pacore": {"rounds": rounds, "trajectories": sum(rounds)},
+    }
+
+
+def listed_models(default: list[int]) -> list[dict[str, Any]]:
+    """What ``GET /v1/models`` lists: the bare name and the presets (explicit vectors are
+    accepted but not enumerable)."""
+    names = [PREFIX, *(f"{PREFIX}-{preset}" for preset in PRESETS)]
+    return [model_object(name, model_rounds(name, default)) for name in names]
+
+
+__all__ = ["PREFIX", "listed_models", "model_name", "model_object", "model_rounds"]

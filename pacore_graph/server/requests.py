@@ -1,0 +1,282 @@
+"""A ``POST /v1/chat/completions`` body, checked and mapped onto a PaCoRe run.
+
+Where each OpenAI field goes:
+
+- ``model``: the round vector (`pacore_graph.server.models`).
+- ``messages``: the graph's input as is (a multi-turn chat: its last user message is the
+  problem, earlier turns and system messages pass unchanged into every round).
+- ``temperature``, ``top_p``, ``max_tokens`` (or ``max_completion_tokens``): every call of
+  the run.
+- ``stop``, ``presence_penalty``, ``frequency_penalty``, ``logit_bias`` and vLLM's
+  ``top_k``, ``min_p``, ``repetition_penalty``: every call too, through ``extra_body``.
+- ``n``: that many independent runs, answered as ``n`` choices.
+- ``pacore``: PaCoRe's own settings (any `PaCoReContext` field but the four above, e.g.
+  ``{"min_success": 0.75, "max_ttc_tokens": 200000, "compaction": "boxed"}``) and
+  ``progress: true`` (progress text in a stream's ``reasoning_content``).
+- Refused with 400: what PaCoRe cannot honour (``tools``, ``functions``, a JSON
+  ``response_format``, ``logprobs``, audio output) and ``seed``: the K calls of a round
+  share one prompt, so one sampling seed would make them one trajectory K times.
+- Ignored: ``user``, ``metadata``, ``store`` and any other field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+from langchain_core.messages import BaseMessage, convert_to_messages
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from pacore_graph.budget import check_budgets
+from pacore_graph.context import PaCoReContext, merge_context
+from pacore_graph.errors import InvalidInputError
+from pacore_graph.messages import last_user_index
+from pacore_graph.resume import run_settings
+from pacore_graph.rounds import resolve_rounds
+from pacore_graph.server.errors import ApiError, one_line
+from pacore_graph.server.models import model_rounds
+
+FORWARDED = (
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+)
+"""Sampling fields sent on to every call of the run (in its ``extra_body``)."""
+
+TOP_LEVEL = ("rounds", "temperature", "top_p", "max_tokens")
+"""`PaCoReContext` fields a request sets outside its ``pacore`` object."""
+
+SERVER_KEYS = ("progress",)
+"""``pacore`` keys that are the server's, not the run's settings."""
+
+_UNSUPPORTED = {
+    "tools": "PaCoRe answers in text: tool calls are not supported",
+    "functions": "PaCoRe answers in text: function calls are not supported",
+    "tool_choice": "PaCoRe answers in text: tool calls are not supported",
+    "function_call": "PaCoRe answers in text: function calls are not supported",
+    "response_format": "only the text response format is supported",
+    "logprobs": "log probabilities are not supported (an answer is synthesized over runs)",
+    "top_logprobs": "log probabilities are not supported (an answer is synthesized over runs)",
+    "audio": "audio output is not supported",
+    "modalities": "only text output is supported",
+    "prediction": "predicted outputs are not supported",
+    "web_search_options": "web search is not supported",
+    "seed": "a round's K calls share one prompt, so one sampling seed would make them the "
+    "same trajectory; PaCoRe's reference-order seed is pacore.seed",
+}
+"""Fields PaCoRe cannot honour, refused unless they ask for nothing."""
+
+_HARMLESS: dict[str, tuple[Any, ...]] = {
+    "tools": (None, []),
+    "functions": (None, []),
+    "tool_choice": (None, "none"),
+    "function_call": (None, "none"),
+    "logprobs": (None, False),
+    "modalities": (None, ["text"]),
+}
+_CONTEXT = TypeAdapter(PaCoReContext)
+_FIELDS = {f.name for f in fields(PaCoReContext)}
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool | None = None
+
+
+class ChatRequest(BaseModel):
+    """The OpenAI request fields the server reads; any other field is kept to be checked."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    n: int | None = Field(default=None, ge=1)
+    pacore: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A checked request: what to run, and how to answer."""
+
+    model: str
+    """The ``model`` as the client sent it (echoed in the response)."""
+    rounds: list[int]
+    messages: list[BaseMessage]
+    context: dict[str, Any]
+    """The run's `PaCoReContext` over the graph's defaults."""
+    fingerprint: str
+    """Digest of the messages and the resolved settings: what an Idempotency-Key stands for."""
+    n: int = 1
+    stream: bool = False
+    include_usage: bool = False
+    progress: bool = False
+
+
+def _validation_error(exc: ValidationError) -> ApiError:
+    error = exc.errors()[0]
+    if error["type"] == "json_invalid":
+        return ApiError(
+            400,
+            f"We could not parse the JSON body of your request: {error['msg']}",
+            code="invalid_json",
+        )
+    where = ".".join(str(part) for part in error["loc"])
+    return ApiError(
+        400, f"{where or 'body'}: {error['msg']}", code="invalid_request", param=where or None
+    )
+
+
+def _check_supported(request: ChatRequest) -> None:
+    given = {**(request.model_extra or {})}
+    for name, why in _UNSUPPORTED.items():
+        value = given.get(name)
+        if value is None or value in _HARMLESS.get(name, (None,)):
+            continue
+        if name == "response_format" and isinstance(value, dict) and value.get("type") == "text":
+            continue
+        raise ApiError(400, f"{name} is not supported: {why}", code="unsupported_parameter")
+
+
+def _pacore_settings(request: ChatRequest) -> tuple[dict[str, Any], bool]:
+    """The ``pacore`` object's run settings (checked by type), and its ``progress`` flag."""
+    given = dict(request.pacore or {})
+    progress = given.pop("progress", False)
+    if not isinstance(progress, bool):
+        raise ApiError(400, "pacore.progress must be true or false", param="pacore.progress")
+    if unknown := sorted(set(given) - _FIELDS):
+        raise ApiError(
+            400,
+            f"unknown PaCoRe setting(s): {', '.join(unknown)}",
+            param="pacore",
+            code="invalid_pacore_settings",
+        )
+    if misplaced := [name for name in TOP_LEVEL if name in given]:
+        where = "the model name (e.g. pacore-32x4)" if misplaced[0] == "rounds" else "top level"
+        raise ApiError(
+            400,
+            f"pacore.{misplaced[0]}: set it in {where}, not in the pacore object",
+            param=f"pacore.{misplaced[0]}",
+            code="invalid_pacore_settings",
+        )
+    try:
+        _CONTEXT.validate_python(given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"][:1])
+        raise ApiError(
+            400,
+            f"pacore.{where}: {error['msg']}",
+            param=f"pacore.{where}",
+            code="invalid_pacore_settings",
+        ) from None
+    return given, progress
+
+
+def _chat_key(messages: list[BaseMessage]) -> list[Any]:
+    return [[m.type, m.content, getattr(m, "name", None)] for m in messages]
+
+
+def fingerprint(messages: list[BaseMessage], settings: dict[str, Any]) -> str:
+    """A digest of a run's input and resolved settings."""
+    text = json.dumps([_chat_key(messages), settings], sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def parse_request(
+    body: bytes,
+    defaults: PaCoReContext,
+    *,
+    max_trajectories: int,
+    max_n: int,
+) -> RunSpec:
+    """Checks a request body and maps it onto a PaCoRe run, before anything runs.
+
+    Args:
+        body: The raw JSON body.
+        defaults: The graph's settings (`PaCoReGraph.defaults`), rounds included.
+        max_trajectories: Most trajectories the request may ask for (all ``n`` runs).
+        max_n: Most choices.
+
+    Raises:
+        ApiError: 400 for a malformed or unsupported request or bad settings, 404 for an
+            unknown model.
+    """
+    try:
+        request = ChatRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+    _check_supported(request)
+    rounds = model_rounds(request.model, resolve_rounds(defaults.rounds or "low"))
+    n = request.n or 1
+    if n > max_n:
+        raise ApiError(400, f"n is at most {max_n} on this server, got {n}", param="n")
+    if sum(rounds) * n > max_trajectories:
+        raise ApiError(
+            400,
+            f"{request.model} x n={n} asks for {sum(rounds) * n} trajectories; this server "
+            f"runs at most {max_trajectories} per request",
+            param="model",
+            code="too_many_trajectories",
+        )
+    try:
+        messages = convert_to_messages(request.messages)
+        last_user_index(messages)
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        if isinstance(exc, InvalidInputError):
+            raise
+        raise InvalidInputError(f"bad messages: {one_line(str(exc))}") from None
+
+    context, progress = _pacore_settings(request)
+    context["rounds"] = rounds
+    if (
+        request.max_tokens is not None
+        and request.max_completion_tokens is not None
+        and request.max_tokens != request.max_completion_tokens
+    ):
+        raise ApiError(
+            400, "max_tokens and max_completion_tokens differ: give one", param="max_tokens"
+        )
+    sampling = {
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "max_tokens": request.max_completion_tokens or request.max_tokens,
+    }
+    context.update({k: v for k, v in sampling.items() if v is not None})
+    extra = request.model_extra or {}
+    forwarded = {name: extra[name] for name in FORWARDED if extra.get(name) is not None}
+    if forwarded or "extra_body" in context:
+        context["extra_body"] = {
+            **(defaults.extra_body or {}),
+            **forwarded,
+            **(context.get("extra_body") or {}),
+        }
+    resolved = merge_context(defaults, context)
+    check_budgets(resolved)
+    include_usage = bool(request.stream_options and request.stream_options.include_usage)
+    return RunSpec(
+        model=request.model,
+        rounds=rounds,
+        messages=messages,
+        context=context,
+        fingerprint=fingerprint(messages, run_settings(resolved)),
+        n=n,
+        stream=bool(request.stream),
+        include_usage=include_usage,
+        progress=progress,
+    )
+
+
+__all__ = ["FORWARDED", "ChatRequest", "RunSpec", "fingerprint", "parse_request"]
