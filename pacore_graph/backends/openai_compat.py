@@ -886,19 +886,10 @@ class ChatOpenAICompatible(BaseChatOpenAI):
                     _count(size, generation)
                     finished = finished or _finished(generation)
                     yield generation
-            except (openai.APITimeoutError, httpx2.TimeoutException) as exc:
-                # httpx2's own timeouts reach a stream's reader unwrapped.
-                if (error := self._timeout_error(exc, True, self.root_client)) is None:
+            except Exception as exc:
+                if (error := self._stream_failure(exc, self.root_client)) is None:
                     raise
                 raise error from exc
-            except AttributeError as exc:
-                if not _unparsed_chunk(exc):
-                    raise
-                raise MalformedResponseError(
-                    "malformed reply: a stream chunk is not an object"
-                ) from exc
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # an event the SDK parsed
-                raise undecodable(exc) from exc
             finally:
                 chunks.close()  # the response with it: a stream stopped early hangs up
         self._check_finished(finished)
@@ -933,21 +924,25 @@ class ChatOpenAICompatible(BaseChatOpenAI):
                 if not stall:
                     raise
                 raise CallTimeoutError(stall_message(stall), request=self._request()) from exc
-            except (openai.APITimeoutError, httpx2.TimeoutException) as exc:  # no byte
-                if (error := self._timeout_error(exc, True, clients)) is None:
+            except Exception as exc:
+                if (error := self._stream_failure(exc, clients)) is None:
                     raise
                 raise error from exc
-            except AttributeError as exc:
-                if not _unparsed_chunk(exc):
-                    raise
-                raise MalformedResponseError(
-                    "malformed reply: a stream chunk is not an object"
-                ) from exc
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # an event the SDK parsed
-                raise undecodable(exc) from exc
             finally:
                 await chunks.aclose()  # the response with it: a stream stopped early hangs up
         self._check_finished(finished)
+
+    def _stream_failure(self, exc: Exception, clients: Any) -> Exception | None:
+        """What a stream's failure means, for the sync and the async stream alike; None
+        to raise it as it is."""
+        if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+            # No byte in time; httpx2's own timeouts reach a stream's reader unwrapped.
+            return self._timeout_error(exc, True, clients)
+        if isinstance(exc, AttributeError) and _unparsed_chunk(exc):
+            return MalformedResponseError("malformed reply: a stream chunk is not an object")
+        if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):  # an event the SDK parsed
+            return undecodable(exc)
+        return None
 
     def _check_finished(self, finished: bool) -> None:
         # A stream cut by a crashing server or proxy can end cleanly at the HTTP level, and
