@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-FAKE_EXP = '''
+FAKE_EXP = """
 import asyncio
 import json
 
@@ -59,7 +59,7 @@ class Exp:
             rows = [json.loads(line) for line in f]
         async with aiohttp.ClientSession() as session:
             return await asyncio.gather(*(self._solve(session, r["messages"]) for r in rows))
-'''
+"""
 
 
 def fake_extract(directory: Path) -> Path:
