@@ -86,7 +86,8 @@ def median_range(values: Sequence[float], digits: int = 3, unit: str = "") -> st
     mid = statistics.median(values)
     if len(values) == 1:
         return f"{mid:.{digits}f}{unit}"
-    return f"{mid:.{digits}f}{unit} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+    dash = " to " if min(values) < 0 else "-"  # "-4.5-5.7" would read as a subtraction
+    return f"{mid:.{digits}f}{unit} ({min(values):.{digits}f}{dash}{max(values):.{digits}f})"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> list[str]:

@@ -440,6 +440,17 @@ def summarize(rows: list[dict[str, Any]], sizes: Sizes) -> dict[str, Any]:
                 median_range([r["redis_bytes_per_trajectory"] for r in saved], 0),
                 f"reply {med([r['content_bytes_per_trajectory'] for r in saved]) or 0:,.0f} B",
             ],
+            [
+                "redis: bytes stored per trajectory beyond its reply",
+                median_range(
+                    [
+                        r["redis_bytes_per_trajectory"] - r["content_bytes_per_trajectory"]
+                        for r in saved
+                    ],
+                    0,
+                ),
+                "",
+            ],
             ["redis: stored / reply bytes per trajectory", median_range(per_reply), ""],
         ]
         goals += [
@@ -516,7 +527,11 @@ def render(info: dict[str, Any], summary: dict[str, Any], rows: list[dict[str, A
         "resident memory during the run minus before it, over the trajectories in flight. "
         "dispatch: wall of one run of [K] (+1) on langchain_core's FakeListChatModel, no HTTP. "
         "redis: AsyncRedisSaver with durability='sync' (as the CLI); bytes = key names + fields "
-        "+ values of every key but the warm-up's; reply = a trajectory's content bytes.",
+        "+ values of every key but the warm-up's; reply = a trajectory's content bytes (at A's "
+        "2 s the simulated server's reply is about 330 B: its thinking is rounded down to whole "
+        "KB, so 800 B of it become a few bytes; longer calls give longer replies, and a real "
+        "trajectory's reply is KBs to 100s of KB, so the overhead beyond the reply is the "
+        "number that carries over).",
         "",
         "## Every run",
         "",
