@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import os
 import resource
@@ -44,7 +43,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from run import RESULTS, Redis, Sim, analyze, loadavg, machine  # noqa: E402
+from ideal import analyze  # noqa: E402
+from report import loadavg, machine_line, median_range, run_info, table, write_results  # noqa: E402
+from services import Redis, Sim  # noqa: E402
 from workload import WARMUP, problem_text  # noqa: E402
 
 from pacore_graph.testing import free_port  # noqa: E402
@@ -173,13 +174,12 @@ def library_workload(
     sim: Sim, rounds: list[int], n: int, saver: str, redis_url: str | None, run_id: str
 ) -> dict[str, Any]:
     spec = {
-        "kind": "graph",
+        "kind": "pacore",
         "base_url": sim.base_url,
         "problems": n,
         "rounds": rounds,
         "saver": saver,
         "redis_url": redis_url,
-        "max_concurrency": max(rounds),
         "run_id": run_id,
     }
     proc = subprocess.run(
@@ -288,44 +288,52 @@ def render(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
     lines = [
         "# The serve path against the library path",
         "",
-        f"{info['date']}; {info['machine']['cpu']}, {info['machine']['cpus']} CPUs (shared), "
-        f"Python {info['machine']['python']}, langgraph {info['machine']['langgraph']}. "
-        f"Load average {info['load_before']:.2f} before, {info['load_after']:.2f} after"
-        f"{'; --quick' if info['quick'] else ''}. `python benchmarks/serve.py"
-        f"{' --quick' if info['quick'] else ''}{' --redis' if info['redis'] else ''}"
-        f" --repeat {info['repeat']} --repeat-p1 {info['repeat_p1']}`; "
-        "one process per run, every process fresh.",
+        machine_line(info),
+        f"`python benchmarks/serve.py{' --quick' if info['quick'] else ''}"
+        f"{' --redis' if info['redis'] else ''} --repeat {info['repeat']} --repeat-p1 "
+        f"{info['repeat_p1']}`; one process per run, every process fresh (machine shared).",
         "",
-        "| id | path | traj | ideal s | wall s | wall/ideal | wall vs library | "
-        "overhead ms (mean/max) | CPU ms/traj (graph process) | client CPU ms/traj |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    cells = []
     for row in rows:
-        vs = row.get("wall_vs_library")
         spread = row.get("repeats_wall_vs_library") or []
-        vs_cell = f"{vs:.3f}" if vs else ""
-        if len(spread) > 1:
-            vs_cell += f" ({min(spread):.3f}-{max(spread):.3f})"
         overhead = ""
         if row["latency"] > 0 and row.get("problem_overhead_ms_mean") is not None:
             overhead = (
                 f"{row['problem_overhead_ms_mean']:,.0f} / {row['problem_overhead_ms_max']:,.0f}"
             )
-        lines.append(
-            f"| {row['bench']} | {row['path']} | {row['trajectories']} | "
-            + (f"{row['ideal_s']:.2f}" if row["latency"] > 0 else "0")
-            + f" | {row['wall_s']:.2f} | "
-            + (f"{row['wall_over_ideal']:.3f}" if "wall_over_ideal" in row else "")
-            + " | "
-            + vs_cell
-            + f" | {overhead} | {cpu_cell(row)} | "
-            + (
+        cells.append(
+            [
+                row["bench"],
+                row["path"],
+                row["trajectories"],
+                f"{row['ideal_s']:.2f}" if row["latency"] > 0 else "0",
+                f"{row['wall_s']:.2f}",
+                f"{row['wall_over_ideal']:.3f}" if "wall_over_ideal" in row else "",
+                median_range(spread) if spread else "",
+                overhead,
+                cpu_cell(row),
                 ""
                 if row["path"].startswith("library")
-                else f"{row['client_cpu_ms_per_trajectory']:.2f}"
-            )
-            + " |"
+                else f"{row['client_cpu_ms_per_trajectory']:.2f}",
+            ]
         )
+    lines += table(
+        [
+            "id",
+            "path",
+            "traj",
+            "ideal s",
+            "wall s",
+            "wall/ideal",
+            "wall vs library",
+            "overhead ms (mean/max)",
+            "CPU ms/traj (graph process)",
+            "client CPU ms/traj",
+        ],
+        cells,
+        "llrrrrrrrr",
+    )
     lines += [
         "",
         "P1: 16 problems at once, K=[32, 4] (+ the final 1), 2-8 s calls; P4: the same at "
@@ -358,15 +366,9 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat-p1", type=int, default=1, help="runs of each P1 row (median wall ratio)"
     )
     args = parser.parse_args(argv)
-    info: dict[str, Any] = {
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": machine(),
-        "quick": args.quick,
-        "redis": args.redis,
-        "repeat": args.repeat,
-        "repeat_p1": args.repeat_p1,
-        "load_before": loadavg(),
-    }
+    info: dict[str, Any] = run_info(
+        quick=args.quick, redis=args.redis, repeat=args.repeat, repeat_p1=args.repeat_p1
+    )
     chosen = [
         sc for sc in scenarios(args.quick, args.redis) if not args.only or sc["bench"] == args.only
     ]
@@ -410,13 +412,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         rows.append(aggregate(results[i], base))
     info["load_after"] = loadavg()
-    table = render(rows, info)
-    print(table)
-    RESULTS.mkdir(exist_ok=True)
+    text = render(rows, info)
+    print(text)
     stem = args.name + ("_quick" if args.quick else "")
-    (RESULTS / f"{stem}.md").write_text(table + "\n")
-    (RESULTS / f"{stem}.json").write_text(json.dumps({**info, "rows": rows}, indent=2) + "\n")
-    print(f"\nwritten: {RESULTS / stem}.md, .json", file=sys.stderr)
+    path = write_results(stem, {**info, "rows": rows}, text)
+    print(f"\nwritten: {path}.md, .json", file=sys.stderr)
     return 0 if all(not row["n_errors"] for row in rows) else 1
 
 

@@ -1,10 +1,24 @@
-"""One benchmark workload, run in a fresh process: the PaCoRe graph or the asyncio reference.
+"""One benchmark workload, run in a fresh process: the official pipeline, pacore, or dispatch.
 
 ``benchmarks/run.py`` starts this as ``python benchmarks/workload.py SPEC_JSON`` so each
-scenario has its own interpreter (clean memory, no state carried between scenarios),
-and reads one JSON line from stdout: monotonic start / end times (comparable with the
-simulated server's log), each problem's finish time, CPU seconds of this process, and
-resident memory (baseline before the run, peak during it, sampled every 10 ms).
+run has its own interpreter (clean memory, no state carried between runs), and reads one
+``RESULT`` JSON line from stdout: monotonic start / end times (comparable with the
+simulated server's log), each problem's finish time when the contender reports it, CPU
+seconds of this process, and resident memory (baseline before the run, peak during it,
+sampled every 10 ms).
+
+Kinds:
+
+- ``official``: the official stepfun-ai/PaCoRe pipeline from the extract ``spec["official"]``
+  (``official.py``), one ``await exp.async_run()`` over a jsonl of the problems;
+- ``pacore``: the compiled graph, each problem one ``ainvoke`` under ``asyncio.gather``,
+  one model instance (one connection pool), ``max_concurrency`` = the largest K, and
+  ``durability="sync"`` with a saver (as the CLI does);
+- ``dispatch``: one round of K trajectories (+ the final 1) on LangChain's in-process fake
+  chat model, no HTTP: what the graph's fan-out costs as K grows.
+
+Both ``official`` and ``pacore`` solve a warm-up problem first, off the clock, so lazy
+imports and first-call set-up are not timed.
 """
 
 from __future__ import annotations
@@ -16,7 +30,9 @@ import json
 import os
 import resource
 import sys
+import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +45,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def problem_text(i: int) -> str:
+    """Problem ``i``; the ``[problem N]`` tag lets the simulated server group its calls."""
     return (
         f"[problem {i}] Find all positive integers n such that n^2 + {i + 1} divides "
         f"{i + 2}^n + 1, and prove that your list is complete."
@@ -36,8 +53,7 @@ def problem_text(i: int) -> str:
 
 
 WARMUP = "A warm-up problem (not measured): what is 2 + 2?"
-"""Run once before the clock starts (K=[2,1]), so lazy imports and first-call set-up
-(pydantic models, connection pools, the Redis connection) are not timed."""
+"""Solved once before the clock starts (K=[2,1])."""
 
 
 def rss() -> int:
@@ -82,30 +98,22 @@ class MemorySampler:
 
 
 @contextlib.asynccontextmanager
-async def checkpointer(kind: str, redis_url: str | None):
+async def checkpointer(kind: str, redis_url: str | None) -> AsyncIterator[Any]:
     if kind == "none":
         yield None
-    elif kind == "memory":
-        from langgraph.checkpoint.memory import InMemorySaver
-
-        yield InMemorySaver()
     elif kind == "redis":
         from pacore_graph.checkpoints import AsyncRedisSaver
 
         async with AsyncRedisSaver.from_conn_string(redis_url) as saver:
             yield saver
     else:
-        raise ValueError(kind)
+        raise ValueError(f"unknown saver {kind!r}")
 
 
-async def run_graph(spec: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+async def run_pacore(spec: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     from pacore_graph import ChatOpenAICompatible, create_pacore_graph
-    from pacore_graph.threads import thread_lease
 
-    model_kwargs = spec.get("model_kwargs") or {}
-    model = ChatOpenAICompatible(
-        base_url=spec["base_url"], model="sim", api_key="sim", **model_kwargs
-    )
+    model = ChatOpenAICompatible(base_url=spec["base_url"], model="sim", api_key="sim")
     finished: list[float] = [0.0] * len(problems)
     counts: list[int] = [0] * len(problems)
     sizes: list[int] = [0] * len(problems)
@@ -115,29 +123,18 @@ async def run_graph(spec: dict[str, Any], problems: list[str]) -> dict[str, Any]
 
         async def one(i: int, text: str) -> None:
             config: dict[str, Any] = {
-                "max_concurrency": spec["max_concurrency"],
+                "max_concurrency": max(spec["rounds"]),
                 "configurable": {"thread_id": f"{spec['run_id']}-{i}"},
             }
             payload = {"messages": [("user", text)]}
-            if spec.get("stream"):
-                state: dict[str, Any] = {}
-                async for mode, chunk in graph.astream(
-                    payload, config, stream_mode=["messages", "values"], durability=durability
-                ):
-                    if mode == "values":
-                        state = chunk
-            else:
-                # "lease": one writer per thread, held as arun_thread (CLI, eval, web) holds it.
-                held = thread_lease(graph, config) if spec.get("lease") else None
-                async with held or contextlib.nullcontext(config) as leased:
-                    state = await graph.ainvoke(payload, leased, durability=durability)
+            state = await graph.ainvoke(payload, config, durability=durability)
             finished[i] = time.monotonic()
             trajectories = state["pacore"]["trajectories"]
             counts[i] = len(trajectories)
             sizes[i] = sum(len(t["content"].encode()) for t in trajectories)
 
         warm = time.monotonic()
-        await _warm(model)
+        await model.root_async_client.models.list()
         await graph.ainvoke(
             {"messages": [("user", WARMUP)]},
             {"max_concurrency": 4, "configurable": {"thread_id": f"{spec['run_id']}-warmup"}},
@@ -145,7 +142,12 @@ async def run_graph(spec: dict[str, Any], problems: list[str]) -> dict[str, Any]
             durability=durability,
         )
         warm = time.monotonic() - warm
-        result = await _measure(spec, [one(i, p) for i, p in enumerate(problems)])
+        result = await _measure(
+            spec,
+            lambda: asyncio.gather(
+                *(one(i, p) for i, p in enumerate(problems)), return_exceptions=True
+            ),
+        )
         result["warmup_s"] = warm
     result["finished"] = finished
     result["trajectories"] = sum(counts)
@@ -153,45 +155,84 @@ async def run_graph(spec: dict[str, Any], problems: list[str]) -> dict[str, Any]
     return result
 
 
-async def _warm(model: Any) -> None:
-    """Lazy imports and client set-up happen before the clock starts."""
-    await model.root_async_client.models.list()
+async def run_official(spec: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    from official import load_exp, log_to_file, official_exp, write_problems
 
+    exp_class = load_exp(spec["official"])
+    with tempfile.TemporaryDirectory() as tmp:
+        log_to_file(spec.get("official_log") or os.path.join(tmp, "official.log"))
 
-async def run_asyncio(spec: dict[str, Any], problems: list[str]) -> dict[str, Any]:
-    from asyncio_reference import solve
+        def exp(name: str, rows: list[str], rounds: list[int]) -> Any:
+            data = os.path.join(tmp, f"{name}.jsonl")
+            write_problems(data, rows)
+            return official_exp(
+                exp_class,
+                api_base=spec["base_url"].rstrip("/") + "/chat/completions",
+                data_path=data,
+                output_dir=os.path.join(tmp, name),
+                rounds=rounds,
+                # Never the bound: its example's 1024, or the workload's widest round.
+                max_concurrent=max(1024, len(problems) * max(spec["rounds"])),
+            )
 
-    sem = asyncio.Semaphore(spec["semaphore"])
-    url = spec["base_url"].rstrip("/") + "/chat/completions"
-    finished: list[float] = [0.0] * len(problems)
-    counts: list[int] = [0] * len(problems)
+        warm = time.monotonic()
+        await exp("warmup", [WARMUP], [2]).async_run()
+        warm = time.monotonic() - warm
+        measured = exp("measured", problems, spec["rounds"])
+        outcome: list[Any] = []
 
-    async def one(i: int, text: str) -> None:
-        out = await solve(url, "sim", [{"role": "user", "content": text}], spec["rounds"], sem)
-        finished[i] = time.monotonic()
-        counts[i] = sum(len(r) for r in out["round_responses"])
+        async def run() -> None:
+            outcome.append(await measured.async_run())
 
-    warm = time.monotonic()
-    await solve(url, "sim", [{"role": "user", "content": WARMUP}], [2], sem)
-    warm = time.monotonic() - warm
-    result = await _measure(spec, [one(i, p) for i, p in enumerate(problems)])
+        result = await _measure(spec, run)
+    rows = outcome[0] if outcome else []
+    responses = [r for row in rows for rnd in row.get("round_responses", []) for r in rnd]
     result["warmup_s"] = warm
-    result["finished"] = finished
-    result["trajectories"] = sum(counts)
+    result["finished"] = []  # it reports no problem's finish time, only the whole run's
+    result["trajectories"] = len(responses)
+    result["content_bytes"] = sum(len((r.get("content") or "").encode()) for r in responses)
+    # It records a failed call as an empty response and a failed problem as an "error" row.
+    failed = [r for r in responses if not r.get("content")] + [r for r in rows if "error" in r]
+    result["n_errors"] += len(failed)
+    result["errors"] += [f"official: {len(failed)} failed calls or problems"] if failed else []
     return result
 
 
-async def _measure(spec: dict[str, Any], jobs: list[Any]) -> dict[str, Any]:
+async def run_dispatch(spec: dict[str, Any]) -> dict[str, Any]:
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from pacore_graph import create_pacore_graph
+
+    k = spec["k"]
+    model = FakeListChatModel(responses=["<think>t</think>The answer is \\boxed{4}."])
+    graph = create_pacore_graph(model, rounds=[k], max_k=k, max_trajectories=k + 1).compile()
+    config: dict[str, Any] = {"max_concurrency": k}
+    await graph.ainvoke({"messages": [("user", WARMUP)]}, config, context={"rounds": [2]})
+    counts: list[int] = []
+
+    async def run() -> None:
+        state = await graph.ainvoke({"messages": [("user", problem_text(0))]}, config)
+        counts.append(len(state["pacore"]["trajectories"]))
+
+    result = await _measure(spec, run)
+    result["trajectories"] = counts[0] if counts else 0
+    return result
+
+
+async def _measure(spec: dict[str, Any], job: Any) -> dict[str, Any]:
+    """Runs ``job()`` on the clock: wall, this process' CPU, memory, machine load."""
     profiler = cProfile.Profile() if spec.get("profile") else None
     cpu0 = cpu_s()
     jiffies0 = busy_jiffies()
+    errors: list[str] = []
     with MemorySampler() as memory:
         t0 = time.monotonic()
         if profiler is not None:
             profiler.enable()
-            if spec.get("profile_window_s"):  # only the first round's dispatch burst
-                asyncio.get_running_loop().call_later(spec["profile_window_s"], profiler.disable)
-        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+        try:
+            outcomes = await job()
+        except Exception as exc:  # reported, not raised: the harness shows it in the row
+            outcomes = [exc]
         if profiler is not None:
             profiler.disable()
         t1 = time.monotonic()
@@ -199,7 +240,9 @@ async def _measure(spec: dict[str, Any], jobs: list[Any]) -> dict[str, Any]:
     jiffies1 = busy_jiffies()
     if profiler is not None:
         profiler.dump_stats(spec["profile"])
-    errors = [f"{type(e).__name__}: {e}" for e in outcomes if isinstance(e, BaseException)]
+    for outcome in outcomes or []:
+        if isinstance(outcome, BaseException):
+            errors.append(f"{type(outcome).__name__}: {outcome}")
     return {
         "t0": t0,
         "t1": t1,
@@ -214,43 +257,18 @@ async def _measure(spec: dict[str, Any], jobs: list[Any]) -> dict[str, Any]:
     }
 
 
-def experiment(spec: dict[str, Any]) -> None:
-    """Options that try a change before it is made (run.py --experiment)."""
-    import gc
-
-    if spec.get("gc") == "off":  # what the cyclic GC costs
-        gc.disable()
-    elif spec.get("gc") == "freeze":  # what the CLI would gain from gc.freeze() after imports
-        import pacore_graph  # noqa: F401  (its imports are what is frozen)
-
-        gc.collect()
-        gc.freeze()
-    if spec.get("patch_node"):
-        # The proposed change to pacore_graph/nodes/trajectory.py: build the node as
-        # LangGraph's RunnableCallable (signature inspected once) instead of a
-        # RunnableLambda (signature inspected 4 times per call).
-        from langgraph._internal._runnable import RunnableCallable
-
-        import pacore_graph.nodes.trajectory as node
-
-        def runnable(func: Any, afunc: Any = None, name: str | None = None) -> Any:
-            return RunnableCallable(func, afunc, name=name)
-
-        node.RunnableLambda = runnable  # type: ignore[attr-defined]
-
-
 def main() -> None:
     spec = json.loads(sys.argv[1])
     raise_fd_limit()
-    experiment(spec)
-    problems = [problem_text(i) for i in range(spec["problems"])]
-    runner = run_graph if spec["kind"] == "graph" else run_asyncio
-    if spec.get("uvloop"):
-        import uvloop
-
-        result = uvloop.run(runner(spec, problems))
+    problems = [problem_text(i) for i in range(spec.get("problems", 0))]
+    if spec["kind"] == "official":
+        result = asyncio.run(run_official(spec, problems))
+    elif spec["kind"] == "pacore":
+        result = asyncio.run(run_pacore(spec, problems))
+    elif spec["kind"] == "dispatch":
+        result = asyncio.run(run_dispatch(spec))
     else:
-        result = asyncio.run(runner(spec, problems))
+        raise SystemExit(f"unknown workload kind {spec['kind']!r}")
     print("RESULT " + json.dumps(result), flush=True)
 
 

@@ -1,0 +1,108 @@
+"""benchmarks/run.py's smallest path, so the harness cannot rot.
+
+The official pipeline is stood in for by a tiny ``Exp`` written here (NOT its code): the
+same class attributes and entry point, the same prompts (the project's own template and
+reference order), over aiohttp. The harness must run it beside the graph, check on the
+simulated server's log that both sent the same prompts, and print the table and goals.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FAKE_EXP = """
+import asyncio
+import json
+
+import aiohttp
+
+from pacore_graph.compaction import order_references, reference_compaction
+from pacore_graph.template import render_synthesis_prompt
+
+
+class Exp:
+    model_name = "default"
+    api_base = "http://localhost:8000/v1/chat/completions"
+    data_path = "data.jsonl"
+    output_dir = "outputs"
+    num_responses_per_round = [4]
+    max_concurrent = 64
+    stream = False
+
+    def __init__(self):
+        self.num_responses_per_round = self.num_responses_per_round + [1]
+
+    async def _call(self, session, messages):
+        body = {"model": self.model_name, "messages": messages}
+        async with session.post(self.api_base, json=body) as resp:
+            return (await resp.json())["choices"][0]["message"]
+
+    async def _solve(self, session, messages):
+        rounds, refs = [], None
+        for k in self.num_responses_per_round:
+            sent = messages
+            if refs is not None:
+                sent = [{**messages[0], "content": render_synthesis_prompt(
+                    messages[0]["content"], refs)}]
+            out = await asyncio.gather(*(self._call(session, sent) for _ in range(k)))
+            rounds.append(out)
+            kept = order_references([m["content"] for m in out], lambda c: c, 42)
+            refs = [reference_compaction(c) for c in kept]
+        return {"round_responses": rounds}
+
+    async def async_run(self):
+        with open(self.data_path) as f:
+            rows = [json.loads(line) for line in f]
+        async with aiohttp.ClientSession() as session:
+            return await asyncio.gather(*(self._solve(session, r["messages"]) for r in rows))
+"""
+
+
+def fake_extract(directory: Path) -> Path:
+    entry = directory / "pacore" / "batch_inference" / "base_exp.py"
+    entry.parent.mkdir(parents=True)
+    entry.write_text(textwrap.dedent(FAKE_EXP))
+    return directory
+
+
+def run_bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**(env or os.environ), "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
+
+
+def test_quick_c_prints_the_table_beside_the_official_pipeline(tmp_path: Path) -> None:
+    official = fake_extract(tmp_path / "extract")
+    proc = run_bench(
+        "--quick", "--only", "C", "--official", str(official), "--out", str(tmp_path),
+        "--name", "smoke",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    row = next(line for line in out.splitlines() if line.startswith("| C: A at zero latency"))
+    official_ms, pacore_ms, ratio = (cell.strip() for cell in row.strip("|").split("|")[1:])
+    assert float(official_ms) > 0 and float(pacore_ms) > 0 and float(ratio) > 0
+    assert "| C: CPU per trajectory <= 1.5 x the official's |" in out
+    assert "sent the same prompts in the same groups" in out
+    assert "## Profile: pacore at C (148 trajectories)" in out
+    assert (tmp_path / "smoke.md").read_text().startswith("# PaCoRe-graph beside the official")
+    assert '"goals"' in (tmp_path / "smoke.json").read_text()
+
+
+def test_without_an_extract_it_says_how_to_make_one(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PACORE_OFFICIAL"}
+    proc = run_bench("--quick", "--only", "A", "--out", str(tmp_path), env=env)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("no official PaCoRe extract given")
+    assert "git clone https://github.com/stepfun-ai/PaCoRe" in last
+    assert "pip install loguru" in last
