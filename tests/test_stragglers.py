@@ -7,13 +7,16 @@ flight. t_min is short and f is 0, so each test waits on the stop, not on a time
 """
 
 import asyncio
+import json
+import subprocess
 import threading
 
 import pytest
 
 from pacore_graph import InvalidSettingsError, create_pacore_graph, to_record
 from pacore_graph.budget import BudgetTracker, RoundBudget
-from pacore_graph.context import DEFAULTS
+from pacore_graph.cli import _parser
+from pacore_graph.context import DEFAULTS, context_from_options
 from pacore_graph.resume import run_settings, settings_key
 from pacore_graph.stragglers import (
     StragglerPolicy,
@@ -23,7 +26,7 @@ from pacore_graph.stragglers import (
     trigger_count,
 )
 from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import model_for, wait_for
+from tests.conftest import model_for, solve_command, wait_for
 
 PROBLEM = "What is 17 * 23?"
 FINAL = "<think>checked</think>\\boxed{391}"
@@ -254,3 +257,53 @@ def test_a_straggler_stop_wakes_the_round_with_its_own_error():
     assert tracker.reason == "straggler" and tracker.error.startswith("straggler: stopped 0 s")
     tracker.stop_stragglers("again")  # once only
     assert tracker.error.startswith("straggler: stopped 0 s")
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["solve", "eval"])
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--stragglers", "0.75,3,20"], {"quantile": 0.75, "factor": 3.0, "min_seconds": 20.0}),
+        (["--stragglers", "0.9"], {"quantile": 0.9, "factor": None, "min_seconds": None}),
+        (["--stragglers", "off"], {"quantile": 1.0, "factor": None, "min_seconds": None}),
+        (
+            ["--straggler-quantile", "0.5", "--straggler-factor", "1.5"],
+            {"quantile": 0.5, "factor": 1.5, "min_seconds": None},
+        ),
+        (
+            ["--stragglers", "0.5,2,10", "--straggler-min-seconds", "0"],
+            {"quantile": 0.5, "factor": 2.0, "min_seconds": 0.0},
+        ),
+    ],
+)
+def test_cli_straggler_options(command, argv, expected):
+    args = _parser().parse_args([command, "x", *argv])
+    context = context_from_options(args)
+    got = {k: context.get(f"straggler_{k}") for k in ("quantile", "factor", "min_seconds")}
+    assert got == expected
+
+
+@pytest.mark.parametrize("value", ["fast", "0.5,2,10,4", "0.5,,1", ""])
+def test_cli_rejects_a_bad_stragglers_value_in_one_line(value, capsys):
+    with pytest.raises(SystemExit) as info:
+        _parser().parse_args(["solve", "x", "--stragglers", value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--stragglers: expected Q[,F[,SECONDS]]" in err
+
+
+def test_pacore_solve_stops_the_stragglers(scripted):
+    server = scripted(Round1(k=4, quick=2))
+    result = subprocess.run(
+        solve_command(server, PROBLEM, "--rounds", "4", "--stragglers", "0.5,0,0.05", "--json"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["stopped"] == 2 and record["budget_exhausted"] is None
+    assert record["answer"] == "\\boxed{391}"
