@@ -307,3 +307,32 @@ def test_pacore_solve_stops_the_stragglers(scripted):
     record = json.loads(result.stdout)
     assert record["stopped"] == 2 and record["budget_exhausted"] is None
     assert record["answer"] == "\\boxed{391}"
+
+
+# -- pacore eval ----------------------------------------------------------------------------
+
+
+def test_eval_takes_the_policy_and_reports_wall_time_per_setting(scripted, tmp_path, capsys):
+    from pacore_graph.cli import main
+    from pacore_graph.eval import SAMPLE
+
+    server = scripted(Round1(k=4, quick=2))
+    out = tmp_path / "out"
+    argv = ["eval", str(SAMPLE), "--base-url", server.base_url, "--rounds", "4", "--limit", "1"]
+    argv += ["--stragglers", "0.5,0,0.05", "--no-plot", "--out", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    wall = (out / "wall_time.md").read_text()
+    assert wall in printed
+    header, _, row = wall.splitlines()
+    assert header.startswith("| setting | accuracy % | mean TTC (tokens) | wall s: mean |")
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "PaCoRe [4]" and cells[6] == "1"  # one problem-run timed
+    assert float(cells[3]) > 0 and cells[7] == "2 (40.0%)"  # 2 of 5 trajectories stopped
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["pacore"]["straggler_quantile"] == 0.5
+    assert manifest["pacore"]["straggler_min_seconds"] == 0.05
+    (setting,) = manifest["settings"]
+    timing = setting["wall_seconds"]
+    assert (timing["timed"], timing["trajectories"], timing["stopped"]) == (1, 5, 2)
+    assert timing["stopped_fraction"] == 0.4 and timing["mean"] > 0
