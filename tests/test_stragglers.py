@@ -114,7 +114,9 @@ def test_the_stop_is_streamed_as_trajectory_stopped(scripted):
 
     seen = asyncio.run(events())
     stops = [e for e in seen if e["type"] == "trajectory_stopped"]
-    assert sorted(e["index"] for e in stops) == [2, 3]
+    # Which two hang depends on the order the calls arrive in, not on their index.
+    finished = {e["index"] for e in seen if e["type"] == "trajectory_finished" and e["round"] == 1}
+    assert len(stops) == 2 and {e["index"] for e in stops} == {0, 1, 2, 3} - finished
     assert all(e["error"].startswith("straggler: ") for e in stops)
     (done,) = [e for e in seen if e["type"] == "round_finished" and e["round"] == 1]
     assert (done["stopped"], done["references"], done["budget_exhausted"]) == (2, 2, None)
