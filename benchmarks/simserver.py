@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -70,9 +71,17 @@ class SimConfig:
     seed: int = 0
     rate: float = 100.0
     """Simulated decode rate of one sequence, tokens per second."""
+    dist: str = "uniform"
+    """How output lengths are drawn: "uniform" in [min_s, max_s] of decode time, or
+    "lognormal" (heavy-tailed, as reasoning lengths are): median ``median_s``, log-sd
+    ``sigma``; both seeded per (seed, prompt, arrival) alike."""
     min_s: float = 2.0
-    """Shortest decode time (the draw is uniform in output tokens)."""
+    """Shortest decode time of the uniform draw."""
     max_s: float = 8.0
+    median_s: float = 0.5
+    """Median decode time of the lognormal draw."""
+    sigma: float = 1.0
+    """Log-standard deviation of the lognormal draw (1: the slowest of 16 is ~6x the median)."""
     ttft_s: float = 0.0
     """Time to first token added to every request."""
     bytes_per_token: int = 4
@@ -115,6 +124,12 @@ class SimServer:
     def draw(self, group: str, n: int) -> Draw:
         cfg = self.config
         rng = random.Random(f"{cfg.seed}:{group}:{n}")
+        if cfg.dist == "lognormal":
+            seconds = cfg.median_s * math.exp(cfg.sigma * rng.gauss(0.0, 1.0))
+            tokens = max(1, round(seconds * cfg.rate))
+            return Draw(tokens, (cfg.ttft_s + tokens / cfg.rate) * cfg.latency_scale)
+        if cfg.dist != "uniform":
+            raise ValueError(f"dist must be uniform or lognormal, got {cfg.dist!r}")
         low = max(1, round(cfg.min_s * cfg.rate))
         high = max(low, round(cfg.max_s * cfg.rate))
         tokens = rng.randint(low, high)

@@ -4,7 +4,9 @@ runs out.
 The round's share of the budget travels in each trajectory's ``Send`` payload, so a
 resumed run keeps the same deadline. Within one process the K trajectories of a
 round share a `BudgetTracker`: the trajectory whose tokens use up the budget stops
-its siblings at once instead of letting them run to completion.
+its siblings at once instead of letting them run to completion. The tracker is also
+the round's stop signal for the straggler policy (`pacore_graph.stragglers`), which
+stops the slowest trajectories without ending the exploration.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from typing_extensions import TypedDict
 
 from pacore_graph.context import PaCoReContext
 from pacore_graph.errors import InvalidSettingsError
+from pacore_graph.stragglers import StragglerPolicy, StragglerWatch, straggler_policy
 
 BudgetName = Literal["max_ttc_tokens", "max_seconds"]
+StopReason = BudgetName | Literal["straggler"]
+"""Why a round's tracker stopped its trajectories: a budget ran out, or the straggler policy."""
 
 
 class RoundBudget(TypedDict):
@@ -68,8 +73,13 @@ def quorum(min_success: int | float | None, k: int) -> int:
 def round_budget(
     settings: PaCoReContext, started_at: float, spent: int, key: str
 ) -> RoundBudget | None:
-    """The budget of a round that starts now, or None when no budget is set."""
-    if settings.max_seconds is None and settings.max_ttc_tokens is None:
+    """The budget of a round that starts now, or None when no budget is set and the straggler
+    policy is off (with the policy alone, a budget without limits: its key names the
+    round's tracker, which stops the stragglers)."""
+    policy = straggler_policy(
+        settings.straggler_quantile, settings.straggler_factor, settings.straggler_min_seconds
+    )
+    if settings.max_seconds is None and settings.max_ttc_tokens is None and policy is None:
         return None
     return RoundBudget(
         key=key,
@@ -91,21 +101,30 @@ def exhausted(
 
 
 class BudgetTracker:
-    """One round's shared budget in this process; thread-safe, for sync and async trajectories."""
+    """One round's shared budget and stop signal in this process; thread-safe, for sync and
+    async trajectories."""
 
-    def __init__(self, budget: RoundBudget) -> None:
+    def __init__(
+        self, budget: RoundBudget, stragglers: tuple[StragglerPolicy, int, int] | None = None
+    ) -> None:
         self.budget = budget
         self.spent = 0
-        self.reason: BudgetName | None = None
+        self.reason: StopReason | None = None
+        self.error: str | None = None
+        """What the stopped trajectories record as their ``error``."""
         self._lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
+        self.stragglers = (
+            None if stragglers is None else StragglerWatch(*stragglers, stop=self.stop_stragglers)
+        )
 
     def seconds_left(self) -> float | None:
         deadline = self.budget["deadline"]
         return None if deadline is None else deadline - time.time()
 
-    def check(self) -> BudgetName | None:
-        """The budget that has run out, marking the deadline when it passed."""
+    def check(self) -> StopReason | None:
+        """Why the round stopped (a budget ran out, or the straggler policy), marking the
+        deadline when it passed."""
         left = self.seconds_left()
         if self.reason is None and left is not None and left <= 0:
             self._exhaust("max_seconds")
@@ -127,6 +146,17 @@ class BudgetTracker:
         if over:
             self._exhaust("max_ttc_tokens")
 
+    def finished(self) -> None:
+        """A trajectory of the round finished with a reply (after `add`): the straggler
+        policy counts it."""
+        if self.stragglers is not None:
+            self.stragglers.finished()
+
+    def stop_stragglers(self, error: str) -> None:
+        """Stops the round's unfinished trajectories for the straggler policy (unless a
+        budget stopped them first); ``error`` is what their records say."""
+        self._exhaust("straggler", error)
+
     def on_exhausted(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Calls ``callback`` once when the budget runs out (at once if it has); returns an
         unsubscribe function."""
@@ -141,11 +171,11 @@ class BudgetTracker:
         with self._lock, contextlib.suppress(ValueError):
             self._listeners.remove(callback)
 
-    def _exhaust(self, reason: BudgetName) -> None:
+    def _exhaust(self, reason: StopReason, error: str | None = None) -> None:
         with self._lock:
             if self.reason is not None:
                 return
-            self.reason = reason
+            self.reason, self.error = reason, error or f"budget {reason} ran out"
             listeners, self._listeners = self._listeners, []
         for callback in listeners:
             callback()
@@ -156,12 +186,16 @@ _TRACKERS_LOCK = threading.Lock()
 _MAX_TRACKERS = 4096  # rounds in flight in one process; old ones are long finished
 
 
-def tracker_for(budget: RoundBudget) -> BudgetTracker:
-    """The process-wide tracker of ``budget``'s round, created on first use."""
+def tracker_for(
+    budget: RoundBudget,
+    stragglers: Callable[[], tuple[StragglerPolicy, int, int] | None] = lambda: None,
+) -> BudgetTracker:
+    """The process-wide tracker of ``budget``'s round, created on first use, with the
+    straggler policy, K and trigger count that ``stragglers`` gives then (None: off)."""
     with _TRACKERS_LOCK:
         tracker = _TRACKERS.get(budget["key"])
         if tracker is None:
-            tracker = _TRACKERS[budget["key"]] = BudgetTracker(budget)
+            tracker = _TRACKERS[budget["key"]] = BudgetTracker(budget, stragglers())
             while len(_TRACKERS) > _MAX_TRACKERS:
                 _TRACKERS.popitem(last=False)
         return tracker

@@ -125,6 +125,30 @@ class PaCoReContext:
             "run keeps its start); when it runs out, as for max_ttc_tokens. Empty: no budget."
         ),
     ] = None
+    straggler_quantile: Annotated[
+        float | None,
+        Field(
+            description="Straggler control, q in (0, 1]: once this fraction of a round's K "
+            "(at least its quorum) finished, wait at most max(straggler_factor x their median "
+            "finish time, straggler_min_seconds) for the rest, then stop them (recorded "
+            '"stopped") and go on to the next round. 1 (the default) waits for every '
+            "trajectory, as the reference; the final round is never cut."
+        ),
+    ] = None
+    straggler_factor: Annotated[
+        float | None,
+        Field(
+            description="Straggler control, f >= 0: how many median finish times (from the "
+            "round's start) the rest may take after straggler_quantile finished."
+        ),
+    ] = None
+    straggler_min_seconds: Annotated[
+        float | None,
+        Field(
+            description="Straggler control: the rest may always take at least this many "
+            "seconds after straggler_quantile finished (a floor for rounds whose median is short)."
+        ),
+    ] = None
     max_k: Annotated[
         int | None,
         Field(
@@ -165,6 +189,9 @@ DEFAULTS = PaCoReContext(
     min_success=0.5,
     max_ttc_tokens=None,
     max_seconds=None,
+    straggler_quantile=1.0,  # off: wait for every trajectory, as the reference
+    straggler_factor=2.0,
+    straggler_min_seconds=10.0,
     # Not the reference's (it had no bounds): see `pacore_graph.validation` for the values.
     max_k=1024,
     max_trajectories=4096,

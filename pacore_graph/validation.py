@@ -133,6 +133,9 @@ def check_settings(settings: PaCoReContext) -> list[int]:
             f"drop_truncated must be true or false, got {settings.drop_truncated!r}"
         )
     check_budgets(settings)
+    _number("straggler_quantile", settings.straggler_quantile, lambda v: 0 < v <= 1, "in (0, 1]")
+    _number("straggler_factor", settings.straggler_factor, lambda v: v >= 0, ">= 0")
+    _number("straggler_min_seconds", settings.straggler_min_seconds, lambda v: v >= 0, ">= 0")
     return vector
 
 

@@ -45,7 +45,8 @@ def test_eval_writes_table_csv_plot_and_rows(scripted, tmp_path, capsys):
     assert "| PaCoRe low | 75.0 | [36.3, 100.0] | 440 | 2 | r1 1.00 | 4/8 (50.0%) | 0 |" in (
         captured.out
     )
-    assert (out / "table.md").read_text() == captured.out
+    table, wall = (out / "table.md").read_text(), (out / "wall_time.md").read_text()
+    assert captured.out == table + "\n" + wall
     bar = captured.err.replace("\r", "\n").splitlines()
     # 8 pools of 5 and 16 synthesis calls; TTC tokens 100 a pooled trajectory, 40 a synthesis.
     assert any(

@@ -14,6 +14,8 @@ from pacore_graph.eval.report import (
     markdown_table,
     summarize,
     t_quantile_975,
+    wall_stats,
+    wall_table,
     write_report,
 )
 from pacore_graph.eval.runner import EvalResult
@@ -126,7 +128,7 @@ def test_markdown_table():
 
 def test_write_report(tmp_path):
     table, paths = write_report(result(), tmp_path / "out", title="unit")
-    assert set(paths) == {"rows", "markdown", "csv", "plot"}  # no pool was used
+    assert set(paths) == {"rows", "markdown", "csv", "plot", "wall"}  # no pool was used
     assert paths["markdown"].read_text() == table
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(paths["rows"].read_text().splitlines()) == 13
@@ -173,3 +175,24 @@ def test_problems_without_a_category_have_their_own_column(tmp_path):
     rows = [row("pacore:4", 1, p, True, 100) for p in bare]
     stats = summarize(EvalResult(rows=rows, problems=bare, settings=settings, runs=1))
     assert [s.category for s in stats] == ["all"]
+
+
+def test_wall_table_puts_wall_time_and_stopped_beside_accuracy_and_ttc():
+    data = result()
+    data.timings = [
+        {"setting": "pacore:4", "run": 1, "request_id": "p1", "wall_seconds": 2.0,
+         "trajectories": 5, "stopped": 1},
+        {"setting": "pacore:4", "run": 1, "request_id": "p2", "wall_seconds": 6.0,
+         "trajectories": 5, "stopped": 0},
+        {"setting": "pacore:4", "run": 2, "request_id": "p1", "wall_seconds": 4.0,
+         "trajectories": 5, "stopped": 1},
+    ]  # fmt: skip
+    walls = wall_stats(data)
+    lines = wall_table(summarize(data), walls).splitlines()
+    assert lines[2] == "| SC@4 | 50.0 | 400 | — | — | — | 0 | — |"  # nothing timed
+    assert lines[3].startswith("| PaCoRe [4] | 72.2 | 4,")
+    assert lines[3].endswith("| 4.0 | 4.0 | 6.0 | 3 | 2 (13.3%) |")
+    assert walls[1].as_dict() == {
+        "timed": 3, "mean": 4.0, "median": 4.0, "max": 6.0,
+        "trajectories": 15, "stopped": 2, "stopped_fraction": 0.1333,
+    }  # fmt: skip

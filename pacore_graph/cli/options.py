@@ -71,6 +71,35 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+class StragglersAction(argparse.Action):
+    """``--stragglers Q[,F[,S]]`` sets ``--straggler-quantile``, ``-factor`` and
+    ``-min-seconds`` at once (those left out keep their defaults); ``off`` is quantile 1."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        text = str(values).strip()
+        if text.lower() == "off":
+            namespace.straggler_quantile = 1.0
+            return
+        parts = text.split(",")
+        try:
+            numbers = [float(p) for p in parts]
+        except ValueError:
+            numbers = []
+        if not 1 <= len(numbers) <= 3:
+            raise argparse.ArgumentError(
+                self, f"expected Q[,F[,SECONDS]] such as 0.75,2,10, or off; got {text!r}"
+            )
+        names = ("straggler_quantile", "straggler_factor", "straggler_min_seconds")
+        for name, number in zip(names, numbers, strict=False):
+            setattr(namespace, name, number)
+
+
 def run_options() -> argparse.ArgumentParser:
     """The options every command that runs PaCoRe takes, as a parent parser."""
     p = argparse.ArgumentParser(add_help=False)
@@ -154,6 +183,35 @@ def run_options() -> argparse.ArgumentParser:
         "--max-seconds",
         type=float,
         help="time budget of a run, in seconds; when it runs out, as --max-ttc-tokens",
+    )
+    stragglers = p.add_argument_group(
+        "straggler control (off by default: every trajectory of a round is awaited)"
+    )
+    stragglers.add_argument(
+        "--straggler-quantile",
+        type=float,
+        metavar="Q",
+        help="once this fraction of a round (at least its quorum) finished, stop the rest "
+        "after the wait below and go on to the next round; 1 is off (the default)",
+    )
+    stragglers.add_argument(
+        "--straggler-factor",
+        type=float,
+        metavar="F",
+        help=f"the wait: F x the median finish time of those finished (default "
+        f"{DEFAULTS.straggler_factor:g}) ...",
+    )
+    stragglers.add_argument(
+        "--straggler-min-seconds",
+        type=float,
+        metavar="SECONDS",
+        help=f"... or at least this long (default {DEFAULTS.straggler_min_seconds:g})",
+    )
+    stragglers.add_argument(
+        "--stragglers",
+        action=StragglersAction,
+        metavar="Q[,F[,SECONDS]]",
+        help="the three at once, e.g. 0.75,2,10; 'off' waits for every trajectory",
     )
     bounds = p.add_argument_group("bounds (a run over one stops before any call)")
     bounds.add_argument(
@@ -357,6 +415,7 @@ __all__ = [
     "ROUNDS_HELP",
     "CLIError",
     "Parser",
+    "StragglersAction",
     "apply_env_defaults",
     "backend_description",
     "backend_kind",

@@ -146,7 +146,7 @@ async def run(args: argparse.Namespace) -> int:
     from pacore_graph.eval._deps import require
     from pacore_graph.eval.dataset import load_problems
     from pacore_graph.eval.manifest import build_manifest, command_line, dataset_info, now
-    from pacore_graph.eval.report import plot_title, write_report
+    from pacore_graph.eval.report import plot_title, wall_stats, write_report
     from pacore_graph.eval.runner import EvalSpec, run_eval
     from pacore_graph.eval.settings import build_settings
 
@@ -204,6 +204,7 @@ async def run(args: argparse.Namespace) -> int:
         started_at=started_at,
         finished_at=now(),
         secrets=secrets_of(args),
+        wall={w.setting.name: w.as_dict() for w in wall_stats(result)},
     )
     table, paths = write_report(
         result,
@@ -213,5 +214,6 @@ async def run(args: argparse.Namespace) -> int:
         manifest=manifest,
     )
     print(table, end="")
+    print("\n" + paths["wall"].read_text(encoding="utf-8"), end="")
     print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
     return 0

@@ -109,6 +109,7 @@ def build_manifest(
     started_at: str,
     finished_at: str,
     secrets: Iterable[str] = (),
+    wall: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The manifest of one eval.
 
@@ -126,6 +127,9 @@ def build_manifest(
         started_at: From `now`, before the run.
         finished_at: From `now`, after it.
         secrets: Redacted wherever they appear.
+        wall: Each setting's wall time and trajectories stopped, by setting name
+            (`pacore_graph.eval.report.WallStats.as_dict`), recorded as the setting's
+            ``wall_seconds``.
     """
     resolved = run_settings(merge_context(DEFAULTS, dict(context)))
     resolved.pop("rounds", None)  # each setting has its own
@@ -134,7 +138,13 @@ def build_manifest(
         "backend": dict(backend),
         "dataset": dict(dataset),
         "settings": [
-            {"name": s.name, "label": s.label, "kind": s.kind, "round_vector": list(s.round_vector)}
+            {
+                "name": s.name,
+                "label": s.label,
+                "kind": s.kind,
+                "round_vector": list(s.round_vector),
+                **({"wall_seconds": dict(wall[s.name])} if wall and s.name in wall else {}),
+            }
             for s in settings
         ],
         "runs": runs,

@@ -43,6 +43,7 @@ FILES = {
     "csv": "table.csv",
     "plot": "accuracy_vs_ttc.png",
     "manifest": "manifest.json",
+    "wall": "wall_time.md",
 }
 """What `write_report` writes into the output folder."""
 
@@ -185,6 +186,96 @@ def summarize(result: EvalResult) -> list[SettingStats]:
             )
             stats.append(_stats(setting, category, subset, result.runs))
     return stats
+
+
+@dataclass
+class WallStats:
+    """How long one setting took, beside its accuracy and TTC (see `EvalResult.timings`).
+
+    Attributes:
+        setting: The setting.
+        timed: Problem-runs timed (this eval ran them and they did not fail).
+        mean_s: Mean wall seconds of a problem-run, or None when none was timed.
+        median_s: Their median.
+        max_s: The slowest.
+        trajectories: Trajectories of the timed problem-runs.
+        stopped: Of them, stopped by a budget or the straggler policy.
+    """
+
+    setting: Setting
+    timed: int
+    mean_s: float | None
+    median_s: float | None
+    max_s: float | None
+    trajectories: int
+    stopped: int
+
+    @property
+    def stopped_fraction(self) -> float | None:
+        """``stopped / trajectories``: what the time saved cost in trajectories."""
+        return self.stopped / self.trajectories if self.trajectories else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The numbers, rounded, for ``manifest.json``."""
+
+        def seconds(value: float | None) -> float | None:
+            return None if value is None else round(value, 3)
+
+        fraction = self.stopped_fraction
+        return {
+            "timed": self.timed,
+            "mean": seconds(self.mean_s),
+            "median": seconds(self.median_s),
+            "max": seconds(self.max_s),
+            "trajectories": self.trajectories,
+            "stopped": self.stopped,
+            "stopped_fraction": None if fraction is None else round(fraction, 4),
+        }
+
+
+def wall_stats(result: EvalResult) -> list[WallStats]:
+    """Wall time per setting, in table order."""
+    out = []
+    for setting in result.settings:
+        timings = [t for t in result.timings if t["setting"] == setting.name]
+        seconds = [t["wall_seconds"] for t in timings]
+        out.append(
+            WallStats(
+                setting=setting,
+                timed=len(seconds),
+                mean_s=statistics.fmean(seconds) if seconds else None,
+                median_s=statistics.median(seconds) if seconds else None,
+                max_s=max(seconds) if seconds else None,
+                trajectories=sum(t["trajectories"] for t in timings),
+                stopped=sum(t["stopped"] for t in timings),
+            )
+        )
+    return out
+
+
+def wall_table(stats: Sequence[SettingStats], walls: Sequence[WallStats]) -> str:
+    """Accuracy and mean TTC (all problems) beside the wall time of a problem-run and the
+    trajectories stopped, one row per setting."""
+    overall = {s.setting.name: s for s in stats if s.category == ALL}
+    lines = [
+        "| setting | accuracy % | mean TTC (tokens) | wall s: mean | median | max | timed "
+        "| stopped |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def secs(value: float | None) -> str:
+        return "—" if value is None else f"{value:.1f}"
+
+    for w in walls:
+        s = overall[w.setting.name]
+        ttc = f"{s.mean_ttc:,.0f}" if s.mean_ttc is not None else "n/a"
+        fraction = w.stopped_fraction
+        stopped = f"{w.stopped} ({100 * fraction:.1f}%)" if fraction is not None else "—"
+        lines.append(
+            f"| {w.setting.label} | {s.accuracy:.1f} | {ttc} | {secs(w.mean_s)} | "
+            f"{secs(w.median_s)} | {secs(w.max_s)} | {w.timed} | {stopped} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _rounds(setting: Setting) -> str:
@@ -409,7 +500,7 @@ def write_report(
             as ``manifest.json``; None writes none.
 
     Returns:
-        The Markdown table, and the paths written by kind (see `FILES`).
+        The Markdown table (``table.md``'s), and the paths written by kind (see `FILES`).
     """
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
@@ -422,6 +513,9 @@ def write_report(
         del paths["pool"]
     table = markdown_table(stats)
     paths["markdown"].write_text(table, encoding="utf-8")
+    # Apart from table.md, which the same backend and seeds reproduce exactly.
+    wall = wall_table(stats, wall_stats(result))
+    paths["wall"].write_text(wall, encoding="utf-8")
     write_csv(stats, paths["csv"])
     if plot_png:
         plot(stats, paths["plot"], title)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -38,6 +40,7 @@ from pacore_graph.record import to_record
 from pacore_graph.resume import GUARDS
 from pacore_graph.secrets import model_secrets, redact
 from pacore_graph.threads import ThreadStatus, arun_thread
+from pacore_graph.trajectories import latest_trajectories, status_counts
 
 THREAD_PREFIX = "pacore-eval"
 
@@ -132,6 +135,11 @@ class EvalResult:
         settings: The settings, in table order.
         runs: Runs per setting.
         pools: Each problem's round-1 pool (by problem key), when a pool was used.
+        timings: One per (setting, run, problem) this eval ran and that did not fail:
+            ``setting``, ``run``, ``request_id``, ``wall_seconds`` (from the start of its
+            first call to its answer, queueing for a call slot included), ``trajectories``
+            and ``stopped`` (by a budget or the straggler policy). Threads read back
+            from Redis have none. Kept apart from ``rows``, which are reproducible.
     """
 
     rows: list[dict[str, Any]]
@@ -139,6 +147,7 @@ class EvalResult:
     settings: list[Setting]
     runs: int
     pools: dict[str, list[Sample]] = field(default_factory=dict)
+    timings: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _per_problem_failure(exc: BaseException) -> bool:
@@ -198,6 +207,7 @@ class _Runner:
         self.pool_tasks: dict[str, asyncio.Future[list[Sample]]] = {}
         self.pools: dict[str, list[Sample]] = {}
         self.left = {p.key: len(spec.settings) * spec.runs for p in self.problems}
+        self.timings: list[dict[str, Any]] = []
 
     # -- threads -----------------------------------------------------------------------
 
@@ -295,12 +305,27 @@ class _Runner:
             if draw is not None:
                 await self._pool(problem)
             async with self.slots:
+                started = time.monotonic()
                 if setting.kind == "pacore":
                     status, state = await self._pacore(thread_id, problem, setting, draw)
                     row = pacore_row(state, problem)
+                    counts = status_counts(latest_trajectories(state.get("trajectories") or []))
                 else:
                     status, samples = await self._sample(thread_id, problem, setting.first_k, draw)
                     row = baseline_row(samples, problem)
+                    counts = Counter({"finished": len(samples)})
+                wall = time.monotonic() - started
+            if status != "finished":  # read back from Redis: nothing was timed
+                self.timings.append(
+                    {
+                        "setting": setting.name,
+                        "run": run,
+                        "request_id": problem.id,
+                        "wall_seconds": wall,
+                        "trajectories": counts.total(),
+                        "stopped": counts["stopped"],
+                    }
+                )
         except Exception as exc:
             if not _per_problem_failure(exc):
                 raise
@@ -339,7 +364,9 @@ class _Runner:
             (t.result() for t in jobs),
             key=lambda r: (order[r["setting"]], r["run"], position[str(r["request_id"])]),
         )
-        return EvalResult(rows, self.problems, list(self.spec.settings), self.spec.runs, self.pools)
+        return EvalResult(
+            rows, self.problems, list(self.spec.settings), self.spec.runs, self.pools, self.timings
+        )
 
 
 # -- rows -------------------------------------------------------------------------------

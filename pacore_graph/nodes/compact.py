@@ -1,6 +1,7 @@
 """``compact``: the reducer that turns a round's trajectories into M_r, in the reference order,
 and decides how the run goes on: next round, a retry of failed calls, or straight to the
-final synthesis when a budget ran out."""
+final synthesis when a budget ran out (not when the straggler policy stopped some of the
+round: then the run goes on to the next round)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.errors import BudgetExhaustedError, QuorumError
 from pacore_graph.resume import check_same_run
 from pacore_graph.state import PaCoReState, RoundSummary
+from pacore_graph.stragglers import is_straggler_stop
 from pacore_graph.trajectories import (
     Trajectory,
     is_finished,
@@ -34,10 +36,13 @@ def _causes(failed: list[Trajectory]) -> str:
 def _budget_used(
     settings: PaCoReContext, state: PaCoReState, spent: int, stopped: list[Trajectory]
 ) -> BudgetName | None:
-    """The budget that ended this round: from the totals, or from the stopped records."""
+    """The budget that ended this round: from the totals, or from the records a budget
+    stopped (a straggler stop ends no exploration)."""
     budget = exhausted(settings, state.get("started_at", 0.0), spent)
-    if budget is None and stopped:
-        budget = "max_seconds" if "max_seconds" in (stopped[0]["error"] or "") else "max_ttc_tokens"
+    by_budget = [t for t in stopped if not is_straggler_stop(t)]
+    if budget is None and by_budget:
+        error = by_budget[0]["error"] or ""
+        budget = "max_seconds" if "max_seconds" in error else "max_ttc_tokens"
     return budget
 
 

@@ -28,13 +28,15 @@ from langgraph.types import RetryPolicy
 from typing_extensions import TypedDict
 
 from pacore_graph._compat import RunnableCallable
-from pacore_graph.budget import BudgetTracker, RoundBudget, tracker_for
+from pacore_graph.budget import BudgetTracker, RoundBudget, quorum, tracker_for
 from pacore_graph.compaction import resolve_compaction
 from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.messages import message_text
 from pacore_graph.resume import check_same_run
 from pacore_graph.retry import DEFAULT_RETRY_POLICY, describe_failure, final_attempt, retry_after
+from pacore_graph.rounds import resolve_rounds
 from pacore_graph.secrets import model_secrets, redact
+from pacore_graph.stragglers import StragglerPolicy, straggler_policy, trigger_count
 from pacore_graph.trajectories import (
     Status,
     ThinkingSplitter,
@@ -60,9 +62,10 @@ class TrajectoryTask(TypedDict):
 
 
 def _call_in_thread(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[bool, Any]:
-    """Runs a blocking call until it returns or the budget runs out: (returned, result).
+    """Runs a blocking call until it returns or the tracker stops it (a budget ran out, or
+    the straggler policy): (returned, result).
 
-    A blocking HTTP call cannot be interrupted, so when the budget wins the call is left
+    A blocking HTTP call cannot be interrupted, so when the stop wins the call is left
     to finish on its daemon thread and its result is dropped; the async API cancels it.
     """
     if tracker.check():
@@ -91,7 +94,8 @@ def _call_in_thread(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[bo
 
 
 async def _call_async(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[bool, Any]:
-    """Awaits a model call until it returns or the budget runs out, cancelling it then."""
+    """Awaits a model call until it returns or the tracker stops it (a budget ran out, or
+    the straggler policy), cancelling it then."""
     if tracker.check():
         return False, None
     loop = asyncio.get_running_loop()
@@ -178,8 +182,8 @@ class _AnswerStream(BaseCallbackHandler):
 
 
 class _Call(NamedTuple):
-    """What one attempt sends, the round's budget tracker (None without budgets) and, in
-    the final round, the id its reply streams under."""
+    """What one attempt sends, the round's budget tracker (None without budgets and
+    straggler policy) and, in the final round, the id its reply streams under."""
 
     messages: list[BaseMessage]
     config: RunnableConfig
@@ -288,11 +292,23 @@ class TrajectoryNode:
             "stream": None if task["final"] else False,
         }
         budget = task.get("budget")
+
+        def stragglers() -> tuple[StragglerPolicy, int, int] | None:
+            policy = straggler_policy(
+                settings.straggler_quantile,
+                settings.straggler_factor,
+                settings.straggler_min_seconds,
+            )
+            if policy is None or task["final"]:
+                return None
+            k = resolve_rounds(settings.rounds or "low")[round_number - 1]
+            return policy, k, trigger_count(policy, k, quorum(settings.min_success, k))
+
         return _Call(
             task["messages"],
             config,
             {k: v for k, v in kwargs.items() if v is not None},
-            tracker_for(budget) if budget else None,
+            tracker_for(budget, stragglers) if budget else None,
             message_id,
         )
 
@@ -307,10 +323,11 @@ class TrajectoryNode:
     ) -> dict[str, list[Trajectory]]:
         tracker = call.tracker
         if not returned:
-            reason = tracker.reason if tracker is not None else None
-            return self._unfinished(task, runtime, "stopped", f"budget {reason} ran out", started)
+            error = tracker.error if tracker is not None else None
+            return self._unfinished(task, runtime, "stopped", error or "stopped", started)
         if tracker is not None:
             tracker.add(output_tokens(message))
+            tracker.finished()
         settings = merge_context(self.defaults, runtime.context)
         traj = finished_record(
             task["round"],
