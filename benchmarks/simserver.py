@@ -18,9 +18,21 @@ order either: the whole workload is deterministic.
 The problem a request belongs to is read from a ``[problem N]`` tag in its last user
 message (the synthesis prompt quotes the original problem, so later rounds carry it
 too). Requests with identical ``messages`` form one *group*: one round of one
-problem. ``GET /sim/log`` returns every request with its group, arrival number,
-drawn latency and monotonic receive / send times (``time.monotonic`` is system-wide,
-so a client process can compare them with its own clock).
+problem. ``GET /sim/log`` returns every request with its problem, group, round,
+arrival number, drawn latency and monotonic receive / send times (``time.monotonic``
+is system-wide, so a client process can compare them with its own clock).
+
+What a draw is keyed by (``SimConfig.draw_key``):
+
+- ``"prompt"`` (the default): (seed, sha256 of the ``messages``, n), as above. Two
+  contenders meet the same latencies exactly when they send the same prompts, which is
+  what ``run.py`` checks on the log.
+- ``"round"``: (seed, problem N, round, n), where the round is the group's ordinal
+  among its problem's distinct groups in arrival order (0 for the first round, 1 for
+  the next, ...). The prompt's text no longer matters: two contenders whose later
+  rounds quote different references (a straggler policy drops some) still meet the
+  same multiset of latencies in each (problem, round). Calls without a tag share
+  problem -1. Needs each problem's rounds to arrive one after another (PaCoRe's do).
 
 Endpoints besides the OpenAI ones: ``POST /sim/reset`` (clear log and counters,
 optionally set ``latency_scale``), ``GET /sim/log``, ``GET /sim/stats`` (server CPU).
@@ -74,7 +86,7 @@ class SimConfig:
     dist: str = "uniform"
     """How output lengths are drawn: "uniform" in [min_s, max_s] of decode time, or
     "lognormal" (heavy-tailed, as reasoning lengths are): median ``median_s``, log-sd
-    ``sigma``; both seeded per (seed, prompt, arrival) alike."""
+    ``sigma``; both seeded alike (see ``draw_key``)."""
     min_s: float = 2.0
     """Shortest decode time of the uniform draw."""
     max_s: float = 8.0
@@ -92,6 +104,14 @@ class SimConfig:
     """SSE: one chunk per interval (not per token, to keep the server light)."""
     latency_scale: float = 1.0
     """Multiplies every latency; 0 gives a zero-latency server (orchestration cost only)."""
+    draw_key: str = "prompt"
+    """What seeds a call's draw besides ``seed`` and its arrival number n in its group:
+    "prompt" (the sha256 of its ``messages``) or "round" (its problem and round); see
+    the module docstring."""
+
+    def __post_init__(self) -> None:
+        if self.draw_key not in ("prompt", "round"):
+            raise ValueError(f"draw_key must be prompt or round, got {self.draw_key!r}")
 
 
 @dataclass
@@ -100,12 +120,29 @@ class Draw:
     latency: float
 
 
+@dataclass
+class Arrival:
+    """One request as the server sees it: where it belongs and what it drew."""
+
+    group: str
+    """sha256 of the request's ``messages``: requests with the same one form a group."""
+    problem: int
+    """N of its ``[problem N]`` tag, -1 without one."""
+    round: int
+    """Ordinal of its group among its problem's groups, in arrival order."""
+    n: int
+    """Arrival number within its group."""
+    draw: Draw
+
+
 class SimServer:
     """State of the simulated server: config, arrival counters and the log."""
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.arrivals: dict[str, int] = {}
+        self.rounds: dict[int, dict[str, int]] = {}
+        """Per problem, each group's round (its ordinal in arrival order)."""
         self.log: list[dict[str, Any]] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -114,6 +151,7 @@ class SimServer:
 
     def reset(self, latency_scale: float | None = None) -> None:
         self.arrivals.clear()
+        self.rounds.clear()
         self.log.clear()
         self.max_in_flight = self.in_flight
         self.connections.clear()
@@ -121,9 +159,20 @@ class SimServer:
         if latency_scale is not None:
             self.config.latency_scale = latency_scale
 
-    def draw(self, group: str, n: int) -> Draw:
+    def arrive(self, messages: list[dict[str, Any]], canonical: bytes) -> Arrival:
+        """Counts a request (``canonical``: its ``messages`` as bytes) and draws for it."""
+        group = hashlib.sha256(canonical).hexdigest()
+        n = self.arrivals.get(group, 0)
+        self.arrivals[group] = n + 1
+        problem = _problem(messages)
+        groups = self.rounds.setdefault(problem, {})
+        round_ = groups.setdefault(group, len(groups))
+        key = group if self.config.draw_key == "prompt" else f"p{problem}:r{round_}"
+        return Arrival(group, problem, round_, n, self.draw(key, n))
+
+    def draw(self, key: str, n: int) -> Draw:
         cfg = self.config
-        rng = random.Random(f"{cfg.seed}:{group}:{n}")
+        rng = random.Random(f"{cfg.seed}:{key}:{n}")
         if cfg.dist == "lognormal":
             seconds = cfg.median_s * math.exp(cfg.sigma * rng.gauss(0.0, 1.0))
             tokens = max(1, round(seconds * cfg.rate))
@@ -166,10 +215,8 @@ def make_app(sim: SimServer) -> web.Application:
         messages = body.get("messages") or []
         # The bytes of `messages` as sent: the prefix a vLLM server would cache.
         canonical = _dumps(messages, sort_keys=True)
-        group = hashlib.sha256(canonical).hexdigest()
-        n = sim.arrivals.get(group, 0)
-        sim.arrivals[group] = n + 1
-        draw = sim.draw(group, n)
+        arrival = sim.arrive(messages, canonical)
+        group, n, draw = arrival.group, arrival.n, arrival.draw
         thinking, conclusion = sim.content(group, n, draw.tokens)
         content = f"<think>{thinking}</think>{conclusion}"
         usage = {
@@ -182,8 +229,9 @@ def make_app(sim: SimServer) -> web.Application:
         sim.in_flight += 1
         sim.max_in_flight = max(sim.max_in_flight, sim.in_flight)
         entry = {
-            "problem": _problem(messages),
+            "problem": arrival.problem,
             "group": group[:16],
+            "round": arrival.round,
             "n": n,
             "tokens": draw.tokens,
             "latency": draw.latency,

@@ -6,6 +6,8 @@ reference order), over aiohttp. The harness must run it beside the graph, check 
 simulated server's log that both sent the same prompts, and print the table and goals.
 """
 
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -106,3 +108,41 @@ def test_without_an_extract_it_says_how_to_make_one(tmp_path: Path) -> None:
     assert last.startswith("no official PaCoRe extract given")
     assert "git clone https://github.com/stepfun-ai/PaCoRe" in last
     assert "pip install loguru" in last
+
+
+def load_simserver():
+    spec = importlib.util.spec_from_file_location("simserver", ROOT / "benchmarks" / "simserver.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["simserver"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_round_draw_key_draws_by_problem_and_round_whatever_the_prompt() -> None:
+    simserver = load_simserver()
+
+    def latencies(draw_key: str, prompts: list[str]) -> list[tuple[int, int, int, float]]:
+        """(problem, round, n, latency) of 3 calls per prompt, the prompts one after another."""
+        sim = simserver.SimServer(simserver.SimConfig(dist="lognormal", draw_key=draw_key))
+        out = []
+        for text in prompts:
+            messages = [{"role": "user", "content": text}]
+            for _ in range(3):
+                a = sim.arrive(messages, json.dumps(messages).encode())
+                out.append((a.problem, a.round, a.n, a.draw.latency))
+        return out
+
+    # Same problem, same first round; the next round quotes other references.
+    one = ["[problem 3] Solve x.", "[problem 3] Solve x. References: A, B."]
+    other = ["[problem 3] Solve x.", "[problem 3] Solve x. References: A, C."]
+    by_round = latencies("round", one)
+    assert [a[:3] for a in by_round] == [(3, r, n) for r in (0, 1) for n in range(3)]
+    assert by_round == latencies("round", other)
+    assert len({a[3] for a in by_round}) == 6  # each (round, n) its own draw
+    # Another problem draws other latencies; the default key still follows the prompt.
+    assert latencies("round", [p.replace("3", "4") for p in one]) != by_round
+    by_prompt = latencies("prompt", one)
+    assert by_prompt[:3] == latencies("prompt", other)[:3]
+    assert by_prompt[3:] != latencies("prompt", other)[3:]
+    assert simserver.SimConfig().draw_key == "prompt"
