@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 from langchain_core.messages import BaseMessage, HumanMessage
@@ -76,3 +77,33 @@ def _with_text(content: str | list[str | dict], text: str) -> str | list[str | d
         elif not any(_is_text(b) for b in out):
             out.append({"type": "text", "text": text})
     return out
+
+
+class RoundPrompts:
+    """Each round's prompt built once for its K trajectories: `build_round_messages` of the
+    same ``messages`` and ``references`` objects (a round's tasks read the same state
+    values) returns the list it built the first time.
+
+    Holds the last ``size`` rounds built (FIFO); a miss only builds the prompt again.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._built: dict[tuple[int, int], tuple[object, object, list[BaseMessage]]] = {}
+        self._lock = threading.Lock()  # sync graphs run their tasks on threads
+
+    def get(
+        self, messages: Sequence[BaseMessage], references: Sequence[str] | None
+    ) -> list[BaseMessage]:
+        """``build_round_messages(messages, references)``, built once per pair of objects."""
+        key = (id(messages), id(references))
+        hit = self._built.get(key)
+        # The objects are held with the entry, so an id is not reused while it is cached.
+        if hit is not None and hit[0] is messages and hit[1] is references:
+            return hit[2]
+        built = build_round_messages(messages, references)
+        with self._lock:
+            self._built[key] = (messages, references, built)
+            while len(self._built) > self.size:
+                del self._built[next(iter(self._built))]
+        return built
