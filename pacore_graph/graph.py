@@ -50,12 +50,15 @@ def round_tasks(state: PaCoReState, indices: Iterable[int]) -> list[Send]:
     final = r == len(state["round_vector"])
     budget, settings = state.get("budget"), state.get("settings")
     key = settings_key(settings) if settings is not None else None
+    # One task of the round goes on to compact (`then_compact`).
     return [
         Send(
             "trajectory",
-            TrajectoryTask(round=r, index=i, final=final, budget=budget, settings=key),
+            TrajectoryTask(
+                round=r, index=i, final=final, budget=budget, settings=key, compact=n == 0
+            ),
         )
-        for i in indices
+        for n, i in enumerate(indices)
     ]
 
 
@@ -182,6 +185,7 @@ def create_pacore_graph(
         "trajectory",
         TrajectoryNode(model, base, retry_policy).as_runnable(),
         retry_policy=retry_policy,
+        destinations=("compact",),
     )
     builder.add_node("compact", functools.partial(compact, defaults=base))
     builder.add_node(
@@ -190,7 +194,6 @@ def create_pacore_graph(
     builder.add_node("answer", answer)
     builder.add_edge(START, "prepare")
     builder.add_conditional_edges("prepare", fan_out, ["trajectory"])
-    builder.add_edge("trajectory", "compact")
     builder.add_conditional_edges(
         "compact", route_after_compact, ["synthesize", "answer", "trajectory"]
     )

@@ -49,3 +49,17 @@ def test_later_rounds_do_not_store_earlier_references_again():
     # rounds_done keeps every round's references: a checkpoint that rewrote the whole
     # list stored round 1's again after every later round.
     assert copies_stored([2, 1, 1, 1, 1]) == copies_stored([2, 1, 1])
+
+
+def test_one_task_of_a_round_leads_on_to_compact():
+    # LangGraph rescans a step's pending writes for each finished task: a write per
+    # trajectory to compact's edge made a round of K cost O(K^2) twice over, and stored
+    # K edge writes where one does.
+    saver = InMemorySaver()
+    model = FakeListChatModel(responses=[f"<think>t</think>answer {i}" for i in range(9)])
+    graph = create_pacore_graph(model, rounds=[6, 2]).compile(checkpointer=saver)
+    out = graph.invoke({"messages": [("user", "Q?")]}, {"configurable": {"thread_id": "t"}})
+    assert len(out["pacore"]["trajectories"]) == 9
+    channels = [w[1] for writes in saver.writes.values() for w in writes.values()]
+    assert channels.count("trajectories") == 1 + 9  # prepare's reset, then each trajectory
+    assert channels.count("branch:to:compact") == 3  # one per round

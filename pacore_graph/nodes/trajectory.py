@@ -24,7 +24,7 @@ from langgraph.constants import TAG_NOSTREAM
 from langgraph.errors import GraphBubbleUp
 from langgraph.graph.message import push_message
 from langgraph.runtime import Runtime
-from langgraph.types import RetryPolicy
+from langgraph.types import Command, RetryPolicy
 from typing_extensions import TypedDict
 
 from pacore_graph._compat import RunnableCallable, read_channel
@@ -59,6 +59,21 @@ class TrajectoryTask(TypedDict):
     """The round's share of the run's budgets; None in the final round, which is never cut."""
     settings: NotRequired[str | None]
     """`settings_key` of the run's resolved settings: a resumed task runs only under them."""
+    compact: NotRequired[bool]
+    """True for one task of the round (absent: true), which sends the graph on to compact."""
+
+
+def then_compact(
+    task: TrajectoryTask, update: dict[str, list[Trajectory]]
+) -> Command | dict[str, list[Trajectory]]:
+    """The task's update, with the way on to ``compact`` from one task of the round.
+
+    A step ends when all its tasks are done, so one task's ``goto`` runs ``compact`` after
+    the whole round; the others leave one write each instead of two. LangGraph's
+    ``put_writes`` rescans the step's pending writes for every finished task (O(K^2) in a
+    round of K), and each write is a field in the checkpointer.
+    """
+    return Command(update=update, goto="compact") if task.get("compact", True) else update
 
 
 _PROMPTS = RoundPrompts()
@@ -250,7 +265,17 @@ class TrajectoryNode:
     def as_runnable(self) -> Runnable:
         """The node as LangGraph runs it: `run` under ``invoke``, `arun` under ``ainvoke``."""
         # trace=False: the graph already traces the node's task; this would nest a copy.
-        return RunnableCallable(self.run, self.arun, name="trajectory", trace=False)
+        return RunnableCallable(self._run_on, self._arun_on, name="trajectory", trace=False)
+
+    def _run_on(
+        self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
+    ) -> Command | dict[str, list[Trajectory]]:
+        return then_compact(task, self.run(task, runtime, config))
+
+    async def _arun_on(
+        self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
+    ) -> Command | dict[str, list[Trajectory]]:
+        return then_compact(task, await self.arun(task, runtime, config))
 
     def run(
         self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
