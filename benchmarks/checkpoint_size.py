@@ -124,8 +124,9 @@ def main() -> None:
             "(SAMPLES 0: every element, allocator overhead included).",
             "ratio = bytes stored / trajectory content bytes. Each",
             "trajectory's text is stored once, as its task's pending write (trajectories are",
-            "a DeltaChannel), plus its compacted message inside the next round's prompt (the",
-            "Send payloads of that round's tasks).",
+            "a DeltaChannel), plus its compacted message in its round's summary (rounds_done,",
+            "a DeltaChannel) and in the next round's references, once per round: the Sends",
+            "carry no prompt.",
         ]
     )
     print(table)

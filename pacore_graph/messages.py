@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import weakref
 from collections.abc import Sequence
 
 from langchain_core.messages import BaseMessage, HumanMessage
@@ -76,3 +78,46 @@ def _with_text(content: str | list[str | dict], text: str) -> str | list[str | d
         elif not any(_is_text(b) for b in out):
             out.append({"type": "text", "text": text})
     return out
+
+
+class _Prompt(list[BaseMessage]):
+    """A built prompt: a list a weak reference can point to, with what it was built from."""
+
+    __slots__ = ("__weakref__", "source")
+    source: tuple[object, object]
+
+
+class RoundPrompts:
+    """Each round's prompt built once for its K trajectories: `build_round_messages` of the
+    same ``messages`` and ``references`` objects (a round's tasks read the same state
+    values) returns the list it built the first time.
+
+    A prompt is held while a call sends it, and the last ``keep`` built are held besides
+    (calls that return at once, as a fake model's, overlap with no other); a miss only
+    builds the prompt again.
+    """
+
+    def __init__(self, keep: int = 16) -> None:
+        self._built: weakref.WeakValueDictionary[tuple[int, int], _Prompt] = (
+            weakref.WeakValueDictionary()
+        )
+        self._recent: collections.deque[_Prompt] = collections.deque(maxlen=keep)
+
+    def get(
+        self, messages: Sequence[BaseMessage], references: Sequence[str] | None
+    ) -> list[BaseMessage]:
+        """``build_round_messages(messages, references)``, built once per pair of objects."""
+        key = (id(messages), id(references))
+        hit = self._built.get(key)
+        # The entry holds its sources, so their ids are not reused while it lives.
+        if hit is not None and hit.source[0] is messages and hit.source[1] is references:
+            return hit
+        built = _Prompt(build_round_messages(messages, references))
+        built.source = (messages, references)
+        self._built[key] = built
+        self._recent.append(built)
+        return built
+
+    def __len__(self) -> int:
+        """How many prompts are held."""
+        return len(self._built)

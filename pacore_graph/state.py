@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, cast
 
 from langchain_core.messages import AnyMessage
@@ -37,6 +37,21 @@ def add_trajectories(
 ) -> list[Trajectory]:
     """Appends each task's trajectories (batching-invariant, as `DeltaChannel` requires)."""
     return [*state, *(t for batch in writes for t in batch)]
+
+
+def merge_round_summaries(
+    state: list[RoundSummary], writes: Sequence[Sequence[Mapping[str, Any]]]
+) -> list[RoundSummary]:
+    """Adds each round's summary, or updates the fields a write names of the summary of the
+    same round (``{"round": 1, "dropped_for_context": 2}``), in order (batching-invariant,
+    as `DeltaChannel` requires)."""
+    by_round: dict[int, Any] = {s["round"]: s for s in state}
+    for batch in writes:
+        for summary in batch:
+            r = summary["round"]
+            old = by_round.get(r)
+            by_round[r] = dict(summary) if old is None else {**old, **summary}
+    return list(by_round.values())
 
 
 def add_chat_messages(left: Messages, right: Messages) -> Messages:
@@ -127,7 +142,13 @@ class PaCoReState(PaCoReInput, total=False):
     trajectories: Annotated[
         list[Trajectory], DeltaChannel(add_trajectories, snapshot_frequency=1000)
     ]
-    rounds_done: list[RoundSummary]
+    # A DeltaChannel, as `trajectories`: a checkpoint stores only the writes, so a round's
+    # references are stored once, not again in every later checkpoint (at K = [32, 4] the
+    # plain list cost 2.9 KB of Redis per trajectory).
+    rounds_done: Annotated[
+        list[RoundSummary], DeltaChannel(merge_round_summaries, list, snapshot_frequency=1000)
+    ]
+    """One summary per finished round; a write of ``[summary]`` adds or updates its round's."""
     started_at: float
     """Unix time the run started; ``max_seconds`` counts from it."""
     budget_exhausted: Literal["max_ttc_tokens", "max_seconds"] | None

@@ -3,15 +3,18 @@ LangGraph upgrade changes what pacore-graph relies on."""
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
+from typing import Annotated
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
+from langgraph.types import Send
 from typing_extensions import TypedDict
 
-from pacore_graph._compat import RunnableCallable, is_resuming
+from pacore_graph._compat import RunnableCallable, is_resuming, read_channel
 
 
 class State(TypedDict, total=False):
@@ -73,3 +76,33 @@ def test_is_resuming_is_true_only_in_the_first_step_of_a_resumed_run():
         graph.invoke({"seen": []}, config)
     graph.invoke(None, config)
     assert seen == [("first", False), ("second", False), ("second", True)]
+
+
+class Fan(TypedDict, total=False):
+    prompt: str
+    seen: Annotated[list[str], operator.add]
+
+
+def test_read_channel_reads_the_state_from_a_send_task():
+    def start(state: Fan) -> Fan:
+        return {"prompt": "shared"}
+
+    def fan(state: Fan) -> list[Send]:
+        return [Send("worker", {"i": i}) for i in range(3)]
+
+    def worker(task: dict, config) -> Fan:  # sees only its payload
+        return {"seen": [f"{task['i']}:{read_channel(config, 'prompt')}"]}
+
+    builder = StateGraph(Fan)
+    builder.add_node("start", start)
+    builder.add_node("worker", worker)
+    builder.add_edge(START, "start")
+    builder.add_conditional_edges("start", fan, ["worker"])
+    builder.add_edge("worker", END)
+    out = builder.compile().invoke({})
+    assert sorted(out["seen"]) == ["0:shared", "1:shared", "2:shared"]
+
+
+def test_read_channel_outside_a_task_is_one_error():
+    with pytest.raises(RuntimeError, match="not inside a running LangGraph task"):
+        read_channel({}, "prompt")

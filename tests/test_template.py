@@ -78,3 +78,44 @@ def test_no_user_message_or_empty_problem_is_an_error():
         build_round_messages([SystemMessage("sys")], ["a"])
     with pytest.raises(InvalidInputError, match="empty"):
         build_round_messages([HumanMessage("  ")], ["a"])
+
+
+def test_a_rounds_prompt_is_built_once_for_its_trajectories(monkeypatch):
+    from langchain_core.language_models import FakeListChatModel
+
+    from pacore_graph import create_pacore_graph, messages
+    from pacore_graph.nodes import trajectory
+
+    built: list[object] = []
+    build = messages.build_round_messages
+
+    def counting(chat, references):
+        built.append(references)
+        return build(chat, references)
+
+    monkeypatch.setattr(messages, "build_round_messages", counting)
+    monkeypatch.setattr(trajectory, "_PROMPTS", messages.RoundPrompts())
+    model = FakeListChatModel(responses=["a", "b", "c", "d", "e"] * 3)
+    create_pacore_graph(model, rounds=[6, 3]).compile().invoke({"messages": [("user", "Q?")]})
+    assert len(built) == 3  # one build per round, not one per trajectory
+
+
+def test_round_prompts_keep_only_the_last_few_built():
+    import gc
+
+    from langchain_core.messages import HumanMessage
+
+    from pacore_graph.messages import RoundPrompts
+
+    prompts = RoundPrompts(keep=2)
+    chat = [HumanMessage("Q?")]
+    refs = [[f"r{i}"] for i in range(5)]
+    first = prompts.get(chat, refs[0])
+    assert prompts.get(chat, refs[0]) is first
+    for r in refs[1:]:
+        prompts.get(chat, r)
+    gc.collect()
+    assert len(prompts) == 3  # the 2 kept, and the one a caller still holds
+    del first
+    gc.collect()
+    assert len(prompts) == 2

@@ -111,7 +111,8 @@ def compact(
             "budget_exhausted": budget,
         }
     )
-    update: dict[str, Any] = {"rounds_done": [*state.get("rounds_done", []), summary], "retry": []}
+    # rounds_done adds it (`merge_round_summaries`): earlier rounds are not written again.
+    update: dict[str, Any] = {"rounds_done": [summary], "retry": []}
     if budget is not None:
         update["budget_exhausted"] = budget
     return update

@@ -41,7 +41,7 @@ def prepare(
         "round": 1,
         "references": None,
         "trajectories": Overwrite([]),
-        "rounds_done": [],
+        "rounds_done": Overwrite([]),
         "started_at": started_at,
         "run_id": run_id,
         "budget_exhausted": None,

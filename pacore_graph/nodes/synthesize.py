@@ -69,8 +69,9 @@ def synthesize(
     context limit (or the latest M at all when a budget ran out and the final round is next)."""
     settings = merge_context(defaults, runtime.context)
     check_same_run(state.get("settings"), settings)
-    done = list(state["rounds_done"])
+    done = state["rounds_done"]
     previous = done[-1]
+    update: list[dict[str, Any]] = []  # rounds_done merges a round's fields into its summary
     r = state["round"] + 1
     references: list[str] | None = list(previous["references"])
     if state.get("budget_exhausted"):
@@ -88,7 +89,8 @@ def synthesize(
             count=count,
             round_number=r,
         )
-        done[-1] = {**previous, "dropped_for_context": len(references) - len(fitted)}
+        dropped = len(references) - len(fitted)
+        update.append({"round": previous["round"], "dropped_for_context": dropped})
         references = fitted
     k = state["round_vector"][r - 1]
     get_stream_writer()(
@@ -99,4 +101,4 @@ def synthesize(
         spent, _ = usage_totals(state["trajectories"])
         key = f"{state.get('run_id', '')}:{r}"
         budget = round_budget(settings, state.get("started_at", 0.0), spent, key)
-    return {"round": r, "references": references, "rounds_done": done, "budget": budget}
+    return {"round": r, "references": references, "rounds_done": update, "budget": budget}

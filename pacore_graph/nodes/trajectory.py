@@ -24,14 +24,14 @@ from langgraph.constants import TAG_NOSTREAM
 from langgraph.errors import GraphBubbleUp
 from langgraph.graph.message import push_message
 from langgraph.runtime import Runtime
-from langgraph.types import RetryPolicy
+from langgraph.types import Command, RetryPolicy
 from typing_extensions import TypedDict
 
-from pacore_graph._compat import RunnableCallable
+from pacore_graph._compat import RunnableCallable, read_channel
 from pacore_graph.budget import BudgetTracker, RoundBudget, quorum, tracker_for
 from pacore_graph.compaction import resolve_compaction
 from pacore_graph.context import PaCoReContext, merge_context
-from pacore_graph.messages import message_text
+from pacore_graph.messages import RoundPrompts, message_text
 from pacore_graph.resume import check_same_run
 from pacore_graph.retry import DEFAULT_RETRY_POLICY, describe_failure, final_attempt, retry_after
 from pacore_graph.rounds import resolve_rounds
@@ -49,9 +49,11 @@ from pacore_graph.trajectories import (
 
 
 class TrajectoryTask(TypedDict):
-    """The payload of one ``Send``: every task of a round gets the same ``messages`` list."""
+    """The payload of one ``Send``: which trajectory of which round. The prompt is not in
+    it: the node reads the round's prompt from the graph's state (`round_prompt`)."""
 
-    messages: list[BaseMessage]
+    messages: NotRequired[list[BaseMessage]]
+    """The prompt itself: only in ``Send``s checkpointed before the prompt moved to state."""
     round: int
     index: int
     final: bool
@@ -59,6 +61,31 @@ class TrajectoryTask(TypedDict):
     """The round's share of the run's budgets; None in the final round, which is never cut."""
     settings: NotRequired[str | None]
     """`settings_key` of the run's resolved settings: a resumed task runs only under them."""
+    compact: NotRequired[bool]
+    """True for one task of the round (absent: true), which sends the graph on to compact."""
+
+
+def then_compact(
+    task: TrajectoryTask, update: dict[str, list[Trajectory]]
+) -> Command | dict[str, list[Trajectory]]:
+    """The task's update, with the way on to ``compact`` from one task of the round.
+
+    A step ends when all its tasks are done, so one task's ``goto`` runs ``compact`` after
+    the whole round; the others leave one write each instead of two. LangGraph's
+    ``put_writes`` rescans the step's pending writes for every finished task (O(K^2) in a
+    round of K), and each write is a field in the checkpointer.
+    """
+    return Command(update=update, goto="compact") if task.get("compact", True) else update
+
+
+_PROMPTS = RoundPrompts()
+"""Rounds' prompts, shared by every graph of the process (keyed by the state objects)."""
+
+
+def round_prompt(config: RunnableConfig) -> list[BaseMessage]:
+    """The prompt of the round in progress, from the graph's state as the task's step sees
+    it: the same list for all K tasks of the round, built by the first of them."""
+    return _PROMPTS.get(read_channel(config, "messages"), read_channel(config, "references"))
 
 
 def _call_in_thread(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[bool, Any]:
@@ -125,6 +152,31 @@ async def _call_async(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+
+
+_last_checked: tuple[object, object, str | None, PaCoReContext] | None = None
+
+
+def _checked_settings(
+    defaults: PaCoReContext, context: object, started: str | None
+) -> PaCoReContext:
+    """``merge_context(defaults, context)``, checked against the settings the run ``started``
+    with (`check_same_run`); the K tasks of a round share their context, so the last
+    check is reused (20 us a trajectory saved).
+
+    Raises:
+        ThreadConflictError: The settings differ from those the run started with.
+    """
+    global _last_checked
+    last = _last_checked
+    if last is not None and last[0] is defaults and last[1] is context and last[2] == started:
+        return last[3]
+    settings = merge_context(defaults, context)  # type: ignore[arg-type]
+    check_same_run(started, settings)
+    # A run's context is static (LangGraph's contract), so the same object means the same
+    # settings.
+    _last_checked = (defaults, context, started, settings)
+    return settings
 
 
 class _AnswerStream(BaseCallbackHandler):
@@ -217,7 +269,17 @@ class TrajectoryNode:
     def as_runnable(self) -> Runnable:
         """The node as LangGraph runs it: `run` under ``invoke``, `arun` under ``ainvoke``."""
         # trace=False: the graph already traces the node's task; this would nest a copy.
-        return RunnableCallable(self.run, self.arun, name="trajectory", trace=False)
+        return RunnableCallable(self._run_on, self._arun_on, name="trajectory", trace=False)
+
+    def _run_on(
+        self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
+    ) -> Command | dict[str, list[Trajectory]]:
+        return then_compact(task, self.run(task, runtime, config))
+
+    async def _arun_on(
+        self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
+    ) -> Command | dict[str, list[Trajectory]]:
+        return then_compact(task, await self.arun(task, runtime, config))
 
     def run(
         self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
@@ -264,8 +326,7 @@ class TrajectoryNode:
     def _call(
         self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
     ) -> _Call:
-        settings = merge_context(self.defaults, runtime.context)
-        check_same_run(task.get("settings"), settings)
+        settings = _checked_settings(self.defaults, runtime.context, task.get("settings"))
         round_number, index = task["round"], task["index"]
         # No model call streams its own tokens to stream_mode="messages": K parallel
         # exploration streams interleaved would be noise, and the final round's raw
@@ -304,8 +365,9 @@ class TrajectoryNode:
             k = resolve_rounds(settings.rounds or "low")[round_number - 1]
             return policy, k, trigger_count(policy, k, quorum(settings.min_success, k))
 
+        messages = task.get("messages")
         return _Call(
-            task["messages"],
+            round_prompt(config) if messages is None else messages,
             config,
             {k: v for k, v in kwargs.items() if v is not None},
             tracker_for(budget, stragglers) if budget else None,
