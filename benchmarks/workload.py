@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import cProfile
+import gc
 import json
 import os
 import resource
@@ -112,6 +113,10 @@ async def checkpointer(kind: str, redis_url: str | None) -> AsyncIterator[Any]:
 
 async def run_pacore(spec: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     from pacore_graph import ChatOpenAICompatible, create_pacore_graph
+
+    if spec.get("gc_freeze"):  # what `pacore solve`/`eval` do after their imports
+        gc.collect()
+        gc.freeze()
 
     model = ChatOpenAICompatible(base_url=spec["base_url"], model="sim", api_key="sim")
     finished: list[float] = [0.0] * len(problems)

@@ -178,3 +178,18 @@ def test_a_tool_message_without_its_call_id_is_a_one_line_error(scripted):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "tool_call_id" in lines[0] and "unexpected" not in lines[0], lines
     assert server.requests == []
+
+
+def test_solve_freezes_its_imports_out_of_the_garbage_collectors_reach(scripted):
+    server = scripted(answer_or_reference)
+    code = (
+        "import gc, sys; from pacore_graph.cli import main; "
+        f"rc = main(['solve', '--base-url', {server.base_url!r}, '--rounds', '1', 'q']); "
+        "print('frozen', gc.get_freeze_count(), file=sys.stderr); sys.exit(rc)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=CLEAN_ENV
+    )
+    assert result.returncode == 0, result.stderr
+    frozen = int(result.stderr.split("frozen ")[1].split()[0])
+    assert frozen > 100_000  # LangChain's, pydantic's, openai's and LangGraph's objects
