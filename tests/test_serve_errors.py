@@ -114,6 +114,12 @@ def test_every_configured_key_is_accepted(served):
         (good(pacore={"temprature": 0.5}), 400, "invalid_pacore_settings", "temprature"),
         (good(pacore={"min_success": 2.5}), 400, "invalid_pacore_settings", "min_success"),
         (good(pacore={"max_seconds": "soon"}), 400, "invalid_pacore_settings", "max_seconds"),
+        (
+            good(pacore={"straggler_quantile": 1.5}),
+            400,
+            "invalid_pacore_settings",
+            "straggler_quantile must be a number in (0, 1]",
+        ),
         (good(pacore={"rounds": "high"}), 400, "invalid_pacore_settings", "model name"),
         (good(pacore={"temperature": 0.2}), 400, "invalid_pacore_settings", "top level"),
         (good(pacore={"progress": "yes"}), 400, None, "progress"),
