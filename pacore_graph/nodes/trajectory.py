@@ -234,9 +234,11 @@ class _AnswerStream(BaseCallbackHandler):
 
 
 class _Call(NamedTuple):
-    """What one attempt sends, the round's budget tracker (None without budgets and
-    straggler policy) and, in the final round, the id its reply streams under."""
+    """What one attempt sends under which settings, the round's budget tracker (None
+    without budgets and straggler policy) and, in the final round, the id its reply
+    streams under."""
 
+    settings: PaCoReContext
     messages: list[BaseMessage]
     config: RunnableConfig
     kwargs: dict[str, Any]
@@ -367,6 +369,7 @@ class TrajectoryNode:
 
         messages = task.get("messages")
         return _Call(
+            settings,
             round_prompt(config) if messages is None else messages,
             config,
             {k: v for k, v in kwargs.items() if v is not None},
@@ -390,12 +393,11 @@ class TrajectoryNode:
         if tracker is not None:
             tracker.add(output_tokens(message))
             tracker.finished()
-        settings = merge_context(self.defaults, runtime.context)
         traj = finished_record(
             task["round"],
             task["index"],
             message,
-            compaction=resolve_compaction(settings.compaction or "reference"),
+            compaction=resolve_compaction(call.settings.compaction or "reference"),
             latency_s=time.perf_counter() - started,
             message_id=call.message_id,
         )
