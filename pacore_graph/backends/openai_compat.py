@@ -124,7 +124,23 @@ class _AioHttpClient(openai.DefaultAioHttpClient):
         return response
 
 
-class _AsyncClients:
+class _Proxy:
+    """Stands in for an attribute of ``BaseChatOpenAI``: every public attribute is read from
+    ``_target()``, the object of the moment (made on first use, or the running loop's)."""
+
+    def _target(self) -> Any:
+        raise NotImplementedError
+
+    def __bool__(self) -> bool:  # BaseChatOpenAI builds its own client when this is falsy
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # copy and pickle probes, and our own before __init__
+            raise AttributeError(name)
+        return getattr(self._target(), name)
+
+
+class _AsyncClients(_Proxy):
     """Per running event loop: one ``openai.AsyncOpenAI`` on the SDK's aiohttp transport, and
     one aiohttp session for the direct path (`_post_chat_completion`).
 
@@ -208,13 +224,8 @@ class _AsyncClients:
         """How many event loops hold a pool now."""
         return len(set(self._clients.keys()) | set(self._sessions.keys()))
 
-    def __bool__(self) -> bool:  # BaseChatOpenAI builds its own client when this is falsy
-        return True
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):  # copy and pickle probes, and our own before __init__
-            raise AttributeError(name)
-        return getattr(self.current(), name)
+    def _target(self) -> openai.AsyncOpenAI:
+        return self.current()
 
     def _close_at_shutdown(
         self,
@@ -235,7 +246,7 @@ class _AsyncClients:
         self._closers.setdefault(loop, []).append(closer)
 
 
-class _SyncClient:
+class _SyncClient(_Proxy):
     """Stands in for ``BaseChatOpenAI.root_client``: the SDK's sync client, made on first use
     (a sync pool costs ~1 ms to make, and most runs are async), on a transport that keeps
     each call's deadline (`DeadlineTransport`). Built by ``ChatOpenAICompatible`` rather
@@ -261,29 +272,19 @@ class _SyncClient:
             client = self._client = self._make()
         return client
 
-    def __bool__(self) -> bool:  # BaseChatOpenAI builds its own client when this is falsy
-        return True
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):  # copy and pickle probes, and our own before __init__
-            raise AttributeError(name)
-        return getattr(self.current(), name)
+    def _target(self) -> openai.OpenAI:
+        return self.current()
 
 
-class _CompletionsOfLoop:
+class _CompletionsOfLoop(_Proxy):
     """Stands in for ``BaseChatOpenAI.async_client`` (the running loop's
     ``chat.completions``) and ``client`` (the sync client's)."""
 
     def __init__(self, clients: _AsyncClients | _SyncClient) -> None:
         self._clients = clients
 
-    def __bool__(self) -> bool:
-        return True
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._clients.current().chat.completions, name)
+    def _target(self) -> Any:
+        return self._clients.current().chat.completions
 
 
 async def _close_with_loop(pool: Any, forget: Callable[[], None]) -> AsyncIterator[None]:
