@@ -1,6 +1,10 @@
 """Shared fixtures: a scripted OpenAI-compatible server and a real Redis server on loopback."""
 
 import asyncio
+import contextlib
+import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -38,18 +42,26 @@ def model_for(server: ScriptedServer, **kwargs) -> ChatOpenAICompatible:
     )
 
 
+def pacore_argv(*args: str) -> list[str]:
+    """The ``pacore`` command with ``args``, as a subprocess argv (this interpreter's)."""
+    return [sys.executable, "-m", "pacore_graph.cli", *args]
+
+
 def solve_command(server: ScriptedServer, problem: str, *extra: str) -> list[str]:
     """``pacore solve`` as a subprocess argv, pointed at ``server``."""
-    return [
-        sys.executable,
-        "-m",
-        "pacore_graph.cli",
-        "solve",
-        problem,
-        "--base-url",
-        server.base_url,
-        *extra,
-    ]
+    return pacore_argv("solve", problem, "--base-url", server.base_url, *extra)
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 15) -> None:
+    """SIGTERM to a server's process group (a graceful shutdown), SIGKILL if it is still
+    running ``grace`` seconds later."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:

@@ -6,9 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
-import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ import uvicorn
 from pacore_graph import ChatOpenAICompatible, create_pacore_graph
 from pacore_graph.server import ServeSettings, Service, create_app
 from pacore_graph.testing import Reply, ScriptedServer, free_port, last_user_text
-from tests.conftest import wait_for
+from tests.conftest import pacore_argv, stop_group, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_KEY = "sk-upstream-secret-7731"
@@ -130,21 +128,10 @@ def serving(
 
 def serve_command(upstream: ScriptedServer, port: int, *extra: str) -> list[str]:
     """``pacore serve`` as a subprocess argv, pointed at ``upstream``."""
-    return [
-        sys.executable,
-        "-m",
-        "pacore_graph.cli",
-        "serve",
-        "--base-url",
-        upstream.base_url,
-        "--model",
-        upstream.model,
-        "--api-key",
-        UPSTREAM_KEY,
-        "--port",
-        str(port),
-        *extra,
-    ]
+    return pacore_argv(
+        *("serve", "--base-url", upstream.base_url, "--model", upstream.model),
+        *("--api-key", UPSTREAM_KEY, "--port", str(port), *extra),
+    )
 
 
 @contextlib.contextmanager
@@ -165,13 +152,7 @@ def serve_process(
     try:
         yield served, proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
 
 
 def wait_ready(served: Served, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -25,7 +24,7 @@ from pacore_graph import (
 from pacore_graph.context import DEFAULTS, PaCoReContext
 from pacore_graph.resume import run_settings, settings_key
 from pacore_graph.testing import Reply
-from tests.conftest import model_for, solve_command
+from tests.conftest import model_for, pacore_argv, solve_command
 
 PROBLEM = "What is 17 * 23?"
 
@@ -48,7 +47,7 @@ def invoke(model, context=None, problem=PROBLEM, **defaults):
 
 def pacore(*args, env=None, input=None, timeout=60):
     return subprocess.run(
-        [sys.executable, "-m", "pacore_graph.cli", *args],
+        pacore_argv(*args),
         capture_output=True,
         text=True,
         timeout=timeout,

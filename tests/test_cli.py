@@ -9,6 +9,7 @@ import pytest
 
 from pacore_graph.cli import main
 from pacore_graph.testing import Reply, last_user_text
+from tests.conftest import pacore_argv
 
 # The machine's endpoint settings would change what "no --base-url" means.
 CLEAN_ENV = {
@@ -20,7 +21,7 @@ CLEAN_ENV = {
 
 def pacore(*args, env=None, input=None):
     return subprocess.run(
-        [sys.executable, "-m", "pacore_graph.cli", *args],
+        pacore_argv(*args),
         capture_output=True,
         text=True,
         timeout=120,

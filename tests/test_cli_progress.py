@@ -5,12 +5,11 @@ import os
 import pty
 import re
 import subprocess
-import sys
 import threading
 
 from pacore_graph.cli.options import public_url
 from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import solve_command
+from tests.conftest import pacore_argv, solve_command
 
 ENV_VARIABLES = ("PACORE_BASE_URL", "OPENAI_BASE_URL", "PACORE_MODEL")
 
@@ -23,7 +22,7 @@ def clean_env(**extra):
 
 def solve(*args, env=None, input=None):
     return subprocess.run(
-        [sys.executable, "-m", "pacore_graph.cli", "solve", *args],
+        pacore_argv("solve", *args),
         capture_output=True,
         text=True,
         timeout=120,

@@ -9,7 +9,6 @@ import logging
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 import redis
@@ -19,6 +18,7 @@ from pacore_graph.eval import SAMPLE
 from pacore_graph.eval.pool import EvalChatModel
 from pacore_graph.secrets import RedactingFilter, model_secrets, redact
 from pacore_graph.testing import Reply, free_port, last_user_text
+from tests.conftest import pacore_argv, solve_command
 from tests.model_calls import call, every_way
 
 KEY = "sk-pacore-TEST-7c1f9e2d4b6a8c0e5f"
@@ -57,27 +57,12 @@ def test_the_api_key_is_nowhere_but_the_authorization_header(scripted, redis_url
     server = scripted(responder)
     env = {**os.environ, "OPENAI_API_KEY": KEY}
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pacore_graph.cli",
-            "solve",
+        solve_command(
+            server,
             "What is 17 * 23?",
-            "--base-url",
-            server.base_url,
-            "--api-key",
-            KEY,
-            "--rounds",
-            "4",
-            "--concurrency",
-            "1",
-            "--redis-url",
-            redis_url,
-            "--json",
-            "--progress",
-            "--log-level",
-            "DEBUG",
-        ],
+            *("--api-key", KEY, "--rounds", "4", "--concurrency", "1", "--redis-url", redis_url),
+            *("--json", "--progress", "--log-level", "DEBUG"),
+        ),
         capture_output=True,
         text=True,
         timeout=120,
@@ -150,17 +135,12 @@ def test_a_key_in_the_url_is_nowhere_but_the_authorization_header(scripted, redi
 
     server = scripted(responder)
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pacore_graph.cli",
-            "solve",
-            "What is 17 * 23?",
-            "--base-url",
-            with_credentials(server.base_url, f"me:{KEY}"),
+        pacore_argv(
+            *("solve", "What is 17 * 23?"),
+            *("--base-url", with_credentials(server.base_url, f"me:{KEY}")),
             *("--rounds", "4", "--concurrency", "1", "--redis-url", redis_url),
             *("--json", "--progress", "--log-level", "DEBUG"),
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=120,
@@ -182,10 +162,7 @@ def test_an_unreachable_url_with_a_key_is_reported_without_it():
     dead = f"http://me:{KEY}@127.0.0.1:{free_port()}/v1"
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     result = subprocess.run(
-        [
-            *(sys.executable, "-m", "pacore_graph.cli", "solve", "2+2?", "--base-url", dead),
-            *("--model", "m", "--log-level", "DEBUG"),
-        ],
+        pacore_argv("solve", "2+2?", "--base-url", dead, "--model", "m", "--log-level", "DEBUG"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -213,12 +190,12 @@ def test_eval_keeps_an_echoed_key_out_of_redis_and_every_output(scripted, redis_
     server = scripted(responder)
     out = tmp_path / "out"
     result = subprocess.run(
-        [
-            *(sys.executable, "-m", "pacore_graph.cli", "eval", str(SAMPLE)),
+        pacore_argv(
+            *("eval", str(SAMPLE)),
             *("--base-url", server.base_url, "--api-key", KEY, "--rounds", "2", "--limit", "2"),
             *("--concurrency", "1", "--redis-url", redis_url, "--out", str(out), "--no-plot"),
             *("--progress", "--log-level", "DEBUG"),
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=120,

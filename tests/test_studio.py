@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import signal
 import subprocess
 import sys
 import tomllib
@@ -30,7 +29,7 @@ from pacore_graph.compaction import COMPACTIONS
 from pacore_graph.context import DEFAULTS, PaCoReContext, merge_context
 from pacore_graph.graph import create_pacore_graph
 from pacore_graph.testing import Reply, ScriptedServer, free_port, last_user_text
-from tests.conftest import model_for, wait_for
+from tests.conftest import model_for, stop_group, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "langgraph.json"
@@ -89,17 +88,6 @@ def answers_ok(url: str) -> bool:
     with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/ok", timeout=1) as response:
         return response.status == 200
     return False
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group (a graceful shutdown), SIGKILL if it hangs."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 @contextlib.contextmanager

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 
 from pacore_graph import ChatOpenAICompatible, create_pacore_graph
 from pacore_graph.backends.vllm import ENGINE_KWARGS_ENV, INSTALL_HINT, ChatVLLM
+from tests.conftest import stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = Path(
@@ -126,12 +126,7 @@ def vllm_server(model_dir: Path, tmp_path: Path) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_group(proc, grace=60)
 
 
 class PromptRecorder(BaseCallbackHandler):
