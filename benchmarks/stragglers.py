@@ -40,7 +40,7 @@ sys.path.insert(0, str(HERE))
 from official import official_dir  # noqa: E402
 from report import RESULTS, fmt, loadavg, machine_line, run_info, table, write_results  # noqa: E402
 from services import Sim  # noqa: E402
-from workload import WARMUP, _measure, problem_text, run_official  # noqa: E402
+from workload import WARMUP, measure, problem_text, run_official  # noqa: E402
 
 WORKLOADS: list[tuple[str, int, list[int]]] = [
     ("16 x [16]", 16, [16]),
@@ -86,7 +86,7 @@ class Graph:
             out = await graph.ainvoke({"messages": [("user", text)]}, config, context=context)
             runs.append(out["pacore"])
 
-        result = await _measure(
+        result = await measure(
             {},
             lambda: asyncio.gather(
                 *(one(problem_text(i)) for i in range(problems)), return_exceptions=True

@@ -147,7 +147,7 @@ async def run_pacore(spec: dict[str, Any], problems: list[str]) -> dict[str, Any
             durability=durability,
         )
         warm = time.monotonic() - warm
-        result = await _measure(
+        result = await measure(
             spec,
             lambda: asyncio.gather(
                 *(one(i, p) for i, p in enumerate(problems)), return_exceptions=True
@@ -189,7 +189,7 @@ async def run_official(spec: dict[str, Any], problems: list[str]) -> dict[str, A
         async def run() -> None:
             outcome.append(await measured.async_run())
 
-        result = await _measure(spec, run)
+        result = await measure(spec, run)
     rows = outcome[0] if outcome else []
     responses = [r for row in rows for rnd in row.get("round_responses", []) for r in rnd]
     result["warmup_s"] = warm
@@ -219,12 +219,12 @@ async def run_dispatch(spec: dict[str, Any]) -> dict[str, Any]:
         state = await graph.ainvoke({"messages": [("user", problem_text(0))]}, config)
         counts.append(len(state["pacore"]["trajectories"]))
 
-    result = await _measure(spec, run)
+    result = await measure(spec, run)
     result["trajectories"] = counts[0] if counts else 0
     return result
 
 
-async def _measure(spec: dict[str, Any], job: Any) -> dict[str, Any]:
+async def measure(spec: dict[str, Any], job: Any) -> dict[str, Any]:
     """Runs ``job()`` on the clock: wall, this process' CPU, memory, machine load."""
     profiler = cProfile.Profile() if spec.get("profile") else None
     cpu0 = cpu_s()
