@@ -20,6 +20,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
 from mcp.types import CancelledNotification, CancelledNotificationParams, ClientNotification
 
+from pacore_graph.cli import main as cli_main
 from pacore_graph.server import ApiKeys
 from pacore_graph.testing import Reply, ScriptedServer
 from tests.conftest import pacore_argv, saved_trajectories
@@ -123,7 +124,7 @@ async def test_bad_arguments_are_one_line_tool_errors_and_the_server_goes_on(scr
     upstream = scripted(respond)
     cases = [
         ({}, "problem: Field required"),
-        ({"problem": "   "}, "problem: empty"),
+        ({"problem": "   "}, "problem: the last user message is empty"),
         ({"problem": PROBLEM, "rounds": "lots"}, "lots"),
         ({"problem": PROBLEM, "rounds": 0}, "rounds"),
         ({"problem": PROBLEM, "rounds": "5000"}, "5000"),
@@ -256,3 +257,17 @@ async def test_langchain_mcp_adapters_load_the_tool_into_a_react_agent(scripted)
     assert result.artifact["structured_content"] == SUMMARY
     assert out["messages"][-1].content == "PaCoRe says 4."
     assert len(upstream.requests) == 4
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [(["--rounds", "lots"], "lots"), (["--redis-url", "redis://127.0.0.1:1/0"], "127.0.0.1:1")],
+)
+def test_a_bad_option_or_an_unreachable_redis_is_one_line_before_serving(
+    scripted, capsys, extra, named
+):
+    upstream = scripted(respond)
+    status = cli_main(["mcp", "--base-url", upstream.base_url, *extra])
+    err = capsys.readouterr().err
+    assert status != 0 and err.startswith("pacore: error: ") and named in err, err
+    assert len(err.splitlines()) == 1 and upstream.requests == []

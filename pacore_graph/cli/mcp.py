@@ -28,7 +28,7 @@ from pacore_graph.cli.options import (
 from pacore_graph.cli.serve import open_service
 from pacore_graph.rounds import resolve_rounds
 from pacore_graph.secrets import RedactingFilter, redact
-from pacore_graph.server.settings import DEFAULT_MAX_RUNS, ServeSettings
+from pacore_graph.server.settings import ServeSettings
 
 
 def add_parser(sub: Any) -> None:
@@ -42,12 +42,6 @@ def add_parser(sub: Any) -> None:
     )
     mcp.add_argument(
         "--rounds", default="low", help=ROUNDS_HELP + " (of a call that gives none; default low)"
-    )
-    mcp.add_argument(
-        "--max-runs",
-        type=int,
-        default=DEFAULT_MAX_RUNS,
-        help=f"calls running at once; past it a call is a tool error (default {DEFAULT_MAX_RUNS})",
     )
 
 
@@ -67,7 +61,6 @@ def main(args: argparse.Namespace) -> int:
         settings = ServeSettings(
             redis_url=args.redis_url,
             saver_options={"lease_ttl": args.lease_ttl},
-            max_runs=args.max_runs,
             concurrency=args.concurrency,
             freeze_gc=True,  # this process is the server's alone
             secrets=secrets,

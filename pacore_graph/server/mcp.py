@@ -16,7 +16,6 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
-import anyio
 from langchain_core.messages import BaseMessage, HumanMessage
 from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
@@ -27,7 +26,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from pacore_graph.context import PaCoReContext, merge_context
-from pacore_graph.messages import message_text
+from pacore_graph.messages import last_user_index, message_text
 from pacore_graph.resume import run_settings
 from pacore_graph.secrets import redact
 from pacore_graph.server.auth import AuthError
@@ -103,29 +102,24 @@ def create_mcp_server(service: Service, *, host: str = "127.0.0.1") -> FastMCP:
     server = _FastMCP("pacore", host=host, log_level="WARNING")
 
     @server.tool(
-        name="pacore",
-        description=DESCRIPTION,
-        annotations=ToolAnnotations(
-            title="PaCoRe reasoning", readOnlyHint=True, openWorldHint=False
-        ),
+        name="pacore", description=DESCRIPTION, annotations=ToolAnnotations(readOnlyHint=True)
     )
     async def pacore(
         problem: Annotated[str, Field(description="The complete, self-contained problem.")],
         ctx: Context,
         rounds: Annotated[str | int | None, Field(description=ROUNDS)] = None,
     ) -> Annotated[CallToolResult, Summary]:
-        if not problem.strip():
-            raise ToolError("problem: empty; give the complete problem statement")
         messages: list[BaseMessage] = [HumanMessage(problem)]
         context: dict[str, Any] = {} if rounds is None else {"rounds": rounds}
         settings: PaCoReContext = merge_context(service.defaults, context)
         try:
             vector = check_settings(settings)
+            last_user_index(messages)
             check_input(messages, settings)
         except Exception as exc:
             error = api_error(exc)
-            where = "rounds: " if error.code == "invalid_rounds" else ""
-            raise ToolError(where + error.message) from None
+            where = {"invalid_rounds": "rounds: ", "invalid_messages": "problem: "}
+            raise ToolError(where.get(error.code or "", "") + error.message) from None
         identity = run_settings(settings)
         spec = RunSpec("pacore", vector, messages, context, fingerprint(messages, identity))
         request = ctx.request_context.request
@@ -135,6 +129,9 @@ def create_mcp_server(service: Service, *, host: str = "127.0.0.1") -> FastMCP:
         key = default_thread_id(messages, identity) if durable else None
         try:
             (run,) = service.runs.claim(spec, key, namespace)
+            while run.task is not None and run.task.cancelling():  # a cancelled call's run
+                await asyncio.wait([run.task])  # lets go of its thread, then claim it anew
+                (run,) = service.runs.claim(spec, key, namespace)
         except ApiError as exc:
             raise ToolError(exc.message) from None
         queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
@@ -149,12 +146,9 @@ def create_mcp_server(service: Service, *, host: str = "127.0.0.1") -> FastMCP:
         finally:
             run.unsubscribe(queue)
             service.runs.detach(run)
-            # Cancelled before the run ended, and no other call follows it: the run stops
-            # its calls, and the cancel returns once it let go of its thread.
+            # Cancelled before the run ended, and no other call follows it: stop its calls.
             if run.clients <= 0 and not run.ended.is_set() and run.task is not None:
                 run.task.cancel()
-                with anyio.CancelScope(shield=True):
-                    await asyncio.wait([run.task])
         if run.error is not None or run.state is None:
             error = api_error(run.error or RuntimeError("the run left no state"))
             raise ToolError(redact(error.message, service.settings.secrets))
@@ -162,15 +156,10 @@ def create_mcp_server(service: Service, *, host: str = "127.0.0.1") -> FastMCP:
         summary = Summary(
             rounds=record["round_vector"],
             trajectories=len(record["trajectories"]),
-            ttc_tokens=record["ttc_tokens"],
-            stopped=record["stopped"],
-            failed=record["failed"],
+            **{name: record[name] for name in ("ttc_tokens", "stopped", "failed")},
         )
-        answer = message_text(run.state["messages"][-1])
-        return CallToolResult(
-            content=[TextContent(type="text", text=answer)],
-            structuredContent=summary.model_dump(),
-        )
+        answer = TextContent(type="text", text=message_text(run.state["messages"][-1]))
+        return CallToolResult(content=[answer], structuredContent=summary.model_dump())
 
     return server
 
