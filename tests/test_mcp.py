@@ -181,10 +181,13 @@ async def test_with_redis_a_cancelled_call_keeps_its_trajectories_and_resumes(sc
         await until(lambda: upstream.cancelled == 1)
         release = True
         result = await session.call_tool("pacore", {"problem": PROBLEM})
-    assert not result.isError and result.content[0].text == ANSWER
-    # The resume asked only the cancelled draft again, then the synthesis.
+        # The resume asked only the cancelled draft again, then the synthesis.
+        assert len(upstream.requests) == 5
+        again = await session.call_tool("pacore", {"problem": PROBLEM})  # read back
+    for answered in (result, again):
+        assert not answered.isError and answered.content[0].text == ANSWER
+        assert answered.structuredContent == SUMMARY
     assert len(upstream.requests) == 5
-    assert result.structuredContent == SUMMARY
 
 
 async def test_http_mcp_needs_the_api_key_and_answers_with_it(scripted):

@@ -30,6 +30,7 @@ from pacore_graph.messages import last_user_index, message_text
 from pacore_graph.resume import run_settings
 from pacore_graph.secrets import redact
 from pacore_graph.server.auth import AuthError
+from pacore_graph.server.completions import record_of
 from pacore_graph.server.errors import ApiError, api_error, one_line
 from pacore_graph.server.requests import RunSpec, fingerprint
 from pacore_graph.server.runs import END, Event
@@ -152,7 +153,7 @@ def create_mcp_server(service: Service, *, host: str = "127.0.0.1") -> FastMCP:
         if run.error is not None or run.state is None:
             error = api_error(run.error or RuntimeError("the run left no state"))
             raise ToolError(redact(error.message, service.settings.secrets))
-        record = run.state["pacore"]
+        record = record_of(run.state)
         summary = Summary(
             rounds=record["round_vector"],
             trajectories=len(record["trajectories"]),
