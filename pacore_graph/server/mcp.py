@@ -25,7 +25,7 @@ from starlette.datastructures import Headers
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from pacore_graph.context import PaCoReContext, merge_context
+from pacore_graph.context import merge_context
 from pacore_graph.messages import last_user_index, message_text
 from pacore_graph.resume import run_settings
 from pacore_graph.secrets import redact
@@ -78,20 +78,14 @@ class _FastMCP(FastMCP):
             raise ToolError(one_line(str(cause or exc))) from None
 
 
-def _step(event: Any, final: int) -> str | None:
-    """The progress line of a graph event that ends a step of the run (a trajectory, a
-    round's compaction; ``final`` is the answering round); None for other events."""
-    kind = event.get("type") if isinstance(event, dict) else None
-    where = f"round {event.get('round')}" if kind else ""
-    if kind == "trajectory_finished":
-        return f"{where}: #{event['index']} finished, {event['completion_tokens']} tokens"
-    if kind in ("trajectory_failed", "trajectory_stopped"):
-        return f"{where}: #{event['index']} {kind.split('_')[1]}: {event['error']}"
-    if kind == "round_finished" and event["round"] == final:
-        return f"{where} done: the answer is in"
-    if kind == "round_finished":
-        return f"{where} compacted: {event['references']} of {event['k']} go on as references"
-    return None
+STEPS = {
+    "trajectory_finished": "round {round}: #{index} finished, {completion_tokens} tokens",
+    "trajectory_failed": "round {round}: #{index} failed: {error}",
+    "trajectory_stopped": "round {round}: #{index} stopped: {error}",
+    "round_finished": "round {round} compacted: {references} of {k} go on as references",
+    "answered": "round {round} done: the answer is in",
+}
+"""The graph events that end a step of a run, each a progress notification."""
 
 
 def create_mcp_server(service: Service, *, host: str = "127.0.0.1") -> FastMCP:
@@ -112,7 +106,7 @@ def create_mcp_server(service: Service, *, host: str = "127.0.0.1") -> FastMCP:
     ) -> Annotated[CallToolResult, Summary]:
         messages: list[BaseMessage] = [HumanMessage(problem)]
         context: dict[str, Any] = {} if rounds is None else {"rounds": rounds}
-        settings: PaCoReContext = merge_context(service.defaults, context)
+        settings = merge_context(service.defaults, context)
         try:
             vector = check_settings(settings)
             last_user_index(messages)
@@ -123,11 +117,9 @@ def create_mcp_server(service: Service, *, host: str = "127.0.0.1") -> FastMCP:
             raise ToolError(where.get(error.code or "", "") + error.message) from None
         identity = run_settings(settings)
         spec = RunSpec("pacore", vector, messages, context, fingerprint(messages, identity))
-        request = ctx.request_context.request
-        headers = getattr(request, "headers", {})
+        headers = getattr(ctx.request_context.request, "headers", {})  # None over stdio
         namespace = service.settings.api_keys.check(headers.get("authorization"))
-        durable = service.runs.durable is not None
-        key = default_thread_id(messages, identity) if durable else None
+        key = default_thread_id(messages, identity) if service.runs.durable else None
         try:
             (run,) = service.runs.claim(spec, key, namespace)
             while run.task is not None and run.task.cancelling():  # a cancelled call's run
@@ -141,9 +133,13 @@ def create_mcp_server(service: Service, *, host: str = "127.0.0.1") -> FastMCP:
         steps, total = 0, sum(vector) + len(vector)
         try:
             while (event := (await queue.get())[1]) != END:
-                if event[0] == "progress" and (line := _step(event[1], len(vector))):
+                step = event[1] if event[0] == "progress" and isinstance(event[1], dict) else {}
+                kind = str(step.get("type"))
+                if kind == "round_finished" and step["round"] == len(vector):
+                    kind = "answered"  # the final round's compaction
+                if line := STEPS.get(kind):
                     steps += 1
-                    await ctx.report_progress(steps, total, line)
+                    await ctx.report_progress(steps, total, line.format(**step))
         finally:
             run.unsubscribe(queue)
             service.runs.detach(run)
