@@ -21,10 +21,9 @@ from mcp.shared.exceptions import McpError
 from mcp.types import CancelledNotification, CancelledNotificationParams, ClientNotification
 
 from pacore_graph.cli import main as cli_main
-from pacore_graph.server import ApiKeys
-from pacore_graph.testing import Reply, ScriptedServer
+from pacore_graph.testing import Reply, ScriptedServer, free_port
 from tests.conftest import pacore_argv, saved_trajectories
-from tests.serve_helpers import ROOT, serving
+from tests.serve_helpers import ROOT, serve_command, serve_process, serving, wait_ready
 
 pytestmark = pytest.mark.filterwarnings("ignore:create_react_agent has been moved")
 
@@ -190,10 +189,15 @@ async def test_with_redis_a_cancelled_call_keeps_its_trajectories_and_resumes(sc
     assert len(upstream.requests) == 5
 
 
-async def test_http_mcp_needs_the_api_key_and_answers_with_it(scripted):
+async def test_http_mcp_of_pacore_serve_needs_the_api_key_and_answers_with_it(scripted, tmp_path):
     upstream = scripted(respond)
-    keys = ApiKeys.parse("client-key")
-    with serving(upstream, api_keys=keys, graph_defaults={"rounds": 3}) as served:
+    (tmp_path / "keys").write_text("client-key\n")
+    port = free_port()
+    command = serve_command(
+        upstream, port, "--rounds", "3", "--api-keys-file", str(tmp_path / "keys")
+    )
+    with serve_process(command, tmp_path / "serve.log", port) as (served, proc):
+        wait_ready(served, proc, tmp_path / "serve.log")
         url = f"{served.url}/mcp"
         hello = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}
         accept = {"Accept": "application/json, text/event-stream"}
