@@ -1,5 +1,5 @@
-"""``pacore``: run PaCoRe from a shell (``solve``), grade it on a benchmark (``eval``) or
-serve it as an OpenAI-compatible endpoint (``serve``)."""
+"""``pacore``: run PaCoRe from a shell (``solve``), grade it on a benchmark (``eval``),
+serve it as an OpenAI-compatible endpoint (``serve``) or as an MCP tool (``mcp``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
-from pacore_graph.cli import serve, solve
+from pacore_graph.cli import mcp, serve, solve
 from pacore_graph.cli.options import (
     EXPECTED_ERRORS,
     Parser,
@@ -36,6 +36,7 @@ def _parser() -> Parser:
     solve.add_parser(sub)
     eval_cli.add_parser(sub)
     serve.add_parser(sub)
+    mcp.add_parser(sub)
     return parser
 
 
@@ -158,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_env_defaults(args)
     if args.command == "serve":  # uvicorn owns the process: its loop, signals and logging
         return serve.main(args)
+    if args.command == "mcp":  # the MCP SDK owns the loop; stdout carries the protocol
+        return mcp.main(args)
     command = solve.run if args.command == "solve" else eval_cli.run
     secrets = secrets_of(args)
     if args.log_level:

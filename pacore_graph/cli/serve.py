@@ -16,7 +16,8 @@ import logging
 import math
 import os
 import sys
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from pacore_graph.cli.options import (
     EXPECTED_ERRORS,
@@ -36,6 +37,11 @@ from pacore_graph.secrets import RedactingFilter, model_secrets, redact
 from pacore_graph.server import settings as defaults
 from pacore_graph.server.auth import KEYS_ENV, ApiKeys
 from pacore_graph.server.settings import ServeSettings
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
+    from pacore_graph.server.app import Service
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -139,6 +145,34 @@ def serve_settings(args: argparse.Namespace, secrets: list[str]) -> ServeSetting
     )
 
 
+@contextlib.contextmanager
+def open_service(
+    args: argparse.Namespace, settings: ServeSettings
+) -> Iterator[tuple[Service, BaseChatModel]]:
+    """The backend the options name, ``--concurrency`` bounding its calls over all runs,
+    and a `Service` running PaCoRe on it with the options' run settings as defaults (the
+    service of ``pacore serve`` and ``pacore mcp``); the backend is closed on exit."""
+    from pacore_graph.backends.launch import open_backend
+    from pacore_graph.graph import create_pacore_graph
+    from pacore_graph.server.app import Service
+
+    with open_backend(
+        args.backend,
+        args.base_url,
+        args.model,
+        args.api_key,
+        args.timeout,
+        max_concurrent_requests=args.concurrency,
+    ) as backend:
+        settings.secrets += model_secrets(backend.model)
+        run_defaults = context_from_options(args)
+        run_defaults.pop("rounds", None)
+        if run_defaults.get("max_tokens") is None and backend.default_max_tokens:
+            run_defaults["max_tokens"] = backend.default_max_tokens
+        graph = create_pacore_graph(backend.model, rounds=args.rounds, **run_defaults)
+        yield Service(settings, graph.compile()), backend.model
+
+
 def _check_redis(url: str) -> None:
     """Fails in one line, before the server starts, when Redis does not answer."""
     import redis
@@ -158,9 +192,7 @@ def main(args: argparse.Namespace) -> int:
     Redis). Returns the exit status; a setup problem is reported in one line."""
     import uvicorn
 
-    from pacore_graph.backends.launch import open_backend
-    from pacore_graph.graph import create_pacore_graph
-    from pacore_graph.server.app import Service, create_app
+    from pacore_graph.server.app import create_app
 
     secrets = secrets_of(args)
     level = args.log_level or "INFO"
@@ -178,23 +210,10 @@ def main(args: argparse.Namespace) -> int:
             )
         if args.redis_url:
             _check_redis(args.redis_url)
-        with open_backend(
-            args.backend,
-            args.base_url,
-            args.model,
-            args.api_key,
-            args.timeout,
-            max_concurrent_requests=args.concurrency,
-        ) as backend:
-            settings.secrets += model_secrets(backend.model)
-            run_defaults = context_from_options(args)
-            run_defaults.pop("rounds", None)
-            if run_defaults.get("max_tokens") is None and backend.default_max_tokens:
-                run_defaults["max_tokens"] = backend.default_max_tokens
-            graph = create_pacore_graph(backend.model, rounds=args.rounds, **run_defaults)
-            app = create_app(Service(settings, graph.compile()))
+        with open_service(args, settings) as (service, model):
+            app = create_app(service)
             print(
-                f"pacore serve: {backend_line(backend_description(args, backend.model))}; "
+                f"pacore serve: {backend_line(backend_description(args, model))}; "
                 f"OpenAI API at http://{args.host}:{args.port}/v1"
                 + (f", runs durable in {public_url(args.redis_url)}" if args.redis_url else ""),
                 file=sys.stderr,
@@ -219,4 +238,4 @@ def main(args: argparse.Namespace) -> int:
         return exit_status(exc)
 
 
-__all__ = ["add_parser", "main", "serve_settings"]
+__all__ = ["add_parser", "main", "open_service", "serve_settings"]

@@ -292,8 +292,9 @@ async def _wait_ended(runs: Sequence[Run], request: Request, *, watch: bool) -> 
 
 
 def create_app(service: Service) -> Starlette:
-    """The standalone server: ``/v1`` routes, ``/health`` and ``/metrics``, with a lifespan
-    that starts and stops the service."""
+    """The standalone server: ``/v1`` routes, ``/mcp`` (the MCP tool, when the ``mcp``
+    extra is installed), ``/health`` and ``/metrics``, with a lifespan that starts and
+    stops the service."""
 
     async def health(request: Request) -> Response:
         body = {
@@ -315,9 +316,17 @@ def create_app(service: Service) -> Starlette:
             status, f"{request.method} {request.url.path}: {message}", code=code
         ).response()
 
+    mcp_routes: list[BaseRoute] = []
+    mcp_running: Callable[[], contextlib.AbstractAsyncContextManager[Any]] = contextlib.nullcontext
+    with contextlib.suppress(ImportError):  # /mcp with the mcp extra (docs/mcp.md)
+        from pacore_graph.server.mcp import mcp_endpoint
+
+        mcp_route, mcp_running = mcp_endpoint(service)
+        mcp_routes.append(mcp_route)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with service.running():
+        async with service.running(), mcp_running():
             yield
 
     return Starlette(
@@ -325,6 +334,7 @@ def create_app(service: Service) -> Starlette:
             Mount("/v1", routes=v1_routes(service)),
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *mcp_routes,
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error},

@@ -1,0 +1,84 @@
+"""``pacore mcp``: PaCoRe as a Model Context Protocol tool over stdio (docs/mcp.md).
+
+    pacore mcp --base-url http://127.0.0.1:8000/v1 --rounds medium \\
+        --redis-url redis://127.0.0.1:6379/0
+
+The backend, sampling, PaCoRe, quorum and budget options are ``pacore solve``'s; their
+values are the defaults of every call. Stdout carries the protocol; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+import redis
+
+from pacore_graph.cli.options import (
+    EXPECTED_ERRORS,
+    ROUNDS_HELP,
+    describe,
+    exit_status,
+    run_options,
+    secrets_of,
+)
+from pacore_graph.cli.serve import open_service
+from pacore_graph.rounds import resolve_rounds
+from pacore_graph.secrets import RedactingFilter, redact
+from pacore_graph.server.settings import ServeSettings
+
+
+def add_parser(sub: Any) -> None:
+    """Registers ``pacore mcp`` on the ``pacore`` subcommands."""
+    mcp = sub.add_parser(
+        "mcp",
+        parents=[run_options()],
+        help="serve PaCoRe as an MCP tool over stdio",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mcp.add_argument(
+        "--rounds", default="low", help=ROUNDS_HELP + " (of a call that gives none; default low)"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Serves the tool on stdin/stdout until the client closes stdin; the exit status.
+
+    With ``--redis-url`` a call's finished trajectories are saved as they finish: a call
+    cancelled, or a server stopped, resumes on the same call."""
+    from pacore_graph.server.mcp import create_mcp_server
+
+    secrets = secrets_of(args)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter(secrets))
+    logging.basicConfig(level=args.log_level or "WARNING", handlers=[handler])
+    try:
+        resolve_rounds(args.rounds)
+        settings = ServeSettings(
+            redis_url=args.redis_url,
+            saver_options={"lease_ttl": args.lease_ttl},
+            concurrency=args.concurrency,
+            freeze_gc=True,  # this process is the server's alone
+            secrets=secrets,
+        )
+        with open_service(args, settings) as (service, _):
+
+            async def serve() -> None:
+                async with service.running():
+                    await create_mcp_server(service).run_stdio_async()
+
+            asyncio.run(serve())
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except (*EXPECTED_ERRORS, redis.RedisError) as exc:
+        message = redact(describe(exc, saved=False), secrets).splitlines()[0]
+        print(f"pacore: error: {message}", file=sys.stderr)
+        return exit_status(exc)
+
+
+__all__ = ["add_parser", "main"]
