@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
 import os
 import sys
 from typing import Any
@@ -32,7 +31,7 @@ from pacore_graph.cli.options import (
 )
 from pacore_graph.context import context_from_options
 from pacore_graph.rounds import resolve_rounds
-from pacore_graph.secrets import RedactingFilter, model_secrets, redact
+from pacore_graph.secrets import REDACTED, RedactingFilter, model_secrets, redact
 from pacore_graph.server import settings as defaults
 from pacore_graph.server.auth import KEYS_ENV, ApiKeys
 from pacore_graph.server.settings import ServeSettings
@@ -139,6 +138,21 @@ def serve_settings(args: argparse.Namespace, secrets: list[str]) -> ServeSetting
     )
 
 
+class AccessLogFilter(RedactingFilter):
+    """uvicorn's access log without keys: the secrets out of each request's path, and its
+    query string (where clients put keys: ``?api_key=...``; the server reads none) redacted
+    whole."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # uvicorn's AccessFormatter unpacks the five args: keep their shape.
+        if isinstance(record.args, tuple) and len(record.args) == 5:
+            client, method, path, version, status = record.args
+            path, query, _ = str(path).partition("?")
+            path = redact(path, self.secrets) + (f"?{REDACTED}" if query else "")
+            record.args = (client, method, path, version, status)
+        return True
+
+
 def _check_redis(url: str) -> None:
     """Fails in one line, before the server starts, when Redis does not answer."""
     import redis
@@ -153,14 +167,11 @@ def _check_redis(url: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Runs the server until SIGINT or SIGTERM (uvicorn's graceful shutdown: open streams
-    get a few seconds, then running runs are cancelled; their finished trajectories are in
-    Redis). Returns the exit status; a setup problem is reported in one line."""
-    import uvicorn
-
+    """Runs the server until SIGINT or SIGTERM (then runs get a few seconds to end, and are
+    cancelled: `Server`). Returns the exit status; a setup problem is reported in one line."""
     from pacore_graph.backends.launch import open_backend
     from pacore_graph.graph import create_pacore_graph
-    from pacore_graph.server.app import Service, create_app
+    from pacore_graph.server.app import Server, Service
 
     secrets = secrets_of(args)
     level = args.log_level or "INFO"
@@ -192,23 +203,22 @@ def main(args: argparse.Namespace) -> int:
             if run_defaults.get("max_tokens") is None and backend.default_max_tokens:
                 run_defaults["max_tokens"] = backend.default_max_tokens
             graph = create_pacore_graph(backend.model, rounds=args.rounds, **run_defaults)
-            app = create_app(Service(settings, graph.compile()))
+            server = Server(
+                Service(settings, graph.compile()),
+                host=args.host,
+                port=args.port,
+                log_level=level.lower(),
+                lifespan="on",
+            )
+            # uvicorn's loggers print through handlers of their own.
+            logging.getLogger("uvicorn.error").addFilter(RedactingFilter(settings.secrets))
+            logging.getLogger("uvicorn.access").addFilter(AccessLogFilter(settings.secrets))
             print(
                 f"pacore serve: {backend_line(backend_description(args, backend.model))}; "
                 f"OpenAI API at http://{args.host}:{args.port}/v1"
                 + (f", runs durable in {public_url(args.redis_url)}" if args.redis_url else ""),
                 file=sys.stderr,
                 flush=True,
-            )
-            server = uvicorn.Server(
-                uvicorn.Config(
-                    app,
-                    host=args.host,
-                    port=args.port,
-                    log_level=level.lower(),
-                    timeout_graceful_shutdown=math.ceil(settings.grace_s),
-                    lifespan="on",
-                )
             )
             with contextlib.suppress(KeyboardInterrupt):
                 server.run()
@@ -219,4 +229,4 @@ def main(args: argparse.Namespace) -> int:
         return exit_status(exc)
 
 
-__all__ = ["add_parser", "main", "serve_settings"]
+__all__ = ["AccessLogFilter", "add_parser", "main", "serve_settings"]

@@ -3,8 +3,9 @@
 LangGraph's server, which has Starlette but not FastAPI).
 
 `Service` is what the routes share: the settings, the graph, the runs and the metrics.
-`create_app` serves it on its own (``pacore serve``); `v1_routes` gives the ``/v1`` routes
-to mount into another app (``pacore_graph.studio:app`` under ``langgraph dev``).
+`create_app` serves it on its own and `Server` runs that app (``pacore serve``);
+`v1_routes` gives the ``/v1`` routes to mount into another app (``pacore_graph.studio:app``
+under ``langgraph dev``).
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
+import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+import uvicorn
 from langgraph.pregel import Pregel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from pacore_graph.context import PaCoReContext
@@ -33,7 +37,7 @@ from pacore_graph.server.models import listed_models, model_object, model_rounds
 from pacore_graph.server.requests import parse_request
 from pacore_graph.server.runs import Event, Run, Runs, idempotency_key
 from pacore_graph.server.settings import ServeSettings
-from pacore_graph.server.streaming import sse_events
+from pacore_graph.server.streaming import SHUTDOWN_MARGIN_S, sse_response
 
 logger = logging.getLogger("pacore.serve")
 
@@ -216,19 +220,7 @@ def v1_routes(service: Service) -> list[BaseRoute]:
                         service.runs.detach(run)
 
                 handed_over = True
-                return StreamingResponse(
-                    sse_events(
-                        completion,
-                        spec,
-                        runs,
-                        queue,
-                        keepalive_s=settings.keepalive_s,
-                        secrets=secrets(),
-                        on_close=close,
-                    ),
-                    media_type="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-                )
+                return sse_response(completion, spec, runs, queue, settings, close)
             await _wait_ended(runs, request, watch=settings.cancel_on_disconnect)
             for run in runs:
                 if run.error is not None:
@@ -331,4 +323,34 @@ def create_app(service: Service) -> Starlette:
     )
 
 
-__all__ = ["Service", "create_app", "read_body", "v1_routes"]
+class Server(uvicorn.Server):
+    """uvicorn serving a `Service` on its own (``pacore serve``). At shutdown the runs get
+    ``grace_s`` seconds to end, then are cancelled, so that every client still gets its
+    answer (503 ``run_cancelled``; in a stream an error event, then ``[DONE]``) before
+    uvicorn cuts the connections left, `SHUTDOWN_MARGIN_S` later.
+
+    Args:
+        service: What to serve.
+        **config: `uvicorn.Config`'s options (host, port, log level, ...).
+    """
+
+    def __init__(self, service: Service, **config: Any) -> None:
+        self.service = service
+        grace = math.ceil(service.settings.grace_s + SHUTDOWN_MARGIN_S)
+        super().__init__(
+            uvicorn.Config(create_app(service), timeout_graceful_shutdown=grace, **config)
+        )
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        async def end_runs() -> None:
+            await asyncio.sleep(self.service.settings.grace_s)
+            await self.service.runs.cancel_all()
+
+        ending = asyncio.create_task(end_runs())
+        try:
+            await super().shutdown(sockets)
+        finally:
+            ending.cancel()
+
+
+__all__ = ["Server", "Service", "create_app", "read_body", "v1_routes"]

@@ -151,9 +151,7 @@ def _check_supported(request: ChatRequest) -> None:
         raise ApiError(400, f"{name} is not supported: {why}", code="unsupported_parameter")
 
 
-def _pacore_settings(
-    request: ChatRequest, defaults: PaCoReContext
-) -> tuple[dict[str, Any], bool]:
+def _pacore_settings(request: ChatRequest, defaults: PaCoReContext) -> tuple[dict[str, Any], bool]:
     """The ``pacore`` object's run settings (checked by type, and against the server's
     `BOUNDS` in ``defaults``), and its ``progress`` flag."""
     given = dict(request.pacore or {})
