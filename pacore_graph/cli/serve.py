@@ -86,7 +86,7 @@ def add_parser(sub: Any) -> None:
         type=float,
         default=defaults.DEFAULT_KEEPALIVE_S,
         metavar="SECONDS",
-        help="an SSE comment goes out after this long without an event (default 15)",
+        help="an SSE comment goes out on a stream this often (default 15)",
     )
     http.add_argument(
         "--thread-ttl",
