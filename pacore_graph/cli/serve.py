@@ -32,9 +32,17 @@ from pacore_graph.cli.options import (
 from pacore_graph.context import context_from_options
 from pacore_graph.rounds import resolve_rounds
 from pacore_graph.secrets import REDACTED, RedactingFilter, model_secrets, redact
-from pacore_graph.server import settings as defaults
 from pacore_graph.server.auth import KEYS_ENV, ApiKeys
-from pacore_graph.server.settings import ServeSettings
+from pacore_graph.server.settings import (
+    DEFAULT_KEEPALIVE_S,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_N,
+    DEFAULT_MAX_RUNS,
+    DEFAULT_MAX_TRAJECTORIES,
+    DEFAULT_PORT,
+    DEFAULT_THREAD_TTL_S,
+    ServeSettings,
+)
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -52,7 +60,7 @@ def add_parser(sub: Any) -> None:
     http.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine)"
     )
-    http.add_argument("--port", type=int, default=defaults.DEFAULT_PORT, help="default 8100")
+    http.add_argument("--port", type=int, default=DEFAULT_PORT, help="default 8100")
     http.add_argument(
         "--rounds", default="low", help=ROUNDS_HELP + " (of the model 'pacore'; default low)"
     )
@@ -65,33 +73,33 @@ def add_parser(sub: Any) -> None:
     http.add_argument(
         "--max-runs",
         type=int,
-        default=defaults.DEFAULT_MAX_RUNS,
+        default=DEFAULT_MAX_RUNS,
         help="runs executing at once (n choices count n); beyond it requests get 429 "
-        f"with Retry-After (default {defaults.DEFAULT_MAX_RUNS})",
+        f"with Retry-After (default {DEFAULT_MAX_RUNS})",
     )
     http.add_argument(
         "--max-body-bytes",
         type=int,
-        default=defaults.DEFAULT_MAX_BODY_BYTES,
-        help=f"larger request bodies get 413 (default {defaults.DEFAULT_MAX_BODY_BYTES})",
+        default=DEFAULT_MAX_BODY_BYTES,
+        help=f"larger request bodies get 413 (default {DEFAULT_MAX_BODY_BYTES})",
     )
     http.add_argument(
         "--max-n",
         type=int,
-        default=defaults.DEFAULT_MAX_N,
-        help=f"most choices (n) of one request (default {defaults.DEFAULT_MAX_N})",
+        default=DEFAULT_MAX_N,
+        help=f"most choices (n) of one request (default {DEFAULT_MAX_N})",
     )
     http.add_argument(
         "--keepalive",
         type=float,
-        default=defaults.DEFAULT_KEEPALIVE_S,
+        default=DEFAULT_KEEPALIVE_S,
         metavar="SECONDS",
         help="an SSE comment goes out on a stream this often (default 15)",
     )
     http.add_argument(
         "--thread-ttl",
         type=float,
-        default=defaults.DEFAULT_THREAD_TTL_S,
+        default=DEFAULT_THREAD_TTL_S,
         metavar="SECONDS",
         help="with --redis-url: a run's thread is dropped this long after its last write "
         "(default 604800, a week; 0 keeps threads)",
@@ -129,7 +137,7 @@ def serve_settings(args: argparse.Namespace, secrets: list[str]) -> ServeSetting
         concurrency=args.concurrency,
         max_body_bytes=args.max_body_bytes,
         # The run bound --max-trajectories also bounds a request (all its n runs).
-        max_trajectories=args.max_trajectories or defaults.DEFAULT_MAX_TRAJECTORIES,
+        max_trajectories=args.max_trajectories or DEFAULT_MAX_TRAJECTORIES,
         max_n=args.max_n,
         keepalive_s=args.keepalive,
         cancel_on_disconnect=args.cancel_on_disconnect,

@@ -119,32 +119,28 @@ async def read_body(request: Request, limit: int) -> bytes:
         ApiError: 413 past the limit (the rest of the body is read and dropped, within
             reason, so the client sees the answer).
     """
-    too_large = ApiError(
-        413,
-        f"the request body is larger than this server's limit of {limit} bytes",
-        code="request_too_large",
-    )
     length = request.headers.get("content-length", "")
-    declared = int(length) if length.isdigit() else None
+    over = length.isdigit() and int(length) > limit
     chunks: list[bytes] = []
     size = 0
-    over = declared is not None and declared > limit
     try:
         async for chunk in request.stream():
             size += len(chunk)
-            if size > limit:
-                over = True
-            if over:
-                if size > DRAIN_FACTOR * limit:
-                    break
-                continue
-            chunks.append(chunk)
+            over = over or size > limit
+            if not over:
+                chunks.append(chunk)
+            elif size > DRAIN_FACTOR * limit:
+                break
     except ClientDisconnect:
         raise ApiError(
             400, "the client closed the connection", code="client_disconnected"
         ) from None
     if over:
-        raise too_large
+        raise ApiError(
+            413,
+            f"the request body is larger than this server's limit of {limit} bytes",
+            code="request_too_large",
+        )
     return b"".join(chunks)
 
 
@@ -203,24 +199,27 @@ def v1_routes(service: Service) -> list[BaseRoute]:
             service.runs.attach(run)
         handed_over = False
         queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+
+        def release() -> None:
+            for run in runs:
+                run.unsubscribe(queue)
+                service.runs.detach(run)
+
         try:
             if spec.stream:
                 for index, run in enumerate(runs):
                     run.subscribe(queue, index)
                 # Headers wait until the runs got past their input checks, so a bad input
                 # is still an HTTP status; a run slow to start streams keep-alives.
-                await _wait_all(runs, lambda run: run.started, settings.keepalive_s)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(settings.keepalive_s):
+                        for run in runs:
+                            await run.started.wait()
                 for run in runs:
                     if run.ended.is_set() and run.error is not None:
                         raise run.error
-
-                def close() -> None:
-                    for run in runs:
-                        run.unsubscribe(queue)
-                        service.runs.detach(run)
-
                 handed_over = True
-                return sse_response(completion, spec, runs, queue, settings, close)
+                return sse_response(completion, spec, runs, queue, settings, release)
             await _wait_ended(runs, request, watch=settings.cancel_on_disconnect)
             for run in runs:
                 if run.error is not None:
@@ -228,9 +227,7 @@ def v1_routes(service: Service) -> list[BaseRoute]:
             return JSONResponse(completion.message(runs), headers={"x-request-id": completion.id})
         finally:
             if not handed_over:  # else the stream's end lets go of them
-                for run in runs:
-                    run.unsubscribe(queue)
-                    service.runs.detach(run)
+                release()
 
     async def models(request: Request) -> Response:
         try:
@@ -254,16 +251,6 @@ def v1_routes(service: Service) -> list[BaseRoute]:
         Route("/models", models, methods=["GET"]),
         Route("/models/{model:path}", model, methods=["GET"]),
     ]
-
-
-async def _wait_all(
-    runs: Sequence[Run], event: Callable[[Run], asyncio.Event], timeout: float
-) -> None:
-    """Waits until ``event`` is set on every run, or ``timeout`` seconds."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            for run in runs:
-                await event(run).wait()
 
 
 async def _wait_ended(runs: Sequence[Run], request: Request, *, watch: bool) -> None:

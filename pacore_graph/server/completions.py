@@ -6,15 +6,8 @@
 ``prompt_tokens`` the largest prompt of any call (the context the run needed). A replayed
 answer (a finished thread, or a retry attached to a run) reports the same usage again.
 
-The ``pacore`` extension (top-level, beside ``usage``)::
-
-    {"runs": [{"index": 0, "thread_id": "pacore-serve-...", "thread_status": "new",
-               "round_vector": [32, 4, 1], "ttc_tokens": 281934, "max_prompt_tokens": 40122,
-               "prompt_tokens_total": 1203311, "trajectories": 37, "failed": 0, "stopped": 0,
-               "truncated": 1, "budget_exhausted": null, "seconds": 412.3,
-               "rounds": [{"round": 1, "k": 32, "finished": 32, "failed": 0, "stopped": 0,
-                           "truncated": 1, "completion_tokens": 250112,
-                           "prompt_tokens": 5123, "references": 31, ...}, ...]}]}
+The ``pacore`` extension (top level, beside ``usage``) holds each run's `run_report`:
+its thread, round vector, tokens, outcomes and per-round detail (docs/serve.md).
 """
 
 from __future__ import annotations

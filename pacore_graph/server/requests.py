@@ -1,23 +1,13 @@
-"""A ``POST /v1/chat/completions`` body, checked and mapped onto a PaCoRe run.
+"""A ``POST /v1/chat/completions`` body, checked and mapped onto a PaCoRe run
+(docs/serve.md, "The request").
 
-Where each OpenAI field goes:
-
-- ``model``: the round vector (`pacore_graph.server.models`).
-- ``messages``: the graph's input as is (a multi-turn chat: its last user message is the
-  problem, earlier turns and system messages pass unchanged into every round).
-- ``temperature``, ``top_p``, ``max_tokens`` (or ``max_completion_tokens``): every call of
-  the run.
-- ``stop``, ``presence_penalty``, ``frequency_penalty``, ``logit_bias`` and vLLM's
-  ``top_k``, ``min_p``, ``repetition_penalty``: every call too, through ``extra_body``.
-- ``n``: that many independent runs, answered as ``n`` choices.
-- ``pacore``: PaCoRe's own settings (any `PaCoReContext` field but the four above, e.g.
-  ``{"min_success": 0.75, "max_ttc_tokens": 200000, "compaction": "boxed"}``) and
-  ``progress: true`` (progress text in a stream's ``reasoning_content``); the server's
-  `BOUNDS` it may lower, not raise.
-- Refused with 400: what PaCoRe cannot honour (``tools``, ``functions``, a JSON
-  ``response_format``, ``logprobs``, audio output) and ``seed``: the K calls of a round
-  share one prompt, so one sampling seed would make them one trajectory K times.
-- Ignored: ``user``, ``metadata``, ``store`` and any other field.
+``model`` picks the round vector, ``messages`` are the graph's input as they are,
+``temperature``, ``top_p``, ``max_tokens`` and the `FORWARDED` sampling fields go to every
+call, ``n`` runs that many runs, and ``pacore`` carries any other `PaCoReContext` field
+(the server's `BOUNDS` it may lower, not raise) and ``progress``. What PaCoRe cannot
+honour is refused with 400 (tools, logprobs, ``seed``: the K calls of a round share one
+prompt, so one sampling seed would make them one trajectory K times); other fields are
+ignored.
 """
 
 from __future__ import annotations

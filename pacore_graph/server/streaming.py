@@ -1,19 +1,13 @@
 """``stream: true``: the run as server-sent events in OpenAI's chunk format, sent by
-sse-starlette's `EventSourceResponse`.
+sse-starlette's `EventSourceResponse` (the sequence of events: docs/serve.md).
 
-- The first chunk of each choice is ``{"role": "assistant", "content": ""}``.
-- The final round streams token by token: its answer as ``delta.content``, its thinking as
-  ``delta.reasoning_content`` (split as the graph splits it).
-- An SSE comment (``: keep-alive``) goes out every ``keepalive_s`` seconds, so proxies and
-  load balancers keep the connection while the exploration rounds run; with
-  ``pacore: {"progress": true}`` progress lines go out as ``delta.reasoning_content`` too
-  (round started, each trajectory, round finished).
-- An answer that did not stream (a stored one, or a resumed run whose final round had
-  finished) is sent whole, as one chunk.
-- Each choice ends with a chunk carrying its ``finish_reason`` and its ``pacore`` report;
-  with ``stream_options.include_usage`` a last chunk with no choices carries ``usage``.
-- A failure after the stream began is an event whose data is an OpenAI error object.
-- The stream ends with ``data: [DONE]``.
+Each choice opens with ``{"role": "assistant", "content": ""}``; the final round streams
+token by token (``delta.content``, its thinking ``delta.reasoning_content``), an answer
+that did not stream (a stored one) goes out whole; with ``pacore.progress`` progress
+lines go out as ``reasoning_content``. Each choice ends with a chunk carrying its
+``finish_reason`` and ``pacore`` report, then comes the ``usage`` chunk if asked, then
+``[DONE]``; a failure after the stream began is an OpenAI error object, then ``[DONE]``.
+An SSE comment (``: keep-alive``) goes out every ``keepalive_s`` seconds.
 """
 
 from __future__ import annotations
