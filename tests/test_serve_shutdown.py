@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import signal
+import threading
 from typing import Any
 
 import httpx
@@ -33,9 +34,10 @@ def plain(served: Served) -> httpx.Response:
     return served.post({"model": "pacore-1", "messages": question()})
 
 
-def streamed(served: Served) -> tuple[int, list[str]]:
+def streamed(served: Served, began: threading.Event) -> tuple[int, list[str]]:
     body = {"model": "pacore-1", "messages": question(), "stream": True}
     with httpx.stream("POST", f"{served.base_url}/chat/completions", json=body, timeout=60) as r:
+        began.set()
         return r.status_code, [line for line in r.iter_lines() if line.startswith("data: ")]
 
 
@@ -48,8 +50,10 @@ def test_runs_past_the_grace_period_end_with_run_cancelled(scripted, tmp_path):
         concurrent.futures.ThreadPoolExecutor(2) as pool,
     ):
         wait_ready(served, proc, log)
-        waiting, streaming = pool.submit(plain, served), pool.submit(streamed, served)
-        wait_for(lambda: len(upstream.requests) == 2)  # both runs' exploration calls held
+        began = threading.Event()
+        waiting, streaming = pool.submit(plain, served), pool.submit(streamed, served, began)
+        # Both runs' exploration calls are held, and the stream has begun.
+        wait_for(lambda: len(upstream.requests) == 2 and began.is_set())
         proc.send_signal(signal.SIGTERM)
         response = waiting.result(timeout=60)
         status, events = streaming.result(timeout=60)
