@@ -75,11 +75,9 @@ def api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
     text = one_line(str(exc)) or type(exc).__name__
-    if isinstance(exc, IdempotencyConflictError):
-        return ApiError(422, text, code="idempotency_key_reused")
     if isinstance(exc, pacore_errors.ThreadBusyError):
         return ApiError(409, text, code="thread_busy", headers={"Retry-After": "5"})
-    if isinstance(exc, pacore_errors.ThreadConflictError):
+    if isinstance(exc, pacore_errors.ThreadConflictError):  # IdempotencyConflictError too
         return ApiError(422, text, code="idempotency_key_reused")
     if isinstance(exc, pacore_errors.ContextLimitError):
         return ApiError(400, text, code="context_length_exceeded")
