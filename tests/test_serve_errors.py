@@ -271,6 +271,6 @@ def test_the_server_extra_pins_what_the_tests_ran():
         "optional-dependencies"
     ]
     names = {requirement.split("==")[0] for requirement in extras["server"]}
-    assert names == {"starlette", "uvicorn", "prometheus-client"}
+    assert names == {"starlette", "sse-starlette", "uvicorn", "prometheus-client"}
     assert all("==" in requirement for requirement in extras["server"])
     assert "pacore-graph[examples,eval,bench,server]" in extras["test"]

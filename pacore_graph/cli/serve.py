@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
 import os
 import sys
 from collections.abc import Iterator
@@ -33,10 +32,18 @@ from pacore_graph.cli.options import (
 )
 from pacore_graph.context import context_from_options
 from pacore_graph.rounds import resolve_rounds
-from pacore_graph.secrets import RedactingFilter, model_secrets, redact
-from pacore_graph.server import settings as defaults
+from pacore_graph.secrets import REDACTED, RedactingFilter, model_secrets, redact
 from pacore_graph.server.auth import KEYS_ENV, ApiKeys
-from pacore_graph.server.settings import ServeSettings
+from pacore_graph.server.settings import (
+    DEFAULT_KEEPALIVE_S,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_N,
+    DEFAULT_MAX_RUNS,
+    DEFAULT_MAX_TRAJECTORIES,
+    DEFAULT_PORT,
+    DEFAULT_THREAD_TTL_S,
+    ServeSettings,
+)
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -59,7 +66,7 @@ def add_parser(sub: Any) -> None:
     http.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine)"
     )
-    http.add_argument("--port", type=int, default=defaults.DEFAULT_PORT, help="default 8100")
+    http.add_argument("--port", type=int, default=DEFAULT_PORT, help="default 8100")
     http.add_argument(
         "--rounds", default="low", help=ROUNDS_HELP + " (of the model 'pacore'; default low)"
     )
@@ -72,33 +79,33 @@ def add_parser(sub: Any) -> None:
     http.add_argument(
         "--max-runs",
         type=int,
-        default=defaults.DEFAULT_MAX_RUNS,
+        default=DEFAULT_MAX_RUNS,
         help="runs executing at once (n choices count n); beyond it requests get 429 "
-        f"with Retry-After (default {defaults.DEFAULT_MAX_RUNS})",
+        f"with Retry-After (default {DEFAULT_MAX_RUNS})",
     )
     http.add_argument(
         "--max-body-bytes",
         type=int,
-        default=defaults.DEFAULT_MAX_BODY_BYTES,
-        help=f"larger request bodies get 413 (default {defaults.DEFAULT_MAX_BODY_BYTES})",
+        default=DEFAULT_MAX_BODY_BYTES,
+        help=f"larger request bodies get 413 (default {DEFAULT_MAX_BODY_BYTES})",
     )
     http.add_argument(
         "--max-n",
         type=int,
-        default=defaults.DEFAULT_MAX_N,
-        help=f"most choices (n) of one request (default {defaults.DEFAULT_MAX_N})",
+        default=DEFAULT_MAX_N,
+        help=f"most choices (n) of one request (default {DEFAULT_MAX_N})",
     )
     http.add_argument(
         "--keepalive",
         type=float,
-        default=defaults.DEFAULT_KEEPALIVE_S,
+        default=DEFAULT_KEEPALIVE_S,
         metavar="SECONDS",
-        help="an SSE comment goes out after this long without an event (default 15)",
+        help="an SSE comment goes out on a stream this often (default 15)",
     )
     http.add_argument(
         "--thread-ttl",
         type=float,
-        default=defaults.DEFAULT_THREAD_TTL_S,
+        default=DEFAULT_THREAD_TTL_S,
         metavar="SECONDS",
         help="with --redis-url: a run's thread is dropped this long after its last write "
         "(default 604800, a week; 0 keeps threads)",
@@ -136,7 +143,7 @@ def serve_settings(args: argparse.Namespace, secrets: list[str]) -> ServeSetting
         concurrency=args.concurrency,
         max_body_bytes=args.max_body_bytes,
         # The run bound --max-trajectories also bounds a request (all its n runs).
-        max_trajectories=args.max_trajectories or defaults.DEFAULT_MAX_TRAJECTORIES,
+        max_trajectories=args.max_trajectories or DEFAULT_MAX_TRAJECTORIES,
         max_n=args.max_n,
         keepalive_s=args.keepalive,
         cancel_on_disconnect=args.cancel_on_disconnect,
@@ -173,6 +180,21 @@ def open_service(
         yield Service(settings, graph.compile()), backend.model
 
 
+class AccessLogFilter(RedactingFilter):
+    """uvicorn's access log without keys: the secrets out of each request's path, and its
+    query string (where clients put keys: ``?api_key=...``; the server reads none) redacted
+    whole."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # uvicorn's AccessFormatter unpacks the five args: keep their shape.
+        if isinstance(record.args, tuple) and len(record.args) == 5:
+            client, method, path, version, status = record.args
+            path, query, _ = str(path).partition("?")
+            path = redact(path, self.secrets) + (f"?{REDACTED}" if query else "")
+            record.args = (client, method, path, version, status)
+        return True
+
+
 def _check_redis(url: str) -> None:
     """Fails in one line, before the server starts, when Redis does not answer."""
     import redis
@@ -187,12 +209,9 @@ def _check_redis(url: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Runs the server until SIGINT or SIGTERM (uvicorn's graceful shutdown: open streams
-    get a few seconds, then running runs are cancelled; their finished trajectories are in
-    Redis). Returns the exit status; a setup problem is reported in one line."""
-    import uvicorn
-
-    from pacore_graph.server.app import create_app
+    """Runs the server until SIGINT or SIGTERM (then runs get a few seconds to end, and are
+    cancelled: `Server`). Returns the exit status; a setup problem is reported in one line."""
+    from pacore_graph.server.app import Server
 
     secrets = secrets_of(args)
     level = args.log_level or "INFO"
@@ -211,23 +230,18 @@ def main(args: argparse.Namespace) -> int:
         if args.redis_url:
             _check_redis(args.redis_url)
         with open_service(args, settings) as (service, model):
-            app = create_app(service)
+            server = Server(
+                service, host=args.host, port=args.port, log_level=level.lower(), lifespan="on"
+            )
+            # uvicorn's loggers print through handlers of their own.
+            logging.getLogger("uvicorn.error").addFilter(RedactingFilter(settings.secrets))
+            logging.getLogger("uvicorn.access").addFilter(AccessLogFilter(settings.secrets))
             print(
                 f"pacore serve: {backend_line(backend_description(args, model))}; "
                 f"OpenAI API at http://{args.host}:{args.port}/v1"
                 + (f", runs durable in {public_url(args.redis_url)}" if args.redis_url else ""),
                 file=sys.stderr,
                 flush=True,
-            )
-            server = uvicorn.Server(
-                uvicorn.Config(
-                    app,
-                    host=args.host,
-                    port=args.port,
-                    log_level=level.lower(),
-                    timeout_graceful_shutdown=math.ceil(settings.grace_s),
-                    lifespan="on",
-                )
             )
             with contextlib.suppress(KeyboardInterrupt):
                 server.run()
@@ -238,4 +252,4 @@ def main(args: argparse.Namespace) -> int:
         return exit_status(exc)
 
 
-__all__ = ["add_parser", "main", "open_service", "serve_settings"]
+__all__ = ["AccessLogFilter", "add_parser", "main", "open_service", "serve_settings"]

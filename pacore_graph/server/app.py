@@ -3,8 +3,9 @@
 LangGraph's server, which has Starlette but not FastAPI).
 
 `Service` is what the routes share: the settings, the graph, the runs and the metrics.
-`create_app` serves it on its own (``pacore serve``); `v1_routes` gives the ``/v1`` routes
-to mount into another app (``pacore_graph.studio:app`` under ``langgraph dev``).
+`create_app` serves it on its own and `Server` runs that app (``pacore serve``);
+`v1_routes` gives the ``/v1`` routes to mount into another app (``pacore_graph.studio:app``
+under ``langgraph dev``).
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
+import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+import uvicorn
 from langgraph.pregel import Pregel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from pacore_graph.context import PaCoReContext
@@ -33,7 +37,7 @@ from pacore_graph.server.models import listed_models, model_object, model_rounds
 from pacore_graph.server.requests import parse_request
 from pacore_graph.server.runs import Event, Run, Runs, idempotency_key
 from pacore_graph.server.settings import ServeSettings
-from pacore_graph.server.streaming import sse_events
+from pacore_graph.server.streaming import SHUTDOWN_MARGIN_S, sse_response
 
 logger = logging.getLogger("pacore.serve")
 
@@ -115,32 +119,28 @@ async def read_body(request: Request, limit: int) -> bytes:
         ApiError: 413 past the limit (the rest of the body is read and dropped, within
             reason, so the client sees the answer).
     """
-    too_large = ApiError(
-        413,
-        f"the request body is larger than this server's limit of {limit} bytes",
-        code="request_too_large",
-    )
     length = request.headers.get("content-length", "")
-    declared = int(length) if length.isdigit() else None
+    over = length.isdigit() and int(length) > limit
     chunks: list[bytes] = []
     size = 0
-    over = declared is not None and declared > limit
     try:
         async for chunk in request.stream():
             size += len(chunk)
-            if size > limit:
-                over = True
-            if over:
-                if size > DRAIN_FACTOR * limit:
-                    break
-                continue
-            chunks.append(chunk)
+            over = over or size > limit
+            if not over:
+                chunks.append(chunk)
+            elif size > DRAIN_FACTOR * limit:
+                break
     except ClientDisconnect:
         raise ApiError(
             400, "the client closed the connection", code="client_disconnected"
         ) from None
     if over:
-        raise too_large
+        raise ApiError(
+            413,
+            f"the request body is larger than this server's limit of {limit} bytes",
+            code="request_too_large",
+        )
     return b"".join(chunks)
 
 
@@ -199,36 +199,27 @@ def v1_routes(service: Service) -> list[BaseRoute]:
             service.runs.attach(run)
         handed_over = False
         queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+
+        def release() -> None:
+            for run in runs:
+                run.unsubscribe(queue)
+                service.runs.detach(run)
+
         try:
             if spec.stream:
                 for index, run in enumerate(runs):
                     run.subscribe(queue, index)
                 # Headers wait until the runs got past their input checks, so a bad input
                 # is still an HTTP status; a run slow to start streams keep-alives.
-                await _wait_all(runs, lambda run: run.started, settings.keepalive_s)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(settings.keepalive_s):
+                        for run in runs:
+                            await run.started.wait()
                 for run in runs:
                     if run.ended.is_set() and run.error is not None:
                         raise run.error
-
-                def close() -> None:
-                    for run in runs:
-                        run.unsubscribe(queue)
-                        service.runs.detach(run)
-
                 handed_over = True
-                return StreamingResponse(
-                    sse_events(
-                        completion,
-                        spec,
-                        runs,
-                        queue,
-                        keepalive_s=settings.keepalive_s,
-                        secrets=secrets(),
-                        on_close=close,
-                    ),
-                    media_type="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-                )
+                return sse_response(completion, spec, runs, queue, settings, release)
             await _wait_ended(runs, request, watch=settings.cancel_on_disconnect)
             for run in runs:
                 if run.error is not None:
@@ -236,9 +227,7 @@ def v1_routes(service: Service) -> list[BaseRoute]:
             return JSONResponse(completion.message(runs), headers={"x-request-id": completion.id})
         finally:
             if not handed_over:  # else the stream's end lets go of them
-                for run in runs:
-                    run.unsubscribe(queue)
-                    service.runs.detach(run)
+                release()
 
     async def models(request: Request) -> Response:
         try:
@@ -262,16 +251,6 @@ def v1_routes(service: Service) -> list[BaseRoute]:
         Route("/models", models, methods=["GET"]),
         Route("/models/{model:path}", model, methods=["GET"]),
     ]
-
-
-async def _wait_all(
-    runs: Sequence[Run], event: Callable[[Run], asyncio.Event], timeout: float
-) -> None:
-    """Waits until ``event`` is set on every run, or ``timeout`` seconds."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            for run in runs:
-                await event(run).wait()
 
 
 async def _wait_ended(runs: Sequence[Run], request: Request, *, watch: bool) -> None:
@@ -341,4 +320,34 @@ def create_app(service: Service) -> Starlette:
     )
 
 
-__all__ = ["Service", "create_app", "read_body", "v1_routes"]
+class Server(uvicorn.Server):
+    """uvicorn serving a `Service` on its own (``pacore serve``). At shutdown the runs get
+    ``grace_s`` seconds to end, then are cancelled, so that every client still gets its
+    answer (503 ``run_cancelled``; in a stream an error event, then ``[DONE]``) before
+    uvicorn cuts the connections left, `SHUTDOWN_MARGIN_S` later.
+
+    Args:
+        service: What to serve.
+        **config: `uvicorn.Config`'s options (host, port, log level, ...).
+    """
+
+    def __init__(self, service: Service, **config: Any) -> None:
+        self.service = service
+        grace = math.ceil(service.settings.grace_s + SHUTDOWN_MARGIN_S)
+        super().__init__(
+            uvicorn.Config(create_app(service), timeout_graceful_shutdown=grace, **config)
+        )
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        async def end_runs() -> None:
+            await asyncio.sleep(self.service.settings.grace_s)
+            await self.service.runs.cancel_all()
+
+        ending = asyncio.create_task(end_runs())
+        try:
+            await super().shutdown(sockets)
+        finally:
+            ending.cancel()
+
+
+__all__ = ["Server", "Service", "create_app", "read_body", "v1_routes"]

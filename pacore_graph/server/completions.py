@@ -6,15 +6,8 @@
 ``prompt_tokens`` the largest prompt of any call (the context the run needed). A replayed
 answer (a finished thread, or a retry attached to a run) reports the same usage again.
 
-The ``pacore`` extension (top-level, beside ``usage``)::
-
-    {"runs": [{"index": 0, "thread_id": "pacore-serve-...", "thread_status": "new",
-               "round_vector": [32, 4, 1], "ttc_tokens": 281934, "max_prompt_tokens": 40122,
-               "prompt_tokens_total": 1203311, "trajectories": 37, "failed": 0, "stopped": 0,
-               "truncated": 1, "budget_exhausted": null, "seconds": 412.3,
-               "rounds": [{"round": 1, "k": 32, "finished": 32, "failed": 0, "stopped": 0,
-                           "truncated": 1, "completion_tokens": 250112,
-                           "prompt_tokens": 5123, "references": 31, ...}, ...]}]}
+The ``pacore`` extension (top level, beside ``usage``) holds each run's `run_report`:
+its thread, round vector, tokens, outcomes and per-round detail (docs/serve.md).
 """
 
 from __future__ import annotations
@@ -33,7 +26,8 @@ from pacore_graph.state import PaCoReRun
 from pacore_graph.trajectories import is_finished, latest_trajectories
 
 
-def _dumps(value: Any) -> str:
+def dumps(value: Any) -> str:
+    """``value`` as compact JSON."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -126,10 +120,6 @@ class Completion:
         )
         self.created = int(time.time())
         self.model = model
-        self._head = (
-            f'{{"id":"{self.id}","object":"chat.completion.chunk","created":{self.created},'
-            f'"model":{_dumps(model)},'
-        )
 
     def message(self, runs: Sequence[Run]) -> dict[str, Any]:
         """The non-streamed ChatCompletion of finished ``runs`` (one per choice)."""
@@ -170,40 +160,31 @@ class Completion:
         *,
         usage: bool = False,
         **extra: Any,
-    ) -> bytes:
-        """One SSE event carrying a ``chat.completion.chunk`` of choice ``index``;
-        ``usage=True`` adds ``"usage": null``, as OpenAI does when the client asked for
-        the usage chunk."""
-        choice = (
-            f'{{"index":{index},"delta":{_dumps(delta)},"logprobs":null,'
-            f'"finish_reason":{_dumps(finish_reason)}}}'
-        )
-        tail = ',"usage":null' if usage else ""
-        for name, value in extra.items():
-            tail += f',"{name}":{_dumps(value)}'
-        return f'data: {self._head}"choices":[{choice}]{tail}}}\n\n'.encode()
+    ) -> str:
+        """A ``chat.completion.chunk`` of choice ``index``, as JSON; ``usage=True`` adds
+        ``"usage": null``, as OpenAI does when the client asked for the usage chunk."""
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return dumps(self._chunk([choice], **({"usage": None} if usage else {}), **extra))
 
-    def usage_chunk(self, reports: Sequence[dict[str, Any]]) -> bytes:
+    def usage_chunk(self, reports: Sequence[dict[str, Any]]) -> str:
         """The last chunk when the client asked for usage: no choices, the whole usage."""
-        body = {"usage": usage_of(reports), "pacore": {"runs": list(reports)}}
-        return f'data: {self._head}"choices":[],{_dumps(body)[1:]}\n\n'.encode()
+        return dumps(self._chunk([], usage=usage_of(reports), pacore={"runs": list(reports)}))
 
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            **extra,
+        }
 
-def error_event(body: dict[str, Any]) -> bytes:
-    """An error after the stream began: an event whose data is an OpenAI error object (the
-    SDK raises it as ``APIError``)."""
-    return f"data: {_dumps(body)}\n\n".encode()
-
-
-DONE = b"data: [DONE]\n\n"
-KEEPALIVE = b": keep-alive\n\n"
 
 __all__ = [
-    "DONE",
-    "KEEPALIVE",
     "Completion",
     "answer_of",
-    "error_event",
+    "dumps",
     "record_of",
     "rounds_detail",
     "run_report",

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import openai
+import redis.exceptions
 from starlette.responses import JSONResponse
 
 from pacore_graph import errors as pacore_errors
@@ -69,28 +70,14 @@ def one_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
-# Being added by the per-thread lease (arun_thread): another process holds the thread.
-_THREAD_BUSY: type[Exception] | None = getattr(pacore_errors, "ThreadBusyError", None)
-
-_REDIS_ERRORS: tuple[type[BaseException], ...]
-try:
-    import redis.exceptions
-
-    _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-except ImportError:  # pragma: no cover - redis is a dependency
-    _REDIS_ERRORS = ()
-
-
 def api_error(exc: BaseException) -> ApiError:
     """The client's view of an exception raised by validating or running a request."""
     if isinstance(exc, ApiError):
         return exc
     text = one_line(str(exc)) or type(exc).__name__
-    if isinstance(exc, IdempotencyConflictError):
-        return ApiError(422, text, code="idempotency_key_reused")
-    if _THREAD_BUSY is not None and isinstance(exc, _THREAD_BUSY):
+    if isinstance(exc, pacore_errors.ThreadBusyError):
         return ApiError(409, text, code="thread_busy", headers={"Retry-After": "5"})
-    if isinstance(exc, pacore_errors.ThreadConflictError):
+    if isinstance(exc, pacore_errors.ThreadConflictError):  # IdempotencyConflictError too
         return ApiError(422, text, code="idempotency_key_reused")
     if isinstance(exc, pacore_errors.ContextLimitError):
         return ApiError(400, text, code="context_length_exceeded")
@@ -125,7 +112,7 @@ def api_error(exc: BaseException) -> ApiError:
             type="upstream_error",
             code="upstream_error",
         )
-    if _REDIS_ERRORS and isinstance(exc, _REDIS_ERRORS):
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
         # Finished trajectories are in Redis already: the same request resumes the run.
         return ApiError(
             503,

@@ -1,17 +1,9 @@
 """Prometheus metrics of one server (``GET /metrics``), in a registry of its own so that
 several apps in one process (tests, LangGraph's server) do not collide.
 
-| metric | kind | what |
-|---|---|---|
-| ``pacore_runs_in_flight`` | gauge | runs executing now (background ones included) |
-| ``pacore_runs_total{outcome}`` | counter | runs ended: ``ok``, ``error``, ``cancelled`` |
-| ``pacore_run_seconds`` | histogram | a run's wall time, start to answer |
-| ``pacore_requests_total{code}`` | counter | chat completion requests by HTTP status |
-| ``pacore_trajectories_total{status}`` | counter | trajectories ended, by status |
-| ``pacore_completion_tokens_total`` | counter | completion tokens of finished trajectories |
-| ``pacore_upstream_errors_total`` | counter | model calls that failed (each retry counts) |
-
-plus the process collector's ``process_*`` (CPU seconds, memory, open files).
+Runs in flight, runs ended by outcome and their wall time, requests by HTTP status,
+trajectories by status, completion tokens, failed upstream calls (docs/serve.md lists
+them), and the process collector's ``process_*``.
 """
 
 from __future__ import annotations

@@ -1,22 +1,13 @@
-"""A ``POST /v1/chat/completions`` body, checked and mapped onto a PaCoRe run.
+"""A ``POST /v1/chat/completions`` body, checked and mapped onto a PaCoRe run
+(docs/serve.md, "The request").
 
-Where each OpenAI field goes:
-
-- ``model``: the round vector (`pacore_graph.server.models`).
-- ``messages``: the graph's input as is (a multi-turn chat: its last user message is the
-  problem, earlier turns and system messages pass unchanged into every round).
-- ``temperature``, ``top_p``, ``max_tokens`` (or ``max_completion_tokens``): every call of
-  the run.
-- ``stop``, ``presence_penalty``, ``frequency_penalty``, ``logit_bias`` and vLLM's
-  ``top_k``, ``min_p``, ``repetition_penalty``: every call too, through ``extra_body``.
-- ``n``: that many independent runs, answered as ``n`` choices.
-- ``pacore``: PaCoRe's own settings (any `PaCoReContext` field but the four above, e.g.
-  ``{"min_success": 0.75, "max_ttc_tokens": 200000, "compaction": "boxed"}``) and
-  ``progress: true`` (progress text in a stream's ``reasoning_content``).
-- Refused with 400: what PaCoRe cannot honour (``tools``, ``functions``, a JSON
-  ``response_format``, ``logprobs``, audio output) and ``seed``: the K calls of a round
-  share one prompt, so one sampling seed would make them one trajectory K times.
-- Ignored: ``user``, ``metadata``, ``store`` and any other field.
+``model`` picks the round vector, ``messages`` are the graph's input as they are,
+``temperature``, ``top_p``, ``max_tokens`` and the `FORWARDED` sampling fields go to every
+call, ``n`` runs that many runs, and ``pacore`` carries any other `PaCoReContext` field
+(the server's `BOUNDS` it may lower, not raise) and ``progress``. What PaCoRe cannot
+honour is refused with 400 (tools, logprobs, ``seed``: the K calls of a round share one
+prompt, so one sampling seed would make them one trajectory K times); other fields are
+ignored.
 """
 
 from __future__ import annotations
@@ -52,8 +43,8 @@ FORWARDED = (
 TOP_LEVEL = ("rounds", "temperature", "top_p", "max_tokens")
 """`PaCoReContext` fields a request sets outside its ``pacore`` object."""
 
-SERVER_KEYS = ("progress",)
-"""``pacore`` keys that are the server's, not the run's settings."""
+BOUNDS = ("max_k", "max_trajectories", "max_input_chars", "max_ttc_tokens", "max_seconds")
+"""Settings a request may lower but not raise, where the server sets them."""
 
 _UNSUPPORTED = {
     "tools": "PaCoRe answers in text: tool calls are not supported",
@@ -150,8 +141,9 @@ def _check_supported(request: ChatRequest) -> None:
         raise ApiError(400, f"{name} is not supported: {why}", code="unsupported_parameter")
 
 
-def _pacore_settings(request: ChatRequest) -> tuple[dict[str, Any], bool]:
-    """The ``pacore`` object's run settings (checked by type), and its ``progress`` flag."""
+def _pacore_settings(request: ChatRequest, defaults: PaCoReContext) -> tuple[dict[str, Any], bool]:
+    """The ``pacore`` object's run settings (checked by type, and against the server's
+    `BOUNDS` in ``defaults``), and its ``progress`` flag."""
     given = dict(request.pacore or {})
     progress = given.pop("progress", False)
     if not isinstance(progress, bool):
@@ -172,7 +164,7 @@ def _pacore_settings(request: ChatRequest) -> tuple[dict[str, Any], bool]:
             code="invalid_pacore_settings",
         )
     try:
-        _CONTEXT.validate_python(given)
+        checked = _CONTEXT.validate_python(given)
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"][:1])
@@ -182,6 +174,16 @@ def _pacore_settings(request: ChatRequest) -> tuple[dict[str, Any], bool]:
             param=f"pacore.{where}",
             code="invalid_pacore_settings",
         ) from None
+    for name in BOUNDS:
+        limit, value = getattr(defaults, name), getattr(checked, name)
+        if limit is not None and value is not None and value > limit:
+            raise ApiError(
+                400,
+                f"pacore.{name}: {value} is above this server's {limit} (a request may lower "
+                "it, not raise it)",
+                param=f"pacore.{name}",
+                code="invalid_pacore_settings",
+            )
     return given, progress
 
 
@@ -239,7 +241,7 @@ def parse_request(
             raise
         raise InvalidInputError(f"bad messages: {one_line(str(exc))}") from None
 
-    context, progress = _pacore_settings(request)
+    context, progress = _pacore_settings(request, defaults)
     context["rounds"] = rounds
     if (
         request.max_tokens is not None
@@ -279,4 +281,4 @@ def parse_request(
     )
 
 
-__all__ = ["FORWARDED", "ChatRequest", "RunSpec", "fingerprint", "parse_request"]
+__all__ = ["BOUNDS", "FORWARDED", "ChatRequest", "RunSpec", "fingerprint", "parse_request"]

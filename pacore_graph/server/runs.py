@@ -1,12 +1,10 @@
 """The server's runs: each request's PaCoRe run executes as a background task, so a client
-that hangs up does not cancel it; a retry with the same Idempotency-Key attaches to it.
+that hangs up does not cancel it; a retry with the same Idempotency-Key attaches to it
+(its stream replayed from the start).
 
-Durable runs: with Redis, a request that carries an ``Idempotency-Key`` is a thread whose id
-is derived from the key (and the caller's API key): `arun_thread` starts it, resumes it
-after a crash on any instance without asking a finished trajectory again, or hands back
-its stored answer. Within one process a retry while the run is still going attaches to it
-(its stream replayed from the start); across processes one writer per thread is
-`arun_thread`'s lease, waited for when it has one (``wait=True``).
+With Redis, a request with an ``Idempotency-Key`` is a thread named by a digest of the key
+and the caller's API key, run by `arun_thread`: started, resumed on any instance, or its
+stored answer handed back; it waits (``wait=True``) for a run holding the thread.
 
 At most ``max_runs`` runs execute at once; a request that would start more gets 429.
 """
@@ -43,6 +41,10 @@ END: Event = ("end",)
 
 
 IDEMPOTENCY_KEY_MAX = 255
+KEY_REUSED = (
+    "this Idempotency-Key was used with another request (other messages or settings): use a "
+    "new key for a new request"
+)
 
 
 def thread_id_for(idempotency_key: str, namespace: str = "", index: int = 0) -> str:
@@ -69,10 +71,7 @@ def same_request(spec: RunSpec, defaults: PaCoReContext) -> StatusRule:
                 stored = stored[:-1]  # the answer
             before = snapshot.values.get("settings")
             if fingerprint(stored, {}) != want or (before is not None and before != settings):
-                raise IdempotencyConflictError(
-                    "this Idempotency-Key was used with another request (other messages or "
-                    "settings): use a new key for a new request"
-                )
+                raise IdempotencyConflictError(KEY_REUSED)
         return thread_status(snapshot, input)
 
     return rule
@@ -206,8 +205,8 @@ class Runs:
         ones started in the background.
 
         Raises:
-            ApiError: 422 when the key names a run of another request; 429 when the new
-                runs would exceed ``max_runs``.
+            IdempotencyConflictError: The key names a run of another request.
+            ApiError: 429 when the new runs would exceed ``max_runs``.
         """
         now = time.monotonic()
         self.kept = {k: v for k, v in self.kept.items() if v[1] > now}
@@ -222,7 +221,7 @@ class Runs:
             keys.append(key)
             run = self.active.get(key) or (self.kept[key][0] if key in self.kept else None)
             if run is not None and run.spec.fingerprint != spec.fingerprint:
-                raise api_conflict()
+                raise IdempotencyConflictError(KEY_REUSED)
             runs.append(run)
         new = sum(run is None for run in runs)
         if new and self.executing() + new > self.settings.max_runs:
@@ -332,15 +331,6 @@ class Runs:
                 self.metrics.runs_in_flight.dec()
 
 
-def api_conflict() -> ApiError:
-    return ApiError(
-        422,
-        "this Idempotency-Key was used with another request (other messages or settings): "
-        "use a new key for a new request",
-        code="idempotency_key_reused",
-    )
-
-
 def idempotency_key(value: str | None) -> str | None:
     """The request's Idempotency-Key header, checked.
 
@@ -364,7 +354,6 @@ __all__ = [
     "Event",
     "Run",
     "Runs",
-    "api_conflict",
     "idempotency_key",
     "same_request",
     "thread_id_for",

@@ -1,19 +1,13 @@
-"""``stream: true``: the run as server-sent events in OpenAI's chunk format.
+"""``stream: true``: the run as server-sent events in OpenAI's chunk format, sent by
+sse-starlette's `EventSourceResponse` (the sequence of events: docs/serve.md).
 
-- The first chunk of each choice is ``{"role": "assistant", "content": ""}``.
-- The final round streams token by token: its answer as ``delta.content``, its thinking as
-  ``delta.reasoning_content`` (split as the graph splits it).
-- While the exploration rounds run, an SSE comment (``: keep-alive``) goes out whenever
-  nothing else has for ``keepalive`` seconds, so proxies and load balancers keep the
-  connection; with ``pacore: {"progress": true}`` progress lines go out as
-  ``delta.reasoning_content`` too (round started, each trajectory, round finished).
-- An answer that did not stream (a stored one, or a resumed run whose final round had
-  finished) is sent whole, as one chunk.
-- Each choice ends with a chunk carrying its ``finish_reason`` and its ``pacore`` report;
-  with ``stream_options.include_usage`` a last chunk with no choices carries ``usage``.
-- A failure after the stream began is an event whose data is an OpenAI error object.
-
-Several events that are ready together go out in one write.
+Each choice opens with ``{"role": "assistant", "content": ""}``; the final round streams
+token by token (``delta.content``, its thinking ``delta.reasoning_content``), an answer
+that did not stream (a stored one) goes out whole; with ``pacore.progress`` progress
+lines go out as ``reasoning_content``. Each choice ends with a chunk carrying its
+``finish_reason`` and ``pacore`` report, then comes the ``usage`` chunk if asked, then
+``[DONE]``; a failure after the stream began is an OpenAI error object, then ``[DONE]``.
+An SSE comment (``: keep-alive``) goes out every ``keepalive_s`` seconds.
 """
 
 from __future__ import annotations
@@ -22,17 +16,17 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from pacore_graph.server.completions import (
-    DONE,
-    KEEPALIVE,
-    Completion,
-    answer_of,
-    error_event,
-    run_report,
-)
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from pacore_graph.server.completions import Completion, answer_of, dumps, run_report
 from pacore_graph.server.errors import api_error
 from pacore_graph.server.requests import RunSpec
 from pacore_graph.server.runs import Event, Run
+from pacore_graph.server.settings import ServeSettings
+
+SHUTDOWN_MARGIN_S = 2.0
+"""At shutdown runs are cancelled after ``grace_s``; their streams get this much longer to
+send the error event before they are cut."""
 
 _STATUS_LINES = {
     "interrupted": "resuming the run: its finished trajectories are not asked again",
@@ -66,88 +60,76 @@ def progress_line(event: dict[str, Any], rounds: int) -> str:
     return ""
 
 
-async def sse_events(
+def sse_response(
     completion: Completion,
     spec: RunSpec,
     runs: Sequence[Run],
     queue: asyncio.Queue[tuple[int, Event]],
-    *,
-    keepalive_s: float,
+    settings: ServeSettings,
+    on_close: Callable[[], None],
+) -> EventSourceResponse:
+    """The response of a streamed request whose ``runs`` (one per choice) all send their
+    events to ``queue``; ``on_close`` runs when the stream ends or the client leaves."""
+    return EventSourceResponse(
+        _events(completion, spec, runs, queue, settings.secrets, on_close),
+        sep="\n",
+        ping=settings.keepalive_s,
+        ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep="\n"),
+        shutdown_grace_period=settings.grace_s + SHUTDOWN_MARGIN_S,
+    )
+
+
+async def _events(
+    completion: Completion,
+    spec: RunSpec,
+    runs: Sequence[Run],
+    queue: asyncio.Queue[tuple[int, Event]],
     secrets: Sequence[str],
     on_close: Callable[[], None],
-) -> AsyncIterator[bytes]:
-    """The response body of a streamed request whose ``runs`` (one per choice) all send
-    their events to ``queue``; ``on_close`` runs when the stream ends or the client leaves.
-    """
+) -> AsyncIterator[str]:
+    """The data of each event."""
     usage = spec.include_usage
     streamed: list[set[str | None]] = [set() for _ in runs]
     reports: list[dict[str, Any]] = [{} for _ in runs]
     open_choices = set(range(len(runs)))
     try:
-        yield b"".join(
-            completion.chunk(i, {"role": "assistant", "content": ""}, usage=usage)
-            for i in range(len(runs))
-        )
+        for index in range(len(runs)):
+            yield completion.chunk(index, {"role": "assistant", "content": ""}, usage=usage)
         while open_choices:
-            try:
-                async with asyncio.timeout(keepalive_s):
-                    items = [await queue.get()]
-            except TimeoutError:
-                yield KEEPALIVE
-                continue
-            while not queue.empty():
-                items.append(queue.get_nowait())
-            out: list[bytes] = []
-            for index, event in items:
-                kind = event[0]
-                if kind == "token":
-                    _, content, reasoning, message_id = event
-                    streamed[index].add(message_id)
-                    delta: dict[str, str] = {}
-                    if reasoning:
-                        delta["reasoning_content"] = reasoning
-                    if content:
-                        delta["content"] = content
-                    out.append(completion.chunk(index, delta, usage=usage))
-                elif kind == "progress" and spec.progress:
-                    if line := progress_line(event[1], len(spec.rounds)):
-                        out.append(
-                            completion.chunk(index, {"reasoning_content": line}, usage=usage)
-                        )
-                elif kind == "status" and spec.progress and event[1] in _STATUS_LINES:
-                    line = f"[pacore] {_STATUS_LINES[event[1]]}\n"
-                    out.append(completion.chunk(index, {"reasoning_content": line}, usage=usage))
-                elif kind == "end":
-                    run = runs[index]
-                    if run.error is not None or run.state is None:
-                        failure = api_error(run.error or RuntimeError("no answer"))
-                        out.append(error_event(failure.body(secrets)))
-                        yield b"".join(out)
-                        return
-                    content, reasoning, finish, message_id = answer_of(run.state)
-                    if message_id not in streamed[index]:
-                        whole: dict[str, str] = {"content": content}
-                        if reasoning:
-                            whole = {"reasoning_content": reasoning, **whole}
-                        out.append(completion.chunk(index, whole, usage=usage))
-                    reports[index] = run_report(run, index)
-                    out.append(
-                        completion.chunk(
-                            index,
-                            {},
-                            finish or "stop",
-                            usage=usage,
-                            pacore={"runs": [reports[index]]},
-                        )
+            index, event = await queue.get()
+            kind = event[0]
+            if kind == "token":
+                _, content, reasoning, message_id = event
+                streamed[index].add(message_id)
+                delta = {"reasoning_content": reasoning, "content": content}
+                yield completion.chunk(index, {k: v for k, v in delta.items() if v}, usage=usage)
+            elif kind == "progress" and spec.progress:
+                if line := progress_line(event[1], len(spec.rounds)):
+                    yield completion.chunk(index, {"reasoning_content": line}, usage=usage)
+            elif kind == "status" and spec.progress and event[1] in _STATUS_LINES:
+                line = f"[pacore] {_STATUS_LINES[event[1]]}\n"
+                yield completion.chunk(index, {"reasoning_content": line}, usage=usage)
+            elif kind == "end":
+                run = runs[index]
+                if run.error is not None or run.state is None:
+                    yield dumps(api_error(run.error or RuntimeError("no answer")).body(secrets))
+                    break
+                content, reasoning, finish, message_id = answer_of(run.state)
+                if message_id not in streamed[index]:
+                    whole = {"reasoning_content": reasoning, "content": content}
+                    yield completion.chunk(
+                        index, {k: v for k, v in whole.items() if v is not None}, usage=usage
                     )
-                    open_choices.discard(index)
-            if out:
-                yield b"".join(out)
-        if usage:
-            yield completion.usage_chunk(reports)
-        yield DONE
+                reports[index] = run_report(run, index)
+                pacore = {"runs": [reports[index]]}
+                yield completion.chunk(index, {}, finish or "stop", usage=usage, pacore=pacore)
+                open_choices.discard(index)
+        else:
+            if usage:
+                yield completion.usage_chunk(reports)
+        yield "[DONE]"
     finally:
         on_close()
 
 
-__all__ = ["progress_line", "sse_events"]
+__all__ = ["SHUTDOWN_MARGIN_S", "progress_line", "sse_response"]
