@@ -3,8 +3,9 @@ runs out.
 
 The round's share of the budget travels in each trajectory's ``Send`` payload, so a
 resumed run keeps the same deadline. Within one process the K trajectories of a
-round share a `BudgetTracker`: the trajectory whose tokens use up the budget stops
-its siblings at once instead of letting them run to completion. The tracker is also
+round share a `BudgetTracker` (the trajectory node keeps them in `RoundTrackers`): the
+trajectory whose tokens use up the budget stops its siblings at once instead of letting
+them run to completion. The tracker is also
 the round's stop signal for the straggler policy (`pacore_graph.stragglers`), which
 stops the slowest trajectories without ending the exploration.
 """
@@ -181,21 +182,27 @@ class BudgetTracker:
             callback()
 
 
-_TRACKERS: OrderedDict[str, BudgetTracker] = OrderedDict()
-_TRACKERS_LOCK = threading.Lock()
-_MAX_TRACKERS = 4096  # rounds in flight in one process; old ones are long finished
+class RoundTrackers:
+    """The trackers of the rounds in flight, by their budget's key, so that the K
+    trajectories of a round share one; the oldest of more than ``keep`` are dropped (their
+    rounds are long finished)."""
 
+    def __init__(self, keep: int = 4096) -> None:
+        self._trackers: OrderedDict[str, BudgetTracker] = OrderedDict()
+        self._lock = threading.Lock()
+        self._keep = keep
 
-def tracker_for(
-    budget: RoundBudget,
-    stragglers: Callable[[], tuple[StragglerPolicy, int, int] | None] = lambda: None,
-) -> BudgetTracker:
-    """The process-wide tracker of ``budget``'s round, created on first use, with the
-    straggler policy, K and trigger count that ``stragglers`` gives then (None: off)."""
-    with _TRACKERS_LOCK:
-        tracker = _TRACKERS.get(budget["key"])
-        if tracker is None:
-            tracker = _TRACKERS[budget["key"]] = BudgetTracker(budget, stragglers())
-            while len(_TRACKERS) > _MAX_TRACKERS:
-                _TRACKERS.popitem(last=False)
-        return tracker
+    def get(
+        self,
+        budget: RoundBudget,
+        stragglers: Callable[[], tuple[StragglerPolicy, int, int] | None] = lambda: None,
+    ) -> BudgetTracker:
+        """The tracker of ``budget``'s round, created on first use with the straggler
+        policy, K and trigger count that ``stragglers`` gives then (None: off)."""
+        with self._lock:
+            tracker = self._trackers.get(budget["key"])
+            if tracker is None:
+                tracker = self._trackers[budget["key"]] = BudgetTracker(budget, stragglers())
+                while len(self._trackers) > self._keep:
+                    self._trackers.popitem(last=False)
+            return tracker

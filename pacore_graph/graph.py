@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
@@ -43,19 +43,16 @@ def round_tasks(state: PaCoReState, indices: Iterable[int]) -> list[Send]:
 
     The payload names the trajectory, not its prompt: the trajectory node builds the round's
     prompt from the state (``messages`` and ``references``) once for the round's K tasks, so
-    a checkpointer stores the prompt once per round rather than in every ``Send`` (at
-    K = [32, 4] that was 3.3 KB of Redis per trajectory whose reply is 1.8 KB).
+    a checkpointer stores the prompt once per round rather than in every ``Send``. One task
+    of the round goes on to compact (`then_compact`).
     """
-    r = state["round"]
+    r, key = state["round"], settings_key(state["settings"])
     final = r == len(state["round_vector"])
-    budget, settings = state.get("budget"), state.get("settings")
-    key = settings_key(settings) if settings is not None else None
-    # One task of the round goes on to compact (`then_compact`).
     return [
         Send(
             "trajectory",
             TrajectoryTask(
-                round=r, index=i, final=final, budget=budget, settings=key, compact=n == 0
+                round=r, index=i, final=final, budget=state["budget"], settings=key, compact=n == 0
             ),
         )
         for n, i in enumerate(indices)
@@ -113,9 +110,9 @@ class PaCoReGraph(StateGraph[PaCoReState, PaCoReContext, PaCoReInput, PaCoReOutp
     ) -> CompiledPaCoReGraph:
         """``StateGraph.compile`` with ``name="pacore"`` by default."""
         compiled = super().compile(checkpointer, name=name, **kwargs)
-        # Rebuilt as the subclass the way Pregel.copy() rebuilds itself: from its attributes.
-        attrs = {k: v for k, v in compiled.__dict__.items() if k != "__orig_class__"}
-        return CompiledPaCoReGraph(**attrs)
+        # The subclass adds only methods, so the compiled graph changes class in place.
+        compiled.__class__ = CompiledPaCoReGraph
+        return cast(CompiledPaCoReGraph, compiled)
 
 
 def create_pacore_graph(
@@ -142,7 +139,8 @@ def create_pacore_graph(
             the exploration rounds ``"32,4"`` / ``[32, 4]``, to which the final ``[1]`` is
             appended; a vector that already ends in 1 (``"32,4,1"``, as the paper writes
             it) is run as written.
-        retry_policy: Retry of each trajectory; by default 5 attempts on 5xx, 429,
+        retry_policy: Retry of each trajectory's call, run by the trajectory node (which
+            honours the server's ``Retry-After``); by default 5 attempts on 5xx, 429,
             timeouts and connection errors, none on other 4xx. A call that still fails is
             recorded as a failed trajectory; the round goes on if ``min_success`` of it
             finished, else the run stops with ``QuorumError``.
@@ -184,7 +182,6 @@ def create_pacore_graph(
     builder.add_node(
         "trajectory",
         TrajectoryNode(model, base, retry_policy).as_runnable(),
-        retry_policy=retry_policy,
         destinations=("compact",),
     )
     builder.add_node("compact", functools.partial(compact, defaults=base))
@@ -200,3 +197,37 @@ def create_pacore_graph(
     builder.add_conditional_edges("synthesize", fan_out, ["trajectory"])
     builder.add_edge("answer", END)
     return builder
+
+
+def create_pacore_tool(
+    model: BaseChatModel,
+    *,
+    rounds: RoundsSpec = "low",
+    name: str = "pacore",
+    description: str = DEFAULT_DESCRIPTION,
+    **defaults: Any,
+) -> BaseTool:
+    """PaCoRe on ``model`` as a ready LangChain tool, sync and async (`pacore_tool`).
+
+    Args:
+        model: The chat model PaCoRe calls (it may also be the agent's own model).
+        rounds: PaCoRe's round vector (see `create_pacore_graph`).
+        name: The tool's name as the agent's model sees it.
+        description: What the agent's model reads to decide when to call it.
+        **defaults: Further `PaCoReContext` settings (``temperature``, ``max_tokens``, ...).
+
+    Returns:
+        A tool with one argument, ``problem: str``, that returns the answer's text.
+
+    Raises:
+        InvalidRoundsError: ``rounds`` is not a valid round vector.
+
+    Example:
+        ```python
+        from langgraph.prebuilt import create_react_agent
+
+        agent = create_react_agent(llm, [create_pacore_tool(llm, rounds="medium")])
+        ```
+    """
+    graph = create_pacore_graph(model, rounds=rounds, **defaults).compile(name=name)
+    return graph.as_tool(description=description)

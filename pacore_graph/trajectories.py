@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Literal, NotRequired
+from typing import Literal
 
 from langchain_core.messages import BaseMessage
 from typing_extensions import TypedDict
@@ -40,10 +40,9 @@ class Trajectory(TypedDict):
     """"failed": the call failed for good (after retries); "stopped": a budget ran out first."""
     error: str | None
     """Why it failed or stopped (secrets redacted)."""
-    message_id: NotRequired[str | None]
+    message_id: str | None
     """The final round's: the id its reply streamed under to ``stream_mode="messages"``,
-    which the answer message takes (None in exploration rounds, which do not stream;
-    absent from records written before it existed)."""
+    which the answer message takes (None in exploration rounds, which do not stream)."""
 
 
 def reasoning_of(message: BaseMessage) -> str | None:
@@ -127,8 +126,8 @@ def unfinished_record(
 
 
 def is_finished(trajectory: Trajectory) -> bool:
-    """True when the call returned (records from before ``status`` existed count as finished)."""
-    return trajectory.get("status", "finished") == "finished"
+    """True when the call returned."""
+    return trajectory["status"] == "finished"
 
 
 def latest_trajectories(trajectories: Iterable[Trajectory]) -> list[Trajectory]:
@@ -139,7 +138,7 @@ def latest_trajectories(trajectories: Iterable[Trajectory]) -> list[Trajectory]:
 
 def status_counts(trajectories: Iterable[Trajectory]) -> Counter[str]:
     """How many records are finished, failed and stopped (absent statuses count 0)."""
-    return Counter(t.get("status", "finished") for t in trajectories)
+    return Counter(t["status"] for t in trajectories)
 
 
 def usage_totals(trajectories: Iterable[Trajectory]) -> tuple[int, int]:

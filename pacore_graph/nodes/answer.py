@@ -27,7 +27,7 @@ def answer(state: PaCoReState) -> dict[str, Any]:
     ttc, largest = run["ttc_tokens"], run["max_prompt_tokens"]
     message = AIMessage(
         content=reply,
-        id=final.get("message_id"),
+        id=final["message_id"],
         additional_kwargs={"reasoning_content": thinking} if thinking else {},
         usage_metadata={
             "input_tokens": largest,

@@ -55,7 +55,7 @@ def compact(
 ) -> dict[str, Any]:
     """Runs once after all of a round's trajectories."""
     settings = merge_context(defaults, runtime.context)
-    check_same_run(state.get("settings"), settings)
+    check_same_run(state["settings"], settings)
     r = state["round"]
     final = r == len(state["round_vector"])
     latest = latest_trajectories(state["trajectories"])
