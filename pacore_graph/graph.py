@@ -65,8 +65,8 @@ def fan_out(state: PaCoReState) -> list[Send]:
 
 
 def route_after_compact(state: PaCoReState) -> str | list[Send]:
-    """The termination edge: after the final round (K_R = 1) comes the answer; a resumed
-    round whose quorum failed sends its failed trajectories again."""
+    """After the final round (K_R = 1) the answer; a resumed round whose quorum failed
+    sends its failed trajectories again."""
     if state.get("retry"):
         return round_tasks(state, state["retry"])
     return "answer" if state["round"] >= len(state["round_vector"]) else "synthesize"
@@ -207,25 +207,13 @@ def create_pacore_tool(
     description: str = DEFAULT_DESCRIPTION,
     **defaults: Any,
 ) -> BaseTool:
-    """PaCoRe on ``model`` as a ready LangChain tool, sync and async (`pacore_tool`).
-
-    Args:
-        model: The chat model PaCoRe calls (it may also be the agent's own model).
-        rounds: PaCoRe's round vector (see `create_pacore_graph`).
-        name: The tool's name as the agent's model sees it.
-        description: What the agent's model reads to decide when to call it.
-        **defaults: Further `PaCoReContext` settings (``temperature``, ``max_tokens``, ...).
-
-    Returns:
-        A tool with one argument, ``problem: str``, that returns the answer's text.
-
-    Raises:
-        InvalidRoundsError: ``rounds`` is not a valid round vector.
+    """PaCoRe on ``model`` (which may also be the agent's own model) as a LangChain tool,
+    sync and async: ``problem: str`` in, the answer's text out (`pacore_tool`). ``rounds``
+    and ``**defaults`` are `create_pacore_graph`'s; ``name`` and ``description`` are what
+    the agent's model sees.
 
     Example:
         ```python
-        from langgraph.prebuilt import create_react_agent
-
         agent = create_react_agent(llm, [create_pacore_tool(llm, rounds="medium")])
         ```
     """

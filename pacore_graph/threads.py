@@ -2,12 +2,10 @@
 its answer. The one runner behind ``pacore solve``, ``pacore eval`` and the web example.
 
 A crash leaves the thread's last checkpoint with pending tasks, and the trajectories
-that finished before it as pending writes. Resuming with ``None`` as input runs only
-the unfinished tasks, so no finished trajectory is asked for again.
-
-One writer per thread: on a checkpointer that has leases (`AsyncRedisSaver`) a run holds
-its thread's lease from before it reads the thread until it ends, and every write it
-makes is fenced by it. Other checkpointers (InMemorySaver, ...) take no lease.
+that finished before it as pending writes; resuming with ``None`` as input runs only the
+unfinished tasks. One writer per thread: on a checkpointer with leases (`AsyncRedisSaver`)
+a run holds its thread's lease from before it reads the thread until it ends, and every
+write it makes is fenced by it.
 """
 
 from __future__ import annotations
@@ -173,58 +171,36 @@ async def arun_thread(
         LeaseLostError: This run lost its lease midway (it stalled past the lease's TTL
             and another run took over); none of its writes landed since.
     """
-    async with thread_lease(graph, config, wait=wait) as leased:
-        return await _run_thread(
-            graph, input, leased, status_rule, on_status, on_event, on_update, on_message, kwargs
-        )
-
-
-async def _run_thread(
-    graph: Pregel[Any, Any, Any, Any],
-    input: Mapping[str, Any],
-    config: RunnableConfig,
-    status_rule: StatusRule,
-    on_status: Callable[[ThreadStatus], None] | None,
-    on_event: Callable[[Any], None] | None,
-    on_update: Callable[[Mapping[str, Any]], None] | None,
-    on_message: Callable[[Any, dict[str, Any]], None] | None,
-    kwargs: dict[str, Any],
-) -> tuple[ThreadStatus, dict[str, Any]]:
-    threaded = graph.checkpointer is not None and "thread_id" in config.get("configurable", {})
-    status: ThreadStatus = "new"
-    snapshot = None
-    if threaded:
-        snapshot = await graph.aget_state(config)
-        status = status_rule(snapshot, input)
-        status = _same_settings(graph, snapshot, status, kwargs.get("context"))
-    if on_status is not None:
-        on_status(status)
-    if status == "finished" and snapshot is not None:
-        return status, dict(snapshot.values)
-    kwargs.setdefault("durability", "sync" if threaded else None)
-    state: dict[str, Any] = {}
-    modes: list[StreamMode] = ["custom", "values"]
-    if on_update is not None:
-        modes.append("updates")
-    if on_message is not None:
-        modes.append("messages")
-    async for mode, chunk in graph.astream(
-        None if status == "interrupted" else dict(input),
-        config,
-        stream_mode=modes,
-        **kwargs,
-    ):
-        if mode == "values":
-            state = chunk
-        elif mode == "updates":
-            if on_update is not None:
+    async with thread_lease(graph, config, wait=wait) as config:
+        threaded = graph.checkpointer is not None and "thread_id" in config.get("configurable", {})
+        status: ThreadStatus = "new"
+        snapshot = None
+        if threaded:
+            snapshot = await graph.aget_state(config)
+            status = status_rule(snapshot, input)
+            status = _same_settings(graph, snapshot, status, kwargs.get("context"))
+        if on_status is not None:
+            on_status(status)
+        if status == "finished" and snapshot is not None:
+            return status, dict(snapshot.values)
+        kwargs.setdefault("durability", "sync" if threaded else None)
+        state: dict[str, Any] = {}
+        modes: list[StreamMode] = ["custom", "values"]
+        if on_update is not None:
+            modes.append("updates")
+        if on_message is not None:
+            modes.append("messages")
+        run_input = None if status == "interrupted" else dict(input)
+        async for mode, chunk in graph.astream(run_input, config, stream_mode=modes, **kwargs):
+            if mode == "values":
+                state = chunk
+            elif mode == "updates" and on_update is not None:
                 on_update(chunk)
-        elif mode == "custom":
-            if on_event is not None:
+            elif mode == "custom" and on_event is not None:
                 on_event(chunk)
-        elif on_message is not None:
-            on_message(*chunk)
-    return status, state
+            elif mode == "messages" and on_message is not None:
+                on_message(*chunk)
+        return status, state
 
 
 def default_thread_id(messages: Sequence[BaseMessage], settings: Mapping[str, Any]) -> str:
@@ -236,13 +212,3 @@ def default_thread_id(messages: Sequence[BaseMessage], settings: Mapping[str, An
         default=repr,
     )
     return "pacore-" + hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-__all__ = [
-    "StatusRule",
-    "ThreadStatus",
-    "arun_thread",
-    "default_thread_id",
-    "thread_lease",
-    "thread_status",
-]

@@ -37,7 +37,8 @@ class Trajectory(TypedDict):
     completion_tokens: int | None
     latency_s: float
     status: Status
-    """"failed": the call failed for good (after retries); "stopped": a budget ran out first."""
+    """"failed": the call failed for good (after retries); "stopped": a budget or the
+    straggler policy stopped it first."""
     error: str | None
     """Why it failed or stopped (secrets redacted)."""
     message_id: str | None
@@ -46,11 +47,9 @@ class Trajectory(TypedDict):
 
 
 def reasoning_of(message: BaseMessage) -> str | None:
-    """The thinking a chat model returned beside the content, if any.
-
-    ``additional_kwargs["reasoning_content"]`` (or ``"reasoning"``, newer vLLM) as
-    OpenAI-compatible models put it, else reasoning/thinking content blocks.
-    """
+    """The thinking a chat model returned beside the content, if any:
+    ``additional_kwargs["reasoning_content"]`` or ``["reasoning"]`` as OpenAI-compatible
+    models put it, else reasoning/thinking content blocks."""
     for key in ("reasoning_content", "reasoning"):
         value = message.additional_kwargs.get(key)
         if isinstance(value, str) and value:
@@ -235,15 +234,9 @@ class ThinkingSplitter:
         head, closed, tail = text.partition(_CLOSE)
         if closed:
             return head, True, tail
-        # The longest end of `text` that is a start of "</think>" (a few characters).
-        keep = next(
-            (
-                n
-                for n in range(min(len(_CLOSE) - 1, len(text)), 0, -1)
-                if _CLOSE.startswith(text[-n:])
-            ),
-            0,
-        )
+        # The longest end of `text` that may begin a "</think>".
+        ends = range(min(len(_CLOSE) - 1, len(text)), 0, -1)
+        keep = next((n for n in ends if _CLOSE.startswith(text[-n:])), 0)
         if keep:
             head, self._pending = text[:-keep], text[-keep:]
         return head, False, ""
@@ -276,20 +269,3 @@ def split_thinking(trajectory: Trajectory) -> tuple[str, str | None]:
 def final_trajectory(trajectories: Sequence[Trajectory], rounds: int) -> Trajectory | None:
     """The finished trajectory of the final round ``rounds``, if there is one."""
     return next((t for t in trajectories if t["round"] == rounds and is_finished(t)), None)
-
-
-__all__ = [
-    "Status",
-    "ThinkingSplitter",
-    "Trajectory",
-    "final_trajectory",
-    "finished_record",
-    "is_finished",
-    "latest_trajectories",
-    "output_tokens",
-    "reasoning_of",
-    "split_thinking",
-    "status_counts",
-    "unfinished_record",
-    "usage_totals",
-]

@@ -63,4 +63,3 @@ def test_one_task_of_a_round_leads_on_to_compact():
     channels = [w[1] for writes in saver.writes.values() for w in writes.values()]
     assert channels.count("trajectories") == 1 + 9  # prepare's reset, then each trajectory
     assert channels.count("branch:to:compact") == 3  # one per round
-

@@ -116,15 +116,9 @@ async def _call_async(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(call())
     stop: asyncio.Future[None] = loop.create_future()
-
-    def set_stop() -> None:
-        if not stop.done():
-            stop.set_result(None)
-
-    def wake() -> None:
-        loop.call_soon_threadsafe(set_stop)
-
-    unsubscribe = tracker.on_exhausted(wake)
+    unsubscribe = tracker.on_exhausted(
+        lambda: loop.call_soon_threadsafe(lambda: stop.done() or stop.set_result(None))
+    )
     try:
         await asyncio.wait(
             {task, stop}, timeout=tracker.seconds_left(), return_when="FIRST_COMPLETED"
@@ -197,9 +191,9 @@ class _AnswerStream(BaseCallbackHandler):
 
 
 class ModelCall(NamedTuple):
-    """What one attempt sends under which settings, the round's budget tracker (None
-    without budgets and straggler policy) and, in the final round, the id its reply
-    streams under."""
+    """One attempt: its settings, prompt, config and keyword arguments, the round's budget
+    tracker (None without budgets and straggler policy) and, in the final round, the id
+    its reply streams under."""
 
     settings: PaCoReContext
     messages: list[BaseMessage]
@@ -365,7 +359,7 @@ class TrajectoryNode:
         )
 
     def _retry_wait(self, exc: Exception, attempt: int) -> float | None:
-        if isinstance(exc, GraphBubbleUp):  # interrupts and commands are not failures
+        if isinstance(exc, GraphBubbleUp):  # interrupts and commands are no failures
             raise exc
         return retry_wait(self.retry_policy, exc, attempt)
 
@@ -417,12 +411,6 @@ class TrajectoryNode:
         traj = unfinished_record(
             task["round"], task["index"], status, error, latency_s=time.perf_counter() - started
         )
-        runtime.stream_writer(
-            {
-                "type": f"trajectory_{status}",
-                "round": task["round"],
-                "index": task["index"],
-                "error": error,
-            }
-        )
+        event = {"type": f"trajectory_{status}", "round": task["round"], "index": task["index"]}
+        runtime.stream_writer({**event, "error": error})
         return then_compact(task, {"trajectories": [traj]})
