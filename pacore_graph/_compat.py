@@ -1,18 +1,14 @@
 """Every private LangGraph API pacore-graph uses, in one place, each imported with a fallback
-so that a rename upstream does not break ``import pacore_graph``; `tests/test_compat.py`
-fails when an upgrade changes one of them.
+(as LangGraph's ``ToolNode`` does) so that a rename upstream does not break ``import
+pacore_graph``; `tests/test_compat.py` fails when an upgrade changes one of them.
 
-- `RunnableCallable`: the sync + async node with ``runtime``/``config`` injection that
-  LangGraph's own ``ToolNode`` is built on. The public ``RunnableLambda`` takes a sync
-  and an async function too but injects no ``runtime``, and adds its own callback and
-  signature work to every trajectory of a round's dispatch burst; it is the fallback.
-- `is_resuming`: LangGraph marks the first step of a run that resumes a thread with a
-  configurable key; there is no public accessor. ``compact`` reads it so that a resumed
-  round whose quorum failed retries its failed calls instead of failing again.
-- `read_channel`: a ``Send`` task sees only its payload; LangGraph installs a reader of the
-  graph's state in every task's config (its own ``ToolNode`` reads the state of a
-  ``Send``-ed tool call through it). The trajectory node reads the round's prompt through
-  it, so the prompt is stored once per round instead of once per trajectory's ``Send``.
+- `RunnableCallable`: the sync + async node with ``runtime`` injection that ``ToolNode``
+  is built on; the fallback, the public ``RunnableLambda``, adds callback and signature
+  work to every trajectory and looks the runtime up per call.
+- `is_resuming`: the configurable key that marks the first step of a resumed run, which
+  ``compact`` reads to retry a failed quorum's calls; there is no public accessor.
+- `read_channel`: the state reader LangGraph installs in every task's config, through
+  which a ``Send`` task (the trajectory node, as ``ToolNode``) reads the graph's state.
 """
 
 from __future__ import annotations

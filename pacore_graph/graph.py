@@ -20,16 +20,11 @@ from langgraph.types import Checkpointer, RetryPolicy, Send
 from pydantic import BaseModel
 
 from pacore_graph.context import DEFAULTS, PaCoReContext, merge_context
-from pacore_graph.nodes import (
-    TokenCounter,
-    TrajectoryNode,
-    TrajectoryTask,
-    answer,
-    compact,
-    estimate_tokens,
-    prepare,
-    synthesize,
-)
+from pacore_graph.nodes.answer import answer
+from pacore_graph.nodes.compact import compact
+from pacore_graph.nodes.prepare import prepare
+from pacore_graph.nodes.synthesize import TokenCounter, estimate_tokens, synthesize
+from pacore_graph.nodes.trajectory import TrajectoryNode, TrajectoryTask
 from pacore_graph.resume import settings_key
 from pacore_graph.retry import DEFAULT_RETRY_POLICY
 from pacore_graph.rounds import RoundsSpec

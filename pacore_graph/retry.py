@@ -17,15 +17,9 @@ from pacore_graph.errors import CallTimeoutError, MalformedResponseError, ReplyT
 
 
 def should_retry(exc: Exception) -> bool:
-    """True for failures a retry can fix: 5xx, 429, timeouts (a call past its deadline
-    included: `CallTimeoutError`), refused or reset connections, and a reply that was no
-    chat completion (`MalformedResponseError`: not JSON, no choices, ...; a proxy or a
-    server restarting mid-reply).
-
-    A 4xx other than 408/409/429 (a bad request, a context-length error, a bad key)
-    fails the same way every time, so it is not retried; nor is a reply past
-    ``max_reply_bytes`` (`ReplyTooLargeError`): asking again gives the same reply.
-    """
+    """True for failures a retry can fix: 5xx, 408, 409, 429, timeouts, refused or reset
+    connections, and a reply that was no chat completion (`MalformedResponseError`). Any
+    other 4xx, and a reply past ``max_reply_bytes``, would fail the same way again."""
     if isinstance(exc, ReplyTooLargeError):
         return False
     if isinstance(exc, openai.APIStatusError):
@@ -93,9 +87,8 @@ def retry_wait(policy: RetryPolicy | None, exc: Exception, attempt: int) -> floa
 
 
 def describe_failure(exc: BaseException) -> str:
-    """One line naming a failed call's cause, e.g. ``"HTTP 400: context length exceeded"``,
-    ``"call exceeded its 3 s deadline"``, ``"malformed reply: no choices"`` or ``"reply too
-    large: over 8 MiB (max_reply_bytes)"``."""
+    """One line naming a failed call's cause, e.g. ``"HTTP 400: context length exceeded"``
+    or ``"malformed reply: no choices"``."""
     if isinstance(exc, CallTimeoutError | MalformedResponseError | ReplyTooLargeError):
         return str(exc).splitlines()[0]
     if isinstance(exc, openai.APIStatusError):

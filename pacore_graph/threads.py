@@ -95,16 +95,10 @@ async def thread_lease(
     """Holds the thread of ``config`` for one run; yields the config to run it with.
 
     On a checkpointer with leases (`AsyncRedisSaver.alease`) the yielded config carries
-    the lease's token, so every write of the run is fenced by it; the lease is renewed
-    while the block runs and released after. Anything else (no thread id, another
-    checkpointer, leases off, a config already holding a lease) yields ``config`` as is.
-
-    Args:
-        graph: The compiled graph whose checkpointer holds the thread.
-        config: Run config naming the thread in ``configurable.thread_id``.
-        wait: False: a busy thread raises `ThreadBusyError` at once; True: wait for the
-            other run to end; seconds: wait at most that long.
-        on_wait: Told who holds the thread (``pid N on HOST``) when a wait begins.
+    the lease's token, which fences every write of the run; the lease is renewed while the
+    block runs and released after. Otherwise (no thread id, another checkpointer, leases
+    off, a config already holding a lease) it yields ``config`` as is. ``wait`` is
+    `arun_thread`'s; ``on_wait`` is told who holds the thread when a wait begins.
 
     Raises:
         ThreadBusyError: Another run holds the thread.
@@ -140,8 +134,7 @@ async def arun_thread(
     """Runs, resumes or reads back the thread in ``config["configurable"]["thread_id"]``.
 
     Without a thread id (or a checkpointer) it is a plain run. On a Redis checkpointer the
-    run holds the thread's lease throughout (`thread_lease`): a second run of the same
-    thread meanwhile raises `ThreadBusyError`, or waits for this one with ``wait``.
+    run holds the thread's lease throughout (`thread_lease`).
 
     Args:
         graph: A compiled graph, with a checkpointer for threads.
@@ -150,14 +143,13 @@ async def arun_thread(
         status_rule: What a checkpoint means for ``input``; PaCoRe's by default.
         on_status: Told how the thread was found, before anything runs.
         on_event: Each ``get_stream_writer()`` event of the run (progress).
-        on_update: Each node's update as the node finishes (``stream_mode="updates"``),
-            while its write may still be on its way to the checkpointer: a caller keeps
-            what arrived even if saving it then fails.
+        on_update: Each node's update as the node finishes, while its write may still be
+            on its way to the checkpointer (a caller keeps it even if saving then fails).
         wait: When another run holds the thread: False raises `ThreadBusyError`, True
             waits for it to end (then resumes, or reads back, what it left), seconds wait
             at most that long.
         on_message: Each ``stream_mode="messages"`` chunk and its metadata: the final
-            round's reply as it streams (only that call streams from the model).
+            round's reply as it streams.
         **kwargs: Passed to ``astream`` (``context``, ``durability``, ...). ``durability``
             defaults to "sync" on a thread, so a crash loses only calls in flight.
 

@@ -66,13 +66,10 @@ class TrajectoryTask(TypedDict):
 def then_compact(
     task: TrajectoryTask, update: dict[str, list[Trajectory]]
 ) -> Command | dict[str, list[Trajectory]]:
-    """The task's update, with the way on to ``compact`` from one task of the round.
-
-    A step ends when all its tasks are done, so one task's ``goto`` runs ``compact`` after
-    the whole round; the others leave one write each instead of two. LangGraph's
-    ``put_writes`` rescans the step's pending writes for every finished task (O(K^2) in a
-    round of K), and each write is a field in the checkpointer.
-    """
+    """The task's update, with the way on to ``compact`` from one task of the round: a step
+    ends when all its tasks are done, so that one ``goto`` runs ``compact`` after the whole
+    round, and the others leave one write each instead of two (LangGraph rescans a step's
+    pending writes for every finished task)."""
     return Command(update=update, goto="compact") if task["compact"] else update
 
 
@@ -116,9 +113,11 @@ async def _call_async(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(call())
     stop: asyncio.Future[None] = loop.create_future()
-    unsubscribe = tracker.on_exhausted(
-        lambda: loop.call_soon_threadsafe(lambda: stop.done() or stop.set_result(None))
-    )
+
+    def wake() -> None:
+        loop.call_soon_threadsafe(lambda: None if stop.done() else stop.set_result(None))
+
+    unsubscribe = tracker.on_exhausted(wake)
     try:
         await asyncio.wait(
             {task, stop}, timeout=tracker.seconds_left(), return_when="FIRST_COMPLETED"
