@@ -240,8 +240,7 @@ class TrajectoryNode:
         attempt = 0
         while True:
             attempt += 1
-            started = time.perf_counter()
-            call = self._call(task, runtime, config)
+            started, call = time.perf_counter(), self._call(task, runtime, config)
             invoke = functools.partial(self.model.invoke, call.messages, call.config, **call.kwargs)
             try:
                 returned, message = (
@@ -250,8 +249,7 @@ class TrajectoryNode:
                     else _call_in_thread(invoke, call.tracker)
                 )
             except Exception as exc:
-                wait = self._retry_wait(exc, attempt)
-                if wait is None:
+                if (wait := self._retry_wait(exc, attempt)) is None:
                     return self._unfinished(task, runtime, "failed", describe_failure(exc), started)
                 time.sleep(wait)
             else:
@@ -264,8 +262,7 @@ class TrajectoryNode:
         attempt = 0
         while True:
             attempt += 1
-            started = time.perf_counter()
-            call = self._call(task, runtime, config)
+            started, call = time.perf_counter(), self._call(task, runtime, config)
             invoke = functools.partial(
                 self.model.ainvoke, call.messages, call.config, **call.kwargs
             )
@@ -276,8 +273,7 @@ class TrajectoryNode:
                     else await _call_async(invoke, call.tracker)
                 )
             except Exception as exc:
-                wait = self._retry_wait(exc, attempt)
-                if wait is None:
+                if (wait := self._retry_wait(exc, attempt)) is None:
                     return self._unfinished(task, runtime, "failed", describe_failure(exc), started)
                 await asyncio.sleep(wait)
             else:
