@@ -120,12 +120,10 @@ def create_pacore_graph(
 ) -> PaCoReGraph:
     """Builds PaCoRe as an uncompiled ``StateGraph``; the caller picks checkpointer and store.
 
-    Each round fans out one ``trajectory`` task per trajectory (``Send``), the
-    ``compact`` node reduces them to M_r, ``synthesize`` renders P(x, M_r) into
-    the last user message for the next round, and the termination edge after the
-    final round (K_R = 1) leads to ``answer``, which appends the reply to
-    ``messages``. It speaks ``messages`` like any chat-model step, so it can be a
-    node of a larger agent graph.
+    Each round fans out one ``trajectory`` task per trajectory (``Send``), ``compact``
+    reduces them to M_r, ``synthesize`` renders P(x, M_r) into the last user message for
+    the next round, and after the final round (K_R = 1) ``answer`` appends the reply to
+    ``messages``, like any chat-model step of a larger agent graph.
 
     Args:
         model: Any LangChain chat model; `ChatOpenAICompatible` for vLLM and other
@@ -158,10 +156,8 @@ def create_pacore_graph(
 
     Example:
         ```python
-        builder = create_pacore_graph(model, rounds="high")
-        graph = builder.compile()
+        graph = create_pacore_graph(model, rounds="high").compile()
         out = graph.invoke({"messages": [("user", "Find all n such that ...")]})
-        print(out["messages"][-1].content)
         ```
     """
     base = merge_context(DEFAULTS, {"rounds": rounds, **defaults})

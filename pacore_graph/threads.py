@@ -35,11 +35,6 @@ StatusRule = Callable[[StateSnapshot, Mapping[str, Any]], ThreadStatus]
 """What a thread's latest checkpoint means for a run of an input."""
 
 
-def _problem(messages: Sequence[Any]) -> str:
-    chat = chat_messages(messages)  # ("user", "...") tuples and dicts too, as the graph
-    return message_text(chat[last_user_index(chat)])
-
-
 def thread_status(snapshot: StateSnapshot, input: Mapping[str, Any]) -> ThreadStatus:
     """What a PaCoRe thread's latest checkpoint means for a run of ``input["messages"]``.
 
@@ -51,7 +46,8 @@ def thread_status(snapshot: StateSnapshot, input: Mapping[str, Any]) -> ThreadSt
     """
     stored = snapshot.values.get("messages") or []
     asked = [m for m in stored if isinstance(m, HumanMessage)]
-    problem = _problem(input["messages"])
+    chat = chat_messages(input["messages"])  # ("user", "...") tuples and dicts too
+    problem = message_text(chat[last_user_index(chat)])
     if snapshot.next:
         if asked and message_text(asked[-1]) != problem:
             thread = snapshot.config.get("configurable", {}).get("thread_id")

@@ -136,15 +136,13 @@ async def _call_async(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[
 
 
 class _AnswerStream(BaseCallbackHandler):
-    """Sends the final round's reply to ``stream_mode="messages"`` as it streams: thinking
-    split out into ``additional_kwargs["reasoning_content"]`` (as the answer message holds
-    it), no empty chunks, every chunk under the id the answer message will have, so that
-    LangGraph's messages handler does not send that message a second time.
+    """Sends the final round's reply to ``stream_mode="messages"`` as it streams, split as
+    the answer message holds it (thinking in ``additional_kwargs["reasoning_content"]``)
+    and under that message's id, so LangGraph does not send the message a second time.
 
     The model's own tokens do not stream (the call is tagged ``TAG_NOSTREAM``); this
-    handler, on that call only, gets them and sends its chunks with LangGraph's
-    ``push_message``, which reaches the messages stream and nothing else: no tracer or
-    other callback sees a second model run.
+    handler sends its chunks with ``push_message``, which reaches the messages stream and
+    nothing else: no tracer sees a second model run.
     """
 
     run_inline = True
@@ -203,16 +201,15 @@ class ModelCall(NamedTuple):
 
 
 class TrajectoryNode:
-    """The trajectory node: one model call per ``Send`` task, sync (`run`) and async (`arun`)
-    over shared helpers, as LangGraph's ``ToolNode`` is built. It keeps what the K tasks of
-    a round share: the round's prompt, budget tracker and checked settings.
+    """The trajectory node: one model call per ``Send`` task, sync (`run`) and async (`arun`),
+    as LangGraph's ``ToolNode`` is built. It keeps what the K tasks of a round share: the
+    round's prompt, budget tracker and checked settings.
 
-    The node retries a failed call itself, under its ``RetryPolicy``, because LangGraph's
-    own retry waits a fixed backoff and cannot honour the server's ``Retry-After``
-    (`retry_wait`). A failure that cannot be fixed, or the last attempt's, is recorded as
-    a ``failed`` trajectory instead of raised: raising would make LangGraph cancel the
-    round's other calls, and the ``compact`` node decides whether enough of the round
-    finished.
+    The node retries a failed call itself under its ``RetryPolicy``: LangGraph's retry
+    waits a fixed backoff and cannot honour the server's ``Retry-After`` (`retry_wait`).
+    A failure that cannot be fixed, or the last attempt's, is recorded as a ``failed``
+    trajectory: raising would make LangGraph cancel the round's other calls, and
+    ``compact`` decides whether enough of the round finished.
     """
 
     def __init__(
