@@ -74,8 +74,9 @@ def retry_wait(policy: RetryPolicy | None, exc: Exception, attempt: int) -> floa
     (1-based), or None when ``policy`` makes no other.
 
     The server's ``Retry-After`` takes the place of the policy's backoff, as in the openai
-    SDK's own retries; without one, the backoff is LangGraph's: ``initial_interval x
-    backoff_factor^(attempt-1)``, at most ``max_interval``, plus up to 1 s of jitter.
+    SDK's own retries; without one, the backoff is computed as LangGraph computes it:
+    ``initial_interval x backoff_factor^(attempt-1)``, at most ``max_interval``, plus up
+    to 1 s of jitter.
     """
     if policy is None or attempt >= policy.max_attempts or not _retries(policy, exc):
         return None
