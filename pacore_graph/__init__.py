@@ -23,7 +23,12 @@ from pacore_graph.errors import (
     ThreadBusyError,
     ThreadConflictError,
 )
-from pacore_graph.graph import CompiledPaCoReGraph, PaCoReGraph, create_pacore_graph
+from pacore_graph.graph import (
+    CompiledPaCoReGraph,
+    PaCoReGraph,
+    create_pacore_graph,
+    create_pacore_tool,
+)
 from pacore_graph.messages import build_round_messages
 from pacore_graph.record import run_record, to_record, to_results_row
 from pacore_graph.retry import DEFAULT_RETRY_POLICY, should_retry
@@ -31,7 +36,7 @@ from pacore_graph.rounds import PRESETS, resolve_rounds
 from pacore_graph.state import PaCoReInput, PaCoReOutput, PaCoReRun, PaCoReState, RoundSummary
 from pacore_graph.template import SYNTHESIS_TEMPLATE, render_synthesis_prompt
 from pacore_graph.threads import ThreadStatus, arun_thread
-from pacore_graph.tool import create_pacore_tool, pacore_tool
+from pacore_graph.tool import pacore_tool
 from pacore_graph.trajectories import Trajectory
 
 __all__ = [

@@ -1,30 +1,62 @@
-"""Every private LangGraph API pacore-graph uses, in one place; `tests/test_compat.py` fails
-when an upgrade changes one of them.
+"""Every private LangGraph API pacore-graph uses, in one place, each imported with a fallback
+(as LangGraph's ``ToolNode`` does) so that a rename upstream does not break ``import
+pacore_graph``; `tests/test_compat.py` fails when an upgrade changes one of them.
 
-- `RunnableCallable`: the sync + async node with ``runtime``/``config`` injection that
-  LangGraph's own ``ToolNode`` is built on. The public ``RunnableLambda`` takes a sync
-  and an async function too but injects no ``runtime``, and adds its own callback and
-  signature work to every trajectory of a round's dispatch burst.
-- `is_resuming`: LangGraph marks the first step of a run that resumes a thread with a
-  configurable key; there is no public accessor. ``compact`` reads it so that a resumed
-  round whose quorum failed retries its failed calls instead of failing again.
-- `read_channel`: a ``Send`` task sees only its payload; LangGraph installs a reader of the
-  graph's state in every task's config (its own ``ToolNode`` reads the state of a
-  ``Send``-ed tool call through it). The trajectory node reads the round's prompt through
-  it, so the prompt is stored once per round instead of once per trajectory's ``Send``.
+- `RunnableCallable`: the sync + async node with ``runtime`` injection that ``ToolNode``
+  is built on; the fallback, the public ``RunnableLambda``, adds callback and signature
+  work to every trajectory and looks the runtime up per call.
+- `is_resuming`: the configurable key that marks the first step of a resumed run, which
+  ``compact`` reads to retry a failed quorum's calls; there is no public accessor.
+- `read_channel`: the state reader LangGraph installs in every task's config, through
+  which a ``Send`` task (the trajectory node, as ``ToolNode``) reads the graph's state.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from langgraph._internal._constants import CONF, CONFIG_KEY_READ, CONFIG_KEY_RESUMING
-from langgraph._internal._runnable import RunnableCallable
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langgraph.runtime import Runtime, get_runtime
+
+try:
+    from langgraph._internal._constants import CONF, CONFIG_KEY_READ, CONFIG_KEY_RESUMING
+except ImportError:  # the keys' values in LangGraph 1.x
+    CONF, CONFIG_KEY_READ, CONFIG_KEY_RESUMING = (
+        "configurable",
+        "__pregel_read",
+        "__pregel_resuming",
+    )
+
+try:
+    from langgraph._internal._runnable import RunnableCallable
+except ImportError:
+    RunnableCallable = None  # type: ignore[assignment,misc]
+
+
+def sync_async_node(
+    func: Callable[[Any, Runtime[Any], RunnableConfig], Any],
+    afunc: Callable[[Any, Runtime[Any], RunnableConfig], Awaitable[Any]],
+    name: str,
+) -> Runnable:
+    """A node that runs ``func`` under ``invoke`` and ``afunc`` under ``ainvoke``, each
+    called as ``(input, runtime, config)``."""
+    if RunnableCallable is not None:
+        # trace=False: the graph already traces the node's task; this would nest a copy.
+        return RunnableCallable(func, afunc, name=name, trace=False)
+
+    def run(input: Any, config: RunnableConfig) -> Any:
+        return func(input, get_runtime(), config)
+
+    async def arun(input: Any, config: RunnableConfig) -> Any:
+        return await afunc(input, get_runtime(), config)
+
+    return RunnableLambda(run, afunc=arun, name=name)
 
 
 def is_resuming(config: Any) -> bool:
     """True in the first step of a run that resumes a thread (``invoke(None, config)``)."""
-    return bool((config or {}).get("configurable", {}).get(CONFIG_KEY_RESUMING))
+    return bool((config or {}).get(CONF, {}).get(CONFIG_KEY_RESUMING))
 
 
 def read_channel(config: Any, channel: str) -> Any:
@@ -40,4 +72,4 @@ def read_channel(config: Any, channel: str) -> Any:
     return read(channel)
 
 
-__all__ = ["RunnableCallable", "is_resuming", "read_channel"]
+__all__ = ["RunnableCallable", "is_resuming", "read_channel", "sync_async_node"]

@@ -2,11 +2,10 @@
 runs out.
 
 The round's share of the budget travels in each trajectory's ``Send`` payload, so a
-resumed run keeps the same deadline. Within one process the K trajectories of a
-round share a `BudgetTracker`: the trajectory whose tokens use up the budget stops
-its siblings at once instead of letting them run to completion. The tracker is also
-the round's stop signal for the straggler policy (`pacore_graph.stragglers`), which
-stops the slowest trajectories without ending the exploration.
+resumed run keeps the same deadline. Within one process the K trajectories of a round
+share a `BudgetTracker`: the trajectory whose tokens use up the budget stops its siblings
+at once. The tracker is also the round's stop signal for the straggler policy
+(`pacore_graph.stragglers`).
 """
 
 from __future__ import annotations
@@ -73,9 +72,9 @@ def quorum(min_success: int | float | None, k: int) -> int:
 def round_budget(
     settings: PaCoReContext, started_at: float, spent: int, key: str
 ) -> RoundBudget | None:
-    """The budget of a round that starts now, or None when no budget is set and the straggler
-    policy is off (with the policy alone, a budget without limits: its key names the
-    round's tracker, which stops the stragglers)."""
+    """The budget of a round that starts now; None when no budget is set and the straggler
+    policy is off (with the policy alone, a budget without limits names the round's
+    tracker, which stops the stragglers)."""
     policy = straggler_policy(
         settings.straggler_quantile, settings.straggler_factor, settings.straggler_min_seconds
     )
@@ -132,10 +131,7 @@ class BudgetTracker:
 
     def add(self, tokens: int | None) -> None:
         """Counts a finished trajectory's tokens; stops the others when the budget is used.
-
-        None (unknown: the reply reported no count, or one that was no count) adds
-        nothing: a garbled count must neither use the budget up nor, negative, refill it.
-        """
+        An unknown count (None, or negative) adds nothing."""
         if tokens is None or tokens < 0:
             return
         with self._lock:
@@ -147,8 +143,7 @@ class BudgetTracker:
             self._exhaust("max_ttc_tokens")
 
     def finished(self) -> None:
-        """A trajectory of the round finished with a reply (after `add`): the straggler
-        policy counts it."""
+        """A trajectory of the round finished with a reply: the straggler policy counts it."""
         if self.stragglers is not None:
             self.stragglers.finished()
 
@@ -181,21 +176,27 @@ class BudgetTracker:
             callback()
 
 
-_TRACKERS: OrderedDict[str, BudgetTracker] = OrderedDict()
-_TRACKERS_LOCK = threading.Lock()
-_MAX_TRACKERS = 4096  # rounds in flight in one process; old ones are long finished
+class RoundTrackers:
+    """The trackers of the rounds in flight, by their budget's key, so that the K
+    trajectories of a round share one; the oldest of more than ``keep`` are dropped (their
+    rounds are long finished)."""
 
+    def __init__(self, keep: int = 4096) -> None:
+        self._trackers: OrderedDict[str, BudgetTracker] = OrderedDict()
+        self._lock = threading.Lock()
+        self._keep = keep
 
-def tracker_for(
-    budget: RoundBudget,
-    stragglers: Callable[[], tuple[StragglerPolicy, int, int] | None] = lambda: None,
-) -> BudgetTracker:
-    """The process-wide tracker of ``budget``'s round, created on first use, with the
-    straggler policy, K and trigger count that ``stragglers`` gives then (None: off)."""
-    with _TRACKERS_LOCK:
-        tracker = _TRACKERS.get(budget["key"])
-        if tracker is None:
-            tracker = _TRACKERS[budget["key"]] = BudgetTracker(budget, stragglers())
-            while len(_TRACKERS) > _MAX_TRACKERS:
-                _TRACKERS.popitem(last=False)
-        return tracker
+    def get(
+        self,
+        budget: RoundBudget,
+        stragglers: Callable[[], tuple[StragglerPolicy, int, int] | None] = lambda: None,
+    ) -> BudgetTracker:
+        """The tracker of ``budget``'s round, created on first use with the straggler
+        policy, K and trigger count that ``stragglers`` gives then (None: off)."""
+        with self._lock:
+            tracker = self._trackers.get(budget["key"])
+            if tracker is None:
+                tracker = self._trackers[budget["key"]] = BudgetTracker(budget, stragglers())
+                while len(self._trackers) > self._keep:
+                    self._trackers.popitem(last=False)
+            return tracker

@@ -47,11 +47,7 @@ COMPACTIONS: dict[str, Compaction] = {
 
 
 def resolve_compaction(rule: str | Compaction) -> Compaction:
-    """A compaction callable from a name in `COMPACTIONS` or a callable.
-
-    Raises:
-        ValueError: The name is unknown.
-    """
+    """A compaction callable from a name in `COMPACTIONS` (else ValueError) or a callable."""
     if callable(rule):
         return rule
     try:
@@ -66,16 +62,9 @@ T = TypeVar("T")
 
 
 def order_references(items: Sequence[T], content: Callable[[T], str], seed: int = 42) -> list[T]:
-    """The reference's order of M: sort by content length, then shuffle with a fresh Random(seed).
-
-    Args:
-        items: The round's responses, in trajectory order.
-        content: The response content (the sort key is its length).
-        seed: Seed of the shuffle; the reference uses 42 in every round.
-
-    Returns:
-        A new, reordered list.
-    """
+    """The reference's order of M, as a new list: ``items`` (in trajectory order) sorted by
+    the length of their ``content``, then shuffled by a fresh ``Random(seed)`` (the
+    reference's seed is 42 in every round)."""
     ordered = sorted(items, key=lambda item: len(content(item)))
     random.Random(seed).shuffle(ordered)
     return ordered

@@ -33,10 +33,7 @@ class QuorumError(PaCoReError):
     """Too few trajectories of a round finished; resuming the thread retries the failed ones."""
 
     def __init__(self, round_number: int, finished: int, k: int, needed: int, causes: str):
-        self.round = round_number
-        self.finished = finished
-        self.k = k
-        self.needed = needed
+        self.round, self.finished, self.k, self.needed = round_number, finished, k, needed
         self.causes = causes
         super().__init__(
             f"round {round_number}: {finished} of {k} trajectories finished, {needed} needed "
@@ -57,20 +54,13 @@ class IncompleteResponseError(PaCoReError, ConnectionError):
 
 
 class ThreadConflictError(PaCoReError):
-    """A thread holds an unfinished run of another question: resuming it would answer that
-    one. Resume it with the same input, or use another thread id."""
+    """A thread holds an unfinished run of another question, or of other settings."""
 
 
 class DamagedThreadError(PaCoReError):
-    """A checkpointed thread lost part of what it stored: a key evicted, deleted, or lost when
-    Redis restarted without persistence. It is never resumed from what is left, which would
-    ask finished work again or drop it without a word. Start it over with
-    ``saver.delete_thread(thread_id)`` (``pacore solve --restart``), or use a new thread id.
-
-    Attributes:
-        thread_id: The damaged thread.
-        missing: What is missing, one phrase each (a key name, or fields of a key).
-    """
+    """A checkpointed thread lost part of what it stored (a key evicted, deleted, or lost when
+    Redis restarted without persistence), so it is not resumed from what is left.
+    ``missing`` names what is missing, one phrase each (a key, or fields of a key)."""
 
     def __init__(self, thread_id: str, missing: Sequence[str]) -> None:
         self.thread_id = thread_id
@@ -88,8 +78,7 @@ class DamagedThreadError(PaCoReError):
 
 
 class ThreadBusyError(PaCoReError):
-    """Another run holds the thread's lease: one writer per thread. Wait for that run to end
-    (``wait=`` of `arun_thread`, ``pacore solve --wait``) or use another thread id."""
+    """Another run holds the thread's lease: one writer per thread."""
 
     def __init__(self, message: str, thread_id: str, holder: str | None = None):
         self.thread_id = thread_id
@@ -99,8 +88,8 @@ class ThreadBusyError(PaCoReError):
 
 
 class LeaseLostError(ThreadBusyError):
-    """This run's lease on its thread lapsed (the run stalled past the lease's TTL) or was
-    taken by another run: the run is fenced, none of its writes lands from then on."""
+    """This run's lease on its thread lapsed or was taken by another run: none of its writes
+    lands from then on."""
 
     def __init__(self, thread_id: str):
         super().__init__(
@@ -111,10 +100,9 @@ class LeaseLostError(ThreadBusyError):
 
 
 class MalformedResponseError(PaCoReError):
-    """A 200 reply that is no chat completion: no ``choices``, a JSON list, ``"message":
-    null``, a number as content, ...; the message names what, e.g. ``"malformed reply: no
-    choices"``. Retried (`should_retry`, and LangGraph's default policy too): a server
-    restarting or a proxy in between garbles replies, and asking again is what fixes it."""
+    """A 200 reply that is no chat completion (no ``choices``, ``"message": null``, ...), e.g.
+    ``"malformed reply: no choices"``. Retried: a server restarting or a proxy in between
+    garbles replies, and asking again fixes it."""
 
 
 def size_text(n: int) -> str:
@@ -126,10 +114,9 @@ def size_text(n: int) -> str:
 
 
 class ReplyTooLargeError(PaCoReError, openai.OpenAIError):
-    """A reply past the model's ``max_reply_bytes`` (``"reply too large: over 8 MiB
-    (max_reply_bytes)"``), stopped while it was read and its connection closed. Not retried
-    (`should_retry`): asking again gives the same reply. An ``openai.OpenAIError`` too, so
-    the SDK passes it on as it is rather than as a connection error."""
+    """A reply past the model's ``max_reply_bytes``, stopped while it was read. Not retried:
+    asking again gives the same reply. An ``openai.OpenAIError``, so the SDK passes it on
+    as it is rather than as a connection error."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
@@ -20,16 +20,11 @@ from langgraph.types import Checkpointer, RetryPolicy, Send
 from pydantic import BaseModel
 
 from pacore_graph.context import DEFAULTS, PaCoReContext, merge_context
-from pacore_graph.nodes import (
-    TokenCounter,
-    TrajectoryNode,
-    TrajectoryTask,
-    answer,
-    compact,
-    estimate_tokens,
-    prepare,
-    synthesize,
-)
+from pacore_graph.nodes.answer import answer
+from pacore_graph.nodes.compact import compact
+from pacore_graph.nodes.prepare import prepare
+from pacore_graph.nodes.synthesize import TokenCounter, estimate_tokens, synthesize
+from pacore_graph.nodes.trajectory import TrajectoryNode, TrajectoryTask
 from pacore_graph.resume import settings_key
 from pacore_graph.retry import DEFAULT_RETRY_POLICY
 from pacore_graph.rounds import RoundsSpec
@@ -43,19 +38,16 @@ def round_tasks(state: PaCoReState, indices: Iterable[int]) -> list[Send]:
 
     The payload names the trajectory, not its prompt: the trajectory node builds the round's
     prompt from the state (``messages`` and ``references``) once for the round's K tasks, so
-    a checkpointer stores the prompt once per round rather than in every ``Send`` (at
-    K = [32, 4] that was 3.3 KB of Redis per trajectory whose reply is 1.8 KB).
+    a checkpointer stores the prompt once per round rather than in every ``Send``. One task
+    of the round goes on to compact (`then_compact`).
     """
-    r = state["round"]
+    r, key = state["round"], settings_key(state["settings"])
     final = r == len(state["round_vector"])
-    budget, settings = state.get("budget"), state.get("settings")
-    key = settings_key(settings) if settings is not None else None
-    # One task of the round goes on to compact (`then_compact`).
     return [
         Send(
             "trajectory",
             TrajectoryTask(
-                round=r, index=i, final=final, budget=budget, settings=key, compact=n == 0
+                round=r, index=i, final=final, budget=state["budget"], settings=key, compact=n == 0
             ),
         )
         for n, i in enumerate(indices)
@@ -68,8 +60,8 @@ def fan_out(state: PaCoReState) -> list[Send]:
 
 
 def route_after_compact(state: PaCoReState) -> str | list[Send]:
-    """The termination edge: after the final round (K_R = 1) comes the answer; a resumed
-    round whose quorum failed sends its failed trajectories again."""
+    """After the final round (K_R = 1) the answer; a resumed round whose quorum failed
+    sends its failed trajectories again."""
     if state.get("retry"):
         return round_tasks(state, state["retry"])
     return "answer" if state["round"] >= len(state["round_vector"]) else "synthesize"
@@ -113,9 +105,9 @@ class PaCoReGraph(StateGraph[PaCoReState, PaCoReContext, PaCoReInput, PaCoReOutp
     ) -> CompiledPaCoReGraph:
         """``StateGraph.compile`` with ``name="pacore"`` by default."""
         compiled = super().compile(checkpointer, name=name, **kwargs)
-        # Rebuilt as the subclass the way Pregel.copy() rebuilds itself: from its attributes.
-        attrs = {k: v for k, v in compiled.__dict__.items() if k != "__orig_class__"}
-        return CompiledPaCoReGraph(**attrs)
+        # The subclass adds only methods, so the compiled graph changes class in place.
+        compiled.__class__ = CompiledPaCoReGraph
+        return cast(CompiledPaCoReGraph, compiled)
 
 
 def create_pacore_graph(
@@ -128,12 +120,10 @@ def create_pacore_graph(
 ) -> PaCoReGraph:
     """Builds PaCoRe as an uncompiled ``StateGraph``; the caller picks checkpointer and store.
 
-    Each round fans out one ``trajectory`` task per trajectory (``Send``), the
-    ``compact`` node reduces them to M_r, ``synthesize`` renders P(x, M_r) into
-    the last user message for the next round, and the termination edge after the
-    final round (K_R = 1) leads to ``answer``, which appends the reply to
-    ``messages``. It speaks ``messages`` like any chat-model step, so it can be a
-    node of a larger agent graph.
+    Each round fans out one ``trajectory`` task per trajectory (``Send``), ``compact``
+    reduces them to M_r, ``synthesize`` renders P(x, M_r) into the last user message for
+    the next round, and after the final round (K_R = 1) ``answer`` appends the reply to
+    ``messages``, like any chat-model step of a larger agent graph.
 
     Args:
         model: Any LangChain chat model; `ChatOpenAICompatible` for vLLM and other
@@ -142,7 +132,8 @@ def create_pacore_graph(
             the exploration rounds ``"32,4"`` / ``[32, 4]``, to which the final ``[1]`` is
             appended; a vector that already ends in 1 (``"32,4,1"``, as the paper writes
             it) is run as written.
-        retry_policy: Retry of each trajectory; by default 5 attempts on 5xx, 429,
+        retry_policy: Retry of each trajectory's call, run by the trajectory node (which
+            honours the server's ``Retry-After``); by default 5 attempts on 5xx, 429,
             timeouts and connection errors, none on other 4xx. A call that still fails is
             recorded as a failed trajectory; the round goes on if ``min_success`` of it
             finished, else the run stops with ``QuorumError``.
@@ -165,10 +156,8 @@ def create_pacore_graph(
 
     Example:
         ```python
-        builder = create_pacore_graph(model, rounds="high")
-        graph = builder.compile()
+        graph = create_pacore_graph(model, rounds="high").compile()
         out = graph.invoke({"messages": [("user", "Find all n such that ...")]})
-        print(out["messages"][-1].content)
         ```
     """
     base = merge_context(DEFAULTS, {"rounds": rounds, **defaults})
@@ -184,7 +173,6 @@ def create_pacore_graph(
     builder.add_node(
         "trajectory",
         TrajectoryNode(model, base, retry_policy).as_runnable(),
-        retry_policy=retry_policy,
         destinations=("compact",),
     )
     builder.add_node("compact", functools.partial(compact, defaults=base))
@@ -200,3 +188,25 @@ def create_pacore_graph(
     builder.add_conditional_edges("synthesize", fan_out, ["trajectory"])
     builder.add_edge("answer", END)
     return builder
+
+
+def create_pacore_tool(
+    model: BaseChatModel,
+    *,
+    rounds: RoundsSpec = "low",
+    name: str = "pacore",
+    description: str = DEFAULT_DESCRIPTION,
+    **defaults: Any,
+) -> BaseTool:
+    """PaCoRe on ``model`` (which may also be the agent's own model) as a LangChain tool,
+    sync and async: ``problem: str`` in, the answer's text out (`pacore_tool`). ``rounds``
+    and ``**defaults`` are `create_pacore_graph`'s; ``name`` and ``description`` are what
+    the agent's model sees.
+
+    Example:
+        ```python
+        agent = create_react_agent(llm, [create_pacore_tool(llm, rounds="medium")])
+        ```
+    """
+    graph = create_pacore_graph(model, rounds=rounds, **defaults).compile(name=name)
+    return graph.as_tool(description=description)

@@ -36,22 +36,13 @@ def message_text(message: BaseMessage) -> str:
 def build_round_messages(
     messages: Sequence[BaseMessage], references: Sequence[str] | None
 ) -> list[BaseMessage]:
-    """The messages one trajectory of a round is sent.
+    """The messages one trajectory of a round is sent, as a new list.
 
-    Round 1 (``references is None``) sends the caller's messages unchanged. Later
-    rounds copy them and replace the content of the LAST user message with
-    ``P(x, M)``; system messages and earlier turns pass unchanged. When that message
-    has content blocks (text and images, for a vision-language model), only its text is
-    replaced: ``P(x, M)`` takes the place of the first text block, the other text blocks
-    (already in x) go, and images and other blocks stay where they were, so every round
-    sees them (the official pipeline, text only, would drop them).
-
-    Args:
-        messages: The caller's conversation.
-        references: M of the previous round, or None for the first round.
-
-    Returns:
-        A new list; the caller's messages are not modified.
+    Round 1 (``references is None``) sends the caller's messages unchanged. Later rounds
+    replace the content of the LAST user message with ``P(x, M)``; other messages pass
+    unchanged. When that message has content blocks (text and images), ``P(x, M)`` takes
+    the place of the first text block, the other text blocks (already in x) go, and
+    images and other blocks stay where they were, so every round sees them.
     """
     if references is None:
         return list(messages)

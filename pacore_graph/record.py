@@ -76,23 +76,17 @@ def to_record(result: Mapping[str, Any], request_id: str | int | None = None) ->
 
     ``result`` is what ``graph.invoke`` returned, a full state or its ``pacore`` record.
     """
-    run = _run_of(result)
-    trajectories = latest_trajectories(run["trajectories"])
-    final = final_trajectory(trajectories, len(run["round_vector"]))
-    ttc, largest = usage_totals(trajectories)
-    counts = status_counts(trajectories)
+    run = run_record(_run_of(result))
+    final = final_trajectory(run["trajectories"], len(run["round_vector"]))
     return {
         **to_results_row(run, request_id),
         "answer": split_thinking(final)[0] if final else None,
         "round_vector": run["round_vector"],
-        "ttc_tokens": ttc,
-        "max_prompt_tokens": largest,
-        "rounds": run.get("rounds_done", []),
-        "failed": counts["failed"],
-        "stopped": counts["stopped"],
-        "budget_exhausted": run.get("budget_exhausted"),
-        "trajectories": trajectories,
+        "ttc_tokens": run["ttc_tokens"],
+        "max_prompt_tokens": run["max_prompt_tokens"],
+        "rounds": run["rounds_done"],
+        "failed": run["failed"],
+        "stopped": run["stopped"],
+        "budget_exhausted": run["budget_exhausted"],
+        "trajectories": run["trajectories"],
     }
-
-
-__all__ = ["run_record", "to_record", "to_results_row"]

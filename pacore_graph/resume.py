@@ -12,7 +12,7 @@ from pacore_graph.context import PaCoReContext
 from pacore_graph.errors import ThreadConflictError
 from pacore_graph.rounds import resolve_rounds
 
-GUARDS = frozenset({"max_k", "max_trajectories", "max_input_chars"})
+BOUNDS = frozenset({"max_k", "max_trajectories", "max_input_chars"})
 """Settings that only decide whether a run may start, not what it computes: not part of a
 run's settings, so raising a bound neither changes a run's identity nor blocks a resume."""
 
@@ -21,11 +21,11 @@ def run_settings(settings: PaCoReContext) -> dict[str, Any]:
     """The resolved settings of a run as plain data, kept in its state and tasks.
 
     A compaction callable is kept as its qualified name: two runs with the same
-    function match, and the checkpoint holds no code. The `GUARDS` are left out.
+    function match, and the checkpoint holds no code. The `BOUNDS` are left out.
     """
     out: dict[str, Any] = {}
     for f in fields(settings):
-        if f.name in GUARDS:
+        if f.name in BOUNDS:
             continue
         value = getattr(settings, f.name)
         if f.name == "rounds" and value is not None:
@@ -37,25 +37,20 @@ def run_settings(settings: PaCoReContext) -> dict[str, Any]:
 
 
 def settings_key(settings: dict[str, Any]) -> str:
-    """A short digest of `run_settings`, what each trajectory task carries (a full copy in
-    every ``Send`` would cost ~0.3 KB of checkpoint per trajectory)."""
+    """A short digest of `run_settings`, what each trajectory task carries instead of a full
+    copy in every ``Send``."""
     text = json.dumps(settings, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def check_same_run(started: dict[str, Any] | str | None, settings: PaCoReContext) -> None:
+def check_same_run(started: dict[str, Any] | str, settings: PaCoReContext) -> None:
     """Raises when ``settings`` are not those the run ``started`` with: its `run_settings`,
     or their `settings_key`.
-
-    ``started`` None is a checkpoint written before settings were recorded: nothing to
-    compare, the run goes on.
 
     Raises:
         ThreadConflictError: A setting differs; names each one with both values when
             ``started`` holds them.
     """
-    if started is None:
-        return
     now = run_settings(settings)
     if isinstance(started, str):
         changed = "" if started == settings_key(now) else "other settings"
@@ -71,4 +66,4 @@ def check_same_run(started: dict[str, Any] | str | None, settings: PaCoReContext
         )
 
 
-__all__ = ["GUARDS", "check_same_run", "run_settings", "settings_key"]
+__all__ = ["BOUNDS", "check_same_run", "run_settings", "settings_key"]

@@ -1,9 +1,11 @@
-"""Which model-call failures are worth another attempt, and how a final failure is described."""
+"""Which model-call failures are worth another attempt, how long to wait for it, and how a
+final failure is described."""
 
 from __future__ import annotations
 
 import email.utils
 import json
+import random
 import re
 import time
 from collections.abc import Sequence
@@ -15,15 +17,9 @@ from pacore_graph.errors import CallTimeoutError, MalformedResponseError, ReplyT
 
 
 def should_retry(exc: Exception) -> bool:
-    """True for failures a retry can fix: 5xx, 429, timeouts (a call past its deadline
-    included: `CallTimeoutError`), refused or reset connections, and a reply that was no
-    chat completion (`MalformedResponseError`: not JSON, no choices, ...; a proxy or a
-    server restarting mid-reply).
-
-    A 4xx other than 408/409/429 (a bad request, a context-length error, a bad key)
-    fails the same way every time, so it is not retried; nor is a reply past
-    ``max_reply_bytes`` (`ReplyTooLargeError`): asking again gives the same reply.
-    """
+    """True for failures a retry can fix: 5xx, 408, 409, 429, timeouts, refused or reset
+    connections, and a reply that was no chat completion (`MalformedResponseError`). Any
+    other 4xx, and a reply past ``max_reply_bytes``, would fail the same way again."""
     if isinstance(exc, ReplyTooLargeError):
         return False
     if isinstance(exc, openai.APIStatusError):
@@ -40,7 +36,7 @@ def should_retry(exc: Exception) -> bool:
 
 
 DEFAULT_RETRY_POLICY = RetryPolicy(max_attempts=5, retry_on=should_retry)
-"""Five attempts, as the reference retries, with LangGraph's exponential backoff and jitter."""
+"""Five attempts, as the reference retries, with exponential backoff and jitter (`retry_wait`)."""
 
 
 def _retries(policy: RetryPolicy, exc: Exception) -> bool:
@@ -52,24 +48,13 @@ def _retries(policy: RetryPolicy, exc: Exception) -> bool:
     return bool(retry_on(exc))
 
 
-def final_attempt(policy: RetryPolicy | None, exc: Exception, attempt: int) -> bool:
-    """True when ``policy`` will not run the node again after ``exc`` failed ``attempt``
-    (1-based; a node reads it from ``runtime.execution_info.node_attempt``)."""
-    if policy is None or not _retries(policy, exc):
-        return True
-    return attempt >= policy.max_attempts
-
-
 MAX_RETRY_AFTER = 120.0
 """The longest ``Retry-After`` honoured, so a misconfigured server cannot park a run."""
 
 
 def retry_after(exc: Exception) -> float:
-    """Seconds the server asked to wait (``Retry-After``), at most ``MAX_RETRY_AFTER``.
-
-    LangGraph's backoff does not read the header, so the node waits this long before it
-    raises; the policy's own backoff follows.
-    """
+    """Seconds the server asked to wait (``Retry-After``, in seconds or as an HTTP date), at
+    most `MAX_RETRY_AFTER`; 0 when it asked for nothing."""
     response = getattr(exc, "response", None)
     value = response.headers.get("retry-after") if response is not None else None
     if not value:
@@ -77,17 +62,34 @@ def retry_after(exc: Exception) -> float:
     try:
         seconds = float(value)
     except ValueError:
-        try:  # the other form: an HTTP date
+        try:
             seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
         except (TypeError, ValueError):
             seconds = 0.0
     return max(0.0, min(seconds, MAX_RETRY_AFTER))
 
 
+def retry_wait(policy: RetryPolicy | None, exc: Exception, attempt: int) -> float | None:
+    """Seconds to wait before another attempt after ``exc`` failed attempt ``attempt``
+    (1-based), or None when ``policy`` makes no other.
+
+    The server's ``Retry-After`` takes the place of the policy's backoff, as in the openai
+    SDK's own retries; without one, the backoff is computed as LangGraph computes it:
+    ``initial_interval x backoff_factor^(attempt-1)``, at most ``max_interval``, plus up
+    to 1 s of jitter.
+    """
+    if policy is None or attempt >= policy.max_attempts or not _retries(policy, exc):
+        return None
+    if asked := retry_after(exc):
+        return asked
+    backoff = policy.initial_interval * policy.backoff_factor ** (attempt - 1)
+    interval = min(policy.max_interval, backoff)
+    return interval + random.uniform(0, 1) if policy.jitter else interval
+
+
 def describe_failure(exc: BaseException) -> str:
-    """One line naming a failed call's cause, e.g. ``"HTTP 400: context length exceeded"``,
-    ``"call exceeded its 3 s deadline"``, ``"malformed reply: no choices"`` or ``"reply too
-    large: over 8 MiB (max_reply_bytes)"``."""
+    """One line naming a failed call's cause, e.g. ``"HTTP 400: context length exceeded"``
+    or ``"malformed reply: no choices"``."""
     if isinstance(exc, CallTimeoutError | MalformedResponseError | ReplyTooLargeError):
         return str(exc).splitlines()[0]
     if isinstance(exc, openai.APIStatusError):

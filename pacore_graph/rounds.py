@@ -16,19 +16,13 @@ RoundsSpec = str | int | Sequence[int]
 def resolve_rounds(
     spec: RoundsSpec, *, max_k: int | None = None, max_trajectories: int | None = None
 ) -> list[int]:
-    """Turns a user's round spec into the full round vector, final ``1`` included.
+    """The round vector to run, final ``1`` included, of a preset, an int, a string of
+    comma-separated ints, or a sequence of ints.
 
     As in the reference pipeline, the user gives the exploration rounds and ``[1]`` is
     appended: ``4`` runs ``[4, 1]`` and ``"high"`` runs ``[32, 4, 1]``. A vector of two
-    or more rounds that already ends in 1 is the paper's notation, final round included,
-    and runs as written: ``"32,4,1"`` runs ``[32, 4, 1]``, not ``[32, 4, 1, 1]``.
-
-    Args:
-        spec: A preset (``"low"``, ``"medium"``, ``"high"``), an int, a string of
-            comma-separated ints, or a sequence of ints.
-
-    Returns:
-        The round vector to run, ending with ``1``.
+    or more rounds that already ends in 1 is the paper's notation and runs as written:
+    ``"32,4,1"`` runs ``[32, 4, 1]``.
 
     Raises:
         InvalidRoundsError: The spec is empty, unknown, not integers, has a K < 1, or is
@@ -83,10 +77,8 @@ def check_round_bounds(
     vector: list[int], max_k: int | None, max_trajectories: int | None
 ) -> list[int]:
     """``vector`` when no round has more than ``max_k`` trajectories and the run no more than
-    ``max_trajectories`` in all (None: no bound).
-
-    A round's K Sends are built at once, in one step of the event loop: the bounds keep a
-    typo such as ``999999`` from spending minutes and gigabytes before the first call.
+    ``max_trajectories`` in all (None: no bound), so that a typo such as ``999999`` does
+    not build that many Sends before the first call.
 
     Raises:
         InvalidRoundsError: Over a bound; names it and the setting that raises it.

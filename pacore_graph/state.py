@@ -29,7 +29,7 @@ class RoundSummary(TypedDict):
     failed: int
     """Trajectories whose call failed for good."""
     stopped: int
-    """Trajectories cut short because a budget ran out."""
+    """Trajectories cut short by a budget or the straggler policy."""
 
 
 def add_trajectories(
@@ -121,9 +121,8 @@ class PaCoReOutput(TypedDict):
     PaCoRe's working channels (rounds, references, ...) never leave."""
 
     messages: Annotated[list[AnyMessage], add_chat_messages]
-    # Never checkpointed: the trajectories are stored once already (the DeltaChannel's
-    # writes), and a second copy in the final checkpoint would more than double a run's
-    # storage. The thread's state keeps them; `to_record` reads either.
+    # Not checkpointed: the trajectories are stored once already, as the DeltaChannel's
+    # writes; `to_record` reads the record or the thread's state.
     pacore: Annotated[PaCoReRun | None, UntrackedValue(dict)]
 
 
@@ -136,15 +135,11 @@ class PaCoReState(PaCoReInput, total=False):
     """The round in progress (1-based)."""
     references: list[str] | None
     """The M fed to the round in progress; None sends the caller's messages unchanged."""
-    # A DeltaChannel keeps each trajectory only as its task's write in the checkpointer
-    # and rebuilds the list by replay, so a long run does not re-serialize every earlier
-    # trajectory into every later checkpoint.
+    # DeltaChannels keep each write once in the checkpointer and rebuild the list by
+    # replay: no checkpoint stores earlier trajectories or references again.
     trajectories: Annotated[
         list[Trajectory], DeltaChannel(add_trajectories, snapshot_frequency=1000)
     ]
-    # A DeltaChannel, as `trajectories`: a checkpoint stores only the writes, so a round's
-    # references are stored once, not again in every later checkpoint (at K = [32, 4] the
-    # plain list cost 2.9 KB of Redis per trajectory).
     rounds_done: Annotated[
         list[RoundSummary], DeltaChannel(merge_round_summaries, list, snapshot_frequency=1000)
     ]

@@ -8,19 +8,14 @@ tail sets a run's wall time. With ``straggler_quantile`` q < 1, once the round's
     max(straggler_factor x median, straggler_min_seconds)
 
 for the rest, then stops them: they are recorded ``stopped`` with an ``error`` starting
-``"straggler: "`` and the run goes on to the next round as usual (unlike a budget, no
-skip to the final synthesis). ``median`` is the median finish time, measured from the
-round's start, of the trigger-count trajectories that had finished when the trigger was
-reached. Failed trajectories count neither toward the trigger nor the median: the
-policy waits for trajectories that can still become references.
+``"straggler: "`` and the run goes on to the next round (a budget instead skips to the
+final synthesis). ``median`` is the median finish time, from the round's start, of the
+trajectories that reached the trigger. Failed trajectories count toward neither.
 
-What a "round" is here: one `StragglerWatch` per round and process (it rides on the
-round's `pacore_graph.budget.BudgetTracker`). Its clock starts when the first trajectory
-of the round starts in this process, so finish times include time queued behind a
-concurrency limit. A round resumed in another process restarts the policy with what is
-left: only trajectories that finish after the resume count toward the trigger, so a
-resumed round with fewer than the trigger left waits for all of them, as without the
-policy. The final round (K = 1) is never cut.
+One `StragglerWatch` per round and process rides on the round's
+`pacore_graph.budget.BudgetTracker`; its clock starts with the round's first trajectory
+in this process. A round resumed in another process restarts the policy with what is
+left (fewer than the trigger left: it waits for all). The final round is never cut.
 """
 
 from __future__ import annotations
@@ -118,14 +113,3 @@ class StragglerWatch:
             self.timer.daemon = True
             self.timer.name = "pacore-stragglers"
             self.timer.start()
-
-
-__all__ = [
-    "STOP_PREFIX",
-    "StragglerPolicy",
-    "StragglerWatch",
-    "is_straggler_stop",
-    "straggler_policy",
-    "straggler_wait",
-    "trigger_count",
-]

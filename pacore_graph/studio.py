@@ -11,12 +11,10 @@ Environment:
         otherwise the dev server's own persistence is used.
 
 ``langgraph.json`` names three things of this module: the graph factory `make_graph`, the
-`checkpointer`, and `app`, whose lifespan starts the model's backend once, with the
-server, and stops it at shutdown. `app` also serves the OpenAI-compatible routes of
-``pacore serve`` at ``/v1`` on the same graph (docs/serve.md; ``$PACORE_SERVE_API_KEYS``,
-``$REDIS_URL``). Importing the module starts nothing. A backend that
-cannot start (no endpoint answers, the embedded model is not installed, a bad
-``PACORE_ROUNDS``) ends the server with one line naming the problem.
+`checkpointer`, and `app`, whose lifespan starts the model's backend with the server and
+stops it at shutdown; `app` also serves ``pacore serve``'s OpenAI-compatible routes at
+``/v1`` on the same graph. Importing the module starts nothing. A backend that cannot
+start ends the server with one line naming the problem.
 
 Example:
     ```bash
@@ -74,11 +72,8 @@ STARTUP_EXIT_STATUS = 2
 
 
 class _Backend:
-    """The model the Studio graph runs on, started at most once per process.
-
-    The server's lifespan starts it before the first request and stops it at shutdown;
-    outside a server (tests, scripts) the first `make_graph` starts it.
-    """
+    """The model the Studio graph runs on, started at most once per process: by the
+    server's lifespan, or outside a server by the first `make_graph`."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # langgraph-api asks for the graph from several loops
@@ -86,11 +81,8 @@ class _Backend:
         self.graph: StudioGraph | None = None
 
     def start(self) -> StudioGraph:
-        """Starts the backend (the embedded server's launch blocks for seconds); a no-op
-        when it runs.
-
-        Returns:
-            The compiled PaCoRe graph on it, without a checkpointer (the server adds one).
+        """Starts the backend (blocking; a no-op when it runs) and returns the compiled
+        PaCoRe graph on it, without a checkpointer (the server adds one).
 
         Raises:
             BackendUnreachableError: ``$PACORE_BASE_URL`` does not answer.
@@ -105,8 +97,7 @@ class _Backend:
                 graph = create_pacore_graph(
                     model,
                     rounds=os.environ.get(ROUNDS_ENV) or "low",
-                    # The tiny CPU model is slow: calls stay short unless a run asks for
-                    # more, as in `pacore solve`.
+                    # The tiny CPU model is slow: short calls, as in `pacore solve`.
                     max_tokens=None if endpoint_from_env() else EMBEDDED_MAX_TOKENS,
                 ).compile(name="pacore")
                 self._stack = stack.pop_all()  # started: keep it running past this block
@@ -128,11 +119,8 @@ _BACKEND = _Backend()
 
 
 async def make_graph() -> StudioGraph:
-    """The graph factory of ``langgraph.json``: the PaCoRe graph on this process's backend.
-
-    langgraph-api calls it for every request that needs the graph; it hands back the one
-    graph built when the backend started.
-    """
+    """The graph factory of ``langgraph.json``: the one PaCoRe graph on this process's
+    backend (langgraph-api asks for it on every request that needs it)."""
     if (graph := _BACKEND.graph) is not None:
         return graph
     return await asyncio.to_thread(_BACKEND.start)
@@ -162,12 +150,9 @@ def startup_failure(exc: BaseException) -> str:
 
 
 def _start_or_exit() -> None:
-    """Starts the backend, or ends the server with one line on stderr.
-
-    Raising from a lifespan would print uvicorn's traceback, and under ``langgraph dev``'s
-    reloader (its default) the process would then wait for a file change that cannot fix
-    the environment. Runs in a worker thread: the start blocks.
-    """
+    """Starts the backend, or ends the server with one line on stderr (raising would print
+    uvicorn's traceback, and ``langgraph dev``'s reloader would then wait for a file change
+    that cannot fix the environment)."""
     try:
         _BACKEND.start()
     except STARTUP_ERRORS as exc:
@@ -182,12 +167,12 @@ def _start_or_exit() -> None:
 
 
 def _exit(status: int) -> NoReturn:
-    # os._exit, not sys.exit: SystemExit in a lifespan is reported with a traceback too.
-    # Nothing is lost: the server has not served a request yet.
+    # Not sys.exit: SystemExit in a lifespan is reported with a traceback too. Nothing is
+    # lost: the server has not served a request yet.
     os._exit(status)
 
 
-OPENAI = Service(ServeSettings.from_env, lambda: _BACKEND.graph)
+SERVICE = Service(ServeSettings.from_env, lambda: _BACKEND.graph)
 """The OpenAI-compatible routes' state, on the Studio graph (settings read at start-up)."""
 
 
@@ -196,26 +181,22 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     """Starts the backend with the server (before it serves) and stops it at shutdown."""
     await asyncio.to_thread(_start_or_exit)
     try:
-        async with OPENAI.running():
+        async with SERVICE.running():
             yield
     finally:
         await asyncio.to_thread(_BACKEND.stop)
 
 
-app = Starlette(lifespan=lifespan, routes=[Mount("/v1", routes=v1_routes(OPENAI))])
+app = Starlette(lifespan=lifespan, routes=[Mount("/v1", routes=v1_routes(SERVICE))])
 """``http.app`` of ``langgraph.json``: the backend's lifespan, and the OpenAI-compatible
 ``/v1/chat/completions`` and ``/v1/models`` beside LangGraph's own routes."""
 
 
 def _server_default_saver() -> BaseCheckpointSaver:
-    """The saver the server would use without a ``checkpointer.path``, with the full API.
-
-    Under ``langgraph dev`` that is the in-memory saver it pickles to ``.langgraph_api/``,
-    so threads and their checkpoints survive a restart together. It lacks
-    ``delete_for_runs``, ``copy_thread`` and ``prune``, which langgraph-api expects of a
-    custom checkpointer (it warns at start-up, and a rollback's clean-up fails):
-    `FullInMemorySaver` adds them over the same storage.
-    """
+    """The saver the server would use without a ``checkpointer.path`` (under ``langgraph
+    dev``, the in-memory saver it pickles to ``.langgraph_api/``), with the
+    ``delete_for_runs``, ``copy_thread`` and ``prune`` that langgraph-api expects of a
+    custom checkpointer added by `FullInMemorySaver`."""
     try:
         # `langgraph_runtime` raises ValueError when imported outside the server.
         from langgraph_runtime.checkpoint import Checkpointer
@@ -227,15 +208,10 @@ def _server_default_saver() -> BaseCheckpointSaver:
 
 @contextlib.asynccontextmanager
 async def checkpointer() -> AsyncIterator[BaseCheckpointSaver]:
-    """The server's checkpointer (``checkpointer.path`` in ``langgraph.json``).
-
-    langgraph-api enters this once per event loop and closes it at shutdown, so the Redis
-    connection pool lives on the loop that uses it. ``langgraph.json`` cannot be conditional,
-    so without ``$REDIS_URL`` this hands back the saver the server would have used anyway.
-
-    Yields:
-        `AsyncRedisSaver` on ``$REDIS_URL`` when that is set, else the server's default saver.
-    """
+    """The server's checkpointer (``checkpointer.path`` in ``langgraph.json``):
+    `AsyncRedisSaver` on ``$REDIS_URL`` when that is set, else the saver the server would
+    have used anyway. langgraph-api enters it once per event loop, so the Redis connection
+    pool lives on the loop that uses it."""
     url = os.environ.get(REDIS_URL_ENV)
     if not url:
         yield _server_default_saver()

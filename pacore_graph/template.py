@@ -31,13 +31,6 @@ _TEMPLATE = jinja2.Template(SYNTHESIS_TEMPLATE)
 
 
 def render_synthesis_prompt(original_prompt: str, references: Sequence[str]) -> str:
-    """Renders P(x, M) exactly as the reference pipeline does.
-
-    Args:
-        original_prompt: x, the original content of the last user message.
-        references: M, the compacted messages of the previous round, in order.
-
-    Returns:
-        The synthesis prompt text.
-    """
+    """P(x, M) exactly as the reference pipeline renders it: x the original content of the
+    last user message, M the previous round's compacted messages in order."""
     return _TEMPLATE.render(original_prompt=original_prompt, ref_responses=list(references))

@@ -2,12 +2,10 @@
 its answer. The one runner behind ``pacore solve``, ``pacore eval`` and the web example.
 
 A crash leaves the thread's last checkpoint with pending tasks, and the trajectories
-that finished before it as pending writes. Resuming with ``None`` as input runs only
-the unfinished tasks, so no finished trajectory is asked for again.
-
-One writer per thread: on a checkpointer that has leases (`AsyncRedisSaver`) a run holds
-its thread's lease from before it reads the thread until it ends, and every write it
-makes is fenced by it. Other checkpointers (InMemorySaver, ...) take no lease.
+that finished before it as pending writes; resuming with ``None`` as input runs only the
+unfinished tasks. One writer per thread: on a checkpointer with leases (`AsyncRedisSaver`)
+a run holds its thread's lease from before it reads the thread until it ends, and every
+write it makes is fenced by it.
 """
 
 from __future__ import annotations
@@ -37,11 +35,6 @@ StatusRule = Callable[[StateSnapshot, Mapping[str, Any]], ThreadStatus]
 """What a thread's latest checkpoint means for a run of an input."""
 
 
-def _problem(messages: Sequence[Any]) -> str:
-    chat = chat_messages(messages)  # ("user", "...") tuples and dicts too, as the graph
-    return message_text(chat[last_user_index(chat)])
-
-
 def thread_status(snapshot: StateSnapshot, input: Mapping[str, Any]) -> ThreadStatus:
     """What a PaCoRe thread's latest checkpoint means for a run of ``input["messages"]``.
 
@@ -53,7 +46,8 @@ def thread_status(snapshot: StateSnapshot, input: Mapping[str, Any]) -> ThreadSt
     """
     stored = snapshot.values.get("messages") or []
     asked = [m for m in stored if isinstance(m, HumanMessage)]
-    problem = _problem(input["messages"])
+    chat = chat_messages(input["messages"])  # ("user", "...") tuples and dicts too
+    problem = message_text(chat[last_user_index(chat)])
     if snapshot.next:
         if asked and message_text(asked[-1]) != problem:
             thread = snapshot.config.get("configurable", {}).get("thread_id")
@@ -97,16 +91,10 @@ async def thread_lease(
     """Holds the thread of ``config`` for one run; yields the config to run it with.
 
     On a checkpointer with leases (`AsyncRedisSaver.alease`) the yielded config carries
-    the lease's token, so every write of the run is fenced by it; the lease is renewed
-    while the block runs and released after. Anything else (no thread id, another
-    checkpointer, leases off, a config already holding a lease) yields ``config`` as is.
-
-    Args:
-        graph: The compiled graph whose checkpointer holds the thread.
-        config: Run config naming the thread in ``configurable.thread_id``.
-        wait: False: a busy thread raises `ThreadBusyError` at once; True: wait for the
-            other run to end; seconds: wait at most that long.
-        on_wait: Told who holds the thread (``pid N on HOST``) when a wait begins.
+    the lease's token, which fences every write of the run; the lease is renewed while the
+    block runs and released after. Otherwise (no thread id, another checkpointer, leases
+    off, a config already holding a lease) it yields ``config`` as is. ``wait`` is
+    `arun_thread`'s; ``on_wait`` is told who holds the thread when a wait begins.
 
     Raises:
         ThreadBusyError: Another run holds the thread.
@@ -142,8 +130,7 @@ async def arun_thread(
     """Runs, resumes or reads back the thread in ``config["configurable"]["thread_id"]``.
 
     Without a thread id (or a checkpointer) it is a plain run. On a Redis checkpointer the
-    run holds the thread's lease throughout (`thread_lease`): a second run of the same
-    thread meanwhile raises `ThreadBusyError`, or waits for this one with ``wait``.
+    run holds the thread's lease throughout (`thread_lease`).
 
     Args:
         graph: A compiled graph, with a checkpointer for threads.
@@ -152,14 +139,13 @@ async def arun_thread(
         status_rule: What a checkpoint means for ``input``; PaCoRe's by default.
         on_status: Told how the thread was found, before anything runs.
         on_event: Each ``get_stream_writer()`` event of the run (progress).
-        on_update: Each node's update as the node finishes (``stream_mode="updates"``),
-            while its write may still be on its way to the checkpointer: a caller keeps
-            what arrived even if saving it then fails.
+        on_update: Each node's update as the node finishes, while its write may still be
+            on its way to the checkpointer (a caller keeps it even if saving then fails).
         wait: When another run holds the thread: False raises `ThreadBusyError`, True
             waits for it to end (then resumes, or reads back, what it left), seconds wait
             at most that long.
         on_message: Each ``stream_mode="messages"`` chunk and its metadata: the final
-            round's reply as it streams (only that call streams from the model).
+            round's reply as it streams.
         **kwargs: Passed to ``astream`` (``context``, ``durability``, ...). ``durability``
             defaults to "sync" on a thread, so a crash loses only calls in flight.
 
@@ -173,58 +159,36 @@ async def arun_thread(
         LeaseLostError: This run lost its lease midway (it stalled past the lease's TTL
             and another run took over); none of its writes landed since.
     """
-    async with thread_lease(graph, config, wait=wait) as leased:
-        return await _run_thread(
-            graph, input, leased, status_rule, on_status, on_event, on_update, on_message, kwargs
-        )
-
-
-async def _run_thread(
-    graph: Pregel[Any, Any, Any, Any],
-    input: Mapping[str, Any],
-    config: RunnableConfig,
-    status_rule: StatusRule,
-    on_status: Callable[[ThreadStatus], None] | None,
-    on_event: Callable[[Any], None] | None,
-    on_update: Callable[[Mapping[str, Any]], None] | None,
-    on_message: Callable[[Any, dict[str, Any]], None] | None,
-    kwargs: dict[str, Any],
-) -> tuple[ThreadStatus, dict[str, Any]]:
-    threaded = graph.checkpointer is not None and "thread_id" in config.get("configurable", {})
-    status: ThreadStatus = "new"
-    snapshot = None
-    if threaded:
-        snapshot = await graph.aget_state(config)
-        status = status_rule(snapshot, input)
-        status = _same_settings(graph, snapshot, status, kwargs.get("context"))
-    if on_status is not None:
-        on_status(status)
-    if status == "finished" and snapshot is not None:
-        return status, dict(snapshot.values)
-    kwargs.setdefault("durability", "sync" if threaded else None)
-    state: dict[str, Any] = {}
-    modes: list[StreamMode] = ["custom", "values"]
-    if on_update is not None:
-        modes.append("updates")
-    if on_message is not None:
-        modes.append("messages")
-    async for mode, chunk in graph.astream(
-        None if status == "interrupted" else dict(input),
-        config,
-        stream_mode=modes,
-        **kwargs,
-    ):
-        if mode == "values":
-            state = chunk
-        elif mode == "updates":
-            if on_update is not None:
+    async with thread_lease(graph, config, wait=wait) as config:
+        threaded = graph.checkpointer is not None and "thread_id" in config.get("configurable", {})
+        status: ThreadStatus = "new"
+        snapshot = None
+        if threaded:
+            snapshot = await graph.aget_state(config)
+            status = status_rule(snapshot, input)
+            status = _same_settings(graph, snapshot, status, kwargs.get("context"))
+        if on_status is not None:
+            on_status(status)
+        if status == "finished" and snapshot is not None:
+            return status, dict(snapshot.values)
+        kwargs.setdefault("durability", "sync" if threaded else None)
+        state: dict[str, Any] = {}
+        modes: list[StreamMode] = ["custom", "values"]
+        if on_update is not None:
+            modes.append("updates")
+        if on_message is not None:
+            modes.append("messages")
+        run_input = None if status == "interrupted" else dict(input)
+        async for mode, chunk in graph.astream(run_input, config, stream_mode=modes, **kwargs):
+            if mode == "values":
+                state = chunk
+            elif mode == "updates" and on_update is not None:
                 on_update(chunk)
-        elif mode == "custom":
-            if on_event is not None:
+            elif mode == "custom" and on_event is not None:
                 on_event(chunk)
-        elif on_message is not None:
-            on_message(*chunk)
-    return status, state
+            elif mode == "messages" and on_message is not None:
+                on_message(*chunk)
+        return status, state
 
 
 def default_thread_id(messages: Sequence[BaseMessage], settings: Mapping[str, Any]) -> str:
@@ -236,13 +200,3 @@ def default_thread_id(messages: Sequence[BaseMessage], settings: Mapping[str, An
         default=repr,
     )
     return "pacore-" + hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-__all__ = [
-    "StatusRule",
-    "ThreadStatus",
-    "arun_thread",
-    "default_thread_id",
-    "thread_lease",
-    "thread_status",
-]

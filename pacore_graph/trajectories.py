@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Literal, NotRequired
+from typing import Literal
 
 from langchain_core.messages import BaseMessage
 from typing_extensions import TypedDict
@@ -37,21 +37,19 @@ class Trajectory(TypedDict):
     completion_tokens: int | None
     latency_s: float
     status: Status
-    """"failed": the call failed for good (after retries); "stopped": a budget ran out first."""
+    """"failed": the call failed for good (after retries); "stopped": a budget or the
+    straggler policy stopped it first."""
     error: str | None
     """Why it failed or stopped (secrets redacted)."""
-    message_id: NotRequired[str | None]
+    message_id: str | None
     """The final round's: the id its reply streamed under to ``stream_mode="messages"``,
-    which the answer message takes (None in exploration rounds, which do not stream;
-    absent from records written before it existed)."""
+    which the answer message takes (None in exploration rounds, which do not stream)."""
 
 
 def reasoning_of(message: BaseMessage) -> str | None:
-    """The thinking a chat model returned beside the content, if any.
-
-    ``additional_kwargs["reasoning_content"]`` (or ``"reasoning"``, newer vLLM) as
-    OpenAI-compatible models put it, else reasoning/thinking content blocks.
-    """
+    """The thinking a chat model returned beside the content, if any:
+    ``additional_kwargs["reasoning_content"]`` or ``["reasoning"]`` as OpenAI-compatible
+    models put it, else reasoning/thinking content blocks."""
     for key in ("reasoning_content", "reasoning"):
         value = message.additional_kwargs.get(key)
         if isinstance(value, str) and value:
@@ -127,8 +125,8 @@ def unfinished_record(
 
 
 def is_finished(trajectory: Trajectory) -> bool:
-    """True when the call returned (records from before ``status`` existed count as finished)."""
-    return trajectory.get("status", "finished") == "finished"
+    """True when the call returned."""
+    return trajectory["status"] == "finished"
 
 
 def latest_trajectories(trajectories: Iterable[Trajectory]) -> list[Trajectory]:
@@ -139,7 +137,7 @@ def latest_trajectories(trajectories: Iterable[Trajectory]) -> list[Trajectory]:
 
 def status_counts(trajectories: Iterable[Trajectory]) -> Counter[str]:
     """How many records are finished, failed and stopped (absent statuses count 0)."""
-    return Counter(t.get("status", "finished") for t in trajectories)
+    return Counter(t["status"] for t in trajectories)
 
 
 def usage_totals(trajectories: Iterable[Trajectory]) -> tuple[int, int]:
@@ -236,15 +234,9 @@ class ThinkingSplitter:
         head, closed, tail = text.partition(_CLOSE)
         if closed:
             return head, True, tail
-        # The longest end of `text` that is a start of "</think>" (a few characters).
-        keep = next(
-            (
-                n
-                for n in range(min(len(_CLOSE) - 1, len(text)), 0, -1)
-                if _CLOSE.startswith(text[-n:])
-            ),
-            0,
-        )
+        # The longest end of `text` that may begin a "</think>".
+        ends = range(min(len(_CLOSE) - 1, len(text)), 0, -1)
+        keep = next((n for n in ends if _CLOSE.startswith(text[-n:])), 0)
         if keep:
             head, self._pending = text[:-keep], text[-keep:]
         return head, False, ""
@@ -277,20 +269,3 @@ def split_thinking(trajectory: Trajectory) -> tuple[str, str | None]:
 def final_trajectory(trajectories: Sequence[Trajectory], rounds: int) -> Trajectory | None:
     """The finished trajectory of the final round ``rounds``, if there is one."""
     return next((t for t in trajectories if t["round"] == rounds and is_finished(t)), None)
-
-
-__all__ = [
-    "Status",
-    "ThinkingSplitter",
-    "Trajectory",
-    "final_trajectory",
-    "finished_record",
-    "is_finished",
-    "latest_trajectories",
-    "output_tokens",
-    "reasoning_of",
-    "split_thinking",
-    "status_counts",
-    "unfinished_record",
-    "usage_totals",
-]

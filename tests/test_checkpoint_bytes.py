@@ -5,18 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from langchain_core.language_models import BaseChatModel, FakeListChatModel
-from langchain_core.messages import AIMessage, HumanMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.language_models import FakeListChatModel
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.graph import END, START, StateGraph
-from langgraph.types import Send
-from pydantic import Field
 
 from pacore_graph import create_pacore_graph
-from pacore_graph.context import DEFAULTS, PaCoReContext
-from pacore_graph.nodes import TrajectoryNode
-from pacore_graph.state import PaCoReState
 
 MARK = b"UNIQUE-CONCLUSION-"
 
@@ -71,32 +63,3 @@ def test_one_task_of_a_round_leads_on_to_compact():
     channels = [w[1] for writes in saver.writes.values() for w in writes.values()]
     assert channels.count("trajectories") == 1 + 9  # prepare's reset, then each trajectory
     assert channels.count("branch:to:compact") == 3  # one per round
-
-
-class Recording(BaseChatModel):
-    """Answers at once and keeps the text of every prompt it is sent."""
-
-    prompts: list[str] = Field(default_factory=list)
-
-    @property
-    def _llm_type(self) -> str:
-        return "recording"
-
-    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
-        self.prompts.append(messages[-1].content)
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content="ok"))])
-
-
-def test_a_send_checkpointed_with_its_prompt_is_sent_that_prompt():
-    # Sends written before the prompt moved to the state carry it; a resume sends it.
-    model = Recording()
-    node = TrajectoryNode(model, DEFAULTS)
-    old = {"messages": [HumanMessage("old prompt")], "round": 1, "index": 0, "final": False}
-    builder = StateGraph(PaCoReState, context_schema=PaCoReContext)
-    builder.add_node("trajectory", node.as_runnable())
-    builder.add_node("compact", lambda state: {})
-    builder.add_conditional_edges(START, lambda state: [Send("trajectory", old)], ["trajectory"])
-    builder.add_edge("compact", END)
-    out = builder.compile().invoke({"messages": [("user", "the state's prompt")]})
-    assert model.prompts == ["old prompt"]
-    assert out["trajectories"][0]["content"] == "ok"

@@ -4,6 +4,8 @@ LangGraph upgrade changes what pacore-graph relies on."""
 from __future__ import annotations
 
 import operator
+import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -106,3 +108,36 @@ def test_read_channel_reads_the_state_from_a_send_task():
 def test_read_channel_outside_a_task_is_one_error():
     with pytest.raises(RuntimeError, match="not inside a running LangGraph task"):
         read_channel({}, "prompt")
+
+
+FALLBACK = """
+import asyncio, importlib, sys
+
+import langgraph._internal._constants as real
+from langchain_core.language_models import FakeListChatModel
+
+import pacore_graph._compat as compat
+from pacore_graph import create_pacore_graph
+
+# As after a rename upstream: importing either private module fails.
+sys.modules["langgraph._internal._constants"] = None
+sys.modules["langgraph._internal._runnable"] = None
+importlib.reload(compat)
+assert compat.RunnableCallable is None
+assert (compat.CONF, compat.CONFIG_KEY_READ, compat.CONFIG_KEY_RESUMING) == (
+    real.CONF, real.CONFIG_KEY_READ, real.CONFIG_KEY_RESUMING
+)
+model = FakeListChatModel(responses=["<think>a</think>41", "<think>b</think>42", "42"])
+graph = create_pacore_graph(model, rounds=2).compile()
+question = {"messages": [("user", "6*7?")]}
+assert graph.invoke(question)["messages"][-1].content == "42"
+assert asyncio.run(graph.ainvoke(question))["messages"][-1].content == "42"
+print("fallback ok")
+"""
+
+
+def test_without_the_private_modules_the_public_fallbacks_run_the_graph():
+    done = subprocess.run(
+        [sys.executable, "-c", FALLBACK], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.strip() == "fallback ok", done.stderr

@@ -84,7 +84,6 @@ def test_a_rounds_prompt_is_built_once_for_its_trajectories(monkeypatch):
     from langchain_core.language_models import FakeListChatModel
 
     from pacore_graph import create_pacore_graph, messages
-    from pacore_graph.nodes import trajectory
 
     built: list[object] = []
     build = messages.build_round_messages
@@ -94,7 +93,6 @@ def test_a_rounds_prompt_is_built_once_for_its_trajectories(monkeypatch):
         return build(chat, references)
 
     monkeypatch.setattr(messages, "build_round_messages", counting)
-    monkeypatch.setattr(trajectory, "_PROMPTS", messages.RoundPrompts())
     model = FakeListChatModel(responses=["a", "b", "c", "d", "e"] * 3)
     create_pacore_graph(model, rounds=[6, 3]).compile().invoke({"messages": [("user", "Q?")]})
     assert len(built) == 3  # one build per round, not one per trajectory

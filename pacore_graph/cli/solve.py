@@ -39,7 +39,7 @@ from pacore_graph.errors import DamagedThreadError, LeaseLostError
 from pacore_graph.graph import create_pacore_graph
 from pacore_graph.messages import last_user_index
 from pacore_graph.record import to_record
-from pacore_graph.resume import GUARDS
+from pacore_graph.resume import BOUNDS
 from pacore_graph.secrets import model_secrets
 from pacore_graph.state import chat_messages
 from pacore_graph.threads import ThreadStatus, arun_thread, default_thread_id, thread_lease
@@ -342,7 +342,7 @@ async def run(args: argparse.Namespace) -> int:
             progress.secrets += model_secrets(model)
             progress.status(backend_line(backend_description(args, model)))
             # Bounds raised on the command line are the graph's too: it checks its defaults.
-            guards = {k: v for k, v in context.items() if k in GUARDS}
+            guards = {k: v for k, v in context.items() if k in BOUNDS}
             graph = create_pacore_graph(model, rounds=args.rounds, **guards).compile(
                 checkpointer=saver
             )
@@ -350,7 +350,7 @@ async def run(args: argparse.Namespace) -> int:
             thread_id = ""
             if saver is not None:
                 # A raised bound is not another run: the same command resumes it.
-                identity = {k: v for k, v in context.items() if k not in GUARDS}
+                identity = {k: v for k, v in context.items() if k not in BOUNDS}
                 thread_id = args.thread_id or default_thread_id(messages, identity)
                 args.saved_thread = thread_id  # for the interruption message
                 config["configurable"] = {"thread_id": thread_id}

@@ -37,7 +37,7 @@ from pacore_graph.eval.samples import (
 from pacore_graph.eval.settings import Setting
 from pacore_graph.graph import create_pacore_graph
 from pacore_graph.record import to_record
-from pacore_graph.resume import GUARDS
+from pacore_graph.resume import BOUNDS
 from pacore_graph.secrets import model_secrets, redact
 from pacore_graph.threads import ThreadStatus, arun_thread
 from pacore_graph.trajectories import latest_trajectories, status_counts
@@ -115,8 +115,8 @@ class EvalSpec:
         The pool's threads hash only the backend and sampling settings, so a new draw
         seed or new settings reuse the same pool.
         """
-        # The bounds only decide whether a run may start (`GUARDS`): not what it computes.
-        context = {k: v for k, v in self.context.items() if k not in GUARDS}
+        # The bounds only decide whether a run may start (`BOUNDS`): not what it computes.
+        context = {k: v for k, v in self.context.items() if k not in BOUNDS}
         key: dict[str, Any] = {"ns": self.namespace, "context": context}
         if not pool_only:
             key |= {"pool": self.pool, "pool_seed": self.pool_seed}
@@ -193,7 +193,7 @@ class _Runner:
         self.pacore = create_pacore_graph(
             self.model,
             rounds=pacore[0].exploration if pacore else "low",
-            **{k: v for k, v in spec.context.items() if k in GUARDS},  # it checks its defaults
+            **{k: v for k, v in spec.context.items() if k in BOUNDS},  # it checks its defaults
         ).compile(checkpointer=checkpointer)
         sampling = {k: v for k, v in spec.context.items() if k in SAMPLING_FIELDS}
         self.sampler = create_sampling_graph(self.model, sampling).compile(

@@ -13,13 +13,10 @@ from pacore_graph.trajectories import final_trajectory, split_thinking
 
 
 def answer(state: PaCoReState) -> dict[str, Any]:
-    """Appends the answer to ``messages`` as an ordinary ``AIMessage`` and writes the run's
-    record to ``pacore``.
-
-    The message is what the final round streamed to ``stream_mode="messages"``: the same
-    split of answer and thinking, under the id the stream used, so LangGraph's messages
-    handler does not send it a second time (it does send it when nothing streamed).
-    """
+    """Appends the answer to ``messages`` as an ``AIMessage`` and writes the run's record to
+    ``pacore``. The message is what the final round streamed to ``stream_mode="messages"``
+    (the same split of answer and thinking, under the same id), so LangGraph's messages
+    handler does not send it a second time."""
     run = run_record(state)
     final = final_trajectory(run["trajectories"], len(run["round_vector"]))
     assert final is not None, "compact lets no final round through without its answer"
@@ -27,7 +24,7 @@ def answer(state: PaCoReState) -> dict[str, Any]:
     ttc, largest = run["ttc_tokens"], run["max_prompt_tokens"]
     message = AIMessage(
         content=reply,
-        id=final.get("message_id"),
+        id=final["message_id"],
         additional_kwargs={"reasoning_content": thinking} if thinking else {},
         usage_metadata={
             "input_tokens": largest,

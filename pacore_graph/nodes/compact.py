@@ -55,15 +55,15 @@ def compact(
 ) -> dict[str, Any]:
     """Runs once after all of a round's trajectories."""
     settings = merge_context(defaults, runtime.context)
-    check_same_run(state.get("settings"), settings)
+    check_same_run(state["settings"], settings)
     r = state["round"]
     final = r == len(state["round_vector"])
     latest = latest_trajectories(state["trajectories"])
     # Trajectory order, not completion order, so the shuffle is reproducible.
     batch = [t for t in latest if t["round"] == r]
     finished = [t for t in batch if is_finished(t)]
-    failed = [t for t in batch if t.get("status") == "failed"]
-    stopped = [t for t in batch if t.get("status") == "stopped"]
+    failed = [t for t in batch if t["status"] == "failed"]
+    stopped = [t for t in batch if t["status"] == "stopped"]
     budget = None if final else _budget_used(settings, state, usage_totals(latest)[0], stopped)
     need = 1 if final else quorum(settings.min_success, len(batch))
     if budget is None and len(finished) < need:

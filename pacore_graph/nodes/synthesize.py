@@ -68,7 +68,7 @@ def synthesize(
     """Decides what the next round's prompt carries: M of the round before, fitted to the
     context limit (or the latest M at all when a budget ran out and the final round is next)."""
     settings = merge_context(defaults, runtime.context)
-    check_same_run(state.get("settings"), settings)
+    check_same_run(state["settings"], settings)
     done = state["rounds_done"]
     previous = done[-1]
     update: list[dict[str, Any]] = []  # rounds_done merges a round's fields into its summary

@@ -1,5 +1,5 @@
-"""``trajectory``: one model call, one Send task, so each has its own retry, checkpoint write
-and stream."""
+"""``trajectory``: one model call, one Send task, so each has its own checkpoint write and
+stream."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple, NotRequired
+from typing import Any, NamedTuple
 from uuid import UUID, uuid4
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -27,13 +27,13 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, RetryPolicy
 from typing_extensions import TypedDict
 
-from pacore_graph._compat import RunnableCallable, read_channel
-from pacore_graph.budget import BudgetTracker, RoundBudget, quorum, tracker_for
+from pacore_graph._compat import read_channel, sync_async_node
+from pacore_graph.budget import BudgetTracker, RoundBudget, RoundTrackers, quorum
 from pacore_graph.compaction import resolve_compaction
 from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.messages import RoundPrompts, message_text
 from pacore_graph.resume import check_same_run
-from pacore_graph.retry import DEFAULT_RETRY_POLICY, describe_failure, final_attempt, retry_after
+from pacore_graph.retry import DEFAULT_RETRY_POLICY, describe_failure, retry_wait
 from pacore_graph.rounds import resolve_rounds
 from pacore_graph.secrets import model_secrets, redact
 from pacore_graph.stragglers import StragglerPolicy, straggler_policy, trigger_count
@@ -50,42 +50,27 @@ from pacore_graph.trajectories import (
 
 class TrajectoryTask(TypedDict):
     """The payload of one ``Send``: which trajectory of which round. The prompt is not in
-    it: the node reads the round's prompt from the graph's state (`round_prompt`)."""
+    it: the node reads the round's prompt from the graph's state."""
 
-    messages: NotRequired[list[BaseMessage]]
-    """The prompt itself: only in ``Send``s checkpointed before the prompt moved to state."""
     round: int
     index: int
     final: bool
-    budget: NotRequired[RoundBudget | None]
+    budget: RoundBudget | None
     """The round's share of the run's budgets; None in the final round, which is never cut."""
-    settings: NotRequired[str | None]
+    settings: str
     """`settings_key` of the run's resolved settings: a resumed task runs only under them."""
-    compact: NotRequired[bool]
-    """True for one task of the round (absent: true), which sends the graph on to compact."""
+    compact: bool
+    """True for one task of the round, which sends the graph on to compact."""
 
 
 def then_compact(
     task: TrajectoryTask, update: dict[str, list[Trajectory]]
 ) -> Command | dict[str, list[Trajectory]]:
-    """The task's update, with the way on to ``compact`` from one task of the round.
-
-    A step ends when all its tasks are done, so one task's ``goto`` runs ``compact`` after
-    the whole round; the others leave one write each instead of two. LangGraph's
-    ``put_writes`` rescans the step's pending writes for every finished task (O(K^2) in a
-    round of K), and each write is a field in the checkpointer.
-    """
-    return Command(update=update, goto="compact") if task.get("compact", True) else update
-
-
-_PROMPTS = RoundPrompts()
-"""Rounds' prompts, shared by every graph of the process (keyed by the state objects)."""
-
-
-def round_prompt(config: RunnableConfig) -> list[BaseMessage]:
-    """The prompt of the round in progress, from the graph's state as the task's step sees
-    it: the same list for all K tasks of the round, built by the first of them."""
-    return _PROMPTS.get(read_channel(config, "messages"), read_channel(config, "references"))
+    """The task's update, with the way on to ``compact`` from one task of the round: a step
+    ends when all its tasks are done, so that one ``goto`` runs ``compact`` after the whole
+    round, and the others leave one write each instead of two (LangGraph rescans a step's
+    pending writes for every finished task)."""
+    return Command(update=update, goto="compact") if task["compact"] else update
 
 
 def _call_in_thread(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[bool, Any]:
@@ -129,12 +114,8 @@ async def _call_async(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[
     task = asyncio.ensure_future(call())
     stop: asyncio.Future[None] = loop.create_future()
 
-    def set_stop() -> None:
-        if not stop.done():
-            stop.set_result(None)
-
     def wake() -> None:
-        loop.call_soon_threadsafe(set_stop)
+        loop.call_soon_threadsafe(lambda: None if stop.done() else stop.set_result(None))
 
     unsubscribe = tracker.on_exhausted(wake)
     try:
@@ -154,41 +135,14 @@ async def _call_async(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[
                 await task
 
 
-_last_checked: tuple[object, object, str | None, PaCoReContext] | None = None
-
-
-def _checked_settings(
-    defaults: PaCoReContext, context: object, started: str | None
-) -> PaCoReContext:
-    """``merge_context(defaults, context)``, checked against the settings the run ``started``
-    with (`check_same_run`); the K tasks of a round share their context, so the last
-    check is reused (20 us a trajectory saved).
-
-    Raises:
-        ThreadConflictError: The settings differ from those the run started with.
-    """
-    global _last_checked
-    last = _last_checked
-    if last is not None and last[0] is defaults and last[1] is context and last[2] == started:
-        return last[3]
-    settings = merge_context(defaults, context)  # type: ignore[arg-type]
-    check_same_run(started, settings)
-    # A run's context is static (LangGraph's contract), so the same object means the same
-    # settings.
-    _last_checked = (defaults, context, started, settings)
-    return settings
-
-
 class _AnswerStream(BaseCallbackHandler):
-    """Sends the final round's reply to ``stream_mode="messages"`` as it streams: thinking
-    split out into ``additional_kwargs["reasoning_content"]`` (as the answer message holds
-    it), no empty chunks, every chunk under the id the answer message will have, so that
-    LangGraph's messages handler does not send that message a second time.
+    """Sends the final round's reply to ``stream_mode="messages"`` as it streams, split as
+    the answer message holds it (thinking in ``additional_kwargs["reasoning_content"]``)
+    and under that message's id, so LangGraph does not send the message a second time.
 
     The model's own tokens do not stream (the call is tagged ``TAG_NOSTREAM``); this
-    handler, on that call only, gets them and sends its chunks with LangGraph's
-    ``push_message``, which reaches the messages stream and nothing else: no tracer or
-    other callback sees a second model run.
+    handler sends its chunks with ``push_message``, which reaches the messages stream and
+    nothing else: no tracer sees a second model run.
     """
 
     run_inline = True
@@ -233,10 +187,10 @@ class _AnswerStream(BaseCallbackHandler):
             var_child_runnable_config.reset(token)
 
 
-class _Call(NamedTuple):
-    """What one attempt sends under which settings, the round's budget tracker (None
-    without budgets and straggler policy) and, in the final round, the id its reply
-    streams under."""
+class ModelCall(NamedTuple):
+    """One attempt: its settings, prompt, config and keyword arguments, the round's budget
+    tracker (None without budgets and straggler policy) and, in the final round, the id
+    its reply streams under."""
 
     settings: PaCoReContext
     messages: list[BaseMessage]
@@ -247,14 +201,15 @@ class _Call(NamedTuple):
 
 
 class TrajectoryNode:
-    """The trajectory node: one model call per ``Send`` task, sync (`run`) and async (`arun`)
-    over shared helpers, as LangGraph's ``ToolNode`` is built.
+    """The trajectory node: one model call per ``Send`` task, sync (`run`) and async (`arun`),
+    as LangGraph's ``ToolNode`` is built. It keeps what the K tasks of a round share: the
+    round's prompt, budget tracker and checked settings.
 
-    A failure that a retry can fix is raised, so the node's ``RetryPolicy`` tries again
-    (after the server's ``Retry-After``, when it sent one). A failure that cannot be
-    fixed, or the last attempt's, is recorded as a ``failed`` trajectory instead of
-    raised: raising would make LangGraph cancel the round's other calls, and the
-    ``compact`` node decides whether enough of the round finished.
+    The node retries a failed call itself under its ``RetryPolicy``: LangGraph's retry
+    waits a fixed backoff and cannot honour the server's ``Retry-After`` (`retry_wait`).
+    A failure that cannot be fixed, or the last attempt's, is recorded as a ``failed``
+    trajectory: raising would make LangGraph cancel the round's other calls, and
+    ``compact`` decides whether enough of the round finished.
     """
 
     def __init__(
@@ -267,68 +222,82 @@ class TrajectoryNode:
         self.defaults = defaults
         self.retry_policy = retry_policy
         self.secrets = model_secrets(model)
+        self.prompts = RoundPrompts()
+        self.trackers = RoundTrackers()
+        self._checked: tuple[object, str, PaCoReContext] | None = None
 
     def as_runnable(self) -> Runnable:
         """The node as LangGraph runs it: `run` under ``invoke``, `arun` under ``ainvoke``."""
-        # trace=False: the graph already traces the node's task; this would nest a copy.
-        return RunnableCallable(self._run_on, self._arun_on, name="trajectory", trace=False)
-
-    def _run_on(
-        self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
-    ) -> Command | dict[str, list[Trajectory]]:
-        return then_compact(task, self.run(task, runtime, config))
-
-    async def _arun_on(
-        self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
-    ) -> Command | dict[str, list[Trajectory]]:
-        return then_compact(task, await self.arun(task, runtime, config))
+        return sync_async_node(self.run, self.arun, "trajectory")
 
     def run(
         self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
-    ) -> dict[str, list[Trajectory]]:
-        """One call of the task's trajectory (sync)."""
-        started = time.perf_counter()
-        call = self._call(task, runtime, config)
-        invoke = functools.partial(self.model.invoke, call.messages, call.config, **call.kwargs)
-        try:
-            returned, message = (
-                (True, invoke()) if call.tracker is None else _call_in_thread(invoke, call.tracker)
-            )
-        except Exception as exc:
-            outcome = self._on_failure(task, runtime, exc, started)
-            if isinstance(outcome, dict):
-                return outcome
-            time.sleep(outcome)
-            raise
-        return self._finish(task, runtime, returned, message, call, started)
+    ) -> Command | dict[str, list[Trajectory]]:
+        """The task's trajectory (sync), retried under the node's policy."""
+        attempt = 0
+        while True:
+            attempt += 1
+            started, call = time.perf_counter(), self._call(task, runtime, config)
+            invoke = functools.partial(self.model.invoke, call.messages, call.config, **call.kwargs)
+            try:
+                returned, message = (
+                    (True, invoke())
+                    if call.tracker is None
+                    else _call_in_thread(invoke, call.tracker)
+                )
+            except Exception as exc:
+                if (wait := self._retry_wait(exc, attempt)) is None:
+                    return self._unfinished(task, runtime, "failed", describe_failure(exc), started)
+                time.sleep(wait)
+            else:
+                return self._finish(task, runtime, returned, message, call, started)
 
     async def arun(
         self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
-    ) -> dict[str, list[Trajectory]]:
-        """One call of the task's trajectory (async; a budget running out cancels it)."""
-        started = time.perf_counter()
-        call = self._call(task, runtime, config)
-        invoke = functools.partial(self.model.ainvoke, call.messages, call.config, **call.kwargs)
-        try:
-            returned, message = (
-                (True, await invoke())
-                if call.tracker is None
-                else await _call_async(invoke, call.tracker)
+    ) -> Command | dict[str, list[Trajectory]]:
+        """The task's trajectory (async; a budget running out cancels the call)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            started, call = time.perf_counter(), self._call(task, runtime, config)
+            invoke = functools.partial(
+                self.model.ainvoke, call.messages, call.config, **call.kwargs
             )
-        except Exception as exc:
-            outcome = self._on_failure(task, runtime, exc, started)
-            if isinstance(outcome, dict):
-                return outcome
-            await asyncio.sleep(outcome)
-            raise
-        return self._finish(task, runtime, returned, message, call, started)
+            try:
+                returned, message = (
+                    (True, await invoke())
+                    if call.tracker is None
+                    else await _call_async(invoke, call.tracker)
+                )
+            except Exception as exc:
+                if (wait := self._retry_wait(exc, attempt)) is None:
+                    return self._unfinished(task, runtime, "failed", describe_failure(exc), started)
+                await asyncio.sleep(wait)
+            else:
+                return self._finish(task, runtime, returned, message, call, started)
 
     # -- shared helpers ----------------------------------------------------------------
 
+    def _settings(self, context: object, started: str) -> PaCoReContext:
+        """The run's settings, checked against those it ``started`` with (`check_same_run`);
+        the K tasks of a round share their context object, so the last check is reused.
+
+        Raises:
+            ThreadConflictError: The settings differ from those the run started with.
+        """
+        last = self._checked
+        if last is not None and last[0] is context and last[1] == started:
+            return last[2]
+        settings = merge_context(self.defaults, context)  # type: ignore[arg-type]
+        check_same_run(started, settings)
+        # A run's context is static (LangGraph's contract): the same object, the same settings.
+        self._checked = (context, started, settings)
+        return settings
+
     def _call(
         self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
-    ) -> _Call:
-        settings = _checked_settings(self.defaults, runtime.context, task.get("settings"))
+    ) -> ModelCall:
+        settings = self._settings(runtime.context, task["settings"])
         round_number, index = task["round"], task["index"]
         # No model call streams its own tokens to stream_mode="messages": K parallel
         # exploration streams interleaved would be noise, and the final round's raw
@@ -354,7 +323,7 @@ class TrajectoryNode:
             # would stream from the server token by token only to be dropped here.
             "stream": None if task["final"] else False,
         }
-        budget = task.get("budget")
+        budget = task["budget"]
 
         def stragglers() -> tuple[StragglerPolicy, int, int] | None:
             policy = straggler_policy(
@@ -367,15 +336,24 @@ class TrajectoryNode:
             k = resolve_rounds(settings.rounds or "low")[round_number - 1]
             return policy, k, trigger_count(policy, k, quorum(settings.min_success, k))
 
-        messages = task.get("messages")
-        return _Call(
+        # The round's prompt, from the state as the task's step sees it: built by the
+        # first of the round's K tasks, the same list for the others.
+        prompt = self.prompts.get(
+            read_channel(config, "messages"), read_channel(config, "references")
+        )
+        return ModelCall(
             settings,
-            round_prompt(config) if messages is None else messages,
+            prompt,
             config,
             {k: v for k, v in kwargs.items() if v is not None},
-            tracker_for(budget, stragglers) if budget else None,
+            self.trackers.get(budget, stragglers) if budget else None,
             message_id,
         )
+
+    def _retry_wait(self, exc: Exception, attempt: int) -> float | None:
+        if isinstance(exc, GraphBubbleUp):  # interrupts and commands are no failures
+            raise exc
+        return retry_wait(self.retry_policy, exc, attempt)
 
     def _finish(
         self,
@@ -383,9 +361,9 @@ class TrajectoryNode:
         runtime: Runtime[PaCoReContext],
         returned: bool,
         message: Any,
-        call: _Call,
+        call: ModelCall,
         started: float,
-    ) -> dict[str, list[Trajectory]]:
+    ) -> Command | dict[str, list[Trajectory]]:
         tracker = call.tracker
         if not returned:
             error = tracker.error if tracker is not None else None
@@ -411,7 +389,7 @@ class TrajectoryNode:
                 "latency_s": traj["latency_s"],
             }
         )
-        return {"trajectories": [traj]}
+        return then_compact(task, {"trajectories": [traj]})
 
     def _unfinished(
         self,
@@ -420,32 +398,11 @@ class TrajectoryNode:
         status: Status,
         error: str,
         started: float,
-    ) -> dict[str, list[Trajectory]]:
+    ) -> Command | dict[str, list[Trajectory]]:
         error = redact(error, self.secrets)
         traj = unfinished_record(
             task["round"], task["index"], status, error, latency_s=time.perf_counter() - started
         )
-        runtime.stream_writer(
-            {
-                "type": f"trajectory_{status}",
-                "round": task["round"],
-                "index": task["index"],
-                "error": error,
-            }
-        )
-        return {"trajectories": [traj]}
-
-    def _on_failure(
-        self,
-        task: TrajectoryTask,
-        runtime: Runtime[PaCoReContext],
-        exc: Exception,
-        started: float,
-    ) -> dict[str, list[Trajectory]] | float:
-        """The failed record, or the seconds to wait before raising for a retry."""
-        if isinstance(exc, GraphBubbleUp):  # interrupts and commands are not failures
-            raise exc
-        info = runtime.execution_info
-        if final_attempt(self.retry_policy, exc, info.node_attempt if info else 1):
-            return self._unfinished(task, runtime, "failed", describe_failure(exc), started)
-        return retry_after(exc)
+        event = {"type": f"trajectory_{status}", "round": task["round"], "index": task["index"]}
+        runtime.stream_writer({**event, "error": error})
+        return then_compact(task, {"trajectories": [traj]})
