@@ -989,19 +989,21 @@ def _unparsed_chunk(exc: AttributeError) -> bool:
 
 
 def _credentials_to_key(values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with the credentials of ``base_url`` taken out of it and, unless an API
-    key is given, the password (or the user, when there is none) as the key: HTTP clients
-    send URL credentials as Basic auth, which an OpenAI-compatible server rejects, and log
-    the URL."""
+    """``values`` with the credentials and the query of ``base_url`` taken out of it: the
+    first credential (the password, a key-naming query value, else the user) is the API key
+    unless one is given, the other query parameters go to ``default_query``. HTTP clients
+    send URL credentials as Basic auth, which an OpenAI-compatible server rejects, log the
+    URL, and join paths after its query (``/v1?api_key=Kmodels``)."""
     for name in ("base_url", "openai_api_base"):
         url = values.get(name)
         if isinstance(url, str):
-            bare, user, password = url_credentials(url)
+            bare, found, query = url_credentials(url)
             if bare != url:
                 values = {**values, name: bare}
-                key = password or user
-                if key and not any(values.get(k) for k in ("api_key", "openai_api_key")):
-                    values["api_key"] = SecretStr(key)
+                if found and not any(values.get(k) for k in ("api_key", "openai_api_key")):
+                    values["api_key"] = SecretStr(found[0])
+                if query:
+                    values["default_query"] = {**query, **(values.get("default_query") or {})}
     return values
 
 
