@@ -113,11 +113,12 @@ class DeadlineTransport(httpx2.BaseTransport):
         if not isinstance(stream, httpx2.SyncByteStream):  # pragma: no cover - sync only
             return response
         limit = self._max_bytes
-        if limit is not None and not event_stream(response.headers):
-            if over_length(response.headers, limit):
+        if limit is not None:
+            events = event_stream(response.headers)
+            if not events and over_length(response.headers, limit):
                 stream.close()  # unread: the connection is closed, not reused
                 raise too_large(limit)
-            stream = SizedStream(stream, limit)
+            stream = SizedStream(stream, limit, events)
         if seconds is not None and deadline is not None:
             stream = _DeadlineStream(stream, deadline, seconds, request)
         return httpx2.Response(

@@ -110,12 +110,13 @@ class _AioHttpClient(openai.DefaultAioHttpClient):
             if isinstance(cause, aiohttp.ClientConnectorError):
                 raise httpx2.ConnectError(str(cause), request=request) from cause
             raise
-        if limit is None or event_stream(response.headers):
+        if limit is None:
             return response
         try:
-            if over_length(response.headers, limit):
+            events = event_stream(response.headers)
+            if not events and over_length(response.headers, limit):
                 raise too_large(limit)
-            response.stream = AsyncSizedStream(response.stream, limit)  # type: ignore[arg-type]
+            response.stream = AsyncSizedStream(response.stream, limit, events)  # type: ignore[arg-type]
             if not stream:  # as httpx2's send reads it
                 await response.aread()
         except BaseException:

@@ -5,7 +5,8 @@ checkpoint); a reply past ``max_reply_bytes`` raises `ReplyTooLargeError` as soo
 limit is passed, before the rest is read or anything is parsed, and its connection is
 closed. A non-streamed reply counts the bytes of its body (after decompression); a stream
 counts the UTF-8 bytes of its content and thinking as chunks arrive (an SSE stream's
-framing is ~100 bytes a token, so its raw bytes would say little about the reply).
+framing is ~100 bytes a token, so its raw bytes would say little about the reply), and
+the bytes of the event it is reading, so one endless event stops at the limit too.
 """
 
 from __future__ import annotations
@@ -40,20 +41,38 @@ def event_stream(headers: httpx2.Headers) -> bool:
     return headers.get("content-type", "").startswith("text/event-stream")
 
 
-class SizedStream(httpx2.SyncByteStream):
-    """A sync response body that raises `ReplyTooLargeError` past ``limit`` bytes."""
+class _Counter:
+    """Counts a body's bytes, or those of an event stream's unfinished line: a stream's
+    content is counted by `StreamSize` once an event is parsed, and a line longer than the
+    limit holds a reply longer than it (JSON takes at least a byte a byte)."""
 
-    def __init__(self, inner: httpx2.SyncByteStream, limit: int) -> None:
+    __slots__ = ("limit", "lines", "size")
+
+    def __init__(self, limit: int, lines: bool) -> None:
+        self.limit, self.lines, self.size = limit, lines, 0
+
+    def add(self, chunk: bytes) -> None:
+        end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) if self.lines else -1
+        self.size = len(chunk) - end - 1 if end >= 0 else self.size + len(chunk)
+        if self.size > self.limit:
+            raise too_large(self.limit)
+
+
+class SizedStream(httpx2.SyncByteStream):
+    """A sync response body that raises `ReplyTooLargeError` past ``limit`` bytes (with
+    ``lines``: past ``limit`` bytes without a line break)."""
+
+    def __init__(self, inner: httpx2.SyncByteStream, limit: int, lines: bool = False) -> None:
         self._inner = inner
-        self._limit = limit
+        self._counter = _Counter(limit, lines)
 
     def __iter__(self) -> Iterator[bytes]:
-        size, limit = 0, self._limit
         for chunk in self._inner:
-            size += len(chunk)
-            if size > limit:
+            try:
+                self._counter.add(chunk)
+            except ReplyTooLargeError:
                 self._inner.close()
-                raise too_large(limit)
+                raise
             yield chunk
 
     def close(self) -> None:
@@ -61,19 +80,19 @@ class SizedStream(httpx2.SyncByteStream):
 
 
 class AsyncSizedStream(httpx2.AsyncByteStream):
-    """An async response body that raises `ReplyTooLargeError` past ``limit`` bytes."""
+    """An async response body that raises `ReplyTooLargeError` as `SizedStream` does."""
 
-    def __init__(self, inner: httpx2.AsyncByteStream, limit: int) -> None:
+    def __init__(self, inner: httpx2.AsyncByteStream, limit: int, lines: bool = False) -> None:
         self._inner = inner
-        self._limit = limit
+        self._counter = _Counter(limit, lines)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        size, limit = 0, self._limit
         async for chunk in self._inner:
-            size += len(chunk)
-            if size > limit:
+            try:
+                self._counter.add(chunk)
+            except ReplyTooLargeError:
                 await self._inner.aclose()
-                raise too_large(limit)
+                raise
             yield chunk
 
     async def aclose(self) -> None:
