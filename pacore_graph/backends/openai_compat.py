@@ -80,24 +80,23 @@ def _stall_env() -> float:
 class ChatOpenAICompatible(BaseChatOpenAI):
     """A chat model on any OpenAI-compatible ``/v1/chat/completions`` endpoint.
 
-    langchain-openai's ``BaseChatOpenAI`` (``bind_tools``, ``with_structured_output``,
-    streaming, callbacks) with PaCoRe's defaults: no SDK retries (``max_retries=0``: the
-    graph's ``RetryPolicy`` retries, visibly and per trajectory), the key from
-    ``$OPENAI_API_KEY`` else ``"EMPTY"`` (what vLLM accepts), usage in streams, the Chat
-    Completions API, and async calls on aiohttp (`direct_http`), one pool per event loop.
+    langchain-openai's ``BaseChatOpenAI`` with PaCoRe's defaults: no SDK retries (the
+    graph's ``RetryPolicy`` retries, per trajectory), the key from ``$OPENAI_API_KEY``
+    else ``"EMPTY"`` (what vLLM accepts), usage in streams, the Chat Completions API, and
+    async calls on aiohttp (`direct_http`), one pool per event loop.
 
     The returned ``AIMessage`` keeps what PaCoRe records: ``content``, the separated
-    thinking in ``additional_kwargs["reasoning_content"]``,
-    ``response_metadata["finish_reason"]`` and exact ``usage_metadata``. A stream that
-    ends without a ``finish_reason`` (cut half way) raises `IncompleteResponseError`; a
-    reply that is no chat completion raises `MalformedResponseError`; a call past its
-    deadline, or a stream that stalled, raises `CallTimeoutError`. The graph retries all
-    three. Token counts that are no counts make the usage unknown (no ``usage_metadata``),
-    and lone surrogates in a reply become U+FFFD.
+    thinking (``reasoning_content``, or ``reasoning`` on newer vLLM) in
+    ``additional_kwargs["reasoning_content"]``, ``response_metadata["finish_reason"]`` and
+    exact ``usage_metadata``. A stream that ends without a ``finish_reason`` (cut half way)
+    raises `IncompleteResponseError`; a reply that is no chat completion
+    `MalformedResponseError`; a call past its deadline, or a stream that stalled,
+    `CallTimeoutError`. The graph retries all three. Token counts that are no counts make
+    the usage unknown, and lone surrogates in a reply become U+FFFD.
 
-    Credentials in ``base_url`` (``http://user:KEY@host/v1``) are taken out of it: the
-    password (or the user, when there is none) is the API key, unless ``api_key`` is
-    given.
+    Credentials in ``base_url`` (``http://user:KEY@host/v1``, ``?api_key=KEY``) are taken
+    out of it: the password, else the key-naming query value, else the user is the API
+    key, unless ``api_key`` is given; other query parameters go to ``default_query``.
 
     Example:
         ```python
@@ -127,10 +126,9 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         description="The stall limit of a streamed answer in seconds: a stream that sends "
         "nothing for this long (no byte; async streams also no chunk, as langchain-openai "
         "counts them, so keep-alive comments do not count) raises CallTimeoutError ('the "
-        "stream stalled: nothing for 600 s') before its deadline. Default 600 (the SDK's "
-        "old per-read limit): vLLM sends the first chunk only after queueing and prefill. "
-        "A non-streamed answer has none: the server sends nothing until it is done. None "
-        "or 0: no stall limit.",
+        "stream stalled: nothing for 600 s') before its deadline. Default 600: vLLM sends "
+        "the first chunk only after queueing and prefill. A non-streamed answer has none: "
+        "the server sends nothing until it is done. None or 0: no stall limit.",
     )
     max_retries: int | None = 0
     stream_usage: bool | None = True
@@ -161,14 +159,15 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         "the limit is passed, its connection closed and the rest never read; not retried "
         "(the same question gives the same reply), so the trajectory is recorded failed. "
         "A non-streamed reply counts its body, a stream the UTF-8 bytes of its content and "
-        "thinking. Default 8 MiB: a 131k-token reply is ~0.5-1 MB of text, JSON escaping "
-        "and the thinking about double it. None: no limit.",
+        "thinking, and the bytes of the event being read. Default 8 MiB: a 131k-token "
+        "reply is ~0.5-1 MB of text, JSON escaping and the thinking about double it. None: "
+        "no limit.",
     )
     _limit: CallLimit | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
-    def _async_clients_per_loop(cls, values: Any) -> Any:
+    def _use_our_clients(cls, values: Any) -> Any:
         """Takes credentials out of ``base_url``, and puts per-loop async clients and a sync
         client with deadlines in place, unless the caller brought a client."""
         if not isinstance(values, dict):
@@ -188,7 +187,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         return values
 
     @model_validator(mode="after")
-    def _configure_async_clients(self) -> Self:
+    def _configure_clients(self) -> Self:
         """Configures the stand-ins (async and sync) with the key, the URL and the limits."""
         kwargs: dict[str, Any] = {
             "api_key": self.openai_api_key.get_secret_value() if self.openai_api_key else None,
@@ -390,14 +389,12 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         concurrency limit does not count against the deadline."""
         async with self._ahold():
             seconds = _deadline_of(self.request_timeout)
-            if seconds is None:
-                return await self._agenerate_once(messages, stop, run_manager, **kwargs)
             timer = asyncio.timeout(seconds)
             try:
                 async with timer:
                     return await self._agenerate_once(messages, stop, run_manager, **kwargs)
             except TimeoutError:
-                if timer.expired():
+                if seconds is not None and timer.expired():
                     raise self._deadline_error(seconds) from None
                 raise
 
