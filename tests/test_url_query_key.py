@@ -6,9 +6,10 @@ import os
 import subprocess
 
 from pacore_graph import ChatOpenAICompatible
+from pacore_graph.eval import SAMPLE
 from pacore_graph.eval.manifest import command_line
 from pacore_graph.secrets import model_secrets, redact, redact_url, url_secrets
-from pacore_graph.testing import free_port
+from pacore_graph.testing import Reply, free_port
 from tests.conftest import pacore_argv
 from tests.model_calls import call, every_way
 
@@ -80,3 +81,27 @@ def test_an_unreachable_url_with_a_query_key_is_reported_without_it():
     url = last.split("endpoint ", 1)[1].split(":", 2)
     assert "?" not in url[2].split(" ")[0]  # the URL is printed without its query
     assert KEY not in result.stderr + result.stdout
+
+
+def test_eval_with_a_query_key_keeps_it_out_of_the_manifest_and_every_output(scripted, tmp_path):
+    server = scripted(lambda body: Reply(content="\\boxed{391}"))
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    result = subprocess.run(
+        pacore_argv(
+            *("eval", str(SAMPLE), "--base-url", f"{server.base_url}?api_key={KEY}"),
+            *("--rounds", "2", "--limit", "1", "--concurrency", "1", "--out", str(out)),
+            *("--no-plot", "--progress", "--log-level", "DEBUG"),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert set(server.authorizations) == {f"Bearer {KEY}"}
+    manifest = (out / "manifest.json").read_text()
+    assert "api_key=[redacted]" in manifest
+    files = [p.read_text(errors="replace") for p in out.iterdir() if p.is_file()]
+    for output in (result.stdout, result.stderr, *files):
+        assert KEY not in output

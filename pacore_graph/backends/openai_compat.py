@@ -543,7 +543,9 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
             # No byte in time; httpx2's own timeouts reach a stream's reader unwrapped.
             return self._timeout_error(exc, True, clients)
-        if isinstance(exc, AttributeError) and _unparsed_chunk(exc):
+        # The base class calls chunk.model_dump() on an event the SDK could not make a chunk
+        # of (no JSON object: a list, a number), before checked_chunk sees it.
+        if isinstance(exc, AttributeError) and exc.name == "model_dump":
             return MalformedResponseError("malformed reply: a stream chunk is not an object")
         if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):  # an event the SDK parsed
             return undecodable(exc)
@@ -583,13 +585,6 @@ def _stall_limited(clients: object, kwargs: dict[str, Any]) -> dict[str, Any]:
     ):
         return {**kwargs, "timeout": clients.stream_timeout}
     return kwargs
-
-
-def _unparsed_chunk(exc: AttributeError) -> bool:
-    """True when ``exc`` is the base class calling ``chunk.model_dump()`` on an event the SDK
-    could not make a chunk of: one that is no JSON object (a list, a number), which fails
-    there, before `checked_chunk` sees it."""
-    return exc.name == "model_dump"
 
 
 def _credentials_to_key(values: dict[str, Any]) -> dict[str, Any]:
