@@ -20,6 +20,7 @@ import aiohttp
 import httpx2
 import openai
 
+from pacore_graph.backends.deadline import DeadlineTransport, keepalive_options, ssl_context
 from pacore_graph.backends.size import AsyncSizedStream, event_stream, over_length, too_large
 
 if TYPE_CHECKING:
@@ -193,9 +194,36 @@ class LazySyncClient(_StandIn):
         """Per-request timeouts of a sync stream: the stall limit per read."""
 
     def configure(
-        self, make: Callable[[], openai.OpenAI], stream_timeout: httpx2.Timeout | None
+        self,
+        client_kwargs: dict[str, Any],
+        *,
+        timeout: Any,
+        stream_timeout: httpx2.Timeout | None,
+        deadline: float | None,
+        max_bytes: int | None,
+        socket_options: Any,
     ) -> None:
-        """Sets how the client is made (on first use) and a stream's per-request timeouts."""
+        """Sets the ``openai.OpenAI`` arguments of the client, made on first use on a
+        transport that ends each call by ``deadline`` and each reply past ``max_bytes``
+        (`DeadlineTransport`), and a stream's per-request timeouts."""
+        url = client_kwargs.get("base_url")
+        limits = httpx2.Limits(  # the SDK's, with our keep-alive
+            max_connections=1000, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_S
+        )
+
+        def make() -> openai.OpenAI:
+            inner = httpx2.HTTPTransport(
+                verify=ssl_context(),
+                limits=limits,
+                proxy=environment_proxy(url) if url else None,  # a custom transport skips it
+                socket_options=keepalive_options() if socket_options is None else socket_options,
+            )
+            transport: httpx2.BaseTransport = inner
+            if deadline is not None or max_bytes is not None:
+                transport = DeadlineTransport(inner, deadline, max_bytes)
+            http = openai.DefaultHttpxClient(transport=transport, timeout=timeout)
+            return openai.OpenAI(**client_kwargs, timeout=timeout, http_client=http)
+
         self._make, self._client, self.stream_timeout = make, None, stream_timeout
 
     def current(self) -> openai.OpenAI:

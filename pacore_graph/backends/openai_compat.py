@@ -29,7 +29,6 @@ from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
 
 from pacore_graph.backends.clients import (
-    KEEPALIVE_S,
     ChatCompletions,
     LazySyncClient,
     LoopClients,
@@ -39,11 +38,8 @@ from pacore_graph.backends.deadline import (
     CONNECT_S,
     DEADLINE_S,
     STALL_S,
-    DeadlineTransport,
     deadline_cause,
     deadline_message,
-    keepalive_options,
-    ssl_context,
     stall_message,
     until_deadline,
 )
@@ -242,27 +238,14 @@ class ChatOpenAICompatible(BaseChatOpenAI):
                 write=deadline,
                 pool=deadline,
             )
-        url = self.openai_api_base
-        max_bytes = self.max_reply_bytes
-        socket_options = self.http_socket_options
-        limits = httpx2.Limits(  # the SDK's, with our keep-alive
-            max_connections=1000, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_S
+        sync.configure(
+            kwargs,
+            timeout=timeout,
+            stream_timeout=stream_timeout,
+            deadline=deadline,
+            max_bytes=self.max_reply_bytes,
+            socket_options=self.http_socket_options,
         )
-
-        def make() -> openai.OpenAI:
-            inner = httpx2.HTTPTransport(
-                verify=ssl_context(),
-                limits=limits,
-                proxy=environment_proxy(url) if url else None,  # a custom transport skips the env's
-                socket_options=keepalive_options() if socket_options is None else socket_options,
-            )
-            transport: httpx2.BaseTransport = inner
-            if deadline is not None or max_bytes is not None:
-                transport = DeadlineTransport(inner, deadline, max_bytes)
-            http = openai.DefaultHttpxClient(transport=transport, timeout=timeout)
-            return openai.OpenAI(**kwargs, timeout=timeout, http_client=http)
-
-        sync.configure(make, stream_timeout)
 
     def _direct(self) -> DirectRequest | None:
         """The direct path's request options; None where only the SDK knows how to send
