@@ -24,8 +24,10 @@ _MIN_SECRET = 8  # shorter "keys" (e.g. "EMPTY", "none") are placeholders, and r
 # would mangle ordinary words
 
 
-_KEY_NAME = re.compile(r"key|token|secret|passw|auth|sig", re.IGNORECASE)
-"""A query parameter whose name matches holds a credential (``api_key``, ``token``, ...)."""
+_KEY_WORDS = r"(?:api)?(?:key|token|secret|passw(?:or)?d|auth(?:orization)?|sig(?:nature)?)"
+_KEY_NAME = re.compile(rf"(?:[^=&#\s]*[-_.])?{_KEY_WORDS}", re.IGNORECASE)
+"""The name of a query parameter that holds a credential: ``api_key``, ``apikey``,
+``access_token``, ``X-Amz-Signature``, ... (its last word names one; ``author`` does not)."""
 
 
 def url_credentials(url: str) -> tuple[str, list[str], dict[str, str]]:
@@ -42,11 +44,11 @@ def url_credentials(url: str) -> tuple[str, list[str], dict[str, str]]:
     userinfo, at, host = parts.netloc.rpartition("@")
     user, colon, password = userinfo.partition(":")
     query = parse_qsl(parts.query, keep_blank_values=True)
-    keys = [v for k, v in query if _KEY_NAME.search(k) and v]
+    keys = [v for k, v in query if _KEY_NAME.fullmatch(k) and v]
     found = [unquote(password)] if colon and password else []
     found += keys + ([unquote(user)] if at and user else [])
     bare = urlunsplit(parts._replace(netloc=host, query=""))
-    return bare, found, {k: v for k, v in query if not _KEY_NAME.search(k)}
+    return bare, found, {k: v for k, v in query if not _KEY_NAME.fullmatch(k)}
 
 
 def url_secrets(url: str | None) -> list[str]:
@@ -117,9 +119,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 _BEARER = re.compile(r"Bearer\s+[A-Za-z0-9._~+/=-]{8,}")
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s@?#]+@")
 """The ``user:password@`` of a URL (RFC 3986 userinfo: no ``/``, ``?``, ``#`` or ``@``)."""
-_QUERY_KEY = re.compile(
-    r"([?&][^=&#\s]*(?:key|token|secret|passw|auth|sig)[^=&#\s]*=)[^&#\s\"'<>]+", re.IGNORECASE
-)
+_QUERY_KEY = re.compile(rf"([?&]{_KEY_NAME.pattern}=)[^&#\s\"'<>]+", re.IGNORECASE)
 """A key-naming query parameter and its value (``?api_key=KEY``, ``&token=KEY``)."""
 
 

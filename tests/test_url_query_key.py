@@ -53,8 +53,11 @@ def test_query_keys_are_redacted_in_text_and_urls():
     assert redact_url(f"http://me:pw@host/v1?Access_Token={KEY}#x") == (
         "http://[redacted]@host/v1?Access_Token=[redacted]#x"
     )
-    assert redact_url("http://host/v1?api-version=2024-02-01") == (
-        "http://host/v1?api-version=2024-02-01"
+    assert redact_url("http://host/v1?api-version=2024-02-01&author=someone-else") == (
+        "http://host/v1?api-version=2024-02-01&author=someone-else"
+    )
+    assert redact_url(f"/v1/x?X-Amz-Signature={KEY}&apikey={KEY}&keyword=ok") == (
+        "/v1/x?X-Amz-Signature=[redacted]&apikey=[redacted]&keyword=ok"
     )
     assert url_secrets(f"http://host/v1?key={KEY}") == [KEY]
 
