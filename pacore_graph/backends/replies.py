@@ -87,7 +87,7 @@ def clean_usage(usage: Any) -> dict[str, Any] | None:
     A server that garbles one count is not trusted for the others: the whole usage is
     unknown, and unknown counts never enter a budget. An invalid ``total_tokens`` alone
     is recomputed (it is the sum of the others); absent counts stay absent (LangChain
-    reads them as 0), as before.
+    reads them as 0).
     """
     if not isinstance(usage, dict):
         return None

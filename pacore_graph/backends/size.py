@@ -1,6 +1,6 @@
 """A limit on the size of one reply, kept while it is read.
 
-One 50 MB reply at K=4 once took 4.6 GB (the body, its JSON, LangChain's objects, the
+A reply is held several times over (the body, its JSON, LangChain's objects, the
 checkpoint); a reply past ``max_reply_bytes`` raises `ReplyTooLargeError` as soon as the
 limit is passed, before the rest is read or anything is parsed, and its connection is
 closed. A non-streamed reply counts the bytes of its body (after decompression); a stream
