@@ -11,7 +11,7 @@ the bytes of the event it is reading, so one endless event stops at the limit to
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx2
 
@@ -41,7 +41,7 @@ def event_stream(headers: httpx2.Headers) -> bool:
     return headers.get("content-type", "").startswith("text/event-stream")
 
 
-class _Counter:
+class ByteCount:
     """Counts a body's bytes, or those of an event stream's unfinished line: a stream's
     content is counted by `StreamSize` once an event is parsed, and a line longer than the
     limit holds a reply longer than it (JSON takes at least a byte a byte)."""
@@ -58,33 +58,13 @@ class _Counter:
             raise too_large(self.limit)
 
 
-class SizedStream(httpx2.SyncByteStream):
-    """A sync response body that raises `ReplyTooLargeError` past ``limit`` bytes (with
-    ``lines``: past ``limit`` bytes without a line break)."""
-
-    def __init__(self, inner: httpx2.SyncByteStream, limit: int, lines: bool = False) -> None:
-        self._inner = inner
-        self._counter = _Counter(limit, lines)
-
-    def __iter__(self) -> Iterator[bytes]:
-        for chunk in self._inner:
-            try:
-                self._counter.add(chunk)
-            except ReplyTooLargeError:
-                self._inner.close()
-                raise
-            yield chunk
-
-    def close(self) -> None:
-        self._inner.close()
-
-
 class AsyncSizedStream(httpx2.AsyncByteStream):
-    """An async response body that raises `ReplyTooLargeError` as `SizedStream` does."""
+    """An async response body that raises `ReplyTooLargeError` past ``limit`` bytes (with
+    ``lines``: past ``limit`` bytes without a line break)."""
 
     def __init__(self, inner: httpx2.AsyncByteStream, limit: int, lines: bool = False) -> None:
         self._inner = inner
-        self._counter = _Counter(limit, lines)
+        self._counter = ByteCount(limit, lines)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for chunk in self._inner:
