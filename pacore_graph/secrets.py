@@ -3,8 +3,9 @@
 One path for every output: `redact` with the secrets of the model (`model_secrets`) or
 of the command line, which the trajectory records, the eval's rows, the CLI's error line
 and its log handler (`RedactingFilter`) all go through. Besides the secrets it is given,
-`redact` removes any ``Bearer`` token and the credentials of any URL
-(``http://user:KEY@host`` is written ``http://[redacted]@host``).
+`redact` removes any ``Bearer`` token, the credentials of any URL
+(``http://user:KEY@host`` is written ``http://[redacted]@host``) and the values of its
+query parameters that name a key (``?api_key=KEY`` is written ``?api_key=[redacted]``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from langchain_core.runnables import Runnable
 from pydantic import SecretStr
@@ -23,26 +24,42 @@ _MIN_SECRET = 8  # shorter "keys" (e.g. "EMPTY", "none") are placeholders, and r
 # would mangle ordinary words
 
 
-def url_credentials(url: str) -> tuple[str, str | None, str | None]:
-    """``url`` without its user and password, and them (percent-decoded; None when absent).
+_KEY_WORDS = r"(?:api)?(?:key|token|secret|passw(?:or)?d|auth(?:orization)?|sig(?:nature)?)"
+_KEY_NAME = re.compile(rf"(?:[^=&#\s]*[-_.])?{_KEY_WORDS}", re.IGNORECASE)
+"""The name of a query parameter that holds a credential: ``api_key``, ``apikey``,
+``access_token``, ``X-Amz-Signature``, ... (its last word names one; ``author`` does not)."""
 
-    Example: ``http://me:KEY@host:8000/v1`` is ``("http://host:8000/v1", "me", "KEY")``.
+
+def url_credentials(url: str) -> tuple[str, list[str], dict[str, str]]:
+    """``url`` without its credentials or query, the credentials, and the other query
+    parameters.
+
+    The credentials are the password, the values of query parameters that name a key
+    (``api_key``, ``token``, ...) and the user, in that order (percent-decoded).
+
+    Example: ``http://me:KEY@host/v1?api-version=2`` is
+    ``("http://host/v1", ["KEY", "me"], {"api-version": "2"})``.
     """
     parts = urlsplit(url)
     userinfo, at, host = parts.netloc.rpartition("@")
-    if not at:
-        return url, None, None
     user, colon, password = userinfo.partition(":")
-    bare = urlunsplit(parts._replace(netloc=host))
-    return bare, unquote(user) or None, (unquote(password) or None) if colon else None
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    keys = [v for k, v in query if _KEY_NAME.fullmatch(k) and v]
+    found = [unquote(password)] if colon and password else []
+    found += keys + ([unquote(user)] if at and user else [])
+    bare = urlunsplit(parts._replace(netloc=host, query=""))
+    return bare, found, {k: v for k, v in query if not _KEY_NAME.fullmatch(k)}
 
 
 def url_secrets(url: str | None) -> list[str]:
-    """The user and password in ``url``, if any: either may be a key."""
-    if not url:
-        return []
-    _, user, password = url_credentials(url)
-    return [s for s in (user, password) if s]
+    """The credentials in ``url`` (user, password, key-naming query values), if any."""
+    return url_credentials(url)[1] if url else []
+
+
+def redact_url(url: str) -> str:
+    """``url`` (or a request target, ``/path?query``) with its credentials and the values of
+    its key-naming query parameters replaced by ``[redacted]``."""
+    return redact(url, [])
 
 
 def model_secrets(model: Any) -> list[str]:
@@ -94,12 +111,16 @@ def redact(text: str, secrets: Iterable[str]) -> str:
             text = text.replace(secret, REDACTED)
     if "://" in text:
         text = _URL_CREDENTIALS.sub(REDACTED + "@", text)
+    if "=" in text:
+        text = _QUERY_KEY.sub(rf"\g<1>{REDACTED}", text)
     return _BEARER.sub(f"Bearer {REDACTED}", text)
 
 
 _BEARER = re.compile(r"Bearer\s+[A-Za-z0-9._~+/=-]{8,}")
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s@?#]+@")
 """The ``user:password@`` of a URL (RFC 3986 userinfo: no ``/``, ``?``, ``#`` or ``@``)."""
+_QUERY_KEY = re.compile(rf"([?&]{_KEY_NAME.pattern}=)[^&#\s\"'<>]+", re.IGNORECASE)
+"""A key-naming query parameter and its value (``?api_key=KEY``, ``&token=KEY``)."""
 
 
 class RedactingFilter(logging.Filter):

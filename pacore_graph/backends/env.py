@@ -11,7 +11,7 @@ import openai
 from pydantic import SecretStr
 
 from pacore_graph.backends.openai_compat import ChatOpenAICompatible
-from pacore_graph.secrets import url_credentials
+from pacore_graph.secrets import redact_url
 
 BASE_URL_ENV = "PACORE_BASE_URL"
 """The OpenAI-compatible endpoint to use; unset, `model_from_env` starts the embedded model."""
@@ -41,7 +41,7 @@ def model_for_endpoint(
         probe = ChatOpenAICompatible(base_url=base_url, model="", timeout=10, **key)
         served = probe.list_models()
         if not served:
-            raise ValueError(f"{url_credentials(base_url)[0]} serves no model: name one")
+            raise ValueError(f"{redact_url(base_url)} serves no model: name one")
         model = served[0]
     return ChatOpenAICompatible(base_url=base_url, model=model, **key, **kwargs)
 

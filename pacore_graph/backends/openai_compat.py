@@ -1,18 +1,12 @@
 """Any OpenAI-compatible endpoint (vLLM, SGLang, llama.cpp, hosted APIs) as a LangChain chat model.
 
 langchain-openai's ``BaseChatOpenAI`` does the calls, streaming, tool calling and
-structured output; this subclass adds what PaCoRe's record needs and the base class
-drops: the separated thinking (``reasoning_content``, or ``reasoning`` on newer vLLM) in
-``additional_kwargs["reasoning_content"]``, and an error for a stream cut half way. The
-per-call ``finish_reason`` (``response_metadata``) and exact ``usage_metadata`` are the
-base class's own. Every call ends: ``timeout`` is a deadline for the whole call
-(`pacore_graph.backends.deadline`); every reply is checked and cleaned before LangChain
-reads it (`pacore_graph.backends.replies`). Async calls use the SDK's aiohttp transport
-(``openai.DefaultAioHttpClient``), one pool per event loop, except plain async chat
-completions (every trajectory of a round), which are sent directly on aiohttp: through
-the SDK they cost about 2 ms more CPU each (measured below, `_post_chat_completion`).
-
-Several vLLM replicas are one endpoint behind a router (``vllm-router``, docs/vllm.md).
+structured output; `ChatOpenAICompatible` adds what PaCoRe's record needs and the base
+class drops (the separated thinking), an error for a stream cut half way, a deadline for
+each call (`pacore_graph.backends.deadline`), a size limit for each reply
+(`pacore_graph.backends.size`) and a check of each reply (`pacore_graph.backends.replies`).
+Its clients are `pacore_graph.backends.clients`'; plain async chat completions are sent
+directly on aiohttp (`pacore_graph.backends.direct`).
 """
 
 from __future__ import annotations
@@ -21,17 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
-import urllib.request
-import weakref
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterator,
-    Callable,
-    Coroutine,
-    Generator,
-    Iterator,
-)
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from typing import Any, Self, cast
 
 import aiohttp
@@ -44,33 +28,25 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
 
+from pacore_graph.backends.clients import (
+    ChatCompletions,
+    LazySyncClient,
+    LoopClients,
+    environment_proxy,
+)
 from pacore_graph.backends.deadline import (
     CONNECT_S,
     DEADLINE_S,
     STALL_S,
-    DeadlineTransport,
     deadline_cause,
     deadline_message,
-    keepalive_options,
-    ssl_context,
     stall_message,
     until_deadline,
 )
+from pacore_graph.backends.direct import DirectRequest, post_chat_completion
 from pacore_graph.backends.limit import CallLimit
-from pacore_graph.backends.replies import (
-    checked_chunk,
-    checked_completion,
-    reasoning,
-    undecodable,
-)
-from pacore_graph.backends.size import (
-    MAX_REPLY_BYTES,
-    AsyncSizedStream,
-    StreamSize,
-    event_stream,
-    over_length,
-    too_large,
-)
+from pacore_graph.backends.replies import checked_chunk, checked_completion, reasoning, undecodable
+from pacore_graph.backends.size import MAX_REPLY_BYTES, StreamSize
 from pacore_graph.errors import (
     BackendUnreachableError,
     CallTimeoutError,
@@ -78,379 +54,6 @@ from pacore_graph.errors import (
     MalformedResponseError,
 )
 from pacore_graph.secrets import url_credentials
-
-KEEPALIVE_S = 4.0
-"""Idle time after which a pooled connection is dropped: under the 5 s keep-alive of
-uvicorn (vLLM, SGLang), so a connection the server is about to close is not reused."""
-
-
-class _AioHttpClient(openai.DefaultAioHttpClient):
-    """The SDK's aiohttp client, with a refused connection reported as one.
-
-    The SDK's aiohttp transport (openai 3.57) maps every ``aiohttp.ClientConnectionError``,
-    a refused connection or a failed DNS look-up included, to ``httpx2.ConnectTimeout``,
-    so the SDK raises ``APITimeoutError`` ("timed out") for a server that is down.
-
-    A reply that is no stream ends past ``max_bytes`` (`ReplyTooLargeError`), read in
-    chunks as it comes (a stream's content is counted by `ChatOpenAICompatible`).
-    """
-
-    def __init__(self, *, max_bytes: int | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.max_bytes = max_bytes
-
-    async def send(
-        self, request: httpx2.Request, *, stream: bool = False, **kwargs: Any
-    ) -> httpx2.Response:
-        limit = self.max_bytes
-        try:
-            response = await super().send(request, stream=stream or limit is not None, **kwargs)
-        except httpx2.ConnectTimeout as exc:
-            cause = exc.__cause__
-            if isinstance(cause, aiohttp.ClientConnectorError):
-                raise httpx2.ConnectError(str(cause), request=request) from cause
-            raise
-        if limit is None or event_stream(response.headers):
-            return response
-        try:
-            if over_length(response.headers, limit):
-                raise too_large(limit)
-            response.stream = AsyncSizedStream(response.stream, limit)  # type: ignore[arg-type]
-            if not stream:  # as httpx2's send reads it
-                await response.aread()
-        except BaseException:
-            await response.aclose()
-            raise
-        return response
-
-
-class _Proxy:
-    """Stands in for an attribute of ``BaseChatOpenAI``: every public attribute is read from
-    ``_target()``, the object of the moment (made on first use, or the running loop's)."""
-
-    def _target(self) -> Any:
-        raise NotImplementedError
-
-    def __bool__(self) -> bool:  # BaseChatOpenAI builds its own client when this is falsy
-        return True
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):  # copy and pickle probes, and our own before __init__
-            raise AttributeError(name)
-        return getattr(self._target(), name)
-
-
-class _AsyncClients(_Proxy):
-    """Per running event loop: one ``openai.AsyncOpenAI`` on the SDK's aiohttp transport, and
-    one aiohttp session for the direct path (`_post_chat_completion`).
-
-    A pool belongs to the loop it was opened on, and one model object is used from several
-    loops (each ``asyncio.run``), so one pool would fail on the second loop. Each loop's
-    pools are closed when that loop shuts its async generators down (as ``asyncio.run``
-    does), then forgotten: a pool refers to its loop, so keeping it would keep the closed
-    loop alive.
-
-    Stands in for ``BaseChatOpenAI.root_async_client``: attribute access goes to the
-    running loop's client.
-    """
-
-    def __init__(self) -> None:
-        self.direct: _Direct | None = None
-        """How the direct path sends; None: every call goes through the SDK."""
-        self.stream_timeout: httpx2.Timeout | None = None
-        """Per-request timeouts of a stream: the stall limit per read (its headers too)."""
-        self.max_bytes: int | None = None
-        """The size limit of a reply that is no stream (`_AioHttpClient`)."""
-        self._kwargs: dict[str, Any] = {}
-        self._max_connections = 0
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._closers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def configure(
-        self, max_connections: int | None, direct: _Direct | None, **client_kwargs: Any
-    ) -> None:
-        """Sets the ``openai.AsyncOpenAI`` arguments of clients made from now on."""
-        self._kwargs = client_kwargs
-        # aiohttp reads a limit of 0 as "no limit"; its default (100) would queue calls
-        # the graph's max_concurrency already lets through.
-        self._max_connections = max_connections or 0
-        self.direct = direct
-
-    def current(self) -> openai.AsyncOpenAI:
-        """The running loop's SDK client, made on first use."""
-
-        def make() -> openai.AsyncOpenAI:
-            limits = httpx2.Limits(
-                max_connections=self._max_connections, keepalive_expiry=KEEPALIVE_S
-            )
-            http = _AioHttpClient(limits=limits, max_bytes=self.max_bytes)
-            return openai.AsyncOpenAI(**self._kwargs, http_client=http)
-
-        return self._of_loop(self._clients, make)
-
-    def session(self) -> aiohttp.ClientSession:
-        """The running loop's aiohttp session for direct calls, made on first use."""
-
-        def make() -> aiohttp.ClientSession:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections, keepalive_timeout=KEEPALIVE_S
-            )
-            return aiohttp.ClientSession(connector=connector)
-
-        return self._of_loop(self._sessions, make)
-
-    def _of_loop(
-        self,
-        pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any],
-        make: Callable[[], Any],
-    ) -> Any:
-        """The running loop's pool in ``pools``, made with ``make`` (and closed with the loop)
-        on first use."""
-        loop = asyncio.get_running_loop()
-        pool = pools.get(loop)
-        if pool is None:
-            pool = pools[loop] = make()
-            self._close_at_shutdown(loop, pool, pools)
-        return pool
-
-    def __len__(self) -> int:
-        """How many event loops hold a pool now."""
-        return len(set(self._clients.keys()) | set(self._sessions.keys()))
-
-    def _target(self) -> openai.AsyncOpenAI:
-        return self.current()
-
-    def _close_at_shutdown(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        pool: Any,
-        pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any],
-    ) -> None:
-        def forget() -> None:
-            pools.pop(loop, None)
-            if not (loop in self._clients or loop in self._sessions):
-                self._closers.pop(loop, None)
-
-        closer = _close_with_loop(pool, forget)
-        # The first step registers the generator with the running loop, which keeps it
-        # weakly and closes it in shutdown_asyncgens; it stays parked at its yield.
-        with contextlib.suppress(StopIteration):
-            cast("Coroutine[Any, Any, None]", closer.__anext__()).send(None)
-        self._closers.setdefault(loop, []).append(closer)
-
-
-class _SyncClient(_Proxy):
-    """Stands in for ``BaseChatOpenAI.root_client``: the SDK's sync client, made on first use
-    (a sync pool costs ~1 ms to make, and most runs are async), on a transport that keeps
-    each call's deadline (`DeadlineTransport`). Built by ``ChatOpenAICompatible`` rather
-    than by the base class, whose client takes ``timeout`` as a per-read limit."""
-
-    def __init__(self) -> None:
-        self._make: Callable[[], openai.OpenAI] | None = None
-        self._client: openai.OpenAI | None = None
-        self.stream_timeout: httpx2.Timeout | None = None
-        """Per-request timeouts of a sync stream: the stall limit per read."""
-
-    def configure(
-        self, make: Callable[[], openai.OpenAI], stream_timeout: httpx2.Timeout | None
-    ) -> None:
-        """Sets how the client is made (on first use) and a stream's per-request timeouts."""
-        self._make, self._client, self.stream_timeout = make, None, stream_timeout
-
-    def current(self) -> openai.OpenAI:
-        """The client, made on first use."""
-        client = self._client
-        if client is None:
-            assert self._make is not None, "configured by ChatOpenAICompatible's validator"
-            client = self._client = self._make()
-        return client
-
-    def _target(self) -> openai.OpenAI:
-        return self.current()
-
-
-class _CompletionsOfLoop(_Proxy):
-    """Stands in for ``BaseChatOpenAI.async_client`` (the running loop's
-    ``chat.completions``) and ``client`` (the sync client's)."""
-
-    def __init__(self, clients: _AsyncClients | _SyncClient) -> None:
-        self._clients = clients
-
-    def _target(self) -> Any:
-        return self._clients.current().chat.completions
-
-
-async def _close_with_loop(pool: Any, forget: Callable[[], None]) -> AsyncIterator[None]:
-    try:
-        yield
-    finally:
-        try:
-            await pool.close()
-        finally:
-            forget()
-
-
-# -- plain async chat completions, written directly on aiohttp ----------------------------
-#
-# Why this path exists (benchmarks/run.py --only P1,P4, 2 shared cores, quiet runs;
-# client CPU per trajectory, 592 trajectories; "SDK" = direct_http=False, every call through
-# BaseChatOpenAI and openai.DefaultAioHttpClient; "old" = the hand-written client before
-# langchain-openai, git 9bcd8e1):
-#
-#                         P1 wall s (wall/ideal)   P1 CPU ms   P4 CPU ms, no saver / memory
-#   old                   24.23 (1.024)            2.84        1.71 / 1.76   (median of 5)
-#   SDK                   24.74 (1.045)            4.60        3.10-3.40 / 3.25-4.25
-#   this path             24.40 (1.031)            3.86        1.92 / 2.44   (median of 5)
-#
-# The SDK costs +2.1% wall at P1 and +1.6-2.5 ms CPU a trajectory at P4: its request
-# building (TypedDict walk of the body, URL parsing, header merging), httpx2 on top of
-# aiohttp, typed response objects, and BaseChatOpenAI building the result in a worker
-# thread. Per call (2,000 ainvoke, 64 at once, zero latency): SDK 2.7-3.0 ms, this path
-# 0.6-0.8 ms, old 0.4-0.5 ms; the rest of the gap to old is LangChain's run-manager set-up
-# in BaseChatModel.ainvoke, which old skipped through a private LangChain function.
-#
-# The request and its result are BaseChatOpenAI's (`_get_request_payload`,
-# `_create_chat_result`); only the HTTP exchange is written here, with the SDK's error
-# classes: an HTTP error is the SDK's status error for that code (RateLimitError,
-# BadRequestError, ...) carrying the response, a transport failure is
-# `openai.APIConnectionError` / `openai.APITimeoutError` caused by the httpx2 exception the
-# SDK would see. Streams, sync calls, structured output (``response_format``) and the
-# Responses API go through the SDK.
-
-
-def _env_proxy(url: str) -> str | None:
-    """The proxy the environment sends ``url`` through (HTTP_PROXY, NO_PROXY, ...), if any."""
-    scheme, _, rest = url.partition("://")
-    host = rest.split("/", 1)[0].rsplit(":", 1)[0]
-    proxy = urllib.request.getproxies().get(scheme.lower())
-    return proxy if proxy and not urllib.request.proxy_bypass(host) else None
-
-
-def _proxied(url: str) -> bool:
-    """True when the environment sends ``url`` through a proxy, which the SDK's client
-    honours and the direct path leaves to it."""
-    return _env_proxy(url) is not None
-
-
-@dataclass(frozen=True)
-class _Direct:
-    """What a direct call sends besides its body: the SDK's headers and timeouts."""
-
-    url: str
-    headers: dict[str, str]
-    timeout: aiohttp.ClientTimeout
-    max_bytes: int | None = None
-    """The size limit of a reply (`ChatOpenAICompatible.max_reply_bytes`); None: none."""
-
-
-_STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
-    400: openai.BadRequestError,
-    401: openai.AuthenticationError,
-    403: openai.PermissionDeniedError,
-    404: openai.NotFoundError,
-    409: openai.ConflictError,
-    422: openai.UnprocessableEntityError,
-    429: openai.RateLimitError,
-}
-
-
-def _status_error(url: str, status: int, headers: Any, raw: bytes) -> openai.APIStatusError:
-    """The SDK's exception for an HTTP error, built as the SDK builds it."""
-    skip = {"content-encoding", "content-length", "transfer-encoding"}
-    response = httpx2.Response(
-        status,
-        headers=[(k, v) for k, v in headers.items() if k.lower() not in skip],
-        content=raw,
-        request=httpx2.Request("POST", url),
-    )
-    message = f"Error code: {status}"
-    try:
-        data: Any = json.loads(raw)
-    except ValueError:
-        data = raw.decode(errors="replace").strip()
-    body = data.get("error", data) if isinstance(data, dict) else data
-    if isinstance(body, dict) and isinstance(body.get("message"), str) and body["message"]:
-        message += f" - {body['message']}"  # the SDK names only the message field
-    cls = _STATUS_ERRORS.get(status)
-    if cls is None:
-        cls = openai.InternalServerError if status >= 500 else openai.APIStatusError
-    return cls(message, response=response, body=body)
-
-
-def _transport_error(exc: BaseException, url: str) -> openai.APIConnectionError:
-    """The SDK's error for a transport failure, caused by the httpx2 exception it would see."""
-    request = httpx2.Request("POST", url)
-    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-        error: openai.APIConnectionError = openai.APITimeoutError(request=request)
-        kind = (
-            httpx2.ConnectTimeout
-            if isinstance(exc, aiohttp.ConnectionTimeoutError)
-            else httpx2.ReadTimeout
-        )
-        cause: Exception = kind(str(exc) or "timed out", request=request)
-    else:
-        error = openai.APIConnectionError(request=request)
-        failure: type[httpx2.TransportError] = (
-            httpx2.ConnectError
-            if isinstance(exc, aiohttp.ClientConnectorError)
-            else httpx2.RemoteProtocolError
-            if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError)
-            else httpx2.ReadError
-        )
-        cause = failure(str(exc) or type(exc).__name__, request=request)
-    cause.__cause__ = exc
-    error.__cause__ = cause
-    return error
-
-
-async def _post_chat_completion(
-    session: aiohttp.ClientSession, direct: _Direct, body: dict[str, Any]
-) -> dict[str, Any]:
-    """One non-streamed chat completion; its JSON, or the SDK's exception."""
-    try:
-        async with session.post(
-            direct.url,
-            data=json.dumps(body).encode(),
-            headers=direct.headers,
-            timeout=direct.timeout,
-        ) as response:
-            raw = await _read(response, direct.max_bytes)
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        error = _transport_error(exc, direct.url)
-        raise error from error.__cause__
-    if response.status >= 400:
-        raise _status_error(direct.url, response.status, response.headers, raw)
-    try:  # bytes that are no UTF-8 become U+FFFD, as lone surrogates will (checked_completion)
-        return json.loads(raw.decode("utf-8", "replace"))
-    except ValueError as exc:
-        raise undecodable(exc) from exc
-
-
-async def _read(response: aiohttp.ClientResponse, limit: int | None) -> bytes:
-    """The body of ``response``; past ``limit`` bytes (announced, or read so far) the
-    connection is closed and `ReplyTooLargeError` raised, the rest never read."""
-    if limit is None:
-        return await response.read()
-    length = response.content_length
-    if length is not None and length > limit:
-        response.close()
-        raise too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            response.close()
-            raise too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _deadline_of(timeout: Any) -> float | None:
@@ -473,24 +76,23 @@ def _stall_env() -> float:
 class ChatOpenAICompatible(BaseChatOpenAI):
     """A chat model on any OpenAI-compatible ``/v1/chat/completions`` endpoint.
 
-    langchain-openai's ``BaseChatOpenAI`` (``bind_tools``, ``with_structured_output``,
-    streaming, callbacks) with PaCoRe's defaults: no SDK retries (``max_retries=0``: the
-    graph's ``RetryPolicy`` retries, visibly and per trajectory), the key from
-    ``$OPENAI_API_KEY`` else ``"EMPTY"`` (what vLLM accepts), usage in streams, the Chat
-    Completions API, and async calls on aiohttp (`direct_http`), one pool per event loop.
+    langchain-openai's ``BaseChatOpenAI`` with PaCoRe's defaults: no SDK retries (the
+    graph's ``RetryPolicy`` retries, per trajectory), the key from ``$OPENAI_API_KEY``
+    else ``"EMPTY"`` (what vLLM accepts), usage in streams, the Chat Completions API, and
+    async calls on aiohttp (`direct_http`), one pool per event loop.
 
     The returned ``AIMessage`` keeps what PaCoRe records: ``content``, the separated
-    thinking in ``additional_kwargs["reasoning_content"]``,
-    ``response_metadata["finish_reason"]`` and exact ``usage_metadata``. A stream that
-    ends without a ``finish_reason`` (cut half way) raises `IncompleteResponseError`; a
-    reply that is no chat completion raises `MalformedResponseError`; a call past its
-    deadline, or a stream that stalled, raises `CallTimeoutError`. The graph retries all
-    three. Token counts that are no counts make the usage unknown (no ``usage_metadata``),
-    and lone surrogates in a reply become U+FFFD.
+    thinking (``reasoning_content``, or ``reasoning`` on newer vLLM) in
+    ``additional_kwargs["reasoning_content"]``, ``response_metadata["finish_reason"]`` and
+    exact ``usage_metadata``. A stream that ends without a ``finish_reason`` (cut half way)
+    raises `IncompleteResponseError`; a reply that is no chat completion
+    `MalformedResponseError`; a call past its deadline, or a stream that stalled,
+    `CallTimeoutError`. The graph retries all three. Token counts that are no counts make
+    the usage unknown, and lone surrogates in a reply become U+FFFD.
 
-    Credentials in ``base_url`` (``http://user:KEY@host/v1``) are taken out of it: the
-    password (or the user, when there is none) is the API key, unless ``api_key`` is
-    given.
+    Credentials in ``base_url`` (``http://user:KEY@host/v1``, ``?api_key=KEY``) are taken
+    out of it: the password, else the key-naming query value, else the user is the API
+    key, unless ``api_key`` is given; other query parameters go to ``default_query``.
 
     Example:
         ```python
@@ -520,10 +122,9 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         description="The stall limit of a streamed answer in seconds: a stream that sends "
         "nothing for this long (no byte; async streams also no chunk, as langchain-openai "
         "counts them, so keep-alive comments do not count) raises CallTimeoutError ('the "
-        "stream stalled: nothing for 600 s') before its deadline. Default 600 (the SDK's "
-        "old per-read limit): vLLM sends the first chunk only after queueing and prefill. "
-        "A non-streamed answer has none: the server sends nothing until it is done. None "
-        "or 0: no stall limit.",
+        "stream stalled: nothing for 600 s') before its deadline. Default 600: vLLM sends "
+        "the first chunk only after queueing and prefill. A non-streamed answer has none: "
+        "the server sends nothing until it is done. None or 0: no stall limit.",
     )
     max_retries: int | None = 0
     stream_usage: bool | None = True
@@ -554,14 +155,15 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         "the limit is passed, its connection closed and the rest never read; not retried "
         "(the same question gives the same reply), so the trajectory is recorded failed. "
         "A non-streamed reply counts its body, a stream the UTF-8 bytes of its content and "
-        "thinking. Default 8 MiB: a 131k-token reply is ~0.5-1 MB of text, JSON escaping "
-        "and the thinking about double it. None: no limit.",
+        "thinking, and the bytes of the event being read. Default 8 MiB: a 131k-token "
+        "reply is ~0.5-1 MB of text, JSON escaping and the thinking about double it. None: "
+        "no limit.",
     )
     _limit: CallLimit | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
-    def _async_clients_per_loop(cls, values: Any) -> Any:
+    def _use_our_clients(cls, values: Any) -> Any:
         """Takes credentials out of ``base_url``, and puts per-loop async clients and a sync
         client with deadlines in place, unless the caller brought a client."""
         if not isinstance(values, dict):
@@ -569,19 +171,19 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         values = _credentials_to_key(values)
         given = ("async_client", "root_async_client", "http_async_client", "openai_proxy")
         if not any(values.get(k) for k in given):
-            clients = _AsyncClients()
+            clients = LoopClients()
             values = {
                 **values,
                 "root_async_client": clients,
-                "async_client": _CompletionsOfLoop(clients),
+                "async_client": ChatCompletions(clients),
             }
         if not any(values.get(k) for k in ("client", "root_client", "http_client", "openai_proxy")):
-            sync = _SyncClient()
-            values = {**values, "root_client": sync, "client": _CompletionsOfLoop(sync)}
+            sync = LazySyncClient()
+            values = {**values, "root_client": sync, "client": ChatCompletions(sync)}
         return values
 
     @model_validator(mode="after")
-    def _configure_async_clients(self) -> Self:
+    def _configure_clients(self) -> Self:
         """Configures the stand-ins (async and sync) with the key, the URL and the limits."""
         kwargs: dict[str, Any] = {
             "api_key": self.openai_api_key.get_secret_value() if self.openai_api_key else None,
@@ -592,7 +194,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             "default_query": self.default_query,
         }
         deadline = _deadline_of(self.request_timeout)
-        if isinstance(self.root_async_client, _AsyncClients):
+        if isinstance(self.root_async_client, LoopClients):
             self.root_async_client.max_bytes = self.max_reply_bytes
             # The deadline (asyncio.timeout) bounds the whole call: a non-streamed answer
             # needs no per-read timer; a stream reads within the stall limit.
@@ -607,7 +209,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             self.root_async_client.configure(
                 self.max_connections, self._direct(), **kwargs, timeout=timeout
             )
-        if isinstance(self.root_client, _SyncClient):
+        if isinstance(self.root_client, LazySyncClient):
             self._configure_sync_client(self.root_client, deadline, kwargs)
         if self.max_concurrent_requests is not None:
             self._limit = CallLimit(self.max_concurrent_requests)
@@ -620,7 +222,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         return self._limit.ahold() if self._limit is not None else contextlib.nullcontext()
 
     def _configure_sync_client(
-        self, sync: _SyncClient, deadline: float | None, kwargs: dict[str, Any]
+        self, sync: LazySyncClient, deadline: float | None, kwargs: dict[str, Any]
     ) -> None:
         """The sync client: per-read timeouts within the deadline (the whole deadline for a
         non-streamed answer, which sends nothing until it is done; the stall limit for a
@@ -636,29 +238,16 @@ class ChatOpenAICompatible(BaseChatOpenAI):
                 write=deadline,
                 pool=deadline,
             )
-        url = self.openai_api_base
-        max_bytes = self.max_reply_bytes
-        socket_options = self.http_socket_options
-        limits = httpx2.Limits(  # the SDK's, with our keep-alive
-            max_connections=1000, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_S
+        sync.configure(
+            kwargs,
+            timeout=timeout,
+            stream_timeout=stream_timeout,
+            deadline=deadline,
+            max_bytes=self.max_reply_bytes,
+            socket_options=self.http_socket_options,
         )
 
-        def make() -> openai.OpenAI:
-            inner = httpx2.HTTPTransport(
-                verify=ssl_context(),
-                limits=limits,
-                proxy=_env_proxy(url) if url else None,  # a custom transport skips the env's
-                socket_options=keepalive_options() if socket_options is None else socket_options,
-            )
-            transport: httpx2.BaseTransport = inner
-            if deadline is not None or max_bytes is not None:
-                transport = DeadlineTransport(inner, deadline, max_bytes)
-            http = openai.DefaultHttpxClient(transport=transport, timeout=timeout)
-            return openai.OpenAI(**kwargs, timeout=timeout, http_client=http)
-
-        sync.configure(make, stream_timeout)
-
-    def _direct(self) -> _Direct | None:
+    def _direct(self) -> DirectRequest | None:
         """The direct path's request options; None where only the SDK knows how to send
         (no base_url, a key callable, query parameters, a proxy, an httpx2 timeout)."""
         url, timeout = self.openai_api_base, self.request_timeout
@@ -668,7 +257,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             or not isinstance(self.openai_api_key, SecretStr)
             or self.default_query
             or not (timeout is None or isinstance(timeout, int | float | httpx2.Timeout))
-            or _proxied(url)
+            or environment_proxy(url) is not None
         ):
             return None
         headers = {
@@ -688,7 +277,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             connect = read = None
         else:
             connect, read = min(CONNECT_S, float(timeout)), None
-        return _Direct(
+        return DirectRequest(
             url=url.rstrip("/") + "/chat/completions",
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read),
@@ -703,7 +292,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
     def async_clients(self) -> int:
         """How many event loops hold a pooled async client now (closed ones are dropped)."""
         clients = self.root_async_client
-        return len(clients) if isinstance(clients, _AsyncClients) else 0
+        return len(clients) if isinstance(clients, LoopClients) else 0
 
     def _get_request_payload(
         self,
@@ -732,14 +321,14 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         return stall if stall and 0 < stall < deadline else None
 
     def _timeout_error(
-        self, exc: BaseException, streamed: bool, ours: object
+        self, exc: BaseException, streamed: bool, client: object
     ) -> CallTimeoutError | None:
-        """What a read timeout on our client (``ours``: a stand-in of this module) means:
+        """What a read timeout on ``client`` means, when it is one of ours (`clients`):
         past the deadline (the sync transport's, or one read as long as the deadline), or
         a stream that stalled for the stall limit; None for other timeouts (connecting),
         which stay the SDK's."""
         deadline = _deadline_of(self.request_timeout)
-        if deadline is None or not isinstance(ours, _SyncClient | _AsyncClients):
+        if deadline is None or not isinstance(client, LazySyncClient | LoopClients):
             return None
         if (cause := deadline_cause(exc)) is not None:
             return CallTimeoutError(str(cause), request=self._request())
@@ -783,14 +372,12 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         concurrency limit does not count against the deadline."""
         async with self._ahold():
             seconds = _deadline_of(self.request_timeout)
-            if seconds is None:
-                return await self._agenerate_once(messages, stop, run_manager, **kwargs)
             timer = asyncio.timeout(seconds)
             try:
                 async with timer:
                     return await self._agenerate_once(messages, stop, run_manager, **kwargs)
             except TimeoutError:
-                if timer.expired():
+                if seconds is not None and timer.expired():
                     raise self._deadline_error(seconds) from None
                 raise
 
@@ -801,10 +388,10 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         run_manager: AsyncCallbackManagerForLLMRun | None,
         **kwargs: Any,
     ) -> ChatResult:
-        """A plain chat completion goes the direct path (`_post_chat_completion`); the
+        """A plain chat completion goes the direct path (`post_chat_completion`); the
         Responses API, structured output and response headers go through the SDK."""
         clients = self.root_async_client
-        direct = clients.direct if isinstance(clients, _AsyncClients) else None
+        direct = clients.direct if isinstance(clients, LoopClients) else None
         payload = self._get_request_payload(messages, stop=stop, **kwargs)
         if (
             direct is None
@@ -818,7 +405,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
                 raise undecodable(exc) from exc
         body = {k: v for k, v in payload.items() if k != "extra_body"}
         body.update(payload.get("extra_body") or {})  # as the SDK merges extra_body
-        response = await _post_chat_completion(clients.session(), direct, body)
+        response = await post_chat_completion(clients.session(), direct, body)
         return self._create_chat_result(response)
 
     def _create_chat_result(
@@ -939,7 +526,9 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
             # No byte in time; httpx2's own timeouts reach a stream's reader unwrapped.
             return self._timeout_error(exc, True, clients)
-        if isinstance(exc, AttributeError) and _unparsed_chunk(exc):
+        # The base class calls chunk.model_dump() on an event the SDK could not make a chunk
+        # of (no JSON object: a list, a number), before checked_chunk sees it.
+        if isinstance(exc, AttributeError) and exc.name == "model_dump":
             return MalformedResponseError("malformed reply: a stream chunk is not an object")
         if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):  # an event the SDK parsed
             return undecodable(exc)
@@ -973,7 +562,7 @@ def _stall_limited(clients: object, kwargs: dict[str, Any]) -> dict[str, Any]:
     """A stream's ``kwargs`` with our client's per-request timeouts (the stall limit per
     read), unless the call brings its own ``timeout``."""
     if (
-        isinstance(clients, _SyncClient | _AsyncClients)
+        isinstance(clients, LazySyncClient | LoopClients)
         and clients.stream_timeout is not None
         and "timeout" not in kwargs
     ):
@@ -981,27 +570,22 @@ def _stall_limited(clients: object, kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _unparsed_chunk(exc: AttributeError) -> bool:
-    """True when ``exc`` is the base class calling ``chunk.model_dump()`` on an event the SDK
-    could not make a chunk of: one that is no JSON object (a list, a number), which fails
-    there, before `checked_chunk` sees it."""
-    return exc.name == "model_dump"
-
-
 def _credentials_to_key(values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with the credentials of ``base_url`` taken out of it and, unless an API
-    key is given, the password (or the user, when there is none) as the key: HTTP clients
-    send URL credentials as Basic auth, which an OpenAI-compatible server rejects, and log
-    the URL."""
+    """``values`` with the credentials and the query of ``base_url`` taken out of it: the
+    first credential (the password, a key-naming query value, else the user) is the API key
+    unless one is given, the other query parameters go to ``default_query``. HTTP clients
+    send URL credentials as Basic auth, which an OpenAI-compatible server rejects, log the
+    URL, and join paths after its query (``/v1?api_key=Kmodels``)."""
     for name in ("base_url", "openai_api_base"):
         url = values.get(name)
         if isinstance(url, str):
-            bare, user, password = url_credentials(url)
+            bare, found, query = url_credentials(url)
             if bare != url:
                 values = {**values, name: bare}
-                key = password or user
-                if key and not any(values.get(k) for k in ("api_key", "openai_api_key")):
-                    values["api_key"] = SecretStr(key)
+                if found and not any(values.get(k) for k in ("api_key", "openai_api_key")):
+                    values["api_key"] = SecretStr(found[0])
+                if query:
+                    values["default_query"] = {**query, **(values.get("default_query") or {})}
     return values
 
 

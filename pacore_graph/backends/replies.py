@@ -87,7 +87,7 @@ def clean_usage(usage: Any) -> dict[str, Any] | None:
     A server that garbles one count is not trusted for the others: the whole usage is
     unknown, and unknown counts never enter a budget. An invalid ``total_tokens`` alone
     is recomputed (it is the sum of the others); absent counts stay absent (LangChain
-    reads them as 0), as before.
+    reads them as 0).
     """
     if not isinstance(usage, dict):
         return None
@@ -117,19 +117,20 @@ _COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 _DETAILS = ("prompt_tokens_details", "completion_tokens_details")
 
 
+_JSON_KINDS = {
+    type(None): "null",
+    bool: "boolean",
+    int: "number",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+}
+
+
 def _kind(value: Any) -> str:
     """A JSON value's type as JSON names it, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object" if isinstance(value, dict) else type(value).__name__
+    return _JSON_KINDS.get(type(value), type(value).__name__)
 
 
 def _is_content(content: Any) -> bool:

@@ -1,16 +1,17 @@
 """A limit on the size of one reply, kept while it is read.
 
-One 50 MB reply at K=4 once took 4.6 GB (the body, its JSON, LangChain's objects, the
+A reply is held several times over (the body, its JSON, LangChain's objects, the
 checkpoint); a reply past ``max_reply_bytes`` raises `ReplyTooLargeError` as soon as the
 limit is passed, before the rest is read or anything is parsed, and its connection is
 closed. A non-streamed reply counts the bytes of its body (after decompression); a stream
 counts the UTF-8 bytes of its content and thinking as chunks arrive (an SSE stream's
-framing is ~100 bytes a token, so its raw bytes would say little about the reply).
+framing is ~100 bytes a token, so its raw bytes would say little about the reply), and
+the bytes of the event it is reading, so one endless event stops at the limit too.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx2
 
@@ -40,40 +41,38 @@ def event_stream(headers: httpx2.Headers) -> bool:
     return headers.get("content-type", "").startswith("text/event-stream")
 
 
-class SizedStream(httpx2.SyncByteStream):
-    """A sync response body that raises `ReplyTooLargeError` past ``limit`` bytes."""
+class ByteCount:
+    """Counts a body's bytes, or those of an event stream's unfinished line: a stream's
+    content is counted by `StreamSize` once an event is parsed, and a line longer than the
+    limit holds a reply longer than it (JSON takes at least a byte a byte)."""
 
-    def __init__(self, inner: httpx2.SyncByteStream, limit: int) -> None:
-        self._inner = inner
-        self._limit = limit
+    __slots__ = ("limit", "lines", "size")
 
-    def __iter__(self) -> Iterator[bytes]:
-        size, limit = 0, self._limit
-        for chunk in self._inner:
-            size += len(chunk)
-            if size > limit:
-                self._inner.close()
-                raise too_large(limit)
-            yield chunk
+    def __init__(self, limit: int, lines: bool) -> None:
+        self.limit, self.lines, self.size = limit, lines, 0
 
-    def close(self) -> None:
-        self._inner.close()
+    def add(self, chunk: bytes) -> None:
+        end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) if self.lines else -1
+        self.size = len(chunk) - end - 1 if end >= 0 else self.size + len(chunk)
+        if self.size > self.limit:
+            raise too_large(self.limit)
 
 
 class AsyncSizedStream(httpx2.AsyncByteStream):
-    """An async response body that raises `ReplyTooLargeError` past ``limit`` bytes."""
+    """An async response body that raises `ReplyTooLargeError` past ``limit`` bytes (with
+    ``lines``: past ``limit`` bytes without a line break)."""
 
-    def __init__(self, inner: httpx2.AsyncByteStream, limit: int) -> None:
+    def __init__(self, inner: httpx2.AsyncByteStream, limit: int, lines: bool = False) -> None:
         self._inner = inner
-        self._limit = limit
+        self._counter = ByteCount(limit, lines)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        size, limit = 0, self._limit
         async for chunk in self._inner:
-            size += len(chunk)
-            if size > limit:
+            try:
+                self._counter.add(chunk)
+            except ReplyTooLargeError:
                 await self._inner.aclose()
-                raise too_large(limit)
+                raise
             yield chunk
 
     async def aclose(self) -> None:

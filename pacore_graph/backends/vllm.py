@@ -101,7 +101,7 @@ class _LoopThread:
 
 
 @dataclass
-class _Call:
+class _EngineRequest:
     """One request's inputs after rendering, and what came back."""
 
     prompt_ids: list[int]
@@ -334,7 +334,7 @@ class ChatVLLM(BaseChatModel):
             output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
         )
 
-    def _parser(self, call: _Call, chat: dict[str, Any]) -> Any:
+    def _parser(self, call: _EngineRequest, chat: dict[str, Any]) -> Any:
         if self._parser_cls is None:
             return None
         parser = self._parser_cls(
@@ -369,7 +369,7 @@ class ChatVLLM(BaseChatModel):
                 messages=openai_messages,
                 chat_template_kwargs=chat.get("chat_template_kwargs"),
             )
-        call = _Call(prompt_ids=prompt_ids, request=request)
+        call = _EngineRequest(prompt_ids=prompt_ids, request=request)
         parser = self._parser(call, chat)
         async for out in engine.generate(
             self._engine_input(engine, prompt_ids), params, f"pacore-{uuid.uuid4().hex}"
@@ -400,7 +400,7 @@ class ChatVLLM(BaseChatModel):
         (engine_input,) = engine.renderer.render_cmpl([parsed])
         return engine_input
 
-    def _usage(self, call: _Call) -> UsageMetadata:
+    def _usage(self, call: _EngineRequest) -> UsageMetadata:
         prompt = len(call.prompt_ids)
         return UsageMetadata(
             input_tokens=prompt,
@@ -408,13 +408,13 @@ class ChatVLLM(BaseChatModel):
             total_tokens=prompt + call.output_tokens,
         )
 
-    def _metadata(self, call: _Call) -> dict[str, Any]:
+    def _metadata(self, call: _EngineRequest) -> dict[str, Any]:
         meta: dict[str, Any] = {"finish_reason": call.finish_reason, "model_name": self._name}
         if call.stop_reason is not None:
             meta["stop_reason"] = call.stop_reason
         return meta
 
-    def _result(self, call: _Call, parser: Any) -> ChatResult:
+    def _result(self, call: _EngineRequest, parser: Any) -> ChatResult:
         text = "".join(call.text)
         reasoning: str | None = None
         content: str | None = text
@@ -434,7 +434,7 @@ class ChatVLLM(BaseChatModel):
         self,
         emit: Callable[[ChatGenerationChunk], None],
         parser: Any,
-        call: _Call,
+        call: _EngineRequest,
         text: str,
         delta_ids: list[int],
         finished: bool,
@@ -456,7 +456,7 @@ class ChatVLLM(BaseChatModel):
                 )
             )
 
-    def _final_chunk(self, call: _Call) -> AIMessageChunk:
+    def _final_chunk(self, call: _EngineRequest) -> AIMessageChunk:
         return AIMessageChunk(
             content="", response_metadata=self._metadata(call), usage_metadata=self._usage(call)
         )
