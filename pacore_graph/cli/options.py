@@ -8,14 +8,15 @@ import argparse
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, NoReturn
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Annotated, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
 import redis
 from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from pydantic import ConfigDict, Field, TypeAdapter
 
 from pacore_graph.backends.launch import backend_for_args
 from pacore_graph.compaction import COMPACTIONS
@@ -23,6 +24,7 @@ from pacore_graph.context import DEFAULTS
 from pacore_graph.errors import BudgetExhaustedError, PaCoReError, QuorumError
 from pacore_graph.rounds import PRESETS
 from pacore_graph.secrets import url_secrets
+from pacore_graph.validation import rule
 
 ROUNDS_HELP = (
     f"the round vector: a preset ({'|'.join(PRESETS)}) or the exploration rounds N,N,..., "
@@ -46,15 +48,25 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"pacore: error: {message} (see {self.prog} --help)\n")
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
+def checked(kind: Any, parse: Callable[[str], Any] = float) -> Callable[[str], Any]:
+    """An argparse type: ``parse`` of the option's text, within the pydantic constraints of
+    ``kind`` (``Annotated[float, Field(gt=0)]``), refused in the words of the settings
+    checks: ``argument --timeout: must be a number > 0, got 'nan'``."""
+    adapter = TypeAdapter(kind, config=ConfigDict(strict=True, allow_inf_nan=False))
+
+    def convert(text: str) -> Any:
+        try:
+            return adapter.validate_python(parse(text))
+        except ValueError:  # a ValidationError too
+            raise argparse.ArgumentTypeError(f"must be {rule(kind)}, got {text!r}") from None
+
+    return convert
+
+
+SECONDS = checked(Annotated[float, Field(gt=0)])
+"""An argparse type: seconds, finite and above 0."""
+COUNT = checked(Annotated[int, Field(ge=1)], int)
+"""An argparse type: an integer >= 1."""
 
 
 def _count_or_fraction(text: str) -> int | float:
@@ -127,14 +139,14 @@ def run_options() -> argparse.ArgumentParser:
     )
     backend.add_argument(
         "--timeout",
-        type=float,
+        type=SECONDS,
         help="deadline of each model call in seconds, first byte to last, streamed or not "
         "(default 7200: a 131k-token reasoning call takes over an hour); a call past it is "
         "retried. A stream that sends nothing for 600 s fails sooner",
     )
     backend.add_argument(
         "--concurrency",
-        type=positive_int,
+        type=COUNT,
         default=64,
         help="model calls in flight at once (default 64, as the reference)",
     )
@@ -242,7 +254,7 @@ def run_options() -> argparse.ArgumentParser:
     )
     store.add_argument(
         "--lease-ttl",
-        type=float,
+        type=SECONDS,
         default=10.0,
         metavar="SECONDS",
         help="a run holds its Redis thread, renewing the hold every third of this; a "
@@ -335,8 +347,6 @@ async def open_checkpointer(
         return
     from pacore_graph.checkpoints import AsyncRedisSaver
 
-    if lease_ttl <= 0:
-        raise CLIError(f"--lease-ttl must be positive seconds, not {lease_ttl:g}")
     async with AsyncRedisSaver.from_conn_string(url, lease_ttl=lease_ttl) as saver:
         try:
             await saver.asetup(allow_eviction=allow_eviction)
@@ -411,8 +421,10 @@ def exit_status(exc: BaseException) -> int:
 
 __all__ = [
     "BASE_URL_VARIABLES",
+    "COUNT",
     "EXPECTED_ERRORS",
     "ROUNDS_HELP",
+    "SECONDS",
     "CLIError",
     "Parser",
     "StragglersAction",
@@ -420,11 +432,11 @@ __all__ = [
     "backend_description",
     "backend_kind",
     "backend_line",
+    "checked",
     "describe",
     "exit_status",
     "open_checkpointer",
     "open_run",
-    "positive_int",
     "public_url",
     "run_options",
     "secrets_of",

@@ -27,9 +27,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from langchain_core.messages import BaseMessage, convert_to_messages
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pacore_graph.budget import check_budgets
 from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.errors import InvalidInputError
 from pacore_graph.messages import last_user_index
@@ -37,6 +36,7 @@ from pacore_graph.resume import run_settings
 from pacore_graph.rounds import resolve_rounds
 from pacore_graph.server.errors import ApiError, one_line
 from pacore_graph.server.models import model_rounds
+from pacore_graph.validation import check_settings
 
 FORWARDED = (
     "stop",
@@ -80,7 +80,6 @@ _HARMLESS: dict[str, tuple[Any, ...]] = {
     "logprobs": (None, False),
     "modalities": (None, ["text"]),
 }
-_CONTEXT = TypeAdapter(PaCoReContext)
 _FIELDS = {f.name for f in fields(PaCoReContext)}
 
 
@@ -151,7 +150,8 @@ def _check_supported(request: ChatRequest) -> None:
 
 
 def _pacore_settings(request: ChatRequest) -> tuple[dict[str, Any], bool]:
-    """The ``pacore`` object's run settings (checked by type), and its ``progress`` flag."""
+    """The ``pacore`` object's run settings (their values are checked with the rest), and its
+    ``progress`` flag."""
     given = dict(request.pacore or {})
     progress = given.pop("progress", False)
     if not isinstance(progress, bool):
@@ -171,17 +171,6 @@ def _pacore_settings(request: ChatRequest) -> tuple[dict[str, Any], bool]:
             param=f"pacore.{misplaced[0]}",
             code="invalid_pacore_settings",
         )
-    try:
-        _CONTEXT.validate_python(given)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"][:1])
-        raise ApiError(
-            400,
-            f"pacore.{where}: {error['msg']}",
-            param=f"pacore.{where}",
-            code="invalid_pacore_settings",
-        ) from None
     return given, progress
 
 
@@ -264,7 +253,7 @@ def parse_request(
             **(context.get("extra_body") or {}),
         }
     resolved = merge_context(defaults, context)
-    check_budgets(resolved)
+    check_settings(resolved)  # every value, in the words of the graph and the CLI
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
     return RunSpec(
         model=request.model,
