@@ -1,26 +1,19 @@
-"""Every setting checked before any model call, with one line naming it: the pydantic
-constraints of `PaCoReContext` (``Field(ge=...)``, ``Literal`` choices, no NaN or infinity),
-of `ServeSettings` and of the CLI's own options, put in the same words wherever a run starts:
-the ``prepare`` node (each run's merged settings), `create_pacore_graph` (the graph's
-defaults, at build time), the CLI (before the endpoint is probed) and the server (before a
-request runs).
+"""Every setting checked before any model call, with one line naming it. The pydantic
+constraints of `PaCoReContext` (``Field(ge=...)``, ``Literal`` choices, no NaN or infinity,
+64-bit integers), of `ServeSettings` and of the CLI's own options are put in the same words
+wherever a run starts: the ``prepare`` node, `create_pacore_graph` (the graph's defaults),
+the CLI (before the endpoint is probed) and the server (before a request runs).
 
-The bounds are pacore-graph's, not the reference's (which had none); their defaults in
-`DEFAULTS`, and why:
+The bounds are pacore-graph's (the reference had none), their defaults in `DEFAULTS`:
 
-- ``max_k`` = 1024: 32x the paper's widest round (``high`` = [32, 4]) and 4x the widest
-  this project benchmarks (K=[256, 16]; PaCoRe's scaling studies stay within a few
-  hundred). LangGraph builds a round's K tasks in one step of the event loop and, when
-  the run is cancelled, releases them one by one at a cost that grows with K squared:
-  on 2 cores K=1024 starts its calls in ~0.4 s and cancels in ~0.1 s, K=4096 takes
-  ~1.4 s and ~1 s, K=10,000 ~3 s and ~3 s, and ``--rounds 999999`` ran for minutes at
-  690 MB before its first call.
+- ``max_k`` = 1024: 32x the paper's widest round (``high`` = [32, 4]). LangGraph builds a
+  round's K tasks in one step of the event loop and, when the run is cancelled, releases
+  them one by one at a cost that grows with K squared: a typo such as ``--rounds 999999``
+  spent minutes and hundreds of MB before its first call.
 - ``max_trajectories`` = 4096: four rounds of ``max_k``. Every trajectory's text stays in
   the run's state, its record and its checkpoint, so the total bounds a run's memory.
-- ``max_input_chars`` = 1,000,000: ~330K tokens at the 3-characters-a-token estimate,
-  2.5x the 131,072 tokens the reference lets a call generate: far more than a problem
-  needs. Each of a round's K calls sends the chat whole, and each trajectory's task
-  holds it.
+- ``max_input_chars`` = 1,000,000: ~330K tokens, far more than a problem needs; each of a
+  round's K calls sends the chat whole.
 """
 
 from __future__ import annotations
@@ -33,7 +26,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 from langchain_core.messages import BaseMessage
 from pydantic import ConfigDict, ValidationError, create_model
 
-from pacore_graph.context import INT64_MAX, RESERVED_BODY_KEYS, PaCoReContext
+from pacore_graph.context import INT64_MAX, PaCoReContext
 from pacore_graph.errors import InvalidInputError, InvalidSettingsError
 from pacore_graph.messages import message_text
 from pacore_graph.rounds import resolve_rounds
@@ -164,11 +157,4 @@ def check_input(messages: Sequence[BaseMessage], settings: PaCoReContext) -> Non
         )
 
 
-__all__ = [
-    "CONTEXT",
-    "RESERVED_BODY_KEYS",
-    "SettingsCheck",
-    "check_input",
-    "check_settings",
-    "rule",
-]
+__all__ = ["CONTEXT", "SettingsCheck", "check_input", "check_settings", "rule"]

@@ -75,11 +75,6 @@ class Saved:
     tokens: int
     """Completion tokens of the round's saved trajectories."""
 
-    @property
-    def total(self) -> int:
-        """Every finished trajectory the resume keeps."""
-        return self.in_round + self.earlier
-
     def describe(self) -> str:
         """``resuming round 2/3: 1 of 4 trajectories already saved (+4 from earlier rounds)``."""
         if self.round is None:
