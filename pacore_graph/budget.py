@@ -21,7 +21,6 @@ from typing import Literal
 from typing_extensions import TypedDict
 
 from pacore_graph.context import PaCoReContext
-from pacore_graph.errors import InvalidSettingsError
 from pacore_graph.stragglers import StragglerPolicy, StragglerWatch, straggler_policy
 
 BudgetName = Literal["max_ttc_tokens", "max_seconds"]
@@ -38,24 +37,6 @@ class RoundBudget(TypedDict):
     """Unix time after which trajectories stop."""
     tokens_left: int | None
     """Completion tokens the round may still use."""
-
-
-def check_budgets(settings: PaCoReContext) -> None:
-    """Fails fast on budgets and quorums that cannot mean anything."""
-    for name in ("max_ttc_tokens", "max_seconds"):
-        value = getattr(settings, name)
-        if value is not None and (isinstance(value, bool) or not value > 0):
-            raise InvalidSettingsError(f"{name} must be a positive number, got {value!r}")
-    q = settings.min_success
-    if q is not None and (
-        isinstance(q, bool)
-        or not isinstance(q, int | float)
-        or (isinstance(q, float) and not 0 < q <= 1)
-        or (isinstance(q, int) and q < 0)
-    ):
-        raise InvalidSettingsError(
-            f"min_success must be a count >= 0 or a fraction in (0, 1], got {q!r}"
-        )
 
 
 def quorum(min_success: int | float | None, k: int) -> int:

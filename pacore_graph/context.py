@@ -6,10 +6,36 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field, SkipValidation
 
 from pacore_graph.compaction import Compaction
 from pacore_graph.rounds import RoundsSpec
+
+INT64_MAX = 2**63 - 1
+Count = Annotated[int, Field(le=INT64_MAX)]
+"""An integer setting: a run's settings are checkpointed with msgpack, which holds 64-bit
+integers."""
+
+RESERVED_BODY_KEYS: dict[str, str] = {
+    "messages": "PaCoRe writes each call's messages",
+    "model": "the model is the backend's (--model)",
+    "n": "a trajectory is one completion: raise K in rounds instead",
+    "stream": "the backend decides whether a call streams",
+    "stream_options": "the backend asks for the token usage that budgets and the record count",
+    "temperature": "use the temperature setting",
+    "top_p": "use the top_p setting",
+    "max_tokens": "use the max_tokens setting",
+}
+"""Request fields ``extra_body`` may not set, and why: it is merged over the request body,
+so it would replace what PaCoRe sends (a ``messages`` key replaced every prompt) or slip a
+sampling value past its setting's check and the run's record."""
+
+
+def _no_reserved_keys(body: dict[str, Any]) -> dict[str, Any]:
+    for key in body:
+        if key in RESERVED_BODY_KEYS:
+            raise ValueError(f"cannot set {key!r}: {RESERVED_BODY_KEYS[key]}")
+    return body
 
 
 def _schema_defaults(schema: dict[str, Any], cls: type[Any]) -> None:
@@ -31,8 +57,9 @@ class PaCoReContext:
     # Read by pydantic, which LangGraph uses for the context JSON schema; not a field.
     __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(json_schema_extra=_schema_defaults)
 
+    # Checked by `resolve_rounds`, whose errors name the bound a vector is over.
     rounds: Annotated[
-        RoundsSpec | None,
+        SkipValidation[RoundsSpec | None],
         Field(
             description='Exploration rounds: a preset ("low" = 4, "medium" = 16, "high" = 32,4), '
             'an int, "32,4" or [32, 4]; the final synthesis round [1] is appended, unless '
@@ -41,30 +68,35 @@ class PaCoReContext:
         ),
     ] = None
     temperature: Annotated[
-        float | None, Field(description="Sampling temperature of every call (reference: 1.0).")
+        float | None,
+        Field(ge=0, description="Sampling temperature of every call (reference: 1.0)."),
     ] = None
     top_p: Annotated[
-        float | None, Field(description="Nucleus sampling of every call (reference: 1.0).")
+        float | None,
+        Field(gt=0, le=1, description="Nucleus sampling of every call (reference: 1.0)."),
     ] = None
     max_tokens: Annotated[
-        int | None,
+        Count | None,
         Field(
+            ge=1,
             description="Generation limit per call; empty leaves it to the server "
-            "(the reference sent 131072)."
+            "(the reference sent 131072).",
         ),
     ] = None
     extra_body: Annotated[
-        dict[str, Any] | None,
+        Annotated[dict[str, Any], AfterValidator(_no_reserved_keys)] | None,
         Field(
             description="Extra request fields for OpenAI-compatible servers, e.g. vLLM's "
             '{"top_k": 20} or {"chat_template_kwargs": {"enable_thinking": true}}.'
         ),
     ] = None
     seed: Annotated[
-        int | None,
+        # Random(-n) shuffles as Random(n): a negative seed would be a second name for one order.
+        Count | None,
         Field(
+            ge=0,
             description="Seed of the shuffle of each round's references "
-            "(reference: 42, a fresh Random(seed) each round)."
+            "(reference: 42, a fresh Random(seed) each round).",
         ),
     ] = None
     compaction: Annotated[
@@ -91,8 +123,8 @@ class PaCoReContext:
         ),
     ] = None
     context_limit: Annotated[
-        int | None,
-        Field(description="Largest synthesis prompt in tokens; empty disables the check."),
+        Count | None,
+        Field(ge=1, description="Largest synthesis prompt in tokens; empty disables the check."),
     ] = None
     on_context_overflow: Annotated[
         Literal["error", "drop_longest"] | None,
@@ -102,7 +134,7 @@ class PaCoReContext:
         ),
     ] = None
     min_success: Annotated[
-        int | float | None,
+        Annotated[Count, Field(ge=0)] | Annotated[float, Field(gt=0, le=1)] | None,
         Field(
             description="Quorum of a round: an int is a count, a float in (0, 1] a fraction "
             "of K (rounded up). A round goes on when at least that many trajectories "
@@ -111,65 +143,74 @@ class PaCoReContext:
         ),
     ] = None
     max_ttc_tokens: Annotated[
-        int | None,
+        Count | None,
         Field(
+            ge=1,
             description="Budget of completion tokens over all calls of the run; when it runs "
             "out the run skips to the final synthesis over what finished (that last call is "
-            "not cut: cap it with max_tokens). Empty: no budget."
+            "not cut: cap it with max_tokens). Empty: no budget.",
         ),
     ] = None
     max_seconds: Annotated[
         float | None,
         Field(
+            gt=0,
             description="Budget of wall-clock seconds from the start of the run (a resumed "
-            "run keeps its start); when it runs out, as for max_ttc_tokens. Empty: no budget."
+            "run keeps its start); when it runs out, as for max_ttc_tokens. Empty: no budget.",
         ),
     ] = None
     straggler_quantile: Annotated[
         float | None,
         Field(
+            gt=0,
+            le=1,
             description="Straggler control, q in (0, 1]: once this fraction of a round's K "
             "(at least its quorum) finished, wait at most max(straggler_factor x their median "
             "finish time, straggler_min_seconds) for the rest, then stop them (recorded "
             '"stopped") and go on to the next round. 1 (the default) waits for every '
-            "trajectory, as the reference; the final round is never cut."
+            "trajectory, as the reference; the final round is never cut.",
         ),
     ] = None
     straggler_factor: Annotated[
         float | None,
         Field(
+            ge=0,
             description="Straggler control, f >= 0: how many median finish times (from the "
-            "round's start) the rest may take after straggler_quantile finished."
+            "round's start) the rest may take after straggler_quantile finished.",
         ),
     ] = None
     straggler_min_seconds: Annotated[
         float | None,
         Field(
+            ge=0,
             description="Straggler control: the rest may always take at least this many "
-            "seconds after straggler_quantile finished (a floor for rounds whose median is short)."
+            "seconds after straggler_quantile finished (a floor for rounds whose median is short).",
         ),
     ] = None
     max_k: Annotated[
-        int | None,
+        Count | None,
         Field(
+            ge=1,
             description="Largest K of a round (the paper's largest is 32; the reference had "
             "no bound); a rounds vector above it stops with InvalidRoundsError before any "
-            "call. A guard against typos such as 999999: raise it to run wider rounds."
+            "call. A guard against typos such as 999999: raise it to run wider rounds.",
         ),
     ] = None
     max_trajectories: Annotated[
-        int | None,
+        Count | None,
         Field(
+            ge=1,
             description="Largest number of trajectories of a run, all rounds together "
-            "(the paper's high preset runs 37); above it, as for max_k."
+            "(the paper's high preset runs 37); above it, as for max_k.",
         ),
     ] = None
     max_input_chars: Annotated[
-        int | None,
+        Count | None,
         Field(
+            ge=1,
             description="Largest input chat, in characters of text over all its messages "
             "(each of the K calls of a round sends it whole); above it the run stops with "
-            "InvalidInputError before any call."
+            "InvalidInputError before any call.",
         ),
     ] = None
 

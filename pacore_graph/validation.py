@@ -1,97 +1,123 @@
-"""Every run setting and the size of the input, checked before any model call, with the same
-one-line errors wherever a run starts: the ``prepare`` node (each run's merged settings),
-`create_pacore_graph` (the graph's defaults, at build time) and the CLI (before the
-endpoint is probed).
+"""Every setting checked before any model call, with one line naming it. The pydantic
+constraints of `PaCoReContext` (``Field(ge=...)``, ``Literal`` choices, no NaN or infinity,
+64-bit integers), of `ServeSettings` and of the CLI's own options are put in the same words
+wherever a run starts: the ``prepare`` node, `create_pacore_graph` (the graph's defaults),
+the CLI (before the endpoint is probed) and the server (before a request runs).
 
-The bounds are pacore-graph's, not the reference's (which had none); their defaults in
-`DEFAULTS`, and why:
+The bounds are pacore-graph's (the reference had none), their defaults in `DEFAULTS`:
 
-- ``max_k`` = 1024: 32x the paper's widest round (``high`` = [32, 4]) and 4x the widest
-  this project benchmarks (K=[256, 16]; PaCoRe's scaling studies stay within a few
-  hundred). LangGraph builds a round's K tasks in one step of the event loop and, when
-  the run is cancelled, releases them one by one at a cost that grows with K squared:
-  on 2 cores K=1024 starts its calls in ~0.4 s and cancels in ~0.1 s, K=4096 takes
-  ~1.4 s and ~1 s, K=10,000 ~3 s and ~3 s, and ``--rounds 999999`` ran for minutes at
-  690 MB before its first call.
+- ``max_k`` = 1024: 32x the paper's widest round (``high`` = [32, 4]). LangGraph builds a
+  round's K tasks in one step of the event loop and, when the run is cancelled, releases
+  them one by one at a cost that grows with K squared: a typo such as ``--rounds 999999``
+  spent minutes and hundreds of MB before its first call.
 - ``max_trajectories`` = 4096: four rounds of ``max_k``. Every trajectory's text stays in
   the run's state, its record and its checkpoint, so the total bounds a run's memory.
-- ``max_input_chars`` = 1,000,000: ~330K tokens at the 3-characters-a-token estimate,
-  2.5x the 131,072 tokens the reference lets a call generate: far more than a problem
-  needs. Each of a round's K calls sends the chat whole, and each trajectory's task
-  holds it.
+- ``max_input_chars`` = 1,000,000: ~330K tokens, far more than a problem needs; each of a
+  round's K calls sends the chat whole.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from typing import Any
+import types
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from langchain_core.messages import BaseMessage
+from pydantic import ConfigDict, ValidationError, create_model
 
-from pacore_graph.budget import check_budgets
-from pacore_graph.compaction import COMPACTIONS
-from pacore_graph.context import PaCoReContext
+from pacore_graph.context import INT64_MAX, PaCoReContext
 from pacore_graph.errors import InvalidInputError, InvalidSettingsError
 from pacore_graph.messages import message_text
 from pacore_graph.rounds import resolve_rounds
 
-RESERVED_BODY_KEYS: dict[str, str] = {
-    "messages": "PaCoRe writes each call's messages",
-    "model": "the model is the backend's (--model)",
-    "n": "a trajectory is one completion: raise K in rounds instead",
-    "stream": "the backend decides whether a call streams",
-    "stream_options": "the backend asks for the token usage that budgets and the record count",
-    "temperature": "use the temperature setting",
-    "top_p": "use the top_p setting",
-    "max_tokens": "use the max_tokens setting",
-}
-"""Request fields ``extra_body`` may not set, and why: it is merged over the request body,
-so it would replace what PaCoRe sends (a ``messages`` key replaced every prompt) or slip a
-sampling value past its setting's check and the run's record."""
-
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "empty_references": ("template", "problem"),
-    "on_context_overflow": ("error", "drop_longest"),
+_KINDS: dict[Any, str] = {
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    dict: "a JSON object",
+    str: "text",
 }
 
 
-def _number(name: str, value: Any, ok: Callable[[float], bool], rule: str) -> None:
-    if value is None:
-        return
-    # bool is an int to Python, but True is no temperature; NaN and inf pass every comparison
-    # or fail it in ways a server would not agree with.
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or not ok(value)
-    ):
-        raise InvalidSettingsError(f"{name} must be a number {rule}, got {value!r}")
+def rule(hint: Any, bounds: Mapping[str, Any] | None = None) -> str:
+    """What a value of the annotated type ``hint`` must be, in words: ``a number in (0, 1]``,
+    ``an integer >= 1``, ``one of error, drop_longest``."""
+    found = dict(bounds or {})
+    while True:
+        if get_origin(hint) is Annotated:
+            hint, *meta = get_args(hint)
+            for item in meta:  # a FieldInfo holds its annotated_types constraints in .metadata
+                for c in getattr(item, "metadata", [item]):
+                    found.update(
+                        {k: getattr(c, k) for k in ("ge", "gt", "le", "lt") if hasattr(c, k)}
+                    )
+        elif get_origin(hint) in (Union, types.UnionType):
+            members = [a for a in get_args(hint) if a is not type(None)]
+            if len(members) > 1:
+                return " or ".join(rule(m, found) for m in members)
+            hint = members[0]
+        else:
+            break
+    if get_origin(hint) is Literal:
+        return "one of " + ", ".join(map(str, get_args(hint)))
+    if get_origin(hint) is Callable:
+        return "a callable"
+    words = _KINDS.get(get_origin(hint) or hint, getattr(hint, "__name__", str(hint)))
+    if found.get("le") == INT64_MAX:
+        del found["le"]  # said only when a value breaks it (`SettingsCheck.message`)
+    low = ("[", ">=", found["ge"]) if "ge" in found else ("(", ">", found.get("gt"))
+    high = ("]", "<=", found["le"]) if "le" in found else (")", "<", found.get("lt"))
+    if low[2] is not None and high[2] is not None:
+        return f"{words} in {low[0]}{low[2]}, {high[2]}{high[0]}"
+    return " ".join([words, *(f"{op} {v}" for _, op, v in (low, high) if v is not None)])
 
 
-def _integer(name: str, value: Any, least: int) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise InvalidSettingsError(f"{name} must be an integer >= {least}, got {value!r}")
+class SettingsCheck:
+    """The constraints of a dataclass's ``Annotated`` fields, checked strictly (no ``"0.5"``
+    for a number, no ``True`` for a count, no NaN or infinity) on values of it.
 
-
-def check_extra_body(extra_body: Any) -> None:
-    """Fails on an ``extra_body`` that is not a JSON object of extra fields.
-
-    Raises:
-        InvalidSettingsError: Not a dict, or a key of `RESERVED_BODY_KEYS`.
+    Args:
+        cls: The dataclass; its ``Annotated`` fields are checked, the others not.
     """
-    if extra_body is None:
-        return
-    if not isinstance(extra_body, dict):
-        raise InvalidSettingsError(
-            f"extra_body must be a JSON object of request fields, got {type(extra_body).__name__}"
+
+    def __init__(self, cls: type) -> None:
+        hints = get_type_hints(cls, include_extras=True)
+        self.hints = {name: hint for name, hint in hints.items() if get_origin(hint) is Annotated}
+        config = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
+        self._model = create_model(  # type: ignore[call-overload]
+            cls.__name__, __config__=config, **{n: (h, None) for n, h in self.hints.items()}
         )
-    for key in extra_body:
-        if key in RESERVED_BODY_KEYS:
-            raise InvalidSettingsError(f"extra_body cannot set {key!r}: {RESERVED_BODY_KEYS[key]}")
+
+    def message(self, name: str, value: Any, error: Mapping[str, Any] | None = None) -> str:
+        """The one line for ``value`` of setting ``name`` that broke its constraints."""
+        error = error or {}
+        if error.get("type") == "value_error":  # a validator's own words
+            return f"{name} {error['ctx']['error']}"
+        words = rule(self.hints[name])
+        if (error.get("ctx") or {}).get("le") == INT64_MAX:
+            words += " and below 2**63"
+        shown = repr(value)
+        return f"{name} must be {words}, got {shown if len(shown) < 80 else shown[:76] + '...'}"
+
+    def check(self, values: Mapping[str, Any]) -> None:
+        """Raises `InvalidSettingsError` naming the first of ``values`` that breaks its field's
+        constraints (None passes: it takes a default)."""
+        given = {k: v for k, v in values.items() if k in self.hints and v is not None}
+        try:
+            self._model.model_validate(given)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            name = str(error["loc"][0])
+            raise InvalidSettingsError(self.message(name, given[name], error)) from None
+
+    def check_instance(self, instance: Any) -> None:
+        """`check` on the fields of a dataclass instance."""
+        self.check({f.name: getattr(instance, f.name) for f in fields(instance)})
+
+
+CONTEXT = SettingsCheck(PaCoReContext)
+"""The constraints of every `PaCoReContext` field but ``rounds`` (`resolve_rounds`')."""
 
 
 def check_settings(settings: PaCoReContext) -> list[int]:
@@ -104,39 +130,13 @@ def check_settings(settings: PaCoReContext) -> list[int]:
             ``max_trajectories``.
         InvalidSettingsError: A setting has an impossible value; the message names it.
     """
-    for bound in ("max_k", "max_trajectories", "max_input_chars"):
-        _integer(bound, getattr(settings, bound), 1)
-    vector = resolve_rounds(
+    CONTEXT.check_instance(settings)
+    return resolve_rounds(
         # not `or`: 0, "" and [] are bad vectors, not "the default"
         "low" if settings.rounds is None else settings.rounds,
         max_k=settings.max_k,
         max_trajectories=settings.max_trajectories,
     )
-    _number("temperature", settings.temperature, lambda v: v >= 0, ">= 0")
-    _number("top_p", settings.top_p, lambda v: 0 < v <= 1, "in (0, 1]")
-    _integer("max_tokens", settings.max_tokens, 1)
-    _integer("context_limit", settings.context_limit, 1)
-    # Random(-n) shuffles as Random(n): a negative seed would be a second name for one order.
-    _integer("seed", settings.seed, 0)
-    check_extra_body(settings.extra_body)
-    compaction = settings.compaction
-    if compaction is not None and not callable(compaction) and compaction not in COMPACTIONS:
-        raise InvalidSettingsError(
-            f"compaction must be one of {', '.join(COMPACTIONS)} or a callable, got {compaction!r}"
-        )
-    for name, allowed in _CHOICES.items():
-        value = getattr(settings, name)
-        if value is not None and value not in allowed:
-            raise InvalidSettingsError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-    if settings.drop_truncated is not None and not isinstance(settings.drop_truncated, bool):
-        raise InvalidSettingsError(
-            f"drop_truncated must be true or false, got {settings.drop_truncated!r}"
-        )
-    check_budgets(settings)
-    _number("straggler_quantile", settings.straggler_quantile, lambda v: 0 < v <= 1, "in (0, 1]")
-    _number("straggler_factor", settings.straggler_factor, lambda v: v >= 0, ">= 0")
-    _number("straggler_min_seconds", settings.straggler_min_seconds, lambda v: v >= 0, ">= 0")
-    return vector
 
 
 def check_input(messages: Sequence[BaseMessage], settings: PaCoReContext) -> None:
@@ -157,4 +157,4 @@ def check_input(messages: Sequence[BaseMessage], settings: PaCoReContext) -> Non
         )
 
 
-__all__ = ["RESERVED_BODY_KEYS", "check_extra_body", "check_input", "check_settings"]
+__all__ = ["CONTEXT", "SettingsCheck", "check_input", "check_settings", "rule"]

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
+from pacore_graph.cli import eval as eval_cli
 from pacore_graph.cli import mcp, serve, solve
 from pacore_graph.cli.options import (
     EXPECTED_ERRORS,
@@ -26,7 +27,6 @@ from pacore_graph.cli.options import (
     exit_status,
     secrets_of,
 )
-from pacore_graph.eval import cli as eval_cli
 from pacore_graph.secrets import RedactingFilter, redact
 
 

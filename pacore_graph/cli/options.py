@@ -8,21 +8,22 @@ import argparse
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, NoReturn
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Annotated, Any, Literal, NoReturn, get_args, get_origin
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
 import redis
 from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from pydantic import ConfigDict, Field, TypeAdapter
 
 from pacore_graph.backends.launch import backend_for_args
-from pacore_graph.compaction import COMPACTIONS
 from pacore_graph.context import DEFAULTS
 from pacore_graph.errors import BudgetExhaustedError, PaCoReError, QuorumError
 from pacore_graph.rounds import PRESETS
 from pacore_graph.secrets import url_secrets
+from pacore_graph.validation import CONTEXT, rule
 
 ROUNDS_HELP = (
     f"the round vector: a preset ({'|'.join(PRESETS)}) or the exploration rounds N,N,..., "
@@ -46,15 +47,25 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"pacore: error: {message} (see {self.prog} --help)\n")
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
+def checked(kind: Any, parse: Callable[[str], Any] = float) -> Callable[[str], Any]:
+    """An argparse type: ``parse`` of the option's text, within the pydantic constraints of
+    ``kind`` (``Annotated[float, Field(gt=0)]``), refused in the words of the settings
+    checks: ``argument --timeout: must be a number > 0, got 'nan'``."""
+    adapter = TypeAdapter(kind, config=ConfigDict(strict=True, allow_inf_nan=False))
+
+    def convert(text: str) -> Any:
+        try:
+            return adapter.validate_python(parse(text))
+        except ValueError:  # a ValidationError too
+            raise argparse.ArgumentTypeError(f"must be {rule(kind)}, got {text!r}") from None
+
+    return convert
+
+
+SECONDS = checked(Annotated[float, Field(gt=0)])
+"""An argparse type: seconds, finite and above 0."""
+COUNT = checked(Annotated[int, Field(ge=1)], int)
+"""An argparse type: an integer >= 1."""
 
 
 def _count_or_fraction(text: str) -> int | float:
@@ -100,6 +111,44 @@ class StragglersAction(argparse.Action):
             setattr(namespace, name, number)
 
 
+SETTING_GROUPS = {
+    "sampling": "temperature top_p max_tokens extra_body",
+    "PaCoRe": "seed compaction empty_references drop_truncated context_limit on_context_overflow",
+    "quorum and budgets": "min_success max_ttc_tokens max_seconds",
+    "straggler control (off by default: every trajectory of a round is awaited)": (
+        "straggler_quantile straggler_factor straggler_min_seconds"
+    ),
+    "bounds (a run over one stops before any call)": "max_k max_trajectories max_input_chars",
+}
+"""The `PaCoReContext` fields every command takes as options (``rounds`` is each command's
+own), by help group; their help is the field's description, their values checked by
+`check_settings` as the graph checks them."""
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "extra_body": _json_object,
+    "min_success": _count_or_fraction,
+}
+
+
+def _add_setting(group: Any, name: str) -> None:
+    kind, info = get_args(CONTEXT.hints[name])[:2]
+    members = [get_args(m)[0] if get_origin(m) is Annotated else m for m in get_args(kind)]
+    choices = next((get_args(m) for m in members if get_origin(m) is Literal), None)
+    default = getattr(DEFAULTS, name)
+    options: dict[str, Any] = {
+        "help": (
+            info.description + ("" if default in (None, False) else f" (default {default})")
+        ).replace("%", "%%")  # argparse formats help with %
+    }
+    if choices:
+        options["choices"] = choices
+    elif members[0] is bool:
+        options.update(action="store_true", default=None)
+    else:
+        options["type"] = _PARSERS.get(name, members[0])
+    group.add_argument("--" + name.replace("_", "-"), **options)
+
+
 def run_options() -> argparse.ArgumentParser:
     """The options every command that runs PaCoRe takes, as a parent parser."""
     p = argparse.ArgumentParser(add_help=False)
@@ -127,108 +176,28 @@ def run_options() -> argparse.ArgumentParser:
     )
     backend.add_argument(
         "--timeout",
-        type=float,
+        type=SECONDS,
         help="deadline of each model call in seconds, first byte to last, streamed or not "
         "(default 7200: a 131k-token reasoning call takes over an hour); a call past it is "
         "retried. A stream that sends nothing for 600 s fails sooner",
     )
     backend.add_argument(
         "--concurrency",
-        type=positive_int,
+        type=COUNT,
         default=64,
         help="model calls in flight at once (default 64, as the reference)",
     )
-    sampling = p.add_argument_group("sampling")
-    sampling.add_argument("--temperature", type=float, help="sampling temperature (default 1.0)")
-    sampling.add_argument("--top-p", type=float, help="nucleus sampling (default 1.0)")
-    sampling.add_argument("--max-tokens", type=int, help="tokens per call (default: server's)")
-    sampling.add_argument(
-        "--extra-body",
-        type=_json_object,
-        help="extra request fields as a JSON object, e.g. '{\"top_k\": 20}'",
-    )
-    pacore = p.add_argument_group("PaCoRe")
-    pacore.add_argument("--seed", type=int, help="seed of the reference-order shuffle (default 42)")
-    pacore.add_argument("--compaction", choices=sorted(COMPACTIONS), help="compaction rule")
-    pacore.add_argument(
-        "--empty-references",
-        choices=["template", "problem"],
-        help="when every trajectory failed: render the template (default) or send the problem",
-    )
-    pacore.add_argument(
-        "--drop-truncated",
-        action="store_true",
-        default=None,
-        help="leave trajectories cut at max tokens out of the next round",
-    )
-    pacore.add_argument("--context-limit", type=int, help="largest synthesis prompt, in tokens")
-    pacore.add_argument(
-        "--on-context-overflow",
-        choices=["error", "drop_longest"],
-        help="over --context-limit: stop (default) or leave out the longest references",
-    )
-    limits = p.add_argument_group("quorum and budgets")
-    limits.add_argument(
-        "--min-success",
-        type=_count_or_fraction,
-        help="quorum of each round: a count, or a fraction of K such as 0.5 (the default); "
-        "0 goes on whatever fails, as the reference did",
-    )
-    limits.add_argument(
-        "--max-ttc-tokens",
-        type=int,
-        help="token budget of a run; when it runs out the final synthesis uses what finished",
-    )
-    limits.add_argument(
-        "--max-seconds",
-        type=float,
-        help="time budget of a run, in seconds; when it runs out, as --max-ttc-tokens",
-    )
-    stragglers = p.add_argument_group(
-        "straggler control (off by default: every trajectory of a round is awaited)"
-    )
-    stragglers.add_argument(
-        "--straggler-quantile",
-        type=float,
-        metavar="Q",
-        help="once this fraction of a round (at least its quorum) finished, stop the rest "
-        "after the wait below and go on to the next round; 1 is off (the default)",
-    )
-    stragglers.add_argument(
-        "--straggler-factor",
-        type=float,
-        metavar="F",
-        help=f"the wait: F x the median finish time of those finished (default "
-        f"{DEFAULTS.straggler_factor:g}) ...",
-    )
-    stragglers.add_argument(
-        "--straggler-min-seconds",
-        type=float,
-        metavar="SECONDS",
-        help=f"... or at least this long (default {DEFAULTS.straggler_min_seconds:g})",
-    )
-    stragglers.add_argument(
-        "--stragglers",
-        action=StragglersAction,
-        metavar="Q[,F[,SECONDS]]",
-        help="the three at once, e.g. 0.75,2,10; 'off' waits for every trajectory",
-    )
-    bounds = p.add_argument_group("bounds (a run over one stops before any call)")
-    bounds.add_argument(
-        "--max-k",
-        type=int,
-        help=f"largest K of a round (default {DEFAULTS.max_k}; the paper's largest is 32)",
-    )
-    bounds.add_argument(
-        "--max-trajectories",
-        type=int,
-        help=f"largest number of trajectories of a run (default {DEFAULTS.max_trajectories})",
-    )
-    bounds.add_argument(
-        "--max-input-chars",
-        type=int,
-        help=f"largest input chat, in characters of text (default {DEFAULTS.max_input_chars:,})",
-    )
+    for title, names in SETTING_GROUPS.items():
+        group = p.add_argument_group(title)
+        for name in names.split():
+            _add_setting(group, name)
+        if names.startswith("straggler"):
+            group.add_argument(
+                "--stragglers",
+                action=StragglersAction,
+                metavar="Q[,F[,SECONDS]]",
+                help="the three at once, e.g. 0.75,2,10; 'off' waits for every trajectory",
+            )
     store = p.add_argument_group("checkpoints and output")
     store.add_argument(
         "--redis-url",
@@ -242,7 +211,7 @@ def run_options() -> argparse.ArgumentParser:
     )
     store.add_argument(
         "--lease-ttl",
-        type=float,
+        type=SECONDS,
         default=10.0,
         metavar="SECONDS",
         help="a run holds its Redis thread, renewing the hold every third of this; a "
@@ -335,8 +304,6 @@ async def open_checkpointer(
         return
     from pacore_graph.checkpoints import AsyncRedisSaver
 
-    if lease_ttl <= 0:
-        raise CLIError(f"--lease-ttl must be positive seconds, not {lease_ttl:g}")
     async with AsyncRedisSaver.from_conn_string(url, lease_ttl=lease_ttl) as saver:
         try:
             await saver.asetup(allow_eviction=allow_eviction)
@@ -411,8 +378,10 @@ def exit_status(exc: BaseException) -> int:
 
 __all__ = [
     "BASE_URL_VARIABLES",
+    "COUNT",
     "EXPECTED_ERRORS",
     "ROUNDS_HELP",
+    "SECONDS",
     "CLIError",
     "Parser",
     "StragglersAction",
@@ -420,11 +389,11 @@ __all__ = [
     "backend_description",
     "backend_kind",
     "backend_line",
+    "checked",
     "describe",
     "exit_status",
     "open_checkpointer",
     "open_run",
-    "positive_int",
     "public_url",
     "run_options",
     "secrets_of",

@@ -12,9 +12,8 @@ retry.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, TextIO
 from uuid import UUID
 
@@ -56,7 +55,6 @@ class RoundCount:
     stopped: int = 0
     tokens: int = 0
     retries: int = 0
-    started: float = field(default_factory=time.monotonic)
     done: bool = False
 
 
@@ -76,11 +74,6 @@ class Saved:
     """Finished trajectories of earlier rounds."""
     tokens: int
     """Completion tokens of the round's saved trajectories."""
-
-    @property
-    def total(self) -> int:
-        """Every finished trajectory the resume keeps."""
-        return self.in_round + self.earlier
 
     def describe(self) -> str:
         """``resuming round 2/3: 1 of 4 trajectories already saved (+4 from earlier rounds)``."""
@@ -115,13 +108,14 @@ def saved_work(values: Mapping[str, Any]) -> Saved:
 
 
 class SolveProgress:
-    """Renders a run's progress on ``stream`` in one of the `Mode` s.
+    """Renders a run's progress on ``stream`` in one of the `Mode` s; in ``bar`` mode each
+    round is a tqdm bar, ended (and left on screen) when the round finishes.
 
     Args:
         stream: Where to write (stderr).
         mode: See `Mode`.
         secrets: Kept out of every line (error texts may echo a key).
-        width: Terminal columns (the live line is cut to fit, so ``\\r`` can redraw it).
+        width: Terminal columns (tqdm cuts the live line to fit, so ``\\r`` can redraw it).
     """
 
     def __init__(
@@ -133,40 +127,33 @@ class SolveProgress:
         self.width = max(20, width)
         self.vector: tuple[int, ...] = ()
         self.current: RoundCount | None = None
-        self._drawn = False  # a live line is on screen, not yet ended by a newline
-
-    # -- output ------------------------------------------------------------------------
-
-    def _write(self, text: str) -> None:
-        self.stream.write(redact(text, self.secrets))
-        self.stream.flush()
+        self._bar: Any = None  # the current round's tqdm, while its line is open
 
     def status(self, text: str) -> None:
-        """A line that is always shown (backend, thread), above any live line."""
-        if self._drawn:
-            self._write("\r\x1b[K")
-        self._write(text + "\n")
-        if self._drawn:
-            self.draw()
+        """A line that is always shown (backend, thread), above any live bar."""
+        text = redact(text, self.secrets)
+        if self._bar is not None:
+            self._bar.write(text, file=self.stream)  # clears the bar, writes, redraws it
+        else:
+            self.stream.write(text + "\n")
+            self.stream.flush()
 
     def _event_line(self, text: str) -> None:
         if self.mode == "lines":
-            self._write(text + "\n")
+            self.stream.write(redact(text, self.secrets) + "\n")
+            self.stream.flush()
 
-    def bar_line(self) -> str:
-        """The live line of the current round: bar, finished/K, tokens, time, retries,
+    def bar_format(self) -> str:
+        """The current round's tqdm ``bar_format``: bar, finished/K, tokens, time, retries,
         failures."""
         c = self.current
         if c is None:
             return ""
         rounds = f"/{len(self.vector)}" if self.vector else ""
-        done = c.finished + c.failed + c.stopped
-        cells = 20
-        filled = cells * done // c.k if c.k else cells
         parts = [
-            f"round {c.round}{rounds} [{'#' * filled}{'-' * (cells - filled)}] {c.finished}/{c.k}",
+            f"round {c.round}{rounds} [{{bar:20}}] {c.finished}/{c.k}",
             f"{c.tokens:,} tokens",
-            f"{time.monotonic() - c.started:.1f}s",
+            "{elapsed_s:.1f}s",
             _retries(c.retries),
             f"{c.failed} failed",
         ]
@@ -175,26 +162,37 @@ class SolveProgress:
         return " | ".join(parts)
 
     def draw(self) -> None:
-        """Redraws the live line (the elapsed time moves even without events); a finished
+        """Redraws the live bar (the elapsed time moves even without events); a finished
         round's line stays as it was left."""
-        if self.current is not None and not self.current.done:
-            self._render()
-
-    def _render(self) -> None:
-        if self.mode != "bar" or self.current is None:
+        c = self.current
+        if self.mode != "bar" or c is None or c.done:
             return
-        line = self.bar_line()[: self.width - 1]
-        self._write(f"\r{line}\x1b[K")
-        self._drawn = True
+        done = c.finished + c.failed + c.stopped
+        if self._bar is None:
+            from tqdm import tqdm  # not at import: `pacore eval --help` needs none of it
 
-    def _end_line(self) -> None:
-        if self._drawn:
-            self._write("\n")
-            self._drawn = False
+            self._bar = tqdm(
+                total=c.k,
+                initial=done,
+                file=self.stream,
+                bar_format=self.bar_format(),
+                ascii="-#",
+                # A terminal that never set its size reports 0 x 0, and to tqdm no rows
+                # hides every bar: one bar is shown at a time, any height will do.
+                ncols=self.width - 1,
+                nrows=24,
+                mininterval=0,
+            )
+        else:
+            self._bar.bar_format, self._bar.n = self.bar_format(), done
+            self._bar.refresh()
 
     def close(self) -> None:
-        """Ends a live line left open (an error or Ctrl-C), so what follows starts clean."""
-        self._end_line()
+        """Ends a live bar left open (a finished round, an error or Ctrl-C), so what follows
+        starts on a new line."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     # -- input -------------------------------------------------------------------------
 
@@ -216,7 +214,7 @@ class SolveProgress:
         if kind == "round_started" and isinstance(r, int):
             if vector := event.get("round_vector"):
                 self.vector = tuple(vector)
-            self._end_line()
+            self.close()
             self.current = RoundCount(r, event["k"])
             self._event_line(f"round {r}: {event['k']} trajectories")
             self.draw()
@@ -225,7 +223,7 @@ class SolveProgress:
         if isinstance(r, int) and (c is None or c.round != r):
             # Events of a round whose start this process did not see (a resume).
             k = event.get("k") or (self.vector[r - 1] if 0 < r <= len(self.vector) else 1)
-            self._end_line()
+            self.close()
             c = self.current = RoundCount(r, k)
         if c is None:
             return
@@ -251,9 +249,9 @@ class SolveProgress:
                 f"{event['completion_tokens']} tokens{extra}"
                 + (f"; budget {budget} ran out" if budget else "")
             )
+            self.draw()  # its last redraw; the line stays
             c.done = True
-            self._render()  # its last redraw; the line stays
-            self._end_line()
+            self.close()
             return
         self.draw()
 

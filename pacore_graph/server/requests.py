@@ -18,9 +18,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from langchain_core.messages import BaseMessage, convert_to_messages
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pacore_graph.budget import check_budgets
 from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.errors import InvalidInputError
 from pacore_graph.messages import last_user_index
@@ -28,6 +27,7 @@ from pacore_graph.resume import run_settings
 from pacore_graph.rounds import resolve_rounds
 from pacore_graph.server.errors import ApiError, one_line
 from pacore_graph.server.models import model_rounds
+from pacore_graph.validation import check_settings
 
 FORWARDED = (
     "stop",
@@ -71,7 +71,6 @@ _HARMLESS: dict[str, tuple[Any, ...]] = {
     "logprobs": (None, False),
     "modalities": (None, ["text"]),
 }
-_CONTEXT = TypeAdapter(PaCoReContext)
 _FIELDS = {f.name for f in fields(PaCoReContext)}
 
 
@@ -141,9 +140,9 @@ def _check_supported(request: ChatRequest) -> None:
         raise ApiError(400, f"{name} is not supported: {why}", code="unsupported_parameter")
 
 
-def _pacore_settings(request: ChatRequest, defaults: PaCoReContext) -> tuple[dict[str, Any], bool]:
-    """The ``pacore`` object's run settings (checked by type, and against the server's
-    `BOUNDS` in ``defaults``), and its ``progress`` flag."""
+def _pacore_settings(request: ChatRequest) -> tuple[dict[str, Any], bool]:
+    """The ``pacore`` object's run settings (their values are checked with the rest), and its
+    ``progress`` flag."""
     given = dict(request.pacore or {})
     progress = given.pop("progress", False)
     if not isinstance(progress, bool):
@@ -163,27 +162,6 @@ def _pacore_settings(request: ChatRequest, defaults: PaCoReContext) -> tuple[dic
             param=f"pacore.{misplaced[0]}",
             code="invalid_pacore_settings",
         )
-    try:
-        checked = _CONTEXT.validate_python(given)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"][:1])
-        raise ApiError(
-            400,
-            f"pacore.{where}: {error['msg']}",
-            param=f"pacore.{where}",
-            code="invalid_pacore_settings",
-        ) from None
-    for name in BOUNDS:
-        limit, value = getattr(defaults, name), getattr(checked, name)
-        if limit is not None and value is not None and value > limit:
-            raise ApiError(
-                400,
-                f"pacore.{name}: {value} is above this server's {limit} (a request may lower "
-                "it, not raise it)",
-                param=f"pacore.{name}",
-                code="invalid_pacore_settings",
-            )
     return given, progress
 
 
@@ -195,6 +173,20 @@ def fingerprint(messages: list[BaseMessage], settings: dict[str, Any]) -> str:
     """A digest of a run's input and resolved settings."""
     text = json.dumps([_chat_key(messages), settings], sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_bounds(context: dict[str, Any], defaults: PaCoReContext) -> None:
+    """A request may lower the server's `BOUNDS` (those it sets), never raise them."""
+    for name in BOUNDS:
+        limit, value = getattr(defaults, name), context.get(name)
+        if limit is not None and value is not None and value > limit:
+            raise ApiError(
+                400,
+                f"pacore.{name}: {value} is above this server's {limit} (a request may lower "
+                "it, not raise it)",
+                param=f"pacore.{name}",
+                code="invalid_pacore_settings",
+            )
 
 
 def parse_request(
@@ -241,7 +233,7 @@ def parse_request(
             raise
         raise InvalidInputError(f"bad messages: {one_line(str(exc))}") from None
 
-    context, progress = _pacore_settings(request, defaults)
+    context, progress = _pacore_settings(request)
     context["rounds"] = rounds
     if (
         request.max_tokens is not None
@@ -266,7 +258,8 @@ def parse_request(
             **(context.get("extra_body") or {}),
         }
     resolved = merge_context(defaults, context)
-    check_budgets(resolved)
+    check_settings(resolved)  # every value, in the words of the graph and the CLI
+    _check_bounds(context, defaults)
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
     return RunSpec(
         model=request.model,

@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from pacore_graph.server.auth import KEYS_ENV, ApiKeys
+from pacore_graph.validation import SettingsCheck
 
 DEFAULT_PORT = 8100
 DEFAULT_MAX_RUNS = 16
@@ -38,30 +41,30 @@ class ServeSettings:
     """How the server behaves; the PaCoRe defaults of its runs are the graph's."""
 
     host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
+    port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_PORT
     api_keys: ApiKeys = field(default_factory=ApiKeys)
     """Incoming keys; empty: no authentication."""
     redis_url: str | None = None
     """Checkpoint runs that carry an ``Idempotency-Key`` in Redis (durable, resumable)."""
-    thread_ttl_s: float | None = DEFAULT_THREAD_TTL_S
+    thread_ttl_s: Annotated[float | None, Field(gt=0)] = DEFAULT_THREAD_TTL_S
     """Seconds a durable run's thread stays in Redis after its last write (None: forever)."""
     saver_options: dict[str, Any] = field(default_factory=dict)
     """More `AsyncRedisSaver.from_conn_string` arguments (e.g. a lease TTL)."""
-    max_runs: int = DEFAULT_MAX_RUNS
+    max_runs: Annotated[int, Field(ge=1)] = DEFAULT_MAX_RUNS
     """Runs at once (a request with ``n`` choices is ``n`` runs); beyond it 429."""
-    concurrency: int | None = 64
+    concurrency: Annotated[int | None, Field(ge=1)] = 64
     """Per-run bound on model calls in flight (LangGraph's ``max_concurrency``); the bound
     over all runs is the model's ``max_concurrent_requests``."""
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_trajectories: int = DEFAULT_MAX_TRAJECTORIES
-    max_n: int = DEFAULT_MAX_N
-    keepalive_s: float = DEFAULT_KEEPALIVE_S
-    retry_after_s: int = DEFAULT_RETRY_AFTER_S
+    max_body_bytes: Annotated[int, Field(ge=1)] = DEFAULT_MAX_BODY_BYTES
+    max_trajectories: Annotated[int, Field(ge=1)] = DEFAULT_MAX_TRAJECTORIES
+    max_n: Annotated[int, Field(ge=1)] = DEFAULT_MAX_N
+    keepalive_s: Annotated[float, Field(gt=0)] = DEFAULT_KEEPALIVE_S
+    retry_after_s: Annotated[int, Field(ge=0)] = DEFAULT_RETRY_AFTER_S
     cancel_on_disconnect: bool = False
     """Cancel a run when its last client hangs up (default: it runs on in the background)."""
-    finished_ttl_s: float = 300.0
+    finished_ttl_s: Annotated[float, Field(ge=0)] = 300.0
     """Without Redis: how long a finished run's answer stays for a retry of its key."""
-    grace_s: float = DEFAULT_GRACE_S
+    grace_s: Annotated[float, Field(ge=0)] = DEFAULT_GRACE_S
     """At shutdown: seconds open streams get to end before runs are cancelled."""
     freeze_gc: bool = False
     """Once started, move everything alive (imports, app, graph) out of the cyclic garbage
@@ -71,11 +74,8 @@ class ServeSettings:
     """Values no error message or log line may show (upstream key, Redis password)."""
 
     def __post_init__(self) -> None:
-        for name in ("max_runs", "max_body_bytes", "max_trajectories", "max_n"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.keepalive_s <= 0:
-            raise ValueError(f"keepalive must be positive seconds, got {self.keepalive_s}")
+        """Raises `InvalidSettingsError` naming the first field out of its bounds."""
+        _CHECK.check_instance(self)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServeSettings:
@@ -88,5 +88,7 @@ class ServeSettings:
             max_runs=int(runs) if runs else DEFAULT_MAX_RUNS,
         )
 
+
+_CHECK = SettingsCheck(ServeSettings)
 
 __all__ = ["ServeSettings"]

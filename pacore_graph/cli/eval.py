@@ -1,6 +1,6 @@
 """``pacore eval``: PaCoRe and its baselines on a benchmark file, graded, with the paper's table.
 
-Imports nothing of the ``eval`` extra (math-verify, matplotlib) at import time, because
+Imports nothing of the ``eval`` extra (math-verify, matplotlib) nor tqdm at import time:
 ``pacore solve`` imports this module to register the subcommand.
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pacore_graph.cli.options import (
+    COUNT,
     ROUNDS_HELP,
     CLIError,
     backend_description,
@@ -53,10 +54,10 @@ def add_parser(sub: Any) -> None:
         default=[],
         help="single (one trajectory) or sc@N (majority vote over N); repeatable",
     )
-    p.add_argument("--runs", type=int, default=1, help="runs per setting (pass@1 is averaged)")
+    p.add_argument("--runs", type=COUNT, default=1, help="runs per setting (pass@1 is averaged)")
     p.add_argument(
         "--pool",
-        type=int,
+        type=COUNT,
         help="evaluation shortcut: generate N round-1 trajectories per problem once and draw "
         "each run's K_1 (and each baseline's samples) from them",
     )
@@ -67,33 +68,8 @@ def add_parser(sub: Any) -> None:
         default=Path("eval-results"),
         help="output folder: tables, plot, rows and manifest.json (what was run)",
     )
-    p.add_argument("--limit", type=int, help="only the first N problems")
+    p.add_argument("--limit", type=COUNT, help="only the first N problems")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
-
-
-class _LineProgress:
-    """Progress without tqdm: a line per finished problem."""
-
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.count, self.tokens = total, 0, 0, 0
-
-    def trajectories(self, count: int, tokens: int) -> None:
-        self.count += count
-        self.tokens += tokens
-
-    def run_done(self) -> None:
-        pass
-
-    def problem_done(self) -> None:
-        self.done += 1
-        print(
-            f"eval: {self.done}/{self.total} problems, {self.count} trajectories, "
-            f"{self.tokens} tokens",
-            file=sys.stderr,
-        )
-
-    def close(self) -> None:
-        pass
 
 
 class _BarProgress:
@@ -135,10 +111,7 @@ def _progress(args: argparse.Namespace, problems: int, runs_total: int) -> Any:
     enabled = sys.stderr.isatty() if args.progress is None else args.progress
     if not enabled:
         return None
-    try:
-        return _BarProgress(problems, runs_total)
-    except ImportError:  # tqdm is optional: fall back to plain lines
-        return _LineProgress(problems)
+    return _BarProgress(problems, runs_total)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -154,8 +127,6 @@ async def run(args: argparse.Namespace) -> int:
     require("math_verify", "pacore eval's grading")
     if not args.no_plot:
         require("matplotlib", "pacore eval's plot")
-    if args.limit is not None and args.limit < 1:
-        raise CLIError("--limit must be at least 1")
     try:
         problems = load_problems(args.problems, limit=args.limit)
     except OSError as exc:
