@@ -179,7 +179,9 @@ def _check_bounds(context: dict[str, Any], defaults: PaCoReContext) -> None:
     """A request may lower the server's `BOUNDS` (those it sets), never raise them."""
     for name in BOUNDS:
         limit, value = getattr(defaults, name), context.get(name)
-        if limit is not None and value is not None and value > limit:
+        # A value that is no number is refused by check_settings, in its words.
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if limit is not None and number and value > limit:
             raise ApiError(
                 400,
                 f"pacore.{name}: {value} is above this server's {limit} (a request may lower "
@@ -257,9 +259,9 @@ def parse_request(
             **forwarded,
             **(context.get("extra_body") or {}),
         }
+    _check_bounds(context, defaults)
     resolved = merge_context(defaults, context)
     check_settings(resolved)  # every value, in the words of the graph and the CLI
-    _check_bounds(context, defaults)
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
     return RunSpec(
         model=request.model,
