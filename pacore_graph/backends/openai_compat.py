@@ -322,43 +322,34 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        """`_agenerate_once` within the deadline (waiting for a slot does not count)."""
+        """The call within the concurrency limit and the deadline (waiting for a slot does not
+        count): a plain chat completion goes the direct path, anything else the SDK."""
+        clients = self.root_async_client
+        direct = clients.direct if isinstance(clients, LoopClients) else None
         async with self._ahold():
             seconds = _deadline_of(self.request_timeout)
             timer = asyncio.timeout(seconds)
             try:
                 async with timer:
-                    return await self._agenerate_once(messages, stop, run_manager, **kwargs)
+                    payload = self._get_request_payload(messages, stop=stop, **kwargs)
+                    if (
+                        direct is None
+                        or self.use_responses_api
+                        or self.include_response_headers
+                        or "response_format" in payload
+                    ):
+                        try:
+                            return await super()._agenerate(messages, stop, run_manager, **kwargs)
+                        except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # SDK's parse
+                            raise undecodable(exc) from exc
+                    body = {k: v for k, v in payload.items() if k != "extra_body"}
+                    body.update(payload.get("extra_body") or {})  # as the SDK merges it
+                    response = await post_chat_completion(clients.session(), direct, body)
+                    return self._create_chat_result(response)
             except TimeoutError:
                 if seconds is not None and timer.expired():
                     raise self._timeout(deadline_message(seconds)) from None
                 raise
-
-    async def _agenerate_once(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None,
-        run_manager: AsyncCallbackManagerForLLMRun | None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        """A plain chat completion goes the direct path; anything else through the SDK."""
-        clients = self.root_async_client
-        direct = clients.direct if isinstance(clients, LoopClients) else None
-        payload = self._get_request_payload(messages, stop=stop, **kwargs)
-        if (
-            direct is None
-            or self.use_responses_api
-            or self.include_response_headers
-            or "response_format" in payload
-        ):
-            try:
-                return await super()._agenerate(messages, stop, run_manager, **kwargs)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # the SDK's parse
-                raise undecodable(exc) from exc
-        body = {k: v for k, v in payload.items() if k != "extra_body"}
-        body.update(payload.get("extra_body") or {})  # as the SDK merges extra_body
-        response = await post_chat_completion(clients.session(), direct, body)
-        return self._create_chat_result(response)
 
     def _create_chat_result(
         self,
