@@ -9,17 +9,16 @@ import contextlib
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 
 
+@dataclass(slots=True)
 class _Waiter:
     """A caller waiting for a slot; ``wake`` (called under the lock) hands it one."""
 
-    __slots__ = ("gone", "granted", "wake")
-
-    def __init__(self, wake: Callable[[], None]) -> None:
-        self.wake = wake
-        self.granted = False
-        self.gone = False
+    wake: Callable[[], None]
+    granted: bool = False
+    gone: bool = False
 
 
 class CallLimit:

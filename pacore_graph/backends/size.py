@@ -8,6 +8,7 @@ framing says little about the reply), and those of the event being read.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import httpx2
 from langchain_core.messages import BaseMessage
@@ -31,14 +32,14 @@ def event_stream(headers: httpx2.Headers) -> bool:
     return headers.get("content-type", "").startswith("text/event-stream")
 
 
+@dataclass(slots=True)
 class ByteCount:
     """Counts a body's bytes, or (``lines``) those of an event stream's unfinished line, which
     past the limit holds a reply past it."""
 
-    __slots__ = ("limit", "lines", "size")
-
-    def __init__(self, limit: int, lines: bool) -> None:
-        self.limit, self.lines, self.size = limit, lines, 0
+    limit: int
+    lines: bool
+    size: int = 0
 
     def add(self, chunk: bytes) -> None:
         end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) if self.lines else -1
@@ -68,14 +69,12 @@ class AsyncSizedStream(httpx2.AsyncByteStream):
         await self._inner.aclose()
 
 
+@dataclass(slots=True)
 class StreamSize:
     """Counts a stream's content and thinking (UTF-8 bytes) as its chunks arrive."""
 
-    __slots__ = ("limit", "size")
-
-    def __init__(self, limit: int | None) -> None:
-        self.limit = limit
-        self.size = 0
+    limit: int | None
+    size: int = 0
 
     def add(self, message: BaseMessage) -> None:
         """Adds a chunk's text; raises `ReplyTooLargeError` once the total is past the limit."""
