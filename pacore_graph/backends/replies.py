@@ -84,18 +84,12 @@ def clean_usage(usage: Any) -> dict[str, Any] | None:
     return clean
 
 
-_JSON_KINDS = {
-    type(None): "null",
-    bool: "boolean",
-    int: "number",
-    float: "number",
-    str: "string",
-    list: "array",
-    dict: "object",
-}
+_JSON_KINDS = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
 
 
 def _kind(value: Any) -> str:
+    if type(value) in (int, float):
+        return "number"
     return _JSON_KINDS.get(type(value), type(value).__name__)
 
 
