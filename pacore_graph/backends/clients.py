@@ -12,6 +12,7 @@ import contextlib
 import urllib.request
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
@@ -85,15 +86,13 @@ class _StandIn:
         return getattr(self.current(), name)
 
 
+@dataclass(slots=True)
 class _LoopPools:
     """One event loop's SDK client and aiohttp session, each made on first use."""
 
-    __slots__ = ("client", "closer", "session")
-
-    def __init__(self) -> None:
-        self.client: openai.AsyncOpenAI | None = None
-        self.session: aiohttp.ClientSession | None = None
-        self.closer: AsyncIterator[None] | None = None
+    client: openai.AsyncOpenAI | None = None
+    session: aiohttp.ClientSession | None = None
+    closer: AsyncIterator[None] | None = None
 
     async def close(self) -> None:
         try:
