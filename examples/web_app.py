@@ -31,7 +31,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import BaseModel
 
 from pacore_graph import create_pacore_graph, to_record
-from pacore_graph.backends.env import model_from_env
+from pacore_graph.backends import model_from_env
 from pacore_graph.context import DEFAULTS, merge_context
 from pacore_graph.errors import (
     ContextLimitError,

@@ -1,11 +1,7 @@
 """Keeps API keys out of what pacore writes: records, checkpoints, errors, logs.
 
-One path for every output: `redact` with the secrets of the model (`model_secrets`) or
-of the command line, which the trajectory records, the eval's rows, the CLI's error line
-and its log handler (`RedactingFilter`) all go through. Besides the secrets it is given,
-`redact` removes any ``Bearer`` token, the credentials of any URL
-(``http://user:KEY@host`` is written ``http://[redacted]@host``) and the values of its
-query parameters that name a key (``?api_key=KEY`` is written ``?api_key=[redacted]``).
+Every output goes through `redact` with the secrets of the model (`model_secrets`) or of
+the command line; logs through `RedactingFilter`.
 """
 
 from __future__ import annotations
@@ -20,22 +16,17 @@ from langchain_core.runnables import Runnable
 from pydantic import SecretStr
 
 REDACTED = "[redacted]"
-_MIN_SECRET = 8  # shorter "keys" (e.g. "EMPTY", "none") are placeholders, and redacting them
-# would mangle ordinary words
-
+_MIN_SECRET = 8  # shorter "keys" ("EMPTY", "none") are placeholders, and ordinary words
 
 _KEY_WORDS = r"(?:api)?(?:key|token|secret|passw(?:or)?d|auth(?:orization)?|sig(?:nature)?)"
 _KEY_NAME = re.compile(rf"(?:[^=&#\s]*[-_.])?{_KEY_WORDS}", re.IGNORECASE)
-"""The name of a query parameter that holds a credential: ``api_key``, ``apikey``,
-``access_token``, ``X-Amz-Signature``, ... (its last word names one; ``author`` does not)."""
+"""A query parameter that holds a credential: ``api_key``, ``access_token``,
+``X-Amz-Signature``, ... (its last word names one; ``author`` does not)."""
 
 
 def url_credentials(url: str) -> tuple[str, list[str], dict[str, str]]:
-    """``url`` without its credentials or query, the credentials, and the other query
-    parameters.
-
-    The credentials are the password, the values of query parameters that name a key
-    (``api_key``, ``token``, ...) and the user, in that order (percent-decoded).
+    """``url`` without its credentials or query; the credentials (password, key-naming query
+    values, user, percent-decoded); the other query parameters.
 
     Example: ``http://me:KEY@host/v1?api-version=2`` is
     ``("http://host/v1", ["KEY", "me"], {"api-version": "2"})``.
@@ -57,15 +48,13 @@ def url_secrets(url: str | None) -> list[str]:
 
 
 def redact_url(url: str) -> str:
-    """``url`` (or a request target, ``/path?query``) with its credentials and the values of
-    its key-naming query parameters replaced by ``[redacted]``."""
+    """``url`` (or a request target, ``/path?query``) with its credentials redacted."""
     return redact(url, [])
 
 
 def model_secrets(model: Any) -> list[str]:
-    """The secret values a chat model holds: its ``SecretStr`` fields, any ``api_key``, the
-    credentials of its ``base_url``, and those of the models it wraps (a ``bind`` or
-    ``with_retry`` binding, the eval's pool model, fallbacks)."""
+    """The secrets a chat model holds: ``SecretStr`` fields, any ``api_key``, the credentials
+    of its ``base_url``, and those of the models it wraps (bindings, fallbacks, pools)."""
     found: set[str] = set()
     _collect(model, found, depth=0)
     return sorted((s for s in found if len(s) >= _MIN_SECRET), key=len, reverse=True)
@@ -95,8 +84,7 @@ def _collect(model: Any, found: set[str], depth: int) -> None:
 
 
 def _attribute(model: Any, name: str) -> Any:
-    """``model.name``, or None: wrappers forward attributes to what they wrap, and a
-    property may fail in ways other than AttributeError."""
+    """``model.name``, or None (a wrapper's forwarding property may fail in any way)."""
     try:
         return getattr(model, name, None)
     except Exception:
@@ -104,8 +92,8 @@ def _attribute(model: Any, name: str) -> Any:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret, any ``Bearer`` token and the credentials of any URL
-    replaced by ``[redacted]``."""
+    """``text`` with every secret, any ``Bearer`` token, the credentials of any URL and the
+    values of key-naming query parameters replaced by ``[redacted]``."""
     for secret in secrets:
         if secret and len(secret) >= _MIN_SECRET:
             text = text.replace(secret, REDACTED)
@@ -118,14 +106,11 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
 _BEARER = re.compile(r"Bearer\s+[A-Za-z0-9._~+/=-]{8,}")
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s@?#]+@")
-"""The ``user:password@`` of a URL (RFC 3986 userinfo: no ``/``, ``?``, ``#`` or ``@``)."""
 _QUERY_KEY = re.compile(rf"([?&]{_KEY_NAME.pattern}=)[^&#\s\"'<>]+", re.IGNORECASE)
-"""A key-naming query parameter and its value (``?api_key=KEY``, ``&token=KEY``)."""
 
 
 class RedactingFilter(logging.Filter):
-    """A logging filter that removes secrets from every record it passes: its message and
-    its traceback (``exc_info``, ``stack_info``), which carry exception messages too."""
+    """A logging filter that removes secrets from each record's message and tracebacks."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()

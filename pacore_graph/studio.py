@@ -45,8 +45,12 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from pacore_graph.backends.embedded import EmbeddedBackendUnavailable
-from pacore_graph.backends.env import BASE_URL_ENV, endpoint_from_env, model_from_env
-from pacore_graph.backends.launch import EMBEDDED_MAX_TOKENS
+from pacore_graph.backends.launch import (
+    BASE_URL_ENV,
+    EMBEDDED_MAX_TOKENS,
+    endpoint_from_env,
+    model_from_env,
+)
 from pacore_graph.checkpoints import FullInMemorySaver
 from pacore_graph.errors import InvalidRoundsError, PaCoReError
 from pacore_graph.graph import create_pacore_graph

@@ -1,12 +1,8 @@
 """Model backends: any OpenAI-compatible endpoint, the embedded CPU model, vLLM in-process.
-
-Any LangChain chat model works as is; these add what PaCoRe's record needs
-(separated thinking, finish reasons, exact usage). Heavy dependencies (xllamacpp,
-vllm) are imported only when a backend starts.
-"""
+Any LangChain chat model works; these add what PaCoRe records (thinking, exact usage)."""
 
 from pacore_graph.backends.embedded import EmbeddedBackendUnavailable, EmbeddedServer
-from pacore_graph.backends.env import model_for_endpoint, model_from_env
+from pacore_graph.backends.launch import model_for_endpoint, model_from_env
 from pacore_graph.backends.openai_compat import ChatOpenAICompatible
 from pacore_graph.backends.vllm import ChatVLLM
 

@@ -1,10 +1,8 @@
 """The SDK clients of `ChatOpenAICompatible`, in place of those ``BaseChatOpenAI`` builds.
 
-An async pool belongs to the event loop it was opened on, and one model object serves
-several loops (each ``asyncio.run``): `LoopClients` keeps one SDK client (on the SDK's
-aiohttp transport) and one aiohttp session (the direct path) per running loop, closed
-when that loop shuts its async generators down. `LazySyncClient` makes the sync client on
-first use, on a transport that keeps each call's deadline (`DeadlineTransport`).
+An async pool belongs to its event loop, and one model serves several: `LoopClients`
+keeps an SDK client and an aiohttp session (the direct path) per loop, closed with the
+loop. `LazySyncClient` makes the sync client on first use, on `DeadlineTransport`.
 """
 
 from __future__ import annotations
@@ -14,6 +12,7 @@ import contextlib
 import urllib.request
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
@@ -21,14 +20,14 @@ import httpx2
 import openai
 
 from pacore_graph.backends.deadline import DeadlineTransport, keepalive_options, ssl_context
-from pacore_graph.backends.size import AsyncSizedStream, event_stream, over_length, too_large
+from pacore_graph.backends.size import AsyncSizedStream, event_stream, over_length
+from pacore_graph.errors import ReplyTooLargeError
 
 if TYPE_CHECKING:
     from pacore_graph.backends.direct import DirectRequest
 
 KEEPALIVE_S = 4.0
-"""Idle time after which a pooled connection is dropped: under the 5 s keep-alive of
-uvicorn (vLLM, SGLang), so a connection the server is about to close is not reused."""
+"""Idle time after which a pooled connection is dropped: under uvicorn's 5 s (vLLM, SGLang)."""
 
 
 def environment_proxy(url: str) -> str | None:
@@ -40,9 +39,8 @@ def environment_proxy(url: str) -> str | None:
 
 
 class AioHttpClient(openai.DefaultAioHttpClient):
-    """The SDK's aiohttp client, with a refused connection reported as one (the SDK's
-    transport maps it to ``ConnectTimeout``), and replies past ``max_bytes`` stopped while
-    they are read (`AsyncSizedStream`)."""
+    """The SDK's aiohttp client, a refused connection reported as one (not ``ConnectTimeout``)
+    and replies past ``max_bytes`` stopped while they are read."""
 
     def __init__(self, *, max_bytes: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -63,7 +61,7 @@ class AioHttpClient(openai.DefaultAioHttpClient):
         try:
             events = event_stream(response.headers)
             if not events and over_length(response.headers, limit):
-                raise too_large(limit)
+                raise ReplyTooLargeError(limit)
             response.stream = AsyncSizedStream(response.stream, limit, events)  # type: ignore[arg-type]
             if not stream:  # as httpx2's send reads it
                 await response.aread()
@@ -74,8 +72,7 @@ class AioHttpClient(openai.DefaultAioHttpClient):
 
 
 class _StandIn:
-    """Stands in for a client attribute of ``BaseChatOpenAI``: public attributes are read
-    from ``current()``, the client of the moment."""
+    """Stands in for a client attribute of ``BaseChatOpenAI``, forwarding to ``current()``."""
 
     def current(self) -> Any:
         raise NotImplementedError
@@ -89,15 +86,13 @@ class _StandIn:
         return getattr(self.current(), name)
 
 
+@dataclass(slots=True)
 class _LoopPools:
     """One event loop's SDK client and aiohttp session, each made on first use."""
 
-    __slots__ = ("client", "closer", "session")
-
-    def __init__(self) -> None:
-        self.client: openai.AsyncOpenAI | None = None
-        self.session: aiohttp.ClientSession | None = None
-        self.closer: AsyncIterator[None] | None = None
+    client: openai.AsyncOpenAI | None = None
+    session: aiohttp.ClientSession | None = None
+    closer: AsyncIterator[None] | None = None
 
     async def close(self) -> None:
         try:
@@ -113,10 +108,8 @@ class LoopClients(_StandIn):
     ``openai.AsyncOpenAI``, and its aiohttp session for the direct path."""
 
     def __init__(self) -> None:
-        self.direct: DirectRequest | None = None
-        """How the direct path sends; None: every call goes through the SDK."""
-        self.stream_timeout: httpx2.Timeout | None = None
-        """Per-request timeouts of a stream: the stall limit per read."""
+        self.direct: DirectRequest | None = None  # None: every call goes through the SDK
+        self.stream_timeout: httpx2.Timeout | None = None  # a stream's: the stall limit
         self.max_bytes: int | None = None
         self._kwargs: dict[str, Any] = {}
         self._max_connections = 0
@@ -129,8 +122,7 @@ class LoopClients(_StandIn):
     ) -> None:
         """Sets the ``openai.AsyncOpenAI`` arguments of clients made from now on."""
         self._kwargs = client_kwargs
-        # aiohttp reads a limit of 0 as "no limit"; its default (100) would queue calls
-        # the graph's max_concurrency already lets through.
+        # aiohttp reads 0 as no limit; its default (100) would queue calls.
         self._max_connections = max_connections or 0
         self.direct = direct
 
@@ -156,7 +148,6 @@ class LoopClients(_StandIn):
         return pools.session
 
     def __len__(self) -> int:
-        """How many event loops hold pools now."""
         return len(self._pools)
 
     def _of_loop(self) -> _LoopPools:
@@ -165,9 +156,8 @@ class LoopClients(_StandIn):
         if pools is None:
             pools = self._pools[loop] = _LoopPools()
             pools.closer = _closed_with_loop(pools, lambda: self._pools.pop(loop, None))
-            # The first step registers the generator with the running loop, which closes
-            # it in shutdown_asyncgens; it stays parked at its yield until then. Forgotten
-            # then: pools refer to their loop, so keeping them would keep it alive.
+            # The first step registers the generator with the loop, which closes it in
+            # shutdown_asyncgens; forgotten then, as pools refer to their loop.
             with contextlib.suppress(StopIteration):
                 cast("Coroutine[Any, Any, None]", pools.closer.__anext__()).send(None)
         return pools
@@ -184,14 +174,12 @@ async def _closed_with_loop(pools: _LoopPools, forget: Callable[[], object]) -> 
 
 
 class LazySyncClient(_StandIn):
-    """Stands in for ``BaseChatOpenAI.root_client``: the SDK's sync client, made on first
-    use (most runs are async)."""
+    """Stands in for ``BaseChatOpenAI.root_client``: the SDK's sync client, made on first use."""
 
     def __init__(self) -> None:
         self._make: Callable[[], openai.OpenAI] | None = None
         self._client: openai.OpenAI | None = None
-        self.stream_timeout: httpx2.Timeout | None = None
-        """Per-request timeouts of a sync stream: the stall limit per read."""
+        self.stream_timeout: httpx2.Timeout | None = None  # a stream's: the stall limit
 
     def configure(
         self,
@@ -203,9 +191,7 @@ class LazySyncClient(_StandIn):
         max_bytes: int | None,
         socket_options: Any,
     ) -> None:
-        """Sets the ``openai.OpenAI`` arguments of the client, made on first use on a
-        transport that ends each call by ``deadline`` and each reply past ``max_bytes``
-        (`DeadlineTransport`), and a stream's per-request timeouts."""
+        """Sets the ``openai.OpenAI`` arguments of the client, on `DeadlineTransport`."""
         url = client_kwargs.get("base_url")
         limits = httpx2.Limits(  # the SDK's, with our keep-alive
             max_connections=1000, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_S

@@ -1,11 +1,9 @@
 """Model calls that end: a deadline for the whole call, and a stall limit for streams.
 
-An HTTP read timeout limits each read, so a server that trickles a byte a second, or a
-stream that sends keep-alives forever, never trips it. `ChatOpenAICompatible` gives each
-call a deadline from its first byte sent to its last byte received instead: async calls
-under one timer (`asyncio.timeout`, or `until_deadline` for a stream); sync calls on a
-transport (`DeadlineTransport`) that checks the deadline between reads, each read being
-bounded by the per-read timeout (the stall limit on a stream).
+A read timeout never trips on a server that trickles a byte a second, so each call has a
+deadline from its first byte sent to its last received: async calls under one timer
+(`asyncio.timeout`, `until_deadline` for a stream), sync calls on `DeadlineTransport`,
+which checks it between reads (each bounded by the per-read timeout).
 """
 
 from __future__ import annotations
@@ -20,36 +18,30 @@ from typing import TypeVar
 
 import httpx2
 
-from pacore_graph.backends.size import ByteCount, event_stream, over_length, too_large
+from pacore_graph.backends.size import ByteCount, event_stream, over_length
 from pacore_graph.errors import CallTimeoutError, ReplyTooLargeError
 
+_E = TypeVar("_E", bound=BaseException)
+_T = TypeVar("_T")
+
 DEADLINE_S = 7200.0
-"""The default deadline of one call (one attempt; the graph retries): two hours. A
-131k-token reasoning call decodes in 44-73 min at 30-50 tokens/s; two hours leave room
-for queueing behind a full batch and a slower decode under load (it still finishes at
-18 tokens/s), while a call that hangs is retried the same morning, not never."""
+"""The default deadline of one call (one attempt): room for a 131k-token reasoning call
+queued behind a full batch."""
 
 STALL_S = 600.0
-"""The default stall limit of a streamed answer: ten minutes without a chunk. vLLM sends
-a stream's first chunk only after queueing and prefill (minutes for a long synthesis
-prompt behind a full batch). A non-streamed answer has no stall limit: the server sends
-nothing until it has generated all of it."""
+"""The default stall limit of a stream: vLLM sends the first chunk only after queueing and
+prefill. A non-streamed answer has none: nothing comes until it is all generated."""
 
 CONNECT_S = 5.0
-"""Seconds to connect, as the SDK's default (capped by the deadline)."""
+"""Seconds to connect, the SDK's default (capped by the deadline)."""
 
 
 def deadline_message(seconds: float) -> str:
-    """The cause line of a call past its deadline."""
     return f"call exceeded its {seconds:g} s deadline"
 
 
 def stall_message(seconds: float) -> str:
-    """The cause line of a stream that stalled."""
     return f"the stream stalled: nothing for {seconds:g} s"
-
-
-# -- sync: a transport that checks the deadline between reads ------------------------------
 
 
 class DeadlineExceeded(httpx2.ReadTimeout):
@@ -59,8 +51,7 @@ class DeadlineExceeded(httpx2.ReadTimeout):
 
 class _CheckedStream(httpx2.SyncByteStream):
     """A response body that raises `DeadlineExceeded` when a read returns past ``deadline``
-    (a clock time, and the seconds it names; one clock read per chunk read from the
-    socket), and `ReplyTooLargeError` once ``size`` passes its limit."""
+    (a clock time, and the seconds it names), and `ReplyTooLargeError` past ``size``."""
 
     def __init__(
         self,
@@ -89,14 +80,11 @@ class _CheckedStream(httpx2.SyncByteStream):
 
 
 class DeadlineTransport(httpx2.BaseTransport):
-    """Wraps a sync transport so each request ends by ``seconds`` after it was sent, and a
-    reply that is no stream ends past ``max_bytes`` (`ReplyTooLargeError`, from the
-    announced ``Content-Length`` or while the body is read; None: no limit).
+    """A sync transport whose requests end ``seconds`` after they were sent, and whose
+    replies end past ``max_bytes`` (`ReplyTooLargeError`; None: no limit).
 
-    Connecting, sending and waiting for the headers are bounded by the request's own
-    timeouts (which `ChatOpenAICompatible` keeps within the deadline); the body is read
-    through `_CheckedStream`. A read that blocks is bounded by the per-read timeout, so a
-    call overruns its deadline by at most one read.
+    Up to the headers the request's own timeouts bound it; the body is read through
+    `_CheckedStream`, so a call overruns its deadline by at most one read.
     """
 
     def __init__(
@@ -118,7 +106,7 @@ class DeadlineTransport(httpx2.BaseTransport):
             events = event_stream(response.headers)
             if not events and over_length(response.headers, limit):
                 stream.close()  # unread: the connection is closed, not reused
-                raise too_large(limit)
+                raise ReplyTooLargeError(limit)
             size = ByteCount(limit, events)
         if deadline is not None or size is not None:
             stream = _CheckedStream(stream, request, deadline, size)
@@ -133,19 +121,17 @@ class DeadlineTransport(httpx2.BaseTransport):
         self._inner.close()
 
 
-def deadline_cause(exc: BaseException) -> DeadlineExceeded | None:
-    """The `DeadlineExceeded` behind ``exc`` (the SDK and langchain-openai wrap it)."""
+def cause_of(exc: BaseException, kind: type[_E]) -> _E | None:
+    """The first ``kind`` in the causes of ``exc`` (the SDK and langchain-openai wrap them)."""
     cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, DeadlineExceeded):
-            return cause
+    while cause is not None and not isinstance(cause, kind):
         cause = cause.__cause__
-    return None
+    return cause
 
 
 def keepalive_options() -> list[tuple[int, int, int]]:
-    """TCP keep-alive on sync connections, as langchain-openai sets by default: a peer that
-    vanished without a reset is found in about two minutes rather than at the deadline."""
+    """TCP keep-alive on sync connections, as langchain-openai sets it: a peer gone without
+    a reset is found in about two minutes."""
     options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
     for name, value in (
         ("TCP_KEEPIDLE", 60),
@@ -160,13 +146,8 @@ def keepalive_options() -> list[tuple[int, int, int]]:
 
 @functools.cache
 def ssl_context() -> ssl.SSLContext:
-    """One SSL context for every sync client: loading the CA bundle costs ~50 ms a time."""
+    """One SSL context for every sync client: loading the CA bundle is slow."""
     return httpx2.create_ssl_context()
-
-
-# -- async: one timer for a stream ---------------------------------------------------------
-
-_T = TypeVar("_T")
 
 
 async def until_deadline(
@@ -176,10 +157,9 @@ async def until_deadline(
 ) -> AsyncGenerator[_T, None]:
     """``chunks`` until ``seconds`` from now; then ``error()`` is raised.
 
-    One timer for the whole stream, not one per chunk (``asyncio.timeout`` cannot span
-    the yields of a generator, and one per chunk costs ~15 µs): when it fires while the
-    consumer waits for the next chunk, that wait is cancelled, as ``asyncio.timeout``
-    does it; when it fires while the consumer works on a chunk, the next chunk raises.
+    One timer for the whole stream (``asyncio.timeout`` cannot span a generator's yields):
+    firing while the consumer awaits a chunk, it cancels that wait; otherwise the next
+    chunk raises.
     """
     loop = asyncio.get_running_loop()
     waiter: asyncio.Task[object] | None = None  # the task awaiting the next chunk, if one is

@@ -1,26 +1,13 @@
 """Plain async chat completions sent directly on aiohttp, without the SDK's client.
 
-The request and its result are ``BaseChatOpenAI``'s (`_get_request_payload`,
-`_create_chat_result`); only the HTTP exchange is written here, raising the SDK's own
-exceptions: an HTTP error is the SDK's status error for its code (``RateLimitError``,
-``BadRequestError``, ...) carrying the response; a transport failure is
-``openai.APIConnectionError`` / ``APITimeoutError``, caused by the httpx2 exception the SDK
-would see. Streams, sync calls, structured output and the Responses API go through the SDK.
+The request and its result are ``BaseChatOpenAI``'s; only the HTTP exchange is written
+here, raising the SDK's own exceptions (its status error for the code, carrying the
+response; ``APIConnectionError`` / ``APITimeoutError`` caused by the httpx2 exception the
+SDK would see).
 """
 
-# Why it is hand-written (benchmarks/run.py --only P1,P4, 2 shared cores; client CPU per
-# trajectory over 592 trajectories; "SDK" = direct_http=False):
-#
-#                 P1 wall s (wall/ideal)   P1 CPU ms   P4 CPU ms, no saver / memory
-#   SDK           24.74 (1.045)            4.60        3.10-3.40 / 3.25-4.25
-#   this path     24.40 (1.031)            3.86        1.92 / 2.44   (median of 5)
-#
-# Per call (2,000 ainvoke, 64 at once, zero latency): SDK 2.7-3.0 ms, this path 0.6-0.8 ms;
-# with langchain-openai 1.8.1 and openai 3.63 (1,000 ainvoke, 32 at once, the scripted
-# server in another process, client CPU): SDK 1.6-1.7 ms, this path 0.5 ms.
-# The SDK's request building (a TypedDict walk of the body, URL parsing, header merging),
-# httpx2 on top of aiohttp, typed response objects, and BaseChatOpenAI building the result
-# in a worker thread make the difference.
+# Hand-written for speed: client CPU per call (1,000 ainvoke, 32 at once, the scripted server
+# in another process) is 1.6-1.7 ms through the SDK, 0.5 ms here (benchmarks/run.py P1, P4).
 
 from __future__ import annotations
 
@@ -33,18 +20,17 @@ import httpx2
 import openai
 
 from pacore_graph.backends.replies import undecodable
-from pacore_graph.backends.size import too_large
+from pacore_graph.errors import ReplyTooLargeError
 
 
 @dataclass(frozen=True)
 class DirectRequest:
-    """What a direct call sends besides its body: the SDK's headers and timeouts."""
+    """What a direct call sends besides its body, and the size limit of its reply."""
 
     url: str
     headers: dict[str, str]
     timeout: aiohttp.ClientTimeout
     max_bytes: int | None = None
-    """The size limit of a reply (`ChatOpenAICompatible.max_reply_bytes`); None: none."""
 
 
 _STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
@@ -82,20 +68,20 @@ async def post_chat_completion(
 
 
 async def _read(response: aiohttp.ClientResponse, limit: int | None) -> bytes:
-    """The body of ``response``; past ``limit`` bytes (announced, or read so far) the
-    connection is closed and `ReplyTooLargeError` raised, the rest never read."""
+    """The body of ``response``; past ``limit`` bytes the connection is closed and
+    `ReplyTooLargeError` raised."""
     if limit is None:
         return await response.read()
     if response.content_length is not None and response.content_length > limit:
         response.close()
-        raise too_large(limit)
+        raise ReplyTooLargeError(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_any():
         size += len(chunk)
         if size > limit:
             response.close()
-            raise too_large(limit)
+            raise ReplyTooLargeError(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 

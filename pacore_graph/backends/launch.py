@@ -1,22 +1,85 @@
-"""The backend a command line names, opened: an OpenAI-compatible endpoint, the embedded CPU
-model (started here, stopped on exit), or vLLM's engine in-process."""
+"""The backend an app, example or command line runs on: an OpenAI-compatible endpoint, the
+embedded CPU model (started here, stopped on exit), or vLLM's engine in-process."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import openai
 from langchain_core.language_models import BaseChatModel
+from pydantic import SecretStr
 
-from pacore_graph.backends.env import model_for_endpoint
+from pacore_graph.backends.openai_compat import ChatOpenAICompatible
 from pacore_graph.errors import InvalidSettingsError
+from pacore_graph.secrets import redact_url
 
+BASE_URL_ENV = "PACORE_BASE_URL"
+"""The OpenAI-compatible endpoint to use; unset, `model_from_env` starts the embedded model."""
+MODEL_ENV = "PACORE_MODEL"
+"""The model name at that endpoint; unset, its first ``/models`` entry."""
 EMBEDDED_MAX_TOKENS = 256
 """The embedded model is small and slow: calls stay short unless asked otherwise."""
+
+
+def model_for_endpoint(
+    base_url: str,
+    model: str | None = None,
+    api_key: str | None = None,
+    *,
+    check: bool = False,
+    **kwargs: Any,
+) -> ChatOpenAICompatible:
+    """A model on an OpenAI-compatible endpoint; ``model=None`` takes the first one it serves.
+
+    Looking it up probes the endpoint, so an unreachable one fails at once; ``check``
+    probes it also when ``model`` is named (a server without ``/models`` passes).
+    ``kwargs`` are further `ChatOpenAICompatible` fields.
+
+    Raises:
+        BackendUnreachableError: Nothing answers at ``base_url``.
+    """
+    key: dict[str, Any] = {"api_key": SecretStr(api_key)} if api_key else {}
+    if not model:
+        probe = ChatOpenAICompatible(base_url=base_url, model="", timeout=10, **key)
+        served = probe.list_models()
+        if not served:
+            raise ValueError(f"{redact_url(base_url)} serves no model: name one")
+        model = served[0]
+        check = False
+    chat = ChatOpenAICompatible(base_url=base_url, model=model, **key, **kwargs)
+    if check:
+        with contextlib.suppress(openai.APIStatusError):  # it answered: it is reachable
+            chat.list_models()
+    return chat
+
+
+def endpoint_from_env() -> str | None:
+    """``$PACORE_BASE_URL``, or None when it is unset or blank."""
+    return os.environ.get(BASE_URL_ENV, "").strip() or None
+
+
+@contextlib.contextmanager
+def model_from_env(*, check: bool = False) -> Iterator[ChatOpenAICompatible]:
+    """The model at ``$PACORE_BASE_URL`` named ``$PACORE_MODEL``, else the embedded CPU
+    model, started here and stopped on exit. ``check``: as `model_for_endpoint`'s.
+
+    Raises:
+        BackendUnreachableError: Nothing answers at ``$PACORE_BASE_URL`` (when probed).
+        EmbeddedBackendUnavailable: Without an endpoint, the embedded model cannot start;
+            the message says what to install.
+    """
+    if (url := endpoint_from_env()) is not None:
+        yield model_for_endpoint(url, os.environ.get(MODEL_ENV), check=check)
+        return
+    from pacore_graph.backends.embedded import EmbeddedServer
+
+    with EmbeddedServer() as server:
+        yield model_for_endpoint(server.base_url, server.model_name)
 
 
 @dataclass(frozen=True)
@@ -24,16 +87,8 @@ class OpenBackend:
     """A started backend and the limits a caller should respect."""
 
     model: BaseChatModel
-    max_parallel: int | None = None
-    """Requests it serves at once (the embedded server's slots); None: no limit of its own."""
-    default_max_tokens: int | None = None
-    """``max_tokens`` to use when the user gave none."""
-
-
-def _deadline(timeout: float | None) -> dict[str, float]:
-    """``timeout=`` for the model when one is given: None (no ``--timeout``) keeps the
-    model's default deadline, where ``timeout=None`` would mean no limit at all."""
-    return {} if timeout is None else {"timeout": timeout}
+    max_parallel: int | None = None  # the embedded server's slots
+    default_max_tokens: int | None = None  # when the user gave none
 
 
 @contextlib.contextmanager
@@ -46,30 +101,26 @@ def open_backend(
     **model_kwargs: Any,
 ) -> Iterator[OpenBackend]:
     """Starts the backend ``kind`` ("openai", "embedded", "vllm"; default: "openai" when
-    ``base_url`` is given, else "embedded") and stops it on exit. ``model_kwargs`` are
-    further `ChatOpenAICompatible` fields (e.g. ``max_concurrent_requests``) of the
-    "openai" and "embedded" backends.
+    ``base_url`` is given, else "embedded") and stops it on exit. ``timeout`` None keeps the
+    model's default deadline; ``model_kwargs`` are further `ChatOpenAICompatible` fields
+    (e.g. ``max_concurrent_requests``) of the "openai" and "embedded" backends.
 
     Raises:
         InvalidSettingsError: ``kind`` lacks what it needs (an endpoint, a model path).
-        BackendUnreachableError: No endpoint answers (when the model name must be looked up).
+        BackendUnreachableError: No endpoint answers.
     """
+    if timeout is not None:
+        model_kwargs["timeout"] = timeout
     kind = kind or ("openai" if base_url else "embedded")
     if kind == "openai":
         if not base_url:
             raise InvalidSettingsError("--backend openai needs --base-url")
-        chat = model_for_endpoint(base_url, model, api_key, **_deadline(timeout), **model_kwargs)
-        if model:  # the name was not looked up: an unreachable endpoint fails now, in one line
-            with contextlib.suppress(openai.APIStatusError):  # a server without /models is fine
-                chat.list_models()
-        yield OpenBackend(chat)
+        yield OpenBackend(model_for_endpoint(base_url, model, api_key, check=True, **model_kwargs))
     elif kind == "embedded":
         from pacore_graph.backends.embedded import EmbeddedServer
 
         with EmbeddedServer(model_path=model) as server:
-            chat = model_for_endpoint(
-                server.base_url, server.model_name, api_key, **_deadline(timeout), **model_kwargs
-            )
+            chat = model_for_endpoint(server.base_url, server.model_name, api_key, **model_kwargs)
             yield OpenBackend(chat, server.n_parallel, EMBEDDED_MAX_TOKENS)
     elif kind == "vllm":
         from pacore_graph.backends.vllm import ChatVLLM

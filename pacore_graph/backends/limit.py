@@ -1,10 +1,6 @@
-"""A limit on calls in flight shared by every thread and event loop that uses one model.
-
-``asyncio.Semaphore`` belongs to one event loop and ``threading.Semaphore`` blocks one; a
-model object serves sync runs (LangGraph's thread pool), async runs and apps with several
-loops at once, so the slots are counted under a lock and handed to the longest waiter,
-whichever kind it is.
-"""
+"""A limit on calls in flight shared by every thread and event loop that uses one model
+(``asyncio.Semaphore`` belongs to one loop, ``threading.Semaphore`` blocks one): slots are
+counted under a lock and handed to the longest waiter, whichever kind it is."""
 
 from __future__ import annotations
 
@@ -13,17 +9,16 @@ import contextlib
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 
 
+@dataclass(slots=True)
 class _Waiter:
-    """One caller waiting for a slot; ``wake`` is called (under the lock) to hand it one."""
+    """A caller waiting for a slot; ``wake`` (called under the lock) hands it one."""
 
-    __slots__ = ("gone", "granted", "wake")
-
-    def __init__(self, wake: Callable[[], None]) -> None:
-        self.wake = wake
-        self.granted = False
-        self.gone = False
+    wake: Callable[[], None]
+    granted: bool = False
+    gone: bool = False
 
 
 class CallLimit:
@@ -38,7 +33,6 @@ class CallLimit:
         self._waiters: deque[_Waiter] = deque()
 
     def _enter(self, wake: Callable[[], None]) -> _Waiter | None:
-        """Takes a slot (None) or queues a waiter to be woken with one."""
         with self._lock:
             if self.in_flight < self.limit:
                 self.in_flight += 1
@@ -48,7 +42,6 @@ class CallLimit:
             return waiter
 
     def _release(self) -> None:
-        """Hands the slot to the first waiter still there, else frees it."""
         with self._lock:
             while self._waiters:
                 waiter = self._waiters.popleft()
@@ -63,7 +56,7 @@ class CallLimit:
             self.in_flight -= 1
 
     def _abandon(self, waiter: _Waiter) -> None:
-        """A waiter gave up (cancelled): passes on a slot it was handed meanwhile."""
+        """A cancelled waiter passes on a slot it was handed meanwhile."""
         with self._lock:
             waiter.gone = True
             granted = waiter.granted
@@ -106,6 +99,3 @@ class CallLimit:
             yield
         finally:
             self._release()
-
-
-__all__ = ["CallLimit"]

@@ -1,12 +1,8 @@
 """Any OpenAI-compatible endpoint (vLLM, SGLang, llama.cpp, hosted APIs) as a LangChain chat model.
 
-langchain-openai's ``BaseChatOpenAI`` does the calls, streaming, tool calling and
-structured output; `ChatOpenAICompatible` adds what PaCoRe's record needs and the base
-class drops (the separated thinking), an error for a stream cut half way, a deadline for
-each call (`pacore_graph.backends.deadline`), a size limit for each reply
-(`pacore_graph.backends.size`) and a check of each reply (`pacore_graph.backends.replies`).
-Its clients are `pacore_graph.backends.clients`'; plain async chat completions are sent
-directly on aiohttp (`pacore_graph.backends.direct`).
+langchain-openai's ``BaseChatOpenAI`` plus the separated thinking, an error for a stream
+cut half way, a deadline (`deadline`), a size limit (`size`) and a check (`replies`) for
+each call, on the clients of `clients`; plain async chat completions go `direct`.
 """
 
 from __future__ import annotations
@@ -38,7 +34,8 @@ from pacore_graph.backends.deadline import (
     CONNECT_S,
     DEADLINE_S,
     STALL_S,
-    deadline_cause,
+    DeadlineExceeded,
+    cause_of,
     deadline_message,
     stall_message,
     until_deadline,
@@ -57,15 +54,14 @@ from pacore_graph.secrets import url_credentials
 
 
 def _deadline_of(timeout: Any) -> float | None:
-    """The deadline a ``timeout`` field sets: a number does; None (no limit), an
-    ``httpx2.Timeout`` or a tuple keep the SDK's per-phase limits and set none."""
+    """The deadline a ``timeout`` sets: a number does; None, an ``httpx2.Timeout`` or a tuple
+    set none."""
     if isinstance(timeout, int | float) and not isinstance(timeout, bool):
         return float(timeout)
     return None
 
 
-def _stall_env() -> float:
-    """langchain-openai's ``$LANGCHAIN_OPENAI_STREAM_CHUNK_TIMEOUT_S``, else `STALL_S`."""
+def _stall_env() -> float:  # langchain-openai's variable, else ours
     value = os.environ.get("LANGCHAIN_OPENAI_STREAM_CHUNK_TIMEOUT_S")
     try:
         return float(value) if value else STALL_S
@@ -76,23 +72,19 @@ def _stall_env() -> float:
 class ChatOpenAICompatible(BaseChatOpenAI):
     """A chat model on any OpenAI-compatible ``/v1/chat/completions`` endpoint.
 
-    langchain-openai's ``BaseChatOpenAI`` with PaCoRe's defaults: no SDK retries (the
-    graph's ``RetryPolicy`` retries, per trajectory), the key from ``$OPENAI_API_KEY``
-    else ``"EMPTY"`` (what vLLM accepts), usage in streams, the Chat Completions API, and
+    ``BaseChatOpenAI`` with PaCoRe's defaults: no SDK retries (the graph retries), the key
+    from ``$OPENAI_API_KEY`` else ``"EMPTY"``, usage in streams, the Chat Completions API,
     async calls on aiohttp (`direct_http`), one pool per event loop.
 
-    The returned ``AIMessage`` keeps what PaCoRe records: ``content``, the separated
-    thinking (``reasoning_content``, or ``reasoning`` on newer vLLM) in
-    ``additional_kwargs["reasoning_content"]``, ``response_metadata["finish_reason"]`` and
-    exact ``usage_metadata``. A stream that ends without a ``finish_reason`` (cut half way)
-    raises `IncompleteResponseError`; a reply that is no chat completion
-    `MalformedResponseError`; a call past its deadline, or a stream that stalled,
-    `CallTimeoutError`. The graph retries all three. Token counts that are no counts make
-    the usage unknown, and lone surrogates in a reply become U+FFFD.
+    The ``AIMessage`` carries the separated thinking (``reasoning_content`` or
+    ``reasoning``) in ``additional_kwargs["reasoning_content"]``, the ``finish_reason``
+    and exact usage. A stream cut before its ``finish_reason`` raises
+    `IncompleteResponseError`, a reply that is no chat completion `MalformedResponseError`,
+    a call past its deadline or a stalled stream `CallTimeoutError`; the graph retries them.
 
     Credentials in ``base_url`` (``http://user:KEY@host/v1``, ``?api_key=KEY``) are taken
-    out of it: the password, else the key-naming query value, else the user is the API
-    key, unless ``api_key`` is given; other query parameters go to ``default_query``.
+    out of it and are the API key unless ``api_key`` is given; other query parameters go
+    to ``default_query``.
 
     Example:
         ```python
@@ -108,55 +100,41 @@ class ChatOpenAICompatible(BaseChatOpenAI):
     request_timeout: float | tuple[float, float] | Any | None = Field(
         default=DEADLINE_S,
         alias="timeout",
-        description="The deadline of one call (one attempt) in seconds, from its first "
-        "byte sent to its last byte received, streamed or not, sync or async: a call still "
-        "running then raises CallTimeoutError ('call exceeded its 3 s deadline'), which "
-        "the graph retries. Default 7200 (2 h): a 131k-token reasoning call takes 44-73 "
-        "min at 30-50 tokens/s, and queueing and a loaded server take more. Connecting "
-        "has 5 s of it. None: no limit at all; an httpx2.Timeout (or a tuple) keeps the "
-        "SDK's per-read limits instead of a deadline.",
+        description="The deadline of one call (one attempt) in seconds, first byte sent to "
+        "last received: a call still running then raises CallTimeoutError, which the graph "
+        "retries. Connecting has 5 s of it. None: no limit; an httpx2.Timeout (or a tuple) "
+        "keeps the SDK's per-read limits instead.",
     )
     stream_chunk_timeout: float | None = Field(
         default_factory=_stall_env,
         exclude=True,
-        description="The stall limit of a streamed answer in seconds: a stream that sends "
-        "nothing for this long (no byte; async streams also no chunk, as langchain-openai "
-        "counts them, so keep-alive comments do not count) raises CallTimeoutError ('the "
-        "stream stalled: nothing for 600 s') before its deadline. Default 600: vLLM sends "
-        "the first chunk only after queueing and prefill. A non-streamed answer has none: "
-        "the server sends nothing until it is done. None or 0: no stall limit.",
+        description="The stall limit of a stream in seconds: one that sends nothing for "
+        "this long (async: no chunk; keep-alive comments do not count) raises "
+        "CallTimeoutError. None or 0: no stall limit.",
     )
     max_retries: int | None = 0
     stream_usage: bool | None = True
     use_responses_api: bool | None = False
     direct_http: bool = Field(
         default=True,
-        description="Send plain async chat completions directly on aiohttp rather than "
-        "through the SDK (same results and exceptions, ~2 ms less CPU a call); False sends "
-        "every call through the SDK.",
+        description="Send plain async chat completions directly on aiohttp (same results "
+        "and exceptions, less CPU); False sends every call through the SDK.",
     )
     max_connections: int | None = Field(
         default=None,
-        description="Async HTTP connections per event loop; None: no limit, so every call "
-        "the graph's max_concurrency lets through has its own connection at once.",
+        description="Async HTTP connections per event loop; None: no limit.",
     )
     max_concurrent_requests: int | None = Field(
         default=None,
         ge=1,
         description="Calls in flight at once over every run, thread and event loop using "
-        "this model object (a run's max_concurrency bounds only that run); further calls "
-        "wait their turn. None: no limit.",
+        "this model object; further calls wait their turn. None: no limit.",
     )
     max_reply_bytes: int | None = Field(
         default=MAX_REPLY_BYTES,
         ge=1,
-        description="The size limit of one reply in bytes: a reply past it raises "
-        "ReplyTooLargeError ('reply too large: over 8 MiB (max_reply_bytes)') as soon as "
-        "the limit is passed, its connection closed and the rest never read; not retried "
-        "(the same question gives the same reply), so the trajectory is recorded failed. "
-        "A non-streamed reply counts its body, a stream the UTF-8 bytes of its content and "
-        "thinking, and the bytes of the event being read. Default 8 MiB: a 131k-token "
-        "reply is ~0.5-1 MB of text, JSON escaping and the thinking about double it. None: "
+        description="The size limit of one reply in bytes (a body; a stream's content and "
+        "thinking): past it, ReplyTooLargeError, not retried, the rest never read. None: "
         "no limit.",
     )
     _limit: CallLimit | None = PrivateAttr(default=None)
@@ -164,8 +142,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
     @model_validator(mode="before")
     @classmethod
     def _use_our_clients(cls, values: Any) -> Any:
-        """Takes credentials out of ``base_url``, and puts per-loop async clients and a sync
-        client with deadlines in place, unless the caller brought a client."""
+        """Takes credentials out of ``base_url``; puts our clients in place unless the caller
+        brought one."""
         if not isinstance(values, dict):
             return values
         values = _credentials_to_key(values)
@@ -184,7 +162,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
 
     @model_validator(mode="after")
     def _configure_clients(self) -> Self:
-        """Configures the stand-ins (async and sync) with the key, the URL and the limits."""
+        """Configures our clients with the key, the URL and the limits."""
         kwargs: dict[str, Any] = {
             "api_key": self.openai_api_key.get_secret_value() if self.openai_api_key else None,
             "base_url": self.openai_api_base,
@@ -201,16 +179,31 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             timeout = self.request_timeout
             if deadline is not None:
                 connect = min(CONNECT_S, deadline)
-                timeout = httpx2.Timeout(connect=connect, read=None, write=None, pool=None)
+                timeout = httpx2.Timeout(None, connect=connect)
                 if (stall := self._stall(deadline)) is not None:
                     self.root_async_client.stream_timeout = httpx2.Timeout(
-                        connect=connect, read=stall, write=None, pool=None
+                        None, connect=connect, read=stall
                     )
             self.root_async_client.configure(
                 self.max_connections, self._direct(), **kwargs, timeout=timeout
             )
         if isinstance(self.root_client, LazySyncClient):
-            self._configure_sync_client(self.root_client, deadline, kwargs)
+            # Per-read timeouts within the deadline (the stall limit for a stream), and
+            # DeadlineTransport checking the deadline between reads.
+            timeout, stream_timeout = self.request_timeout, None
+            if deadline is not None:
+                connect = min(CONNECT_S, deadline)
+                timeout = httpx2.Timeout(connect, read=deadline, write=deadline, pool=deadline)
+                stall = self._stall(deadline) or deadline
+                stream_timeout = httpx2.Timeout(connect, read=stall, write=deadline, pool=deadline)
+            self.root_client.configure(
+                kwargs,
+                timeout=timeout,
+                stream_timeout=stream_timeout,
+                deadline=deadline,
+                max_bytes=self.max_reply_bytes,
+                socket_options=self.http_socket_options,
+            )
         if self.max_concurrent_requests is not None:
             self._limit = CallLimit(self.max_concurrent_requests)
         return self
@@ -221,35 +214,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
     def _ahold(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self._limit.ahold() if self._limit is not None else contextlib.nullcontext()
 
-    def _configure_sync_client(
-        self, sync: LazySyncClient, deadline: float | None, kwargs: dict[str, Any]
-    ) -> None:
-        """The sync client: per-read timeouts within the deadline (the whole deadline for a
-        non-streamed answer, which sends nothing until it is done; the stall limit for a
-        stream), and `DeadlineTransport` checking the deadline between reads."""
-        timeout: Any = self.request_timeout
-        stream_timeout = None
-        if deadline is not None:
-            connect = min(CONNECT_S, deadline)
-            timeout = httpx2.Timeout(connect=connect, read=deadline, write=deadline, pool=deadline)
-            stream_timeout = httpx2.Timeout(
-                connect=connect,
-                read=self._stall(deadline) or deadline,
-                write=deadline,
-                pool=deadline,
-            )
-        sync.configure(
-            kwargs,
-            timeout=timeout,
-            stream_timeout=stream_timeout,
-            deadline=deadline,
-            max_bytes=self.max_reply_bytes,
-            socket_options=self.http_socket_options,
-        )
-
     def _direct(self) -> DirectRequest | None:
-        """The direct path's request options; None where only the SDK knows how to send
-        (no base_url, a key callable, query parameters, a proxy, an httpx2 timeout)."""
+        """The direct path's request options; None where only the SDK knows how to send."""
         url, timeout = self.openai_api_base, self.request_timeout
         if (
             not self.direct_http
@@ -269,8 +235,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         if self.openai_organization:
             headers["OpenAI-Organization"] = self.openai_organization
         headers.update(self.default_headers or {})
-        # A number is the deadline, kept by _agenerate; the connection gets 5 s of it, and
-        # reads no limit of their own (the answer comes when it is all generated).
+        # A number is the deadline, kept by _agenerate; reads have no limit of their own.
         if isinstance(timeout, httpx2.Timeout):
             connect, read = timeout.connect, timeout.read
         elif timeout is None:
@@ -290,7 +255,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
 
     @property
     def async_clients(self) -> int:
-        """How many event loops hold a pooled async client now (closed ones are dropped)."""
+        """How many event loops hold a pooled async client now."""
         clients = self.root_async_client
         return len(clients) if isinstance(clients, LoopClients) else 0
 
@@ -301,19 +266,15 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> dict:
-        # A call's extra_body adds to the model's (vLLM's top_k, chat_template_kwargs, ...)
-        # rather than replacing it.
+        # A call's extra_body adds to the model's rather than replacing it.
         if self.extra_body and kwargs.get("extra_body"):
             kwargs["extra_body"] = {**self.extra_body, **kwargs["extra_body"]}
         return super()._get_request_payload(input_, stop=stop, **kwargs)
 
-    def _request(self) -> httpx2.Request:
-        """The request a `CallTimeoutError` names (the SDK's errors carry one)."""
+    def _timeout(self, message: str) -> CallTimeoutError:
+        """A `CallTimeoutError` naming the request, as the SDK's errors do."""
         base = (self.openai_api_base or "https://api.openai.com/v1").rstrip("/")
-        return httpx2.Request("POST", f"{base}/chat/completions")
-
-    def _deadline_error(self, seconds: float) -> CallTimeoutError:
-        return CallTimeoutError(deadline_message(seconds), request=self._request())
+        return CallTimeoutError(message, request=httpx2.Request("POST", f"{base}/chat/completions"))
 
     def _stall(self, deadline: float) -> float | None:
         """The stall limit of a stream, when it is one (shorter than the deadline)."""
@@ -323,23 +284,18 @@ class ChatOpenAICompatible(BaseChatOpenAI):
     def _timeout_error(
         self, exc: BaseException, streamed: bool, client: object
     ) -> CallTimeoutError | None:
-        """What a read timeout on ``client`` means, when it is one of ours (`clients`):
-        past the deadline (the sync transport's, or one read as long as the deadline), or
-        a stream that stalled for the stall limit; None for other timeouts (connecting),
-        which stay the SDK's."""
+        """The `CallTimeoutError` a read timeout on our ``client`` means (past the deadline,
+        or a stalled stream); None for other timeouts, which stay the SDK's."""
         deadline = _deadline_of(self.request_timeout)
         if deadline is None or not isinstance(client, LazySyncClient | LoopClients):
             return None
-        if (cause := deadline_cause(exc)) is not None:
-            return CallTimeoutError(str(cause), request=self._request())
-        read: BaseException | None = exc
-        while read is not None and not isinstance(read, httpx2.ReadTimeout):
-            read = read.__cause__
-        if read is None:
+        if (cause := cause_of(exc, DeadlineExceeded)) is not None:
+            return self._timeout(str(cause))
+        if cause_of(exc, httpx2.ReadTimeout) is None:
             return None
         if streamed and (stall := self._stall(deadline)) is not None:
-            return CallTimeoutError(stall_message(stall), request=self._request())
-        return self._deadline_error(deadline)
+            return self._timeout(stall_message(stall))
+        return self._timeout(deadline_message(deadline))
 
     def _generate(
         self,
@@ -348,8 +304,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        """The base class's call, its timeouts named (`CallTimeoutError`) and a body that is
-        no JSON a `MalformedResponseError`; within the model's concurrency limit."""
+        """The base class's call within the concurrency limit, its errors named."""
         try:
             with self._hold():
                 return super()._generate(messages, stop, run_manager, **kwargs)
@@ -367,54 +322,41 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        """`_agenerate_once` within the deadline (``timeout``): a call still running then is
-        cancelled and raises `CallTimeoutError`. Waiting for a slot of the model's
-        concurrency limit does not count against the deadline."""
+        """The call within the concurrency limit and the deadline (waiting for a slot does not
+        count): a plain chat completion goes the direct path, anything else the SDK."""
+        clients = self.root_async_client
+        direct = clients.direct if isinstance(clients, LoopClients) else None
         async with self._ahold():
             seconds = _deadline_of(self.request_timeout)
             timer = asyncio.timeout(seconds)
             try:
                 async with timer:
-                    return await self._agenerate_once(messages, stop, run_manager, **kwargs)
+                    payload = self._get_request_payload(messages, stop=stop, **kwargs)
+                    if (
+                        direct is None
+                        or self.use_responses_api
+                        or self.include_response_headers
+                        or "response_format" in payload
+                    ):
+                        try:
+                            return await super()._agenerate(messages, stop, run_manager, **kwargs)
+                        except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # SDK's parse
+                            raise undecodable(exc) from exc
+                    body = {k: v for k, v in payload.items() if k != "extra_body"}
+                    body.update(payload.get("extra_body") or {})  # as the SDK merges it
+                    response = await post_chat_completion(clients.session(), direct, body)
+                    return self._create_chat_result(response)
             except TimeoutError:
                 if seconds is not None and timer.expired():
-                    raise self._deadline_error(seconds) from None
+                    raise self._timeout(deadline_message(seconds)) from None
                 raise
-
-    async def _agenerate_once(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None,
-        run_manager: AsyncCallbackManagerForLLMRun | None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        """A plain chat completion goes the direct path (`post_chat_completion`); the
-        Responses API, structured output and response headers go through the SDK."""
-        clients = self.root_async_client
-        direct = clients.direct if isinstance(clients, LoopClients) else None
-        payload = self._get_request_payload(messages, stop=stop, **kwargs)
-        if (
-            direct is None
-            or self.use_responses_api
-            or self.include_response_headers
-            or "response_format" in payload
-        ):
-            try:
-                return await super()._agenerate(messages, stop, run_manager, **kwargs)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # the SDK's parse
-                raise undecodable(exc) from exc
-        body = {k: v for k, v in payload.items() if k != "extra_body"}
-        body.update(payload.get("extra_body") or {})  # as the SDK merges extra_body
-        response = await post_chat_completion(clients.session(), direct, body)
-        return self._create_chat_result(response)
 
     def _create_chat_result(
         self,
         response: dict | openai.BaseModel,
         generation_info: dict | None = None,
     ) -> ChatResult:
-        """The base class's result of a reply checked and cleaned (`checked_completion`),
-        with the thinking."""
+        """The base class's result of the checked reply, with the thinking."""
         typed = response if isinstance(response, openai.BaseModel) else None
         # The SDK builds its objects without validating them: check what it received. As
         # the base class, leave structured output's parsed object out of the dump.
@@ -471,7 +413,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             )
             try:
                 for generation in chunks:
-                    _count(size, generation)
+                    size.add(generation.message)
                     finished = finished or _finished(generation)
                     yield generation
             except Exception as exc:
@@ -496,13 +438,15 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             super()._astream(messages, stop, run_manager, **kwargs),
         )
         if (seconds := _deadline_of(self.request_timeout)) is not None:
-            chunks = until_deadline(chunks, seconds, lambda: self._deadline_error(seconds))
+            chunks = until_deadline(
+                chunks, seconds, lambda: self._timeout(deadline_message(seconds))
+            )
         finished = False
         size = StreamSize(self.max_reply_bytes)
         async with self._ahold():
             try:
                 async for generation in chunks:
-                    _count(size, generation)
+                    size.add(generation.message)
                     finished = finished or _finished(generation)
                     yield generation
             except CallTimeoutError:  # until_deadline's
@@ -511,7 +455,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
                 stall = self.stream_chunk_timeout
                 if not stall:
                     raise
-                raise CallTimeoutError(stall_message(stall), request=self._request()) from exc
+                raise self._timeout(stall_message(stall)) from exc
             except Exception as exc:
                 if (error := self._stream_failure(exc, clients)) is None:
                     raise
@@ -521,8 +465,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         self._check_finished(finished)
 
     def _stream_failure(self, exc: Exception, clients: Any) -> Exception | None:
-        """What a stream's failure means, for the sync and the async stream alike; None
-        to raise it as it is."""
+        """What a stream's failure means; None to raise it as it is."""
         if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
             # No byte in time; httpx2's own timeouts reach a stream's reader unwrapped.
             return self._timeout_error(exc, True, clients)
@@ -559,8 +502,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
 
 
 def _stall_limited(clients: object, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """A stream's ``kwargs`` with our client's per-request timeouts (the stall limit per
-    read), unless the call brings its own ``timeout``."""
+    """A stream's ``kwargs`` with our client's stall limit, unless it brings a ``timeout``."""
     if (
         isinstance(clients, LazySyncClient | LoopClients)
         and clients.stream_timeout is not None
@@ -571,11 +513,9 @@ def _stall_limited(clients: object, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _credentials_to_key(values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with the credentials and the query of ``base_url`` taken out of it: the
-    first credential (the password, a key-naming query value, else the user) is the API key
-    unless one is given, the other query parameters go to ``default_query``. HTTP clients
-    send URL credentials as Basic auth, which an OpenAI-compatible server rejects, log the
-    URL, and join paths after its query (``/v1?api_key=Kmodels``)."""
+    """``values`` with the credentials and the query taken out of ``base_url`` (HTTP clients
+    would send them as Basic auth, log them, and join paths after the query): the first
+    is the API key unless one is given; other query parameters go to ``default_query``."""
     for name in ("base_url", "openai_api_base"):
         url = values.get(name)
         if isinstance(url, str):
@@ -587,13 +527,6 @@ def _credentials_to_key(values: dict[str, Any]) -> dict[str, Any]:
                 if query:
                     values["default_query"] = {**query, **(values.get("default_query") or {})}
     return values
-
-
-def _count(size: StreamSize, generation: ChatGenerationChunk) -> None:
-    """Adds a stream chunk's content and thinking to ``size`` (raises past its limit)."""
-    if size.limit is not None:
-        message = generation.message
-        size.add(message.content, message.additional_kwargs.get("reasoning_content"))
 
 
 def _finished(generation: ChatGenerationChunk) -> bool:

