@@ -148,7 +148,8 @@ class SimServer:
         canonical = orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)
         a = self.arrive(messages, canonical)
         entry = {"problem": a.problem, "group": a.group[:16], "round": a.round, "n": a.n}
-        entry |= asdict(a.draw) | {"received": received, "sent": None}
+        entry |= {"tokens": a.draw.tokens, "latency": a.draw.latency}
+        entry |= {"received": received, "sent": None}
         self.log.append(entry)
         return Reply(
             content=self.content(a.group, a.n, a.draw.tokens),
@@ -157,6 +158,7 @@ class SimServer:
             delay=a.draw.latency,
             pieces=max(1, int(a.draw.latency / self.config.stream_interval_s)),
             on_sent=lambda: entry.__setitem__("sent", time.monotonic()),
+            transform=orjson.dumps,  # 20x json's speed on a 2.5 kB completion
         )
 
     def add_routes(self, server: ScriptedServer) -> None:

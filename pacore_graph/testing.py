@@ -166,7 +166,9 @@ class ScriptedServer:
         self._loop = asyncio.get_running_loop()
         self.app.router.add_route("*", "/{path:.*}", self._route)
         # A client that hangs up cancels its handler (counted in `cancelled`).
-        runner = web.AppRunner(self.app, handler_cancellation=True, shutdown_timeout=0)
+        runner = web.AppRunner(
+            self.app, access_log=None, handler_cancellation=True, shutdown_timeout=0
+        )
         await runner.setup()
         await web.SockSite(runner, self._socket, backlog=4096).start()
         ready()
@@ -298,8 +300,9 @@ class ScriptedServer:
             texts = [word + " " for word in words[:-1]] + words[-1:]
         began = time.monotonic()
         for i, text in enumerate(texts):
-            if reply.pieces:
-                await asyncio.sleep(began + reply.delay * (i + 1) / len(texts) - time.monotonic())
+            due = began + reply.delay * (i + 1) / len(texts)
+            if reply.pieces and (wait := due - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
             if text:
                 await send({"content": text})
         if reply.fault == "cut":  # a clean end without a finish_reason, then the reset
