@@ -253,7 +253,7 @@ class ScriptedServer:
         usage = {"prompt_tokens": prompt, "completion_tokens": generated}
         usage["total_tokens"] = prompt + generated
         kind = "chat.completion.chunk" if stream else "chat.completion"
-        base = {"id": f"chatcmpl-{len(self.requests)}", "object": kind}
+        base: dict[str, Any] = {"id": f"chatcmpl-{len(self.requests)}", "object": kind}
         base |= {"created": int(time.time()), "model": self.model}
         if stream:
             return await self._stream(request, body, reply, usage, base)
