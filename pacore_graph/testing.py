@@ -220,11 +220,12 @@ class ScriptedServer:
                 reply = await _in_thread(self.responder, body)
             reply = Reply(content=reply) if isinstance(reply, str) else reply
             response = await self._answer(request, body, reply)
-            if reply.on_sent is not None:
+            if reply.on_sent is not None and not reply.fault:
                 reply.on_sent()
             return response
         except (asyncio.CancelledError, ConnectionError):  # the client hung up
-            self.cancelled += not self._stopping
+            if not self._stopping:
+                self.cancelled += 1
             raise
         except Exception:  # a responder that fails: the connection drops unanswered
             traceback.print_exc()
