@@ -33,6 +33,6 @@ async def test_a_coroutine_responder_holds_every_call_at_once_on_the_servers_loo
                     return (await r.json())["choices"][0]["message"]["content"]
 
             answers = await asyncio.gather(*(ask(i) for i in range(CALLS)))
-            assert threading.active_count() == threads  # no thread per held call
+            assert threading.active_count() <= threads  # no thread per held call
     assert answers == [f"answer {i}" for i in range(CALLS)]
     assert server.max_in_flight == CALLS and len(server.requests) == CALLS
