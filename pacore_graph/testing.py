@@ -13,32 +13,26 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
+import inspect
+import itertools
 import json
-import select
 import shutil
 import socket
 import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
 
 import redis
-
-__all__ = [
-    "RedisNotInstalledError",
-    "RedisServer",
-    "Reply",
-    "Responder",
-    "ScriptedServer",
-    "free_port",
-    "last_user_text",
-    "word_count",
-]
+from aiohttp import web
 
 
 @dataclass
@@ -59,8 +53,9 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     """Extra response headers, e.g. ``{"Retry-After": "1"}``."""
     fault: Literal["reset", "cut", "malformed"] | None = None
-    """"reset": drop the connection (TCP RST) without answering; "cut": send half the
-    answer (or half the stream), then reset; "malformed": a 200 whose body is not JSON."""
+    """"reset": drop the connection (FIN, then RST) without answering; "cut": send half the
+    body, or half the stream ended cleanly, then reset; "malformed": a 200 whose body is
+    not JSON."""
     tool_calls: list[dict[str, Any]] | None = None
     """OpenAI ``tool_calls`` of the answer (``id``, ``type``, ``function``: ``name``,
     ``arguments``); sent whole, in one delta when streamed."""
@@ -75,10 +70,16 @@ class Reply:
     """A stream that never ends: after the content it sends, instead of a
     ``finish_reason``, a keep-alive SSE comment (``: ping``) or a chunk with an empty delta
     every ``trickle`` seconds (0.05 when 0) until the client hangs up."""
+    pieces: int = 0
+    """Streamed: the content in this many equal pieces spread evenly over ``delay``, as a
+    decoding server sends it, instead of word by word after it."""
+    on_sent: Callable[[], object] | None = None
+    """Called once the whole answer is sent."""
 
 
-Responder = Callable[[dict[str, Any]], "Reply | str"]
-"""Request body in, reply out (a plain string is the content)."""
+Responder = Callable[[dict[str, Any]], "Reply | str | Awaitable[Reply | str]"]
+"""Request body in, reply out (a plain string is the content). A function runs in a thread
+of its own, so it may block to hold a call; a coroutine function runs on the server's loop."""
 
 
 def word_count(text: str | None) -> int:
@@ -100,8 +101,8 @@ def _default_responder(body: dict[str, Any]) -> Reply:
 
 
 class ScriptedServer:
-    """A threaded HTTP server speaking ``/v1/chat/completions`` (plain and SSE), ``/v1/models``
-    and ``/health``.
+    """An aiohttp server speaking ``/v1/chat/completions`` (plain and SSE), ``/v1/models``
+    and ``/health``, in a thread of its own (`start`) or on the running loop (`serve`).
 
     Args:
         responder: Answers each chat request.
@@ -128,20 +129,22 @@ class ScriptedServer:
         self.times: list[float] = []
         """``time.monotonic()`` at each chat request's arrival."""
         self.cancelled = 0
-        """Requests whose client hung up before the server had sent all of its answer (a
-        delayed or trickled answer, or a stream without end)."""
+        """Requests whose client hung up before the server had sent all of its answer."""
         self.in_flight = 0
         self.max_in_flight = 0
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer((host, port), self._handler())
-        self._httpd.daemon_threads = True
+        self.app = web.Application(client_max_size=2**26)
+        """Routes added before the server starts are served too."""
+        # A deep backlog: a thousand clients connecting at once must not wait for SYN retries.
+        self._socket = socket.create_server((host, port), backlog=4096)
+        self._stopping = False
+        self._stop = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
         """The bound port."""
-        return self._httpd.server_address[1]
+        return int(self._socket.getsockname()[1])
 
     @property
     def base_url(self) -> str:
@@ -149,18 +152,40 @@ class ScriptedServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> ScriptedServer:
-        """Starts serving in a background thread."""
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        """Starts serving in a background thread, on an event loop of its own."""
+        ready = threading.Event()
+        coroutine = self.serve(ready.set)
+        self._thread = threading.Thread(target=asyncio.run, args=(coroutine,), daemon=True)
         self._thread.start()
+        if not ready.wait(30):
+            raise RuntimeError(f"the scripted server did not start on port {self.port}")
         return self
 
+    async def serve(self, ready: Callable[[], object] = lambda: None) -> None:
+        """Serves on the running event loop until `stop`; calls ``ready`` once it listens."""
+        self._loop = asyncio.get_running_loop()
+        self.app.router.add_route("*", "/{path:.*}", self._route)
+        # A client that hangs up cancels its handler (counted in `cancelled`).
+        runner = web.AppRunner(
+            self.app, access_log=None, handler_cancellation=True, shutdown_timeout=0
+        )
+        await runner.setup()
+        await web.SockSite(runner, self._socket, backlog=4096).start()
+        ready()
+        try:
+            await self._stop.wait()
+        finally:
+            await runner.cleanup()
+
     def stop(self) -> None:
-        """Stops serving and closes the socket; delayed answers are abandoned."""
-        self._stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        """Stops serving and closes its socket and connections; pending answers are dropped."""
+        self._stopping = True
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # its loop has ended already
+                self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(30)
+        self._socket.close()
 
     def __enter__(self) -> ScriptedServer:
         return self.start()
@@ -168,244 +193,193 @@ class ScriptedServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _log(self, body: dict[str, Any], address: Any, authorization: str | None) -> None:
-        with self._lock:
-            self.requests.append(body)
-            self.times.append(time.monotonic())
-            self.authorizations.append(authorization)
-            self.connections.add(tuple(address))
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+    async def _route(self, request: web.Request) -> web.StreamResponse:
+        path, get = request.path.rstrip("/"), request.method == "GET"
+        if request.method == "POST" and path.endswith("/chat/completions"):
+            return await self._chat(request)
+        if get and path == "/health":  # vLLM's liveness probe, for routers
+            return web.Response()
+        if get and path.endswith("/models"):
+            model = {"id": self.model, "object": "model", "owned_by": "scripted"}
+            return await _send(request, 200, {"object": "list", "data": [model]})
+        return await _send(request, 404, {"error": {"message": f"no route {request.path_qs}"}})
 
-    def _done(self) -> None:
-        with self._lock:
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = json.loads(await request.read() or b"{}")
+        self.requests.append(body)
+        self.times.append(time.monotonic())
+        self.authorizations.append(request.headers.get("Authorization"))
+        if request.transport is not None:
+            self.connections.add(request.transport.get_extra_info("peername"))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if inspect.iscoroutinefunction(self.responder):
+                reply = await self.responder(body)
+            else:
+                reply = await _in_thread(self.responder, body)
+            reply = Reply(content=reply) if isinstance(reply, str) else reply
+            response = await self._answer(request, body, reply)
+            if reply.on_sent is not None and not reply.fault:
+                reply.on_sent()
+            return response
+        except (asyncio.CancelledError, ConnectionError):  # the client hung up
+            if not self._stopping:
+                self.cancelled += 1
+            raise
+        except Exception:  # a responder that fails: the connection drops unanswered
+            traceback.print_exc()
+            return await _reset(request)
+        finally:
             self.in_flight -= 1
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
+    async def _answer(
+        self, request: web.Request, body: dict[str, Any], reply: Reply
+    ) -> web.StreamResponse:
+        stream = bool(body.get("stream"))
+        if reply.delay and not (reply.pieces and stream):
+            await asyncio.sleep(reply.delay)
+        if reply.fault == "reset":
+            return await _reset(request)
+        if reply.status != 200:
+            error = {"message": reply.error, "type": "scripted", "code": reply.status}
+            return await _send(request, reply.status, {"error": error}, reply)
+        texts = [m.get("content") for m in body.get("messages", [])]
+        prompt = reply.prompt_tokens
+        if prompt is None:
+            prompt = sum(word_count(t) for t in texts if isinstance(t, str))
+        generated = reply.completion_tokens
+        if generated is None:
+            generated = word_count(reply.content) + word_count(reply.reasoning_content)
+        usage = {"prompt_tokens": prompt, "completion_tokens": generated}
+        usage["total_tokens"] = prompt + generated
+        kind = "chat.completion.chunk" if stream else "chat.completion"
+        base: dict[str, Any] = {"id": f"chatcmpl-{len(self.requests)}", "object": kind}
+        base |= {"created": int(time.time()), "model": self.model}
+        if stream:
+            return await self._stream(request, body, reply, usage, base)
+        message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+        if reply.reasoning_content is not None:
+            message["reasoning_content"] = reply.reasoning_content
+        if reply.tool_calls:
+            message["tool_calls"] = reply.tool_calls
+        choice = {"index": 0, "message": message, "finish_reason": reply.finish_reason}
+        completion: Any = {**base, "choices": [choice], "usage": usage}
+        if reply.transform is not None:
+            completion = reply.transform(completion)
+        return await _send(request, 200, completion, reply)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body go out in separate writes: without TCP_NODELAY each answer
-            # waits ~40 ms for a delayed ACK.
-            disable_nagle_algorithm = True
+    async def _stream(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        reply: Reply,
+        usage: dict[str, int],
+        base: dict[str, Any],
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
 
-            def log_message(self, *args: Any) -> None:  # keep test output clean
-                pass
+        async def send(delta: dict[str, Any] | None, **extra: Any) -> None:
+            choices = [] if delta is None else [{"index": 0, "delta": delta}]
+            chunk: Any = {**base, "choices": choices, **extra}
+            if reply.transform is not None:
+                chunk = reply.transform(chunk)
+            event = chunk if isinstance(chunk, bytes) else json.dumps(chunk).encode()
+            await _write(response, b"data: " + event + b"\n\n", reply.trickle)
 
-            def _json(
-                self,
-                status: int,
-                payload: Any,
-                headers: dict[str, str] | None = None,
-                fault: str | None = None,
-                trickle: float = 0.0,
-            ) -> None:
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                if fault == "malformed":
-                    data = data[: len(data) // 2]
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data) * (2 if fault == "cut" else 1)))
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                if self._send(data, trickle) and fault == "cut":
-                    self._reset()
+        for word in (reply.reasoning_content or "").split(" "):
+            if word:
+                await send({"reasoning_content": word + " "})
+        if reply.pieces:
+            step = -(-len(reply.content) // reply.pieces)
+            texts = [reply.content[i * step : (i + 1) * step] for i in range(reply.pieces)]
+        else:
+            words = reply.content.split(" ")
+            if reply.fault == "cut":
+                words = words[: max(1, len(words) // 2)]
+            texts = [word + " " for word in words[:-1]] + words[-1:]
+        began = time.monotonic()
+        for i, text in enumerate(texts):
+            due = began + reply.delay * (i + 1) / len(texts)
+            if reply.pieces and (wait := due - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            if text:
+                await send({"content": text})
+        if reply.fault == "cut":  # a clean end without a finish_reason, then the reset
+            await response.write_eof()
+            return await _reset(request)
+        if reply.tool_calls:
+            await send({"tool_calls": [{"index": i, **c} for i, c in enumerate(reply.tool_calls)]})
+        while reply.endless:  # until the client hangs up (or the server stops)
+            await asyncio.sleep(reply.trickle or 0.05)
+            if reply.endless == "comment":
+                await response.write(b": ping\n\n")
+            else:
+                await send({})
+        choice = {"index": 0, "delta": {}, "finish_reason": reply.finish_reason}
+        await send(None, choices=[choice])
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await send(None, usage=usage)
+        await _write(response, b"data: [DONE]\n\n", reply.trickle)
+        return response
 
-            def _send(self, data: bytes, trickle: float) -> bool:
-                """Writes ``data`` (a byte at a time ``trickle`` seconds apart when set);
-                False when the client hung up meanwhile (counted in ``cancelled``)."""
-                try:
-                    if not trickle:
-                        self.wfile.write(data)
-                        self.wfile.flush()
-                        return True
-                    for i in range(len(data)):
-                        if i and not self._wait(trickle):
-                            return False
-                        self.wfile.write(data[i : i + 1])
-                        self.wfile.flush()
-                    return True
-                except OSError:  # a broken pipe or a reset: the client is gone
-                    with server._lock:
-                        server.cancelled += 1
-                    self.close_connection = True
-                    return False
 
-            def _reset(self) -> None:
-                self.wfile.flush()
-                # Linger 0: closing sends a TCP RST, as a crashed server or proxy does.
-                self.connection.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                )
-                self.close_connection = True
+async def _in_thread(responder: Callable[[dict[str, Any]], Any], body: dict[str, Any]) -> Any:
+    """Runs a plain responder in a daemon thread: a test may hold it, and one still held at
+    the end of the tests does not keep the process alive (as a thread pool's would)."""
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
-            def _wait(self, seconds: float) -> bool:
-                """Sleeps ``seconds`` unless the client hangs up first (then False)."""
-                end = time.monotonic() + seconds
-                while (left := end - time.monotonic()) > 0:
-                    if server._stopping.is_set():
-                        return False
-                    readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
-                    if readable:
-                        try:
-                            gone = not self.connection.recv(1, socket.MSG_PEEK)
-                        except OSError:
-                            gone = True
-                        if gone:
-                            with server._lock:
-                                server.cancelled += 1
-                            self.close_connection = True
-                            return False
-                        time.sleep(min(left, 0.05))
-                return True
+    def run() -> None:
+        if future.set_running_or_notify_cancel():  # not if the client hung up already
+            try:
+                future.set_result(responder(body))
+            except Exception as exc:
+                future.set_exception(exc)
 
-            def do_GET(self) -> None:
-                if self.path.rstrip("/") == "/health":  # vLLM's liveness probe, for routers
-                    self.send_response(200)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                elif self.path.rstrip("/").endswith("/models"):
-                    self._json(
-                        200,
-                        {
-                            "object": "list",
-                            "data": [
-                                {"id": server.model, "object": "model", "owned_by": "scripted"}
-                            ],
-                        },
-                    )
-                else:
-                    self._json(404, {"error": {"message": f"no route {self.path}"}})
+    threading.Thread(target=run, daemon=True).start()
+    return await asyncio.wrap_future(future)
 
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length) or b"{}")
-                if not self.path.rstrip("/").endswith("/chat/completions"):
-                    self._json(404, {"error": {"message": f"no route {self.path}"}})
-                    return
-                server._log(body, self.client_address, self.headers.get("Authorization"))
-                try:
-                    self._answer(body)
-                finally:
-                    server._done()
 
-            def _answer(self, body: dict[str, Any]) -> None:
-                reply = server.responder(body)
-                if isinstance(reply, str):
-                    reply = Reply(content=reply)
-                if reply.delay and not self._wait(reply.delay):
-                    return
-                if reply.fault == "reset":
-                    self._reset()
-                    return
-                if reply.status != 200:
-                    self._json(
-                        reply.status,
-                        {
-                            "error": {
-                                "message": reply.error,
-                                "type": "scripted",
-                                "code": reply.status,
-                            }
-                        },
-                        reply.headers,
-                    )
-                    return
-                prompt = reply.prompt_tokens
-                if prompt is None:
-                    prompt = sum(
-                        word_count(m.get("content") if isinstance(m.get("content"), str) else "")
-                        for m in body.get("messages", [])
-                    )
-                generated = reply.completion_tokens
-                if generated is None:
-                    generated = word_count(reply.content) + word_count(reply.reasoning_content)
-                usage: dict[str, Any] = {
-                    "prompt_tokens": prompt,
-                    "completion_tokens": generated,
-                    "total_tokens": prompt + generated,
-                }
-                if body.get("stream"):
-                    self._stream(body, reply, usage)
-                    return
-                message: dict[str, Any] = {"role": "assistant", "content": reply.content}
-                if reply.reasoning_content is not None:
-                    message["reasoning_content"] = reply.reasoning_content
-                if reply.tool_calls:
-                    message["tool_calls"] = reply.tool_calls
-                completion: Any = {
-                    "id": f"chatcmpl-{len(server.requests)}",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": server.model,
-                    "choices": [
-                        {"index": 0, "message": message, "finish_reason": reply.finish_reason}
-                    ],
-                    "usage": usage,
-                }
-                if reply.transform is not None:
-                    completion = reply.transform(completion)
-                self._json(200, completion, reply.headers, reply.fault, reply.trickle)
+async def _send(
+    request: web.Request, status: int, payload: Any, reply: Reply | None = None
+) -> web.StreamResponse:
+    """Sends a JSON body (``bytes`` as they are) with ``reply``'s headers, all of it, or as
+    its fault says: "malformed" half the body, "cut" half its Content-Length, then reset."""
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json", **(reply.headers if reply else {})}
+    if reply is None or not (reply.fault or reply.trickle):
+        return web.Response(status=status, body=data, headers=headers)
+    if reply.fault == "malformed":
+        data = data[: len(data) // 2]
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = len(data) * (2 if reply.fault == "cut" else 1)
+    await response.prepare(request)
+    await _write(response, data, reply.trickle)
+    return await _reset(request) if reply.fault == "cut" else response
 
-            def _stream(self, body: dict[str, Any], reply: Reply, usage: dict[str, Any]) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Connection", "close")
-                self.end_headers()
-                base = {
-                    "id": "chatcmpl-stream",
-                    "object": "chat.completion.chunk",
-                    "created": int(time.time()),
-                    "model": server.model,
-                }
 
-                class HungUp(Exception):
-                    pass
+async def _write(response: web.StreamResponse, data: bytes, trickle: float) -> None:
+    """Writes ``data``, a byte at a time ``trickle`` seconds apart when set."""
+    if not trickle:
+        return await response.write(data)
+    for i in range(len(data)):
+        if i:
+            await asyncio.sleep(trickle)
+        await response.write(data[i : i + 1])
 
-                def send(choices: list[dict[str, Any]], **extra: Any) -> None:
-                    chunk: Any = {**base, "choices": choices, **extra}
-                    if reply.transform is not None:
-                        chunk = reply.transform(chunk)
-                    event = chunk if isinstance(chunk, bytes) else json.dumps(chunk).encode()
-                    if not self._send(b"data: " + event + b"\n\n", reply.trickle):
-                        raise HungUp
 
-                self.close_connection = True
-                try:
-                    for word in (reply.reasoning_content or "").split(" "):
-                        if word:
-                            send([{"index": 0, "delta": {"reasoning_content": word + " "}}])
-                    pieces = reply.content.split(" ")
-                    if reply.fault == "cut":
-                        pieces = pieces[: max(1, len(pieces) // 2)]
-                    for i, word in enumerate(pieces):
-                        text = word if i == len(pieces) - 1 else word + " "
-                        if text:
-                            send([{"index": 0, "delta": {"content": text}}])
-                    if reply.fault == "cut":
-                        self._reset()
-                        return
-                    if reply.tool_calls:
-                        calls = [{"index": i, **c} for i, c in enumerate(reply.tool_calls)]
-                        send([{"index": 0, "delta": {"tool_calls": calls}}])
-                    while reply.endless:  # until the client hangs up (or the server stops)
-                        if not self._wait(reply.trickle or 0.05):
-                            return
-                        if reply.endless == "comment":
-                            if not self._send(b": ping\n\n", 0.0):
-                                return
-                        else:
-                            send([{"index": 0, "delta": {}}])
-                    send([{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}])
-                    if (body.get("stream_options") or {}).get("include_usage"):
-                        send([], usage=usage)
-                    self._send(b"data: [DONE]\n\n", reply.trickle)
-                except HungUp:
-                    return
-
-        return Handler
+async def _reset(request: web.Request) -> web.Response:
+    """Ends the connection once what was written has left, with a FIN then a RST (linger 0):
+    a server that crashes mid-answer."""
+    if (transport := request.transport) is not None:
+        while transport.get_write_buffer_size():
+            await asyncio.sleep(0.001)
+        transport.write_eof()
+        linger = struct.pack("ii", 1, 0)
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        transport.abort()
+    return web.Response()
 
 
 class RedisNotInstalledError(RuntimeError):
@@ -416,7 +390,7 @@ def free_port() -> int:
     """A free TCP port on loopback."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 class RedisServer:
@@ -438,42 +412,23 @@ class RedisServer:
                 "redis-server is not installed: install it, e.g. "
                 "`apt-get install redis-server` or `brew install redis`"
             )
-        self.binary = binary
-        self.directory = directory
-        self.extra_args = list(extra_args)
+        self.binary, self.directory, self.extra_args = binary, directory, list(extra_args)
         args = self.extra_args
-        self.password = next(
-            (args[i + 1] for i, a in enumerate(args[:-1]) if a == "--requirepass"), None
-        )
+        self.password = next((b for a, b in itertools.pairwise(args) if a == "--requirepass"), None)
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         """Starts the server (again) on its port and waits until it answers PING."""
+        options = f"--port {self.port} --bind 127.0.0.1 --appendonly no --dbfilename dump.rdb"
+        argv = [self.binary, *options.split(), "--save", "", "--dir", str(self.directory)]
         self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-                "--dbfilename",
-                "dump.rdb",
-                *self.extra_args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            [*argv, *self.extra_args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 20
-        try:
+        with contextlib.closing(client):
             while True:
                 try:
                     client.ping()
@@ -484,20 +439,14 @@ class RedisServer:
                             f"redis-server did not start on port {self.port}"
                         ) from exc
                     time.sleep(0.05)
-        finally:
-            client.close()
 
     def stop(self, save: bool = False) -> None:
         """Shuts the server down; ``save=True`` keeps its data for the next `start`."""
         if self.proc is None:
             return
         client = redis.Redis(port=self.port, password=self.password)
-        try:
-            client.shutdown(save=save, nosave=not save)
-        except redis.ConnectionError:
-            pass  # shutdown closes the connection under us
-        finally:
-            client.close()
+        with contextlib.closing(client), contextlib.suppress(redis.ConnectionError):
+            client.shutdown(save=save, nosave=not save)  # which closes the connection
         self.proc.wait(timeout=20)
         self.proc = None
 

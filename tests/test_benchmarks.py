@@ -14,6 +14,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import httpx
+
+from pacore_graph.testing import ScriptedServer
+
 ROOT = Path(__file__).resolve().parent.parent
 
 FAKE_EXP = """
@@ -146,3 +150,29 @@ def test_the_round_draw_key_draws_by_problem_and_round_whatever_the_prompt() -> 
     assert by_prompt[:3] == latencies("prompt", other)[:3]
     assert by_prompt[3:] != latencies("prompt", other)[3:]
     assert simserver.SimConfig().draw_key == "prompt"
+
+
+def test_the_simulated_server_is_the_scripted_server_answering_its_draws() -> None:
+    simserver = load_simserver()
+    sim = simserver.SimServer(simserver.SimConfig(latency_scale=0.001, stream_interval_s=0.001))
+    server = ScriptedServer(sim.respond, model="sim")
+    sim.add_routes(server)
+    url, root = f"{server.base_url}/chat/completions", server.base_url.removesuffix("/v1")
+    messages = [{"role": "user", "content": "[problem 7] Solve x."}]
+    with server:
+        plain = httpx.post(url, json={"messages": messages}).json()
+        streamed = httpx.post(url, json={"messages": messages, "stream": True}).text
+        log = httpx.get(f"{root}/sim/log").json()
+        stats = httpx.get(f"{root}/sim/stats").json()
+    (group,) = sim.arrivals  # one group: the same messages twice
+    assert [(e["problem"], e["round"], e["n"]) for e in log] == [(7, 0, 0), (7, 0, 1)]
+    assert all(e["group"] == group[:16] and e["sent"] >= e["received"] for e in log)
+    assert plain["choices"][0]["message"]["content"] == sim.content(group, 0, log[0]["tokens"])
+    assert plain["usage"]["completion_tokens"] == log[0]["tokens"]
+    # The stream: its content in one piece per stream interval of its latency.
+    events = [json.loads(e[6:]) for e in streamed.split("\n\n") if e.startswith("data: {")]
+    deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
+    pieces = [delta["content"] for delta in deltas if delta]
+    assert "".join(pieces) == sim.content(group, 1, log[1]["tokens"])
+    assert len(pieces) == max(1, int(log[1]["latency"] / 0.001))
+    assert stats["requests"] == 2 and stats["max_in_flight"] == 1
