@@ -3,33 +3,19 @@ resume, and the rerun asks only what had not finished."""
 
 import signal
 import subprocess
-import threading
 import time
 
 import pytest
 
 from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import saved_trajectories, solve_command, wait_for
+from tests.conftest import Held, saved_trajectories, solve_command, wait_for
 
 PROBLEM = "What is 17 * 23?"
 
 
-class Held:
+def held():
     """Answers the first two exploration calls; holds the others (until the client hangs up)."""
-
-    def __init__(self):
-        self.holding = True
-        self.n = 0
-        self.lock = threading.Lock()
-
-    def __call__(self, body):
-        if "Reference 1:" in last_user_text(body):
-            return Reply(content="<think>agree</think>\\boxed{391}")
-        with self.lock:
-            n, self.n = self.n, self.n + 1
-        if self.holding and n >= 2:
-            return Reply(content="too late", delay=120)
-        return Reply(content=f"candidate {n}: 391")
+    return Held(2, held_reply=Reply(content="too late", delay=120))
 
 
 def command(server, *extra):
@@ -40,7 +26,7 @@ def command(server, *extra):
 def test_signal_cancels_calls_keeps_finished_work_and_rerun_resumes(
     scripted, redis_url, sig, status
 ):
-    responder = Held()
+    responder = held()
     server = scripted(responder)
     args = command(server, "--redis-url", redis_url, "--thread-id", f"sig-{sig}")
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -70,7 +56,7 @@ def test_signal_cancels_calls_keeps_finished_work_and_rerun_resumes(
 
 
 def test_sigterm_without_redis_says_nothing_was_saved(scripted):
-    server = scripted(Held())
+    server = scripted(held())
     proc = subprocess.Popen(
         command(server), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

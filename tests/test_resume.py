@@ -3,37 +3,11 @@
 import os
 import signal
 import subprocess
-import threading
 
-from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import saved_trajectories, solve_command, wait_for
+from pacore_graph.testing import last_user_text
+from tests.conftest import TOO_LATE, Held, saved_trajectories, solve_command, wait_for
 
 PROBLEM = "What is 17 * 23?"
-
-
-class HoldingResponder:
-    """Answers the first ``answer_first`` round-1 calls, holds the rest until released."""
-
-    def __init__(self, answer_first):
-        self.answer_first = answer_first
-        self.release = threading.Event()
-        self.holding = True
-        self.exploration = 0
-        self.lock = threading.Lock()
-
-    def __call__(self, body):
-        if "Reference 1:" in last_user_text(body):
-            return Reply(content="<think>agree</think>\\boxed{391}")
-        with self.lock:
-            n = self.exploration
-            self.exploration += 1
-        if self.holding and n >= self.answer_first:
-            self.release.wait(60)
-            return Reply(content="too late", status=503)
-        return Reply(content=f"candidate {n}: 391")
-
-    def exploration_calls(self, server):
-        return sum("Reference 1:" not in last_user_text(b) for b in server.requests)
 
 
 def cli(server, redis_url, *extra):
@@ -46,7 +20,7 @@ def cli(server, redis_url, *extra):
 
 
 def test_sigkill_then_rerun_requests_only_unfinished_trajectories(scripted, redis_url):
-    responder = HoldingResponder(answer_first=2)
+    responder = Held(answer_first=2, late=TOO_LATE)
     server = scripted(responder)
     proc = subprocess.Popen(cli(server, redis_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -81,7 +55,7 @@ def test_sigkill_then_rerun_requests_only_unfinished_trajectories(scripted, redi
 
 
 def test_redis_down_mid_run_then_rerun_finishes(scripted, redis_server, redis_url):
-    responder = HoldingResponder(answer_first=2)
+    responder = Held(answer_first=2, late=TOO_LATE)
     server = scripted(responder)
     proc = subprocess.Popen(
         cli(server, redis_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
