@@ -80,7 +80,7 @@ def pacore_in_process(
     if env is not None:
         os.environ.clear()
         os.environ.update(env)
-    sys.stdin = io.StringIO(input or "")
+    sys.stdin = io.TextIOWrapper(io.BytesIO((input or "").encode()), encoding="utf-8")
     try:
         with (
             contextlib.redirect_stdout(out),
