@@ -98,6 +98,13 @@ def pacore_in_process(
     return Ran(status, out.getvalue(), err.getvalue())
 
 
+def run_in_process(argv: list[str], **kwargs: Any) -> Ran:
+    """A `pacore_argv` (or `solve_command`) run by `pacore_in_process`."""
+    prefix = pacore_argv()
+    assert argv[: len(prefix)] == prefix, argv
+    return pacore_in_process(*argv[len(prefix) :], **kwargs)
+
+
 def solve_command(server: ScriptedServer, problem: str, *extra: str) -> list[str]:
     """``pacore solve`` as a subprocess argv, pointed at ``server``."""
     return pacore_argv("solve", problem, "--base-url", server.base_url, *extra)

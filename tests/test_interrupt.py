@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import Held, saved_trajectories, solve_command, wait_for
+from tests.conftest import Held, run_in_process, saved_trajectories, solve_command, wait_for
 
 PROBLEM = "What is 17 * 23?"
 
@@ -44,7 +44,7 @@ def test_signal_cancels_calls_keeps_finished_work_and_rerun_resumes(
 
     responder.holding = False
     before = len(server.requests)
-    rerun = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    rerun = run_in_process(args)
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.stdout.strip() == "\\boxed{391}"
     new = [last_user_text(b) for b in server.requests[before:]]

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from pacore_graph.testing import free_port, last_user_text
-from tests.conftest import TOO_LATE, Held, solve_command, wait_for
+from tests.conftest import TOO_LATE, Held, run_in_process, solve_command, wait_for
 from tests.test_examples import env_for, start_app
 from tests.test_lease import _finished, lease_key, stored
 
@@ -30,7 +30,8 @@ def command(server, redis_url, thread_id, *extra):
 
 
 def solve(args):
-    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+    """A run beside the other processes of a test, or after them: in-process."""
+    return run_in_process(args)
 
 
 def asked(server, start=0):

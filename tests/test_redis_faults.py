@@ -8,7 +8,14 @@ import pytest
 import redis
 
 from pacore_graph.testing import last_user_text
-from tests.conftest import FinalFailsOnce, Held, saved_trajectories, solve_command, wait_for
+from tests.conftest import (
+    FinalFailsOnce,
+    Held,
+    run_in_process,
+    saved_trajectories,
+    solve_command,
+    wait_for,
+)
 
 PROBLEM = "What is 17 * 23?"
 
@@ -23,7 +30,8 @@ def pacore(server, redis_url, thread, *extra):
 
 
 def run(args):
-    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+    """A run that needs no process of its own (no signal, no kill): in-process."""
+    return run_in_process(args)
 
 
 def one_error_line(stderr):

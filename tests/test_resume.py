@@ -5,7 +5,14 @@ import signal
 import subprocess
 
 from pacore_graph.testing import last_user_text
-from tests.conftest import TOO_LATE, Held, saved_trajectories, solve_command, wait_for
+from tests.conftest import (
+    TOO_LATE,
+    Held,
+    run_in_process,
+    saved_trajectories,
+    solve_command,
+    wait_for,
+)
 
 PROBLEM = "What is 17 * 23?"
 
@@ -35,7 +42,7 @@ def test_sigkill_then_rerun_requests_only_unfinished_trajectories(scripted, redi
 
     # The rerun waits until the killed run's hold on the thread lapsed (--lease-ttl).
     waiting = cli(server, redis_url, "--wait")
-    rerun = subprocess.run(waiting, capture_output=True, text=True, timeout=120)
+    rerun = run_in_process(waiting)
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.stdout.strip() == "\\boxed{391}"
     assert "resuming" in rerun.stderr
@@ -47,7 +54,7 @@ def test_sigkill_then_rerun_requests_only_unfinished_trajectories(scripted, redi
     assert "candidate 0: 391" in final_prompt and "candidate 1: 391" in final_prompt
 
     # A finished thread prints its stored answer without calling the backend.
-    again = subprocess.run(cli(server, redis_url), capture_output=True, text=True, timeout=120)
+    again = run_in_process(cli(server, redis_url))
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == "\\boxed{391}"
     assert "already answered" in again.stderr
@@ -80,7 +87,7 @@ def test_redis_down_mid_run_then_rerun_finishes(scripted, redis_server, redis_ur
     before = len(server.requests)
     # The failed run could not release its hold while Redis was away: it lapses first.
     waiting = cli(server, redis_url, "--wait")
-    rerun = subprocess.run(waiting, capture_output=True, text=True, timeout=120)
+    rerun = run_in_process(waiting)
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.stdout.strip() == "\\boxed{391}"
     new = server.requests[before:]
