@@ -24,7 +24,7 @@ def pacore(*args, env=None, input=None):
         pacore_argv(*args),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=240,  # a hang guard: the embedded model's run on a loaded machine
         env=CLEAN_ENV if env is None else env,
         input=input,
     )
