@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import io
+import logging
 import os
 import signal
 import subprocess
@@ -73,29 +74,54 @@ def pacore_in_process(
     *args: str, env: Mapping[str, str] | None = None, input: str | None = None
 ) -> Ran:
     """``pacore ARGS`` run by `main` in this process, with ``env`` as the whole environment
-    and ``input`` on stdin: for argument and usage errors, which need no process of their
-    own (a subprocess spends seconds importing); signals and crashes keep theirs."""
+    and ``input`` on stdin: for runs that need no process of their own (a subprocess spends
+    seconds importing); signals, kills and stalls keep theirs.
+
+    As in a process of its own, warnings (Python's default filters) and log records (no
+    handler but what ``--log-level`` installs) go to its stderr, not to pytest's capture.
+    """
     out, err = io.StringIO(), io.StringIO()
     environ, stdin = dict(os.environ), sys.stdin
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     if env is not None:
         os.environ.clear()
         os.environ.update(env)
     sys.stdin = io.TextIOWrapper(io.BytesIO((input or "").encode()), encoding="utf-8")
+    root.handlers.clear()
     try:
         with (
             contextlib.redirect_stdout(out),
             contextlib.redirect_stderr(err),
             warnings.catch_warnings(),
         ):
+            warnings.resetwarnings()
+            for action, category in _DEFAULT_WARNING_FILTERS:
+                warnings.simplefilter(action, category)
+            warnings.showwarning = _print_warning
             try:
                 status = main(list(args))
             except SystemExit as exc:  # argparse: --help, a bad argument
                 status = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
         sys.stdin = stdin
         os.environ.clear()
         os.environ.update(environ)
     return Ran(status, out.getvalue(), err.getvalue())
+
+
+_DEFAULT_WARNING_FILTERS = [
+    ("ignore", category)
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+]
+"""Python's default warning filters without ``-W`` (less the one for ``__main__``)."""
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning on stderr, as Python prints it without pytest."""
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def run_in_process(argv: list[str], **kwargs: Any) -> Ran:
