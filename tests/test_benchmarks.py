@@ -82,7 +82,7 @@ def run_bench(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
         text=True,
         cwd=ROOT,
         env={**(env or os.environ), "PYTHONPATH": str(ROOT)},
-        timeout=120,
+        timeout=240,  # a hang guard: four test workers may share two loaded cores
     )
 
 

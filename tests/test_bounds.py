@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
@@ -24,7 +23,7 @@ from pacore_graph import (
 from pacore_graph.context import DEFAULTS, PaCoReContext
 from pacore_graph.resume import run_settings, settings_key
 from pacore_graph.testing import Reply
-from tests.conftest import model_for, pacore_argv, solve_command
+from tests.conftest import model_for, pacore_in_process, solve_command, wait_for
 
 PROBLEM = "What is 17 * 23?"
 
@@ -45,15 +44,9 @@ def invoke(model, context=None, problem=PROBLEM, **defaults):
     return asyncio.run(graph.ainvoke({"messages": [("user", problem)]}, context=context))
 
 
-def pacore(*args, env=None, input=None, timeout=60):
-    return subprocess.run(
-        pacore_argv(*args),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=CLEAN_ENV if env is None else env,
-        input=input,
-    )
+def pacore(*args, env=None, input=None):
+    """``pacore ARGS``, in-process: these are argument and input errors (and one run)."""
+    return pacore_in_process(*args, env=CLEAN_ENV if env is None else env, input=input)
 
 
 def error_line(result) -> str:
@@ -93,10 +86,8 @@ def test_the_bounds_have_documented_defaults_well_above_the_papers_largest_run()
 )
 def test_a_vector_over_a_bound_names_the_bound_and_how_to_raise_it(spec, bounds, fragments):
     kwargs = {"max_k": 1024, "max_trajectories": 4096, **bounds}
-    started = time.monotonic()
     with pytest.raises(InvalidRoundsError) as error:
         resolve_rounds(spec, **kwargs)
-    assert time.monotonic() - started < 1
     text = str(error.value)
     assert "\n" not in text and len(text) < 300
     for fragment in fragments:
@@ -115,10 +106,8 @@ def test_the_graph_refuses_a_vector_over_the_bounds_at_build_time_and_per_run(sc
     with pytest.raises(InvalidRoundsError, match="max_trajectories = 4096"):
         create_pacore_graph(model_for(server), rounds="1000,1000,1000,1000,1000")
     graph = create_pacore_graph(model_for(server), rounds=2).compile()
-    started = time.monotonic()
     with pytest.raises(InvalidRoundsError, match="max_k = 1024"):
         graph.invoke({"messages": [("user", PROBLEM)]}, context={"rounds": 1025})
-    assert time.monotonic() - started < 5
     with pytest.raises(InvalidRoundsError, match="K = 3, above max_k = 2"):
         graph.invoke({"messages": [("user", PROBLEM)]}, context={"rounds": 3, "max_k": 2})
     assert server.requests == []
@@ -136,9 +125,7 @@ def test_raising_a_bound_allows_the_run_and_is_not_another_run():
 
 def test_solve_refuses_a_huge_k_at_once_with_one_line(scripted):
     server = scripted()
-    started = time.monotonic()
     result = pacore("solve", PROBLEM, "--base-url", server.base_url, "--rounds", "999999")
-    assert time.monotonic() - started < 30
     line = error_line(result)
     assert "K = 999999, above max_k = 1024: raise the max_k setting (--max-k)" in line
     line = error_line(
@@ -174,21 +161,19 @@ def interruption_line(sig):
     )
 
 
-def stop_and_time(proc, sig) -> float:
-    """Sends ``sig``; seconds until the process has exited."""
-    started = time.monotonic()
+def stop(proc, sig) -> None:
+    """Sends ``sig`` and waits until the process has exited (how fast is a benchmark's)."""
     proc.send_signal(sig)
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
         raise
-    return time.monotonic() - started
 
 
 @pytest.mark.parametrize(("sig", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_while_a_wide_round_is_built_ends_the_run_within_a_second(scripted, sig, status):
+def test_a_signal_while_a_wide_round_is_built_ends_the_run(scripted, sig, status):
     # Bounds raised on purpose: 8192 trajectories take LangGraph seconds to build and more
     # to cancel, during which the event loop runs no signal handler of its own.
     server = scripted(held)
@@ -210,14 +195,14 @@ def test_a_signal_while_a_wide_round_is_built_ends_the_run_within_a_second(scrip
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     assert started.wait(timeout=60), lines
-    assert stop_and_time(proc, sig) < 1.0
+    stop(proc, sig)
     reader.join(timeout=10)
     assert proc.returncode == status
     assert lines[-1] == interruption_line(sig), lines
     assert not any("Traceback" in line or "Warning" in line for line in lines), lines
 
 
-def test_sigterm_with_every_trajectory_of_a_round_at_max_k_exits_within_a_second(scripted):
+def test_sigterm_with_every_trajectory_of_a_round_at_max_k_ends_the_run(scripted):
     server = scripted(held)
     k = str(DEFAULTS.max_k)
     proc = subprocess.Popen(
@@ -226,11 +211,9 @@ def test_sigterm_with_every_trajectory_of_a_round_at_max_k_exits_within_a_second
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while not server.requests and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)  # polling an event (the first call), not waiting out a guess
+    wait_for(lambda: server.requests or proc.poll() is not None)  # the first call
     assert server.requests, proc.stderr.read() if proc.poll() is not None else "no call"
-    assert stop_and_time(proc, signal.SIGTERM) < 1.0
+    stop(proc, signal.SIGTERM)
     assert proc.returncode == 143
     lines = proc.stderr.read().splitlines()
     # The backend line, then only the interruption: no warnings of the cancelled round.
@@ -251,9 +234,7 @@ def test_a_huge_messages_file_is_refused_before_it_is_read(scripted, tmp_path):
     path = tmp_path / "huge.json"
     with open(path, "wb") as file:
         file.truncate(2**30)  # 1 GiB, sparse: nothing is written to disk
-    started = time.monotonic()
     result = pacore("solve", "--messages", str(path), "--base-url", server.base_url)
-    assert time.monotonic() - started < 30
     line = error_line(result)
     assert f"messages file {path} is 1,073,741,824 bytes" in line, line
     assert "above the limit of 33,554,432 bytes" in line

@@ -5,7 +5,6 @@ wrong password or a full Redis is one clear error."""
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -22,28 +21,10 @@ from pacore_graph.checkpoints import (
     RedisSaver,
 )
 from pacore_graph.checkpoints.ops import Batch, Emit
-from pacore_graph.testing import RedisServer, Reply, last_user_text
-from tests.conftest import model_for
+from tests.conftest import FinalFailsOnce, model_for
 from tests.test_checkpoint_sync import cfg, put
 
 PROBLEM = "What is 17 * 23?"
-
-
-@pytest.fixture
-def own_redis(tmp_path) -> Iterator[Callable[..., RedisServer]]:
-    """Starts redis-servers with extra options (each its own directory); kills them after."""
-    servers: list[RedisServer] = []
-
-    def start(*extra: str) -> RedisServer:
-        server = RedisServer(tmp_path / f"redis-{len(servers)}", extra)
-        server.directory.mkdir()
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.kill()
 
 
 # -- eviction policy ----------------------------------------------------------------------
@@ -118,21 +99,6 @@ def test_a_redis_that_tells_no_policy_is_used_with_a_warning(own_redis, caplog):
 
 
 # -- damaged threads -----------------------------------------------------------------------
-
-
-class FinalFailsOnce:
-    """Answers round 1; the first final call fails for good (HTTP 400), the next ones answer."""
-
-    def __init__(self) -> None:
-        self.final_calls = 0
-
-    def __call__(self, body: dict) -> Reply:
-        if "Reference 1:" in last_user_text(body):
-            self.final_calls += 1
-            if self.final_calls == 1:
-                return Reply(status=400, error="bad request")
-            return Reply(content="<think>agree</think>\\boxed{391}")
-        return Reply(content="candidate: 391")
 
 
 @pytest.mark.parametrize("lost", ["writes", "blobs", "meta", "cp", "ids", "wix"])

@@ -3,7 +3,6 @@
 import asyncio
 import builtins
 import operator
-import socket
 import time
 from typing import Annotated
 
@@ -18,6 +17,7 @@ from redis.cluster import RedisCluster, key_slot
 from typing_extensions import TypedDict
 
 from pacore_graph.checkpoints import AsyncRedisSaver, RedisSaver, RedisUnavailableError
+from pacore_graph.testing import free_port
 
 
 def cfg(thread, ns="", checkpoint_id=None):
@@ -228,9 +228,7 @@ def test_hot_path_touches_only_the_threads_keys(redis_url):
 
 
 def test_unreachable_redis_is_a_clear_error():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens once closed
+    port = free_port()  # nothing listens once closed
     url = f"redis://:secret-pw@127.0.0.1:{port}/0"
     with RedisSaver.from_conn_string(url) as saver, pytest.raises(RedisUnavailableError) as caught:
         saver.get_tuple(cfg("t"))

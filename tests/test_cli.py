@@ -9,7 +9,7 @@ import pytest
 
 from pacore_graph.cli import main
 from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import pacore_argv
+from tests.conftest import pacore_argv, pacore_in_process
 
 # The machine's endpoint settings would change what "no --base-url" means.
 CLEAN_ENV = {
@@ -24,10 +24,15 @@ def pacore(*args, env=None, input=None):
         pacore_argv(*args),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=240,  # a hang guard: the embedded model's run on a loaded machine
         env=CLEAN_ENV if env is None else env,
         input=input,
     )
+
+
+def usage_error(*args, input=None):
+    """``pacore ARGS`` for an argument or usage error: run in-process."""
+    return pacore_in_process(*args, env=CLEAN_ENV, input=input)
 
 
 def answer_or_reference(body):
@@ -108,7 +113,7 @@ def test_errors_are_one_line_without_traceback(scripted):
     server = scripted(answer_or_reference)
     cases.append((["solve", "--base-url", server.base_url, "   "], "empty"))
     for args, fragment in cases:
-        result = pacore(*args)
+        result = usage_error(*args)
         assert result.returncode != 0, args
         assert "Traceback" not in result.stderr, result.stderr
         lines = result.stderr.strip().splitlines()
@@ -151,7 +156,7 @@ def test_a_problem_and_messages_together_are_a_one_line_error(scripted, tmp_path
         (["--messages", "-"], "cannot read messages from stdin"),
     ]
     for args, fragment in cases:
-        result = pacore("solve", "--base-url", server.base_url, *args, input="not json")
+        result = usage_error("solve", "--base-url", server.base_url, *args, input="not json")
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("pacore: error: "), result.stderr
@@ -172,7 +177,7 @@ def test_rounds_help_says_the_papers_notation_runs_as_written(capsys):
 def test_a_tool_message_without_its_call_id_is_a_one_line_error(scripted):
     server = scripted(answer_or_reference)
     chat = [{"role": "user", "content": "2+2?"}, {"role": "tool", "content": "4"}]
-    result = pacore(
+    result = usage_error(
         "solve", "--base-url", server.base_url, "--messages", "-", input=json.dumps(chat)
     )
     assert result.returncode == 2, result.stderr

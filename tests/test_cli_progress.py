@@ -9,7 +9,7 @@ import threading
 
 from pacore_graph.cli.options import public_url
 from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import pacore_argv, solve_command
+from tests.conftest import pacore_in_process, solve_command
 
 ENV_VARIABLES = ("PACORE_BASE_URL", "OPENAI_BASE_URL", "PACORE_MODEL")
 
@@ -21,14 +21,8 @@ def clean_env(**extra):
 
 
 def solve(*args, env=None, input=None):
-    return subprocess.run(
-        pacore_argv("solve", *args),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env or clean_env(),
-        input=input,
-    )
+    """``pacore solve ARGS`` in-process: what it prints on a pipe, and its exit status."""
+    return pacore_in_process("solve", *args, env=env or clean_env(), input=input)
 
 
 def synthesis(body):

@@ -7,7 +7,6 @@ import importlib.metadata
 import importlib.util
 import json
 import shlex
-import socket
 import struct
 import subprocess
 import sys
@@ -16,15 +15,10 @@ from pathlib import Path
 from pacore_graph.cli import main
 from pacore_graph.eval import SAMPLE
 from pacore_graph.eval.manifest import command_line
+from pacore_graph.testing import free_port
 from tests.test_eval_runner import scenario
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_eval_writes_table_csv_plot_and_rows(scripted, tmp_path, capsys):

@@ -267,6 +267,21 @@ class Holding:
         return scenario(body)
 
 
+def saved_calls(saver):
+    """The ids of the Send tasks (each one model call: a trajectory or a sample) whose
+    writes ``saver`` has stored, filled in as they land."""
+    saved = set()
+    put_writes = saver.aput_writes
+
+    async def aput_writes(config, writes, task_id, task_path=""):
+        await put_writes(config, writes, task_id, task_path)
+        if task_path.startswith("~__pregel_push"):
+            saved.add(task_id)
+
+    saver.aput_writes = aput_writes
+    return saved
+
+
 async def test_interrupted_eval_resumes_without_reasking_finished_work(scripted, redis_url):
     responder = Holding()
     server = scripted(responder)
@@ -276,15 +291,17 @@ async def test_interrupted_eval_resumes_without_reasking_finished_work(scripted,
     # (in a real eval they would merely queue).
     eval_spec = spec(["2"], ["sc@2"], runs=1, concurrency=16)
     async with AsyncRedisSaver.from_conn_string(redis_url) as saver:
+        saved, progress = saved_calls(saver), Recorder()
         task = asyncio.ensure_future(
-            run_eval(model_for(server), PROBLEMS, eval_spec, checkpointer=saver)
+            run_eval(model_for(server), PROBLEMS, eval_spec, checkpointer=saver, progress=progress)
         )
         # Problems 1-4 (5 calls each) and one call of problem 5 answered; the other three
         # round-1 calls of problem 5 and the four of each of problems 6-8 held.
         await asyncio.to_thread(
             wait_for, lambda: responder.answered == 21 and server.in_flight == 15
         )
-        await asyncio.sleep(1.0)  # the answered trajectories reach Redis
+        # In Redis: the 8 runs of problems 1-4 (finished), and each answered call's result.
+        await asyncio.to_thread(wait_for, lambda: progress.runs == 8 and len(saved) == 21)
         task.cancel()  # the interruption
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -3,7 +3,6 @@
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from pacore_graph.testing import Reply, last_user_text
+from pacore_graph.testing import Reply, free_port, last_user_text
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -72,12 +71,6 @@ def test_progress_bar_example_counts_failed_trajectories(scripted):
     assert result.returncode == 0, result.stderr
     bar = result.stderr.replace("\r", "\n")
     assert "5/5" in bar and "tokens=28, unfinished=1" in bar
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_app(env, port):

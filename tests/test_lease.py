@@ -22,8 +22,8 @@ from pacore_graph import (
 )
 from pacore_graph.checkpoints import AsyncRedisSaver, RedisSaver
 from pacore_graph.checkpoints.layout import LEASE_CONFIG_KEY
-from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import model_for, wait_for
+from pacore_graph.testing import Reply
+from tests.conftest import Held, model_for, wait_for
 from tests.test_checkpoint_sync import cfg, put, two_step_graph
 
 HOLDER = f"pid {os.getpid()} on {socket.gethostname()}"
@@ -216,29 +216,12 @@ async def _enter(lease):
         return held
 
 
-def holding_responder(answer_first, release):
-    """Answers ``answer_first`` exploration calls, holds the rest until ``release``."""
-    count = iter(range(1_000_000))
-    lock = threading.Lock()
-
-    def respond(body):
-        if "Reference 1:" in last_user_text(body):
-            return Reply(content="<think>agree</think>\\boxed{391}")
-        with lock:
-            n = next(count)
-        if n >= answer_first:
-            release.wait(60)
-        return Reply(content=f"candidate {n}: 391")
-
-    return respond
-
-
 QUESTION = {"messages": [("user", "What is 17 * 23?")]}
 
 
 async def test_a_second_run_on_a_live_thread_is_busy_or_waits(scripted, url_and_cluster):
     release = threading.Event()
-    server = scripted(holding_responder(0, release))
+    server = scripted(Held(0, release=release))
     saver = async_saver(*url_and_cluster)
     graph = create_pacore_graph(model_for(server), rounds=[2]).compile(checkpointer=saver)
     config = {"configurable": {"thread_id": "busy"}}

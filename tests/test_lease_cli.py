@@ -6,18 +6,16 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 import redis
 
-from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import solve_command, wait_for
-from tests.test_examples import env_for, free_port, start_app
+from pacore_graph.testing import free_port, last_user_text
+from tests.conftest import TOO_LATE, Held, run_in_process, solve_command, wait_for
+from tests.test_examples import env_for, start_app
 from tests.test_lease import _finished, lease_key, stored
-from tests.test_resume import HoldingResponder
 
 PROBLEM = "What is 17 * 23?"
 
@@ -32,24 +30,8 @@ def command(server, redis_url, thread_id, *extra):
 
 
 def solve(args):
-    return subprocess.run(args, capture_output=True, text=True, timeout=120)
-
-
-class Gate:
-    """Holds every exploration call until ``open`` is set; answers the final synthesis."""
-
-    def __init__(self):
-        self.open = threading.Event()
-        self.n = 0
-        self.lock = threading.Lock()
-
-    def __call__(self, body):
-        if "Reference 1:" in last_user_text(body):
-            return Reply(content="<think>agree</think>\\boxed{391}")
-        with self.lock:
-            n, self.n = self.n, self.n + 1
-        self.open.wait(60)
-        return Reply(content=f"candidate {n}: 391")
+    """A run beside the other processes of a test, or after them: in-process."""
+    return run_in_process(args)
 
 
 def asked(server, start=0):
@@ -59,7 +41,7 @@ def asked(server, start=0):
 
 
 def test_two_solves_on_one_thread_one_runs_the_other_stops_naming_it(scripted, redis_url):
-    gate = Gate()
+    gate = Held()
     server = scripted(gate)
     args = command(server, redis_url, "dup")
     procs = [
@@ -70,7 +52,7 @@ def test_two_solves_on_one_thread_one_runs_the_other_stops_naming_it(scripted, r
         # The calls of whichever run got the thread are held, so the other meets a live run.
         wait_for(lambda: any(p.poll() is not None for p in procs), timeout=60)
     finally:
-        gate.open.set()
+        gate.release.set()
     loser = next(p for p in procs if p.poll() is not None)
     winner = procs[1 - procs.index(loser)]
     _, err = loser.communicate(timeout=30)
@@ -104,7 +86,7 @@ def test_two_solves_on_one_thread_one_runs_the_other_stops_naming_it(scripted, r
 def test_kill_one_of_two_solves_and_the_stored_record_is_the_printed_one(
     scripted, redis_url, tmp_path, victim
 ):
-    responder = HoldingResponder(answer_first=2)
+    responder = Held(answer_first=2, late=TOO_LATE)
     server = scripted(responder)
     args = command(server, redis_url, "kill", "--wait", "--lease-ttl", "2")
     logs = [tmp_path / f"stderr-{i}.txt" for i in range(2)]
@@ -147,7 +129,7 @@ def test_kill_one_of_two_solves_and_the_stored_record_is_the_printed_one(
 
 
 def test_a_run_paused_past_its_lease_is_fenced_and_stops(scripted, redis_url):
-    responder = HoldingResponder(answer_first=2)
+    responder = Held(answer_first=2, late=TOO_LATE)
     server = scripted(responder)
     args = command(server, redis_url, "paused", "--lease-ttl", "2")
     first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -180,7 +162,7 @@ def test_a_run_paused_past_its_lease_is_fenced_and_stops(scripted, redis_url):
 
 
 def test_web_app_answers_409_while_another_request_runs_the_thread(scripted, redis_url):
-    gate = Gate()
+    gate = Held()
     server = scripted(gate)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -193,10 +175,10 @@ def test_web_app_answers_409_while_another_request_runs_the_thread(scripted, red
             r = httpx.post(f"{base}/solve", json=request, timeout=30)
             assert r.status_code == 409, r.text
             assert r.json()["detail"].startswith("thread w is busy: another run holds it (pid ")
-            gate.open.set()
+            gate.release.set()
             assert first.result().status_code == 200
         assert len(server.requests) == 3  # the busy request asked nothing
     finally:
-        gate.open.set()
+        gate.release.set()
         app.send_signal(signal.SIGTERM)
         app.wait(timeout=30)

@@ -1,25 +1,21 @@
 """Property-based bad input (hypothesis): any round vector, any messages shape, unicode, huge
 problems, missing fields. The outcome is a correct run or a one-line error naming the problem;
-never a hang, never a traceback from the CLI."""
+never a hang, never a traceback from the CLI, which refuses exactly what the library refuses,
+in the same words."""
 
 import asyncio
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage
 
 from pacore_graph import PaCoReError, create_pacore_graph, resolve_rounds
 from pacore_graph.cli import main
+from pacore_graph.context import DEFAULTS
 from pacore_graph.testing import ScriptedServer
-
-SETTINGS = settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
 
 texts = st.one_of(
     st.text(max_size=40),
@@ -55,7 +51,6 @@ def one_line(exc: BaseException) -> bool:
     return bool(text.strip()) and "\n" not in text
 
 
-@SETTINGS
 @given(round_specs)
 def test_resolve_rounds_gives_a_valid_vector_or_a_one_line_error(spec):
     try:
@@ -66,7 +61,6 @@ def test_resolve_rounds_gives_a_valid_vector_or_a_one_line_error(spec):
     assert vector[-1] == 1 and all(isinstance(k, int) and k >= 1 for k in vector)
 
 
-@SETTINGS
 @given(messages, st.lists(st.integers(1, 3), max_size=2))
 def test_graph_answers_or_raises_one_line_naming_the_input(msgs, rounds):
     model = FakeListChatModel(responses=["<think>t</think>ok"])
@@ -97,42 +91,89 @@ def run_cli(argv, capsys):
     return status, out, err
 
 
-def check(status, out, err):
+def check(status, out, err, failure):
+    """The CLI answered (``failure`` None), or printed ``failure`` as its one error line and
+    exited 2 (the command can be fixed)."""
     assert "Traceback" not in err
-    if status == 0:
+    if failure is None:
+        assert status == 0, err
         assert out.strip() == "\\boxed{1}"
+        assert "pacore: error" not in err
     else:
-        assert status in (1, 2)
-        lines = err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("pacore: error: "), err
+        assert status == 2, (status, err)
+        assert out == ""
+        assert err.strip().splitlines() == [f"pacore: error: {failure}"]
 
 
-@SETTINGS
-@given(problem=texts, rounds=st.one_of(st.text(max_size=6), round_specs.map(str)))
+def rounds_failure(rounds):
+    """What the CLI must refuse ``--rounds`` with: the library's own error, or None."""
+    try:
+        resolve_rounds(rounds, max_k=DEFAULTS.max_k, max_trajectories=DEFAULTS.max_trajectories)
+    except PaCoReError as exc:
+        return str(exc)
+    return None
+
+
+def graph_failure(messages):
+    """The error a graph fails ``messages`` with before any call, or None: the CLI must fail
+    the same chat with the same words."""
+    graph = create_pacore_graph(FakeListChatModel(responses=["ok"]), rounds=1).compile()
+    try:
+        asyncio.run(graph.ainvoke({"messages": messages}))
+    except PaCoReError as exc:
+        return str(exc)
+    return None
+
+
+def document_failure(where, raw):
+    """What the CLI must refuse a ``--messages`` input of bytes ``raw`` with, or None."""
+    try:
+        document = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"cannot read messages {where}: {exc}"
+    if isinstance(document, dict) and "messages" in document:
+        document = document["messages"]
+    if not (
+        isinstance(document, list)
+        and document
+        and all(isinstance(m, dict) and "role" in m and "content" in m for m in document)
+    ):
+        return (
+            f'messages {where}: expected a JSON list of {{"role", "content"}} objects, '
+            'or {"messages": [...]}'
+        )
+    return graph_failure(document)
+
+
+# A leading "-" makes argparse read a problem as an option (test_cli.py covers usage errors).
+problems = texts.filter(lambda text: not text.startswith("-"))
+
+
+@given(problem=problems, rounds=st.one_of(st.text(max_size=6), round_specs.map(str)))
 def test_cli_problem_and_rounds(server, capsys, problem, rounds):
-    argv = ["solve", problem, "--base-url", server.base_url, "--rounds", rounds]
-    check(*run_cli(argv, capsys))
+    argv = ["solve", problem, "--base-url", server.base_url, f"--rounds={rounds}"]
+    # Settings fail before the input, as in the graph.
+    failure = rounds_failure(rounds) or graph_failure([("user", problem)])
+    check(*run_cli(argv, capsys), failure)
 
 
-@SETTINGS
 @given(document=st.one_of(messages, st.dictionaries(st.text(max_size=5), texts, max_size=2)))
 def test_cli_messages_file(server, capsys, tmp_path_factory, document):
     path = tmp_path_factory.mktemp("m") / "messages.json"
     path.write_text(json.dumps(document), encoding="utf-8")
     argv = ["solve", "--messages", str(path), "--base-url", server.base_url, "--rounds", "2"]
-    check(*run_cli(argv, capsys))
+    failure = document_failure(f"file {path}", path.read_bytes())
+    check(*run_cli(argv, capsys), failure)
 
 
-@SETTINGS
 @given(raw=st.binary(max_size=64))
 def test_cli_messages_file_that_is_not_json(server, capsys, tmp_path_factory, raw):
     path = tmp_path_factory.mktemp("m") / "messages.json"
     path.write_bytes(raw)
     argv = ["solve", "--messages", str(path), "--base-url", server.base_url]
-    check(*run_cli(argv, capsys))
+    check(*run_cli(argv, capsys), document_failure(f"file {path}", raw))
 
 
-@SETTINGS
 @given(
     st.lists(st.integers(1, 3000), min_size=1, max_size=6),
     st.integers(1, 3000),
@@ -159,7 +200,6 @@ numbers = st.one_of(
 )
 
 
-@SETTINGS
 @given(
     temperature=numbers,
     top_p=numbers,
@@ -191,7 +231,6 @@ def test_sampling_settings_run_or_fail_before_any_call(temperature, top_p, max_t
     assert out["messages"][-1].content == "ok"
 
 
-@SETTINGS
 @given(
     concurrency=st.integers(-3, 3).map(str),
     temperature=st.one_of(st.floats(-2, 3).map(str), st.sampled_from(["nan", "inf", "-0"])),
@@ -200,6 +239,13 @@ def test_cli_concurrency_and_temperature(server, capsys, concurrency, temperatur
     argv = ["solve", "2+2?", "--base-url", server.base_url, "--rounds", "1"]
     argv += ["--concurrency", concurrency, "--temperature", temperature]
     status, out, err = run_cli(argv, capsys)
-    check(status, out, err)
     valid = int(concurrency) >= 1 and float(temperature) >= 0 and temperature not in ("nan", "inf")
-    assert (status == 0) == valid, (argv, err)
+    assert "Traceback" not in err
+    if valid:
+        assert status == 0, (argv, err)
+        assert out.strip() == "\\boxed{1}"
+    else:
+        assert status == 2, (argv, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("pacore: error: "), err
+        assert ("concurrency" if int(concurrency) < 1 else "temperature") in lines[0], err

@@ -3,14 +3,19 @@ what was and was not saved, the answer is printed whenever it arrived, and a dam
 is never resumed."""
 
 import subprocess
-import threading
 
 import pytest
 import redis
 
-from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import solve_command, wait_for
-from tests.test_checkpoint_damage import FinalFailsOnce, own_redis  # noqa: F401 (fixture)
+from pacore_graph.testing import last_user_text
+from tests.conftest import (
+    FinalFailsOnce,
+    Held,
+    run_in_process,
+    saved_trajectories,
+    solve_command,
+    wait_for,
+)
 
 PROBLEM = "What is 17 * 23?"
 
@@ -25,7 +30,8 @@ def pacore(server, redis_url, thread, *extra):
 
 
 def run(args):
-    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+    """A run that needs no process of its own (no signal, no kill): in-process."""
+    return run_in_process(args)
 
 
 def one_error_line(stderr):
@@ -36,41 +42,7 @@ def one_error_line(stderr):
     return errors[0]
 
 
-class Held:
-    """Answers ``answer_first`` round-1 calls and holds the others, or (``hold_final``) answers
-    round 1 and holds the final call, until the test sets ``release``."""
-
-    def __init__(self, answer_first=2, hold_final=False):
-        self.answer_first = answer_first
-        self.hold_final = hold_final
-        self.release = threading.Event()
-        self.held = threading.Event()
-        self.n = 0
-        self.lock = threading.Lock()
-
-    def __call__(self, body):
-        if "Reference 1:" in last_user_text(body):
-            if self.hold_final:
-                self.held.set()
-                self.release.wait(60)
-            return Reply(content="<think>agree</think>\\boxed{391}")
-        with self.lock:
-            n, self.n = self.n, self.n + 1
-        if not self.hold_final and n >= self.answer_first:
-            self.held.set()
-            self.release.wait(60)
-        return Reply(content=f"candidate {n}: 391")
-
-
-def saved_trajectories(redis_url, thread):
-    client = redis.Redis.from_url(redis_url)
-    try:
-        return sum(b"candidate" in v for v in client.hvals(f"pacore:{{{thread}}}:writes"))
-    finally:
-        client.close()
-
-
-def test_solve_refuses_a_redis_that_may_evict_its_checkpoints(scripted, own_redis):  # noqa: F811
+def test_solve_refuses_a_redis_that_may_evict_its_checkpoints(scripted, own_redis):
     server = scripted(FinalFailsOnce())
     # Large enough that nothing is evicted yet: the policy alone is refused.
     evicting = own_redis("--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru")
@@ -120,7 +92,7 @@ def test_restart_needs_redis(scripted):
     )
 
 
-def test_a_wrong_redis_password_is_authentication_failed(scripted, own_redis):  # noqa: F811
+def test_a_wrong_redis_password_is_authentication_failed(scripted, own_redis):
     server = scripted(FinalFailsOnce())
     locked = own_redis("--requirepass", "the-right-password")
     url = f"redis://:hunter2@127.0.0.1:{locked.port}/0"
@@ -134,7 +106,7 @@ def test_a_wrong_redis_password_is_authentication_failed(scripted, own_redis):  
     assert server.requests == []
 
 
-def test_redis_out_of_memory_keeps_the_answer_and_a_rerun_resumes(scripted, own_redis):  # noqa: F811
+def test_redis_out_of_memory_keeps_the_answer_and_a_rerun_resumes(scripted, own_redis):
     responder = Held(hold_final=True)
     server = scripted(responder)
     full = own_redis("--maxmemory-policy", "noeviction")

@@ -3,37 +3,18 @@
 import os
 import signal
 import subprocess
-import threading
 
-from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import saved_trajectories, solve_command, wait_for
+from pacore_graph.testing import last_user_text
+from tests.conftest import (
+    TOO_LATE,
+    Held,
+    run_in_process,
+    saved_trajectories,
+    solve_command,
+    wait_for,
+)
 
 PROBLEM = "What is 17 * 23?"
-
-
-class HoldingResponder:
-    """Answers the first ``answer_first`` round-1 calls, holds the rest until released."""
-
-    def __init__(self, answer_first):
-        self.answer_first = answer_first
-        self.release = threading.Event()
-        self.holding = True
-        self.exploration = 0
-        self.lock = threading.Lock()
-
-    def __call__(self, body):
-        if "Reference 1:" in last_user_text(body):
-            return Reply(content="<think>agree</think>\\boxed{391}")
-        with self.lock:
-            n = self.exploration
-            self.exploration += 1
-        if self.holding and n >= self.answer_first:
-            self.release.wait(60)
-            return Reply(content="too late", status=503)
-        return Reply(content=f"candidate {n}: 391")
-
-    def exploration_calls(self, server):
-        return sum("Reference 1:" not in last_user_text(b) for b in server.requests)
 
 
 def cli(server, redis_url, *extra):
@@ -46,7 +27,7 @@ def cli(server, redis_url, *extra):
 
 
 def test_sigkill_then_rerun_requests_only_unfinished_trajectories(scripted, redis_url):
-    responder = HoldingResponder(answer_first=2)
+    responder = Held(answer_first=2, late=TOO_LATE)
     server = scripted(responder)
     proc = subprocess.Popen(cli(server, redis_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -61,7 +42,7 @@ def test_sigkill_then_rerun_requests_only_unfinished_trajectories(scripted, redi
 
     # The rerun waits until the killed run's hold on the thread lapsed (--lease-ttl).
     waiting = cli(server, redis_url, "--wait")
-    rerun = subprocess.run(waiting, capture_output=True, text=True, timeout=120)
+    rerun = run_in_process(waiting)
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.stdout.strip() == "\\boxed{391}"
     assert "resuming" in rerun.stderr
@@ -73,7 +54,7 @@ def test_sigkill_then_rerun_requests_only_unfinished_trajectories(scripted, redi
     assert "candidate 0: 391" in final_prompt and "candidate 1: 391" in final_prompt
 
     # A finished thread prints its stored answer without calling the backend.
-    again = subprocess.run(cli(server, redis_url), capture_output=True, text=True, timeout=120)
+    again = run_in_process(cli(server, redis_url))
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == "\\boxed{391}"
     assert "already answered" in again.stderr
@@ -81,7 +62,7 @@ def test_sigkill_then_rerun_requests_only_unfinished_trajectories(scripted, redi
 
 
 def test_redis_down_mid_run_then_rerun_finishes(scripted, redis_server, redis_url):
-    responder = HoldingResponder(answer_first=2)
+    responder = Held(answer_first=2, late=TOO_LATE)
     server = scripted(responder)
     proc = subprocess.Popen(
         cli(server, redis_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -106,7 +87,7 @@ def test_redis_down_mid_run_then_rerun_finishes(scripted, redis_server, redis_ur
     before = len(server.requests)
     # The failed run could not release its hold while Redis was away: it lapses first.
     waiting = cli(server, redis_url, "--wait")
-    rerun = subprocess.run(waiting, capture_output=True, text=True, timeout=120)
+    rerun = run_in_process(waiting)
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.stdout.strip() == "\\boxed{391}"
     new = server.requests[before:]

@@ -8,7 +8,6 @@ import concurrent.futures
 import os
 import signal
 import socket
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +17,7 @@ import redis
 
 from pacore_graph.server import thread_id_for
 from pacore_graph.testing import Reply, free_port, last_user_text
-from tests.conftest import saved_trajectories, wait_for
+from tests.conftest import TOO_LATE, Held, saved_trajectories, wait_for
 from tests.serve_helpers import (
     ANSWER,
     Served,
@@ -30,33 +29,13 @@ from tests.serve_helpers import (
     serving,
     wait_ready,
 )
-from tests.test_resume import HoldingResponder
 
 
-class Held:
-    """Answers the first ``answer_first`` exploration calls at once and holds the others
-    until `release` is set, then answers them too (the synthesis is never held)."""
-
-    def __init__(self, answer_first: int = 0, fail: int = 0) -> None:
-        self.answer_first = answer_first
-        self.fail = fail
-        """After the answered ones, this many calls fail for good (HTTP 400, not retried)."""
-        self.release = threading.Event()
-        self.calls = 0
-        self.lock = threading.Lock()
-
-    def __call__(self, body: dict[str, Any]) -> Reply:
-        if is_synthesis(body):
-            return respond(body)
-        with self.lock:
-            n = self.calls
-            self.calls += 1
-        if n < self.answer_first:
-            return Reply(content=f"candidate {n}: 4")
-        if n < self.answer_first + self.fail:
-            return Reply(status=400, error="scripted refusal")
-        self.release.wait(60)
-        return Reply(content=f"candidate {n}: 4")
+def held_calls(answer_first: int = 0, fail: int = 0) -> Held:
+    """Answers the first ``answer_first`` exploration calls at once, fails the next ``fail``
+    for good and holds the others until `release` is set, then answers them too (the
+    synthesis is never held)."""
+    return Held(answer_first, fail=fail, answer="4", final=respond)
 
 
 def exploration(requests: list[dict[str, Any]]) -> int:
@@ -86,7 +65,7 @@ BODY = {"model": "pacore-4", "messages": question()}
 
 
 def test_a_client_that_hangs_up_and_retries_gets_the_same_run(scripted, redis_url):
-    held = Held()
+    held = held_calls()
     upstream = scripted(held)
     with serving(upstream, redis_url=redis_url) as served:
         assert served.service is not None
@@ -106,7 +85,7 @@ def test_a_client_that_hangs_up_and_retries_gets_the_same_run(scripted, redis_ur
 
 
 def test_a_run_finishes_without_its_client_and_a_retry_replays_it(scripted, redis_url):
-    held = Held()
+    held = held_calls()
     upstream = scripted(held)
     with serving(upstream, redis_url=redis_url) as served:
         assert served.service is not None
@@ -133,7 +112,7 @@ def test_a_run_finishes_without_its_client_and_a_retry_replays_it(scripted, redi
 
 
 def test_a_failed_run_resumes_asking_only_the_failed_trajectories(scripted, redis_url):
-    held = Held(answer_first=2, fail=2)
+    held = held_calls(answer_first=2, fail=2)
     held.release.set()
     upstream = scripted(held)
     body = {**BODY, "pacore": {"min_success": 3}}
@@ -213,7 +192,7 @@ def test_cancel_on_disconnect_cancels_the_run_and_its_calls(scripted):
 def test_a_retry_on_another_instance_resumes_after_the_first_is_killed(
     scripted, redis_url, tmp_path
 ):
-    responder = HoldingResponder(answer_first=2)
+    responder = Held(answer_first=2, late=TOO_LATE)
     upstream = scripted(responder)
     port_a, port_b = free_port(), free_port()
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 
 from pacore_graph import ChatOpenAICompatible, create_pacore_graph
 from pacore_graph.backends.vllm import ENGINE_KWARGS_ENV, INSTALL_HINT, ChatVLLM
+from pacore_graph.testing import free_port
 from tests.conftest import stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,12 +83,6 @@ def model_dir() -> Path:
     return convert_gguf_to_hf(smollm2_gguf_path(), MODEL_DIR)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _get(url: str, timeout: float = 5) -> str:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return response.read().decode()
@@ -97,7 +91,7 @@ def _get(url: str, timeout: float = 5) -> str:
 @pytest.fixture
 def vllm_server(model_dir: Path, tmp_path: Path) -> Iterator[str]:
     """A real ``vllm.entrypoints.openai.api_server`` on a free loopback port; yields /v1."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "vllm-server.log"
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
