@@ -232,6 +232,11 @@ def test_a_budget_that_runs_out_before_anything_finished_is_422(served, upstream
 
 
 def test_the_server_stays_up_and_counts_what_it_answered(served):
+    # Its own failures to count: the module's other tests may run on another worker.
+    assert post(served, good(), key=None).status_code == 401
+    too_big = good(messages=[{"role": "user", "content": "x" * (LIMIT + 1)}])
+    assert post(served, too_big).status_code == 413
+    assert post(served, good("pacore-2", messages=question("FAIL-ALL count"))).status_code == 502
     assert httpx.get(f"{served.url}/health").status_code == 200
     assert post(served, good()).json()["choices"][0]["message"]["content"] == ANSWER
     metrics = httpx.get(f"{served.url}/metrics").text
