@@ -27,12 +27,7 @@ _TEXT_MACRO = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
 
 @dataclass(frozen=True)
 class Extracted:
-    """A response's answer.
-
-    Attributes:
-        text: The answer as written (the ``\\boxed{}`` content or the final line).
-        source: Where it was found.
-    """
+    """A response's answer as written (the ``\\boxed{}`` content or the final line)."""
 
     text: str
     source: Literal["boxed", "final_line"]
@@ -89,8 +84,7 @@ def normalize(text: str) -> str:
 
 
 def _is_words(text: str) -> bool:
-    # math-verify reads a word as a product of symbols ("Paris" == "sirap"): compare words
-    # as strings instead.
+    # math-verify reads a word as a product of symbols ("Paris" == "sirap").
     return bool(_WORDS.fullmatch(text.strip()))
 
 

@@ -11,6 +11,7 @@ sampling noise from each p_i.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import statistics
@@ -88,18 +89,13 @@ class SettingStats:
     """One setting on one category (or on all problems).
 
     Attributes:
-        setting: The setting.
         category: The category, or `ALL`.
-        problems: Problems in it.
-        runs: Runs per problem.
-        accuracy: pass@1 averaged over runs, in percent.
-        ci: 95% interval of ``accuracy`` (see the module docstring), or None.
+        accuracy: pass@1 averaged over runs, in percent; ``ci`` its 95% interval or None.
         run_accuracies: Accuracy of each run, in percent.
         mean_ttc: Mean TTC per problem (completion tokens of every call for it), over
             the rows that did not fail.
         agreement: Mean answer agreement of each round (None where no row has it).
-        emergent: Rows whose final answer was right while every input of the last
-            synthesis was wrong.
+        emergent: Rows right while every input of the last synthesis was wrong.
         all_inputs_wrong: Rows whose last synthesis had only wrong inputs.
         errors: Rows that failed (graded wrong).
     """
@@ -128,6 +124,10 @@ class SettingStats:
         return f"{self.accuracy:.1f} ({format_ttc(self.mean_ttc)})"
 
 
+def _mean(values: Sequence[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
 def _stats(setting: Setting, category: str, rows: list[dict[str, Any]], runs: int) -> SettingStats:
     by_problem: dict[str, list[bool]] = {}
     by_run: dict[int, list[bool]] = {}
@@ -136,12 +136,8 @@ def _stats(setting: Setting, category: str, rows: list[dict[str, Any]], runs: in
         by_run.setdefault(row["run"], []).append(bool(row["correct"]))
     pass_rates = [statistics.fmean(v) for v in by_problem.values()]
     ttcs = [row["ttc_tokens"] for row in rows if row["ttc_tokens"] is not None]
-    depth = max((len(row["agreement"]) for row in rows), default=0)
-    agreement: list[float | None] = []
-    for r in range(depth):
-        values = [row["agreement"][r] for row in rows if len(row["agreement"]) > r]
-        values = [v for v in values if v is not None]
-        agreement.append(statistics.fmean(values) if values else None)
+    rounds = itertools.zip_longest(*(row["agreement"] for row in rows))  # None-padded
+    agreement = [_mean([v for v in values if v is not None]) for values in rounds]
     return SettingStats(
         setting=setting,
         category=category,
@@ -150,7 +146,7 @@ def _stats(setting: Setting, category: str, rows: list[dict[str, Any]], runs: in
         accuracy=100 * statistics.fmean(pass_rates) if pass_rates else 0.0,
         ci=interval(pass_rates),
         run_accuracies=[100 * statistics.fmean(by_run[r]) for r in sorted(by_run)],
-        mean_ttc=statistics.fmean(ttcs) if ttcs else None,
+        mean_ttc=_mean(ttcs),
         agreement=agreement,
         emergent=sum(1 for row in rows if row.get("emergent")),
         all_inputs_wrong=sum(1 for row in rows if row.get("all_inputs_wrong")),
@@ -190,17 +186,9 @@ def summarize(result: EvalResult) -> list[SettingStats]:
 
 @dataclass
 class WallStats:
-    """How long one setting took, beside its accuracy and TTC (see `EvalResult.timings`).
-
-    Attributes:
-        setting: The setting.
-        timed: Problem-runs timed (this eval ran them and they did not fail).
-        mean_s: Mean wall seconds of a problem-run, or None when none was timed.
-        median_s: Their median.
-        max_s: The slowest.
-        trajectories: Trajectories of the timed problem-runs.
-        stopped: Of them, stopped by a budget or the straggler policy.
-    """
+    """How long one setting took (see `EvalResult.timings`): problem-runs ``timed``, the
+    mean, median and max wall seconds of one (None when none was timed), their
+    ``trajectories`` and of those the ``stopped`` ones."""
 
     setting: Setting
     timed: int
@@ -217,16 +205,11 @@ class WallStats:
 
     def as_dict(self) -> dict[str, Any]:
         """The numbers, rounded, for ``manifest.json``."""
-
-        def seconds(value: float | None) -> float | None:
-            return None if value is None else round(value, 3)
-
+        seconds = {"mean": self.mean_s, "median": self.median_s, "max": self.max_s}
         fraction = self.stopped_fraction
         return {
             "timed": self.timed,
-            "mean": seconds(self.mean_s),
-            "median": seconds(self.median_s),
-            "max": seconds(self.max_s),
+            **{k: None if v is None else round(v, 3) for k, v in seconds.items()},
             "trajectories": self.trajectories,
             "stopped": self.stopped,
             "stopped_fraction": None if fraction is None else round(fraction, 4),
@@ -241,13 +224,13 @@ def wall_stats(result: EvalResult) -> list[WallStats]:
         seconds = [t["wall_seconds"] for t in timings]
         out.append(
             WallStats(
-                setting=setting,
-                timed=len(seconds),
-                mean_s=statistics.fmean(seconds) if seconds else None,
-                median_s=statistics.median(seconds) if seconds else None,
-                max_s=max(seconds) if seconds else None,
-                trajectories=sum(t["trajectories"] for t in timings),
-                stopped=sum(t["stopped"] for t in timings),
+                setting,
+                len(seconds),
+                _mean(seconds),
+                statistics.median(seconds) if seconds else None,
+                max(seconds, default=None),
+                sum(t["trajectories"] for t in timings),
+                sum(t["stopped"] for t in timings),
             )
         )
     return out
@@ -332,62 +315,42 @@ def markdown_table(stats: Sequence[SettingStats]) -> str:
     return "\n".join(lines) + "\n"
 
 
-CSV_FIELDS = [
-    "setting",
-    "label",
-    "kind",
-    "round_vector",
-    "category",
-    "problems",
-    "runs",
-    "accuracy",
-    "ci_low",
-    "ci_high",
-    "run_sd",
-    "mean_ttc",
-    "cell",
-    "agreement",
-    "emergent",
-    "all_inputs_wrong",
-    "emergent_rate",
-    "failed",
-]
+def _csv_row(s: SettingStats) -> dict[str, Any]:
+    runs, pacore = s.run_accuracies, s.setting.kind == "pacore"
+    return {
+        "setting": s.setting.name,
+        "label": s.setting.label,
+        "kind": s.setting.kind,
+        "round_vector": " ".join(map(str, s.setting.round_vector)),
+        "category": s.category,
+        "problems": s.problems,
+        "runs": s.runs,
+        "accuracy": round(s.accuracy, 4),
+        "ci_low": round(s.ci[0], 4) if s.ci else "",
+        "ci_high": round(s.ci[1], 4) if s.ci else "",
+        "run_sd": round(statistics.stdev(runs), 4) if len(runs) > 1 else "",
+        "mean_ttc": round(s.mean_ttc, 1) if s.mean_ttc is not None else "",
+        "cell": s.cell,
+        "agreement": " ".join("" if a is None else f"{a:.4f}" for a in s.agreement),
+        "emergent": s.emergent if pacore else "",
+        "all_inputs_wrong": s.all_inputs_wrong if pacore else "",
+        "emergent_rate": "" if s.emergent_rate is None else round(s.emergent_rate, 4),
+        "failed": s.errors,
+    }
 
 
 def write_csv(stats: Sequence[SettingStats], path: Path) -> None:
     """One row per (setting, category), numbers unformatted."""
+    rows = [_csv_row(s) for s in stats]
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, CSV_FIELDS)
+        writer = csv.DictWriter(handle, list(rows[0]) if rows else [])
         writer.writeheader()
-        for s in stats:
-            runs = s.run_accuracies
-            writer.writerow(
-                {
-                    "setting": s.setting.name,
-                    "label": s.setting.label,
-                    "kind": s.setting.kind,
-                    "round_vector": " ".join(map(str, s.setting.round_vector)),
-                    "category": s.category,
-                    "problems": s.problems,
-                    "runs": s.runs,
-                    "accuracy": round(s.accuracy, 4),
-                    "ci_low": round(s.ci[0], 4) if s.ci else "",
-                    "ci_high": round(s.ci[1], 4) if s.ci else "",
-                    "run_sd": round(statistics.stdev(runs), 4) if len(runs) > 1 else "",
-                    "mean_ttc": round(s.mean_ttc, 1) if s.mean_ttc is not None else "",
-                    "cell": s.cell,
-                    "agreement": " ".join("" if a is None else f"{a:.4f}" for a in s.agreement),
-                    "emergent": s.emergent if s.setting.kind == "pacore" else "",
-                    "all_inputs_wrong": s.all_inputs_wrong if s.setting.kind == "pacore" else "",
-                    "emergent_rate": "" if s.emergent_rate is None else round(s.emergent_rate, 4),
-                    "failed": s.errors,
-                }
-            )
+        writer.writerows(rows)
 
 
 def plot(stats: Sequence[SettingStats], path: Path, title: str = "") -> None:
-    """Accuracy against mean TTC (log x) for every setting on all problems, with 95%
-    intervals; settings of one kind (SC@N, PaCoRe) are joined in TTC order.
+    """Accuracy against mean TTC (log x) of every setting on all problems, with 95%
+    intervals, settings of one kind joined in TTC order.
 
     Raises:
         EvalDependencyError: matplotlib is not installed.
@@ -397,31 +360,31 @@ def plot(stats: Sequence[SettingStats], path: Path, title: str = "") -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    # (mean TTC, stats) of the overall rows that have a TTC to plot.
     overall = [(s.mean_ttc, s) for s in stats if s.category == ALL and s.mean_ttc]
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    styles = {"single": ("s", "tab:gray"), "sc": ("o", "tab:blue"), "pacore": ("D", "tab:red")}
-    names = {"single": "single trajectory", "sc": "self-consistency", "pacore": "PaCoRe"}
-    for kind, (marker, color) in styles.items():
+    styles = {
+        "single": ("s", "tab:gray", "single trajectory"),
+        "sc": ("o", "tab:blue", "self-consistency"),
+        "pacore": ("D", "tab:red", "PaCoRe"),
+    }
+    for kind, (marker, color, name) in styles.items():
         points = sorted((p for p in overall if p[1].setting.kind == kind), key=lambda p: p[0])
         if not points:
             continue
         group = [s for _, s in points]
-        xs = [ttc for ttc, _ in points]
-        ys = [s.accuracy for s in group]
         errs = [
             [s.accuracy - s.ci[0] if s.ci else 0 for s in group],
             [s.ci[1] - s.accuracy if s.ci else 0 for s in group],
         ]
         ax.errorbar(
-            xs,
-            ys,
+            [ttc for ttc, _ in points],
+            [s.accuracy for s in group],
             yerr=errs,
             marker=marker,
             color=color,
             capsize=3,
             linestyle="-" if len(group) > 1 else "none",
-            label=names[kind],
+            label=name,
         )
         for ttc, s in points:
             ax.annotate(
@@ -455,14 +418,14 @@ def write_rows(result: EvalResult, path: Path) -> None:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-POOL_FIELDS = (
+POOL_FIELDS = {
     "index",
     "content",
     "reasoning",
     "finish_reason",
     "prompt_tokens",
     "completion_tokens",
-)
+}
 """What ``pool.jsonl`` keeps of each sample (no timings, so the file is reproducible)."""
 
 
@@ -494,10 +457,9 @@ def write_report(
     Args:
         result: From `pacore_graph.eval.runner.run_eval`.
         out: Output folder (created).
-        title: The plot's title (see `plot_title`: the model and the benchmark file).
+        title: The plot's title (`plot_title`).
         plot_png: Draw the plot (needs matplotlib).
-        manifest: What was run (`pacore_graph.eval.manifest.build_manifest`), written
-            as ``manifest.json``; None writes none.
+        manifest: From `pacore_graph.eval.manifest.build_manifest`; None writes none.
 
     Returns:
         The Markdown table (``table.md``'s), and the paths written by kind (see `FILES`).

@@ -28,7 +28,6 @@ from pacore_graph.eval.dataset import Problem
 from pacore_graph.eval.grading import agreement, extract_answer, grade, majority, vote_key
 from pacore_graph.eval.pool import DRAW_KEY, EvalChatModel, draw_indices
 from pacore_graph.eval.samples import (
-    SAMPLING_FIELDS,
     Sample,
     create_sampling_graph,
     ordered_samples,
@@ -101,13 +100,12 @@ class EvalSpec:
             raise ValueError(f"runs must be at least 1, got {self.runs}")
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
-        if self.pool is not None:
-            need = max(s.first_k for s in self.settings)
-            if self.pool < need:
-                raise ValueError(
-                    f"--pool {self.pool} is smaller than the {need} first-round trajectories "
-                    f"a run of {max(self.settings, key=lambda s: s.first_k).label} draws"
-                )
+        widest = max(self.settings, key=lambda s: s.first_k, default=None)
+        if self.pool is not None and widest is not None and self.pool < widest.first_k:
+            raise ValueError(
+                f"--pool {self.pool} is smaller than the {widest.first_k} first-round "
+                f"trajectories a run of {widest.label} draws"
+            )
 
     def fingerprint(self, *, pool_only: bool = False) -> str:
         """A short hash of what changes the trajectories; part of every thread id.
@@ -135,11 +133,9 @@ class EvalResult:
         settings: The settings, in table order.
         runs: Runs per setting.
         pools: Each problem's round-1 pool (by problem key), when a pool was used.
-        timings: One per (setting, run, problem) this eval ran and that did not fail:
-            ``setting``, ``run``, ``request_id``, ``wall_seconds`` (from the start of its
-            first call to its answer, queueing for a call slot included), ``trajectories``
-            and ``stopped`` (by a budget or the straggler policy). Threads read back
-            from Redis have none. Kept apart from ``rows``, which are reproducible.
+        timings: ``setting``, ``run``, ``request_id``, ``wall_seconds`` (queueing for a
+            call slot included), ``trajectories`` and ``stopped`` of each (setting, run,
+            problem) this eval ran without failing; apart from the reproducible ``rows``.
     """
 
     rows: list[dict[str, Any]]
@@ -151,13 +147,9 @@ class EvalResult:
 
 
 def _per_problem_failure(exc: BaseException) -> bool:
-    """Failures that sink one problem but not the eval, so the rest can still be graded:
-    too few trajectories of a round finished (`QuorumError`), a budget or the context
-    limit ran out, or a baseline sample failed for good (a 400, repeated 5xx or timeouts).
-
-    Bad settings, Redis going away, and anything else stop the eval; so does an endpoint
-    that refuses every call (see `EvalChatModel.fatal_failure`).
-    """
+    """Failures that sink one problem but not the eval: a quorum, budget or context limit
+    missed, a baseline sample failed for good. Bad settings, Redis going away and the rest
+    stop the eval, as does an endpoint refusing every call (`EvalChatModel.fatal_failure`)."""
     if isinstance(exc, PaCoReError):
         return not isinstance(exc, ValueError | ConnectionError)
     if isinstance(exc, openai.APITimeoutError):
@@ -165,13 +157,6 @@ def _per_problem_failure(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code not in (401, 403, 404)
     return False
-
-
-def _generated(event: Any, pooled: bool) -> bool:
-    """A stream event of a trajectory the backend generated (not served from the pool)."""
-    if not isinstance(event, dict) or event.get("type") != "trajectory_finished":
-        return False
-    return not (pooled and event.get("round") == 1)
 
 
 class _Runner:
@@ -195,10 +180,8 @@ class _Runner:
             rounds=pacore[0].exploration if pacore else "low",
             **{k: v for k, v in spec.context.items() if k in BOUNDS},  # it checks its defaults
         ).compile(checkpointer=checkpointer)
-        sampling = {k: v for k, v in spec.context.items() if k in SAMPLING_FIELDS}
-        self.sampler = create_sampling_graph(self.model, sampling).compile(
-            checkpointer=checkpointer
-        )
+        sampler = create_sampling_graph(self.model, spec.context)
+        self.sampler = sampler.compile(checkpointer=checkpointer)
         # Threads in progress at once: enough to keep every call slot busy, few enough
         # that problems finish (and are checkpointed as finished) in file order.
         self.slots = asyncio.Semaphore(spec.concurrency)
@@ -209,16 +192,6 @@ class _Runner:
         self.left = {p.key: len(spec.settings) * spec.runs for p in self.problems}
         self.timings: list[dict[str, Any]] = []
 
-    # -- threads -----------------------------------------------------------------------
-
-    def _config(self, thread_id: str, draw: dict[str, Any] | None = None) -> RunnableConfig:
-        configurable: dict[str, Any] = {}
-        if self.checkpointer is not None:
-            configurable["thread_id"] = thread_id
-        if draw is not None:
-            configurable[DRAW_KEY] = draw
-        return {"configurable": configurable}
-
     async def _run(
         self,
         graph: Any,
@@ -227,13 +200,15 @@ class _Runner:
         draw: dict[str, Any] | None,
         **kwargs: Any,
     ) -> tuple[ThreadStatus, dict[str, Any]]:
-        config = self._config(thread_id, draw)
-        # Progress counts what the backend generates: round-1 trajectories served from the
-        # pool were counted when the pool was made.
-        pooled = draw is not None
+        configurable: dict[str, Any] = {DRAW_KEY: draw} if draw is not None else {}
+        if self.checkpointer is not None:
+            configurable["thread_id"] = thread_id
+        config: RunnableConfig = {"configurable": configurable}
 
         def on_event(event: Any) -> None:
-            if _generated(event, pooled):
+            # Round-1 trajectories served from the pool were counted when it was made.
+            finished = isinstance(event, dict) and event.get("type") == "trajectory_finished"
+            if finished and (draw is None or event.get("round") != 1):
                 self.progress.trajectories(1, event.get("completion_tokens") or 0)
 
         return await arun_thread(graph, input, config, on_event=on_event, **kwargs)
@@ -258,8 +233,6 @@ class _Runner:
             self.pacore, {"messages": problem.chat()}, thread_id, draw, context=context
         )
 
-    # -- the pool ----------------------------------------------------------------------
-
     async def _make_pool(self, problem: Problem) -> list[Sample]:
         assert self.spec.pool is not None
         thread_id = f"{THREAD_PREFIX}-{self.pool_fingerprint}-pool{self.spec.pool}-{problem.key}"
@@ -276,19 +249,12 @@ class _Runner:
         # Shielded: one waiter being cancelled must not cancel the pool the others share.
         await asyncio.shield(task)
 
-    # -- one (setting, run, problem) ---------------------------------------------------
-
     async def job(self, setting: Setting, run: int, problem: Problem) -> dict[str, Any]:
         thread_id = f"{THREAD_PREFIX}-{self.fingerprint}-{setting.name}-r{run}-{problem.key}"
-        draw = None
-        if self.spec.pool is not None:
+        draw, spec = None, self.spec
+        if spec.pool is not None:
             indices = draw_indices(
-                self.spec.pool_seed,
-                setting.name,
-                run,
-                problem.key,
-                setting.first_k,
-                self.spec.pool,
+                spec.pool_seed, setting.name, run, problem.key, setting.first_k, spec.pool
             )
             draw = {"pool": problem.key, "indices": indices}
         base = {
@@ -316,23 +282,16 @@ class _Runner:
                     counts = Counter({"finished": len(samples)})
                 wall = time.monotonic() - started
             if status != "finished":  # read back from Redis: nothing was timed
-                self.timings.append(
-                    {
-                        "setting": setting.name,
-                        "run": run,
-                        "request_id": problem.id,
-                        "wall_seconds": wall,
-                        "trajectories": counts.total(),
-                        "stopped": counts["stopped"],
-                    }
-                )
+                timing = {"setting": setting.name, "run": run, "request_id": problem.id}
+                timing |= {"wall_seconds": wall, "trajectories": counts.total()}
+                self.timings.append(timing | {"stopped": counts["stopped"]})
         except Exception as exc:
             if not _per_problem_failure(exc):
                 raise
             if (fatal := self.model.fatal_failure) is not None:
                 raise fatal from exc  # the endpoint is gone: every problem would fail
             error = redact(f"{type(exc).__name__}: {exc}", self.secrets)
-            row, status = failed_row(problem, error), "failed"
+            row, status = {**_EMPTY_ROW, "request_id": problem.id, "error": error}, "failed"
         self.progress.run_done()
         self.left[problem.key] -= 1
         if self.left[problem.key] == 0:
@@ -369,7 +328,23 @@ class _Runner:
         )
 
 
-# -- rows -------------------------------------------------------------------------------
+_EMPTY_ROW: dict[str, Any] = {
+    "request_id": None,
+    "final_response": "",
+    "final_reasoning_content": None,
+    "round_responses": [],
+    "answer": None,
+    "correct": False,
+    "grader": None,
+    "ttc_tokens": None,
+    "agreement": [],
+    "inputs_correct": None,
+    "emergent": None,
+    "all_inputs_wrong": None,
+    "failed_trajectories": 0,
+    "error": None,
+}
+"""A results row's fields, in order, as a failed row has them."""
 
 
 def pacore_row(state: Mapping[str, Any], problem: Problem) -> dict[str, Any]:
@@ -389,6 +364,7 @@ def pacore_row(state: Mapping[str, Any], problem: Problem) -> dict[str, Any]:
     inputs_correct = [grade(m, problem.answer).correct for m in inputs]
     all_wrong = bool(inputs) and not any(inputs_correct)
     return {
+        **_EMPTY_ROW,
         "request_id": record["request_id"],
         "final_response": record["final_response"],
         "final_reasoning_content": record["final_reasoning_content"],
@@ -402,7 +378,6 @@ def pacore_row(state: Mapping[str, Any], problem: Problem) -> dict[str, Any]:
         "emergent": (verdict.correct if all_wrong else False) if inputs else None,
         "all_inputs_wrong": all_wrong if inputs else None,
         "failed_trajectories": record.get("failed", 0),
-        "error": None,
     }
 
 
@@ -417,6 +392,7 @@ def baseline_row(samples: Sequence[Sample], problem: Problem) -> dict[str, Any]:
     chosen = next((s for s, k in zip(samples, keys, strict=True) if k == winner), samples[0])
     verdict = grade(chosen["content"], problem.answer)
     return {
+        **_EMPTY_ROW,
         "request_id": problem.id,
         "final_response": chosen["content"],
         "final_reasoning_content": chosen["reasoning"],
@@ -428,31 +404,6 @@ def baseline_row(samples: Sequence[Sample], problem: Problem) -> dict[str, Any]:
         "grader": verdict.grader,
         "ttc_tokens": sum(s["completion_tokens"] or 0 for s in samples),
         "agreement": [agreement(keys)],
-        "inputs_correct": None,
-        "emergent": None,
-        "all_inputs_wrong": None,
-        "failed_trajectories": 0,
-        "error": None,
-    }
-
-
-def failed_row(problem: Problem, error: str) -> dict[str, Any]:
-    """The row of a problem whose run failed: graded wrong, TTC unknown."""
-    return {
-        "request_id": problem.id,
-        "final_response": "",
-        "final_reasoning_content": None,
-        "round_responses": [],
-        "answer": None,
-        "correct": False,
-        "grader": None,
-        "ttc_tokens": None,
-        "agreement": [],
-        "inputs_correct": None,
-        "emergent": None,
-        "all_inputs_wrong": None,
-        "failed_trajectories": 0,
-        "error": error,
     }
 
 
@@ -470,13 +421,9 @@ async def run_eval(
         model: The backend; every call goes through one bound of ``spec.concurrency``.
         problems: From `pacore_graph.eval.dataset.load_problems`.
         spec: Settings, runs, pool, sampling.
-        checkpointer: An `AsyncRedisSaver` makes the eval resumable: run it again with the
-            same problems and spec and finished threads are read back, interrupted ones
-            resumed. None keeps nothing.
+        checkpointer: An `AsyncRedisSaver` makes the eval resumable: run again, finished
+            threads are read back and interrupted ones resumed.
         progress: Receives progress events.
-
-    Returns:
-        The graded rows and what the report needs.
 
     Raises:
         Exception: What stops the whole eval (an unreachable endpoint, Redis down, a
