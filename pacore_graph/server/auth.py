@@ -58,9 +58,6 @@ class ApiKeys:
     def __bool__(self) -> bool:
         return bool(self.digests)
 
-    def __len__(self) -> int:
-        return len(self.digests)
-
     def check(self, authorization: str | None) -> str:
         """The caller's namespace for an ``Authorization`` header value: a digest prefix of
         its key (``""`` when authentication is off).
@@ -78,10 +75,8 @@ class ApiKeys:
                 "(the OpenAI SDK's api_key)"
             )
         given = _digest(key)
-        matched = False
-        for digest in self.digests:  # every digest, whichever matches: constant time
-            matched |= hmac.compare_digest(given, digest)
-        if not matched:
+        # Every digest, whichever matches: constant time.
+        if not any([hmac.compare_digest(given, digest) for digest in self.digests]):
             raise AuthError("incorrect API key provided")
         return given.hex()[:16]
 

@@ -131,10 +131,4 @@ def api_error(exc: BaseException) -> ApiError:
     return ApiError(500, f"internal error ({type(exc).__name__})", type="server_error")
 
 
-__all__ = [
-    "ApiError",
-    "IdempotencyConflictError",
-    "RunCancelledError",
-    "api_error",
-    "one_line",
-]
+__all__ = ["ApiError", "IdempotencyConflictError", "RunCancelledError", "api_error", "one_line"]

@@ -1,12 +1,7 @@
 """The server's runs: each request's PaCoRe run executes as a background task, so a client
 that hangs up does not cancel it; a retry with the same Idempotency-Key attaches to it
-(its stream replayed from the start).
-
-With Redis, a request with an ``Idempotency-Key`` is a thread named by a digest of the key
-and the caller's API key, run by `arun_thread`: started, resumed on any instance, or its
-stored answer handed back; it waits (``wait=True``) for a run holding the thread.
-
-At most ``max_runs`` runs execute at once; a request that would start more gets 429.
+(its stream replayed from the start). With Redis such a request is a thread (`thread_id_for`)
+started, resumed on any instance, or answered from storage. At most ``max_runs`` execute.
 """
 
 from __future__ import annotations
@@ -78,8 +73,7 @@ def same_request(spec: RunSpec, defaults: PaCoReContext) -> StatusRule:
 
 
 class _Tokens:
-    """Consecutive tokens of one message, kept as pieces (joined once, on a replay: joining
-    on every token would copy a long answer once per token)."""
+    """Consecutive tokens of one message, joined only on a replay (not once per token)."""
 
     __slots__ = ("content", "message_id", "reasoning")
 
@@ -103,18 +97,14 @@ class _Tokens:
 
 
 class Run:
-    """One PaCoRe run and the clients following it.
-
-    Its events are kept (consecutive tokens merged) so a client that attaches later gets
-    the stream from its start.
-    """
+    """One PaCoRe run and the clients following it, with its events kept for late joiners."""
 
     def __init__(self, key: str, spec: RunSpec, thread_id: str | None, *, stream: bool) -> None:
         self.key = key
         self.spec = spec
         self.thread_id = thread_id
         self.stream = stream
-        """Stream the final round's tokens (only a streaming request asks for them)."""
+        """Stream the final round's tokens."""
         self.status: ThreadStatus | None = None
         self.events: list[Event | _Tokens] = []
         self.listeners: list[tuple[asyncio.Queue[tuple[int, Event]], int]] = []
@@ -128,8 +118,7 @@ class Run:
         self.task: asyncio.Task[None] | None = None
         self.began = time.monotonic()
         self.seconds: float | None = None
-
-    # -- events ------------------------------------------------------------------------
+        """Wall time, once ended."""
 
     def emit(self, event: Event) -> None:
         """Keeps ``event`` and hands it to every listener."""
@@ -165,8 +154,6 @@ class Run:
         self.ended.set()
         self.emit(END)
 
-    # -- clients -----------------------------------------------------------------------
-
     def subscribe(self, queue: asyncio.Queue[tuple[int, Event]], index: int) -> None:
         """Sends ``queue`` every event so far, then each new one, tagged with ``index``."""
         for event in self.events:
@@ -178,12 +165,7 @@ class Run:
 
 
 class Runs:
-    """Every run of the server: started, attached to, executed, counted.
-
-    Args:
-        settings: The server's settings (``max_runs``, ``concurrency``, ...).
-        metrics: Where runs and trajectories are counted.
-    """
+    """Every run of the server: started, attached to, executed, counted."""
 
     def __init__(self, settings: ServeSettings, metrics: Metrics) -> None:
         self.settings = settings
@@ -198,6 +180,7 @@ class Runs:
         """Without Redis: finished runs whose key a retry may still name, until a deadline."""
 
     def executing(self) -> int:
+        """Runs executing now."""
         return len(self.active)
 
     def claim(self, spec: RunSpec, idempotency_key: str | None, namespace: str) -> list[Run]:
@@ -262,13 +245,11 @@ class Runs:
             kwargs: dict[str, Any] = {}
             if run.thread_id:
                 config["configurable"] = {"thread_id": run.thread_id}
-                # One writer per thread across instances: wait for the run that holds it,
-                # then resume or read back what it left.
+                # One writer per thread across instances: wait for the one holding it.
                 kwargs = {"status_rule": same_request(run.spec, self.defaults), "wait": True}
-            metrics_event = self.metrics.on_event
 
             def on_event(event: Any) -> None:
-                metrics_event(event)
+                self.metrics.on_event(event)
                 run.on_event(event)
 
             _, state = await arun_thread(
@@ -296,8 +277,7 @@ class Runs:
             self.metrics.runs_in_flight.dec()
             self.metrics.runs.labels(outcome).inc()
             self.metrics.run_seconds.observe(run.seconds or 0.0)
-            # Without Redis the finished answer stays a while for a retry of its key; with
-            # Redis the thread holds it.
+            # Without Redis, a retry of its key finds the answer here for a while.
             if outcome == "ok" and run.thread_id is None and not run.key.startswith("anonymous"):
                 self.kept[run.key] = (run, time.monotonic() + self.settings.finished_ttl_s)
 
@@ -349,12 +329,4 @@ def idempotency_key(value: str | None) -> str | None:
     return key
 
 
-__all__ = [
-    "END",
-    "Event",
-    "Run",
-    "Runs",
-    "idempotency_key",
-    "same_request",
-    "thread_id_for",
-]
+__all__ = ["END", "Event", "Run", "Runs", "idempotency_key", "same_request", "thread_id_for"]
