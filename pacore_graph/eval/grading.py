@@ -40,14 +40,8 @@ class Extracted:
 
 @dataclass(frozen=True)
 class Grade:
-    """The verdict on one response.
-
-    Attributes:
-        answer: The extracted answer, or None when the response has none.
-        correct: Whether it matches the ground truth.
-        grader: Which check decided: ``"math-verify"`` or ``"string"`` (normalized match);
-            None when there was no answer to check.
-    """
+    """The verdict on one response: its extracted answer (None without one), whether it
+    matches the ground truth, and the check that decided (None without an answer)."""
 
     answer: str | None
     correct: bool

@@ -15,7 +15,7 @@ import itertools
 import json
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -236,44 +236,38 @@ def wall_stats(result: EvalResult) -> list[WallStats]:
     return out
 
 
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A Markdown table's lines."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+
+
+def _ttc(stats: SettingStats) -> str:
+    return "n/a" if stats.mean_ttc is None else f"{stats.mean_ttc:,.0f}"
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
 def wall_table(stats: Sequence[SettingStats], walls: Sequence[WallStats]) -> str:
     """Accuracy and mean TTC (all problems) beside the wall time of a problem-run and the
     trajectories stopped, one row per setting."""
     overall = {s.setting.name: s for s in stats if s.category == ALL}
-    lines = [
-        "| setting | accuracy % | mean TTC (tokens) | wall s: mean | median | max | timed "
-        "| stopped |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-
-    def secs(value: float | None) -> str:
-        return "—" if value is None else f"{value:.1f}"
-
+    header = ["setting", "accuracy %", "mean TTC (tokens)", "wall s: mean", "median", "max"]
+    rows = []
     for w in walls:
-        s = overall[w.setting.name]
-        ttc = f"{s.mean_ttc:,.0f}" if s.mean_ttc is not None else "n/a"
-        fraction = w.stopped_fraction
+        s, fraction = overall[w.setting.name], w.stopped_fraction
         stopped = f"{w.stopped} ({100 * fraction:.1f}%)" if fraction is not None else "—"
-        lines.append(
-            f"| {w.setting.label} | {s.accuracy:.1f} | {ttc} | {secs(w.mean_s)} | "
-            f"{secs(w.median_s)} | {secs(w.max_s)} | {w.timed} | {stopped} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _rounds(setting: Setting) -> str:
-    return "[" + ", ".join(map(str, setting.round_vector)) + "]"
+        times = [_seconds(w.mean_s), _seconds(w.median_s), _seconds(w.max_s)]
+        rows.append([w.setting.label, f"{s.accuracy:.1f}", _ttc(s), *times, w.timed, stopped])
+    return "\n".join(_table([*header, "timed", "stopped"], rows)) + "\n"
 
 
 def _agreement(stats: SettingStats) -> str:
     # Only rounds with K > 1: a lone trajectory always agrees with itself.
-    parts = [
-        f"r{i + 1} {value:.2f}"
-        for i, (value, k) in enumerate(
-            zip(stats.agreement, stats.setting.round_vector, strict=False)
-        )
-        if k > 1 and value is not None
-    ]
+    pairs = zip(stats.agreement, stats.setting.round_vector, strict=False)
+    parts = [f"r{i} {a:.2f}" for i, (a, k) in enumerate(pairs, 1) if k > 1 and a is not None]
     return ", ".join(parts) or "—"
 
 
@@ -291,28 +285,22 @@ def markdown_table(stats: Sequence[SettingStats]) -> str:
     settings = list(dict.fromkeys(s.setting for s in stats))
     cell = {(s.setting.name, s.category): s for s in stats}
     sizes = {c: cell[(settings[0].name, c)].problems for c in cols}
-    lines = [
-        "| setting | K | " + " | ".join(f"{c} ({sizes[c]})" for c in cols) + " |",
-        "|---|---|" + "---|" * len(cols),
-    ]
-    for setting in settings:
-        cells = " | ".join(cell[(setting.name, c)].cell for c in cols)
-        lines.append(f"| {setting.label} | {_rounds(setting)} | {cells} |")
-    lines += [
-        "",
-        "| setting | accuracy % | 95% CI | mean TTC (tokens) | runs | answer agreement "
-        "| emergent correctness | failed |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    paper = _table(
+        ["setting", "K", *(f"{c} ({sizes[c]})" for c in cols)],
+        [
+            [t.label, list(t.round_vector), *(cell[(t.name, c)].cell for c in cols)]
+            for t in settings
+        ],
+    )
+    header = ["setting", "accuracy %", "95% CI", "mean TTC (tokens)", "runs"]
+    details = []
     for setting in settings:
         s = cell[(setting.name, ALL)]
         ci = f"[{s.ci[0]:.1f}, {s.ci[1]:.1f}]" if s.ci else "—"
-        ttc = f"{s.mean_ttc:,.0f}" if s.mean_ttc is not None else "n/a"
-        lines.append(
-            f"| {setting.label} | {s.accuracy:.1f} | {ci} | {ttc} | {s.runs} | "
-            f"{_agreement(s)} | {_emergent(s)} | {s.errors} |"
-        )
-    return "\n".join(lines) + "\n"
+        numbers = [f"{s.accuracy:.1f}", ci, _ttc(s), s.runs]
+        details.append([setting.label, *numbers, _agreement(s), _emergent(s), s.errors])
+    header += ["answer agreement", "emergent correctness", "failed"]
+    return "\n".join([*paper, "", *_table(header, details)]) + "\n"
 
 
 def _csv_row(s: SettingStats) -> dict[str, Any]:
@@ -467,12 +455,11 @@ def write_report(
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     stats = summarize(result)
-    paths = {kind: folder / name for kind, name in FILES.items()}
+    off = {"pool": not result.pools, "plot": not plot_png, "manifest": manifest is None}
+    paths = {kind: folder / name for kind, name in FILES.items() if not off.get(kind)}
     write_rows(result, paths["rows"])
-    if result.pools:
+    if "pool" in paths:
         write_pool(result, paths["pool"])
-    else:
-        del paths["pool"]
     table = markdown_table(stats)
     paths["markdown"].write_text(table, encoding="utf-8")
     # Apart from table.md, which the same backend and seeds reproduce exactly.
@@ -481,11 +468,7 @@ def write_report(
     write_csv(stats, paths["csv"])
     if plot_png:
         plot(stats, paths["plot"], title)
-    else:
-        del paths["plot"]
     if manifest is not None:
         text = json.dumps(manifest, ensure_ascii=False, indent=2, default=str)
         paths["manifest"].write_text(text + "\n", encoding="utf-8")
-    else:
-        del paths["manifest"]
     return table, paths

@@ -58,17 +58,6 @@ class Progress(Protocol):
         """Every setting and run of one problem finished."""
 
 
-class _NoProgress:
-    def trajectories(self, count: int, tokens: int) -> None:
-        pass
-
-    def run_done(self) -> None:
-        pass
-
-    def problem_done(self) -> None:
-        pass
-
-
 @dataclass
 class EvalSpec:
     """What to run.
@@ -166,7 +155,7 @@ class _Runner:
         problems: Sequence[Problem],
         spec: EvalSpec,
         checkpointer: BaseCheckpointSaver | None,
-        progress: Progress,
+        progress: Progress | None,
     ) -> None:
         self.problems = list(problems)
         self.spec = spec
@@ -187,7 +176,7 @@ class _Runner:
         self.slots = asyncio.Semaphore(spec.concurrency)
         self.fingerprint = spec.fingerprint()
         self.pool_fingerprint = spec.fingerprint(pool_only=True)
-        self.pool_tasks: dict[str, asyncio.Future[list[Sample]]] = {}
+        self.pool_tasks: dict[str, asyncio.Future[None]] = {}
         self.pools: dict[str, list[Sample]] = {}
         self.left = {p.key: len(spec.settings) * spec.runs for p in self.problems}
         self.timings: list[dict[str, Any]] = []
@@ -207,8 +196,9 @@ class _Runner:
 
         def on_event(event: Any) -> None:
             # Round-1 trajectories served from the pool were counted when it was made.
-            finished = isinstance(event, dict) and event.get("type") == "trajectory_finished"
-            if finished and (draw is None or event.get("round") != 1):
+            if not isinstance(event, dict) or event.get("type") != "trajectory_finished":
+                return
+            if self.progress is not None and (draw is None or event.get("round") != 1):
                 self.progress.trajectories(1, event.get("completion_tokens") or 0)
 
         return await arun_thread(graph, input, config, on_event=on_event, **kwargs)
@@ -225,29 +215,12 @@ class _Runner:
         )
         return status, ordered_samples(state)
 
-    async def _pacore(
-        self, thread_id: str, problem: Problem, setting: Setting, draw: dict[str, Any] | None
-    ) -> tuple[ThreadStatus, dict[str, Any]]:
-        context = {**self.spec.context, "rounds": setting.exploration}
-        return await self._run(
-            self.pacore, {"messages": problem.chat()}, thread_id, draw, context=context
-        )
-
-    async def _make_pool(self, problem: Problem) -> list[Sample]:
-        assert self.spec.pool is not None
-        thread_id = f"{THREAD_PREFIX}-{self.pool_fingerprint}-pool{self.spec.pool}-{problem.key}"
+    async def _make_pool(self, problem: Problem, size: int) -> None:
+        thread_id = f"{THREAD_PREFIX}-{self.pool_fingerprint}-pool{size}-{problem.key}"
         async with self.slots:
-            _, samples = await self._sample(thread_id, problem, self.spec.pool, None)
+            _, samples = await self._sample(thread_id, problem, size, None)
         self.model.add_pool(problem.key, samples)
         self.pools[problem.key] = samples
-        return samples
-
-    async def _pool(self, problem: Problem) -> None:
-        task = self.pool_tasks.get(problem.key)
-        if task is None:
-            task = self.pool_tasks[problem.key] = asyncio.ensure_future(self._make_pool(problem))
-        # Shielded: one waiter being cancelled must not cancel the pool the others share.
-        await asyncio.shield(task)
 
     async def job(self, setting: Setting, run: int, problem: Problem) -> dict[str, Any]:
         thread_id = f"{THREAD_PREFIX}-{self.fingerprint}-{setting.name}-r{run}-{problem.key}"
@@ -268,12 +241,20 @@ class _Runner:
         }
         status: str
         try:
-            if draw is not None:
-                await self._pool(problem)
+            if spec.pool is not None:
+                if problem.key not in self.pool_tasks:
+                    pool = asyncio.ensure_future(self._make_pool(problem, spec.pool))
+                    self.pool_tasks[problem.key] = pool
+                # Shielded: one waiter being cancelled must not cancel the pool others share.
+                await asyncio.shield(self.pool_tasks[problem.key])
             async with self.slots:
                 started = time.monotonic()
                 if setting.kind == "pacore":
-                    status, state = await self._pacore(thread_id, problem, setting, draw)
+                    context = {**spec.context, "rounds": setting.exploration}
+                    input = {"messages": problem.chat()}
+                    status, state = await self._run(
+                        self.pacore, input, thread_id, draw, context=context
+                    )
                     row = pacore_row(state, problem)
                     counts = status_counts(latest_trajectories(state.get("trajectories") or []))
                 else:
@@ -292,10 +273,11 @@ class _Runner:
                 raise fatal from exc  # the endpoint is gone: every problem would fail
             error = redact(f"{type(exc).__name__}: {exc}", self.secrets)
             row, status = {**_EMPTY_ROW, "request_id": problem.id, "error": error}, "failed"
-        self.progress.run_done()
         self.left[problem.key] -= 1
-        if self.left[problem.key] == 0:
-            self.progress.problem_done()
+        if self.progress is not None:
+            self.progress.run_done()
+            if self.left[problem.key] == 0:
+                self.progress.problem_done()
         return {**row, **base, "status": status}
 
     async def run(self) -> EvalResult:
@@ -429,5 +411,5 @@ async def run_eval(
         Exception: What stops the whole eval (an unreachable endpoint, Redis down, a
             rejected key); a failure of one problem is recorded in its row instead.
     """
-    runner = _Runner(model, problems, spec, checkpointer, progress or _NoProgress())
+    runner = _Runner(model, problems, spec, checkpointer, progress)
     return await runner.run()

@@ -221,8 +221,7 @@ def v1_routes(service: Service) -> list[BaseRoute]:
             if not handed_over:  # else the stream's end lets go of them
                 release()
 
-    async def models(request: Request) -> Response:
-        """``/models``, or ``/models/{model}`` when the path names one."""
+    async def models(request: Request) -> Response:  # also /models/{model}
         try:
             service.authorize(request.headers.get("authorization"))
             default = resolve_rounds(service.defaults.rounds or "low")

@@ -139,10 +139,7 @@ def create_mcp_server(service: Service, *, host: str = "127.0.0.1") -> FastMCP:
                     await ctx.report_progress(steps, total, line.format(**step))
         finally:
             run.unsubscribe(queue)
-            service.runs.detach(run)
-            # Cancelled before the run ended, and no other call follows it: stop its calls.
-            if run.clients <= 0 and not run.ended.is_set() and run.task is not None:
-                run.task.cancel()
+            service.runs.detach(run, cancel=True)  # a cancelled call stops a run no one follows
         if run.error is not None or run.state is None:
             error = api_error(run.error or RuntimeError("the run left no state"))
             raise ToolError(redact(error.message, service.settings.secrets))

@@ -194,19 +194,16 @@ class Runs:
         now = time.monotonic()
         self.kept = {k: v for k, v in self.kept.items() if v[1] > now}
         durable = idempotency_key is not None and self.durable is not None
-        runs: list[Run | None] = []
-        keys: list[str] = []
-        for index in range(spec.n):
-            if idempotency_key is None:
-                key = f"anonymous-{uuid.uuid4().hex}"
-            else:
-                key = thread_id_for(idempotency_key, namespace, index)
-            keys.append(key)
-            run = self.active.get(key) or (self.kept[key][0] if key in self.kept else None)
-            if run is not None and run.spec.fingerprint != spec.fingerprint:
-                raise IdempotencyConflictError(KEY_REUSED)
-            runs.append(run)
-        new = sum(run is None for run in runs)
+        keys = [
+            f"anonymous-{uuid.uuid4().hex}"
+            if idempotency_key is None
+            else thread_id_for(idempotency_key, namespace, index)
+            for index in range(spec.n)
+        ]
+        found = [self.active.get(key) or self.kept.get(key, (None, 0.0))[0] for key in keys]
+        if any(run is not None and run.spec.fingerprint != spec.fingerprint for run in found):
+            raise IdempotencyConflictError(KEY_REUSED)
+        new = found.count(None)
         if new and self.executing() + new > self.settings.max_runs:
             raise ApiError(
                 429,
@@ -216,15 +213,12 @@ class Runs:
                 code="rate_limit_exceeded",
                 headers={"Retry-After": str(self.settings.retry_after_s)},
             )
-        claimed: list[Run] = []
-        for key, run in zip(keys, runs, strict=True):
-            if run is None:
-                run = Run(key, spec, key if durable else None, stream=spec.stream)
-                self._start(run)
-            claimed.append(run)
-        return claimed
+        return [
+            run or self._start(Run(key, spec, key if durable else None, stream=spec.stream))
+            for key, run in zip(keys, found, strict=True)
+        ]
 
-    def _start(self, run: Run) -> None:
+    def _start(self, run: Run) -> Run:
         self.active[run.key] = run
         self.metrics.runs_in_flight.inc()
         # A context of its own: the run outlives the request that started it, and must not
@@ -232,6 +226,7 @@ class Runs:
         run.task = asyncio.get_running_loop().create_task(
             self._execute(run), context=contextvars.Context()
         )
+        return run
 
     async def _execute(self, run: Run) -> None:
         outcome = "error"
@@ -285,16 +280,13 @@ class Runs:
         """A client follows ``run``."""
         run.clients += 1
 
-    def detach(self, run: Run) -> None:
-        """A client stopped following ``run``: with ``cancel_on_disconnect`` the last one
-        leaving cancels it (its finished trajectories stay in Redis)."""
+    def detach(self, run: Run, *, cancel: bool | None = None) -> None:
+        """A client stopped following ``run``: with ``cancel`` (default:
+        ``cancel_on_disconnect``) the last one leaving cancels it (its finished trajectories
+        stay in Redis)."""
         run.clients -= 1
-        if (
-            run.clients <= 0
-            and self.settings.cancel_on_disconnect
-            and not run.ended.is_set()
-            and run.task is not None
-        ):
+        cancel = self.settings.cancel_on_disconnect if cancel is None else cancel
+        if run.clients <= 0 and cancel and not run.ended.is_set() and run.task is not None:
             run.task.cancel()
 
     async def cancel_all(self) -> None:
