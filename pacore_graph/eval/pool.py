@@ -56,12 +56,8 @@ def pooled_message(sample: Sample) -> AIMessage:
 
 
 class EvalChatModel(BaseChatModel):
-    """The eval's model: one concurrency bound over every call, round 1 served from the pool.
-
-    Attributes:
-        inner: The real model.
-        concurrency: Calls to ``inner`` in flight at once, across all problems and settings.
-    """
+    """The eval's model: round 1 served from the pool, and at most ``concurrency`` calls to
+    the ``inner`` model in flight, across all problems and settings."""
 
     inner: BaseChatModel
     concurrency: int = Field(default=64, ge=1)
@@ -85,11 +81,8 @@ class EvalChatModel(BaseChatModel):
     @property
     def fatal_failure(self) -> BaseException | None:
         """The last call's failure if it would fail every call (a refused connection, a
-        rejected key or model), with no call succeeding since; else None.
-
-        The graph records a failed call as a failed trajectory rather than raising it, so
-        this is how the eval tells "the endpoint is gone" from "this problem failed".
-        """
+        rejected key or model) and no call succeeded since: the graph records failed calls
+        as failed trajectories, so this tells "the endpoint is gone" from "a problem failed"."""
         return self._fatal
 
     def _outcome(self, exc: BaseException | None) -> None:

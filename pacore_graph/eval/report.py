@@ -155,8 +155,7 @@ def _stats(setting: Setting, category: str, rows: list[dict[str, Any]], runs: in
 
 
 def category_of(category: str | None) -> str:
-    """The column a problem's (or row's) category counts in: a problem without one counts
-    in `UNCATEGORIZED`."""
+    """The column a problem's (or row's) category counts in, `UNCATEGORIZED` for none."""
     return UNCATEGORIZED if category is None else category
 
 
@@ -175,11 +174,7 @@ def summarize(result: EvalResult) -> list[SettingStats]:
     for setting in result.settings:
         rows = [r for r in result.rows if r["setting"] == setting.name]
         for category in categories(result):
-            subset = (
-                rows
-                if category == ALL
-                else [r for r in rows if category_of(r.get("category")) == category]
-            )
+            subset = [r for r in rows if category in (ALL, category_of(r.get("category")))]
             stats.append(_stats(setting, category, subset, result.runs))
     return stats
 
@@ -402,8 +397,7 @@ def plot(stats: Sequence[SettingStats], path: Path, title: str = "") -> None:
 def write_rows(result: EvalResult, path: Path) -> None:
     """The per-problem rows, one JSON object a line."""
     with path.open("w", encoding="utf-8") as handle:
-        for row in result.rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in result.rows)
 
 
 POOL_FIELDS = {

@@ -66,14 +66,11 @@ class EvalSpec:
         settings: The table's rows.
         runs: Independent runs of every setting on every problem (pass@1 is averaged).
         concurrency: Model calls in flight at once, over all problems, settings and runs.
-        pool: Round-1 pool size per problem (the paper's shortcut); None samples every
-            run's round 1 (and every baseline sample) afresh.
+        pool: Round-1 pool size per problem; None samples every round 1 afresh.
         pool_seed: Seed of the draws from the pool.
-        context: PaCoRe settings for every run (`PaCoReContext` fields but ``rounds``:
-            temperature, top_p, max_tokens, seed, compaction, ...); the baselines
-            sample with the same temperature, top_p, max_tokens and extra_body.
-        namespace: Names the backend in thread ids (e.g. the model name), so evals of
-            different models never share threads.
+        context: `PaCoReContext` fields but ``rounds`` for every run; the baselines sample
+            with its `SAMPLING_FIELDS`.
+        namespace: Names the backend in thread ids, so evals of models never share threads.
     """
 
     settings: Sequence[Setting]
@@ -116,11 +113,8 @@ class EvalResult:
     """Everything the report needs.
 
     Attributes:
-        rows: One row per (setting, run, problem), in that order: the reference's
-            results row plus grading fields.
-        problems: The problems, in file order.
-        settings: The settings, in table order.
-        runs: Runs per setting.
+        rows: One per (setting, run, problem), in that order: the reference's results row
+            plus grading fields.
         pools: Each problem's round-1 pool (by problem key), when a pool was used.
         timings: ``setting``, ``run``, ``request_id``, ``wall_seconds`` (queueing for a
             call slot included), ``trajectories`` and ``stopped`` of each (setting, run,
@@ -281,30 +275,26 @@ class _Runner:
         return {**row, **base, "status": status}
 
     async def run(self) -> EvalResult:
-        jobs = [
-            asyncio.ensure_future(self.job(setting, run, problem))
-            for problem in self.problems
-            for setting in self.spec.settings
+        # Started problem by problem; by (setting, run, problem) index for the rows' order.
+        jobs = {
+            (s, run, p): asyncio.ensure_future(self.job(setting, run, problem))
+            for p, problem in enumerate(self.problems)
+            for s, setting in enumerate(self.spec.settings)
             for run in range(1, self.spec.runs + 1)
-        ]
+        }
         try:
-            await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
-            for task in jobs:
+            await asyncio.wait(jobs.values(), return_when=asyncio.FIRST_EXCEPTION)
+            for task in jobs.values():
                 if task.done() and (exc := task.exception()) is not None:
                     raise exc
         finally:
             # An abort (or Ctrl-C) stops the rest; their threads resume on the next run.
-            futures: list[asyncio.Future[Any]] = [*jobs, *self.pool_tasks.values()]
+            futures: list[asyncio.Future[Any]] = [*jobs.values(), *self.pool_tasks.values()]
             pending = [f for f in futures if not f.done()]
             for future in pending:
                 future.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        order = {s.name: i for i, s in enumerate(self.spec.settings)}
-        position = {str(p.id): i for i, p in enumerate(self.problems)}
-        rows = sorted(
-            (t.result() for t in jobs),
-            key=lambda r: (order[r["setting"]], r["run"], position[str(r["request_id"])]),
-        )
+        rows = [jobs[key].result() for key in sorted(jobs)]
         return EvalResult(
             rows, self.problems, list(self.spec.settings), self.spec.runs, self.pools, self.timings
         )
@@ -330,13 +320,9 @@ _EMPTY_ROW: dict[str, Any] = {
 
 
 def pacore_row(state: Mapping[str, Any], problem: Problem) -> dict[str, Any]:
-    """A PaCoRe thread's results row, graded, with agreement and emergent correctness.
-
-    Agreement of a round: the fraction of its trajectories whose answer is the round's
-    majority answer. Emergent correctness: the final answer is right while every input
-    message of the last synthesis (the references it was given) was wrong; None when the
-    last synthesis had no input.
-    """
+    """A PaCoRe thread's results row, graded, with each round's agreement (the share of its
+    trajectories giving the majority answer) and emergent correctness (right while every
+    reference of the last synthesis was wrong; None without references)."""
     record = to_record(state, problem.id)
     verdict = grade(record["answer"] or "", problem.answer)
     rounds: dict[int, list[Any]] = {}
@@ -364,11 +350,8 @@ def pacore_row(state: Mapping[str, Any], problem: Problem) -> dict[str, Any]:
 
 
 def baseline_row(samples: Sequence[Sample], problem: Problem) -> dict[str, Any]:
-    """A baseline's results row: one sample (``single``) or the majority vote (``sc@N``).
-
-    The vote groups equivalent answers (`pacore_graph.eval.grading.vote_key`); the final
-    response is the first sample that voted for the winner.
-    """
+    """A baseline's results row: one sample (``single``) or the first sample voting for
+    the majority answer (``sc@N``, equivalent answers grouped by `vote_key`)."""
     keys = [vote_key(extract_answer(s["content"])) for s in samples]
     winner, _ = majority(keys)
     chosen = next((s for s, k in zip(samples, keys, strict=True) if k == winner), samples[0])

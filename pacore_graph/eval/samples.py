@@ -1,11 +1,6 @@
-"""Independent trajectories of one problem as a checkpointed LangGraph thread: the baselines'
-samples (``single``, ``sc@N``) and the first-round pool, resumable like PaCoRe's own runs.
-
-```
-START ─Send×N→ sample → END
-```
-Each sample is its own ``Send`` task with PaCoRe's retry policy, so with a checkpointer
-and ``durability="sync"`` a crash loses only the calls in flight.
+"""Independent trajectories of one problem as a checkpointed LangGraph thread
+(``START ─Send×N→ sample → END``): the baselines' samples (``single``, ``sc@N``) and the
+first-round pool, each sample a task with PaCoRe's retry policy, resumable like a run.
 """
 
 from __future__ import annotations
@@ -60,18 +55,9 @@ def create_sampling_graph(
     model: BaseChatModel,
     sampling: Mapping[str, Any],
 ) -> StateGraph:
-    """Builds the sampling graph; compile it with the eval's checkpointer.
-
-    Each call carries ``metadata={"pacore_round": 1, "pacore_index": i}``, as PaCoRe's
-    round-1 trajectories do, so a pool-serving model treats samples like round-1 calls.
-
-    Args:
-        model: The chat model to sample from.
-        sampling: `SAMPLING_FIELDS` to call it with (None ones are not sent).
-
-    Returns:
-        The uncompiled graph; invoke it with ``{"messages": [...], "n": N}``.
-    """
+    """The sampling graph, to compile with the eval's checkpointer and invoke with
+    ``{"messages": [...], "n": N}``. ``model`` is called with ``sampling``'s
+    `SAMPLING_FIELDS` (None ones not sent) and round-1 metadata, as PaCoRe's round 1 is."""
     kwargs = {k: v for k, v in sampling.items() if k in SAMPLING_FIELDS and v is not None}
 
     async def sample(task: SampleTask, config: RunnableConfig) -> dict[str, list[Sample]]:

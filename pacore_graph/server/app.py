@@ -1,11 +1,7 @@
-"""The OpenAI-compatible HTTP app: ``POST /v1/chat/completions``, ``GET /v1/models``,
-``GET /health`` and ``GET /metrics`` (Starlette, so the same routes also run inside
-LangGraph's server, which has Starlette but not FastAPI).
-
-`Service` is what the routes share: the settings, the graph, the runs and the metrics.
-`create_app` serves it on its own and `Server` runs that app (``pacore serve``);
-`v1_routes` gives the ``/v1`` routes to mount into another app (``pacore_graph.studio:app``
-under ``langgraph dev``).
+"""The OpenAI-compatible HTTP app on Starlette (which LangGraph's server also runs):
+`Service` is what the routes share, `create_app` serves it on its own and `Server` runs
+that (``pacore serve``); `v1_routes` are the ``/v1`` routes to mount into another app
+(``pacore_graph.studio:app``).
 """
 
 from __future__ import annotations
@@ -68,10 +64,6 @@ class Service:
         self.metrics = Metrics()
         self.runs = Runs(self.settings, self.metrics)
         self.ready = False
-
-    @property
-    def defaults(self) -> PaCoReContext:
-        return self.runs.defaults
 
     def authorize(self, authorization: str | None) -> str:
         """The caller's namespace for an ``Authorization`` header (`ApiKeys.check`).
@@ -180,7 +172,7 @@ def v1_routes(service: Service) -> list[BaseRoute]:
         body = await read_body(request, settings.max_body_bytes)
         spec = parse_request(
             body,
-            service.defaults,
+            service.runs.defaults,
             max_trajectories=settings.max_trajectories,
             max_n=settings.max_n,
         )
@@ -224,7 +216,7 @@ def v1_routes(service: Service) -> list[BaseRoute]:
     async def models(request: Request) -> Response:  # also /models/{model}
         try:
             service.authorize(request.headers.get("authorization"))
-            default = resolve_rounds(service.defaults.rounds or "low")
+            default = resolve_rounds(service.runs.defaults.rounds or "low")
             if (name := request.path_params.get("model")) is None:
                 return JSONResponse({"object": "list", "data": listed_models(default)})
             return JSONResponse(model_object(name, model_rounds(name, default)))

@@ -1,10 +1,8 @@
 """Incoming API keys: ``Authorization: Bearer <key>`` checked in constant time.
 
-Only SHA-256 digests of the keys are kept in memory, and a request's key is compared with
-every configured digest (`hmac.compare_digest`, no early exit), so neither timing nor a
-memory dump shows a key. The upstream endpoint's key is another one (``--api-key``) and is
-never compared here. No key is logged or stored: a durable run's thread id holds a digest
-of the caller's key, so one caller cannot reach another's run with its Idempotency-Key.
+Only SHA-256 digests of the keys are kept, each compared with no early exit, so neither
+timing nor a memory dump shows a key. A durable run's thread id holds a digest of the
+caller's key, so one caller cannot reach another's run with its Idempotency-Key.
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def create_mcp_server(service: Service, *, host: str = "127.0.0.1") -> FastMCP:
     ) -> Annotated[CallToolResult, Summary]:
         messages: list[BaseMessage] = [HumanMessage(problem)]
         context: dict[str, Any] = {} if rounds is None else {"rounds": rounds}
-        settings = merge_context(service.defaults, context)
+        settings = merge_context(service.runs.defaults, context)
         try:
             vector = check_settings(settings)
             last_user_index(messages)

@@ -1,9 +1,5 @@
-"""Prometheus metrics of one server (``GET /metrics``), in a registry of its own so that
-several apps in one process (tests, LangGraph's server) do not collide.
-
-Runs in flight, runs ended by outcome and their wall time, requests by HTTP status,
-trajectories by status, completion tokens, failed upstream calls (docs/serve.md lists
-them), and the process collector's ``process_*``.
+"""Prometheus metrics of one server (``GET /metrics``, listed in docs/serve.md), in a
+registry of its own so that several apps in one process do not collide.
 """
 
 from __future__ import annotations
