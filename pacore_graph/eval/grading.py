@@ -58,10 +58,8 @@ def extract_answer(response: str) -> Extracted | None:
     if boxed := boxed_answer_compaction(conclusion):
         inner = boxed[len("\\boxed{") : -1].strip()
         return Extracted(inner, "boxed") if inner else None
-    lines = [line.strip() for line in conclusion.strip().splitlines() if line.strip()]
-    if not lines:
-        return None
-    line = lines[-1].replace("**", "").strip("# ")  # markdown emphasis and headings
+    line = next((line.strip() for line in reversed(conclusion.splitlines()) if line.strip()), "")
+    line = line.replace("**", "").strip("# ")  # markdown emphasis and headings
     line = _ANSWER_PREFIX.sub("", line).strip().removesuffix(".").strip().strip("$").strip()
     return Extracted(line, "final_line") if line else None
 

@@ -394,12 +394,6 @@ def plot(stats: Sequence[SettingStats], path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def write_rows(result: EvalResult, path: Path) -> None:
-    """The per-problem rows, one JSON object a line."""
-    with path.open("w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in result.rows)
-
-
 POOL_FIELDS = {
     "index",
     "content",
@@ -451,7 +445,8 @@ def write_report(
     stats = summarize(result)
     off = {"pool": not result.pools, "plot": not plot_png, "manifest": manifest is None}
     paths = {kind: folder / name for kind, name in FILES.items() if not off.get(kind)}
-    write_rows(result, paths["rows"])
+    rows = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in result.rows)
+    paths["rows"].write_text(rows, encoding="utf-8")
     if "pool" in paths:
         write_pool(result, paths["pool"])
     table = markdown_table(stats)

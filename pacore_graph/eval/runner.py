@@ -30,7 +30,6 @@ from pacore_graph.eval.pool import DRAW_KEY, EvalChatModel, draw_indices
 from pacore_graph.eval.samples import (
     Sample,
     create_sampling_graph,
-    ordered_samples,
     sampling_status,
 )
 from pacore_graph.eval.settings import Setting
@@ -207,7 +206,8 @@ class _Runner:
             draw,
             status_rule=sampling_status,
         )
-        return status, ordered_samples(state)
+        # In index order: they are stored in completion order.
+        return status, sorted(state.get("samples") or [], key=lambda s: s["index"])
 
     async def _make_pool(self, problem: Problem, size: int) -> None:
         thread_id = f"{THREAD_PREFIX}-{self.pool_fingerprint}-pool{size}-{problem.key}"

@@ -91,8 +91,3 @@ def sampling_status(snapshot: StateSnapshot, input: Mapping[str, Any]) -> Thread
     if len(snapshot.values.get("samples") or []) == input["n"]:
         return "finished"
     return "new"
-
-
-def ordered_samples(state: Mapping[str, Any]) -> list[Sample]:
-    """The samples in index order (they are stored in completion order)."""
-    return sorted(state.get("samples") or [], key=lambda s: s["index"])

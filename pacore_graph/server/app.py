@@ -270,12 +270,10 @@ def create_app(service: Service) -> Starlette:
         return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
     async def http_error(request: Request, exc: Exception) -> Response:
-        status = exc.status_code if isinstance(exc, HTTPException) else 500
-        message = exc.detail if isinstance(exc, HTTPException) else "internal error"
-        code = "not_found" if status == 404 else None
-        return ApiError(
-            status, f"{request.method} {request.url.path}: {message}", code=code
-        ).response()
+        assert isinstance(exc, HTTPException)  # the only exception it handles
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        code = "not_found" if exc.status_code == 404 else None
+        return ApiError(exc.status_code, message, code=code).response()
 
     mcp_routes: list[BaseRoute] = []
     mcp_running: Callable[[], contextlib.AbstractAsyncContextManager[Any]] = contextlib.nullcontext

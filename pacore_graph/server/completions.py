@@ -117,19 +117,9 @@ class Completion:
         for index, run in enumerate(runs):
             assert run.state is not None
             content, reasoning, finish, _ = answer_of(run.state)
-            choices.append(
-                {
-                    "index": index,
-                    "message": {
-                        "role": "assistant",
-                        "content": content,
-                        "reasoning_content": reasoning,
-                        "refusal": None,
-                    },
-                    "logprobs": None,
-                    "finish_reason": finish or "stop",
-                }
-            )
+            message = {"role": "assistant", "content": content, "reasoning_content": reasoning}
+            choice = {"index": index, "message": message | {"refusal": None}, "logprobs": None}
+            choices.append(choice | {"finish_reason": finish or "stop"})
             reports.append(run_report(run, index))
         return {
             "id": self.id,

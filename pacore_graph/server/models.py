@@ -48,14 +48,10 @@ def model_rounds(name: str, default: list[int]) -> list[int]:
     if text == PREFIX:
         return list(default)
     head, sep, rest = text.partition("-")
-    if head != PREFIX or not sep:
-        raise _unknown(name)
-    if rest in PRESETS:
-        return resolve_rounds(rest)
-    if not _VECTOR.fullmatch(rest):
+    if head != PREFIX or not sep or not (rest in PRESETS or _VECTOR.fullmatch(rest)):
         raise _unknown(name)
     try:
-        return resolve_rounds([int(k) for k in rest.split("x")])
+        return resolve_rounds(rest if rest in PRESETS else [int(k) for k in rest.split("x")])
     except InvalidRoundsError as exc:
         raise _unknown(name, str(exc)) from None
 
