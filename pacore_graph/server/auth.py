@@ -33,11 +33,8 @@ class ApiKeys:
     @classmethod
     def parse(cls, text: str) -> ApiKeys:
         """Keys separated by newlines, commas or spaces; ``#`` starts a comment line."""
-        keys: list[str] = []
-        for line in text.splitlines():
-            if line.strip().startswith("#"):
-                continue
-            keys += [k for k in line.replace(",", " ").split() if k]
+        lines = [line for line in text.splitlines() if not line.strip().startswith("#")]
+        keys = " ".join(lines).replace(",", " ").split()
         return cls(tuple(_digest(k) for k in dict.fromkeys(keys)))
 
     @classmethod
