@@ -153,11 +153,7 @@ def majority(keys: Sequence[str | None]) -> tuple[str | None, int]:
     """The most common vote and its count; ties go to the vote seen first; no-answers
     never win."""
     counts = Counter(k for k in keys if k is not None)
-    if not counts:
-        return None, 0
-    top = max(counts.values())
-    winner = next(k for k in keys if k is not None and counts[k] == top)
-    return winner, top
+    return counts.most_common(1)[0] if counts else (None, 0)  # ties: the first counted
 
 
 def agreement(keys: Sequence[str | None]) -> float | None:
