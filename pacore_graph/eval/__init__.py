@@ -1,12 +1,7 @@
 """``pacore eval``: reproduce the paper's tables (accuracy and TTC of PaCoRe against a single
 trajectory and self-consistency) on any backend and any benchmark file.
 
-Modules: `dataset` (load and check the JSONL), `grading` (answer extraction, math-verify,
-string fallback, votes), `settings` (PaCoRe rounds and baselines), `samples` (the
-baselines' and the pool's resumable sampling graph), `pool` (the round-1 pool and the
-concurrency bound), `runner` (the concurrent, resumable run), `report` (statistics,
-tables, plot) and `cli`. Nothing here imports math-verify or matplotlib until it grades
-or plots.
+Nothing here imports math-verify or matplotlib until it grades or plots.
 
 Example:
     ```python

@@ -11,12 +11,8 @@ class EvalDependencyError(ImportError):
 
 
 def require(module: str, purpose: str) -> ModuleType:
-    """Imports ``module`` or raises `EvalDependencyError` naming the extra to install.
-
-    Args:
-        module: The import name (``math_verify``, ``matplotlib``).
-        purpose: What it is needed for, for the message.
-    """
+    """Imports ``module`` or raises `EvalDependencyError` naming the extra to install and
+    the ``purpose`` it is needed for."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:

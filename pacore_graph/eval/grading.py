@@ -27,12 +27,7 @@ _TEXT_MACRO = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
 
 @dataclass(frozen=True)
 class Extracted:
-    """A response's answer.
-
-    Attributes:
-        text: The answer as written (the ``\\boxed{}`` content or the final line).
-        source: Where it was found.
-    """
+    """A response's answer as written (the ``\\boxed{}`` content or the final line)."""
 
     text: str
     source: Literal["boxed", "final_line"]
@@ -45,14 +40,8 @@ class Extracted:
 
 @dataclass(frozen=True)
 class Grade:
-    """The verdict on one response.
-
-    Attributes:
-        answer: The extracted answer, or None when the response has none.
-        correct: Whether it matches the ground truth.
-        grader: Which check decided: ``"math-verify"`` or ``"string"`` (normalized match);
-            None when there was no answer to check.
-    """
+    """The verdict on one response: its extracted answer (None without one), whether it
+    matches the ground truth, and the check that decided (None without an answer)."""
 
     answer: str | None
     correct: bool
@@ -69,10 +58,8 @@ def extract_answer(response: str) -> Extracted | None:
     if boxed := boxed_answer_compaction(conclusion):
         inner = boxed[len("\\boxed{") : -1].strip()
         return Extracted(inner, "boxed") if inner else None
-    lines = [line.strip() for line in conclusion.strip().splitlines() if line.strip()]
-    if not lines:
-        return None
-    line = lines[-1].replace("**", "").strip("# ")  # markdown emphasis and headings
+    line = next((line.strip() for line in reversed(conclusion.splitlines()) if line.strip()), "")
+    line = line.replace("**", "").strip("# ")  # markdown emphasis and headings
     line = _ANSWER_PREFIX.sub("", line).strip().removesuffix(".").strip().strip("$").strip()
     return Extracted(line, "final_line") if line else None
 
@@ -89,8 +76,7 @@ def normalize(text: str) -> str:
 
 
 def _is_words(text: str) -> bool:
-    # math-verify reads a word as a product of symbols ("Paris" == "sirap"): compare words
-    # as strings instead.
+    # math-verify reads a word as a product of symbols ("Paris" == "sirap").
     return bool(_WORDS.fullmatch(text.strip()))
 
 
@@ -167,11 +153,7 @@ def majority(keys: Sequence[str | None]) -> tuple[str | None, int]:
     """The most common vote and its count; ties go to the vote seen first; no-answers
     never win."""
     counts = Counter(k for k in keys if k is not None)
-    if not counts:
-        return None, 0
-    top = max(counts.values())
-    winner = next(k for k in keys if k is not None and counts[k] == top)
-    return winner, top
+    return counts.most_common(1)[0] if counts else (None, 0)  # ties: the first counted
 
 
 def agreement(keys: Sequence[str | None]) -> float | None:

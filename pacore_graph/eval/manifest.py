@@ -12,19 +12,14 @@ import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from pacore_graph.context import DEFAULTS, merge_context
+from pacore_graph.eval.samples import SAMPLING_FIELDS
 from pacore_graph.eval.settings import Setting
 from pacore_graph.resume import run_settings
-from pacore_graph.secrets import REDACTED, redact
+from pacore_graph.secrets import REDACTED, redact, redact_url
 
-SECRET_OPTIONS = ("--api-key",)
-"""Options whose value is a secret."""
-URL_OPTIONS = ("--base-url", "--redis-url")
-"""Options whose value is a URL that may carry a password."""
-SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens", "extra_body")
-"""The settings every call samples with (the rest are PaCoRe's own)."""
+SECRET_OPTION = "--api-key"
 
 
 def now() -> str:
@@ -40,52 +35,18 @@ def package_version() -> str:
         return "unknown"
 
 
-def _hide_password(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return url
-    if not password:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{hostport}"))
-
-
-def _option(word: str, names: Iterable[str]) -> str | None:
-    """The option of ``names`` that ``word`` (``--opt`` or ``--opt=value``) spells, taking
-    the unambiguous prefixes argparse accepts (``--api`` for ``--api-key``)."""
-    flag = word.partition("=")[0]
-    if not flag.startswith("--") or len(flag) < 3:
-        return None
-    return next((name for name in names if name.startswith(flag)), None)
-
-
 def command_line(argv: Sequence[str], secrets: Iterable[str] = ()) -> str:
-    """``pacore <argv>`` as a shell line, with every ``--api-key`` value, URL password and
-    known secret replaced by ``[redacted]``."""
+    """``pacore <argv>`` as a shell line, with every ``--api-key`` value (argparse's
+    prefixes too: ``--api``), URL credentials and known secret replaced by ``[redacted]``."""
     words: list[str] = []
-    hide: str | None = None  # what the previous word announced for this one
+    hide = False  # the previous word was --api-key
     for word in argv:
-        if hide == "secret":
-            words.append(REDACTED)
-        elif hide == "url":
-            words.append(_hide_password(word))
-        else:
-            flag, eq, value = word.partition("=")
-            if _option(word, SECRET_OPTIONS):
-                word = f"{flag}={REDACTED}" if eq else word
-                hide = None if eq else "secret"
-                words.append(word)
-                continue
-            if _option(word, URL_OPTIONS):
-                word = f"{flag}={_hide_password(value)}" if eq else word
-                hide = None if eq else "url"
-                words.append(word)
-                continue
-            words.append(word)
-        hide = None
+        flag, eq, _ = word.partition("=")
+        if hide:
+            word, hide = REDACTED, False
+        elif flag.startswith("--") and len(flag) > 2 and SECRET_OPTION.startswith(flag):
+            word, hide = (f"{flag}={REDACTED}", False) if eq else (word, True)
+        words.append(redact_url(word))  # before quoting, so the quotes cover [redacted]
     return redact(shlex.join(["pacore", *words]), secrets)
 
 
@@ -116,20 +77,13 @@ def build_manifest(
     Args:
         backend: ``kind``, ``endpoint`` (without credentials) and ``model``.
         dataset: From `dataset_info`.
-        settings: The table's rows.
-        context: The run's PaCoRe settings as given (``rounds`` aside); the manifest
-            records them resolved, defaults included.
-        runs: Runs per setting.
-        pool: Round-1 pool size, or None.
-        pool_seed: Seed of the draws from the pool.
-        concurrency: Model calls in flight at most.
+        context: The run's PaCoRe settings as given (``rounds`` aside), recorded resolved.
         command: From `command_line`.
-        started_at: From `now`, before the run.
-        finished_at: From `now`, after it.
+        started_at: From `now`, before the run; ``finished_at`` after it.
         secrets: Redacted wherever they appear.
-        wall: Each setting's wall time and trajectories stopped, by setting name
-            (`pacore_graph.eval.report.WallStats.as_dict`), recorded as the setting's
-            ``wall_seconds``.
+        wall: `WallStats.as_dict` by setting name, recorded as its ``wall_seconds``.
+
+    The rest are the `EvalSpec` fields of the same names.
     """
     resolved = run_settings(merge_context(DEFAULTS, dict(context)))
     resolved.pop("rounds", None)  # each setting has its own

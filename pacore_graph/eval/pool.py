@@ -1,13 +1,10 @@
-"""The first-round pool (an evaluation shortcut) and the one bound on all model calls.
+"""The first-round pool (the paper's evaluation shortcut: each run draws its K_1 round-1
+trajectories from a pool generated once per problem) and the one bound on all model calls.
 
-The paper evaluated with a pool: 512 round-1 trajectories were generated per problem
-once, and each run drew its K_1 first-round trajectories from it. `EvalChatModel` does
-this without touching the graph: PaCoRe's trajectory node tags every call with
-``metadata["pacore_round"]`` and ``["pacore_index"]``, so the wrapper answers round-1
-calls of a run from the pool (the run's draw travels in ``configurable``) and passes
-every other call to the real model, under one semaphore shared by all problems and
-settings. A pooled trajectory is returned with its recorded usage, so its completion
-tokens count toward the run's TTC exactly as if the run had generated it.
+PaCoRe's trajectory node tags every call with ``metadata["pacore_round"]`` and
+``["pacore_index"]``, so `EvalChatModel` answers a run's round-1 calls from the pool (the
+draw travels in ``configurable``) with their recorded usage, which counts toward TTC as if
+generated, and passes every other call to the real model.
 """
 
 from __future__ import annotations
@@ -22,7 +19,7 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatResult
 from langchain_core.runnables import RunnableConfig
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from pacore_graph.eval.samples import Sample
 
@@ -31,10 +28,8 @@ DRAW_KEY = "pacore_eval_draw"
 
 
 def draw_indices(seed: int, setting: str, run: int, problem: str, k: int, n: int) -> list[int]:
-    """The pool trajectories one run uses: ``k`` distinct indices out of ``n``.
-
-    Seeded by the eval seed, the setting, the run and the problem, so a rerun (or a resume)
-    draws the same trajectories and different runs draw independently.
+    """The pool trajectories one run uses: ``k`` distinct indices out of ``n``, the same on
+    a rerun or resume and independent across runs.
 
     Raises:
         ValueError: ``k > n``.
@@ -61,24 +56,17 @@ def pooled_message(sample: Sample) -> AIMessage:
 
 
 class EvalChatModel(BaseChatModel):
-    """The eval's model: one concurrency bound over every call, round 1 served from the pool.
-
-    Attributes:
-        inner: The real model.
-        concurrency: Calls to ``inner`` in flight at once, across all problems and settings.
-    """
+    """The eval's model: round 1 served from the pool, and at most ``concurrency`` calls to
+    the ``inner`` model in flight, across all problems and settings."""
 
     inner: BaseChatModel
-    concurrency: int = 64
+    concurrency: int = Field(default=64, ge=1)
 
     _semaphore: asyncio.Semaphore = PrivateAttr()
     _pools: dict[str, list[Sample]] = PrivateAttr(default_factory=dict)
-    _served: int = PrivateAttr(default=0)
     _fatal: BaseException | None = PrivateAttr(default=None)
 
     def model_post_init(self, context: Any, /) -> None:
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
         self._semaphore = asyncio.Semaphore(self.concurrency)
 
     @property
@@ -91,18 +79,10 @@ class EvalChatModel(BaseChatModel):
         return getattr(self.inner, "api_key", None)
 
     @property
-    def served_from_pool(self) -> int:
-        """Round-1 calls answered from the pool so far."""
-        return self._served
-
-    @property
     def fatal_failure(self) -> BaseException | None:
         """The last call's failure if it would fail every call (a refused connection, a
-        rejected key or model), with no call succeeding since; else None.
-
-        The graph records a failed call as a failed trajectory rather than raising it, so
-        this is how the eval tells "the endpoint is gone" from "this problem failed".
-        """
+        rejected key or model) and no call succeeded since: the graph records failed calls
+        as failed trajectories, so this tells "the endpoint is gone" from "a problem failed"."""
         return self._fatal
 
     def _outcome(self, exc: BaseException | None) -> None:
@@ -125,9 +105,7 @@ class EvalChatModel(BaseChatModel):
         metadata = config.get("metadata") or {}
         if not draw or metadata.get("pacore_round") != 1:
             return None
-        pool = self._pools[draw["pool"]]
-        self._served += 1
-        return pooled_message(pool[draw["indices"][metadata["pacore_index"]]])
+        return pooled_message(self._pools[draw["pool"]][draw["indices"][metadata["pacore_index"]]])
 
     async def ainvoke(
         self,
@@ -149,24 +127,6 @@ class EvalChatModel(BaseChatModel):
         self._outcome(None)
         return message
 
-    def invoke(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> AIMessage:
-        """Sync twin of `ainvoke` (the bound applies to async calls, which the eval makes)."""
-        if (pooled := self._from_pool(config)) is not None:
-            return pooled
-        try:
-            message = self.inner.invoke(input, config, stop=stop, **kwargs)
-        except Exception as exc:
-            self._outcome(exc)
-            raise
-        self._outcome(None)
-        return message
-
     def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        """The real model's reply, outside the pool and the bound: the eval calls `ainvoke`."""
         return self.inner._generate(messages, *args, **kwargs)

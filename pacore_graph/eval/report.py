@@ -11,10 +11,11 @@ sampling noise from each p_i.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,18 +89,13 @@ class SettingStats:
     """One setting on one category (or on all problems).
 
     Attributes:
-        setting: The setting.
         category: The category, or `ALL`.
-        problems: Problems in it.
-        runs: Runs per problem.
-        accuracy: pass@1 averaged over runs, in percent.
-        ci: 95% interval of ``accuracy`` (see the module docstring), or None.
+        accuracy: pass@1 averaged over runs, in percent; ``ci`` its 95% interval or None.
         run_accuracies: Accuracy of each run, in percent.
         mean_ttc: Mean TTC per problem (completion tokens of every call for it), over
             the rows that did not fail.
         agreement: Mean answer agreement of each round (None where no row has it).
-        emergent: Rows whose final answer was right while every input of the last
-            synthesis was wrong.
+        emergent: Rows right while every input of the last synthesis was wrong.
         all_inputs_wrong: Rows whose last synthesis had only wrong inputs.
         errors: Rows that failed (graded wrong).
     """
@@ -128,6 +124,10 @@ class SettingStats:
         return f"{self.accuracy:.1f} ({format_ttc(self.mean_ttc)})"
 
 
+def _mean(values: Sequence[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
 def _stats(setting: Setting, category: str, rows: list[dict[str, Any]], runs: int) -> SettingStats:
     by_problem: dict[str, list[bool]] = {}
     by_run: dict[int, list[bool]] = {}
@@ -136,12 +136,8 @@ def _stats(setting: Setting, category: str, rows: list[dict[str, Any]], runs: in
         by_run.setdefault(row["run"], []).append(bool(row["correct"]))
     pass_rates = [statistics.fmean(v) for v in by_problem.values()]
     ttcs = [row["ttc_tokens"] for row in rows if row["ttc_tokens"] is not None]
-    depth = max((len(row["agreement"]) for row in rows), default=0)
-    agreement: list[float | None] = []
-    for r in range(depth):
-        values = [row["agreement"][r] for row in rows if len(row["agreement"]) > r]
-        values = [v for v in values if v is not None]
-        agreement.append(statistics.fmean(values) if values else None)
+    rounds = itertools.zip_longest(*(row["agreement"] for row in rows))  # None-padded
+    agreement = [_mean([v for v in values if v is not None]) for values in rounds]
     return SettingStats(
         setting=setting,
         category=category,
@@ -150,7 +146,7 @@ def _stats(setting: Setting, category: str, rows: list[dict[str, Any]], runs: in
         accuracy=100 * statistics.fmean(pass_rates) if pass_rates else 0.0,
         ci=interval(pass_rates),
         run_accuracies=[100 * statistics.fmean(by_run[r]) for r in sorted(by_run)],
-        mean_ttc=statistics.fmean(ttcs) if ttcs else None,
+        mean_ttc=_mean(ttcs),
         agreement=agreement,
         emergent=sum(1 for row in rows if row.get("emergent")),
         all_inputs_wrong=sum(1 for row in rows if row.get("all_inputs_wrong")),
@@ -159,8 +155,7 @@ def _stats(setting: Setting, category: str, rows: list[dict[str, Any]], runs: in
 
 
 def category_of(category: str | None) -> str:
-    """The column a problem's (or row's) category counts in: a problem without one counts
-    in `UNCATEGORIZED`."""
+    """The column a problem's (or row's) category counts in, `UNCATEGORIZED` for none."""
     return UNCATEGORIZED if category is None else category
 
 
@@ -179,28 +174,16 @@ def summarize(result: EvalResult) -> list[SettingStats]:
     for setting in result.settings:
         rows = [r for r in result.rows if r["setting"] == setting.name]
         for category in categories(result):
-            subset = (
-                rows
-                if category == ALL
-                else [r for r in rows if category_of(r.get("category")) == category]
-            )
+            subset = [r for r in rows if category in (ALL, category_of(r.get("category")))]
             stats.append(_stats(setting, category, subset, result.runs))
     return stats
 
 
 @dataclass
 class WallStats:
-    """How long one setting took, beside its accuracy and TTC (see `EvalResult.timings`).
-
-    Attributes:
-        setting: The setting.
-        timed: Problem-runs timed (this eval ran them and they did not fail).
-        mean_s: Mean wall seconds of a problem-run, or None when none was timed.
-        median_s: Their median.
-        max_s: The slowest.
-        trajectories: Trajectories of the timed problem-runs.
-        stopped: Of them, stopped by a budget or the straggler policy.
-    """
+    """How long one setting took (see `EvalResult.timings`): problem-runs ``timed``, the
+    mean, median and max wall seconds of one (None when none was timed), their
+    ``trajectories`` and of those the ``stopped`` ones."""
 
     setting: Setting
     timed: int
@@ -217,16 +200,11 @@ class WallStats:
 
     def as_dict(self) -> dict[str, Any]:
         """The numbers, rounded, for ``manifest.json``."""
-
-        def seconds(value: float | None) -> float | None:
-            return None if value is None else round(value, 3)
-
+        seconds = {"mean": self.mean_s, "median": self.median_s, "max": self.max_s}
         fraction = self.stopped_fraction
         return {
             "timed": self.timed,
-            "mean": seconds(self.mean_s),
-            "median": seconds(self.median_s),
-            "max": seconds(self.max_s),
+            **{k: None if v is None else round(v, 3) for k, v in seconds.items()},
             "trajectories": self.trajectories,
             "stopped": self.stopped,
             "stopped_fraction": None if fraction is None else round(fraction, 4),
@@ -241,56 +219,50 @@ def wall_stats(result: EvalResult) -> list[WallStats]:
         seconds = [t["wall_seconds"] for t in timings]
         out.append(
             WallStats(
-                setting=setting,
-                timed=len(seconds),
-                mean_s=statistics.fmean(seconds) if seconds else None,
-                median_s=statistics.median(seconds) if seconds else None,
-                max_s=max(seconds) if seconds else None,
-                trajectories=sum(t["trajectories"] for t in timings),
-                stopped=sum(t["stopped"] for t in timings),
+                setting,
+                len(seconds),
+                _mean(seconds),
+                statistics.median(seconds) if seconds else None,
+                max(seconds, default=None),
+                sum(t["trajectories"] for t in timings),
+                sum(t["stopped"] for t in timings),
             )
         )
     return out
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A Markdown table's lines."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+
+
+def _ttc(stats: SettingStats) -> str:
+    return "n/a" if stats.mean_ttc is None else f"{stats.mean_ttc:,.0f}"
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
 
 
 def wall_table(stats: Sequence[SettingStats], walls: Sequence[WallStats]) -> str:
     """Accuracy and mean TTC (all problems) beside the wall time of a problem-run and the
     trajectories stopped, one row per setting."""
     overall = {s.setting.name: s for s in stats if s.category == ALL}
-    lines = [
-        "| setting | accuracy % | mean TTC (tokens) | wall s: mean | median | max | timed "
-        "| stopped |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-
-    def secs(value: float | None) -> str:
-        return "—" if value is None else f"{value:.1f}"
-
+    header = ["setting", "accuracy %", "mean TTC (tokens)", "wall s: mean", "median", "max"]
+    rows = []
     for w in walls:
-        s = overall[w.setting.name]
-        ttc = f"{s.mean_ttc:,.0f}" if s.mean_ttc is not None else "n/a"
-        fraction = w.stopped_fraction
+        s, fraction = overall[w.setting.name], w.stopped_fraction
         stopped = f"{w.stopped} ({100 * fraction:.1f}%)" if fraction is not None else "—"
-        lines.append(
-            f"| {w.setting.label} | {s.accuracy:.1f} | {ttc} | {secs(w.mean_s)} | "
-            f"{secs(w.median_s)} | {secs(w.max_s)} | {w.timed} | {stopped} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _rounds(setting: Setting) -> str:
-    return "[" + ", ".join(map(str, setting.round_vector)) + "]"
+        times = [_seconds(w.mean_s), _seconds(w.median_s), _seconds(w.max_s)]
+        rows.append([w.setting.label, f"{s.accuracy:.1f}", _ttc(s), *times, w.timed, stopped])
+    return "\n".join(_table([*header, "timed", "stopped"], rows)) + "\n"
 
 
 def _agreement(stats: SettingStats) -> str:
     # Only rounds with K > 1: a lone trajectory always agrees with itself.
-    parts = [
-        f"r{i + 1} {value:.2f}"
-        for i, (value, k) in enumerate(
-            zip(stats.agreement, stats.setting.round_vector, strict=False)
-        )
-        if k > 1 and value is not None
-    ]
+    pairs = zip(stats.agreement, stats.setting.round_vector, strict=False)
+    parts = [f"r{i} {a:.2f}" for i, (a, k) in enumerate(pairs, 1) if k > 1 and a is not None]
     return ", ".join(parts) or "—"
 
 
@@ -308,86 +280,60 @@ def markdown_table(stats: Sequence[SettingStats]) -> str:
     settings = list(dict.fromkeys(s.setting for s in stats))
     cell = {(s.setting.name, s.category): s for s in stats}
     sizes = {c: cell[(settings[0].name, c)].problems for c in cols}
-    lines = [
-        "| setting | K | " + " | ".join(f"{c} ({sizes[c]})" for c in cols) + " |",
-        "|---|---|" + "---|" * len(cols),
-    ]
-    for setting in settings:
-        cells = " | ".join(cell[(setting.name, c)].cell for c in cols)
-        lines.append(f"| {setting.label} | {_rounds(setting)} | {cells} |")
-    lines += [
-        "",
-        "| setting | accuracy % | 95% CI | mean TTC (tokens) | runs | answer agreement "
-        "| emergent correctness | failed |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    paper = _table(
+        ["setting", "K", *(f"{c} ({sizes[c]})" for c in cols)],
+        [
+            [t.label, list(t.round_vector), *(cell[(t.name, c)].cell for c in cols)]
+            for t in settings
+        ],
+    )
+    header = ["setting", "accuracy %", "95% CI", "mean TTC (tokens)", "runs"]
+    details = []
     for setting in settings:
         s = cell[(setting.name, ALL)]
         ci = f"[{s.ci[0]:.1f}, {s.ci[1]:.1f}]" if s.ci else "—"
-        ttc = f"{s.mean_ttc:,.0f}" if s.mean_ttc is not None else "n/a"
-        lines.append(
-            f"| {setting.label} | {s.accuracy:.1f} | {ci} | {ttc} | {s.runs} | "
-            f"{_agreement(s)} | {_emergent(s)} | {s.errors} |"
-        )
-    return "\n".join(lines) + "\n"
+        numbers = [f"{s.accuracy:.1f}", ci, _ttc(s), s.runs]
+        details.append([setting.label, *numbers, _agreement(s), _emergent(s), s.errors])
+    header += ["answer agreement", "emergent correctness", "failed"]
+    return "\n".join([*paper, "", *_table(header, details)]) + "\n"
 
 
-CSV_FIELDS = [
-    "setting",
-    "label",
-    "kind",
-    "round_vector",
-    "category",
-    "problems",
-    "runs",
-    "accuracy",
-    "ci_low",
-    "ci_high",
-    "run_sd",
-    "mean_ttc",
-    "cell",
-    "agreement",
-    "emergent",
-    "all_inputs_wrong",
-    "emergent_rate",
-    "failed",
-]
+def _csv_row(s: SettingStats) -> dict[str, Any]:
+    runs, pacore = s.run_accuracies, s.setting.kind == "pacore"
+    return {
+        "setting": s.setting.name,
+        "label": s.setting.label,
+        "kind": s.setting.kind,
+        "round_vector": " ".join(map(str, s.setting.round_vector)),
+        "category": s.category,
+        "problems": s.problems,
+        "runs": s.runs,
+        "accuracy": round(s.accuracy, 4),
+        "ci_low": round(s.ci[0], 4) if s.ci else "",
+        "ci_high": round(s.ci[1], 4) if s.ci else "",
+        "run_sd": round(statistics.stdev(runs), 4) if len(runs) > 1 else "",
+        "mean_ttc": round(s.mean_ttc, 1) if s.mean_ttc is not None else "",
+        "cell": s.cell,
+        "agreement": " ".join("" if a is None else f"{a:.4f}" for a in s.agreement),
+        "emergent": s.emergent if pacore else "",
+        "all_inputs_wrong": s.all_inputs_wrong if pacore else "",
+        "emergent_rate": "" if s.emergent_rate is None else round(s.emergent_rate, 4),
+        "failed": s.errors,
+    }
 
 
 def write_csv(stats: Sequence[SettingStats], path: Path) -> None:
     """One row per (setting, category), numbers unformatted."""
+    rows = [_csv_row(s) for s in stats]
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, CSV_FIELDS)
+        writer = csv.DictWriter(handle, list(rows[0]) if rows else [])
         writer.writeheader()
-        for s in stats:
-            runs = s.run_accuracies
-            writer.writerow(
-                {
-                    "setting": s.setting.name,
-                    "label": s.setting.label,
-                    "kind": s.setting.kind,
-                    "round_vector": " ".join(map(str, s.setting.round_vector)),
-                    "category": s.category,
-                    "problems": s.problems,
-                    "runs": s.runs,
-                    "accuracy": round(s.accuracy, 4),
-                    "ci_low": round(s.ci[0], 4) if s.ci else "",
-                    "ci_high": round(s.ci[1], 4) if s.ci else "",
-                    "run_sd": round(statistics.stdev(runs), 4) if len(runs) > 1 else "",
-                    "mean_ttc": round(s.mean_ttc, 1) if s.mean_ttc is not None else "",
-                    "cell": s.cell,
-                    "agreement": " ".join("" if a is None else f"{a:.4f}" for a in s.agreement),
-                    "emergent": s.emergent if s.setting.kind == "pacore" else "",
-                    "all_inputs_wrong": s.all_inputs_wrong if s.setting.kind == "pacore" else "",
-                    "emergent_rate": "" if s.emergent_rate is None else round(s.emergent_rate, 4),
-                    "failed": s.errors,
-                }
-            )
+        writer.writerows(rows)
 
 
 def plot(stats: Sequence[SettingStats], path: Path, title: str = "") -> None:
-    """Accuracy against mean TTC (log x) for every setting on all problems, with 95%
-    intervals; settings of one kind (SC@N, PaCoRe) are joined in TTC order.
+    """Accuracy against mean TTC (log x) of every setting on all problems, with 95%
+    intervals, settings of one kind joined in TTC order.
 
     Raises:
         EvalDependencyError: matplotlib is not installed.
@@ -397,31 +343,31 @@ def plot(stats: Sequence[SettingStats], path: Path, title: str = "") -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    # (mean TTC, stats) of the overall rows that have a TTC to plot.
     overall = [(s.mean_ttc, s) for s in stats if s.category == ALL and s.mean_ttc]
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    styles = {"single": ("s", "tab:gray"), "sc": ("o", "tab:blue"), "pacore": ("D", "tab:red")}
-    names = {"single": "single trajectory", "sc": "self-consistency", "pacore": "PaCoRe"}
-    for kind, (marker, color) in styles.items():
+    styles = {
+        "single": ("s", "tab:gray", "single trajectory"),
+        "sc": ("o", "tab:blue", "self-consistency"),
+        "pacore": ("D", "tab:red", "PaCoRe"),
+    }
+    for kind, (marker, color, name) in styles.items():
         points = sorted((p for p in overall if p[1].setting.kind == kind), key=lambda p: p[0])
         if not points:
             continue
         group = [s for _, s in points]
-        xs = [ttc for ttc, _ in points]
-        ys = [s.accuracy for s in group]
         errs = [
             [s.accuracy - s.ci[0] if s.ci else 0 for s in group],
             [s.ci[1] - s.accuracy if s.ci else 0 for s in group],
         ]
         ax.errorbar(
-            xs,
-            ys,
+            [ttc for ttc, _ in points],
+            [s.accuracy for s in group],
             yerr=errs,
             marker=marker,
             color=color,
             capsize=3,
             linestyle="-" if len(group) > 1 else "none",
-            label=names[kind],
+            label=name,
         )
         for ttc, s in points:
             ax.annotate(
@@ -448,21 +394,14 @@ def plot(stats: Sequence[SettingStats], path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def write_rows(result: EvalResult, path: Path) -> None:
-    """The per-problem rows, one JSON object a line."""
-    with path.open("w", encoding="utf-8") as handle:
-        for row in result.rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-POOL_FIELDS = (
+POOL_FIELDS = {
     "index",
     "content",
     "reasoning",
     "finish_reason",
     "prompt_tokens",
     "completion_tokens",
-)
+}
 """What ``pool.jsonl`` keeps of each sample (no timings, so the file is reproducible)."""
 
 
@@ -494,10 +433,9 @@ def write_report(
     Args:
         result: From `pacore_graph.eval.runner.run_eval`.
         out: Output folder (created).
-        title: The plot's title (see `plot_title`: the model and the benchmark file).
+        title: The plot's title (`plot_title`).
         plot_png: Draw the plot (needs matplotlib).
-        manifest: What was run (`pacore_graph.eval.manifest.build_manifest`), written
-            as ``manifest.json``; None writes none.
+        manifest: From `pacore_graph.eval.manifest.build_manifest`; None writes none.
 
     Returns:
         The Markdown table (``table.md``'s), and the paths written by kind (see `FILES`).
@@ -505,12 +443,12 @@ def write_report(
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     stats = summarize(result)
-    paths = {kind: folder / name for kind, name in FILES.items()}
-    write_rows(result, paths["rows"])
-    if result.pools:
+    off = {"pool": not result.pools, "plot": not plot_png, "manifest": manifest is None}
+    paths = {kind: folder / name for kind, name in FILES.items() if not off.get(kind)}
+    rows = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in result.rows)
+    paths["rows"].write_text(rows, encoding="utf-8")
+    if "pool" in paths:
         write_pool(result, paths["pool"])
-    else:
-        del paths["pool"]
     table = markdown_table(stats)
     paths["markdown"].write_text(table, encoding="utf-8")
     # Apart from table.md, which the same backend and seeds reproduce exactly.
@@ -519,11 +457,7 @@ def write_report(
     write_csv(stats, paths["csv"])
     if plot_png:
         plot(stats, paths["plot"], title)
-    else:
-        del paths["plot"]
     if manifest is not None:
         text = json.dumps(manifest, ensure_ascii=False, indent=2, default=str)
         paths["manifest"].write_text(text + "\n", encoding="utf-8")
-    else:
-        del paths["manifest"]
     return table, paths

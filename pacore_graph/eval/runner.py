@@ -28,10 +28,8 @@ from pacore_graph.eval.dataset import Problem
 from pacore_graph.eval.grading import agreement, extract_answer, grade, majority, vote_key
 from pacore_graph.eval.pool import DRAW_KEY, EvalChatModel, draw_indices
 from pacore_graph.eval.samples import (
-    SAMPLING_FIELDS,
     Sample,
     create_sampling_graph,
-    ordered_samples,
     sampling_status,
 )
 from pacore_graph.eval.settings import Setting
@@ -59,17 +57,6 @@ class Progress(Protocol):
         """Every setting and run of one problem finished."""
 
 
-class _NoProgress:
-    def trajectories(self, count: int, tokens: int) -> None:
-        pass
-
-    def run_done(self) -> None:
-        pass
-
-    def problem_done(self) -> None:
-        pass
-
-
 @dataclass
 class EvalSpec:
     """What to run.
@@ -78,14 +65,11 @@ class EvalSpec:
         settings: The table's rows.
         runs: Independent runs of every setting on every problem (pass@1 is averaged).
         concurrency: Model calls in flight at once, over all problems, settings and runs.
-        pool: Round-1 pool size per problem (the paper's shortcut); None samples every
-            run's round 1 (and every baseline sample) afresh.
+        pool: Round-1 pool size per problem; None samples every round 1 afresh.
         pool_seed: Seed of the draws from the pool.
-        context: PaCoRe settings for every run (`PaCoReContext` fields but ``rounds``:
-            temperature, top_p, max_tokens, seed, compaction, ...); the baselines
-            sample with the same temperature, top_p, max_tokens and extra_body.
-        namespace: Names the backend in thread ids (e.g. the model name), so evals of
-            different models never share threads.
+        context: `PaCoReContext` fields but ``rounds`` for every run; the baselines sample
+            with its `SAMPLING_FIELDS`.
+        namespace: Names the backend in thread ids, so evals of models never share threads.
     """
 
     settings: Sequence[Setting]
@@ -101,13 +85,12 @@ class EvalSpec:
             raise ValueError(f"runs must be at least 1, got {self.runs}")
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
-        if self.pool is not None:
-            need = max(s.first_k for s in self.settings)
-            if self.pool < need:
-                raise ValueError(
-                    f"--pool {self.pool} is smaller than the {need} first-round trajectories "
-                    f"a run of {max(self.settings, key=lambda s: s.first_k).label} draws"
-                )
+        widest = max(self.settings, key=lambda s: s.first_k, default=None)
+        if self.pool is not None and widest is not None and self.pool < widest.first_k:
+            raise ValueError(
+                f"--pool {self.pool} is smaller than the {widest.first_k} first-round "
+                f"trajectories a run of {widest.label} draws"
+            )
 
     def fingerprint(self, *, pool_only: bool = False) -> str:
         """A short hash of what changes the trajectories; part of every thread id.
@@ -129,17 +112,12 @@ class EvalResult:
     """Everything the report needs.
 
     Attributes:
-        rows: One row per (setting, run, problem), in that order: the reference's
-            results row plus grading fields.
-        problems: The problems, in file order.
-        settings: The settings, in table order.
-        runs: Runs per setting.
+        rows: One per (setting, run, problem), in that order: the reference's results row
+            plus grading fields.
         pools: Each problem's round-1 pool (by problem key), when a pool was used.
-        timings: One per (setting, run, problem) this eval ran and that did not fail:
-            ``setting``, ``run``, ``request_id``, ``wall_seconds`` (from the start of its
-            first call to its answer, queueing for a call slot included), ``trajectories``
-            and ``stopped`` (by a budget or the straggler policy). Threads read back
-            from Redis have none. Kept apart from ``rows``, which are reproducible.
+        timings: ``setting``, ``run``, ``request_id``, ``wall_seconds`` (queueing for a
+            call slot included), ``trajectories`` and ``stopped`` of each (setting, run,
+            problem) this eval ran without failing; apart from the reproducible ``rows``.
     """
 
     rows: list[dict[str, Any]]
@@ -151,13 +129,9 @@ class EvalResult:
 
 
 def _per_problem_failure(exc: BaseException) -> bool:
-    """Failures that sink one problem but not the eval, so the rest can still be graded:
-    too few trajectories of a round finished (`QuorumError`), a budget or the context
-    limit ran out, or a baseline sample failed for good (a 400, repeated 5xx or timeouts).
-
-    Bad settings, Redis going away, and anything else stop the eval; so does an endpoint
-    that refuses every call (see `EvalChatModel.fatal_failure`).
-    """
+    """Failures that sink one problem but not the eval: a quorum, budget or context limit
+    missed, a baseline sample failed for good. Bad settings, Redis going away and the rest
+    stop the eval, as does an endpoint refusing every call (`EvalChatModel.fatal_failure`)."""
     if isinstance(exc, PaCoReError):
         return not isinstance(exc, ValueError | ConnectionError)
     if isinstance(exc, openai.APITimeoutError):
@@ -167,13 +141,6 @@ def _per_problem_failure(exc: BaseException) -> bool:
     return False
 
 
-def _generated(event: Any, pooled: bool) -> bool:
-    """A stream event of a trajectory the backend generated (not served from the pool)."""
-    if not isinstance(event, dict) or event.get("type") != "trajectory_finished":
-        return False
-    return not (pooled and event.get("round") == 1)
-
-
 class _Runner:
     def __init__(
         self,
@@ -181,7 +148,7 @@ class _Runner:
         problems: Sequence[Problem],
         spec: EvalSpec,
         checkpointer: BaseCheckpointSaver | None,
-        progress: Progress,
+        progress: Progress | None,
     ) -> None:
         self.problems = list(problems)
         self.spec = spec
@@ -195,29 +162,17 @@ class _Runner:
             rounds=pacore[0].exploration if pacore else "low",
             **{k: v for k, v in spec.context.items() if k in BOUNDS},  # it checks its defaults
         ).compile(checkpointer=checkpointer)
-        sampling = {k: v for k, v in spec.context.items() if k in SAMPLING_FIELDS}
-        self.sampler = create_sampling_graph(self.model, sampling).compile(
-            checkpointer=checkpointer
-        )
+        sampler = create_sampling_graph(self.model, spec.context)
+        self.sampler = sampler.compile(checkpointer=checkpointer)
         # Threads in progress at once: enough to keep every call slot busy, few enough
         # that problems finish (and are checkpointed as finished) in file order.
         self.slots = asyncio.Semaphore(spec.concurrency)
         self.fingerprint = spec.fingerprint()
         self.pool_fingerprint = spec.fingerprint(pool_only=True)
-        self.pool_tasks: dict[str, asyncio.Future[list[Sample]]] = {}
+        self.pool_tasks: dict[str, asyncio.Future[None]] = {}
         self.pools: dict[str, list[Sample]] = {}
         self.left = {p.key: len(spec.settings) * spec.runs for p in self.problems}
         self.timings: list[dict[str, Any]] = []
-
-    # -- threads -----------------------------------------------------------------------
-
-    def _config(self, thread_id: str, draw: dict[str, Any] | None = None) -> RunnableConfig:
-        configurable: dict[str, Any] = {}
-        if self.checkpointer is not None:
-            configurable["thread_id"] = thread_id
-        if draw is not None:
-            configurable[DRAW_KEY] = draw
-        return {"configurable": configurable}
 
     async def _run(
         self,
@@ -227,13 +182,16 @@ class _Runner:
         draw: dict[str, Any] | None,
         **kwargs: Any,
     ) -> tuple[ThreadStatus, dict[str, Any]]:
-        config = self._config(thread_id, draw)
-        # Progress counts what the backend generates: round-1 trajectories served from the
-        # pool were counted when the pool was made.
-        pooled = draw is not None
+        configurable: dict[str, Any] = {DRAW_KEY: draw} if draw is not None else {}
+        if self.checkpointer is not None:
+            configurable["thread_id"] = thread_id
+        config: RunnableConfig = {"configurable": configurable}
 
         def on_event(event: Any) -> None:
-            if _generated(event, pooled):
+            # Round-1 trajectories served from the pool were counted when it was made.
+            if not isinstance(event, dict) or event.get("type") != "trajectory_finished":
+                return
+            if self.progress is not None and (draw is None or event.get("round") != 1):
                 self.progress.trajectories(1, event.get("completion_tokens") or 0)
 
         return await arun_thread(graph, input, config, on_event=on_event, **kwargs)
@@ -248,47 +206,22 @@ class _Runner:
             draw,
             status_rule=sampling_status,
         )
-        return status, ordered_samples(state)
+        # In index order: they are stored in completion order.
+        return status, sorted(state.get("samples") or [], key=lambda s: s["index"])
 
-    async def _pacore(
-        self, thread_id: str, problem: Problem, setting: Setting, draw: dict[str, Any] | None
-    ) -> tuple[ThreadStatus, dict[str, Any]]:
-        context = {**self.spec.context, "rounds": setting.exploration}
-        return await self._run(
-            self.pacore, {"messages": problem.chat()}, thread_id, draw, context=context
-        )
-
-    # -- the pool ----------------------------------------------------------------------
-
-    async def _make_pool(self, problem: Problem) -> list[Sample]:
-        assert self.spec.pool is not None
-        thread_id = f"{THREAD_PREFIX}-{self.pool_fingerprint}-pool{self.spec.pool}-{problem.key}"
+    async def _make_pool(self, problem: Problem, size: int) -> None:
+        thread_id = f"{THREAD_PREFIX}-{self.pool_fingerprint}-pool{size}-{problem.key}"
         async with self.slots:
-            _, samples = await self._sample(thread_id, problem, self.spec.pool, None)
+            _, samples = await self._sample(thread_id, problem, size, None)
         self.model.add_pool(problem.key, samples)
         self.pools[problem.key] = samples
-        return samples
-
-    async def _pool(self, problem: Problem) -> None:
-        task = self.pool_tasks.get(problem.key)
-        if task is None:
-            task = self.pool_tasks[problem.key] = asyncio.ensure_future(self._make_pool(problem))
-        # Shielded: one waiter being cancelled must not cancel the pool the others share.
-        await asyncio.shield(task)
-
-    # -- one (setting, run, problem) ---------------------------------------------------
 
     async def job(self, setting: Setting, run: int, problem: Problem) -> dict[str, Any]:
         thread_id = f"{THREAD_PREFIX}-{self.fingerprint}-{setting.name}-r{run}-{problem.key}"
-        draw = None
-        if self.spec.pool is not None:
+        draw, spec = None, self.spec
+        if spec.pool is not None:
             indices = draw_indices(
-                self.spec.pool_seed,
-                setting.name,
-                run,
-                problem.key,
-                setting.first_k,
-                self.spec.pool,
+                spec.pool_seed, setting.name, run, problem.key, setting.first_k, spec.pool
             )
             draw = {"pool": problem.key, "indices": indices}
         base = {
@@ -302,12 +235,20 @@ class _Runner:
         }
         status: str
         try:
-            if draw is not None:
-                await self._pool(problem)
+            if spec.pool is not None:
+                if problem.key not in self.pool_tasks:
+                    pool = asyncio.ensure_future(self._make_pool(problem, spec.pool))
+                    self.pool_tasks[problem.key] = pool
+                # Shielded: one waiter being cancelled must not cancel the pool others share.
+                await asyncio.shield(self.pool_tasks[problem.key])
             async with self.slots:
                 started = time.monotonic()
                 if setting.kind == "pacore":
-                    status, state = await self._pacore(thread_id, problem, setting, draw)
+                    context = {**spec.context, "rounds": setting.exploration}
+                    input = {"messages": problem.chat()}
+                    status, state = await self._run(
+                        self.pacore, input, thread_id, draw, context=context
+                    )
                     row = pacore_row(state, problem)
                     counts = status_counts(latest_trajectories(state.get("trajectories") or []))
                 else:
@@ -316,70 +257,72 @@ class _Runner:
                     counts = Counter({"finished": len(samples)})
                 wall = time.monotonic() - started
             if status != "finished":  # read back from Redis: nothing was timed
-                self.timings.append(
-                    {
-                        "setting": setting.name,
-                        "run": run,
-                        "request_id": problem.id,
-                        "wall_seconds": wall,
-                        "trajectories": counts.total(),
-                        "stopped": counts["stopped"],
-                    }
-                )
+                timing = {"setting": setting.name, "run": run, "request_id": problem.id}
+                timing |= {"wall_seconds": wall, "trajectories": counts.total()}
+                self.timings.append(timing | {"stopped": counts["stopped"]})
         except Exception as exc:
             if not _per_problem_failure(exc):
                 raise
             if (fatal := self.model.fatal_failure) is not None:
                 raise fatal from exc  # the endpoint is gone: every problem would fail
             error = redact(f"{type(exc).__name__}: {exc}", self.secrets)
-            row, status = failed_row(problem, error), "failed"
-        self.progress.run_done()
+            row, status = {**_EMPTY_ROW, "request_id": problem.id, "error": error}, "failed"
         self.left[problem.key] -= 1
-        if self.left[problem.key] == 0:
-            self.progress.problem_done()
+        if self.progress is not None:
+            self.progress.run_done()
+            if self.left[problem.key] == 0:
+                self.progress.problem_done()
         return {**row, **base, "status": status}
 
     async def run(self) -> EvalResult:
-        jobs = [
-            asyncio.ensure_future(self.job(setting, run, problem))
-            for problem in self.problems
-            for setting in self.spec.settings
+        # Started problem by problem; by (setting, run, problem) index for the rows' order.
+        jobs = {
+            (s, run, p): asyncio.ensure_future(self.job(setting, run, problem))
+            for p, problem in enumerate(self.problems)
+            for s, setting in enumerate(self.spec.settings)
             for run in range(1, self.spec.runs + 1)
-        ]
+        }
         try:
-            await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
-            for task in jobs:
+            await asyncio.wait(jobs.values(), return_when=asyncio.FIRST_EXCEPTION)
+            for task in jobs.values():
                 if task.done() and (exc := task.exception()) is not None:
                     raise exc
         finally:
             # An abort (or Ctrl-C) stops the rest; their threads resume on the next run.
-            futures: list[asyncio.Future[Any]] = [*jobs, *self.pool_tasks.values()]
+            futures: list[asyncio.Future[Any]] = [*jobs.values(), *self.pool_tasks.values()]
             pending = [f for f in futures if not f.done()]
             for future in pending:
                 future.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        order = {s.name: i for i, s in enumerate(self.spec.settings)}
-        position = {str(p.id): i for i, p in enumerate(self.problems)}
-        rows = sorted(
-            (t.result() for t in jobs),
-            key=lambda r: (order[r["setting"]], r["run"], position[str(r["request_id"])]),
-        )
+        rows = [jobs[key].result() for key in sorted(jobs)]
         return EvalResult(
             rows, self.problems, list(self.spec.settings), self.spec.runs, self.pools, self.timings
         )
 
 
-# -- rows -------------------------------------------------------------------------------
+_EMPTY_ROW: dict[str, Any] = {
+    "request_id": None,
+    "final_response": "",
+    "final_reasoning_content": None,
+    "round_responses": [],
+    "answer": None,
+    "correct": False,
+    "grader": None,
+    "ttc_tokens": None,
+    "agreement": [],
+    "inputs_correct": None,
+    "emergent": None,
+    "all_inputs_wrong": None,
+    "failed_trajectories": 0,
+    "error": None,
+}
+"""A results row's fields, in order, as a failed row has them."""
 
 
 def pacore_row(state: Mapping[str, Any], problem: Problem) -> dict[str, Any]:
-    """A PaCoRe thread's results row, graded, with agreement and emergent correctness.
-
-    Agreement of a round: the fraction of its trajectories whose answer is the round's
-    majority answer. Emergent correctness: the final answer is right while every input
-    message of the last synthesis (the references it was given) was wrong; None when the
-    last synthesis had no input.
-    """
+    """A PaCoRe thread's results row, graded, with each round's agreement (the share of its
+    trajectories giving the majority answer) and emergent correctness (right while every
+    reference of the last synthesis was wrong; None without references)."""
     record = to_record(state, problem.id)
     verdict = grade(record["answer"] or "", problem.answer)
     rounds: dict[int, list[Any]] = {}
@@ -389,6 +332,7 @@ def pacore_row(state: Mapping[str, Any], problem: Problem) -> dict[str, Any]:
     inputs_correct = [grade(m, problem.answer).correct for m in inputs]
     all_wrong = bool(inputs) and not any(inputs_correct)
     return {
+        **_EMPTY_ROW,
         "request_id": record["request_id"],
         "final_response": record["final_response"],
         "final_reasoning_content": record["final_reasoning_content"],
@@ -402,21 +346,18 @@ def pacore_row(state: Mapping[str, Any], problem: Problem) -> dict[str, Any]:
         "emergent": (verdict.correct if all_wrong else False) if inputs else None,
         "all_inputs_wrong": all_wrong if inputs else None,
         "failed_trajectories": record.get("failed", 0),
-        "error": None,
     }
 
 
 def baseline_row(samples: Sequence[Sample], problem: Problem) -> dict[str, Any]:
-    """A baseline's results row: one sample (``single``) or the majority vote (``sc@N``).
-
-    The vote groups equivalent answers (`pacore_graph.eval.grading.vote_key`); the final
-    response is the first sample that voted for the winner.
-    """
+    """A baseline's results row: one sample (``single``) or the first sample voting for
+    the majority answer (``sc@N``, equivalent answers grouped by `vote_key`)."""
     keys = [vote_key(extract_answer(s["content"])) for s in samples]
     winner, _ = majority(keys)
     chosen = next((s for s, k in zip(samples, keys, strict=True) if k == winner), samples[0])
     verdict = grade(chosen["content"], problem.answer)
     return {
+        **_EMPTY_ROW,
         "request_id": problem.id,
         "final_response": chosen["content"],
         "final_reasoning_content": chosen["reasoning"],
@@ -428,31 +369,6 @@ def baseline_row(samples: Sequence[Sample], problem: Problem) -> dict[str, Any]:
         "grader": verdict.grader,
         "ttc_tokens": sum(s["completion_tokens"] or 0 for s in samples),
         "agreement": [agreement(keys)],
-        "inputs_correct": None,
-        "emergent": None,
-        "all_inputs_wrong": None,
-        "failed_trajectories": 0,
-        "error": None,
-    }
-
-
-def failed_row(problem: Problem, error: str) -> dict[str, Any]:
-    """The row of a problem whose run failed: graded wrong, TTC unknown."""
-    return {
-        "request_id": problem.id,
-        "final_response": "",
-        "final_reasoning_content": None,
-        "round_responses": [],
-        "answer": None,
-        "correct": False,
-        "grader": None,
-        "ttc_tokens": None,
-        "agreement": [],
-        "inputs_correct": None,
-        "emergent": None,
-        "all_inputs_wrong": None,
-        "failed_trajectories": 0,
-        "error": error,
     }
 
 
@@ -470,17 +386,13 @@ async def run_eval(
         model: The backend; every call goes through one bound of ``spec.concurrency``.
         problems: From `pacore_graph.eval.dataset.load_problems`.
         spec: Settings, runs, pool, sampling.
-        checkpointer: An `AsyncRedisSaver` makes the eval resumable: run it again with the
-            same problems and spec and finished threads are read back, interrupted ones
-            resumed. None keeps nothing.
+        checkpointer: An `AsyncRedisSaver` makes the eval resumable: run again, finished
+            threads are read back and interrupted ones resumed.
         progress: Receives progress events.
-
-    Returns:
-        The graded rows and what the report needs.
 
     Raises:
         Exception: What stops the whole eval (an unreachable endpoint, Redis down, a
             rejected key); a failure of one problem is recorded in its row instead.
     """
-    runner = _Runner(model, problems, spec, checkpointer, progress or _NoProgress())
+    runner = _Runner(model, problems, spec, checkpointer, progress)
     return await runner.run()

@@ -1,11 +1,6 @@
-"""Independent trajectories of one problem as a checkpointed LangGraph thread: the baselines'
-samples (``single``, ``sc@N``) and the first-round pool, resumable like PaCoRe's own runs.
-
-```
-START ─Send×N→ sample → END
-```
-Each sample is its own ``Send`` task with PaCoRe's retry policy, so with a checkpointer
-and ``durability="sync"`` a crash loses only the calls in flight.
+"""Independent trajectories of one problem as a checkpointed LangGraph thread
+(``START ─Send×N→ sample → END``): the baselines' samples (``single``, ``sc@N``) and the
+first-round pool, each sample a task with PaCoRe's retry policy, resumable like a run.
 """
 
 from __future__ import annotations
@@ -15,12 +10,12 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AnyMessage, BaseMessage
+from langchain_core.messages import AnyMessage
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import merge_configs
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import RetryPolicy, Send, StateSnapshot
+from langgraph.types import Send, StateSnapshot
 from typing_extensions import TypedDict
 
 from pacore_graph.retry import DEFAULT_RETRY_POLICY
@@ -58,31 +53,16 @@ def _fan_out(state: SamplingState) -> list[Send]:
 
 def create_sampling_graph(
     model: BaseChatModel,
-    sampling: Mapping[str, Any] | None = None,
-    *,
-    retry_policy: RetryPolicy | None = DEFAULT_RETRY_POLICY,
+    sampling: Mapping[str, Any],
 ) -> StateGraph:
-    """Builds the sampling graph; compile it with the eval's checkpointer.
+    """The sampling graph, to compile with the eval's checkpointer and invoke with
+    ``{"messages": [...], "n": N}``. ``model`` is called with ``sampling``'s
+    `SAMPLING_FIELDS` (None ones not sent) and round-1 metadata, as PaCoRe's round 1 is."""
+    kwargs = {k: v for k, v in sampling.items() if k in SAMPLING_FIELDS and v is not None}
 
-    Each call carries ``metadata={"pacore_round": 1, "pacore_index": i}``, as PaCoRe's
-    round-1 trajectories do, so a pool-serving model treats samples like round-1 calls.
-
-    Args:
-        model: The chat model to sample from.
-        sampling: ``temperature``, ``top_p``, ``max_tokens``, ``extra_body`` (None ones
-            are not sent).
-        retry_policy: Retry of each sample.
-
-    Returns:
-        The uncompiled graph; invoke it with ``{"messages": [...], "n": N}``.
-    """
-    kwargs = {k: v for k, v in (sampling or {}).items() if k in SAMPLING_FIELDS and v is not None}
-
-    def call_config(task: SampleTask, config: RunnableConfig) -> RunnableConfig:
+    async def sample(task: SampleTask, config: RunnableConfig) -> dict[str, list[Sample]]:
         extra: RunnableConfig = {"metadata": {"pacore_round": 1, "pacore_index": task["index"]}}
-        return merge_configs(config, extra)
-
-    def record(task: SampleTask, message: BaseMessage) -> dict[str, list[Sample]]:
+        message = await model.ainvoke(task["messages"], merge_configs(config, extra), **kwargs)
         sample = finished_record(1, task["index"], message)
         get_stream_writer()(
             {
@@ -95,16 +75,9 @@ def create_sampling_graph(
         )
         return {"samples": [sample]}
 
-    def sample(task: SampleTask, config: RunnableConfig) -> dict[str, list[Sample]]:
-        return record(task, model.invoke(task["messages"], call_config(task, config), **kwargs))
-
-    async def asample(task: SampleTask, config: RunnableConfig) -> dict[str, list[Sample]]:
-        message = await model.ainvoke(task["messages"], call_config(task, config), **kwargs)
-        return record(task, message)
-
     builder = StateGraph(SamplingState)
     builder.add_node(
-        "sample", RunnableLambda(sample, afunc=asample, name="sample"), retry_policy=retry_policy
+        "sample", RunnableLambda(sample, name="sample"), retry_policy=DEFAULT_RETRY_POLICY
     )
     builder.add_conditional_edges(START, _fan_out, ["sample"])
     builder.add_edge("sample", END)
@@ -118,8 +91,3 @@ def sampling_status(snapshot: StateSnapshot, input: Mapping[str, Any]) -> Thread
     if len(snapshot.values.get("samples") or []) == input["n"]:
         return "finished"
     return "new"
-
-
-def ordered_samples(state: Mapping[str, Any]) -> list[Sample]:
-    """The samples in index order (they are stored in completion order)."""
-    return sorted(state.get("samples") or [], key=lambda s: s["index"])

@@ -1,17 +1,6 @@
-"""``pacore serve``: PaCoRe behind an OpenAI-compatible ``/v1/chat/completions``.
-
-Any OpenAI client talks to it unchanged; the model name picks the round vector
-(``pacore-high``, ``pacore-32x4``), a ``pacore`` object in the body carries PaCoRe's
-settings, and with Redis a request's ``Idempotency-Key`` makes its run durable and
-resumable from any instance. Details: docs/serve.md.
-
-Modules, one concept each: `app` (routes and the shared `Service`), `requests` (a body
-mapped onto a run), `models` (model names and their round vectors), `runs` (background
-runs, attaching, back-pressure), `streaming` (SSE), `completions` (response payloads and
-usage), `auth`, `metrics`, `errors`, `settings`.
-
-Importing this package loads nothing of the server (Starlette, prometheus-client: the
-``server`` extra) until one of its names is used, so ``pacore solve`` stays light.
+"""``pacore serve``: PaCoRe behind an OpenAI-compatible ``/v1/chat/completions``
+(docs/serve.md). Importing this package loads nothing of the ``server`` extra until one of
+its names is used, so ``pacore solve`` stays light.
 """
 
 from __future__ import annotations

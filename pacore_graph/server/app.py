@@ -1,11 +1,7 @@
-"""The OpenAI-compatible HTTP app: ``POST /v1/chat/completions``, ``GET /v1/models``,
-``GET /health`` and ``GET /metrics`` (Starlette, so the same routes also run inside
-LangGraph's server, which has Starlette but not FastAPI).
-
-`Service` is what the routes share: the settings, the graph, the runs and the metrics.
-`create_app` serves it on its own and `Server` runs that app (``pacore serve``);
-`v1_routes` gives the ``/v1`` routes to mount into another app (``pacore_graph.studio:app``
-under ``langgraph dev``).
+"""The OpenAI-compatible HTTP app on Starlette (which LangGraph's server also runs):
+`Service` is what the routes share, `create_app` serves it on its own and `Server` runs
+that (``pacore serve``); `v1_routes` are the ``/v1`` routes to mount into another app
+(``pacore_graph.studio:app``).
 """
 
 from __future__ import annotations
@@ -44,18 +40,17 @@ logger = logging.getLogger("pacore.serve")
 Graph = Pregel[Any, Any, Any, Any]
 
 DRAIN_FACTOR = 4
-"""An oversize body is read (and dropped) up to this many times the limit, so the client
-gets its 413 rather than a reset connection; past that the connection is closed."""
+"""An oversize body is read and dropped up to this many times the limit, so the client gets
+its 413 rather than a reset connection."""
 
 
 class Service:
     """What the routes share. Nothing starts until `running` (the app's lifespan).
 
     Args:
-        settings: The server's settings, or a function giving them at start-up (read from
-            the environment under LangGraph's server).
-        graph: The compiled PaCoRe graph (no checkpointer: one on Redis is compiled from
-            its builder when ``redis_url`` is set), or a function giving it at start-up.
+        settings: The server's settings, or a function giving them at start-up.
+        graph: The compiled PaCoRe graph without a checkpointer (one on Redis is compiled
+            from its builder when ``redis_url`` is set), or a function giving it at start-up.
     """
 
     def __init__(
@@ -70,9 +65,18 @@ class Service:
         self.runs = Runs(self.settings, self.metrics)
         self.ready = False
 
-    @property
-    def defaults(self) -> PaCoReContext:
-        return self.runs.defaults
+    def authorize(self, authorization: str | None) -> str:
+        """The caller's namespace for an ``Authorization`` header (`ApiKeys.check`).
+
+        Raises:
+            ApiError: 503 while starting or stopping, 401 without a configured key.
+        """
+        if not self.ready:
+            raise ApiError(503, "the server is starting or stopping", type="server_error")
+        try:
+            return self.settings.api_keys.check(authorization)
+        except AuthError as exc:
+            raise ApiError(401, str(exc), code="invalid_api_key") from None
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Service]:
@@ -116,8 +120,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, at most ``limit`` bytes.
 
     Raises:
-        ApiError: 413 past the limit (the rest of the body is read and dropped, within
-            reason, so the client sees the answer).
+        ApiError: 413 past the limit.
     """
     length = request.headers.get("content-length", "")
     over = length.isdigit() and int(length) > limit
@@ -144,27 +147,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _disconnected(request: Request) -> None:
-    """Returns when the client hangs up (its body has been read)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
 def v1_routes(service: Service) -> list[BaseRoute]:
     """``/chat/completions``, ``/models`` and ``/models/{model}`` (mount them at ``/v1``)."""
-
-    def secrets() -> Sequence[str]:
-        return service.settings.secrets
-
-    def authorize(request: Request) -> str:
-        if not service.ready:
-            raise ApiError(503, "the server is starting or stopping", type="server_error")
-        try:
-            return service.settings.api_keys.check(request.headers.get("authorization"))
-        except AuthError as exc:
-            raise ApiError(401, str(exc), code="invalid_api_key") from None
 
     async def chat_completions(request: Request) -> Response:
         code = 500
@@ -178,17 +162,17 @@ def v1_routes(service: Service) -> list[BaseRoute]:
                 logger.warning("request failed: %s: %s", type(exc).__name__, failure.message)
                 logger.debug("request failed", exc_info=exc)  # a traceback: debug log only
             code = failure.status
-            return failure.response(secrets())
+            return failure.response(service.settings.secrets)
         finally:
             service.metrics.requests.labels(str(code)).inc()
 
     async def _chat(request: Request) -> Response:
-        namespace = authorize(request)
+        namespace = service.authorize(request.headers.get("authorization"))
         settings = service.settings
         body = await read_body(request, settings.max_body_bytes)
         spec = parse_request(
             body,
-            service.defaults,
+            service.runs.defaults,
             max_trajectories=settings.max_trajectories,
             max_n=settings.max_n,
         )
@@ -229,27 +213,20 @@ def v1_routes(service: Service) -> list[BaseRoute]:
             if not handed_over:  # else the stream's end lets go of them
                 release()
 
-    async def models(request: Request) -> Response:
+    async def models(request: Request) -> Response:  # also /models/{model}
         try:
-            authorize(request)
+            service.authorize(request.headers.get("authorization"))
+            default = resolve_rounds(service.runs.defaults.rounds or "low")
+            if (name := request.path_params.get("model")) is None:
+                return JSONResponse({"object": "list", "data": listed_models(default)})
+            return JSONResponse(model_object(name, model_rounds(name, default)))
         except ApiError as exc:
             return exc.response()
-        default = service.defaults.rounds or "low"
-        return JSONResponse({"object": "list", "data": listed_models(resolve_rounds(default))})
-
-    async def model(request: Request) -> Response:
-        try:
-            authorize(request)
-            name = request.path_params["model"]
-            rounds = model_rounds(name, resolve_rounds(service.defaults.rounds or "low"))
-        except ApiError as exc:
-            return exc.response()
-        return JSONResponse(model_object(name, rounds))
 
     return [
         Route("/chat/completions", chat_completions, methods=["POST"]),
         Route("/models", models, methods=["GET"]),
-        Route("/models/{model:path}", model, methods=["GET"]),
+        Route("/models/{model:path}", models, methods=["GET"]),
     ]
 
 
@@ -260,7 +237,12 @@ async def _wait_ended(runs: Sequence[Run], request: Request, *, watch: bool) -> 
     if not watch:
         await ended
         return
-    gone: asyncio.Future[Any] = asyncio.ensure_future(_disconnected(request))
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    gone: asyncio.Future[Any] = asyncio.ensure_future(disconnected())
     try:
         await asyncio.wait([ended, gone], return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -288,12 +270,10 @@ def create_app(service: Service) -> Starlette:
         return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
     async def http_error(request: Request, exc: Exception) -> Response:
-        status = exc.status_code if isinstance(exc, HTTPException) else 500
-        message = exc.detail if isinstance(exc, HTTPException) else "internal error"
-        code = "not_found" if status == 404 else None
-        return ApiError(
-            status, f"{request.method} {request.url.path}: {message}", code=code
-        ).response()
+        assert isinstance(exc, HTTPException)  # the only exception it handles
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        code = "not_found" if exc.status_code == 404 else None
+        return ApiError(exc.status_code, message, code=code).response()
 
     mcp_routes: list[BaseRoute] = []
     mcp_running: Callable[[], contextlib.AbstractAsyncContextManager[Any]] = contextlib.nullcontext
@@ -322,13 +302,9 @@ def create_app(service: Service) -> Starlette:
 
 class Server(uvicorn.Server):
     """uvicorn serving a `Service` on its own (``pacore serve``). At shutdown the runs get
-    ``grace_s`` seconds to end, then are cancelled, so that every client still gets its
-    answer (503 ``run_cancelled``; in a stream an error event, then ``[DONE]``) before
-    uvicorn cuts the connections left, `SHUTDOWN_MARGIN_S` later.
-
-    Args:
-        service: What to serve.
-        **config: `uvicorn.Config`'s options (host, port, log level, ...).
+    ``grace_s`` seconds to end, then are cancelled, so every client still gets an answer
+    (503 ``run_cancelled``, or an error event in a stream) before uvicorn cuts the
+    connections left, `SHUTDOWN_MARGIN_S` later. ``config``: `uvicorn.Config`'s options.
     """
 
     def __init__(self, service: Service, **config: Any) -> None:

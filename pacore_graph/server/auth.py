@@ -1,10 +1,8 @@
 """Incoming API keys: ``Authorization: Bearer <key>`` checked in constant time.
 
-Only SHA-256 digests of the keys are kept in memory, and a request's key is compared with
-every configured digest (`hmac.compare_digest`, no early exit), so neither timing nor a
-memory dump shows a key. The upstream endpoint's key is another one (``--api-key``) and is
-never compared here. No key is logged or stored: a durable run's thread id holds a digest
-of the caller's key, so one caller cannot reach another's run with its Idempotency-Key.
+Only SHA-256 digests of the keys are kept, each compared with no early exit, so neither
+timing nor a memory dump shows a key. A durable run's thread id holds a digest of the
+caller's key, so one caller cannot reach another's run with its Idempotency-Key.
 """
 
 from __future__ import annotations
@@ -35,11 +33,8 @@ class ApiKeys:
     @classmethod
     def parse(cls, text: str) -> ApiKeys:
         """Keys separated by newlines, commas or spaces; ``#`` starts a comment line."""
-        keys: list[str] = []
-        for line in text.splitlines():
-            if line.strip().startswith("#"):
-                continue
-            keys += [k for k in line.replace(",", " ").split() if k]
+        lines = [line for line in text.splitlines() if not line.strip().startswith("#")]
+        keys = " ".join(lines).replace(",", " ").split()
         return cls(tuple(_digest(k) for k in dict.fromkeys(keys)))
 
     @classmethod
@@ -58,9 +53,6 @@ class ApiKeys:
     def __bool__(self) -> bool:
         return bool(self.digests)
 
-    def __len__(self) -> int:
-        return len(self.digests)
-
     def check(self, authorization: str | None) -> str:
         """The caller's namespace for an ``Authorization`` header value: a digest prefix of
         its key (``""`` when authentication is off).
@@ -78,10 +70,8 @@ class ApiKeys:
                 "(the OpenAI SDK's api_key)"
             )
         given = _digest(key)
-        matched = False
-        for digest in self.digests:  # every digest, whichever matches: constant time
-            matched |= hmac.compare_digest(given, digest)
-        if not matched:
+        # Every digest, whichever matches: constant time.
+        if not any([hmac.compare_digest(given, digest) for digest in self.digests]):
             raise AuthError("incorrect API key provided")
         return given.hex()[:16]
 

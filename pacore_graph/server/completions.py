@@ -1,13 +1,6 @@
 """What a run's answer looks like to an OpenAI client: a ChatCompletion, its stream chunks,
-``usage``, and the ``pacore`` extension with each run's accounting.
-
-``usage`` counts the whole run's test-time compute, as the graph's answer message does:
-``completion_tokens`` is the completion tokens of every trajectory of every round (TTC),
-``prompt_tokens`` the largest prompt of any call (the context the run needed). A replayed
-answer (a finished thread, or a retry attached to a run) reports the same usage again.
-
-The ``pacore`` extension (top level, beside ``usage``) holds each run's `run_report`:
-its thread, round vector, tokens, outcomes and per-round detail (docs/serve.md).
+``usage`` (the whole run's test-time compute, replayed answers included) and the ``pacore``
+extension with each run's `run_report` (docs/serve.md).
 """
 
 from __future__ import annotations
@@ -27,15 +20,12 @@ from pacore_graph.trajectories import is_finished, latest_trajectories
 
 
 def dumps(value: Any) -> str:
-    """``value`` as compact JSON."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def record_of(state: dict[str, Any]) -> PaCoReRun:
-    """The run's record: the graph's ``pacore`` output, or rebuilt from a stored thread's
-    state (the record itself is never checkpointed)."""
-    record = state.get("pacore")
-    return record if record else run_record(state)
+    """The graph's ``pacore`` output, or rebuilt from a stored thread (it is not stored)."""
+    return state.get("pacore") or run_record(state)
 
 
 def answer_of(state: dict[str, Any]) -> tuple[str, str | None, str | None, str | None]:
@@ -48,7 +38,7 @@ def answer_of(state: dict[str, Any]) -> tuple[str, str | None, str | None, str |
     return content, reasoning, message.response_metadata.get("finish_reason"), message.id
 
 
-def rounds_detail(record: PaCoReRun) -> list[dict[str, Any]]:
+def _rounds_detail(record: PaCoReRun) -> list[dict[str, Any]]:
     """Per round: K, outcomes, tokens, and what it passed on."""
     done = {summary["round"]: summary for summary in record.get("rounds_done") or []}
     detail = []
@@ -95,11 +85,11 @@ def run_report(run: Run, index: int) -> dict[str, Any]:
         "truncated": record["truncated"],
         "budget_exhausted": record["budget_exhausted"],
         "seconds": round(run.seconds or 0.0, 3),
-        "rounds": rounds_detail(record),
+        "rounds": _rounds_detail(record),
     }
 
 
-def usage_of(reports: Sequence[dict[str, Any]]) -> dict[str, int]:
+def _usage_of(reports: Sequence[dict[str, Any]]) -> dict[str, int]:
     """OpenAI ``usage`` over the runs of a response (``n`` choices add up)."""
     completion = sum(r["ttc_tokens"] for r in reports)
     prompt = sum(r["max_prompt_tokens"] for r in reports)
@@ -127,19 +117,9 @@ class Completion:
         for index, run in enumerate(runs):
             assert run.state is not None
             content, reasoning, finish, _ = answer_of(run.state)
-            choices.append(
-                {
-                    "index": index,
-                    "message": {
-                        "role": "assistant",
-                        "content": content,
-                        "reasoning_content": reasoning,
-                        "refusal": None,
-                    },
-                    "logprobs": None,
-                    "finish_reason": finish or "stop",
-                }
-            )
+            message = {"role": "assistant", "content": content, "reasoning_content": reasoning}
+            choice = {"index": index, "message": message | {"refusal": None}, "logprobs": None}
+            choices.append(choice | {"finish_reason": finish or "stop"})
             reports.append(run_report(run, index))
         return {
             "id": self.id,
@@ -148,7 +128,7 @@ class Completion:
             "model": self.model,
             "system_fingerprint": None,
             "choices": choices,
-            "usage": usage_of(reports),
+            "usage": _usage_of(reports),
             "pacore": {"runs": reports},
         }
 
@@ -168,7 +148,7 @@ class Completion:
 
     def usage_chunk(self, reports: Sequence[dict[str, Any]]) -> str:
         """The last chunk when the client asked for usage: no choices, the whole usage."""
-        return dumps(self._chunk([], usage=usage_of(reports), pacore={"runs": list(reports)}))
+        return dumps(self._chunk([], usage=_usage_of(reports), pacore={"runs": list(reports)}))
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         return {
@@ -181,12 +161,4 @@ class Completion:
         }
 
 
-__all__ = [
-    "Completion",
-    "answer_of",
-    "dumps",
-    "record_of",
-    "rounds_detail",
-    "run_report",
-    "usage_of",
-]
+__all__ = ["Completion", "answer_of", "dumps", "record_of", "run_report"]

@@ -1,9 +1,8 @@
 """Errors as OpenAI error objects: ``{"error": {"message", "type", "code", "param"}}``.
 
-Every failure a request can meet maps to one status, type and code here, with a one-line
-message from which secrets are removed. Statuses follow OpenAI where it has the case
-(401, 404 for an unknown model, 429, 400 with ``context_length_exceeded``) and the IETF
-Idempotency-Key draft for a reused key (422).
+Every failure maps to one status, type and code, with a one-line message without secrets.
+Statuses follow OpenAI where it has the case, and the IETF Idempotency-Key draft for a
+reused key (422).
 """
 
 from __future__ import annotations
@@ -131,10 +130,4 @@ def api_error(exc: BaseException) -> ApiError:
     return ApiError(500, f"internal error ({type(exc).__name__})", type="server_error")
 
 
-__all__ = [
-    "ApiError",
-    "IdempotencyConflictError",
-    "RunCancelledError",
-    "api_error",
-    "one_line",
-]
+__all__ = ["ApiError", "IdempotencyConflictError", "RunCancelledError", "api_error", "one_line"]

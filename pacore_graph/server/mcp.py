@@ -2,11 +2,9 @@
 ``pacore``, served over stdio by ``pacore mcp`` and over streamable HTTP at ``/mcp`` of
 ``pacore serve`` (docs/mcp.md).
 
-A call is a run of the `Service` (server/runs.py): the same concurrency bound, ``max_runs``
-and Redis threads as ``/v1``. With Redis the thread is derived from the problem and the
-run's settings (`default_thread_id`), so a cancelled call keeps its finished trajectories
-and the same call resumes them. Its graph events go to the client as progress
-notifications; an MCP cancel stops the run's calls when no other call follows the run.
+A call is a run of the `Service`, bounded as ``/v1`` runs are; with Redis its thread is
+`default_thread_id` of the problem and settings, so the same call resumes a cancelled one.
+Graph events go out as progress notifications; an MCP cancel stops a run no one else follows.
 """
 
 from __future__ import annotations
@@ -29,7 +27,6 @@ from pacore_graph.context import merge_context
 from pacore_graph.messages import last_user_index, message_text
 from pacore_graph.resume import run_settings
 from pacore_graph.secrets import redact
-from pacore_graph.server.auth import AuthError
 from pacore_graph.server.completions import record_of
 from pacore_graph.server.errors import ApiError, api_error, one_line
 from pacore_graph.server.requests import RunSpec, fingerprint
@@ -106,7 +103,7 @@ def create_mcp_server(service: Service, *, host: str = "127.0.0.1") -> FastMCP:
     ) -> Annotated[CallToolResult, Summary]:
         messages: list[BaseMessage] = [HumanMessage(problem)]
         context: dict[str, Any] = {} if rounds is None else {"rounds": rounds}
-        settings = merge_context(service.defaults, context)
+        settings = merge_context(service.runs.defaults, context)
         try:
             vector = check_settings(settings)
             last_user_index(messages)
@@ -142,10 +139,7 @@ def create_mcp_server(service: Service, *, host: str = "127.0.0.1") -> FastMCP:
                     await ctx.report_progress(steps, total, line.format(**step))
         finally:
             run.unsubscribe(queue)
-            service.runs.detach(run)
-            # Cancelled before the run ended, and no other call follows it: stop its calls.
-            if run.clients <= 0 and not run.ended.is_set() and run.task is not None:
-                run.task.cancel()
+            service.runs.detach(run, cancel=True)  # a cancelled call stops a run no one follows
         if run.error is not None or run.state is None:
             error = api_error(run.error or RuntimeError("the run left no state"))
             raise ToolError(redact(error.message, service.settings.secrets))
@@ -169,11 +163,7 @@ class _Guarded:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            if not self.service.ready:
-                raise ApiError(503, "the server is starting or stopping", type="server_error")
-            self.service.settings.api_keys.check(Headers(scope=scope).get("authorization"))
-        except AuthError as exc:
-            await ApiError(401, str(exc), code="invalid_api_key").response()(scope, receive, send)
+            self.service.authorize(Headers(scope=scope).get("authorization"))
         except ApiError as exc:
             await exc.response()(scope, receive, send)
         else:

@@ -1,9 +1,5 @@
-"""Prometheus metrics of one server (``GET /metrics``), in a registry of its own so that
-several apps in one process (tests, LangGraph's server) do not collide.
-
-Runs in flight, runs ended by outcome and their wall time, requests by HTTP status,
-trajectories by status, completion tokens, failed upstream calls (docs/serve.md lists
-them), and the process collector's ``process_*``.
+"""Prometheus metrics of one server (``GET /metrics``, listed in docs/serve.md), in a
+registry of its own so that several apps in one process do not collide.
 """
 
 from __future__ import annotations
@@ -53,21 +49,19 @@ class Metrics:
             "pacore_upstream_errors", "Model calls that failed (each retry counts)", registry=r
         )
         # Children made once: labels() looks its child up under a lock on every call.
-        self._trajectory = {
-            s: self.trajectories.labels(s) for s in ("finished", "failed", "stopped")
+        self._ended = {
+            f"trajectory_{s}": self.trajectories.labels(s)
+            for s in ("finished", "failed", "stopped")
         }
         self.watcher = UpstreamErrors(self)
 
     def on_event(self, event: Any) -> None:
         """Counts a run's progress event (``stream_mode="custom"``)."""
         kind = event.get("type") if isinstance(event, dict) else None
+        if kind in self._ended:
+            self._ended[kind].inc()
         if kind == "trajectory_finished":
-            self._trajectory["finished"].inc()
             self.completion_tokens.inc(event.get("completion_tokens") or 0)
-        elif kind == "trajectory_failed":
-            self._trajectory["failed"].inc()
-        elif kind == "trajectory_stopped":
-            self._trajectory["stopped"].inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

@@ -7,9 +7,8 @@
   runs [8, 1] and ``pacore-32x4`` runs [32, 4, 1]; a vector that already ends in 1, as
   the paper writes it (``pacore-32x4x1``), runs as written.
 
-``x`` rather than a comma: a model name travels in URLs (``GET /v1/models/{model}``), in
-client and gateway configs (LiteLLM's ``openai/pacore-32x4``) and in CSV-like lists, where a
-comma would have to be quoted. Names are case-insensitive.
+``x`` rather than a comma, which URLs and configs would have to quote. Names are
+case-insensitive.
 """
 
 from __future__ import annotations
@@ -40,11 +39,7 @@ def _unknown(name: str, why: str = "") -> ApiError:
 
 
 def model_rounds(name: str, default: list[int]) -> list[int]:
-    """The round vector (final 1 included) that ``name`` runs.
-
-    Args:
-        name: The request's ``model``.
-        default: The vector of the bare name ``pacore``.
+    """The round vector (final 1 included) that ``name`` runs; ``default`` is ``pacore``'s.
 
     Raises:
         ApiError: 404 ``model_not_found``: not one of the spellings above, or a bad vector.
@@ -53,22 +48,12 @@ def model_rounds(name: str, default: list[int]) -> list[int]:
     if text == PREFIX:
         return list(default)
     head, sep, rest = text.partition("-")
-    if head != PREFIX or not sep:
-        raise _unknown(name)
-    if rest in PRESETS:
-        return resolve_rounds(rest)
-    if not _VECTOR.fullmatch(rest):
+    if head != PREFIX or not sep or not (rest in PRESETS or _VECTOR.fullmatch(rest)):
         raise _unknown(name)
     try:
-        return resolve_rounds([int(k) for k in rest.split("x")])
+        return resolve_rounds(rest if rest in PRESETS else [int(k) for k in rest.split("x")])
     except InvalidRoundsError as exc:
         raise _unknown(name, str(exc)) from None
-
-
-def model_name(rounds: list[int]) -> str:
-    """The explicit name of a vector: ``[32, 4, 1]`` is ``pacore-32x4``."""
-    explore = rounds[:-1] if len(rounds) > 1 and rounds[-1] == 1 else rounds
-    return f"{PREFIX}-{'x'.join(str(k) for k in explore)}"
 
 
 def model_object(name: str, rounds: list[int]) -> dict[str, Any]:
@@ -89,4 +74,4 @@ def listed_models(default: list[int]) -> list[dict[str, Any]]:
     return [model_object(name, model_rounds(name, default)) for name in names]
 
 
-__all__ = ["PREFIX", "listed_models", "model_name", "model_object", "model_rounds"]
+__all__ = ["PREFIX", "listed_models", "model_object", "model_rounds"]

@@ -1,12 +1,7 @@
 """The server's runs: each request's PaCoRe run executes as a background task, so a client
 that hangs up does not cancel it; a retry with the same Idempotency-Key attaches to it
-(its stream replayed from the start).
-
-With Redis, a request with an ``Idempotency-Key`` is a thread named by a digest of the key
-and the caller's API key, run by `arun_thread`: started, resumed on any instance, or its
-stored answer handed back; it waits (``wait=True``) for a run holding the thread.
-
-At most ``max_runs`` runs execute at once; a request that would start more gets 429.
+(its stream replayed from the start). With Redis such a request is a thread (`thread_id_for`)
+started, resumed on any instance, or answered from storage. At most ``max_runs`` execute.
 """
 
 from __future__ import annotations
@@ -78,8 +73,7 @@ def same_request(spec: RunSpec, defaults: PaCoReContext) -> StatusRule:
 
 
 class _Tokens:
-    """Consecutive tokens of one message, kept as pieces (joined once, on a replay: joining
-    on every token would copy a long answer once per token)."""
+    """Consecutive tokens of one message, joined only on a replay (not once per token)."""
 
     __slots__ = ("content", "message_id", "reasoning")
 
@@ -103,18 +97,14 @@ class _Tokens:
 
 
 class Run:
-    """One PaCoRe run and the clients following it.
-
-    Its events are kept (consecutive tokens merged) so a client that attaches later gets
-    the stream from its start.
-    """
+    """One PaCoRe run and the clients following it, with its events kept for late joiners."""
 
     def __init__(self, key: str, spec: RunSpec, thread_id: str | None, *, stream: bool) -> None:
         self.key = key
         self.spec = spec
         self.thread_id = thread_id
         self.stream = stream
-        """Stream the final round's tokens (only a streaming request asks for them)."""
+        """Stream the final round's tokens."""
         self.status: ThreadStatus | None = None
         self.events: list[Event | _Tokens] = []
         self.listeners: list[tuple[asyncio.Queue[tuple[int, Event]], int]] = []
@@ -128,8 +118,7 @@ class Run:
         self.task: asyncio.Task[None] | None = None
         self.began = time.monotonic()
         self.seconds: float | None = None
-
-    # -- events ------------------------------------------------------------------------
+        """Wall time, once ended."""
 
     def emit(self, event: Event) -> None:
         """Keeps ``event`` and hands it to every listener."""
@@ -165,8 +154,6 @@ class Run:
         self.ended.set()
         self.emit(END)
 
-    # -- clients -----------------------------------------------------------------------
-
     def subscribe(self, queue: asyncio.Queue[tuple[int, Event]], index: int) -> None:
         """Sends ``queue`` every event so far, then each new one, tagged with ``index``."""
         for event in self.events:
@@ -178,12 +165,7 @@ class Run:
 
 
 class Runs:
-    """Every run of the server: started, attached to, executed, counted.
-
-    Args:
-        settings: The server's settings (``max_runs``, ``concurrency``, ...).
-        metrics: Where runs and trajectories are counted.
-    """
+    """Every run of the server: started, attached to, executed, counted."""
 
     def __init__(self, settings: ServeSettings, metrics: Metrics) -> None:
         self.settings = settings
@@ -198,6 +180,7 @@ class Runs:
         """Without Redis: finished runs whose key a retry may still name, until a deadline."""
 
     def executing(self) -> int:
+        """Runs executing now."""
         return len(self.active)
 
     def claim(self, spec: RunSpec, idempotency_key: str | None, namespace: str) -> list[Run]:
@@ -211,19 +194,16 @@ class Runs:
         now = time.monotonic()
         self.kept = {k: v for k, v in self.kept.items() if v[1] > now}
         durable = idempotency_key is not None and self.durable is not None
-        runs: list[Run | None] = []
-        keys: list[str] = []
-        for index in range(spec.n):
-            if idempotency_key is None:
-                key = f"anonymous-{uuid.uuid4().hex}"
-            else:
-                key = thread_id_for(idempotency_key, namespace, index)
-            keys.append(key)
-            run = self.active.get(key) or (self.kept[key][0] if key in self.kept else None)
-            if run is not None and run.spec.fingerprint != spec.fingerprint:
-                raise IdempotencyConflictError(KEY_REUSED)
-            runs.append(run)
-        new = sum(run is None for run in runs)
+        keys = [
+            f"anonymous-{uuid.uuid4().hex}"
+            if idempotency_key is None
+            else thread_id_for(idempotency_key, namespace, index)
+            for index in range(spec.n)
+        ]
+        found = [self.active.get(key) or self.kept.get(key, (None, 0.0))[0] for key in keys]
+        if any(run is not None and run.spec.fingerprint != spec.fingerprint for run in found):
+            raise IdempotencyConflictError(KEY_REUSED)
+        new = found.count(None)
         if new and self.executing() + new > self.settings.max_runs:
             raise ApiError(
                 429,
@@ -233,15 +213,12 @@ class Runs:
                 code="rate_limit_exceeded",
                 headers={"Retry-After": str(self.settings.retry_after_s)},
             )
-        claimed: list[Run] = []
-        for key, run in zip(keys, runs, strict=True):
-            if run is None:
-                run = Run(key, spec, key if durable else None, stream=spec.stream)
-                self._start(run)
-            claimed.append(run)
-        return claimed
+        return [
+            run or self._start(Run(key, spec, key if durable else None, stream=spec.stream))
+            for key, run in zip(keys, found, strict=True)
+        ]
 
-    def _start(self, run: Run) -> None:
+    def _start(self, run: Run) -> Run:
         self.active[run.key] = run
         self.metrics.runs_in_flight.inc()
         # A context of its own: the run outlives the request that started it, and must not
@@ -249,6 +226,7 @@ class Runs:
         run.task = asyncio.get_running_loop().create_task(
             self._execute(run), context=contextvars.Context()
         )
+        return run
 
     async def _execute(self, run: Run) -> None:
         outcome = "error"
@@ -262,13 +240,11 @@ class Runs:
             kwargs: dict[str, Any] = {}
             if run.thread_id:
                 config["configurable"] = {"thread_id": run.thread_id}
-                # One writer per thread across instances: wait for the run that holds it,
-                # then resume or read back what it left.
+                # One writer per thread across instances: wait for the one holding it.
                 kwargs = {"status_rule": same_request(run.spec, self.defaults), "wait": True}
-            metrics_event = self.metrics.on_event
 
             def on_event(event: Any) -> None:
-                metrics_event(event)
+                self.metrics.on_event(event)
                 run.on_event(event)
 
             _, state = await arun_thread(
@@ -296,8 +272,7 @@ class Runs:
             self.metrics.runs_in_flight.dec()
             self.metrics.runs.labels(outcome).inc()
             self.metrics.run_seconds.observe(run.seconds or 0.0)
-            # Without Redis the finished answer stays a while for a retry of its key; with
-            # Redis the thread holds it.
+            # Without Redis, a retry of its key finds the answer here for a while.
             if outcome == "ok" and run.thread_id is None and not run.key.startswith("anonymous"):
                 self.kept[run.key] = (run, time.monotonic() + self.settings.finished_ttl_s)
 
@@ -305,16 +280,13 @@ class Runs:
         """A client follows ``run``."""
         run.clients += 1
 
-    def detach(self, run: Run) -> None:
-        """A client stopped following ``run``: with ``cancel_on_disconnect`` the last one
-        leaving cancels it (its finished trajectories stay in Redis)."""
+    def detach(self, run: Run, *, cancel: bool | None = None) -> None:
+        """A client stopped following ``run``: with ``cancel`` (default:
+        ``cancel_on_disconnect``) the last one leaving cancels it (its finished trajectories
+        stay in Redis)."""
         run.clients -= 1
-        if (
-            run.clients <= 0
-            and self.settings.cancel_on_disconnect
-            and not run.ended.is_set()
-            and run.task is not None
-        ):
+        cancel = self.settings.cancel_on_disconnect if cancel is None else cancel
+        if run.clients <= 0 and cancel and not run.ended.is_set() and run.task is not None:
             run.task.cancel()
 
     async def cancel_all(self) -> None:
@@ -349,12 +321,4 @@ def idempotency_key(value: str | None) -> str | None:
     return key
 
 
-__all__ = [
-    "END",
-    "Event",
-    "Run",
-    "Runs",
-    "idempotency_key",
-    "same_request",
-    "thread_id_for",
-]
+__all__ = ["END", "Event", "Run", "Runs", "idempotency_key", "same_request", "thread_id_for"]
