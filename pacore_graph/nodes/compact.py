@@ -1,7 +1,6 @@
-"""``compact``: the reducer that turns a round's trajectories into M_r, in the reference order,
-and decides how the run goes on: next round, a retry of failed calls, or straight to the
-final synthesis when a budget ran out (not when the straggler policy stopped some of the
-round: then the run goes on to the next round)."""
+"""``compact``: turns a round's trajectories into M_r in the reference order, and decides
+how the run goes on: next round, a retry of failed calls, or the final synthesis when a
+budget ran out."""
 
 from __future__ import annotations
 
@@ -36,8 +35,7 @@ def _causes(failed: list[Trajectory]) -> str:
 def _budget_used(
     settings: PaCoReContext, state: PaCoReState, spent: int, stopped: list[Trajectory]
 ) -> BudgetName | None:
-    """The budget that ended this round: from the totals, or from the records a budget
-    stopped (a straggler stop ends no exploration)."""
+    """The budget that ended this round, from the totals or the records it stopped."""
     budget = exhausted(settings, state.get("started_at", 0.0), spent)
     by_budget = [t for t in stopped if not is_straggler_stop(t)]
     if budget is None and by_budget:
@@ -111,7 +109,6 @@ def compact(
             "budget_exhausted": budget,
         }
     )
-    # rounds_done adds it (`merge_round_summaries`): earlier rounds are not written again.
     update: dict[str, Any] = {"rounds_done": [summary], "retry": []}
     if budget is not None:
         update["budget_exhausted"] = budget
