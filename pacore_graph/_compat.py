@@ -52,11 +52,8 @@ def is_resuming(config: Any) -> bool:
 
 
 def read_channel(config: Any, channel: str) -> Any:
-    """The state key ``channel`` as the running task's step sees it, a ``Send``'s included.
-
-    Raises:
-        RuntimeError: ``config`` is not a running LangGraph task's.
-    """
+    """The state key ``channel`` as the running task's step sees it, a ``Send``'s included;
+    RuntimeError outside a running task."""
     read = (config or {}).get(CONF, {}).get(CONFIG_KEY_READ)
     if read is None:
         raise RuntimeError(f"cannot read {channel!r}: not inside a running LangGraph task")

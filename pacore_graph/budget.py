@@ -1,10 +1,6 @@
-"""Run budgets (``max_ttc_tokens``, ``max_seconds``): what is left, and whom to stop when it
-runs out.
-
-A round's share travels in each trajectory's ``Send`` payload, so a resumed run keeps its
-deadline. In one process a round's K trajectories share a `BudgetTracker`, which stops
-them all at once for a budget or the straggler policy.
-"""
+"""Run budgets (``max_ttc_tokens``, ``max_seconds``): a round's share travels in each
+``Send``, so a resumed run keeps its deadline; in one process a round's trajectories share a
+`BudgetTracker`, which stops them all for a budget or the straggler policy."""
 
 from __future__ import annotations
 

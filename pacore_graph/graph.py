@@ -1,10 +1,5 @@
-"""The round loop: ``create_pacore_graph`` wires PaCoRe as a LangGraph state machine.
-
-```
-START → prepare ─Send×K_1→ trajectory → compact ─(final round?)→ answer → END
-                              ↑                  └→ synthesize ─Send×K_r┘
-```
-"""
+"""The round loop: ``create_pacore_graph`` wires prepare → (trajectory ×K → compact →
+synthesize)* → answer as a LangGraph state machine."""
 
 from __future__ import annotations
 
@@ -75,8 +70,7 @@ class CompiledPaCoReGraph(
         description: str | None = None,
         arg_types: dict[str, type] | None = None,
     ) -> BaseTool:
-        """PaCoRe as a LangChain tool (see `pacore_tool`); with ``args_schema`` or
-        ``arg_types``, LangChain's generic conversion."""
+        """`pacore_tool`; with ``args_schema`` or ``arg_types``, LangChain's conversion."""
         if args_schema is not None or arg_types is not None:
             return super().as_tool(
                 args_schema, name=name, description=description, arg_types=arg_types
@@ -90,8 +84,7 @@ class PaCoReGraph(StateGraph[PaCoReState, PaCoReContext, PaCoReInput, PaCoReOutp
     """The ``StateGraph`` `create_pacore_graph` returns; it compiles a `CompiledPaCoReGraph`
     named ``pacore`` by default."""
 
-    defaults: PaCoReContext
-    """The graph's settings where a run's ``context`` sets none."""
+    defaults: PaCoReContext  # where a run's context sets none
 
     def compile(
         self, checkpointer: Checkpointer = None, *, name: str | None = "pacore", **kwargs: Any
@@ -113,14 +106,11 @@ def create_pacore_graph(
     """Builds PaCoRe as an uncompiled ``StateGraph``; the caller picks checkpointer and store.
 
     Args:
-        model: Any LangChain chat model; `ChatOpenAICompatible` for vLLM and other
-            OpenAI-compatible endpoints.
-        rounds: The round vector: a preset (``"low"``/``"medium"``/``"high"``), an int, or
-            the exploration rounds ``"32,4"`` / ``[32, 4]`` (`resolve_rounds`).
-        retry_policy: Retry of each trajectory's call, honouring ``Retry-After``; by default
-            5 attempts on 5xx, 429, timeouts and connection errors. A call that still fails
-            is recorded as failed; fewer than ``min_success`` finished stops the run with
-            ``QuorumError``.
+        model: Any LangChain chat model, e.g. `ChatOpenAICompatible`.
+        rounds: A preset (``"low"``/``"medium"``/``"high"``), an int, or the exploration
+            rounds ``"32,4"`` / ``[32, 4]`` (`resolve_rounds`).
+        retry_policy: Retry of each trajectory's call, honouring ``Retry-After``; a call
+            that still fails is recorded as failed (`should_retry`).
         token_counter: Counts tokens for the ``context_limit`` check.
         **defaults: Defaults of any `PaCoReContext` field; a run's ``context=`` overrides
             them.
@@ -134,12 +124,6 @@ def create_pacore_graph(
             ``max_trajectories``.
         InvalidSettingsError: A default has an impossible value.
         TypeError: A default names no `PaCoReContext` field.
-
-    Example:
-        ```python
-        graph = create_pacore_graph(model, rounds="high").compile()
-        out = graph.invoke({"messages": [("user", "Find all n such that ...")]})
-        ```
     """
     base = merge_context(DEFAULTS, {"rounds": rounds, **defaults})
     check_settings(base)  # fail at build time, not on the first run
@@ -180,12 +164,6 @@ def create_pacore_tool(
     **defaults: Any,
 ) -> BaseTool:
     """PaCoRe on ``model`` as a LangChain tool (`pacore_tool`); ``rounds`` and ``**defaults``
-    are `create_pacore_graph`'s, ``name`` and ``description`` what the agent's model sees.
-
-    Example:
-        ```python
-        agent = create_react_agent(llm, [create_pacore_tool(llm, rounds="medium")])
-        ```
-    """
+    are `create_pacore_graph`'s, ``name`` and ``description`` what the agent's model sees."""
     graph = create_pacore_graph(model, rounds=rounds, **defaults).compile(name=name)
     return graph.as_tool(description=description)

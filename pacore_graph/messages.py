@@ -13,10 +13,10 @@ from pacore_graph.template import render_synthesis_prompt
 
 
 def last_user_index(messages: Sequence[BaseMessage]) -> int:
-    """Index of the last user message, the slot the synthesis prompt goes into.
+    """Index of the last user message, where the synthesis prompt goes.
 
     Raises:
-        InvalidInputError: There is no user message, or it is empty.
+        InvalidInputError: There is none, or it is empty.
     """
     for i in range(len(messages) - 1, -1, -1):
         if isinstance(messages[i], HumanMessage):
@@ -36,12 +36,8 @@ def message_text(message: BaseMessage) -> str:
 def build_round_messages(
     messages: Sequence[BaseMessage], references: Sequence[str] | None
 ) -> list[BaseMessage]:
-    """The messages one trajectory of a round is sent, as a new list: the caller's, with
-    the last user message's text replaced by ``P(x, M)`` unless ``references`` is None.
-
-    With content blocks, ``P(x, M)`` takes the first text block's place, the other text
-    blocks (already in x) go, and images and other blocks stay where they were.
-    """
+    """The messages a round sends, as a new list: the last user message's text replaced by
+    ``P(x, M)`` unless ``references`` is None; its images and other blocks stay in place."""
     if references is None:
         return list(messages)
     idx = last_user_index(messages)

@@ -58,6 +58,3 @@ def check_same_run(started: dict[str, Any] | str, settings: PaCoReContext) -> No
             f"this thread's unfinished run started with {changed}: resume it with the same "
             "settings, or use a new thread id"
         )
-
-
-__all__ = ["BOUNDS", "check_same_run", "run_settings", "settings_key"]

@@ -15,13 +15,11 @@ RoundsSpec = str | int | Sequence[int]
 def resolve_rounds(
     spec: RoundsSpec, *, max_k: int | None = None, max_trajectories: int | None = None
 ) -> list[int]:
-    """The round vector to run of a preset, an int, a string of comma-separated ints, or a
-    sequence of ints: the exploration rounds with ``[1]`` appended (``4`` runs ``[4, 1]``,
-    ``"high"`` ``[32, 4, 1]``), unless two or more rounds already end in 1 (``"32,4,1"``).
+    """The round vector of a preset, an int, ``"32,4"`` or ints: the exploration rounds
+    with ``[1]`` appended, unless two or more rounds already end in 1 (``"32,4,1"``).
 
     Raises:
-        InvalidRoundsError: The spec is empty, unknown, not integers, has a K < 1, or is
-            over ``max_k`` or ``max_trajectories``.
+        InvalidRoundsError: Not a round vector, or over ``max_k`` or ``max_trajectories``.
     """
     if isinstance(spec, bool):
         raise InvalidRoundsError(f"rounds must be a preset or integers, got {spec!r}")
@@ -71,11 +69,10 @@ def resolve_rounds(
 def check_round_bounds(
     vector: list[int], max_k: int | None, max_trajectories: int | None
 ) -> list[int]:
-    """``vector``, checked against ``max_k`` per round and ``max_trajectories`` in all
-    (None: no bound).
+    """``vector``, checked against ``max_k`` per round and ``max_trajectories`` in all.
 
     Raises:
-        InvalidRoundsError: Over a bound; names it and the setting that raises it.
+        InvalidRoundsError: Over a bound.
     """
     if max_k is not None and (k := max(vector)) > max_k:
         raise InvalidRoundsError(

@@ -49,11 +49,7 @@ def merge_round_summaries(
 
 
 def add_chat_messages(left: Messages, right: Messages) -> Messages:
-    """LangGraph's ``add_messages``, with a malformed message reported as one line.
-
-    Raises:
-        InvalidInputError: ``right`` holds something that is not a chat message.
-    """
+    """LangGraph's ``add_messages``; InvalidInputError, in one line, for a bad message."""
     if right is None:
         raise InvalidInputError("messages is None: pass {'messages': [('user', ...)]}")
     try:

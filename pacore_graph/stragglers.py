@@ -1,11 +1,6 @@
-"""Straggler control (opt-in): stop a round's slowest trajectories instead of waiting for them.
-
-Once ceil(q x K) of a round finished (at least its quorum), the rest get at most
-max(factor x median finish time, min_seconds), then are recorded ``stopped`` with an
-``error`` starting ``"straggler: "``; the run goes on to the next round. One
-`StragglerWatch` per round and process rides on the round's `BudgetTracker`. The final
-round is never cut. docs/stragglers.md has the whole policy.
-"""
+"""Straggler control (opt-in, docs/stragglers.md): once ceil(q x K) of a round finished
+(at least its quorum), the rest get max(factor x median finish time, min_seconds), then
+are recorded ``stopped`` with an ``error`` starting ``"straggler: "``."""
 
 from __future__ import annotations
 

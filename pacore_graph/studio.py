@@ -1,20 +1,7 @@
-"""PaCoRe for LangGraph Studio and ``langgraph dev``: graph id ``pacore`` in ``langgraph.json``.
-
-Environment:
-    PACORE_BASE_URL: The OpenAI-compatible endpoint (for replicas, their router). Unset:
-        the embedded CPU model (SmolLM2-135M on llama.cpp), as ``pacore solve`` uses.
-    PACORE_MODEL: Model name; defaults to the endpoint's first ``/v1/models`` entry.
-    OPENAI_API_KEY: API key sent to the endpoint (default ``EMPTY``).
-    PACORE_ROUNDS: Default round spec (``low``, ``medium``, ``high``, ``8``, ``32,4``);
-        a run's context form overrides it.
-    REDIS_URL: When set, threads are checkpointed in Redis with `AsyncRedisSaver`;
-        otherwise the dev server's own persistence is used.
-
-``langgraph.json`` names the graph factory `make_graph`, the `checkpointer`, and `app`,
-whose lifespan runs the model's backend with the server and which also serves the
-OpenAI-compatible ``/v1`` routes on the same graph (docs/studio.md). Importing the module
-starts nothing.
-"""
+"""PaCoRe for LangGraph Studio and ``langgraph dev`` (docs/studio.md): ``langgraph.json``
+names the graph factory `make_graph`, the `checkpointer`, and `app`, whose lifespan runs
+the model's backend with the server and which serves the OpenAI-compatible ``/v1`` routes
+on the same graph. Importing the module starts nothing."""
 
 from __future__ import annotations
 
@@ -68,13 +55,7 @@ class _Backend:
         self.graph: StudioGraph | None = None
 
     def start(self) -> StudioGraph:
-        """Starts the backend (blocking; a no-op when it runs); returns the graph on it.
-
-        Raises:
-            BackendUnreachableError: ``$PACORE_BASE_URL`` does not answer.
-            EmbeddedBackendUnavailable: Without an endpoint, the embedded model cannot start.
-            InvalidRoundsError: ``$PACORE_ROUNDS`` is not a round spec.
-        """
+        """Starts the backend (blocking; a no-op when it runs); returns the graph on it."""
         with self._lock:
             if self.graph is not None:
                 return self.graph
@@ -197,6 +178,3 @@ async def checkpointer() -> AsyncIterator[BaseCheckpointSaver]:
 
     async with AsyncRedisSaver.from_conn_string(url) as saver:
         yield saver
-
-
-__all__ = ["app", "checkpointer", "lifespan", "make_graph", "startup_failure"]

@@ -76,11 +76,9 @@ async def thread_lease(
     wait: bool | float = False,
     on_wait: Callable[[str], None] | None = None,
 ) -> AsyncIterator[RunnableConfig]:
-    """Holds the thread of ``config`` for one run; yields the config to run it with.
-
-    On a checkpointer with leases (`AsyncRedisSaver.alease`) the yielded config carries
-    the lease's token, which fences every write of the run; otherwise it is ``config`` as
-    is. ``wait`` is `arun_thread`'s; ``on_wait`` is told who holds the thread.
+    """Holds the thread of ``config`` for one run; yields the config to run it with, which
+    on a checkpointer with leases carries the lease's token that fences every write.
+    ``wait`` is `arun_thread`'s; ``on_wait`` is told who holds the thread.
 
     Raises:
         ThreadBusyError: Another run holds the thread.
@@ -125,12 +123,9 @@ async def arun_thread(
         on_event: Each ``get_stream_writer()`` event of the run (progress).
         on_update: Each node's update as the node finishes, before it is saved.
         wait: When another run holds the thread: False raises `ThreadBusyError`, True
-            waits for it to end (then resumes, or reads back, what it left), seconds wait
-            at most that long.
-        on_message: Each ``stream_mode="messages"`` chunk and its metadata: the final
-            round's reply as it streams.
-        **kwargs: Passed to ``astream`` (``context``, ``durability``, ...). ``durability``
-            defaults to "sync" on a thread, so a crash loses only calls in flight.
+            waits for it to end, seconds wait at most that long.
+        on_message: Each ``stream_mode="messages"`` chunk and its metadata.
+        **kwargs: Passed to ``astream``; ``durability`` defaults to "sync" on a thread.
 
     Returns:
         How the thread was found, and its final state.

@@ -51,6 +51,3 @@ def pacore_tool(
         description=description,
         args_schema=PaCoReToolInput,
     )
-
-
-__all__ = ["DEFAULT_DESCRIPTION", "PaCoReToolInput", "pacore_tool"]

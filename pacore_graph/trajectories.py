@@ -20,14 +20,13 @@ class Trajectory(TypedDict):
     """One trajectory's record."""
 
     round: int
-    """1-based."""
     index: int
     """0-based position in its round."""
     content: str
     reasoning: str | None
     """Thinking the backend returned separately."""
     message: str
-    """The compacted message later rounds see."""
+    """The compacted content later rounds see."""
     finish_reason: str | None
     truncated: bool
     prompt_tokens: int | None
@@ -142,15 +141,13 @@ _OPEN, _CLOSE = "<think>", "</think>"
 
 
 class ThinkingSplitter:
-    """Splits a reply into its answer and its thinking as it streams, never taking back
-    what it sent.
+    """Splits a streamed reply into answer and thinking, never taking back what it sent.
 
-    Thinking is what the server separated, or an inline block that opens the content with
-    ``<think>`` and ends at the first ``</think>`` (never closed: all thinking). Content
-    without the opening tag may close a block the chat template opened, so unless the
-    server separates its thinking it is held until ``</think>`` (thinking) or the end
-    (answer). Whitespace around the answer and inline thinking is dropped, so the pieces
-    are the same however the reply was chunked.
+    Thinking is what the server separated, or an inline block opening the content with
+    ``<think>`` up to the first ``</think>``. Other content may close a block the chat
+    template opened, so (unless the server separates thinking) it is held until
+    ``</think>`` or the end. Whitespace around each part is dropped, so any chunking
+    gives the same pieces.
     """
 
     __slots__ = ("_held", "_lead", "_mode", "_pending", "_separated", "_space")

@@ -176,6 +176,9 @@ class ModelCall(NamedTuple):
     """One attempt; ``tracker`` is None without budgets and straggler policy, ``message_id``
     None outside the final round."""
 
+    task: TrajectoryTask
+    runtime: Runtime[PaCoReContext]
+    started: float
     settings: PaCoReContext
     messages: list[BaseMessage]
     config: RunnableConfig
@@ -185,13 +188,9 @@ class ModelCall(NamedTuple):
 
 
 class TrajectoryNode:
-    """One model call per ``Send`` task, sync (`run`) and async (`arun`); keeps what a
-    round's K tasks share (prompt, budget tracker, checked settings).
-
-    It retries under its own ``RetryPolicy`` to honour ``Retry-After`` (`retry_wait`). A
-    call that fails for good is recorded ``failed`` rather than raised, which would cancel
-    the round's other calls; ``compact`` judges the quorum.
-    """
+    """One model call per ``Send`` task, keeping what a round's tasks share. It retries
+    itself to honour ``Retry-After``, and records a call that fails for good rather than
+    raising, which would cancel the round's other calls."""
 
     def __init__(
         self,
@@ -217,7 +216,7 @@ class TrajectoryNode:
         attempt = 0
         while True:
             attempt += 1
-            started, call = time.perf_counter(), self._call(task, runtime, config)
+            call = self._call(task, runtime, config)
             invoke = functools.partial(self.model.invoke, call.messages, call.config, **call.kwargs)
             try:
                 returned, message = (
@@ -227,10 +226,10 @@ class TrajectoryNode:
                 )
             except Exception as exc:
                 if (wait := self._retry_wait(exc, attempt)) is None:
-                    return self._unfinished(task, runtime, "failed", describe_failure(exc), started)
+                    return self._unfinished(call, "failed", describe_failure(exc))
                 time.sleep(wait)
             else:
-                return self._finish(task, runtime, returned, message, call, started)
+                return self._finish(call, returned, message)
 
     async def arun(
         self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
@@ -238,7 +237,7 @@ class TrajectoryNode:
         attempt = 0
         while True:
             attempt += 1
-            started, call = time.perf_counter(), self._call(task, runtime, config)
+            call = self._call(task, runtime, config)
             invoke = functools.partial(
                 self.model.ainvoke, call.messages, call.config, **call.kwargs
             )
@@ -250,10 +249,10 @@ class TrajectoryNode:
                 )
             except Exception as exc:
                 if (wait := self._retry_wait(exc, attempt)) is None:
-                    return self._unfinished(task, runtime, "failed", describe_failure(exc), started)
+                    return self._unfinished(call, "failed", describe_failure(exc))
                 await asyncio.sleep(wait)
             else:
-                return self._finish(task, runtime, returned, message, call, started)
+                return self._finish(call, returned, message)
 
     def _settings(self, context: object, started: str) -> PaCoReContext:
         """The run's settings, checked against those it ``started`` with (`check_same_run`),
@@ -269,6 +268,7 @@ class TrajectoryNode:
     def _call(
         self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
     ) -> ModelCall:
+        started = time.perf_counter()
         settings = self._settings(runtime.context, task["settings"])
         round_number, index = task["round"], task["index"]
         # No call streams its own tokens: K interleaved explorations would be noise, and
@@ -310,6 +310,9 @@ class TrajectoryNode:
             read_channel(config, "messages"), read_channel(config, "references")
         )
         return ModelCall(
+            task,
+            runtime,
+            started,
             settings,
             prompt,
             config,
@@ -324,46 +327,35 @@ class TrajectoryNode:
         return retry_wait(self.retry_policy, exc, attempt)
 
     def _finish(
-        self,
-        task: TrajectoryTask,
-        runtime: Runtime[PaCoReContext],
-        returned: bool,
-        message: Any,
-        call: ModelCall,
-        started: float,
+        self, call: ModelCall, returned: bool, message: Any
     ) -> Command | dict[str, list[Trajectory]]:
         tracker = call.tracker
         if not returned:
             error = tracker.error if tracker is not None else None
-            return self._unfinished(task, runtime, "stopped", error or "stopped", started)
+            return self._unfinished(call, "stopped", error or "stopped")
         if tracker is not None:
             tracker.add(output_tokens(message))
             tracker.finished()
         traj = finished_record(
-            task["round"],
-            task["index"],
+            call.task["round"],
+            call.task["index"],
             message,
             compaction=resolve_compaction(call.settings.compaction or "reference"),
-            latency_s=time.perf_counter() - started,
+            latency_s=time.perf_counter() - call.started,
             message_id=call.message_id,
         )
         fields = ("round", "index", "completion_tokens", "finish_reason", "latency_s")
         event = {f: traj[f] for f in fields}  # type: ignore[literal-required]
-        runtime.stream_writer({"type": "trajectory_finished", **event})
-        return then_compact(task, {"trajectories": [traj]})
+        call.runtime.stream_writer({"type": "trajectory_finished", **event})
+        return then_compact(call.task, {"trajectories": [traj]})
 
     def _unfinished(
-        self,
-        task: TrajectoryTask,
-        runtime: Runtime[PaCoReContext],
-        status: Status,
-        error: str,
-        started: float,
+        self, call: ModelCall, status: Status, error: str
     ) -> Command | dict[str, list[Trajectory]]:
         error = redact(error, self.secrets)
-        traj = unfinished_record(
-            task["round"], task["index"], status, error, latency_s=time.perf_counter() - started
-        )
-        event = {"type": f"trajectory_{status}", "round": task["round"], "index": task["index"]}
-        runtime.stream_writer({**event, "error": error})
-        return then_compact(task, {"trajectories": [traj]})
+        r, i = call.task["round"], call.task["index"]
+        latency = time.perf_counter() - call.started
+        traj = unfinished_record(r, i, status, error, latency_s=latency)
+        event = {"type": f"trajectory_{status}", "round": r, "index": i, "error": error}
+        call.runtime.stream_writer(event)
+        return then_compact(call.task, {"trajectories": [traj]})
