@@ -160,23 +160,20 @@ class BudgetTracker:
 
 
 class RoundTrackers:
-    """The trackers of the rounds in flight by budget key; the oldest beyond ``keep`` go."""
+    """The trackers of the rounds in flight by budget key; the oldest beyond 4096 go."""
 
-    def __init__(self, keep: int = 4096) -> None:
+    def __init__(self) -> None:
         self._trackers: OrderedDict[str, BudgetTracker] = OrderedDict()
         self._lock = threading.Lock()
-        self._keep = keep
 
     def get(
-        self,
-        budget: RoundBudget,
-        stragglers: Callable[[], tuple[StragglerPolicy, int, int] | None] = lambda: None,
+        self, budget: RoundBudget, stragglers: Callable[[], tuple[StragglerPolicy, int, int] | None]
     ) -> BudgetTracker:
         """The tracker of ``budget``'s round, created on first use with ``stragglers()``."""
         with self._lock:
             tracker = self._trackers.get(budget["key"])
             if tracker is None:
                 tracker = self._trackers[budget["key"]] = BudgetTracker(budget, stragglers())
-                while len(self._trackers) > self._keep:
+                while len(self._trackers) > 4096:
                     self._trackers.popitem(last=False)
             return tracker

@@ -292,7 +292,6 @@ class TrajectoryNode:
             # stream_mode="messages" would make LangChain stream every call.
             "stream": None if task["final"] else False,
         }
-        budget = task["budget"]
 
         def stragglers() -> tuple[StragglerPolicy, int, int] | None:
             policy = straggler_policy(
@@ -317,7 +316,7 @@ class TrajectoryNode:
             prompt,
             config,
             {k: v for k, v in kwargs.items() if v is not None},
-            self.trackers.get(budget, stragglers) if budget else None,
+            self.trackers.get(task["budget"], stragglers) if task["budget"] else None,
             message_id,
         )
 
