@@ -13,11 +13,7 @@ from pacore_graph.template import render_synthesis_prompt
 
 
 def last_user_index(messages: Sequence[BaseMessage]) -> int:
-    """Index of the last user message, where the synthesis prompt goes.
-
-    Raises:
-        InvalidInputError: There is none, or it is empty.
-    """
+    """Index of the last user message; InvalidInputError when there is none or it is empty."""
     for i in range(len(messages) - 1, -1, -1):
         if isinstance(messages[i], HumanMessage):
             if not message_text(messages[i]).strip():
@@ -73,10 +69,8 @@ class _Prompt(list[BaseMessage]):
 
 
 class RoundPrompts:
-    """Each round's prompt built once for its K trajectories, keyed by the identity of the
-    ``messages`` and ``references`` objects its tasks read from the state. A prompt is held
-    while a call sends it and among the last ``keep`` built; a miss only builds it again.
-    """
+    """Each round's prompt built once for its K tasks, keyed by the identity of the state's
+    ``messages`` and ``references``; held while sent and among the last ``keep`` built."""
 
     def __init__(self, keep: int = 16) -> None:
         self._built: weakref.WeakValueDictionary[tuple[int, int], _Prompt] = (

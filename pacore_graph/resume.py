@@ -39,12 +39,8 @@ def settings_key(settings: dict[str, Any]) -> str:
 
 
 def check_same_run(started: dict[str, Any] | str, settings: PaCoReContext) -> None:
-    """Checks ``settings`` against those the run ``started`` with (its `run_settings` or
-    their `settings_key`).
-
-    Raises:
-        ThreadConflictError: A setting differs (named, with both values, when it can be).
-    """
+    """ThreadConflictError unless ``settings`` are those the run ``started`` with (its
+    `run_settings`, which name what differs, or their `settings_key`)."""
     now = run_settings(settings)
     if isinstance(started, str):
         changed = "" if started == settings_key(now) else "other settings"

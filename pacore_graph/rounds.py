@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from pacore_graph.errors import InvalidRoundsError
 
@@ -54,13 +55,12 @@ def resolve_rounds(
             )
     else:
         raise InvalidRoundsError(f"rounds must be a preset or integers, got {type(spec).__name__}")
-    rounds: list[int] = []
     for k in values:
         if isinstance(k, bool) or not isinstance(k, int):
             raise InvalidRoundsError(f"rounds must be integers, got {k!r} in {spec!r}")
         if k < 1:
             raise InvalidRoundsError(f"every round needs K >= 1, got {k} in {spec!r}")
-        rounds.append(k)
+    rounds = cast("list[int]", values)  # a new list, checked above
     if len(rounds) < 2 or rounds[-1] != 1:
         rounds.append(1)
     return check_round_bounds(rounds, max_k, max_trajectories)

@@ -59,11 +59,8 @@ def add_chat_messages(left: Messages, right: Messages) -> Messages:
 
 
 def chat_messages(messages: Sequence[Any]) -> list[AnyMessage]:
-    """``messages`` (messages, dicts, ``(role, text)`` tuples) as the graph reads them.
-
-    Raises:
-        InvalidInputError: One is not a chat message.
-    """
+    """``messages`` (messages, dicts, ``(role, text)`` tuples) as the graph reads them;
+    InvalidInputError for one that is not a chat message."""
     return cast("list[AnyMessage]", add_chat_messages([], list(messages)))
 
 

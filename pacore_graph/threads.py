@@ -28,11 +28,8 @@ StatusRule = Callable[[StateSnapshot, Mapping[str, Any]], ThreadStatus]
 
 def thread_status(snapshot: StateSnapshot, input: Mapping[str, Any]) -> ThreadStatus:
     """What a PaCoRe thread's latest checkpoint means for a run of ``input["messages"]``:
-    "interrupted" (this problem's run stopped half way), "finished" (answered) or "new".
-
-    Raises:
-        ThreadConflictError: The thread holds an unfinished run of another problem.
-    """
+    "interrupted" (this problem's run stopped half way), "finished" (answered) or "new";
+    ThreadConflictError when it holds an unfinished run of another problem."""
     stored = snapshot.values.get("messages") or []
     asked = [m for m in stored if isinstance(m, HumanMessage)]
     chat = chat_messages(input["messages"])  # ("user", "...") tuples and dicts too

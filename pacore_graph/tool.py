@@ -30,11 +30,8 @@ def pacore_tool(
     name: str = "pacore",
     description: str = DEFAULT_DESCRIPTION,
 ) -> BaseTool:
-    """A compiled PaCoRe graph as a tool taking ``problem: str`` and returning the answer text.
-
-    Each call is a fresh run of one user message under the agent's ``config``, so the run
-    shows up inside the agent's trace and stream.
-    """
+    """A compiled PaCoRe graph as a tool taking ``problem: str`` and returning the answer
+    text; each call is a fresh run under the agent's ``config`` (its trace and stream)."""
 
     def run(problem: str, config: RunnableConfig) -> str:
         out = graph.invoke({"messages": [{"role": "user", "content": problem}]}, config)

@@ -32,18 +32,6 @@ def _causes(failed: list[Trajectory]) -> str:
     return "; ".join(f"{n}× {cause}" for cause, n in counts.most_common(3)) or "none recorded"
 
 
-def _budget_used(
-    settings: PaCoReContext, state: PaCoReState, spent: int, stopped: list[Trajectory]
-) -> BudgetName | None:
-    """The budget that ended this round, from the totals or the records it stopped."""
-    budget = exhausted(settings, state.get("started_at", 0.0), spent)
-    by_budget = [t for t in stopped if not is_straggler_stop(t)]
-    if budget is None and by_budget:
-        error = by_budget[0]["error"] or ""
-        budget = "max_seconds" if "max_seconds" in error else "max_ttc_tokens"
-    return budget
-
-
 def compact(
     state: PaCoReState,
     runtime: Runtime[PaCoReContext],
@@ -62,7 +50,14 @@ def compact(
     finished = [t for t in batch if is_finished(t)]
     failed = [t for t in batch if t["status"] == "failed"]
     stopped = [t for t in batch if t["status"] == "stopped"]
-    budget = None if final else _budget_used(settings, state, usage_totals(latest)[0], stopped)
+    # The budget that ended this round, from the totals or the records it stopped.
+    budget: BudgetName | None = None
+    if not final:
+        budget = exhausted(settings, state.get("started_at", 0.0), usage_totals(latest)[0])
+        by_budget = [t for t in stopped if not is_straggler_stop(t)]
+        if budget is None and by_budget:
+            error = by_budget[0]["error"] or ""
+            budget = "max_seconds" if "max_seconds" in error else "max_ttc_tokens"
     need = 1 if final else quorum(settings.min_success, len(batch))
     if budget is None and len(finished) < need:
         if failed and is_resuming(config):

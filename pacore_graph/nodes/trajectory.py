@@ -128,11 +128,7 @@ async def _call_async(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[
 
 class _AnswerStream(BaseCallbackHandler):
     """Streams the final round's reply to ``stream_mode="messages"`` split into answer and
-    thinking, under the answer message's id, so LangGraph does not send it twice.
-
-    The call itself is tagged ``TAG_NOSTREAM``; ``push_message`` reaches the messages
-    stream and nothing else, so no tracer sees a second model run.
-    """
+    thinking, under the answer message's id, with ``push_message``, which no tracer sees."""
 
     run_inline = True  # in order, in the call's context, where push_message finds its config
 
