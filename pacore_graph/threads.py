@@ -109,12 +109,10 @@ async def arun_thread(
     **kwargs: Any,
 ) -> tuple[ThreadStatus, dict[str, Any]]:
     """Runs, resumes or reads back the thread in ``config["configurable"]["thread_id"]``
-    (without one, or a checkpointer, a plain run), under its lease (`thread_lease`).
+    (without one, or a checkpointer, a plain run), under its lease (`thread_lease`); returns
+    how the thread was found, and its final state.
 
     Args:
-        graph: A compiled graph, with a checkpointer for threads.
-        input: The run's input, e.g. ``{"messages": [...]}``.
-        config: Run config; ``configurable.thread_id`` names the thread.
         status_rule: What a checkpoint means for ``input``; PaCoRe's by default.
         on_status: Told how the thread was found, before anything runs.
         on_event: Each ``get_stream_writer()`` event of the run (progress).
@@ -123,9 +121,6 @@ async def arun_thread(
             waits for it to end, seconds wait at most that long.
         on_message: Each ``stream_mode="messages"`` chunk and its metadata.
         **kwargs: Passed to ``astream``; ``durability`` defaults to "sync" on a thread.
-
-    Returns:
-        How the thread was found, and its final state.
 
     Raises:
         ThreadConflictError: The thread holds an unfinished run of another input, or one
