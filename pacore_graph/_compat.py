@@ -1,15 +1,7 @@
-"""Every private LangGraph API pacore-graph uses, in one place, each imported with a fallback
-(as LangGraph's ``ToolNode`` does) so that a rename upstream does not break ``import
-pacore_graph``; `tests/test_compat.py` fails when an upgrade changes one of them.
-
-- `RunnableCallable`: the sync + async node with ``runtime`` injection that ``ToolNode``
-  is built on; the fallback, the public ``RunnableLambda``, adds callback and signature
-  work to every trajectory and looks the runtime up per call.
-- `is_resuming`: the configurable key that marks the first step of a resumed run, which
-  ``compact`` reads to retry a failed quorum's calls; there is no public accessor.
-- `read_channel`: the state reader LangGraph installs in every task's config, through
-  which a ``Send`` task (the trajectory node, as ``ToolNode``) reads the graph's state.
-"""
+"""Every private LangGraph API pacore-graph uses, each with a fallback, so that a rename
+upstream does not break ``import pacore_graph``; `tests/test_compat.py` fails when an
+upgrade changes one. ``RunnableCallable`` is the fast node ``ToolNode`` is built on (the
+fallback, ``RunnableLambda``, adds callback work per call)."""
 
 from __future__ import annotations
 
@@ -60,12 +52,8 @@ def is_resuming(config: Any) -> bool:
 
 
 def read_channel(config: Any, channel: str) -> Any:
-    """The value of the state key ``channel`` as the running task's step sees it (None when
-    it has none), from inside any task, a ``Send``'s included.
-
-    Raises:
-        RuntimeError: ``config`` is not a running LangGraph task's.
-    """
+    """The state key ``channel`` as the running task's step sees it, a ``Send``'s included;
+    RuntimeError outside a running task."""
     read = (config or {}).get(CONF, {}).get(CONFIG_KEY_READ)
     if read is None:
         raise RuntimeError(f"cannot read {channel!r}: not inside a running LangGraph task")

@@ -1,12 +1,6 @@
-"""Run budgets (``max_ttc_tokens``, ``max_seconds``): what is left, and whom to stop when it
-runs out.
-
-The round's share of the budget travels in each trajectory's ``Send`` payload, so a
-resumed run keeps the same deadline. Within one process the K trajectories of a round
-share a `BudgetTracker`: the trajectory whose tokens use up the budget stops its siblings
-at once. The tracker is also the round's stop signal for the straggler policy
-(`pacore_graph.stragglers`).
-"""
+"""Run budgets (``max_ttc_tokens``, ``max_seconds``): a round's share travels in each
+``Send``, so a resumed run keeps its deadline; in one process a round's trajectories share a
+`BudgetTracker`, which stops them all for a budget or the straggler policy."""
 
 from __future__ import annotations
 
@@ -25,23 +19,20 @@ from pacore_graph.stragglers import StragglerPolicy, StragglerWatch, straggler_p
 
 BudgetName = Literal["max_ttc_tokens", "max_seconds"]
 StopReason = BudgetName | Literal["straggler"]
-"""Why a round's tracker stopped its trajectories: a budget ran out, or the straggler policy."""
 
 
 class RoundBudget(TypedDict):
     """What a round may still spend; sent with every exploration trajectory."""
 
     key: str
-    """Identifies the round of the run, so its trajectories share one tracker."""
+    """The run's round, so its trajectories share one tracker."""
     deadline: float | None
-    """Unix time after which trajectories stop."""
+    """Unix time."""
     tokens_left: int | None
-    """Completion tokens the round may still use."""
 
 
 def quorum(min_success: int | float | None, k: int) -> int:
-    """How many of a round's K trajectories must finish; a count of 0 always goes on, as the
-    reference did."""
+    """How many of a round's K trajectories must finish (a count of 0: none)."""
     if min_success is None:
         return 1
     if isinstance(min_success, float):
@@ -53,9 +44,8 @@ def quorum(min_success: int | float | None, k: int) -> int:
 def round_budget(
     settings: PaCoReContext, started_at: float, spent: int, key: str
 ) -> RoundBudget | None:
-    """The budget of a round that starts now; None when no budget is set and the straggler
-    policy is off (with the policy alone, a budget without limits names the round's
-    tracker, which stops the stragglers)."""
+    """The budget of a round that starts now; None without budgets and straggler policy
+    (the policy alone gets a budget without limits, to name the round's tracker)."""
     policy = straggler_policy(
         settings.straggler_quantile, settings.straggler_factor, settings.straggler_min_seconds
     )
@@ -68,21 +58,17 @@ def round_budget(
     )
 
 
-def exhausted(
-    settings: PaCoReContext, started_at: float, spent: int, now: float | None = None
-) -> BudgetName | None:
+def exhausted(settings: PaCoReContext, started_at: float, spent: int) -> BudgetName | None:
     """Which budget is used up after ``spent`` tokens, if any."""
     if settings.max_ttc_tokens is not None and spent >= settings.max_ttc_tokens:
         return "max_ttc_tokens"
-    now = time.time() if now is None else now
-    if settings.max_seconds is not None and now >= started_at + settings.max_seconds:
+    if settings.max_seconds is not None and time.time() >= started_at + settings.max_seconds:
         return "max_seconds"
     return None
 
 
 class BudgetTracker:
-    """One round's shared budget and stop signal in this process; thread-safe, for sync and
-    async trajectories."""
+    """One round's shared budget and stop signal in this process; thread-safe."""
 
     def __init__(
         self, budget: RoundBudget, stragglers: tuple[StragglerPolicy, int, int] | None = None
@@ -90,8 +76,7 @@ class BudgetTracker:
         self.budget = budget
         self.spent = 0
         self.reason: StopReason | None = None
-        self.error: str | None = None
-        """What the stopped trajectories record as their ``error``."""
+        self.error: str | None = None  # what the stopped trajectories record
         self._lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
         self.stragglers = (
@@ -103,16 +88,15 @@ class BudgetTracker:
         return None if deadline is None else deadline - time.time()
 
     def check(self) -> StopReason | None:
-        """Why the round stopped (a budget ran out, or the straggler policy), marking the
-        deadline when it passed."""
+        """Why the round stopped, if it did, marking the deadline when it passed."""
         left = self.seconds_left()
         if self.reason is None and left is not None and left <= 0:
             self._exhaust("max_seconds")
         return self.reason
 
     def add(self, tokens: int | None) -> None:
-        """Counts a finished trajectory's tokens; stops the others when the budget is used.
-        An unknown count (None, or negative) adds nothing."""
+        """Counts a finished trajectory's tokens (None or negative: unknown, not counted);
+        stops the others when the budget is used."""
         if tokens is None or tokens < 0:
             return
         with self._lock:
@@ -124,17 +108,16 @@ class BudgetTracker:
             self._exhaust("max_ttc_tokens")
 
     def finished(self) -> None:
-        """A trajectory of the round finished with a reply: the straggler policy counts it."""
+        """A trajectory of the round finished with a reply."""
         if self.stragglers is not None:
             self.stragglers.finished()
 
     def stop_stragglers(self, error: str) -> None:
-        """Stops the round's unfinished trajectories for the straggler policy (unless a
-        budget stopped them first); ``error`` is what their records say."""
+        """Stops the round's unfinished trajectories (unless a budget did first)."""
         self._exhaust("straggler", error)
 
     def on_exhausted(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """Calls ``callback`` once when the budget runs out (at once if it has); returns an
+        """Calls ``callback`` once when the round stops (at once if it has); returns an
         unsubscribe function."""
         with self._lock:
             if self.reason is None:
@@ -158,26 +141,20 @@ class BudgetTracker:
 
 
 class RoundTrackers:
-    """The trackers of the rounds in flight, by their budget's key, so that the K
-    trajectories of a round share one; the oldest of more than ``keep`` are dropped (their
-    rounds are long finished)."""
+    """The trackers of the rounds in flight by budget key; the oldest beyond 4096 go."""
 
-    def __init__(self, keep: int = 4096) -> None:
+    def __init__(self) -> None:
         self._trackers: OrderedDict[str, BudgetTracker] = OrderedDict()
         self._lock = threading.Lock()
-        self._keep = keep
 
     def get(
-        self,
-        budget: RoundBudget,
-        stragglers: Callable[[], tuple[StragglerPolicy, int, int] | None] = lambda: None,
+        self, budget: RoundBudget, stragglers: Callable[[], tuple[StragglerPolicy, int, int] | None]
     ) -> BudgetTracker:
-        """The tracker of ``budget``'s round, created on first use with the straggler
-        policy, K and trigger count that ``stragglers`` gives then (None: off)."""
+        """The tracker of ``budget``'s round, created on first use with ``stragglers()``."""
         with self._lock:
             tracker = self._trackers.get(budget["key"])
             if tracker is None:
                 tracker = self._trackers[budget["key"]] = BudgetTracker(budget, stragglers())
-                while len(self._trackers) > self._keep:
+                while len(self._trackers) > 4096:
                     self._trackers.popitem(last=False)
             return tracker

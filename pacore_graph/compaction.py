@@ -11,21 +11,14 @@ Compaction = Callable[[str], str]
 
 
 def reference_compaction(content: str) -> str:
-    """The reference rule: the text after the last ``</think>``, or all of it if there is none.
-
-    Thinking a backend returns separately (``reasoning_content``) is never in
-    ``content``, so it never reaches later rounds.
-    """
+    """The reference rule: the text after the last ``</think>``, or all of it if there is none."""
     _, sep, tail = content.rpartition("</think>")
     return tail if sep else content
 
 
 def boxed_answer_compaction(content: str) -> str:
-    """Keeps only the final ``\\boxed{...}`` of the conclusion, braces balanced.
-
-    A conclusion without a boxed answer compacts to ``""`` and is dropped from M,
-    so later rounds see answers only, never arguments.
-    """
+    """Keeps only the final ``\\boxed{...}`` of the conclusion, braces balanced; ``""``
+    (dropped from M) without one."""
     conclusion = reference_compaction(content)
     start = conclusion.rfind("\\boxed{")
     while start != -1:
@@ -62,9 +55,8 @@ T = TypeVar("T")
 
 
 def order_references(items: Sequence[T], content: Callable[[T], str], seed: int = 42) -> list[T]:
-    """The reference's order of M, as a new list: ``items`` (in trajectory order) sorted by
-    the length of their ``content``, then shuffled by a fresh ``Random(seed)`` (the
-    reference's seed is 42 in every round)."""
+    """The reference's order of M, as a new list: ``items`` sorted by the length of their
+    ``content``, then shuffled by a fresh ``Random(seed)``."""
     ordered = sorted(items, key=lambda item: len(content(item)))
     random.Random(seed).shuffle(ordered)
     return ordered

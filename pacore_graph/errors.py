@@ -58,9 +58,8 @@ class ThreadConflictError(PaCoReError):
 
 
 class DamagedThreadError(PaCoReError):
-    """A checkpointed thread lost part of what it stored (a key evicted, deleted, or lost when
-    Redis restarted without persistence), so it is not resumed from what is left.
-    ``missing`` names what is missing, one phrase each (a key, or fields of a key)."""
+    """A checkpointed thread lost part of what it stored, so it is not resumed; ``missing``
+    names what is missing, one phrase each."""
 
     def __init__(self, thread_id: str, missing: Sequence[str]) -> None:
         self.thread_id = thread_id
@@ -73,7 +72,6 @@ class DamagedThreadError(PaCoReError):
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # The message is built from the arguments, so rebuild from them (pickle, copy).
         return (type(self), (self.thread_id, self.missing))
 
 
@@ -82,14 +80,12 @@ class ThreadBusyError(PaCoReError):
 
     def __init__(self, message: str, thread_id: str, holder: str | None = None):
         self.thread_id = thread_id
-        self.holder = holder
-        """Who holds the lease, e.g. ``pid 4242 on host-a`` (None: nobody by now)."""
+        self.holder = holder  # e.g. "pid 4242 on host-a"; None: nobody by now
         super().__init__(message)
 
 
 class LeaseLostError(ThreadBusyError):
-    """This run's lease on its thread lapsed or was taken by another run: none of its writes
-    lands from then on."""
+    """This run's lease on its thread lapsed or was taken by another run."""
 
     def __init__(self, thread_id: str):
         super().__init__(
@@ -100,9 +96,8 @@ class LeaseLostError(ThreadBusyError):
 
 
 class MalformedResponseError(PaCoReError):
-    """A 200 reply that is no chat completion (no ``choices``, ``"message": null``, ...), e.g.
-    ``"malformed reply: no choices"``. Retried: a server restarting or a proxy in between
-    garbles replies, and asking again fixes it."""
+    """A 200 reply that is no chat completion, e.g. ``"malformed reply: no choices"``;
+    retried, as a restarting server or a proxy garbles replies."""
 
 
 def size_text(n: int) -> str:
@@ -114,9 +109,8 @@ def size_text(n: int) -> str:
 
 
 class ReplyTooLargeError(PaCoReError, openai.OpenAIError):
-    """A reply past the model's ``max_reply_bytes``, stopped while it was read. Not retried:
-    asking again gives the same reply. An ``openai.OpenAIError``, so the SDK passes it on
-    as it is rather than as a connection error."""
+    """A reply past the model's ``max_reply_bytes``, stopped while it was read; not retried.
+    An ``openai.OpenAIError``, so the SDK passes it on as it is."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -127,8 +121,7 @@ class ReplyTooLargeError(PaCoReError, openai.OpenAIError):
 
 
 class CallTimeoutError(openai.APITimeoutError):
-    """A model call ran out of time: past its deadline (``"call exceeded its 3 s deadline"``)
-    or a stream that stalled; retried like any SDK timeout (it is one)."""
+    """A model call past its deadline or a stalled stream; retried like any SDK timeout."""
 
     def __init__(self, message: str, *, request: httpx2.Request) -> None:
         # The SDK's APITimeoutError always says "Request timed out."; this names the limit.

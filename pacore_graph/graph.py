@@ -1,10 +1,5 @@
-"""The round loop: ``create_pacore_graph`` wires PaCoRe as a LangGraph state machine.
-
-```
-START → prepare ─Send×K_1→ trajectory → compact ─(final round?)→ answer → END
-                              ↑                  └→ synthesize ─Send×K_r┘
-```
-"""
+"""The round loop: ``create_pacore_graph`` wires prepare → (trajectory ×K → compact →
+synthesize)* → answer as a LangGraph state machine."""
 
 from __future__ import annotations
 
@@ -34,13 +29,9 @@ from pacore_graph.validation import check_settings
 
 
 def round_tasks(state: PaCoReState, indices: Iterable[int]) -> list[Send]:
-    """``Send``s for trajectories ``indices`` of the round in progress.
-
-    The payload names the trajectory, not its prompt: the trajectory node builds the round's
-    prompt from the state (``messages`` and ``references``) once for the round's K tasks, so
-    a checkpointer stores the prompt once per round rather than in every ``Send``. One task
-    of the round goes on to compact (`then_compact`).
-    """
+    """``Send``s for trajectories ``indices`` of the round in progress. The payload names
+    the trajectory, not its prompt, which the node builds from the state, so a checkpointer
+    stores no prompt in any ``Send``."""
     r, key = state["round"], settings_key(state["settings"])
     final = r == len(state["round_vector"])
     return [
@@ -60,8 +51,7 @@ def fan_out(state: PaCoReState) -> list[Send]:
 
 
 def route_after_compact(state: PaCoReState) -> str | list[Send]:
-    """After the final round (K_R = 1) the answer; a resumed round whose quorum failed
-    sends its failed trajectories again."""
+    """The answer after the final round; a resumed round short of its quorum retries."""
     if state.get("retry"):
         return round_tasks(state, state["retry"])
     return "answer" if state["round"] >= len(state["round_vector"]) else "synthesize"
@@ -70,8 +60,7 @@ def route_after_compact(state: PaCoReState) -> str | list[Send]:
 class CompiledPaCoReGraph(
     CompiledStateGraph[PaCoReState, PaCoReContext, PaCoReInput, PaCoReOutput]
 ):
-    """A compiled PaCoRe graph; ``as_tool()`` gives the ready tool (``problem: str`` in, the
-    answer text out) instead of a tool whose argument is a list of chat messages."""
+    """A compiled PaCoRe graph whose ``as_tool()`` takes ``problem: str``."""
 
     def as_tool(
         self,
@@ -81,8 +70,7 @@ class CompiledPaCoReGraph(
         description: str | None = None,
         arg_types: dict[str, type] | None = None,
     ) -> BaseTool:
-        """PaCoRe as a LangChain tool (see `pacore_tool`); with ``args_schema`` or
-        ``arg_types``, LangChain's generic conversion."""
+        """`pacore_tool`; with ``args_schema`` or ``arg_types``, LangChain's conversion."""
         if args_schema is not None or arg_types is not None:
             return super().as_tool(
                 args_schema, name=name, description=description, arg_types=arg_types
@@ -93,19 +81,16 @@ class CompiledPaCoReGraph(
 
 
 class PaCoReGraph(StateGraph[PaCoReState, PaCoReContext, PaCoReInput, PaCoReOutput]):
-    """The builder `create_pacore_graph` returns: a ``StateGraph`` whose compiled graph is
-    named ``pacore`` (traces, Studio, a parent graph's stream namespaces) unless told
-    otherwise."""
+    """The ``StateGraph`` `create_pacore_graph` returns; it compiles a `CompiledPaCoReGraph`
+    named ``pacore`` by default."""
 
-    defaults: PaCoReContext
-    """The graph's settings where a run's ``context`` sets none."""
+    defaults: PaCoReContext  # where a run's context sets none
 
     def compile(
         self, checkpointer: Checkpointer = None, *, name: str | None = "pacore", **kwargs: Any
     ) -> CompiledPaCoReGraph:
         """``StateGraph.compile`` with ``name="pacore"`` by default."""
         compiled = super().compile(checkpointer, name=name, **kwargs)
-        # The subclass adds only methods, so the compiled graph changes class in place.
         compiled.__class__ = CompiledPaCoReGraph
         return cast(CompiledPaCoReGraph, compiled)
 
@@ -120,45 +105,25 @@ def create_pacore_graph(
 ) -> PaCoReGraph:
     """Builds PaCoRe as an uncompiled ``StateGraph``; the caller picks checkpointer and store.
 
-    Each round fans out one ``trajectory`` task per trajectory (``Send``), ``compact``
-    reduces them to M_r, ``synthesize`` renders P(x, M_r) into the last user message for
-    the next round, and after the final round (K_R = 1) ``answer`` appends the reply to
-    ``messages``, like any chat-model step of a larger agent graph.
-
     Args:
-        model: Any LangChain chat model; `ChatOpenAICompatible` for vLLM and other
-            OpenAI-compatible endpoints.
-        rounds: The round vector: a preset (``"low"``/``"medium"``/``"high"``), an int, or
-            the exploration rounds ``"32,4"`` / ``[32, 4]``, to which the final ``[1]`` is
-            appended; a vector that already ends in 1 (``"32,4,1"``, as the paper writes
-            it) is run as written.
-        retry_policy: Retry of each trajectory's call, run by the trajectory node (which
-            honours the server's ``Retry-After``); by default 5 attempts on 5xx, 429,
-            timeouts and connection errors, none on other 4xx. A call that still fails is
-            recorded as a failed trajectory; the round goes on if ``min_success`` of it
-            finished, else the run stops with ``QuorumError``.
+        model: Any LangChain chat model, e.g. `ChatOpenAICompatible`.
+        rounds: A preset (``"low"``/``"medium"``/``"high"``), an int, or the exploration
+            rounds ``"32,4"`` / ``[32, 4]`` (`resolve_rounds`).
+        retry_policy: Retry of each trajectory's call, honouring ``Retry-After``; a call
+            that still fails is recorded as failed (`should_retry`).
         token_counter: Counts tokens for the ``context_limit`` check.
-        **defaults: Defaults of any `PaCoReContext` field (``temperature``,
-            ``compaction``, ``empty_references``, ...); a run's ``context=`` overrides them.
-            An unknown name raises ``TypeError``.
+        **defaults: Defaults of any `PaCoReContext` field; a run's ``context=`` overrides
+            them.
 
     Returns:
-        The graph builder; call ``.compile(checkpointer=...)``. The compiled graph takes
-        ``{"messages": [...]}`` and returns ``{"messages": [..., answer], "pacore": record}``
-        (`PaCoReRun`: every trajectory, per-round summaries, TTC); as a node of a parent
-        graph only those two keys can reach the parent's state.
+        The builder. The compiled graph takes ``{"messages": [...]}`` and returns
+        ``{"messages": [..., answer], "pacore": record}`` (`PaCoReRun`).
 
     Raises:
         InvalidRoundsError: ``rounds`` is not a valid round vector, or is over ``max_k`` or
-            ``max_trajectories`` (defaults 1024 and 4096).
+            ``max_trajectories``.
         InvalidSettingsError: A default has an impossible value.
         TypeError: A default names no `PaCoReContext` field.
-
-    Example:
-        ```python
-        graph = create_pacore_graph(model, rounds="high").compile()
-        out = graph.invoke({"messages": [("user", "Find all n such that ...")]})
-        ```
     """
     base = merge_context(DEFAULTS, {"rounds": rounds, **defaults})
     check_settings(base)  # fail at build time, not on the first run
@@ -198,15 +163,7 @@ def create_pacore_tool(
     description: str = DEFAULT_DESCRIPTION,
     **defaults: Any,
 ) -> BaseTool:
-    """PaCoRe on ``model`` (which may also be the agent's own model) as a LangChain tool,
-    sync and async: ``problem: str`` in, the answer's text out (`pacore_tool`). ``rounds``
-    and ``**defaults`` are `create_pacore_graph`'s; ``name`` and ``description`` are what
-    the agent's model sees.
-
-    Example:
-        ```python
-        agent = create_react_agent(llm, [create_pacore_tool(llm, rounds="medium")])
-        ```
-    """
+    """PaCoRe on ``model`` as a LangChain tool (`pacore_tool`); ``rounds`` and ``**defaults``
+    are `create_pacore_graph`'s, ``name`` and ``description`` what the agent's model sees."""
     graph = create_pacore_graph(model, rounds=rounds, **defaults).compile(name=name)
     return graph.as_tool(description=description)

@@ -13,11 +13,7 @@ from pacore_graph.template import render_synthesis_prompt
 
 
 def last_user_index(messages: Sequence[BaseMessage]) -> int:
-    """Index of the last user message, the slot the synthesis prompt goes into.
-
-    Raises:
-        InvalidInputError: There is no user message, or it is empty.
-    """
+    """Index of the last user message; InvalidInputError when there is none or it is empty."""
     for i in range(len(messages) - 1, -1, -1):
         if isinstance(messages[i], HumanMessage):
             if not message_text(messages[i]).strip():
@@ -27,7 +23,7 @@ def last_user_index(messages: Sequence[BaseMessage]) -> int:
 
 
 def message_text(message: BaseMessage) -> str:
-    """The message's content as text: a string as is, content blocks joined by their text."""
+    """The message's content as text (content blocks joined by their text)."""
     if isinstance(message.content, str):
         return message.content
     return message.text
@@ -36,14 +32,8 @@ def message_text(message: BaseMessage) -> str:
 def build_round_messages(
     messages: Sequence[BaseMessage], references: Sequence[str] | None
 ) -> list[BaseMessage]:
-    """The messages one trajectory of a round is sent, as a new list.
-
-    Round 1 (``references is None``) sends the caller's messages unchanged. Later rounds
-    replace the content of the LAST user message with ``P(x, M)``; other messages pass
-    unchanged. When that message has content blocks (text and images), ``P(x, M)`` takes
-    the place of the first text block, the other text blocks (already in x) go, and
-    images and other blocks stay where they were, so every round sees them.
-    """
+    """The messages a round sends, as a new list: the last user message's text replaced by
+    ``P(x, M)`` unless ``references`` is None; its images and other blocks stay in place."""
     if references is None:
         return list(messages)
     idx = last_user_index(messages)
@@ -72,21 +62,15 @@ def _with_text(content: str | list[str | dict], text: str) -> str | list[str | d
 
 
 class _Prompt(list[BaseMessage]):
-    """A built prompt: a list a weak reference can point to, with what it was built from."""
+    """A built prompt that a weak reference can point to, with what it was built from."""
 
     __slots__ = ("__weakref__", "source")
     source: tuple[object, object]
 
 
 class RoundPrompts:
-    """Each round's prompt built once for its K trajectories: `build_round_messages` of the
-    same ``messages`` and ``references`` objects (a round's tasks read the same state
-    values) returns the list it built the first time.
-
-    A prompt is held while a call sends it, and the last ``keep`` built are held besides
-    (calls that return at once, as a fake model's, overlap with no other); a miss only
-    builds the prompt again.
-    """
+    """Each round's prompt built once for its K tasks, keyed by the identity of the state's
+    ``messages`` and ``references``; held while sent and among the last ``keep`` built."""
 
     def __init__(self, keep: int = 16) -> None:
         self._built: weakref.WeakValueDictionary[tuple[int, int], _Prompt] = (
@@ -97,7 +81,6 @@ class RoundPrompts:
     def get(
         self, messages: Sequence[BaseMessage], references: Sequence[str] | None
     ) -> list[BaseMessage]:
-        """``build_round_messages(messages, references)``, built once per pair of objects."""
         key = (id(messages), id(references))
         hit = self._built.get(key)
         # The entry holds its sources, so their ids are not reused while it lives.
@@ -110,5 +93,4 @@ class RoundPrompts:
         return built
 
     def __len__(self) -> int:
-        """How many prompts are held."""
         return len(self._built)

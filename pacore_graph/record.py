@@ -1,5 +1,5 @@
 """The run's record: the ``pacore`` output key, the reference's results.jsonl row, and the
-fuller PaCoRe record built from them."""
+fuller PaCoRe record."""
 
 from __future__ import annotations
 
@@ -36,8 +36,7 @@ def run_record(state: Mapping[str, Any]) -> PaCoReRun:
 
 
 def _run_of(result: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The run in ``result``: a graph's output (its ``pacore`` key), a full state or a
-    `PaCoReRun`, so every caller passes what it has."""
+    """The run in a graph's output (its ``pacore`` key), a full state or a `PaCoReRun`."""
     if "trajectories" in result:
         return result
     run = result.get("pacore")
@@ -49,12 +48,9 @@ def _run_of(result: Mapping[str, Any]) -> Mapping[str, Any]:
 def to_results_row(
     result: Mapping[str, Any], request_id: str | int | None = None
 ) -> dict[str, Any]:
-    """The reference pipeline's output row for one problem.
-
-    ``result`` is what ``graph.invoke`` returned, a full state or its ``pacore`` record.
-    ``round_responses`` lists every round, the final one included, each as the
-    ``{"content", "reasoning_content"}`` of its trajectories in trajectory order.
-    """
+    """The reference pipeline's output row for one problem, of what ``graph.invoke``
+    returned, a full state or its ``pacore`` record. ``round_responses`` lists every round's
+    ``{"content", "reasoning_content"}`` in trajectory order."""
     run = _run_of(result)
     vector = run["round_vector"]
     by_round: list[list[dict[str, Any]]] = [[] for _ in vector]
@@ -72,10 +68,7 @@ def to_results_row(
 
 
 def to_record(result: Mapping[str, Any], request_id: str | int | None = None) -> dict[str, Any]:
-    """The results row plus PaCoRe's own accounting: answer, TTC, per-round summaries.
-
-    ``result`` is what ``graph.invoke`` returned, a full state or its ``pacore`` record.
-    """
+    """`to_results_row` plus PaCoRe's own accounting: answer, TTC, per-round summaries."""
     run = run_record(_run_of(result))
     final = final_trajectory(run["trajectories"], len(run["round_vector"]))
     return {

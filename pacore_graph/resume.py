@@ -13,16 +13,12 @@ from pacore_graph.errors import ThreadConflictError
 from pacore_graph.rounds import resolve_rounds
 
 BOUNDS = frozenset({"max_k", "max_trajectories", "max_input_chars"})
-"""Settings that only decide whether a run may start, not what it computes: not part of a
-run's settings, so raising a bound neither changes a run's identity nor blocks a resume."""
+"""Settings that decide only whether a run may start: no part of a run's identity."""
 
 
 def run_settings(settings: PaCoReContext) -> dict[str, Any]:
-    """The resolved settings of a run as plain data, kept in its state and tasks.
-
-    A compaction callable is kept as its qualified name: two runs with the same
-    function match, and the checkpoint holds no code. The `BOUNDS` are left out.
-    """
+    """The resolved settings of a run as plain data, without the `BOUNDS`; a callable is
+    kept as its qualified name, so the checkpoint holds no code."""
     out: dict[str, Any] = {}
     for f in fields(settings):
         if f.name in BOUNDS:
@@ -37,20 +33,14 @@ def run_settings(settings: PaCoReContext) -> dict[str, Any]:
 
 
 def settings_key(settings: dict[str, Any]) -> str:
-    """A short digest of `run_settings`, what each trajectory task carries instead of a full
-    copy in every ``Send``."""
+    """A short digest of `run_settings`, which each trajectory task carries."""
     text = json.dumps(settings, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def check_same_run(started: dict[str, Any] | str, settings: PaCoReContext) -> None:
-    """Raises when ``settings`` are not those the run ``started`` with: its `run_settings`,
-    or their `settings_key`.
-
-    Raises:
-        ThreadConflictError: A setting differs; names each one with both values when
-            ``started`` holds them.
-    """
+    """ThreadConflictError unless ``settings`` are those the run ``started`` with (its
+    `run_settings`, which name what differs, or their `settings_key`)."""
     now = run_settings(settings)
     if isinstance(started, str):
         changed = "" if started == settings_key(now) else "other settings"
@@ -64,6 +54,3 @@ def check_same_run(started: dict[str, Any] | str, settings: PaCoReContext) -> No
             f"this thread's unfinished run started with {changed}: resume it with the same "
             "settings, or use a new thread id"
         )
-
-
-__all__ = ["BOUNDS", "check_same_run", "run_settings", "settings_key"]

@@ -18,8 +18,7 @@ from pacore_graph.errors import CallTimeoutError, MalformedResponseError, ReplyT
 
 def should_retry(exc: Exception) -> bool:
     """True for failures a retry can fix: 5xx, 408, 409, 429, timeouts, refused or reset
-    connections, and a reply that was no chat completion (`MalformedResponseError`). Any
-    other 4xx, and a reply past ``max_reply_bytes``, would fail the same way again."""
+    connections, and a reply that was no chat completion."""
     if isinstance(exc, ReplyTooLargeError):
         return False
     if isinstance(exc, openai.APIStatusError):
@@ -53,8 +52,8 @@ MAX_RETRY_AFTER = 120.0
 
 
 def retry_after(exc: Exception) -> float:
-    """Seconds the server asked to wait (``Retry-After``, in seconds or as an HTTP date), at
-    most `MAX_RETRY_AFTER`; 0 when it asked for nothing."""
+    """Seconds the server asked to wait (``Retry-After``: seconds or an HTTP date), at most
+    `MAX_RETRY_AFTER`; 0 when it asked for nothing."""
     response = getattr(exc, "response", None)
     value = response.headers.get("retry-after") if response is not None else None
     if not value:
@@ -70,14 +69,8 @@ def retry_after(exc: Exception) -> float:
 
 
 def retry_wait(policy: RetryPolicy | None, exc: Exception, attempt: int) -> float | None:
-    """Seconds to wait before another attempt after ``exc`` failed attempt ``attempt``
-    (1-based), or None when ``policy`` makes no other.
-
-    The server's ``Retry-After`` takes the place of the policy's backoff, as in the openai
-    SDK's own retries; without one, the backoff is computed as LangGraph computes it:
-    ``initial_interval x backoff_factor^(attempt-1)``, at most ``max_interval``, plus up
-    to 1 s of jitter.
-    """
+    """Seconds to wait after ``exc`` failed attempt ``attempt`` (1-based), or None when
+    ``policy`` makes no other: the server's ``Retry-After``, else LangGraph's backoff."""
     if policy is None or attempt >= policy.max_attempts or not _retries(policy, exc):
         return None
     if asked := retry_after(exc):
@@ -88,8 +81,7 @@ def retry_wait(policy: RetryPolicy | None, exc: Exception, attempt: int) -> floa
 
 
 def describe_failure(exc: BaseException) -> str:
-    """One line naming a failed call's cause, e.g. ``"HTTP 400: context length exceeded"``
-    or ``"malformed reply: no choices"``."""
+    """One line naming a failed call's cause, e.g. ``"HTTP 400: context length exceeded"``."""
     if isinstance(exc, CallTimeoutError | MalformedResponseError | ReplyTooLargeError):
         return str(exc).splitlines()[0]
     if isinstance(exc, openai.APIStatusError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from pacore_graph.errors import InvalidRoundsError
 
@@ -10,23 +11,16 @@ PRESETS: dict[str, tuple[int, ...]] = {"low": (4,), "medium": (16,), "high": (32
 """The reference's presets; the final ``[1]`` round is appended to each."""
 
 RoundsSpec = str | int | Sequence[int]
-"""A preset name, a single K, a comma-separated string such as ``"32,4"``, or a list of ints."""
 
 
 def resolve_rounds(
     spec: RoundsSpec, *, max_k: int | None = None, max_trajectories: int | None = None
 ) -> list[int]:
-    """The round vector to run, final ``1`` included, of a preset, an int, a string of
-    comma-separated ints, or a sequence of ints.
-
-    As in the reference pipeline, the user gives the exploration rounds and ``[1]`` is
-    appended: ``4`` runs ``[4, 1]`` and ``"high"`` runs ``[32, 4, 1]``. A vector of two
-    or more rounds that already ends in 1 is the paper's notation and runs as written:
-    ``"32,4,1"`` runs ``[32, 4, 1]``.
+    """The round vector of a preset, an int, ``"32,4"`` or ints: the exploration rounds
+    with ``[1]`` appended, unless two or more rounds already end in 1 (``"32,4,1"``).
 
     Raises:
-        InvalidRoundsError: The spec is empty, unknown, not integers, has a K < 1, or is
-            over ``max_k`` or ``max_trajectories``.
+        InvalidRoundsError: Not a round vector, or over ``max_k`` or ``max_trajectories``.
     """
     if isinstance(spec, bool):
         raise InvalidRoundsError(f"rounds must be a preset or integers, got {spec!r}")
@@ -61,13 +55,12 @@ def resolve_rounds(
             )
     else:
         raise InvalidRoundsError(f"rounds must be a preset or integers, got {type(spec).__name__}")
-    rounds: list[int] = []
     for k in values:
         if isinstance(k, bool) or not isinstance(k, int):
             raise InvalidRoundsError(f"rounds must be integers, got {k!r} in {spec!r}")
         if k < 1:
             raise InvalidRoundsError(f"every round needs K >= 1, got {k} in {spec!r}")
-        rounds.append(k)
+    rounds = cast("list[int]", values)  # a new list, checked above
     if len(rounds) < 2 or rounds[-1] != 1:
         rounds.append(1)
     return check_round_bounds(rounds, max_k, max_trajectories)
@@ -76,12 +69,10 @@ def resolve_rounds(
 def check_round_bounds(
     vector: list[int], max_k: int | None, max_trajectories: int | None
 ) -> list[int]:
-    """``vector`` when no round has more than ``max_k`` trajectories and the run no more than
-    ``max_trajectories`` in all (None: no bound), so that a typo such as ``999999`` does
-    not build that many Sends before the first call.
+    """``vector``, checked against ``max_k`` per round and ``max_trajectories`` in all.
 
     Raises:
-        InvalidRoundsError: Over a bound; names it and the setting that raises it.
+        InvalidRoundsError: Over a bound.
     """
     if max_k is not None and (k := max(vector)) > max_k:
         raise InvalidRoundsError(

@@ -27,39 +27,29 @@ class RoundSummary(TypedDict):
     dropped_truncated: int
     dropped_for_context: int
     failed: int
-    """Trajectories whose call failed for good."""
     stopped: int
-    """Trajectories cut short by a budget or the straggler policy."""
 
 
 def add_trajectories(
     state: list[Trajectory], writes: Sequence[list[Trajectory]]
 ) -> list[Trajectory]:
-    """Appends each task's trajectories (batching-invariant, as `DeltaChannel` requires)."""
+    """Appends each task's trajectories."""
     return [*state, *(t for batch in writes for t in batch)]
 
 
 def merge_round_summaries(
     state: list[RoundSummary], writes: Sequence[Sequence[Mapping[str, Any]]]
 ) -> list[RoundSummary]:
-    """Adds each round's summary, or updates the fields a write names of the summary of the
-    same round (``{"round": 1, "dropped_for_context": 2}``), in order (batching-invariant,
-    as `DeltaChannel` requires)."""
+    """Adds each round's summary, or updates the fields a write names of its round's."""
     by_round: dict[int, Any] = {s["round"]: s for s in state}
     for batch in writes:
         for summary in batch:
-            r = summary["round"]
-            old = by_round.get(r)
-            by_round[r] = dict(summary) if old is None else {**old, **summary}
+            by_round[summary["round"]] = {**by_round.get(summary["round"], {}), **summary}
     return list(by_round.values())
 
 
 def add_chat_messages(left: Messages, right: Messages) -> Messages:
-    """LangGraph's ``add_messages``, with a malformed message reported as one line.
-
-    Raises:
-        InvalidInputError: ``right`` holds something that is not a chat message.
-    """
+    """LangGraph's ``add_messages``; InvalidInputError, in one line, for a bad message."""
     if right is None:
         raise InvalidInputError("messages is None: pass {'messages': [('user', ...)]}")
     try:
@@ -69,12 +59,8 @@ def add_chat_messages(left: Messages, right: Messages) -> Messages:
 
 
 def chat_messages(messages: Sequence[Any]) -> list[AnyMessage]:
-    """``messages`` (messages, dicts, ``(role, text)`` tuples) as chat messages, as the
-    graph reads its input.
-
-    Raises:
-        InvalidInputError: One is not a chat message; the message says why, in one line.
-    """
+    """``messages`` (messages, dicts, ``(role, text)`` tuples) as the graph reads them;
+    InvalidInputError for one that is not a chat message."""
     return cast("list[AnyMessage]", add_chat_messages([], list(messages)))
 
 
@@ -97,9 +83,9 @@ class PaCoReRun(TypedDict):
     round_vector: list[int]
     rounds_done: list[RoundSummary]
     trajectories: list[Trajectory]
-    """Every trajectory of the run, by round and index (the latest attempt of each)."""
+    """The latest attempt of each trajectory, by round and index."""
     ttc_tokens: int
-    """Effective test-time compute: completion tokens of every call."""
+    """Completion tokens of every call."""
     max_prompt_tokens: int
     truncated: int
     failed: int
@@ -116,18 +102,16 @@ class PaCoReInput(TypedDict):
 
 
 class PaCoReOutput(TypedDict):
-    """What leaves the graph: the chat with the answer appended, and the run's record under
-    one namespaced key. A parent graph receives ``pacore`` only if it declares that key;
-    PaCoRe's working channels (rounds, references, ...) never leave."""
+    """The chat with the answer appended, and the run's record (which a parent graph gets
+    only if it declares ``pacore``)."""
 
     messages: Annotated[list[AnyMessage], add_chat_messages]
-    # Not checkpointed: the trajectories are stored once already, as the DeltaChannel's
-    # writes; `to_record` reads the record or the thread's state.
+    # Not checkpointed: the DeltaChannel's writes store the trajectories already.
     pacore: Annotated[PaCoReRun | None, UntrackedValue(dict)]
 
 
 class PaCoReState(PaCoReInput, total=False):
-    """The full state; ``trajectories`` and ``rounds_done`` are reset at the start of each run."""
+    """The full state; ``prepare`` resets it at the start of each run."""
 
     round_vector: list[int]
     """K = [K_1, ..., K_R], final 1 included."""
@@ -135,26 +119,21 @@ class PaCoReState(PaCoReInput, total=False):
     """The round in progress (1-based)."""
     references: list[str] | None
     """The M fed to the round in progress; None sends the caller's messages unchanged."""
-    # DeltaChannels keep each write once in the checkpointer and rebuild the list by
-    # replay: no checkpoint stores earlier trajectories or references again.
+    # DeltaChannels store each write once; no checkpoint stores earlier ones again.
     trajectories: Annotated[
         list[Trajectory], DeltaChannel(add_trajectories, snapshot_frequency=1000)
     ]
     rounds_done: Annotated[
         list[RoundSummary], DeltaChannel(merge_round_summaries, list, snapshot_frequency=1000)
     ]
-    """One summary per finished round; a write of ``[summary]`` adds or updates its round's."""
     started_at: float
-    """Unix time the run started; ``max_seconds`` counts from it."""
+    """Unix time; ``max_seconds`` counts from it."""
     budget_exhausted: Literal["max_ttc_tokens", "max_seconds"] | None
-    """Which budget ended the exploration early, if one did."""
     retry: list[int]
-    """Indices of the round in progress that a resumed run asks again (failed before)."""
+    """Failed indices of the round in progress that a resumed run asks again."""
     run_id: str
-    """Random id of the run, so the trajectories of one round share a budget tracker."""
     budget: RoundBudget | None
-    """What the round in progress may spend; None without budgets and in the final round."""
+    """None without budgets and in the final round."""
     settings: dict[str, Any]
-    """The run's resolved settings; a resume must match them (`pacore_graph.resume`)."""
+    """`run_settings`; a resume must match them."""
     pacore: Annotated[PaCoReRun | None, UntrackedValue(dict)]
-    """The finished run's record, for the output only (not checkpointed)."""

@@ -1,22 +1,6 @@
-"""Straggler control (opt-in): stop a round's slowest trajectories instead of waiting for them.
-
-A round waits for its slowest trajectory, and reasoning lengths are heavy-tailed, so the
-tail sets a run's wall time. With ``straggler_quantile`` q < 1, once the round's
-*trigger* count of trajectories has finished — ceil(q x K), raised to the round's quorum
-(``min_success``) so that a stop never leaves a round below it — the round waits at most
-
-    max(straggler_factor x median, straggler_min_seconds)
-
-for the rest, then stops them: they are recorded ``stopped`` with an ``error`` starting
-``"straggler: "`` and the run goes on to the next round (a budget instead skips to the
-final synthesis). ``median`` is the median finish time, from the round's start, of the
-trajectories that reached the trigger. Failed trajectories count toward neither.
-
-One `StragglerWatch` per round and process rides on the round's
-`pacore_graph.budget.BudgetTracker`; its clock starts with the round's first trajectory
-in this process. A round resumed in another process restarts the policy with what is
-left (fewer than the trigger left: it waits for all). The final round is never cut.
-"""
+"""Straggler control (opt-in, docs/stragglers.md): once ceil(q x K) of a round finished
+(at least its quorum), the rest get max(factor x median finish time, min_seconds), then
+are recorded ``stopped`` with an ``error`` starting ``"straggler: "``."""
 
 from __future__ import annotations
 
@@ -30,18 +14,14 @@ from typing import NamedTuple
 from pacore_graph.trajectories import Trajectory
 
 STOP_PREFIX = "straggler: "
-"""How a straggler stop's ``error`` starts, which tells it from a budget's."""
 
 
 class StragglerPolicy(NamedTuple):
     """The resolved straggler settings of a run."""
 
     quantile: float
-    """q in (0, 1): the fraction of K that must finish before the wait starts."""
     factor: float
-    """f >= 0: the wait is at most f x the median finish time ..."""
     min_seconds: float
-    """... or this many seconds, whichever is longer."""
 
 
 def straggler_policy(
@@ -55,14 +35,13 @@ def straggler_policy(
 
 def trigger_count(policy: StragglerPolicy, k: int, quorum: int) -> int:
     """Finished trajectories after which the wait starts: ceil(q x K), at least the quorum
-    and 1, at most K."""
-    # round() first so that 0.3 of 10 is 3, not 4 (as `pacore_graph.budget.quorum`)
+    and 1."""
+    # round() first so that 0.3 of 10 is 3, not 4
     return max(1, quorum, min(k, math.ceil(round(policy.quantile * k, 9))))
 
 
 def straggler_wait(policy: StragglerPolicy, finish_times: list[float]) -> tuple[float, float]:
-    """(seconds to wait for the rest, the median finish time) once ``finish_times`` (seconds
-    from the round's start) reached the trigger."""
+    """(seconds to wait for the rest, the median of ``finish_times``)."""
     median = statistics.median(finish_times)
     return max(policy.factor * median, policy.min_seconds), median
 
@@ -73,10 +52,8 @@ def is_straggler_stop(trajectory: Trajectory) -> bool:
 
 
 class StragglerWatch:
-    """One round's policy in this process: counts finishes, then arms the stop.
-
-    Thread-safe; ``stop`` is called once, from a timer thread, with the records' error.
-    """
+    """One round's policy in this process: counts finishes, then arms the stop, which is
+    called once, from a timer thread, with the records' error. Thread-safe."""
 
     def __init__(
         self,
@@ -94,8 +71,7 @@ class StragglerWatch:
         self._lock = threading.Lock()
 
     def finished(self) -> None:
-        """A trajectory of the round finished (with a reply): arms the stop at the trigger,
-        disarms it when the whole round finished."""
+        """Counts a finished trajectory: arms the stop at the trigger, disarms it at K."""
         with self._lock:
             self.finish_times.append(self._clock() - self.started)
             count = len(self.finish_times)

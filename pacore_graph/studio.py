@@ -1,27 +1,7 @@
-"""PaCoRe for LangGraph Studio and ``langgraph dev``: graph id ``pacore`` in ``langgraph.json``.
-
-Environment:
-    PACORE_BASE_URL: The OpenAI-compatible endpoint (for replicas, their router). Unset:
-        the embedded CPU model (SmolLM2-135M on llama.cpp), as ``pacore solve`` uses.
-    PACORE_MODEL: Model name; defaults to the endpoint's first ``/v1/models`` entry.
-    OPENAI_API_KEY: API key sent to the endpoint (default ``EMPTY``).
-    PACORE_ROUNDS: Default round spec (``low``, ``medium``, ``high``, ``8``, ``32,4``);
-        a run's context form overrides it.
-    REDIS_URL: When set, threads are checkpointed in Redis with `AsyncRedisSaver`;
-        otherwise the dev server's own persistence is used.
-
-``langgraph.json`` names three things of this module: the graph factory `make_graph`, the
-`checkpointer`, and `app`, whose lifespan starts the model's backend with the server and
-stops it at shutdown; `app` also serves ``pacore serve``'s OpenAI-compatible routes at
-``/v1`` on the same graph. Importing the module starts nothing. A backend that cannot
-start ends the server with one line naming the problem.
-
-Example:
-    ```bash
-    langgraph dev                                             # the embedded CPU model
-    PACORE_BASE_URL=http://127.0.0.1:8000/v1 langgraph dev    # an OpenAI-compatible endpoint
-    ```
-"""
+"""PaCoRe for LangGraph Studio and ``langgraph dev`` (docs/studio.md): ``langgraph.json``
+names the graph factory `make_graph`, the `checkpointer`, and `app`, whose lifespan runs
+the model's backend with the server and which serves the OpenAI-compatible ``/v1`` routes
+on the same graph. Importing the module starts nothing."""
 
 from __future__ import annotations
 
@@ -60,24 +40,18 @@ from pacore_graph.server.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
 
-REDIS_URL_ENV = "REDIS_URL"
-"""Not ``REDIS_URI``: ``langgraph dev`` overwrites that one with a placeholder ("fake")."""
+REDIS_URL_ENV = "REDIS_URL"  # not REDIS_URI, which `langgraph dev` overwrites
 ROUNDS_ENV = "PACORE_ROUNDS"
-"""The graph's default rounds; a run's context overrides them."""
 
 StudioGraph = Pregel[Any, Any, Any, Any]
-"""The compiled PaCoRe graph, as langgraph-api sees it."""
 
 STARTUP_ERRORS = (PaCoReError, EmbeddedBackendUnavailable, openai.OpenAIError, OSError, ValueError)
-"""What a wrong environment raises while the backend starts: reported in one line. Anything
-else is a bug and keeps its traceback."""
+"""What a wrong environment raises while the backend starts (anything else is a bug)."""
 STARTUP_EXIT_STATUS = 2
-"""The server's exit status when the backend cannot start (``pacore solve``'s for the same)."""
 
 
 class _Backend:
-    """The model the Studio graph runs on, started at most once per process: by the
-    server's lifespan, or outside a server by the first `make_graph`."""
+    """The model the Studio graph runs on, started at most once per process."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # langgraph-api asks for the graph from several loops
@@ -85,14 +59,7 @@ class _Backend:
         self.graph: StudioGraph | None = None
 
     def start(self) -> StudioGraph:
-        """Starts the backend (blocking; a no-op when it runs) and returns the compiled
-        PaCoRe graph on it, without a checkpointer (the server adds one).
-
-        Raises:
-            BackendUnreachableError: ``$PACORE_BASE_URL`` does not answer.
-            EmbeddedBackendUnavailable: Without an endpoint, the embedded model cannot start.
-            InvalidRoundsError: ``$PACORE_ROUNDS`` is not a round spec.
-        """
+        """Starts the backend (blocking; a no-op when it runs); returns the graph on it."""
         with self._lock:
             if self.graph is not None:
                 return self.graph
@@ -112,7 +79,7 @@ class _Backend:
             return graph
 
     def stop(self) -> None:
-        """Stops the backend (the embedded server, if it runs); a no-op when stopped."""
+        """Stops the backend; a no-op when stopped."""
         with self._lock:
             stack, self._stack, self.graph = self._stack, None, None
         if stack is not None:
@@ -123,15 +90,14 @@ _BACKEND = _Backend()
 
 
 async def make_graph() -> StudioGraph:
-    """The graph factory of ``langgraph.json``: the one PaCoRe graph on this process's
-    backend (langgraph-api asks for it on every request that needs it)."""
+    """The graph factory of ``langgraph.json``: the one graph on this process's backend."""
     if (graph := _BACKEND.graph) is not None:
         return graph
     return await asyncio.to_thread(_BACKEND.start)
 
 
 def _secrets() -> list[str]:
-    """What a startup message must not show: the API key, a password in the endpoint URL."""
+    """The API key and a password in the endpoint URL."""
     found = [os.environ.get("OPENAI_API_KEY", "")]
     with contextlib.suppress(ValueError):
         found.append(urlsplit(endpoint_from_env() or "").password or "")
@@ -155,8 +121,7 @@ def startup_failure(exc: BaseException) -> str:
 
 def _start_or_exit() -> None:
     """Starts the backend, or ends the server with one line on stderr (raising would print
-    uvicorn's traceback, and ``langgraph dev``'s reloader would then wait for a file change
-    that cannot fix the environment)."""
+    a traceback, and ``langgraph dev``'s reloader would wait for a file change)."""
     try:
         _BACKEND.start()
     except STARTUP_ERRORS as exc:
@@ -164,20 +129,17 @@ def _start_or_exit() -> None:
         print(startup_failure(exc), file=sys.stderr, flush=True)
         parent = multiprocessing.parent_process()
         if parent is not None and parent.pid is not None:
-            # We are the server process of uvicorn's reloader: ask it to stop, as Ctrl-C
-            # would (it exits with status 0; without the reloader ours is the status).
+            # We are the server process of uvicorn's reloader: stop it, as Ctrl-C would.
             os.kill(parent.pid, signal.SIGTERM)
         _exit(STARTUP_EXIT_STATUS)
 
 
 def _exit(status: int) -> NoReturn:
-    # Not sys.exit: SystemExit in a lifespan is reported with a traceback too. Nothing is
-    # lost: the server has not served a request yet.
+    # Not sys.exit: SystemExit in a lifespan is reported with a traceback too.
     os._exit(status)
 
 
 SERVICE = Service(ServeSettings.from_env, lambda: _BACKEND.graph)
-"""The OpenAI-compatible routes' state, on the Studio graph (settings read at start-up)."""
 
 
 @contextlib.asynccontextmanager
@@ -192,15 +154,12 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 
 app = Starlette(lifespan=lifespan, routes=[Mount("/v1", routes=v1_routes(SERVICE))])
-"""``http.app`` of ``langgraph.json``: the backend's lifespan, and the OpenAI-compatible
-``/v1/chat/completions`` and ``/v1/models`` beside LangGraph's own routes."""
+"""``http.app`` of ``langgraph.json``."""
 
 
 def _server_default_saver() -> BaseCheckpointSaver:
-    """The saver the server would use without a ``checkpointer.path`` (under ``langgraph
-    dev``, the in-memory saver it pickles to ``.langgraph_api/``), with the
-    ``delete_for_runs``, ``copy_thread`` and ``prune`` that langgraph-api expects of a
-    custom checkpointer added by `FullInMemorySaver`."""
+    """The saver the server would use without a ``checkpointer.path``, its in-memory saver
+    given what langgraph-api expects of a custom one (`FullInMemorySaver`)."""
     try:
         # `langgraph_runtime` raises ValueError when imported outside the server.
         from langgraph_runtime.checkpoint import Checkpointer
@@ -212,10 +171,9 @@ def _server_default_saver() -> BaseCheckpointSaver:
 
 @contextlib.asynccontextmanager
 async def checkpointer() -> AsyncIterator[BaseCheckpointSaver]:
-    """The server's checkpointer (``checkpointer.path`` in ``langgraph.json``):
-    `AsyncRedisSaver` on ``$REDIS_URL`` when that is set, else the saver the server would
-    have used anyway. langgraph-api enters it once per event loop, so the Redis connection
-    pool lives on the loop that uses it."""
+    """``checkpointer.path`` of ``langgraph.json``: `AsyncRedisSaver` on ``$REDIS_URL`` when
+    set, else the server's own saver. Entered once per event loop, so the Redis pool lives
+    on the loop that uses it."""
     url = os.environ.get(REDIS_URL_ENV)
     if not url:
         yield _server_default_saver()
@@ -224,6 +182,3 @@ async def checkpointer() -> AsyncIterator[BaseCheckpointSaver]:
 
     async with AsyncRedisSaver.from_conn_string(url) as saver:
         yield saver
-
-
-__all__ = ["app", "checkpointer", "lifespan", "make_graph", "startup_failure"]

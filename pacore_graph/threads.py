@@ -1,12 +1,6 @@
-"""Runs a graph on a checkpointed thread: starts it, resumes it after a crash, or reads back
-its answer. The one runner behind ``pacore solve``, ``pacore eval`` and the web example.
-
-A crash leaves the thread's last checkpoint with pending tasks, and the trajectories
-that finished before it as pending writes; resuming with ``None`` as input runs only the
-unfinished tasks. One writer per thread: on a checkpointer with leases (`AsyncRedisSaver`)
-a run holds its thread's lease from before it reads the thread until it ends, and every
-write it makes is fenced by it.
-"""
+"""Runs a graph on a checkpointed thread: starts it, resumes it after a crash (only the
+unfinished tasks run again), or reads back its answer. On a checkpointer with leases a run
+holds its thread's lease from before it reads the thread until it ends."""
 
 from __future__ import annotations
 
@@ -29,21 +23,13 @@ from pacore_graph.resume import check_same_run, run_settings
 from pacore_graph.state import chat_messages
 
 ThreadStatus = Literal["new", "interrupted", "finished"]
-"""How a run found its thread: nothing to reuse, a run stopped half way, or answered."""
-
 StatusRule = Callable[[StateSnapshot, Mapping[str, Any]], ThreadStatus]
-"""What a thread's latest checkpoint means for a run of an input."""
 
 
 def thread_status(snapshot: StateSnapshot, input: Mapping[str, Any]) -> ThreadStatus:
-    """What a PaCoRe thread's latest checkpoint means for a run of ``input["messages"]``.
-
-    "interrupted": a run of the same problem stopped half way (tasks pending);
-    "finished": the thread already answered this problem; "new": start a run.
-
-    Raises:
-        ThreadConflictError: The thread holds an unfinished run of another problem.
-    """
+    """What a PaCoRe thread's latest checkpoint means for a run of ``input["messages"]``:
+    "interrupted" (this problem's run stopped half way), "finished" (answered) or "new";
+    ThreadConflictError when it holds an unfinished run of another problem."""
     stored = snapshot.values.get("messages") or []
     asked = [m for m in stored if isinstance(m, HumanMessage)]
     chat = chat_messages(input["messages"])  # ("user", "...") tuples and dicts too
@@ -67,8 +53,7 @@ def _same_settings(
     context: Any,
 ) -> ThreadStatus:
     """Holds a PaCoRe thread to its run's settings: an unfinished run resumes only under them
-    (else ThreadConflictError, naming what differs), and an answer given under others is
-    not handed back: the question runs again."""
+    (else ThreadConflictError); an answer given under others makes the status "new"."""
     defaults = getattr(getattr(graph, "builder", None), "defaults", None)
     stored = snapshot.values.get("settings")
     if status == "new" or not isinstance(defaults, PaCoReContext) or stored is None:
@@ -88,13 +73,9 @@ async def thread_lease(
     wait: bool | float = False,
     on_wait: Callable[[str], None] | None = None,
 ) -> AsyncIterator[RunnableConfig]:
-    """Holds the thread of ``config`` for one run; yields the config to run it with.
-
-    On a checkpointer with leases (`AsyncRedisSaver.alease`) the yielded config carries
-    the lease's token, which fences every write of the run; the lease is renewed while the
-    block runs and released after. Otherwise (no thread id, another checkpointer, leases
-    off, a config already holding a lease) it yields ``config`` as is. ``wait`` is
-    `arun_thread`'s; ``on_wait`` is told who holds the thread when a wait begins.
+    """Holds the thread of ``config`` for one run; yields the config to run it with, which
+    on a checkpointer with leases carries the lease's token that fences every write.
+    ``wait`` is `arun_thread`'s; ``on_wait`` is told who holds the thread.
 
     Raises:
         ThreadBusyError: Another run holds the thread.
@@ -127,37 +108,25 @@ async def arun_thread(
     on_message: Callable[[Any, dict[str, Any]], None] | None = None,
     **kwargs: Any,
 ) -> tuple[ThreadStatus, dict[str, Any]]:
-    """Runs, resumes or reads back the thread in ``config["configurable"]["thread_id"]``.
-
-    Without a thread id (or a checkpointer) it is a plain run. On a Redis checkpointer the
-    run holds the thread's lease throughout (`thread_lease`).
+    """Runs, resumes or reads back the thread in ``config["configurable"]["thread_id"]``
+    (without one, or a checkpointer, a plain run), under its lease (`thread_lease`); returns
+    how the thread was found, and its final state.
 
     Args:
-        graph: A compiled graph, with a checkpointer for threads.
-        input: The run's input, e.g. ``{"messages": [...]}``.
-        config: Run config; ``configurable.thread_id`` names the thread.
         status_rule: What a checkpoint means for ``input``; PaCoRe's by default.
         on_status: Told how the thread was found, before anything runs.
         on_event: Each ``get_stream_writer()`` event of the run (progress).
-        on_update: Each node's update as the node finishes, while its write may still be
-            on its way to the checkpointer (a caller keeps it even if saving then fails).
+        on_update: Each node's update as the node finishes, before it is saved.
         wait: When another run holds the thread: False raises `ThreadBusyError`, True
-            waits for it to end (then resumes, or reads back, what it left), seconds wait
-            at most that long.
-        on_message: Each ``stream_mode="messages"`` chunk and its metadata: the final
-            round's reply as it streams.
-        **kwargs: Passed to ``astream`` (``context``, ``durability``, ...). ``durability``
-            defaults to "sync" on a thread, so a crash loses only calls in flight.
-
-    Returns:
-        How the thread was found, and its final state.
+            waits for it to end, seconds wait at most that long.
+        on_message: Each ``stream_mode="messages"`` chunk and its metadata.
+        **kwargs: Passed to ``astream``; ``durability`` defaults to "sync" on a thread.
 
     Raises:
         ThreadConflictError: The thread holds an unfinished run of another input, or one
-            started with other settings (a PaCoRe graph's ``context`` and defaults).
+            started with other settings.
         ThreadBusyError: Another run holds the thread.
-        LeaseLostError: This run lost its lease midway (it stalled past the lease's TTL
-            and another run took over); none of its writes landed since.
+        LeaseLostError: This run lost its lease midway; none of its writes landed since.
     """
     async with thread_lease(graph, config, wait=wait) as config:
         threaded = graph.checkpointer is not None and "thread_id" in config.get("configurable", {})
@@ -173,27 +142,26 @@ async def arun_thread(
             return status, dict(snapshot.values)
         kwargs.setdefault("durability", "sync" if threaded else None)
         state: dict[str, Any] = {}
-        modes: list[StreamMode] = ["custom", "values"]
-        if on_update is not None:
-            modes.append("updates")
-        if on_message is not None:
-            modes.append("messages")
+        handlers: dict[StreamMode, Callable[..., None] | None] = {
+            "custom": on_event,
+            "updates": on_update,
+            "messages": on_message,
+        }
+        modes: list[StreamMode] = ["values", *(m for m, h in handlers.items() if h)]
         run_input = None if status == "interrupted" else dict(input)
         async for mode, chunk in graph.astream(run_input, config, stream_mode=modes, **kwargs):
             if mode == "values":
                 state = chunk
-            elif mode == "updates" and on_update is not None:
-                on_update(chunk)
-            elif mode == "custom" and on_event is not None:
-                on_event(chunk)
-            elif mode == "messages" and on_message is not None:
-                on_message(*chunk)
+            elif (handler := handlers[mode]) is not None:
+                if mode == "messages":
+                    handler(*chunk)
+                else:
+                    handler(chunk)
         return status, state
 
 
 def default_thread_id(messages: Sequence[BaseMessage], settings: Mapping[str, Any]) -> str:
-    """A thread id derived from the chat and the run's settings (its ``context``), so the same
-    command resumes its run and a changed setting starts another."""
+    """A thread id derived from the chat and the run's settings (its ``context``)."""
     key = json.dumps(
         [[[m.type, message_text(m)] for m in messages], sorted(settings.items())],
         ensure_ascii=False,

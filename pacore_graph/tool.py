@@ -1,7 +1,4 @@
-"""PaCoRe as a LangChain tool: a problem in, the answer text out, for any tool-calling agent
-(``langgraph.prebuilt.create_react_agent``, ``langchain.agents.create_agent``, ...).
-`pacore_graph.graph` builds the tool of a model (`create_pacore_tool`) and of a compiled
-graph (``as_tool()``) on this module."""
+"""PaCoRe as a LangChain tool for any tool-calling agent: a problem in, the answer text out."""
 
 from __future__ import annotations
 
@@ -27,31 +24,22 @@ class PaCoReToolInput(BaseModel):
     problem: str = Field(description="The complete, self-contained problem to solve.")
 
 
-def _input(problem: str) -> dict[str, Any]:
-    return {"messages": [{"role": "user", "content": problem}]}
-
-
-def _answer(output: dict[str, Any]) -> str:
-    return message_text(output["messages"][-1])
-
-
 def pacore_tool(
     graph: Pregel[Any, Any, Any, Any],
     *,
     name: str = "pacore",
     description: str = DEFAULT_DESCRIPTION,
 ) -> BaseTool:
-    """A compiled PaCoRe graph as a tool taking ``problem: str`` and returning the answer text.
-
-    Each call is a fresh run of one user message; the agent's callbacks and limits (its
-    ``config``) pass through, so the run shows up inside the agent's trace and stream.
-    """
+    """A compiled PaCoRe graph as a tool taking ``problem: str`` and returning the answer
+    text; each call is a fresh run under the agent's ``config`` (its trace and stream)."""
 
     def run(problem: str, config: RunnableConfig) -> str:
-        return _answer(graph.invoke(_input(problem), config))
+        out = graph.invoke({"messages": [{"role": "user", "content": problem}]}, config)
+        return message_text(out["messages"][-1])
 
     async def arun(problem: str, config: RunnableConfig) -> str:
-        return _answer(await graph.ainvoke(_input(problem), config))
+        out = await graph.ainvoke({"messages": [{"role": "user", "content": problem}]}, config)
+        return message_text(out["messages"][-1])
 
     return StructuredTool.from_function(
         func=run,
@@ -60,6 +48,3 @@ def pacore_tool(
         description=description,
         args_schema=PaCoReToolInput,
     )
-
-
-__all__ = ["DEFAULT_DESCRIPTION", "PaCoReToolInput", "pacore_tool"]

@@ -1,6 +1,5 @@
 """A trajectory's record: built from a model's reply (finished) or from why there is none
-(failed, stopped), and read back as totals. The nodes, `pacore_graph.record` and the eval
-harness all build and read records here."""
+(failed, stopped), and read back as totals."""
 
 from __future__ import annotations
 
@@ -21,35 +20,29 @@ class Trajectory(TypedDict):
     """One trajectory's record."""
 
     round: int
-    """1-based round number."""
     index: int
     """0-based position in its round."""
     content: str
-    """The response content as the backend returned it."""
     reasoning: str | None
-    """Thinking the backend returned separately (``reasoning_content``/``reasoning``)."""
+    """Thinking the backend returned separately."""
     message: str
-    """The compacted message later rounds see."""
+    """The compacted content later rounds see."""
     finish_reason: str | None
     truncated: bool
-    """True when ``finish_reason == "length"``."""
     prompt_tokens: int | None
     completion_tokens: int | None
     latency_s: float
     status: Status
-    """"failed": the call failed for good (after retries); "stopped": a budget or the
-    straggler policy stopped it first."""
+    """"failed": after retries; "stopped": by a budget or the straggler policy."""
     error: str | None
     """Why it failed or stopped (secrets redacted)."""
     message_id: str | None
-    """The final round's: the id its reply streamed under to ``stream_mode="messages"``,
-    which the answer message takes (None in exploration rounds, which do not stream)."""
+    """The final round's: the id its reply streamed and the answer message take."""
 
 
 def reasoning_of(message: BaseMessage) -> str | None:
-    """The thinking a chat model returned beside the content, if any:
-    ``additional_kwargs["reasoning_content"]`` or ``["reasoning"]`` as OpenAI-compatible
-    models put it, else reasoning/thinking content blocks."""
+    """The thinking a chat model returned beside the content, if any: in
+    ``additional_kwargs`` (``reasoning_content``, ``reasoning``) or content blocks."""
     for key in ("reasoning_content", "reasoning"):
         value = message.additional_kwargs.get(key)
         if isinstance(value, str) and value:
@@ -65,8 +58,7 @@ def reasoning_of(message: BaseMessage) -> str | None:
 
 
 def output_tokens(message: BaseMessage) -> int | None:
-    """Completion tokens a reply reports; None (unknown) when it reports none, or a count
-    that is no count (negative, not an integer), which no budget may count."""
+    """Completion tokens a reply reports; None when it reports none or no count."""
     usage = getattr(message, "usage_metadata", None) or {}
     count = usage.get("output_tokens")
     return count if type(count) is int and count >= 0 else None
@@ -106,7 +98,7 @@ def finished_record(
 def unfinished_record(
     round_number: int, index: int, status: Status, error: str, *, latency_s: float = 0.0
 ) -> Trajectory:
-    """The record of a call that failed for good or was stopped by a budget."""
+    """The record of a call that failed for good or was stopped."""
     return Trajectory(
         round=round_number,
         index=index,
@@ -125,7 +117,6 @@ def unfinished_record(
 
 
 def is_finished(trajectory: Trajectory) -> bool:
-    """True when the call returned."""
     return trajectory["status"] == "finished"
 
 
@@ -136,53 +127,41 @@ def latest_trajectories(trajectories: Iterable[Trajectory]) -> list[Trajectory]:
 
 
 def status_counts(trajectories: Iterable[Trajectory]) -> Counter[str]:
-    """How many records are finished, failed and stopped (absent statuses count 0)."""
+    """How many records have each status."""
     return Counter(t["status"] for t in trajectories)
 
 
-def usage_totals(trajectories: Iterable[Trajectory]) -> tuple[int, int]:
+def usage_totals(trajectories: Sequence[Trajectory]) -> tuple[int, int]:
     """Effective TTC (all completion tokens) and the largest prompt of any call."""
-    ttc, largest = 0, 0
-    for t in trajectories:
-        ttc += t["completion_tokens"] or 0
-        largest = max(largest, t["prompt_tokens"] or 0)
-    return ttc, largest
+    ttc = sum(t["completion_tokens"] or 0 for t in trajectories)
+    return ttc, max((t["prompt_tokens"] or 0 for t in trajectories), default=0)
 
 
 _OPEN, _CLOSE = "<think>", "</think>"
 
 
 class ThinkingSplitter:
-    """Splits a reply into its answer and its thinking as it streams, chunk by chunk.
+    """Splits a streamed reply into answer and thinking, never taking back what it sent.
 
-    The rule is the one a stream can follow without taking anything back: thinking is
-    what the server separated (``reasoning``, passed on as it is), or an inline block
-    that opens the content with ``<think>`` and ends at the first ``</think>``. Content
-    that does not open with ``<think>`` may still close a thinking block whose ``<think>``
-    the chat template put in the prompt, so it is held back until a ``</think>`` (it was
-    thinking) or the end (it was the answer), unless the server separates its thinking:
-    such a server does not inline it too. A ``<think>`` never closed is all thinking.
-    Whitespace around the answer and the inline thinking is dropped, so the pieces add up
-    to the same text however the reply was chunked.
+    Thinking is what the server separated, or an inline block opening the content with
+    ``<think>`` up to the first ``</think>``. Other content may close a block the chat
+    template opened, so (unless the server separates thinking) it is held until
+    ``</think>`` or the end. Whitespace around each part is dropped, so any chunking
+    gives the same pieces.
     """
 
     __slots__ = ("_held", "_lead", "_mode", "_pending", "_separated", "_space")
 
     def __init__(self) -> None:
         self._mode: Literal["start", "think", "hold", "reply"] = "start"
-        self._pending = ""
-        """Text that may be the start of a tag: ``<think>`` at the start, else ``</think>``."""
-        self._held: list[str] = []
-        """Content not known yet to be answer or thinking ("hold")."""
-        self._lead = True
-        """At the start of the answer or of the inline thinking: whitespace is dropped."""
-        self._space = ""
-        """Trailing whitespace, sent only if more text follows."""
+        self._pending = ""  # what may start a tag split across chunks
+        self._held: list[str] = []  # content not known yet to be answer or thinking
+        self._lead = True  # at the start of a part, where whitespace is dropped
+        self._space = ""  # trailing whitespace, sent only if more text follows
         self._separated = False
 
     def feed(self, content: str, reasoning: str | None = None) -> tuple[str, str]:
-        """The next chunk's content and separated reasoning in; what to send now out:
-        ``(answer text, thinking text)``, either possibly empty."""
+        """The next chunk in; ``(answer, thinking)`` to send now out."""
         if reasoning:
             self._separated = True
         thinking = reasoning or ""
@@ -229,12 +208,11 @@ class ThinkingSplitter:
         return "", ""
 
     def _until_close(self, text: str) -> tuple[str, bool, str]:
-        """``text`` up to ``</think>``, whether it was there, and what follows it; the end of
-        ``text`` that may begin a ``</think>`` waits in ``_pending`` for the next chunk."""
+        """``text`` up to ``</think>``, whether it was there, and what follows; an end that
+        may begin a ``</think>`` waits in ``_pending``."""
         head, closed, tail = text.partition(_CLOSE)
         if closed:
             return head, True, tail
-        # The longest end of `text` that may begin a "</think>".
         ends = range(min(len(_CLOSE) - 1, len(text)), 0, -1)
         keep = next((n for n in ends if _CLOSE.startswith(text[-n:])), 0)
         if keep:
@@ -242,7 +220,7 @@ class ThinkingSplitter:
         return head, False, ""
 
     def _trimmed(self, text: str) -> str:
-        """``text`` without leading whitespace of its part, its trailing whitespace held."""
+        """``text`` without its part's leading whitespace, its trailing whitespace held."""
         if self._lead:
             text = text.lstrip()
             if not text:
@@ -257,9 +235,7 @@ class ThinkingSplitter:
 
 
 def split_thinking(trajectory: Trajectory) -> tuple[str, str | None]:
-    """The reply without thinking, and the thinking (separated or inline ``<think>``), as
-    `ThinkingSplitter` streams them, so the answer message, the record and the stream agree.
-    """
+    """The reply without thinking, and the thinking, as `ThinkingSplitter` streams them."""
     splitter = ThinkingSplitter()
     answer, thinking = splitter.feed(trajectory["content"], trajectory["reasoning"])
     rest, more = splitter.close()

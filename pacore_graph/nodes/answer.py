@@ -13,10 +13,8 @@ from pacore_graph.trajectories import final_trajectory, split_thinking
 
 
 def answer(state: PaCoReState) -> dict[str, Any]:
-    """Appends the answer to ``messages`` as an ``AIMessage`` and writes the run's record to
-    ``pacore``. The message is what the final round streamed to ``stream_mode="messages"``
-    (the same split of answer and thinking, under the same id), so LangGraph's messages
-    handler does not send it a second time."""
+    """Appends the answer to ``messages`` and writes the run's record to ``pacore``; the
+    message is what the final round streamed, under the same id, so it is not sent twice."""
     run = run_record(state)
     final = final_trajectory(run["trajectories"], len(run["round_vector"]))
     assert final is not None, "compact lets no final round through without its answer"

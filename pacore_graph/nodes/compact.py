@@ -1,7 +1,6 @@
-"""``compact``: the reducer that turns a round's trajectories into M_r, in the reference order,
-and decides how the run goes on: next round, a retry of failed calls, or straight to the
-final synthesis when a budget ran out (not when the straggler policy stopped some of the
-round: then the run goes on to the next round)."""
+"""``compact``: turns a round's trajectories into M_r in the reference order, and decides
+how the run goes on: next round, a retry of failed calls, or the final synthesis when a
+budget ran out."""
 
 from __future__ import annotations
 
@@ -33,19 +32,6 @@ def _causes(failed: list[Trajectory]) -> str:
     return "; ".join(f"{n}× {cause}" for cause, n in counts.most_common(3)) or "none recorded"
 
 
-def _budget_used(
-    settings: PaCoReContext, state: PaCoReState, spent: int, stopped: list[Trajectory]
-) -> BudgetName | None:
-    """The budget that ended this round: from the totals, or from the records a budget
-    stopped (a straggler stop ends no exploration)."""
-    budget = exhausted(settings, state.get("started_at", 0.0), spent)
-    by_budget = [t for t in stopped if not is_straggler_stop(t)]
-    if budget is None and by_budget:
-        error = by_budget[0]["error"] or ""
-        budget = "max_seconds" if "max_seconds" in error else "max_ttc_tokens"
-    return budget
-
-
 def compact(
     state: PaCoReState,
     runtime: Runtime[PaCoReContext],
@@ -64,7 +50,14 @@ def compact(
     finished = [t for t in batch if is_finished(t)]
     failed = [t for t in batch if t["status"] == "failed"]
     stopped = [t for t in batch if t["status"] == "stopped"]
-    budget = None if final else _budget_used(settings, state, usage_totals(latest)[0], stopped)
+    # The budget that ended this round, from the totals or the records it stopped.
+    budget: BudgetName | None = None
+    if not final:
+        budget = exhausted(settings, state.get("started_at", 0.0), usage_totals(latest)[0])
+        by_budget = [t for t in stopped if not is_straggler_stop(t)]
+        if budget is None and by_budget:
+            error = by_budget[0]["error"] or ""
+            budget = "max_seconds" if "max_seconds" in error else "max_ttc_tokens"
     need = 1 if final else quorum(settings.min_success, len(batch))
     if budget is None and len(finished) < need:
         if failed and is_resuming(config):
@@ -111,7 +104,6 @@ def compact(
             "budget_exhausted": budget,
         }
     )
-    # rounds_done adds it (`merge_round_summaries`): earlier rounds are not written again.
     update: dict[str, Any] = {"rounds_done": [summary], "retry": []}
     if budget is not None:
         update["budget_exhausted"] = budget

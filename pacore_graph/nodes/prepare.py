@@ -22,8 +22,7 @@ from pacore_graph.validation import check_input, check_settings
 def prepare(
     state: PaCoReState, runtime: Runtime[PaCoReContext], *, defaults: PaCoReContext
 ) -> dict[str, Any]:
-    """The entry node; fails before any model call on bad rounds, settings or messages, a
-    round vector over its bounds or an input over its size."""
+    """The entry node; fails before any model call on bad rounds, settings or input."""
     settings = merge_context(defaults, runtime.context)
     vector = check_settings(settings)
     messages = state.get("messages")
@@ -35,7 +34,7 @@ def prepare(
         {"type": "round_started", "round": 1, "k": vector[0], "round_vector": vector}
     )
     started_at, run_id = time.time(), uuid.uuid4().hex
-    # A thread can run PaCoRe many times (a multi-turn chat): each run starts clean.
+    # Each run of a thread (a multi-turn chat) starts clean.
     return {
         "round_vector": vector,
         "round": 1,

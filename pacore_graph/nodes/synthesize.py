@@ -19,17 +19,11 @@ from pacore_graph.state import PaCoReState
 from pacore_graph.trajectories import usage_totals
 
 TokenCounter = Callable[[str], int]
-"""Counts the tokens of a text; used only for the context-limit check."""
 
 
 def estimate_tokens(text: str) -> int:
-    """A deliberately high estimate (3 characters a token) for when no tokenizer is given."""
+    """A deliberately high estimate: 3 characters a token."""
     return math.ceil(len(text) / 3)
-
-
-def prompt_tokens(messages: Sequence[BaseMessage], count: TokenCounter) -> int:
-    """Tokens of every message's text (role and template overhead not counted)."""
-    return sum(count(message_text(m)) for m in messages)
 
 
 def fit_references(
@@ -41,13 +35,12 @@ def fit_references(
     count: TokenCounter,
     round_number: int,
 ) -> list[str]:
-    """References that fit ``limit``, or ContextLimitError under the "error" policy.
-
-    "drop_longest" removes the longest reference until the prompt fits, so the
-    shorter conclusions, typically final answers, survive.
-    """
+    """References that fit ``limit`` (counting message text only): "drop_longest" drops
+    the longest until they do; otherwise ContextLimitError."""
     refs = list(references)
-    while (size := prompt_tokens(build_round_messages(messages, refs), count)) > limit:
+    while (
+        size := sum(count(message_text(m)) for m in build_round_messages(messages, refs))
+    ) > limit:
         if policy != "drop_longest" or not refs:
             raise ContextLimitError(
                 f"round {round_number} synthesis prompt is ~{size} tokens with {len(refs)} "
@@ -65,8 +58,8 @@ def synthesize(
     defaults: PaCoReContext,
     count: TokenCounter = estimate_tokens,
 ) -> dict[str, Any]:
-    """Decides what the next round's prompt carries: M of the round before, fitted to the
-    context limit (or the latest M at all when a budget ran out and the final round is next)."""
+    """The next round's M: the last round's fitted to the context limit (after a budget ran
+    out, the latest non-empty M, for the final round)."""
     settings = merge_context(defaults, runtime.context)
     check_same_run(state["settings"], settings)
     done = state["rounds_done"]

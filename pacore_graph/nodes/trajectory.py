@@ -1,5 +1,4 @@
-"""``trajectory``: one model call, one Send task, so each has its own checkpoint write and
-stream."""
+"""``trajectory``: one model call per Send task, each with its own checkpoint write."""
 
 from __future__ import annotations
 
@@ -49,8 +48,7 @@ from pacore_graph.trajectories import (
 
 
 class TrajectoryTask(TypedDict):
-    """The payload of one ``Send``: which trajectory of which round. The prompt is not in
-    it: the node reads the round's prompt from the graph's state."""
+    """The payload of one ``Send``; the node reads the round's prompt from the state."""
 
     round: int
     index: int
@@ -58,7 +56,7 @@ class TrajectoryTask(TypedDict):
     budget: RoundBudget | None
     """The round's share of the run's budgets; None in the final round, which is never cut."""
     settings: str
-    """`settings_key` of the run's resolved settings: a resumed task runs only under them."""
+    """`settings_key` of the run's settings: a resumed task runs only under them."""
     compact: bool
     """True for one task of the round, which sends the graph on to compact."""
 
@@ -66,20 +64,14 @@ class TrajectoryTask(TypedDict):
 def then_compact(
     task: TrajectoryTask, update: dict[str, list[Trajectory]]
 ) -> Command | dict[str, list[Trajectory]]:
-    """The task's update, with the way on to ``compact`` from one task of the round: a step
-    ends when all its tasks are done, so that one ``goto`` runs ``compact`` after the whole
-    round, and the others leave one write each instead of two (LangGraph rescans a step's
-    pending writes for every finished task)."""
+    """The update, with ``goto="compact"`` from one task of the round only: the others leave
+    one write each instead of two (LangGraph rescans a step's writes per finished task)."""
     return Command(update=update, goto="compact") if task["compact"] else update
 
 
 def _call_in_thread(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[bool, Any]:
-    """Runs a blocking call until it returns or the tracker stops it (a budget ran out, or
-    the straggler policy): (returned, result).
-
-    A blocking HTTP call cannot be interrupted, so when the stop wins the call is left
-    to finish on its daemon thread and its result is dropped; the async API cancels it.
-    """
+    """(returned, result) of a blocking call, or (False, None) once the tracker stops the
+    round; a stopped call finishes on its daemon thread and its result is dropped."""
     if tracker.check():
         return False, None
     result: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -106,8 +98,7 @@ def _call_in_thread(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[bo
 
 
 async def _call_async(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[bool, Any]:
-    """Awaits a model call until it returns or the tracker stops it (a budget ran out, or
-    the straggler policy), cancelling it then."""
+    """(returned, result) of a model call, cancelled once the tracker stops the round."""
     if tracker.check():
         return False, None
     loop = asyncio.get_running_loop()
@@ -136,22 +127,14 @@ async def _call_async(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[
 
 
 class _AnswerStream(BaseCallbackHandler):
-    """Sends the final round's reply to ``stream_mode="messages"`` as it streams, split as
-    the answer message holds it (thinking in ``additional_kwargs["reasoning_content"]``)
-    and under that message's id, so LangGraph does not send the message a second time.
+    """Streams the final round's reply to ``stream_mode="messages"`` split into answer and
+    thinking, under the answer message's id, with ``push_message``, which no tracer sees."""
 
-    The model's own tokens do not stream (the call is tagged ``TAG_NOSTREAM``); this
-    handler sends its chunks with ``push_message``, which reaches the messages stream and
-    nothing else: no tracer sees a second model run.
-    """
-
-    run_inline = True
-    """In order, and in the call's own context, where ``push_message`` finds its config."""
+    run_inline = True  # in order, in the call's context, where push_message finds its config
 
     def __init__(self, message_id: str, config: RunnableConfig) -> None:
         self.message_id = message_id
         self.config = config
-        """The node's config with the call's metadata, which each streamed chunk carries."""
         self.splitter = ThinkingSplitter()
 
     def on_llm_new_token(
@@ -162,13 +145,11 @@ class _AnswerStream(BaseCallbackHandler):
         run_id: UUID,
         **kwargs: Any,
     ) -> None:
-        """Sends what of the chunk is known to be answer or thinking."""
         if isinstance(chunk, ChatGenerationChunk):
             message = chunk.message
             self._push(*self.splitter.feed(message_text(message), reasoning_of(message)))
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        """Sends what the splitter held back for the end."""
         self._push(*self.splitter.close())
 
     def _push(self, content: str, reasoning: str) -> None:
@@ -188,10 +169,12 @@ class _AnswerStream(BaseCallbackHandler):
 
 
 class ModelCall(NamedTuple):
-    """One attempt: its settings, prompt, config and keyword arguments, the round's budget
-    tracker (None without budgets and straggler policy) and, in the final round, the id
-    its reply streams under."""
+    """One attempt; ``tracker`` is None without budgets and straggler policy, ``message_id``
+    None outside the final round."""
 
+    task: TrajectoryTask
+    runtime: Runtime[PaCoReContext]
+    started: float
     settings: PaCoReContext
     messages: list[BaseMessage]
     config: RunnableConfig
@@ -201,16 +184,9 @@ class ModelCall(NamedTuple):
 
 
 class TrajectoryNode:
-    """The trajectory node: one model call per ``Send`` task, sync (`run`) and async (`arun`),
-    as LangGraph's ``ToolNode`` is built. It keeps what the K tasks of a round share: the
-    round's prompt, budget tracker and checked settings.
-
-    The node retries a failed call itself under its ``RetryPolicy``: LangGraph's retry
-    waits a fixed backoff and cannot honour the server's ``Retry-After`` (`retry_wait`).
-    A failure that cannot be fixed, or the last attempt's, is recorded as a ``failed``
-    trajectory: raising would make LangGraph cancel the round's other calls, and
-    ``compact`` decides whether enough of the round finished.
-    """
+    """One model call per ``Send`` task, keeping what a round's tasks share. It retries
+    itself to honour ``Retry-After``, and records a call that fails for good rather than
+    raising, which would cancel the round's other calls."""
 
     def __init__(
         self,
@@ -227,17 +203,16 @@ class TrajectoryNode:
         self._checked: tuple[object, str, PaCoReContext] | None = None
 
     def as_runnable(self) -> Runnable:
-        """The node as LangGraph runs it: `run` under ``invoke``, `arun` under ``ainvoke``."""
+        """The node as LangGraph runs it."""
         return sync_async_node(self.run, self.arun, "trajectory")
 
     def run(
         self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
     ) -> Command | dict[str, list[Trajectory]]:
-        """The task's trajectory (sync), retried under the node's policy."""
         attempt = 0
         while True:
             attempt += 1
-            started, call = time.perf_counter(), self._call(task, runtime, config)
+            call = self._call(task, runtime, config)
             invoke = functools.partial(self.model.invoke, call.messages, call.config, **call.kwargs)
             try:
                 returned, message = (
@@ -247,19 +222,18 @@ class TrajectoryNode:
                 )
             except Exception as exc:
                 if (wait := self._retry_wait(exc, attempt)) is None:
-                    return self._unfinished(task, runtime, "failed", describe_failure(exc), started)
+                    return self._unfinished(call, "failed", describe_failure(exc))
                 time.sleep(wait)
             else:
-                return self._finish(task, runtime, returned, message, call, started)
+                return self._finish(call, returned, message)
 
     async def arun(
         self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
     ) -> Command | dict[str, list[Trajectory]]:
-        """The task's trajectory (async; a budget running out cancels the call)."""
         attempt = 0
         while True:
             attempt += 1
-            started, call = time.perf_counter(), self._call(task, runtime, config)
+            call = self._call(task, runtime, config)
             invoke = functools.partial(
                 self.model.ainvoke, call.messages, call.config, **call.kwargs
             )
@@ -271,37 +245,30 @@ class TrajectoryNode:
                 )
             except Exception as exc:
                 if (wait := self._retry_wait(exc, attempt)) is None:
-                    return self._unfinished(task, runtime, "failed", describe_failure(exc), started)
+                    return self._unfinished(call, "failed", describe_failure(exc))
                 await asyncio.sleep(wait)
             else:
-                return self._finish(task, runtime, returned, message, call, started)
-
-    # -- shared helpers ----------------------------------------------------------------
+                return self._finish(call, returned, message)
 
     def _settings(self, context: object, started: str) -> PaCoReContext:
-        """The run's settings, checked against those it ``started`` with (`check_same_run`);
-        the K tasks of a round share their context object, so the last check is reused.
-
-        Raises:
-            ThreadConflictError: The settings differ from those the run started with.
-        """
+        """The run's settings, checked against those it ``started`` with (`check_same_run`),
+        reusing the last check: a run's context object is static, and its tasks share it."""
         last = self._checked
         if last is not None and last[0] is context and last[1] == started:
             return last[2]
         settings = merge_context(self.defaults, context)  # type: ignore[arg-type]
         check_same_run(started, settings)
-        # A run's context is static (LangGraph's contract): the same object, the same settings.
         self._checked = (context, started, settings)
         return settings
 
     def _call(
         self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
     ) -> ModelCall:
+        started = time.perf_counter()
         settings = self._settings(runtime.context, task["settings"])
         round_number, index = task["round"], task["index"]
-        # No model call streams its own tokens to stream_mode="messages": K parallel
-        # exploration streams interleaved would be noise, and the final round's raw
-        # tokens (thinking inline, another message id) are sent split by `_AnswerStream`.
+        # No call streams its own tokens: K interleaved explorations would be noise, and
+        # the final round's reply streams split by `_AnswerStream`.
         extra: RunnableConfig = {
             "run_name": f"pacore round {round_number} · trajectory {index}",
             "metadata": {"pacore_round": round_number, "pacore_index": index},
@@ -318,12 +285,9 @@ class TrajectoryNode:
             "top_p": settings.top_p,
             "max_tokens": settings.max_tokens,
             "extra_body": settings.extra_body,
-            # LangChain streams a call whenever a streaming handler is attached, as
-            # stream_mode="messages" attaches one to every call: an exploration reply
-            # would stream from the server token by token only to be dropped here.
+            # stream_mode="messages" would make LangChain stream every call.
             "stream": None if task["final"] else False,
         }
-        budget = task["budget"]
 
         def stragglers() -> tuple[StragglerPolicy, int, int] | None:
             policy = straggler_policy(
@@ -336,17 +300,19 @@ class TrajectoryNode:
             k = resolve_rounds(settings.rounds or "low")[round_number - 1]
             return policy, k, trigger_count(policy, k, quorum(settings.min_success, k))
 
-        # The round's prompt, from the state as the task's step sees it: built by the
-        # first of the round's K tasks, the same list for the others.
+        # Built by the first of the round's K tasks, the same list for the others.
         prompt = self.prompts.get(
             read_channel(config, "messages"), read_channel(config, "references")
         )
         return ModelCall(
+            task,
+            runtime,
+            started,
             settings,
             prompt,
             config,
             {k: v for k, v in kwargs.items() if v is not None},
-            self.trackers.get(budget, stragglers) if budget else None,
+            self.trackers.get(task["budget"], stragglers) if task["budget"] else None,
             message_id,
         )
 
@@ -356,53 +322,35 @@ class TrajectoryNode:
         return retry_wait(self.retry_policy, exc, attempt)
 
     def _finish(
-        self,
-        task: TrajectoryTask,
-        runtime: Runtime[PaCoReContext],
-        returned: bool,
-        message: Any,
-        call: ModelCall,
-        started: float,
+        self, call: ModelCall, returned: bool, message: Any
     ) -> Command | dict[str, list[Trajectory]]:
         tracker = call.tracker
         if not returned:
             error = tracker.error if tracker is not None else None
-            return self._unfinished(task, runtime, "stopped", error or "stopped", started)
+            return self._unfinished(call, "stopped", error or "stopped")
         if tracker is not None:
             tracker.add(output_tokens(message))
             tracker.finished()
         traj = finished_record(
-            task["round"],
-            task["index"],
+            call.task["round"],
+            call.task["index"],
             message,
             compaction=resolve_compaction(call.settings.compaction or "reference"),
-            latency_s=time.perf_counter() - started,
+            latency_s=time.perf_counter() - call.started,
             message_id=call.message_id,
         )
-        runtime.stream_writer(
-            {
-                "type": "trajectory_finished",
-                "round": traj["round"],
-                "index": traj["index"],
-                "completion_tokens": traj["completion_tokens"],
-                "finish_reason": traj["finish_reason"],
-                "latency_s": traj["latency_s"],
-            }
-        )
-        return then_compact(task, {"trajectories": [traj]})
+        fields = ("round", "index", "completion_tokens", "finish_reason", "latency_s")
+        event = {f: traj[f] for f in fields}  # type: ignore[literal-required]
+        call.runtime.stream_writer({"type": "trajectory_finished", **event})
+        return then_compact(call.task, {"trajectories": [traj]})
 
     def _unfinished(
-        self,
-        task: TrajectoryTask,
-        runtime: Runtime[PaCoReContext],
-        status: Status,
-        error: str,
-        started: float,
+        self, call: ModelCall, status: Status, error: str
     ) -> Command | dict[str, list[Trajectory]]:
         error = redact(error, self.secrets)
-        traj = unfinished_record(
-            task["round"], task["index"], status, error, latency_s=time.perf_counter() - started
-        )
-        event = {"type": f"trajectory_{status}", "round": task["round"], "index": task["index"]}
-        runtime.stream_writer({**event, "error": error})
-        return then_compact(task, {"trajectories": [traj]})
+        r, i = call.task["round"], call.task["index"]
+        latency = time.perf_counter() - call.started
+        traj = unfinished_record(r, i, status, error, latency_s=latency)
+        event = {"type": f"trajectory_{status}", "round": r, "index": i, "error": error}
+        call.runtime.stream_writer(event)
+        return then_compact(call.task, {"trajectories": [traj]})
