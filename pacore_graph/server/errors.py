@@ -16,6 +16,7 @@ import openai
 from starlette.responses import JSONResponse
 
 from pacore_graph import errors as pacore_errors
+from pacore_graph.checkpoints.errors import ThreadLostError
 from pacore_graph.secrets import redact
 
 
@@ -125,6 +126,8 @@ def api_error(exc: BaseException) -> ApiError:
             type="upstream_error",
             code="upstream_error",
         )
+    if isinstance(exc, ThreadLostError):
+        return ApiError(503, text, type="server_error", code="checkpoint_store_lost_thread")
     if _REDIS_ERRORS and isinstance(exc, _REDIS_ERRORS):
         # Finished trajectories are in Redis already: the same request resumes the run.
         return ApiError(
