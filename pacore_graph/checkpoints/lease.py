@@ -108,14 +108,14 @@ def busy(thread_id: str, found: tuple[str | None, int], wait: Wait) -> ThreadBus
     )
 
 
-def _start(saver: Any, thread_id: str) -> tuple[ThreadLease, Any]:
+def _start(saver: Any, thread_id: str) -> tuple[ThreadLease, Any, float]:
     if saver.lease_ttl is None:
         raise ValueError("leases are off on this saver (lease_ttl=None)")
     token = f"{os.getpid()}@{socket.gethostname()}/{uuid.uuid4().hex}"
     lease = ThreadLease(str(thread_id), token)
     key = saver.ops.layout.key(lease.thread_id, LEASE)
     lock = saver.client.lock(key, timeout=saver.lease_ttl, sleep=POLL_S, thread_local=False)
-    return lease, lock
+    return lease, lock, saver.lease_ttl / 3
 
 
 def _blocking_timeout(wait: Wait) -> float | None:
@@ -127,7 +127,7 @@ def hold(
     saver: RedisSaver, thread_id: str, wait: Wait, on_wait: Callable[[str], None] | None
 ) -> Iterator[ThreadLease]:
     """`RedisSaver.lease`: renewed by a thread; a lost lease fails the run's next write."""
-    lease, lock = _start(saver, thread_id)
+    lease, lock, every = _start(saver, thread_id)
     with saver._errors():
         acquired = lock.acquire(blocking=False, token=lease.token)
     if not acquired:
@@ -143,7 +143,7 @@ def hold(
     stop = threading.Event()
 
     def keep() -> None:
-        while not stop.wait(saver.lease_ttl / 3):
+        while not stop.wait(every):
             try:
                 lock.reacquire()
             except redis.exceptions.LockNotOwnedError:
@@ -172,7 +172,7 @@ async def ahold(
 ) -> AsyncIterator[ThreadLease]:
     """`AsyncRedisSaver.alease`: renewed by a task, which cancels the block when it finds
     the lease lost; the block then raises `LeaseLostError` (or `ThreadLostError`)."""
-    lease, lock = _start(saver, thread_id)
+    lease, lock, every = _start(saver, thread_id)
     with saver._errors():
         acquired = await lock.acquire(blocking=False, token=lease.token)
     if not acquired:
@@ -194,7 +194,7 @@ async def ahold(
 
     async def keep() -> None:
         while True:
-            await asyncio.sleep(saver.lease_ttl / 3)
+            await asyncio.sleep(every)
             try:
                 await lock.reacquire()
                 continue

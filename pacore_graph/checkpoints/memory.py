@@ -18,6 +18,7 @@ import builtins
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
+from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.checkpoint.memory import InMemorySaver
 
 from pacore_graph.checkpoints.ops import PRUNE_STRATEGIES
@@ -129,7 +130,7 @@ class FullInMemorySaver(InMemorySaver):
         versions = latest.checkpoint["channel_versions"]
         counters: Any = latest.metadata.get("counters_since_delta_snapshot") or {}
         remaining = {channel for channel in counters if channel in versions}
-        kept, item = [], latest
+        kept, item = [], cast(CheckpointTuple | None, latest)
         while item is not None:
             kept.append(item.config["configurable"]["checkpoint_id"])
             remaining -= item.checkpoint["channel_values"].keys()

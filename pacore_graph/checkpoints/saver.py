@@ -69,6 +69,11 @@ def _cluster_url(url: str) -> tuple[str, bool]:
     return (urlunsplit(parts._replace(scheme=scheme)), True) if scheme else (url, False)
 
 
+def _public(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port}"
+
+
 def _cluster_enabled(info: Any) -> bool:
     return isinstance(info, Mapping) and bool(info.get("cluster_enabled"))
 
@@ -91,7 +96,11 @@ def connect(url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS, **optio
         if not cluster:
             return client
         client.close()
-    return RedisCluster.from_url(plain, max_connections=max_connections, **options)
+    try:
+        return RedisCluster.from_url(plain, max_connections=max_connections, **options)
+    except redis.exceptions.RedisClusterException as exc:  # it connects at once
+        address = f"{_public(plain)} (cluster)"
+        raise RedisUnavailableError(f"Redis at {address} is unreachable: {exc}") from None
 
 
 async def aconnect(
@@ -212,6 +221,9 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
             if failure is None:
                 raise
             raise failure from exc
+        except redis.exceptions.RedisClusterException as exc:  # no node of it answers
+            address = _address(self.client)
+            raise RedisUnavailableError(f"Redis at {address} is unreachable: {exc}") from exc
 
     def _failure(self, exc: redis.exceptions.RedisError) -> Exception | None:
         """The saver's one-line error for what Redis refused; None to raise ``exc`` as is."""
@@ -238,7 +250,8 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
                 "maxmemory-policy evicts none of these keys), so it refused a checkpoint "
                 "write: raise maxmemory (CONFIG SET maxmemory ...) or free memory"
             )
-        if not self.cluster and ("MOVED" in text or "CROSSSLOT" in text):
+        moved = isinstance(exc, redis.exceptions.MovedError) or "CROSSSLOT" in text
+        if moved and not self.cluster:
             return redis.exceptions.ResponseError(
                 f"Redis at {address} is a node of a Redis Cluster: connect to it as one "
                 f"(redis+cluster://host:port, or a RedisCluster client)"
