@@ -177,13 +177,7 @@ class Ops:
         )
         batch.add("ZADD", layout.key(thread_id, "ids"), 0, layout.field(ns, checkpoint_id, parent))
         yield from self._write(thread_id, conf.get(LEASE_CONFIG_KEY), batch)
-        return {
-            "configurable": {
-                "thread_id": thread_id,
-                "checkpoint_ns": ns,
-                "checkpoint_id": checkpoint_id,
-            }
-        }
+        return _config(thread_id, ns, checkpoint_id)
 
     def put_writes(
         self,
@@ -420,43 +414,43 @@ class Ops:
         thread_id: str,
         ns: str,
         checkpoint_id: str,
-        blob_fields: Sequence[str],
-        write_fields: Sequence[bytes],
+        fields: tuple[Sequence[Any], Sequence[Any]],
+        found: tuple[Sequence[Any], Sequence[Any]],
     ) -> Op:
-        """Reads again, in one transaction, fields a checkpoint references that a read did not
-        find: the checkpoint may have gone between two round trips (prune, delete_thread,
-        TTL expiry), which is no damage.
+        """Reads again, in one transaction, the fields a checkpoint references that a read did
+        not find (None in ``found``, the replies for the blob and write ``fields``): the
+        checkpoint may have gone between two round trips (prune, delete_thread, TTL expiry),
+        which is no damage.
 
         Returns:
-            None when the checkpoint is gone; else the fields' values, found this time, as
-            ({blob field: value}, {write field: payload}).
+            None when the checkpoint is gone; else ``found`` completed.
 
         Raises:
             DamagedThreadError: The checkpoint is there and the fields are still missing.
         """
-        layout = self.layout
-        key = lambda name: layout.key(thread_id, name)  # noqa: E731
+        key = lambda name: self.layout.key(thread_id, name)  # noqa: E731
+        names = ("blobs", "writes")
+        lost = [
+            [f for f, raw in zip(*pair, strict=True) if raw is None]
+            for pair in zip(fields, found, strict=True)
+        ]
         batch = Batch(snapshot=True)
-        batch.add("HEXISTS", key("cp"), layout.field(ns, checkpoint_id))
-        if blob_fields:
-            batch.add("HMGET", key("blobs"), *blob_fields)
-        if write_fields:
-            batch.add("HMGET", key("writes"), *write_fields)
-        exists, *found = yield batch
+        batch.add("HEXISTS", key("cp"), self.layout.field(ns, checkpoint_id))
+        for name, missing in zip(names, lost, strict=True):
+            if missing:
+                batch.add("HMGET", key(name), *missing)
+        exists, *again = yield batch
         if not exists:
             return None
-        blobs = found.pop(0) if blob_fields else []
-        payloads = found.pop(0) if write_fields else []
-        missing = [
-            f"{lost} {ROLES[name]} of checkpoint {checkpoint_id} in {key(name)}"
-            for name, replies in (("blobs", blobs), ("writes", payloads))
-            if (lost := sum(raw is None for raw in replies))
-        ]
-        if missing:
-            raise DamagedThreadError(thread_id, missing)
-        return dict(zip(blob_fields, blobs, strict=True)), dict(
-            zip(write_fields, payloads, strict=True)
-        )
+        complete, damage = [], []
+        for name, keys, replies, missing in zip(names, fields, found, lost, strict=True):
+            values = dict(zip(missing, again.pop(0), strict=True)) if missing else {}
+            if gone := sum(raw is None for raw in values.values()):
+                damage.append(f"{gone} {ROLES[name]} of checkpoint {checkpoint_id} in {key(name)}")
+            complete.append([values.get(f, raw) for f, raw in zip(keys, replies, strict=True)])
+        if damage:
+            raise DamagedThreadError(thread_id, damage)
+        return complete[0], complete[1]
 
     def _load(
         self,
@@ -521,13 +515,12 @@ class Ops:
             blobs = next(replies) if blob_fields else []
             payloads = next(replies) if write_fields else []
             if None in blobs or None in payloads:
-                lost_blobs = [f for f, raw in zip(blob_fields, blobs, strict=True) if raw is None]
-                lost_writes = [f for f, p in zip(write_fields, payloads, strict=True) if p is None]
-                found = yield from self._recheck(thread_id, ns, cid, lost_blobs, lost_writes)
+                found = yield from self._recheck(
+                    thread_id, ns, cid, (blob_fields, write_fields), (blobs, payloads)
+                )
                 if found is None:
                     continue  # deleted since the first round trip
-                blobs = [found[0].get(f, raw) for f, raw in zip(blob_fields, blobs, strict=True)]
-                payloads = [found[1].get(f, p) for f, p in zip(write_fields, payloads, strict=True)]
+                blobs, payloads = found
             channels = checkpoint["channel_versions"]
             checkpoint["channel_values"] = {
                 ch: layout.load(raw) for ch, raw in zip(channels, blobs, strict=True) if raw
@@ -564,7 +557,7 @@ class Ops:
 
     # -- DeltaChannel history -----------------------------------------------------------
 
-    def delta_channel_history(self, config: RunnableConfig, channels: Sequence[str]) -> Op:
+    def get_delta_channel_history(self, *, config: RunnableConfig, channels: Sequence[str]) -> Op:
         """LangGraph's `get_delta_channel_history` in a few round trips, not two per ancestor.
 
         Same contract as the base class's walk: for each channel, the writes on the
@@ -661,18 +654,13 @@ class Ops:
                 blobs = next(replies) if fields else []
                 payloads = next(replies) if write_fields else []
                 if with_writes and (None in blobs or None in payloads):
-                    lost_blobs = [f for f, raw in zip(fields, blobs, strict=True) if raw is None]
-                    lost_writes = [
-                        f for f, p in zip(write_fields, payloads, strict=True) if p is None
-                    ]
-                    found = yield from self._recheck(thread_id, ns, cid, lost_blobs, lost_writes)
+                    found = yield from self._recheck(
+                        thread_id, ns, cid, (fields, write_fields), (blobs, payloads)
+                    )
                     if found is None:  # deleted since the first round trip: the chain ends
                         current = None
                         break
-                    blobs = [found[0].get(f, raw) for f, raw in zip(fields, blobs, strict=True)]
-                    payloads = [
-                        found[1].get(f, p) for f, p in zip(write_fields, payloads, strict=True)
-                    ]
+                    blobs, payloads = found
                 seeds = {
                     ch: raw
                     for ch, raw in zip(wanted, blobs, strict=True)
@@ -748,7 +736,7 @@ class Ops:
                 if doomed:
                     yield from self._drop(thread_id, doomed)
 
-    def prune(self, thread_ids: Sequence[str], strategy: str = "keep_latest") -> Op:
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> Op:
         """Drops old checkpoints of the given threads.
 
         ``"delete"`` (LangGraph's name; langgraph-api says ``"delete_all"``) removes the

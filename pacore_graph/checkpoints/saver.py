@@ -12,20 +12,15 @@ import asyncio
 import contextlib
 import copy
 import threading
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 from typing import Any, Self, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aredis
-from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     BaseCheckpointSaver,
-    ChannelVersions,
-    Checkpoint,
-    CheckpointMetadata,
     CheckpointTuple,
-    DeltaChannelHistory,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
@@ -160,9 +155,42 @@ def _address(client: Any) -> str:
     return "the configured Redis Cluster"
 
 
+def _sync(name: str, *, stream: bool = False) -> Any:
+    """The checkpointer method ``name``: `Ops`'s operation of that name, driven by the
+    saver's `_run` (or `_stream`); LangGraph's signature and docstring."""
+
+    def method(self: RedisSaverBase, *args: Any, **kwargs: Any) -> Any:
+        op = getattr(self.ops, name)(*args, **kwargs)
+        return self._stream(op) if stream else self._run(op)
+
+    return _named(method, name)
+
+
+def _async(name: str, *, stream: bool = False) -> Any:
+    """The async checkpointer method ``a{name}``, driven by `_arun` (or `_astream`)."""
+
+    if stream:
+
+        def method(self: RedisSaverBase, *args: Any, **kwargs: Any) -> Any:
+            return self._astream(getattr(self.ops, name)(*args, **kwargs))
+
+        return _named(method, f"a{name}")
+
+    async def amethod(self: RedisSaverBase, *args: Any, **kwargs: Any) -> Any:
+        return await self._arun(getattr(self.ops, name)(*args, **kwargs))
+
+    return _named(amethod, f"a{name}")
+
+
+def _named(method: Callable[..., Any], name: str) -> Callable[..., Any]:
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = getattr(BaseCheckpointSaver, name).__doc__
+    return method
+
+
 class RedisSaverBase(BaseCheckpointSaver[str]):
-    """What both savers share: options, error messages, and every public method, each
-    running one operation of `Ops` through the saver's drivers."""
+    """What both savers share: options, error messages, and every checkpointer method,
+    each running the operation of `Ops` with the same name through the saver's drivers."""
 
     def __init__(
         self,
@@ -305,143 +333,25 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         """Async `setup`."""
         await self._arun(self._setup_op(allow_eviction))
 
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """The checkpoint in ``config`` (its latest when no ``checkpoint_id``), or None."""
-        return self._run(self.ops.get_tuple(config))
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """Async `get_tuple`."""
-        return await self._arun(self.ops.get_tuple(config))
-
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        """Checkpoints newest first, fetched a page at a time.
-
-        Args:
-            config: Thread (and optionally namespace / checkpoint id) to list; None
-                lists every registered thread.
-            filter: Exact match on top-level metadata keys.
-            before: Only checkpoints older than this one.
-            limit: At most this many.
-
-        Yields:
-            Matching checkpoint tuples.
-        """
-        return self._stream(self.ops.list(config, filter=filter, before=before, limit=limit))
-
-    def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        """Async `list`."""
-        return self._astream(self.ops.list(config, filter=filter, before=before, limit=limit))
-
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        """Stores a checkpoint atomically; only channels in ``new_versions`` are written.
-
-        Returns:
-            The config of the stored checkpoint.
-        """
-        return self._run(self.ops.put(config, checkpoint, metadata, new_versions))
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        """Async `put`."""
-        return await self._arun(self.ops.put(config, checkpoint, metadata, new_versions))
-
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        """Stores a task's pending writes atomically (special writes overwrite)."""
-        self._run(self.ops.put_writes(config, writes, task_id, task_path))
-
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        """Async `put_writes`."""
-        await self._arun(self.ops.put_writes(config, writes, task_id, task_path))
-
-    def delete_thread(self, thread_id: str) -> None:
-        """Deletes every checkpoint and write of ``thread_id``."""
-        self._run(self.ops.delete_thread(thread_id))
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        """Async `delete_thread`."""
-        await self._arun(self.ops.delete_thread(thread_id))
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        """Deletes the checkpoints and writes of the given runs (reads all metadata)."""
-        self._run(self.ops.delete_for_runs(run_ids))
-
-    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        """Async `delete_for_runs`."""
-        await self._arun(self.ops.delete_for_runs(run_ids))
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        """Copies all checkpoints and writes of one thread into another."""
-        self._run(self.ops.copy_thread(source_thread_id, target_thread_id))
-
-    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        """Async `copy_thread`."""
-        await self._arun(self.ops.copy_thread(source_thread_id, target_thread_id))
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        """Keeps each namespace's latest checkpoint (and what its DeltaChannels need).
-
-        Args:
-            thread_ids: Threads to prune.
-            strategy: ``"keep_latest"``, or ``"delete"`` (also spelt ``"delete_all"``, as
-                langgraph-api does) to remove the threads.
-
-        Raises:
-            ValueError: An unknown strategy (nothing is pruned).
-        """
-        self._run(self.ops.prune(thread_ids, strategy))
-
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        """Async `prune`."""
-        await self._arun(self.ops.prune(thread_ids, strategy))
-
-    def get_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        """LangGraph's DeltaChannel ancestor walk, a page of ancestors per round trip."""
-        return self._run(self.ops.delta_channel_history(config, channels))
-
-    async def aget_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        """Async `get_delta_channel_history`."""
-        return await self._arun(self.ops.delta_channel_history(config, channels))
+    # One line per method: LangGraph's signatures and docstrings, an operation of `Ops` each.
+    get_tuple = _sync("get_tuple")
+    aget_tuple = _async("get_tuple")
+    list = _sync("list", stream=True)
+    alist = _async("list", stream=True)
+    put = _sync("put")
+    aput = _async("put")
+    put_writes = _sync("put_writes")
+    aput_writes = _async("put_writes")
+    delete_thread = _sync("delete_thread")
+    adelete_thread = _async("delete_thread")
+    delete_for_runs = _sync("delete_for_runs")
+    adelete_for_runs = _async("delete_for_runs")
+    copy_thread = _sync("copy_thread")
+    acopy_thread = _async("copy_thread")
+    prune = _sync("prune")
+    aprune = _async("prune")
+    get_delta_channel_history = _sync("get_delta_channel_history")
+    aget_delta_channel_history = _async("get_delta_channel_history")
 
 
 class RedisSaver(RedisSaverBase):
