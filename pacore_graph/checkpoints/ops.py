@@ -67,8 +67,9 @@ ROLES = {
 }
 """What each of a thread's keys holds, for the messages of `DamagedThreadError`."""
 
-SIZED = ("ids", "cp", "meta", "writes", "wix", "blobs")
-"""The keys whose sizes a load reads with its first round trip (see `Ops._check_sizes`)."""
+SIZED = {"ids": "ZCARD", "cp": "HLEN", "meta": "HLEN", "writes": "HLEN", "wix": "ZCARD"}
+"""The keys whose sizes a load reads with its first round trip, O(1) each, and whether the
+values exist (see `Ops._check_sizes`)."""
 
 RETURN_1_SHA = hashlib.sha1(b"return 1").hexdigest()
 
@@ -375,14 +376,9 @@ class Ops:
         return sorted(m.decode() for m in members)
 
     def _sizes(self, batch: Batch, thread_id: str) -> None:
-        """Adds the sizes of the thread's keys (`SIZED` order) to ``batch``: O(1) each."""
-        key = lambda name: self.layout.key(thread_id, name)  # noqa: E731
-        batch.add("ZCARD", key("ids"))
-        batch.add("HLEN", key("cp"))
-        batch.add("HLEN", key("meta"))
-        batch.add("HLEN", key("writes"))
-        batch.add("ZCARD", key("wix"))
-        batch.add("EXISTS", key("blobs"))
+        """Adds the sizes of the thread's keys (`SIZED`, then ``blobs``) to ``batch``."""
+        for name, command in [*SIZED.items(), ("blobs", "EXISTS")]:
+            batch.add(command, self.layout.key(thread_id, name))
 
     def _check_sizes(self, thread_id: str, sizes: Sequence[int]) -> None:
         """Raises `DamagedThreadError` when a key the others imply is gone.
@@ -394,7 +390,7 @@ class Ops:
         checkpoint are not damage: with ``durability="async"`` a task's writes may land
         before its thread's first checkpoint.)
         """
-        size = dict(zip(SIZED, sizes, strict=True))
+        size = dict(zip([*SIZED, "blobs"], sizes, strict=True))
         checkpoints, writes = ("ids", "cp", "meta"), ("writes", "wix")
         lost: list[str] = []
         if any(size[name] for name in checkpoints):
@@ -484,8 +480,8 @@ class Ops:
             batch.add("ZRANGEBYLEX", key("wix"), *layout.lex_range(ns, cid))
         replies = yield batch
         if sizes:
-            self._check_sizes(thread_id, replies[: len(SIZED)])
-            replies = replies[len(SIZED) :]
+            self._check_sizes(thread_id, replies[: len(SIZED) + 1])
+            replies = replies[len(SIZED) + 1 :]
         rows = []
         values = Batch()
         for i, (ns, cid) in enumerate(refs):
