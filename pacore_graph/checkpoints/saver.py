@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import inspect
 import threading
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 from typing import Any, Self, cast
@@ -183,8 +184,11 @@ def _async(name: str, *, stream: bool = False) -> Any:
 
 
 def _named(method: Callable[..., Any], name: str) -> Callable[..., Any]:
+    # LangGraph reads the signature (whether put_writes takes task_path): it is the base's.
+    declared = getattr(BaseCheckpointSaver, name)
     method.__name__ = method.__qualname__ = name
-    method.__doc__ = getattr(BaseCheckpointSaver, name).__doc__
+    method.__doc__ = declared.__doc__
+    method.__signature__ = inspect.signature(declared)  # type: ignore[attr-defined]
     return method
 
 
