@@ -4,6 +4,8 @@
 ``own_redis``: starts servers with extra options for one test.
 ``redis_cluster_url``: a one-node Redis Cluster (all 16384 slots on one server), started
 on first use, so tests see the Cluster's cross-slot rules for real.
+``redis_cluster3_url``: a three-master Redis Cluster (``redis+cluster://`` URL of one node),
+so a client must follow MOVED redirections between servers.
 """
 
 from __future__ import annotations
@@ -63,11 +65,8 @@ def own_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
         server.kill()
 
 
-@pytest.fixture(scope="session")
-def redis_cluster_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A one-node Redis Cluster that owns every slot."""
-    directory = tmp_path_factory.mktemp("redis-cluster")
-    server = _start(
+def _cluster_node(directory: Path) -> RedisServer:
+    return _start(
         directory,
         [
             "--cluster-enabled",
@@ -79,16 +78,69 @@ def redis_cluster_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
             str(free_port()),
         ],
     )
-    client = redis.Redis(port=server.port)
+
+
+def _wait_cluster_ok(servers: Sequence[RedisServer], masters: int) -> None:
+    """Waits until every node says the cluster is ok and knows ``masters`` masters."""
+    clients = [redis.Redis(port=server.port) for server in servers]
+    deadline = time.monotonic() + 20
     try:
-        client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-        deadline = time.monotonic() + 20
-        while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the one-node Redis Cluster did not reach cluster_state:ok")
-            time.sleep(0.05)
+        for client in clients:
+            while True:
+                info = client.execute_command("CLUSTER", "INFO")
+                known = client.execute_command("CLUSTER", "NODES")
+                if isinstance(known, dict):
+                    known = "\n".join(known)
+                text = known.decode() if isinstance(known, bytes) else str(known)
+                if b"cluster_state:ok" in info and text.count("master") >= masters:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the {masters}-master Redis Cluster did not come up")
+                time.sleep(0.05)
     finally:
+        for client in clients:
+            client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
+    """A Redis Cluster of three masters on loopback, slots split evenly among them."""
+    servers = [_cluster_node(tmp_path_factory.mktemp(f"redis-cluster3-{i}")) for i in range(3)]
+    try:
+        bounds = [(0, 5460), (5461, 10922), (10923, 16383)]
+        for server, (low, high) in zip(servers, bounds, strict=True):
+            client = redis.Redis(port=server.port)
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", low, high)
+            for other in servers:
+                if other is not server:
+                    bus = other.extra_args[other.extra_args.index("--cluster-port") + 1]
+                    client.execute_command("CLUSTER", "MEET", "127.0.0.1", other.port, bus)
+            client.close()
+        _wait_cluster_ok(servers, 3)
+        yield servers
+    finally:
+        for server in servers:
+            server.kill()
+
+
+@pytest.fixture
+def redis_cluster3_url(redis_cluster3: list[RedisServer]) -> str:
+    """The three-master Cluster's URL (``redis+cluster://`` one node), emptied for each test."""
+    for server in redis_cluster3:
+        client = redis.Redis(port=server.port)
+        client.flushall()
         client.close()
+    return f"redis+cluster://127.0.0.1:{redis_cluster3[0].port}"
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A one-node Redis Cluster that owns every slot."""
+    server = _cluster_node(tmp_path_factory.mktemp("redis-cluster"))
+    client = redis.Redis(port=server.port)
+    client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+    client.close()
+    _wait_cluster_ok([server], 1)
     yield server
     server.kill()
 

@@ -59,7 +59,7 @@ def cid(config: dict[str, Any]) -> str:
 async def stored_values(saver: BaseCheckpointSaver, thread: str) -> int:
     """How many channel values the saver holds for ``thread`` (its own storage)."""
     if isinstance(saver, FullInMemorySaver):
-        return sum(1 for key in saver.saver.blobs if key[0] == thread)
+        return sum(1 for key in saver.blobs if key[0] == thread)
     assert isinstance(saver, AsyncRedisSaver)
     return await saver.client.hlen(f"{saver.key_prefix}:{{{thread}}}:blobs")
 

@@ -174,11 +174,23 @@ def test_redis_restarted_empty_during_the_final_call_still_prints_the_answer(
     assert len(server.requests) == before + 3  # nothing survived: asked from the start
 
 
+def lost_thread_line(thread):
+    return (
+        f"pacore: error: Redis lost thread {thread} while this run wrote it (it restarted "
+        "without persistence, or was flushed): nothing of this run is saved; a rerun starts over"
+    )
+
+
 def test_redis_restarted_empty_mid_round_says_nothing_was_saved(scripted, redis_server, redis_url):
+    # The next trajectory to finish finds its thread gone: its write is refused, and the run
+    # stops (a long lease: no renewal runs meanwhile).
     responder = Held(answer_first=1)
     server = scripted(responder)
     proc = subprocess.Popen(
-        pacore(server, redis_url, "mid"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        pacore(server, redis_url, "mid", "--lease-ttl", "600"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert responder.held.wait(60)
@@ -187,13 +199,27 @@ def test_redis_restarted_empty_mid_round_says_nothing_was_saved(scripted, redis_
     finally:
         responder.release.set()
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 1
-    line = one_error_line(stderr)
-    assert "finished work is saved" not in line and "checkpointed" not in line
-    if "nothing of this run is saved" in line:  # the next write failed: the run stopped
-        assert stdout == ""
-    else:  # the next writes went to the emptied Redis: the run went on, and says so
-        assert "lost part of its data" in line and stdout.strip() == "\\boxed{391}"
+    assert (proc.returncode, stdout) == (1, "")
+    assert one_error_line(stderr) == lost_thread_line("mid")
+
+
+def test_redis_restarted_empty_mid_round_stops_the_run_at_the_next_renewal(
+    scripted, redis_server, redis_url
+):
+    # Nothing finishes after the restart: the lease's renewal finds the thread gone with it,
+    # and stops the run.
+    responder = Held(answer_first=1)
+    server = scripted(responder)
+    args = pacore(server, redis_url, "renewal", "--rounds", "8,2", "--lease-ttl", "1")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert responder.held.wait(60)  # mid-round: the round's checkpoint is saved
+        restart_empty(redis_server)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        responder.release.set()
+    assert (proc.returncode, stdout) == (1, "")
+    assert one_error_line(stderr) == lost_thread_line("renewal")
 
 
 def test_data_lost_while_the_run_goes_on_is_reported_with_the_answer(scripted, redis_url):
@@ -218,8 +244,9 @@ def test_data_lost_while_the_run_goes_on_is_reported_with_the_answer(scripted, r
     assert stdout.strip() == "\\boxed{391}"
     line = one_error_line(stderr)
     # The flush took the run's lease too: its later writes are fenced off rather than
-    # landing in an emptied thread, and the read-back says nothing is saved.
-    assert line.startswith("pacore: error: the answer above could not be saved: ")
-    assert "lost its lease" in line and "nothing of this run is saved" in line
+    # landing in an emptied thread, and the line says the thread is lost.
+    assert line == lost_thread_line("flushed").replace(
+        "error: ", "error: the answer above could not be saved: "
+    )
     assert not client.exists("pacore:{flushed}:cp")
     client.close()

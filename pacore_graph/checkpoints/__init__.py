@@ -5,14 +5,13 @@ from pacore_graph.checkpoints.errors import (
     RedisAuthenticationError,
     RedisEvictionPolicyError,
     RedisOutOfMemoryError,
-)
-from pacore_graph.checkpoints.memory import FullInMemorySaver
-from pacore_graph.checkpoints.saver import (
-    AsyncRedisSaver,
-    RedisSaver,
+    RedisPermissionError,
     RedisUnavailableError,
-    ThreadLease,
+    ThreadLostError,
 )
+from pacore_graph.checkpoints.lease import ThreadLease
+from pacore_graph.checkpoints.memory import FullInMemorySaver
+from pacore_graph.checkpoints.saver import AsyncRedisSaver, RedisSaver, aconnect, connect
 from pacore_graph.errors import DamagedThreadError
 
 __all__ = [
@@ -22,7 +21,11 @@ __all__ = [
     "RedisAuthenticationError",
     "RedisEvictionPolicyError",
     "RedisOutOfMemoryError",
+    "RedisPermissionError",
     "RedisSaver",
     "RedisUnavailableError",
     "ThreadLease",
+    "ThreadLostError",
+    "aconnect",
+    "connect",
 ]

@@ -1,7 +1,7 @@
-"""What the Redis savers raise when Redis refuses them: each error names the server (never
-its password) and what to do. Each is also the builtin error a caller would expect, so
-``except OSError`` (a store that fails) or ``except ValueError`` (a setting to fix) works
-without importing redis."""
+"""What the Redis savers raise when Redis refuses them or loses a thread: each error names
+the server (never its password) and what to do. Each is also the builtin error a caller
+would expect, so ``except OSError`` (a store that fails) or ``except ValueError`` (a
+setting to fix) works without importing redis."""
 
 from __future__ import annotations
 
@@ -10,13 +10,21 @@ import builtins
 import redis
 
 
+class RedisUnavailableError(redis.exceptions.ConnectionError, builtins.ConnectionError):
+    """Redis cannot be reached."""
+
+
 class RedisAuthenticationError(redis.exceptions.AuthenticationError, builtins.PermissionError):
     """Redis refused the URL's password or user, or needs a password the URL lacks."""
 
 
+class RedisPermissionError(redis.exceptions.NoPermissionError, builtins.PermissionError):
+    """Redis's ACL refuses a command the saver needs to the URL's user."""
+
+
 class RedisOutOfMemoryError(redis.exceptions.OutOfMemoryError, builtins.OSError):
-    """Redis is at ``maxmemory`` and its policy evicts nothing of ours: a write was refused
-    (like a full disk). Nothing already stored is lost."""
+    """Redis is at ``maxmemory`` and its policy evicts none of the saver's keys: a write was
+    refused (like a full disk). Nothing already stored is lost."""
 
 
 class RedisEvictionPolicyError(redis.exceptions.RedisError, builtins.ValueError):
@@ -24,4 +32,27 @@ class RedisEvictionPolicyError(redis.exceptions.RedisError, builtins.ValueError)
     refused at ``setup`` unless ``allow_eviction=True``."""
 
 
-__all__ = ["RedisAuthenticationError", "RedisEvictionPolicyError", "RedisOutOfMemoryError"]
+class ThreadLostError(redis.exceptions.RedisError, builtins.OSError):
+    """Redis lost the thread a run was writing, and the run's lease with it (it restarted
+    without persistence, or was flushed): nothing of the run is saved, and a rerun starts
+    the thread over."""
+
+    def __init__(self, thread_id: str) -> None:
+        self.thread_id = thread_id
+        super().__init__(
+            f"Redis lost thread {thread_id} while this run wrote it (it restarted without "
+            "persistence, or was flushed): nothing of this run is saved; a rerun starts over"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.thread_id,))
+
+
+__all__ = [
+    "RedisAuthenticationError",
+    "RedisEvictionPolicyError",
+    "RedisOutOfMemoryError",
+    "RedisPermissionError",
+    "RedisUnavailableError",
+    "ThreadLostError",
+]

@@ -5,19 +5,18 @@ batch's replies, or yields `Emit` to hand checkpoint tuples to the caller (``lis
 streams page by page), and returns its result. `RedisSaver` drives the generators with a
 sync client, `AsyncRedisSaver` with an async one; neither knows the key layout.
 
-Plain commands only (hashes, sorted sets, MULTI/EXEC), and three small Lua scripts for
-the per-thread lease. Every transaction or script names keys of one thread only (on a
-Cluster the registry update follows in its own round trip), so the layout runs unchanged
-on Redis 7, Valkey, managed Redis and Redis Cluster.
-
-The lease: a run holds ``P:{t}:lease`` (SET NX PX) while it writes the thread and renews
-it; a write whose config carries the run's token (`LEASE_CONFIG_KEY`) runs as one script
-that checks the token first, so a run whose lease lapsed or was taken writes nothing.
+Plain commands only (hashes, sorted sets, MULTI/EXEC), and one Lua script: a write of a
+run holding the thread's lease (`pacore_graph.checkpoints.lease`) carries the lease's token
+(`LEASE_CONFIG_KEY`) and runs as a script that checks the token first, so a run whose lease
+lapsed or was taken writes nothing. Every transaction or script names keys of one thread
+only (on a Cluster the registry update follows in its own round trip), so the layout runs
+unchanged on Redis 7, Valkey, managed Redis and Redis Cluster.
 """
 
 from __future__ import annotations
 
 import builtins
+import hashlib
 import logging
 import random
 import time
@@ -25,6 +24,7 @@ from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import redis
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -39,7 +39,11 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 
-from pacore_graph.checkpoints.errors import RedisEvictionPolicyError
+from pacore_graph.checkpoints.errors import (
+    RedisEvictionPolicyError,
+    RedisPermissionError,
+    ThreadLostError,
+)
 from pacore_graph.checkpoints.layout import HASHES, LEASE, LEASE_CONFIG_KEY, SORTED_SETS, Layout
 from pacore_graph.errors import DamagedThreadError, LeaseLostError
 
@@ -63,14 +67,21 @@ ROLES = {
 }
 """What each of a thread's keys holds, for the messages of `DamagedThreadError`."""
 
-CENSUS = ("ids", "cp", "meta", "writes", "wix", "blobs")
-"""The keys whose sizes a load reads with its first round trip (see `Ops._check_census`)."""
+SIZED = {"ids": "ZCARD", "cp": "HLEN", "meta": "HLEN", "writes": "HLEN", "wix": "ZCARD"}
+"""The keys whose sizes a load reads with its first round trip, O(1) each, and whether the
+values exist (see `Ops._check_sizes`)."""
+
+RETURN_1_SHA = hashlib.sha1(b"return 1").hexdigest()
 
 log = logging.getLogger(__name__)
 
 
 FENCED_WRITE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local holder = redis.call('GET', KEYS[1])
+if holder ~= ARGV[1] then
+  if holder or redis.call('EXISTS', unpack(KEYS, 2, 7)) > 0 then return 0 end
+  return -1
+end
 local i = 2
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
@@ -80,31 +91,10 @@ end
 return 1
 """
 """A write's commands (ARGV: token, then each command as its length and its words), run
-only while KEYS[1], the lease, holds the token. Atomic like MULTI/EXEC, in one round trip.
-KEYS also lists every key the commands touch, as Cluster routing wants. (Lua's unpack
+only while KEYS[1], the lease, holds the token (else 0, or -1 when the thread's six keys,
+KEYS[2..7], are gone with the lease). Atomic like MULTI/EXEC, in one round trip. KEYS also
+lists every key the commands touch, as Cluster routing wants. (Lua's unpack
 takes ~8000 words per command: a checkpoint would need ~4000 changed channels.)"""
-
-RENEW_LEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-"""Compare-and-extend: 1 if the lease still holds ARGV[1] (its TTL is reset), else 0."""
-
-RELEASE_LEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-"""Compare-and-delete: a run never releases the lease another run took."""
-
-
-class LeaseState(NamedTuple):
-    """What an attempt to take a thread's lease found."""
-
-    acquired: bool
-    holder: str | None  # the token in place (ours when acquired; None: it just lapsed)
-    ttl_ms: int  # how long the holder's lease still runs (< 0: none)
 
 
 @dataclass
@@ -165,7 +155,7 @@ class Ops:
         new_versions: ChannelVersions,
     ) -> Op:
         """Stores a checkpoint and the values of the channels in ``new_versions``."""
-        lay = self.layout
+        layout = self.layout
         conf = config["configurable"]
         thread_id, ns = str(conf["thread_id"]), conf.get("checkpoint_ns", "")
         checkpoint_id, parent = checkpoint["id"], conf.get("checkpoint_id") or ""
@@ -174,25 +164,21 @@ class Ops:
         if new_versions:
             blobs: list[Any] = []
             for channel, version in new_versions.items():
-                value = lay.dump(values[channel]) if channel in values else b""
-                blobs += [lay.field(ns, channel, str(version)), value]
-            batch.add("HSET", lay.key(thread_id, "blobs"), *blobs)
-        cp_field = lay.field(ns, checkpoint_id)
+                value = layout.dump(values[channel]) if channel in values else b""
+                blobs += [layout.field(ns, channel, str(version)), value]
+            batch.add("HSET", layout.key(thread_id, "blobs"), *blobs)
+        cp_field = layout.field(ns, checkpoint_id)
         stored = {**checkpoint, "channel_values": {}}
-        batch.add("HSET", lay.key(thread_id, "cp"), cp_field, lay.dump(stored))
-        meta = lay.dump(get_checkpoint_metadata(config, metadata))
-        batch.add("HSET", lay.key(thread_id, "meta"), cp_field, meta)
+        batch.add("HSET", layout.key(thread_id, "cp"), cp_field, layout.dump(stored))
+        meta = layout.dump(get_checkpoint_metadata(config, metadata))
+        batch.add("HSET", layout.key(thread_id, "meta"), cp_field, meta)
         # One member per checkpoint, even if it is put again with another parent.
-        batch.add("ZREMRANGEBYLEX", lay.key(thread_id, "ids"), *lay.lex_range(ns, checkpoint_id))
-        batch.add("ZADD", lay.key(thread_id, "ids"), 0, lay.field(ns, checkpoint_id, parent))
+        batch.add(
+            "ZREMRANGEBYLEX", layout.key(thread_id, "ids"), *layout.lex_range(ns, checkpoint_id)
+        )
+        batch.add("ZADD", layout.key(thread_id, "ids"), 0, layout.field(ns, checkpoint_id, parent))
         yield from self._write(thread_id, conf.get(LEASE_CONFIG_KEY), batch)
-        return {
-            "configurable": {
-                "thread_id": thread_id,
-                "checkpoint_ns": ns,
-                "checkpoint_id": checkpoint_id,
-            }
-        }
+        return _config(thread_id, ns, checkpoint_id)
 
     def put_writes(
         self,
@@ -209,17 +195,17 @@ class Ops:
         """
         if not writes:
             return
-        lay = self.layout
+        layout = self.layout
         conf = config["configurable"]
         thread_id, ns = str(conf["thread_id"]), conf.get("checkpoint_ns", "")
         checkpoint_id = conf["checkpoint_id"]
         batch = Batch(atomic=True)
         for idx, (channel, value) in enumerate(writes):
-            fld = lay.field(ns, checkpoint_id, task_id, str(WRITES_IDX_MAP.get(channel, idx)))
-            payload = f"{task_path}\x00{channel}\x00".encode() + lay.dump(value)
+            fld = layout.field(ns, checkpoint_id, task_id, str(WRITES_IDX_MAP.get(channel, idx)))
+            payload = f"{task_path}\x00{channel}\x00".encode() + layout.dump(value)
             command = "HSET" if channel in WRITES_IDX_MAP else "HSETNX"
-            batch.add(command, lay.key(thread_id, "writes"), fld, payload)
-            batch.add("ZADD", lay.key(thread_id, "wix"), 0, fld)
+            batch.add(command, layout.key(thread_id, "writes"), fld, payload)
+            batch.add("ZADD", layout.key(thread_id, "wix"), 0, fld)
         yield from self._write(thread_id, conf.get(LEASE_CONFIG_KEY), batch)
 
     def _touch(self, batch: Batch, thread_id: str) -> Batch | None:
@@ -228,12 +214,12 @@ class Ops:
         Every key of the thread gets the TTL on every write, so a thread expires as a
         unit: a live thread never loses the ancestor writes its DeltaChannels replay.
         """
-        lay = self.layout
-        if lay.ttl_ms is not None:
-            for key in lay.keys(thread_id):
-                batch.add("PEXPIRE", key, lay.ttl_ms)
-        expiry: Any = "+inf" if lay.ttl is None else time.time() + lay.ttl
-        return self._registry(batch, "ZADD", lay.threads_key, expiry, thread_id)
+        layout = self.layout
+        if layout.ttl_ms is not None:
+            for key in layout.keys(thread_id):
+                batch.add("PEXPIRE", key, layout.ttl_ms)
+        expiry: Any = "+inf" if layout.ttl is None else time.time() + layout.ttl
+        return self._registry(batch, "ZADD", layout.threads_key, expiry, thread_id)
 
     def _registry(self, batch: Batch, *command: Any) -> Batch | None:
         # On a Cluster the registry is in another slot, so it cannot join the transaction.
@@ -249,12 +235,14 @@ class Ops:
 
         Raises:
             LeaseLostError: The lease no longer holds ``token``; nothing was written.
+            ThreadLostError: The thread is gone with the lease: Redis lost its data.
         """
         follow = self._touch(batch, thread_id)
         if token is None:
             yield from self._commit(batch, follow)
             return
-        keys = builtins.list(dict.fromkeys(command[1] for command in batch.commands))
+        thread_keys = self.layout.keys(thread_id)
+        keys = builtins.list(dict.fromkeys([*thread_keys, *(cmd[1] for cmd in batch.commands)]))
         words: builtins.list[Any] = [token]
         for command in batch.commands:
             words += [len(command), *command]
@@ -262,6 +250,8 @@ class Ops:
         lease = self.layout.key(thread_id, LEASE)
         fenced.add("EVAL", FENCED_WRITE, 1 + len(keys), lease, *keys, *words)
         (held,) = yield fenced
+        if held == -1:
+            raise ThreadLostError(thread_id)
         if not held:
             raise LeaseLostError(thread_id)
         if follow is not None:
@@ -273,32 +263,6 @@ class Ops:
         if follow is not None:
             yield follow
 
-    # -- the lease -----------------------------------------------------------------------
-
-    def acquire_lease(self, thread_id: str, token: str, ttl_ms: int) -> Op:
-        """Takes the thread's lease for ``ttl_ms`` if nobody holds it; returns `LeaseState`."""
-        lease = self.layout.key(str(thread_id), LEASE)
-        batch = Batch()
-        batch.add("SET", lease, token, "NX", "PX", ttl_ms)
-        batch.add("GET", lease)
-        batch.add("PTTL", lease)
-        taken, holder, left = yield batch
-        return LeaseState(bool(taken), holder.decode() if holder else None, int(left))
-
-    def renew_lease(self, thread_id: str, token: str, ttl_ms: int) -> Op:
-        """Extends the lease to ``ttl_ms`` from now if it still holds ``token``; returns that."""
-        batch = Batch()
-        batch.add("EVAL", RENEW_LEASE, 1, self.layout.key(str(thread_id), LEASE), token, ttl_ms)
-        (held,) = yield batch
-        return bool(held)
-
-    def release_lease(self, thread_id: str, token: str) -> Op:
-        """Deletes the lease if it still holds ``token``; returns whether it did."""
-        batch = Batch()
-        batch.add("EVAL", RELEASE_LEASE, 1, self.layout.key(str(thread_id), LEASE), token)
-        (released,) = yield batch
-        return bool(released)
-
     # -- reads -------------------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> Op:
@@ -307,24 +271,24 @@ class Ops:
         Raises:
             DamagedThreadError: The thread lost a key, or a field the checkpoint references.
         """
-        lay = self.layout
+        layout = self.layout
         conf = config["configurable"]
         thread_id, ns = str(conf["thread_id"]), conf.get("checkpoint_ns", "")
         checkpoint_id = get_checkpoint_id(config)
         if checkpoint_id:
             found = yield from self._load(thread_id, [(ns, checkpoint_id)])
             return found[0] if found else None
-        low, high = lay.lex_range(ns)
-        # The census rides along: a thread whose index was lost would otherwise look new.
+        low, high = layout.lex_range(ns)
+        # The key sizes ride along: a thread whose index was lost would otherwise look new.
         batch = Batch(snapshot=True)
-        batch.add("ZREVRANGEBYLEX", lay.key(thread_id, "ids"), high, low, "LIMIT", 0, 1)
-        self._census(batch, thread_id)
+        batch.add("ZREVRANGEBYLEX", layout.key(thread_id, "ids"), high, low, "LIMIT", 0, 1)
+        self._sizes(batch, thread_id)
         members, *sizes = yield batch
-        self._check_census(thread_id, sizes)
+        self._check_sizes(thread_id, sizes)
         if not members:
             return None
-        checkpoint_id = lay.split(members[0])[1]
-        found = yield from self._load(thread_id, [(ns, checkpoint_id)], census=False)
+        checkpoint_id = layout.split(members[0])[1]
+        found = yield from self._load(thread_id, [(ns, checkpoint_id)], sizes=False)
         return found[0] if found else None
 
     def list(
@@ -375,15 +339,15 @@ class Ops:
         limit: int | None,
     ) -> Op:
         """(namespace, id) of a thread's checkpoints, newest first, from its index only."""
-        lay = self.layout
-        ids_key = lay.key(thread_id, "ids")
+        layout = self.layout
+        ids_key = layout.key(thread_id, "ids")
         batch = Batch()
         if ns is not None and checkpoint_id:
-            batch.add("ZRANGEBYLEX", ids_key, *lay.lex_range(ns, checkpoint_id))
+            batch.add("ZRANGEBYLEX", ids_key, *layout.lex_range(ns, checkpoint_id))
         elif ns is not None:
-            low, high = lay.lex_range(ns)
+            low, high = layout.lex_range(ns)
             if before_id:
-                high = "(" + lay.field(ns, before_id)
+                high = "(" + layout.field(ns, before_id)
             paging = ("LIMIT", 0, limit) if limit is not None else ()
             batch.add("ZREVRANGEBYLEX", ids_key, high, low, *paging)
         else:
@@ -391,7 +355,7 @@ class Ops:
         (members,) = yield batch
         refs = []
         for member in members:
-            member_ns, cid, _ = lay.split(member)
+            member_ns, cid, _ = layout.split(member)
             if checkpoint_id and cid != checkpoint_id:
                 continue
             if before_id and cid >= before_id:
@@ -402,24 +366,21 @@ class Ops:
 
     def _live_threads(self) -> Op:
         """Registered thread ids, dropping those expired (past the grace) on the way."""
-        lay = self.layout
+        layout = self.layout
         batch = Batch()
-        batch.add("ZREMRANGEBYSCORE", lay.threads_key, "-inf", f"({time.time() - REGISTRY_GRACE_S}")
-        batch.add("ZRANGE", lay.threads_key, 0, -1)
+        batch.add(
+            "ZREMRANGEBYSCORE", layout.threads_key, "-inf", f"({time.time() - REGISTRY_GRACE_S}"
+        )
+        batch.add("ZRANGE", layout.threads_key, 0, -1)
         _, members = yield batch
         return sorted(m.decode() for m in members)
 
-    def _census(self, batch: Batch, thread_id: str) -> None:
-        """Adds the sizes of the thread's keys (`CENSUS` order) to ``batch``: O(1) each."""
-        key = lambda name: self.layout.key(thread_id, name)  # noqa: E731
-        batch.add("ZCARD", key("ids"))
-        batch.add("HLEN", key("cp"))
-        batch.add("HLEN", key("meta"))
-        batch.add("HLEN", key("writes"))
-        batch.add("ZCARD", key("wix"))
-        batch.add("EXISTS", key("blobs"))
+    def _sizes(self, batch: Batch, thread_id: str) -> None:
+        """Adds the sizes of the thread's keys (`SIZED`, then ``blobs``) to ``batch``."""
+        for name, command in [*SIZED.items(), ("blobs", "EXISTS")]:
+            batch.add(command, self.layout.key(thread_id, name))
 
-    def _check_census(self, thread_id: str, sizes: Sequence[int]) -> None:
+    def _check_sizes(self, thread_id: str, sizes: Sequence[int]) -> None:
         """Raises `DamagedThreadError` when a key the others imply is gone.
 
         Writes keep these together (each in one transaction, all keys under one TTL): ids,
@@ -429,7 +390,7 @@ class Ops:
         checkpoint are not damage: with ``durability="async"`` a task's writes may land
         before its thread's first checkpoint.)
         """
-        size = dict(zip(CENSUS, sizes, strict=True))
+        size = dict(zip([*SIZED, "blobs"], sizes, strict=True))
         checkpoints, writes = ("ids", "cp", "meta"), ("writes", "wix")
         lost: list[str] = []
         if any(size[name] for name in checkpoints):
@@ -449,43 +410,43 @@ class Ops:
         thread_id: str,
         ns: str,
         checkpoint_id: str,
-        blob_fields: Sequence[str],
-        write_fields: Sequence[bytes],
+        fields: tuple[Sequence[Any], Sequence[Any]],
+        found: tuple[Sequence[Any], Sequence[Any]],
     ) -> Op:
-        """Reads again, in one transaction, fields a checkpoint references that a read did not
-        find: the checkpoint may have gone between two round trips (prune, delete_thread,
-        TTL expiry), which is no damage.
+        """Reads again, in one transaction, the fields a checkpoint references that a read did
+        not find (None in ``found``, the replies for the blob and write ``fields``): the
+        checkpoint may have gone between two round trips (prune, delete_thread, TTL expiry),
+        which is no damage.
 
         Returns:
-            None when the checkpoint is gone; else the fields' values, found this time, as
-            ({blob field: value}, {write field: payload}).
+            None when the checkpoint is gone; else ``found`` completed.
 
         Raises:
             DamagedThreadError: The checkpoint is there and the fields are still missing.
         """
-        lay = self.layout
-        key = lambda name: lay.key(thread_id, name)  # noqa: E731
+        key = lambda name: self.layout.key(thread_id, name)  # noqa: E731
+        names = ("blobs", "writes")
+        lost = [
+            [f for f, raw in zip(*pair, strict=True) if raw is None]
+            for pair in zip(fields, found, strict=True)
+        ]
         batch = Batch(snapshot=True)
-        batch.add("HEXISTS", key("cp"), lay.field(ns, checkpoint_id))
-        if blob_fields:
-            batch.add("HMGET", key("blobs"), *blob_fields)
-        if write_fields:
-            batch.add("HMGET", key("writes"), *write_fields)
-        exists, *found = yield batch
+        batch.add("HEXISTS", key("cp"), self.layout.field(ns, checkpoint_id))
+        for name, missing in zip(names, lost, strict=True):
+            if missing:
+                batch.add("HMGET", key(name), *missing)
+        exists, *again = yield batch
         if not exists:
             return None
-        blobs = found.pop(0) if blob_fields else []
-        payloads = found.pop(0) if write_fields else []
-        missing = [
-            f"{lost} {ROLES[name]} of checkpoint {checkpoint_id} in {key(name)}"
-            for name, replies in (("blobs", blobs), ("writes", payloads))
-            if (lost := sum(raw is None for raw in replies))
-        ]
-        if missing:
-            raise DamagedThreadError(thread_id, missing)
-        return dict(zip(blob_fields, blobs, strict=True)), dict(
-            zip(write_fields, payloads, strict=True)
-        )
+        complete, damage = [], []
+        for name, keys, replies, missing in zip(names, fields, found, lost, strict=True):
+            values = dict(zip(missing, again.pop(0), strict=True)) if missing else {}
+            if gone := sum(raw is None for raw in values.values()):
+                damage.append(f"{gone} {ROLES[name]} of checkpoint {checkpoint_id} in {key(name)}")
+            complete.append([values.get(f, raw) for f, raw in zip(keys, replies, strict=True)])
+        if damage:
+            raise DamagedThreadError(thread_id, damage)
+        return complete[0], complete[1]
 
     def _load(
         self,
@@ -493,11 +454,11 @@ class Ops:
         refs: Sequence[tuple[str, str]],
         filter: Mapping[str, Any] | None = None,
         *,
-        census: bool = True,
+        sizes: bool = True,
     ) -> Op:
         """Full tuples for (namespace, id) pairs in two round trips; missing ones are skipped.
 
-        The first round trip is a snapshot, so the census (unless the caller took it)
+        The first round trip is a snapshot, so the key sizes (unless the caller took them)
         and each checkpoint's index entry, metadata and write list agree with each other.
         A field a checkpoint references that is missing is damage, never an empty value.
 
@@ -506,21 +467,21 @@ class Ops:
         """
         if not refs:
             return []
-        lay = self.layout
-        key = lambda name: lay.key(thread_id, name)  # noqa: E731
+        layout = self.layout
+        key = lambda name: layout.key(thread_id, name)  # noqa: E731
         batch = Batch(snapshot=True)
-        if census:
-            self._census(batch, thread_id)
+        if sizes:
+            self._sizes(batch, thread_id)
         for ns, cid in refs:
-            cp_field = lay.field(ns, cid)
+            cp_field = layout.field(ns, cid)
             batch.add("HGET", key("cp"), cp_field)
             batch.add("HGET", key("meta"), cp_field)
-            batch.add("ZRANGEBYLEX", key("ids"), *lay.lex_range(ns, cid), "LIMIT", 0, 1)
-            batch.add("ZRANGEBYLEX", key("wix"), *lay.lex_range(ns, cid))
+            batch.add("ZRANGEBYLEX", key("ids"), *layout.lex_range(ns, cid), "LIMIT", 0, 1)
+            batch.add("ZRANGEBYLEX", key("wix"), *layout.lex_range(ns, cid))
         replies = yield batch
-        if census:
-            self._check_census(thread_id, replies[: len(CENSUS)])
-            replies = replies[len(CENSUS) :]
+        if sizes:
+            self._check_sizes(thread_id, replies[: len(SIZED) + 1])
+            replies = replies[len(SIZED) + 1 :]
         rows = []
         values = Batch()
         for i, (ns, cid) in enumerate(refs):
@@ -532,17 +493,17 @@ class Ops:
                 raise DamagedThreadError(
                     thread_id, [f"checkpoint {cid} of {key(name)} ({ROLES[name]})"]
                 )
-            metadata: CheckpointMetadata = lay.load(raw_meta)
+            metadata: CheckpointMetadata = layout.load(raw_meta)
             if filter and not all(metadata.get(k) == v for k, v in filter.items()):
                 continue
-            checkpoint = lay.load(raw_cp)
+            checkpoint = layout.load(raw_cp)
             channels = list(checkpoint["channel_versions"].items())
-            blob_fields = [lay.field(ns, ch, str(version)) for ch, version in channels]
+            blob_fields = [layout.field(ns, ch, str(version)) for ch, version in channels]
             if blob_fields:
                 values.add("HMGET", key("blobs"), *blob_fields)
             if write_fields:
                 values.add("HMGET", key("writes"), *write_fields)
-            parent = lay.split(member[0])[2] if member else ""
+            parent = layout.split(member[0])[2] if member else ""
             rows.append((ns, cid, parent, checkpoint, metadata, blob_fields, write_fields))
         replies = iter((yield values) if values.commands else [])
         out = []
@@ -550,19 +511,18 @@ class Ops:
             blobs = next(replies) if blob_fields else []
             payloads = next(replies) if write_fields else []
             if None in blobs or None in payloads:
-                lost_blobs = [f for f, raw in zip(blob_fields, blobs, strict=True) if raw is None]
-                lost_writes = [f for f, p in zip(write_fields, payloads, strict=True) if p is None]
-                found = yield from self._recheck(thread_id, ns, cid, lost_blobs, lost_writes)
+                found = yield from self._recheck(
+                    thread_id, ns, cid, (blob_fields, write_fields), (blobs, payloads)
+                )
                 if found is None:
                     continue  # deleted since the first round trip
-                blobs = [found[0].get(f, raw) for f, raw in zip(blob_fields, blobs, strict=True)]
-                payloads = [found[1].get(f, p) for f, p in zip(write_fields, payloads, strict=True)]
+                blobs, payloads = found
             channels = checkpoint["channel_versions"]
             checkpoint["channel_values"] = {
-                ch: lay.load(raw) for ch, raw in zip(channels, blobs, strict=True) if raw
+                ch: layout.load(raw) for ch, raw in zip(channels, blobs, strict=True) if raw
             }
             pending = [
-                (task_id, channel, lay.load(raw))
+                (task_id, channel, layout.load(raw))
                 for task_id, channel, raw in self._writes(zip(write_fields, payloads, strict=True))
             ]
             out.append(
@@ -593,7 +553,7 @@ class Ops:
 
     # -- DeltaChannel history -----------------------------------------------------------
 
-    def delta_channel_history(self, config: RunnableConfig, channels: Sequence[str]) -> Op:
+    def get_delta_channel_history(self, *, config: RunnableConfig, channels: Sequence[str]) -> Op:
         """LangGraph's `get_delta_channel_history` in a few round trips, not two per ancestor.
 
         Same contract as the base class's walk: for each channel, the writes on the
@@ -608,16 +568,16 @@ class Ops:
         target = get_checkpoint_id(config) or max(parents, default=None)
         start = parents.get(target) if target else None
         visits = yield from self._walk(thread_id, ns, parents, start, channels, with_writes=True)
-        lay = self.layout
+        layout = self.layout
         collected: dict[str, list[PendingWrite]] = {ch: [] for ch in channels}
         seeds: dict[str, Any] = {}
         remaining = set(channels)
         for visit in visits:
             for task_id, channel, raw in reversed(self._writes(visit.writes)):
                 if channel in remaining:
-                    collected[channel].append((task_id, channel, lay.load(raw)))
+                    collected[channel].append((task_id, channel, layout.load(raw)))
             for channel, raw in visit.seeds.items():
-                seeds[channel] = lay.load(raw)
+                seeds[channel] = layout.load(raw)
                 remaining.discard(channel)
         result: dict[str, DeltaChannelHistory] = {}
         for channel in channels:
@@ -651,8 +611,8 @@ class Ops:
         ``with_writes`` (a load, not a prune) also checks that what the ancestors reference
         is there: a missing value or write raises `DamagedThreadError`.
         """
-        lay = self.layout
-        key = lambda name: lay.key(thread_id, name)  # noqa: E731
+        layout = self.layout
+        key = lambda name: layout.key(thread_id, name)  # noqa: E731
         remaining = set(channels)
         visits: list[_Visit] = []
         current = start
@@ -665,9 +625,9 @@ class Ops:
                 break
             batch = Batch()
             for cid in page:
-                batch.add("HGET", key("cp"), lay.field(ns, cid))
+                batch.add("HGET", key("cp"), layout.field(ns, cid))
                 if with_writes:
-                    batch.add("ZRANGEBYLEX", key("wix"), *lay.lex_range(ns, cid))
+                    batch.add("ZRANGEBYLEX", key("wix"), *layout.lex_range(ns, cid))
             replies = iter((yield batch))
             plan = []
             values = Batch()
@@ -677,9 +637,9 @@ class Ops:
                 if raw_cp is None:  # a pruned ancestor: the chain ends here
                     current = None
                     break
-                versions = lay.load(raw_cp)["channel_versions"]
+                versions = layout.load(raw_cp)["channel_versions"]
                 wanted = [ch for ch in remaining if ch in versions]
-                fields = [lay.field(ns, ch, str(versions[ch])) for ch in wanted]
+                fields = [layout.field(ns, ch, str(versions[ch])) for ch in wanted]
                 if fields:
                     values.add("HMGET", key("blobs"), *fields)
                 if write_fields:
@@ -690,18 +650,13 @@ class Ops:
                 blobs = next(replies) if fields else []
                 payloads = next(replies) if write_fields else []
                 if with_writes and (None in blobs or None in payloads):
-                    lost_blobs = [f for f, raw in zip(fields, blobs, strict=True) if raw is None]
-                    lost_writes = [
-                        f for f, p in zip(write_fields, payloads, strict=True) if p is None
-                    ]
-                    found = yield from self._recheck(thread_id, ns, cid, lost_blobs, lost_writes)
+                    found = yield from self._recheck(
+                        thread_id, ns, cid, (fields, write_fields), (blobs, payloads)
+                    )
                     if found is None:  # deleted since the first round trip: the chain ends
                         current = None
                         break
-                    blobs = [found[0].get(f, raw) for f, raw in zip(fields, blobs, strict=True)]
-                    payloads = [
-                        found[1].get(f, p) for f, p in zip(write_fields, payloads, strict=True)
-                    ]
+                    blobs, payloads = found
                 seeds = {
                     ch: raw
                     for ch, raw in zip(wanted, blobs, strict=True)
@@ -728,13 +683,13 @@ class Ops:
         The stored fields carry no thread id, so the copy is the source's hashes and
         sorted sets merged into the target's keys, in one transaction.
         """
-        lay = self.layout
+        layout = self.layout
         source, target = str(source), str(target)
         batch = Batch()
         for name in HASHES:
-            batch.add("HGETALL", lay.key(source, name))
+            batch.add("HGETALL", layout.key(source, name))
         for name in SORTED_SETS:
-            batch.add("ZRANGE", lay.key(source, name), 0, -1)
+            batch.add("ZRANGE", layout.key(source, name), 0, -1)
         replies = yield batch
         hashes = dict(zip(HASHES, replies[: len(HASHES)], strict=True))
         members = dict(zip(SORTED_SETS, replies[len(HASHES) :], strict=True))
@@ -743,10 +698,12 @@ class Ops:
         out = Batch(atomic=True)
         for name, content in hashes.items():
             if content:
-                out.add("HSET", lay.key(target, name), *[x for kv in content.items() for x in kv])
+                out.add(
+                    "HSET", layout.key(target, name), *[x for kv in content.items() for x in kv]
+                )
         for name, content in members.items():
             if content:
-                out.add("ZADD", lay.key(target, name), *[x for m in content for x in (0, m)])
+                out.add("ZADD", layout.key(target, name), *[x for m in content for x in (0, m)])
         yield from self._commit(out, self._touch(out, target))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> Op:
@@ -758,24 +715,24 @@ class Ops:
         wanted = set(run_ids)
         if not wanted:
             return
-        lay = self.layout
+        layout = self.layout
         threads = yield from self._live_threads()
         for start in range(0, len(threads), PAGE):
             page = threads[start : start + PAGE]
             batch = Batch()
             for thread_id in page:
-                batch.add("HGETALL", lay.key(thread_id, "meta"))
+                batch.add("HGETALL", layout.key(thread_id, "meta"))
             metas = yield batch
             for thread_id, meta in zip(page, metas, strict=True):
                 doomed = [
-                    tuple(lay.split(fld))
+                    tuple(layout.split(fld))
                     for fld, raw in meta.items()
-                    if lay.load(raw).get("run_id") in wanted
+                    if layout.load(raw).get("run_id") in wanted
                 ]
                 if doomed:
                     yield from self._drop(thread_id, doomed)
 
-    def prune(self, thread_ids: Sequence[str], strategy: str = "keep_latest") -> Op:
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> Op:
         """Drops old checkpoints of the given threads.
 
         ``"delete"`` (LangGraph's name; langgraph-api says ``"delete_all"``) removes the
@@ -787,22 +744,22 @@ class Ops:
             raise ValueError(
                 f"unknown prune strategy {strategy!r}: use one of {', '.join(PRUNE_STRATEGIES)}"
             )
-        lay = self.layout
+        layout = self.layout
         for thread_id in map(str, thread_ids):
             if strategy != "keep_latest":
                 yield from self.delete_thread(thread_id)
                 continue
             batch = Batch()
-            batch.add("ZRANGE", lay.key(thread_id, "ids"), 0, -1)
+            batch.add("ZRANGE", layout.key(thread_id, "ids"), 0, -1)
             (members,) = yield batch
             by_ns: dict[str, dict[str, str]] = {}
-            for ns, cid, parent in map(lay.split, members):
+            for ns, cid, parent in map(layout.split, members):
                 by_ns.setdefault(ns, {})[cid] = parent
             latest = {ns: max(chain) for ns, chain in by_ns.items()}
             batch = Batch()
             for ns, cid in latest.items():
-                batch.add("HGET", lay.key(thread_id, "cp"), lay.field(ns, cid))
-                batch.add("HGET", lay.key(thread_id, "meta"), lay.field(ns, cid))
+                batch.add("HGET", layout.key(thread_id, "cp"), layout.field(ns, cid))
+                batch.add("HGET", layout.key(thread_id, "meta"), layout.field(ns, cid))
             replies = (yield batch) if batch.commands else []
             keep = set(latest.items())
             for i, (ns, cid) in enumerate(latest.items()):
@@ -810,8 +767,8 @@ class Ops:
                 if raw_cp is None or raw_meta is None:
                     continue
                 # The metadata names the delta channels that have not snapshotted since.
-                counters = lay.load(raw_meta).get("counters_since_delta_snapshot") or {}
-                versions = lay.load(raw_cp)["channel_versions"]
+                counters = layout.load(raw_meta).get("counters_since_delta_snapshot") or {}
+                versions = layout.load(raw_cp)["channel_versions"]
                 delta = [ch for ch in counters if ch in versions]
                 if delta:
                     visits = yield from self._walk(
@@ -825,28 +782,28 @@ class Ops:
 
     def _drop(self, thread_id: str, doomed: Sequence[tuple[str, ...]]) -> Op:
         """Removes checkpoints with their writes, and the values no kept checkpoint uses."""
-        lay = self.layout
-        key = lambda name: lay.key(thread_id, name)  # noqa: E731
+        layout = self.layout
+        key = lambda name: layout.key(thread_id, name)  # noqa: E731
         batch = Batch()
         batch.add("HGETALL", key("cp"))
         batch.add("HKEYS", key("blobs"))
         for ns, cid in doomed:
-            batch.add("ZRANGEBYLEX", key("wix"), *lay.lex_range(ns, cid))
+            batch.add("ZRANGEBYLEX", key("wix"), *layout.lex_range(ns, cid))
         checkpoints, blob_fields, *write_fields = yield batch
-        doomed_fields = {lay.field(ns, cid) for ns, cid in doomed}
+        doomed_fields = {layout.field(ns, cid) for ns, cid in doomed}
         used = set()
         for fld, raw in checkpoints.items():
             if fld.decode() not in doomed_fields:
-                ns = lay.split(fld)[0]
-                versions = lay.load(raw)["channel_versions"]
-                used |= {lay.field(ns, ch, str(version)) for ch, version in versions.items()}
+                ns = layout.split(fld)[0]
+                versions = layout.load(raw)["channel_versions"]
+                used |= {layout.field(ns, ch, str(version)) for ch, version in versions.items()}
         unused = [f for f in blob_fields if f.decode() not in used]
         out = Batch(atomic=True)
         out.add("HDEL", key("cp"), *doomed_fields)
         out.add("HDEL", key("meta"), *doomed_fields)
         for ns, cid in doomed:
-            out.add("ZREMRANGEBYLEX", key("ids"), *lay.lex_range(ns, cid))
-            out.add("ZREMRANGEBYLEX", key("wix"), *lay.lex_range(ns, cid))
+            out.add("ZREMRANGEBYLEX", key("ids"), *layout.lex_range(ns, cid))
+            out.add("ZREMRANGEBYLEX", key("wix"), *layout.lex_range(ns, cid))
         writes = [f for fields in write_fields for f in fields]
         if writes:
             out.add("HDEL", key("writes"), *writes)
@@ -854,7 +811,7 @@ class Ops:
             out.add("HDEL", key("blobs"), *unused)
         follow = None
         if all(fld.decode() in doomed_fields for fld in checkpoints):  # nothing left
-            follow = self._registry(out, "ZREM", lay.threads_key, thread_id)
+            follow = self._registry(out, "ZREM", layout.threads_key, thread_id)
         yield from self._commit(out, follow)
 
 
@@ -884,15 +841,21 @@ def eviction_risk(policy: str, ttl: float | None) -> str | None:
     return f"maxmemory-policy is {policy}, which may evict any key"
 
 
-def setup(ttl: float | None, *, allow_eviction: bool, address: str) -> Op:
-    """Checks that Redis answers and will not evict the saver's keys; returns its
-    ``maxmemory-policy`` (None when Redis would not tell).
+SCRIPTING = {"EVAL": ("return 1", 0), "EVALSHA": (RETURN_1_SHA, 0), "SCRIPT LOAD": ("return 1",)}
+"""The scripting commands leases need (the fenced write, redis-py's `Lock`), tried at setup."""
+
+
+def setup(ttl: float | None, *, allow_eviction: bool, address: str, user: str | None = None) -> Op:
+    """Checks that Redis answers, lets ``user`` run scripts (unless ``user`` is None: leases
+    off) and will not evict the saver's keys; returns its ``maxmemory-policy`` (None when
+    Redis would not tell).
 
     The policy comes from ``CONFIG GET``, else ``INFO memory`` (managed Redis often refuses
     CONFIG). If neither answers, a warning is logged and the saver goes on: eviction that
     hits part of a thread is still caught when the thread is loaded (`DamagedThreadError`).
 
     Raises:
+        RedisPermissionError: The ACL refuses ``user`` a scripting command.
         RedisEvictionPolicyError: The policy may evict the saver's keys and
             ``allow_eviction`` is False.
     """
@@ -900,7 +863,21 @@ def setup(ttl: float | None, *, allow_eviction: bool, address: str) -> Op:
     batch = Batch(tolerant=True)
     batch.add("CONFIG GET", "maxmemory-policy")  # as one word the async Cluster routes it
     batch.add("INFO", "memory")
-    config, info = yield batch
+    if user is not None:
+        for name, args in SCRIPTING.items():
+            batch.add(name, *args)
+    config, info, *scripting = yield batch
+    refused = [
+        name
+        for name, reply in zip(SCRIPTING, scripting, strict=False)
+        if isinstance(reply, redis.exceptions.NoPermissionError)
+    ]
+    if refused:
+        raise RedisPermissionError(
+            f"Redis at {address}: user {user} may not run {', '.join(refused)}, which the "
+            f"thread lease needs: grant {'them' if len(refused) > 1 else 'it'} (ACL SETUSER {user} "
+            "+@scripting)"
+        )
     policy = _maxmemory_policy(config, info)
     if policy is None:
         log.warning(

@@ -1,116 +1,143 @@
 """`RedisSaver` and `AsyncRedisSaver`: LangGraph checkpoint savers on plain Redis commands.
 
-Both run the operations of `pacore_graph.checkpoints.ops`; they differ only in how a
-batch of commands reaches the server (a sync or an asyncio redis-py client), and in how
-they keep a thread's lease alive (a thread, or an asyncio task).
+Every operation is written once in `pacore_graph.checkpoints.ops`, and every public method
+once in `RedisSaverBase`: a sync method drives its operation with `_run` / `_stream`, an
+async one with `_arun` / `_astream`. `RedisSaver` sends the batches with a sync client;
+`AsyncRedisSaver` with an asyncio client, and runs its sync methods on its event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import copy
-import logging
-import os
-import socket
+import inspect
 import threading
-import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 from typing import Any, Self, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aredis
-from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     BaseCheckpointSaver,
-    ChannelVersions,
-    Checkpoint,
-    CheckpointMetadata,
     CheckpointTuple,
-    DeltaChannelHistory,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 from redis.driver_info import DriverInfo
 
-from pacore_graph.checkpoints.errors import RedisAuthenticationError, RedisOutOfMemoryError
-from pacore_graph.checkpoints.layout import LEASE_CONFIG_KEY, Layout
-from pacore_graph.checkpoints.ops import Batch, Emit, LeaseState, Op, Ops, next_version, setup
-from pacore_graph.errors import LeaseLostError, ThreadBusyError
+from pacore_graph.checkpoints import lease
+from pacore_graph.checkpoints.errors import (
+    RedisAuthenticationError,
+    RedisOutOfMemoryError,
+    RedisPermissionError,
+    RedisUnavailableError,
+)
+from pacore_graph.checkpoints.layout import Layout
+from pacore_graph.checkpoints.lease import DEFAULT_LEASE_TTL, ThreadLease, Wait
+from pacore_graph.checkpoints.ops import Batch, Emit, Op, Ops, next_version, setup
 
 DEFAULT_PREFIX = "pacore"
 
-DEFAULT_LEASE_TTL = 10.0
-"""Seconds a thread's lease outlives its last renewal: how long after a run dies (SIGKILL,
-a lost host) its thread stays busy. Renewed every third of it while the run lives."""
+DEFAULT_MAX_CONNECTIONS = 32
+"""Connections of a saver made by ``from_conn_string``: Redis runs one command at a time,
+so more connections add only their set-up cost (a burst of trajectories finishing at once
+would otherwise open ~100)."""
 
-LEASE_POLL_S = 0.5
-"""How often a run waiting for a busy thread tries its lease again (at most)."""
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+"""URL schemes naming a Redis Cluster, and the scheme redis-py's Cluster client reads."""
 
-Wait = bool | float
-"""Whether to wait for a busy thread: False raises `ThreadBusyError` at once, True waits as
-long as it takes, a number waits that many seconds at most."""
+_CONNECTION_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+_OURS = (
+    RedisUnavailableError,
+    RedisAuthenticationError,
+    RedisPermissionError,
+    RedisOutOfMemoryError,
+)
 
-_log = logging.getLogger(__name__)
+
+def _cluster_url(url: str) -> tuple[str, bool]:
+    """``url`` as redis-py reads it, and whether its scheme names a Cluster."""
+    parts = urlsplit(url)
+    scheme = CLUSTER_SCHEMES.get(parts.scheme)
+    return (urlunsplit(parts._replace(scheme=scheme)), True) if scheme else (url, False)
 
 
-@dataclass
-class ThreadLease:
-    """A run's hold on one thread: its writes are fenced by ``token`` once `bind` put it in
-    the run's config.
+def _public(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port}"
 
-    Attributes:
-        thread_id: The thread held.
-        token: Unique to this hold: ``PID@HOST/RANDOM``, so a busy error names the holder.
-        lost: Set when a renewal found the lease lapsed or taken: every later write of the
-            run fails with `LeaseLostError`.
+
+def _cluster_enabled(info: Any) -> bool:
+    return isinstance(info, Mapping) and bool(info.get("cluster_enabled"))
+
+
+def connect(url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS, **options: Any) -> Any:
+    """A sync client for ``url``: a ``RedisCluster`` for ``redis+cluster://`` (or
+    ``rediss+cluster://``) or a server in cluster mode, else a ``redis.Redis``.
+
+    Args:
+        url: A redis-py URL (``redis://:password@host:6379/0``, ``rediss://``, ``unix://``)
+            or a Cluster's (``redis+cluster://host:7000``: any node; it finds the others).
+        max_connections: Connections to Redis (per node of a Cluster).
+        **options: More redis-py client options (``socket_timeout``, ...).
     """
-
-    thread_id: str
-    token: str
-    lost: bool = False
-
-    def bind(self, config: RunnableConfig) -> RunnableConfig:
-        """``config`` with the token, so the saver fences the run's writes by it."""
-        configurable = {**config.get("configurable", {}), LEASE_CONFIG_KEY: self.token}
-        return {**config, "configurable": configurable}
-
-
-def _new_token() -> str:
-    return f"{os.getpid()}@{socket.gethostname()}/{uuid.uuid4().hex}"
-
-
-def describe_holder(token: str | None) -> str:
-    """``pid 4242 on host-a`` for a token of ours; another program's token as it is."""
-    if token is None:
-        return "nobody"
-    who, slash, _ = token.rpartition("/")
-    pid, at, host = who.partition("@")
-    return f"pid {pid} on {host}" if slash and at and pid.isdigit() else token
+    plain, cluster = _cluster_url(url)
+    if not cluster:
+        client = redis.Redis.from_url(plain, **_pool_options(max_connections), **options)
+        with contextlib.suppress(redis.exceptions.RedisError):  # unknown: setup will say
+            cluster = _cluster_enabled(client.info("cluster"))
+        if not cluster:
+            return client
+        client.close()
+    try:
+        return RedisCluster.from_url(plain, max_connections=max_connections, **options)
+    except redis.exceptions.RedisClusterException as exc:  # it connects at once
+        address = f"{_public(plain)} (cluster)"
+        raise RedisUnavailableError(f"Redis at {address} is unreachable: {exc}") from None
 
 
-def _busy(thread_id: str, state: LeaseState, waited: float | None) -> ThreadBusyError:
-    holder = describe_holder(state.holder) if state.holder else None
-    still = f" after waiting {waited:.1f} s" if waited else ""
-    # A live run renews its lease; one that died leaves it to lapse (say when).
-    lapses = f", lapsing in {state.ttl_ms / 1000:.1f} s unless renewed" if state.ttl_ms > 0 else ""
-    return ThreadBusyError(
-        f"thread {thread_id} is busy{still}: another run holds it ({holder or 'it just ended'}"
-        f"{lapses}); wait for it (pacore solve --wait, wait=True) or use another thread id",
-        thread_id,
-        holder,
-    )
+async def aconnect(
+    url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS, **options: Any
+) -> Any:
+    """`connect` for asyncio: a ``redis.asyncio`` client (or Cluster client) for ``url``."""
+    plain, cluster = _cluster_url(url)
+    if not cluster:
+        client = aredis.Redis.from_url(plain, **_pool_options(max_connections), **options)
+        with contextlib.suppress(redis.exceptions.RedisError):
+            cluster = _cluster_enabled(await client.info("cluster"))
+        if not cluster:
+            return client
+        await client.aclose()
+    return AsyncRedisCluster.from_url(plain, max_connections=max_connections, **options)
 
 
-class RedisUnavailableError(redis.exceptions.ConnectionError, builtins.ConnectionError):
-    """Redis cannot be reached. The message names the server, never its password.
+def _pool_options(max_connections: int) -> dict[str, Any]:
+    # One DriverInfo for the pool: without it redis-py reads its version from the installed
+    # package metadata for every new connection (~2 ms each, measured in benchmarks/run.py).
+    return {"max_connections": max_connections, "driver_info": DriverInfo()}
 
-    Both a redis-py ``ConnectionError`` and Python's, so either ``except`` catches it.
-    """
+
+def _pool_limit(client: Any) -> int | None:
+    """How many commands may be in flight at once without the pool raising "Too many
+    connections": a plain pool's ``max_connections`` (redis-py's default is 100); None for a
+    blocking pool (it waits for a free connection by itself) or a Cluster client."""
+    pool = getattr(client, "connection_pool", None)
+    blocking = (redis.BlockingConnectionPool, aredis.BlockingConnectionPool)
+    if pool is None or isinstance(pool, blocking):
+        return None
+    limit = getattr(pool, "max_connections", None)
+    return limit if isinstance(limit, int) and 0 < limit < 2**31 - 1 else None
+
+
+def _connection_kwargs(client: Any) -> dict[str, Any]:
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        return dict(pool.connection_kwargs)
+    manager = getattr(client, "nodes_manager", None)  # a Cluster client
+    return dict(getattr(manager, "connection_kwargs", {}))
 
 
 def _address(client: Any) -> str:
@@ -129,17 +156,45 @@ def _address(client: Any) -> str:
     return "the configured Redis Cluster"
 
 
-def _has_password(client: Any) -> bool:
-    """Whether ``client`` sends a password (a Cluster client keeps its options elsewhere)."""
-    pool = getattr(client, "connection_pool", None)
-    kwargs = pool.connection_kwargs if pool is not None else {}
-    with contextlib.suppress(AttributeError):
-        kwargs = kwargs or client.nodes_manager.connection_kwargs
-    return bool(kwargs.get("password"))
+def _sync(name: str, *, stream: bool = False) -> Any:
+    """The checkpointer method ``name``: `Ops`'s operation of that name, driven by the
+    saver's `_run` (or `_stream`); LangGraph's signature and docstring."""
+
+    def method(self: RedisSaverBase, *args: Any, **kwargs: Any) -> Any:
+        op = getattr(self.ops, name)(*args, **kwargs)
+        return self._stream(op) if stream else self._run(op)
+
+    return _named(method, name)
 
 
-class _RedisSaverBase(BaseCheckpointSaver[str]):
-    """What both savers share: options, the operations, version numbers."""
+def _async(name: str, *, stream: bool = False) -> Any:
+    """The async checkpointer method ``a{name}``, driven by `_arun` (or `_astream`)."""
+
+    if stream:
+
+        def method(self: RedisSaverBase, *args: Any, **kwargs: Any) -> Any:
+            return self._astream(getattr(self.ops, name)(*args, **kwargs))
+
+        return _named(method, f"a{name}")
+
+    async def amethod(self: RedisSaverBase, *args: Any, **kwargs: Any) -> Any:
+        return await self._arun(getattr(self.ops, name)(*args, **kwargs))
+
+    return _named(amethod, f"a{name}")
+
+
+def _named(method: Callable[..., Any], name: str) -> Callable[..., Any]:
+    # LangGraph reads the signature (whether put_writes takes task_path): it is the base's.
+    declared = getattr(BaseCheckpointSaver, name)
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = declared.__doc__
+    method.__signature__ = inspect.signature(declared)  # type: ignore[attr-defined]
+    return method
+
+
+class RedisSaverBase(BaseCheckpointSaver[str]):
+    """What both savers share: options, error messages, and every checkpointer method,
+    each running the operation of `Ops` with the same name through the saver's drivers."""
 
     def __init__(
         self,
@@ -160,10 +215,8 @@ class _RedisSaverBase(BaseCheckpointSaver[str]):
         self.ttl = ttl
         self.key_prefix = key_prefix
         self.lease_ttl = lease_ttl
-        self.ops = Ops(
-            Layout(self.serde, key_prefix, ttl),
-            cluster=isinstance(client, RedisCluster | AsyncRedisCluster),
-        )
+        self.cluster = isinstance(client, RedisCluster | AsyncRedisCluster)
+        self.ops = Ops(Layout(self.serde, key_prefix, ttl), cluster=self.cluster)
 
     def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> Self:
         """A shallow clone whose serializer allows ``extra_allowlist`` (see LangGraph)."""
@@ -188,22 +241,40 @@ class _RedisSaverBase(BaseCheckpointSaver[str]):
         """
         return next_version(current)
 
-    def _unavailable(self, exc: Exception) -> RedisUnavailableError:
-        return RedisUnavailableError(f"Redis at {_address(self.client)} is unreachable: {exc}")
+    # -- errors ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turns what Redis refused into the saver's one-line errors."""
+        try:
+            yield
+        except redis.exceptions.RedisError as exc:
+            failure = self._failure(exc)
+            if failure is None:
+                raise
+            raise failure from exc
+        except redis.exceptions.RedisClusterException as exc:  # no node of it answers
+            address = _address(self.client)
+            raise RedisUnavailableError(f"Redis at {address} is unreachable: {exc}") from exc
 
     def _failure(self, exc: redis.exceptions.RedisError) -> Exception | None:
         """The saver's one-line error for what Redis refused; None to raise ``exc`` as is."""
+        if isinstance(exc, _OURS):
+            return None
         address = _address(self.client)
+        text = str(exc)
         # Redis >= 6 refuses a bad password at connect; older ones answer NOAUTH per command.
-        if isinstance(exc, redis.exceptions.AuthenticationError) or str(exc).startswith("NOAUTH"):
+        if isinstance(exc, redis.exceptions.AuthenticationError) or text.startswith("NOAUTH"):
             why = (
                 "wrong password or user in the URL"
-                if _has_password(self.client)
+                if _connection_kwargs(self.client).get("password")
                 else "it needs a password: redis://:PASSWORD@host:port/db"
             )
             return RedisAuthenticationError(f"Redis at {address}: authentication failed ({why})")
         if isinstance(exc, _CONNECTION_ERRORS):
-            return self._unavailable(exc)
+            return RedisUnavailableError(f"Redis at {address} is unreachable: {exc}")
+        if isinstance(exc, redis.exceptions.NoPermissionError):
+            return RedisPermissionError(f"Redis at {address}: {text}: grant it (ACL SETUSER)")
         if isinstance(exc, redis.exceptions.OutOfMemoryError):
             # Redis's message names the refused command and its arguments: data, not for a log.
             return RedisOutOfMemoryError(
@@ -211,66 +282,83 @@ class _RedisSaverBase(BaseCheckpointSaver[str]):
                 "maxmemory-policy evicts none of these keys), so it refused a checkpoint "
                 "write: raise maxmemory (CONFIG SET maxmemory ...) or free memory"
             )
+        moved = isinstance(exc, redis.exceptions.MovedError) or "CROSSSLOT" in text
+        if moved and not self.cluster:
+            return redis.exceptions.ResponseError(
+                f"Redis at {address} is a node of a Redis Cluster: connect to it as one "
+                f"(redis+cluster://host:port, or a RedisCluster client)"
+            )
         return None
 
-    # -- the lease: what the sync and the async saver share ------------------------------
+    def _setup_op(self, allow_eviction: bool) -> Op:
+        user = _connection_kwargs(self.client).get("username") or "default"
+        return setup(
+            self.ttl,
+            allow_eviction=allow_eviction,
+            address=_address(self.client),
+            user=None if self.lease_ttl is None else user,
+        )
 
-    def _lease_ms(self) -> int:
-        if self.lease_ttl is None:
-            raise ValueError("leases are off on this saver (lease_ttl=None)")
-        return max(1, round(self.lease_ttl * 1000))
+    # -- drivers: implemented by each saver --------------------------------------------
 
-    @property
-    def _renew_every(self) -> float:
-        return (self.lease_ttl or DEFAULT_LEASE_TTL) / 3
+    def _run(self, op: Op) -> Any:
+        raise NotImplementedError
 
-    def _retry_in(self, thread_id: str, state: LeaseState, wait: Wait, started: float) -> float:
-        """Seconds until the next attempt at a busy thread's lease.
+    def _stream(self, op: Op) -> Iterator[CheckpointTuple]:
+        raise NotImplementedError
+
+    async def _arun(self, op: Op) -> Any:
+        op.close()
+        raise NotImplementedError("RedisSaver is sync: use AsyncRedisSaver in async code")
+
+    def _astream(self, op: Op) -> AsyncIterator[CheckpointTuple]:
+        op.close()
+        raise NotImplementedError("RedisSaver is sync: use AsyncRedisSaver in async code")
+
+    # -- the checkpointer API ------------------------------------------------------------
+
+    def setup(self, *, allow_eviction: bool = False) -> None:
+        """Checks that Redis answers, lets the saver run the Lua scripts its leases need, and
+        keeps what it is given. Plain Redis needs no index or schema.
+
+        Args:
+            allow_eviction: Accept a ``maxmemory-policy`` that may evict the saver's keys
+                (``allkeys-*``; ``volatile-*`` when ``ttl`` is set), which damages threads.
 
         Raises:
-            ThreadBusyError: ``wait`` is False, or its seconds ran out.
+            RedisUnavailableError: If Redis cannot be reached.
+            RedisAuthenticationError: If Redis refuses the URL's password or user.
+            RedisPermissionError: If Redis's ACL refuses the user a scripting command.
+            RedisEvictionPolicyError: If Redis may evict the saver's keys.
         """
-        if wait is False:
-            raise _busy(thread_id, state, None)
-        waited = time.monotonic() - started
-        left = float("inf") if wait is True else float(wait) - waited
-        if left <= 0:
-            raise _busy(thread_id, state, waited)
-        if state.holder is None:  # it lapsed between the SET and the GET: try again now
-            return 0.01
-        # A lease about to lapse is tried again just after it does.
-        soon = state.ttl_ms / 1000 + 0.01 if state.ttl_ms > 0 else LEASE_POLL_S
-        return max(0.01, min(LEASE_POLL_S, soon, left))
+        self._run(self._setup_op(allow_eviction))
+
+    async def asetup(self, *, allow_eviction: bool = False) -> None:
+        """Async `setup`."""
+        await self._arun(self._setup_op(allow_eviction))
+
+    # One line per method: LangGraph's signatures and docstrings, an operation of `Ops` each.
+    get_tuple = _sync("get_tuple")
+    aget_tuple = _async("get_tuple")
+    list = _sync("list", stream=True)
+    alist = _async("list", stream=True)
+    put = _sync("put")
+    aput = _async("put")
+    put_writes = _sync("put_writes")
+    aput_writes = _async("put_writes")
+    delete_thread = _sync("delete_thread")
+    adelete_thread = _async("delete_thread")
+    delete_for_runs = _sync("delete_for_runs")
+    adelete_for_runs = _async("delete_for_runs")
+    copy_thread = _sync("copy_thread")
+    acopy_thread = _async("copy_thread")
+    prune = _sync("prune")
+    aprune = _async("prune")
+    get_delta_channel_history = _sync("get_delta_channel_history")
+    aget_delta_channel_history = _async("get_delta_channel_history")
 
 
-_CONNECTION_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-
-
-DEFAULT_MAX_CONNECTIONS = 32
-"""Connections of a saver made by ``from_conn_string``: Redis runs one command at a time,
-so more connections add only their set-up cost (a burst of trajectories finishing at once
-would otherwise open ~100)."""
-
-
-def _pool_options(max_connections: int) -> dict[str, Any]:
-    # One DriverInfo for the pool: without it redis-py reads its version from the installed
-    # package metadata for every new connection (~2 ms each, measured in benchmarks/run.py).
-    return {"max_connections": max_connections, "driver_info": DriverInfo()}
-
-
-def _pool_limit(client: Any) -> int | None:
-    """How many commands may be in flight at once without the pool raising "Too many
-    connections": a plain pool's ``max_connections`` (redis-py's default is 100); None for a
-    blocking pool (it waits for a free connection by itself) or a Cluster client."""
-    pool = getattr(client, "connection_pool", None)
-    blocking = (redis.BlockingConnectionPool, aredis.BlockingConnectionPool)
-    if pool is None or isinstance(pool, blocking):
-        return None
-    limit = getattr(pool, "max_connections", None)
-    return limit if isinstance(limit, int) and 0 < limit < 2**31 - 1 else None
-
-
-class RedisSaver(_RedisSaverBase):
+class RedisSaver(RedisSaverBase):
     """A synchronous LangGraph checkpoint saver on any Redis-protocol server, no modules.
 
     Works on Redis 7+, Valkey, managed Redis and Redis Cluster (a thread's keys share
@@ -312,7 +400,7 @@ class RedisSaver(_RedisSaverBase):
         # More threads writing at once than the pool has connections would fail with
         # "Too many connections"; past the limit they wait their turn instead.
         limit = _pool_limit(client)
-        self._slots = threading.BoundedSemaphore(limit) if limit else contextlib.nullcontext()
+        self._slots: Any = threading.BoundedSemaphore(limit) if limit else contextlib.nullcontext()
 
     @classmethod
     @contextlib.contextmanager
@@ -325,10 +413,11 @@ class RedisSaver(_RedisSaverBase):
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         lease_ttl: float | None = DEFAULT_LEASE_TTL,
     ) -> Iterator[RedisSaver]:
-        """A saver on a new connection pool to ``url``, closed on exit.
+        """A saver on a new connection pool to ``url`` (see `connect`), closed on exit.
 
         Args:
-            url: A redis-py URL such as ``redis://:password@host:6379/0``.
+            url: ``redis://:password@host:6379/0``, or ``redis+cluster://host:port`` for a
+                Redis Cluster (detected on a ``redis://`` URL too).
             ttl: See `RedisSaver`.
             key_prefix: See `RedisSaver`.
             max_connections: Connections to Redis; more writes at once wait their turn.
@@ -337,41 +426,20 @@ class RedisSaver(_RedisSaverBase):
         Yields:
             The saver.
         """
-        client = redis.Redis.from_url(url, **_pool_options(max_connections))
+        client = connect(url, max_connections=max_connections)
         try:
             yield cls(client, ttl=ttl, key_prefix=key_prefix, lease_ttl=lease_ttl)
         finally:
             client.close()
 
-    def setup(self, *, allow_eviction: bool = False) -> None:
-        """Checks that Redis answers and keeps what it is given. Plain Redis needs no index
-        or schema.
-
-        Args:
-            allow_eviction: Accept a ``maxmemory-policy`` that may evict the saver's keys
-                (``allkeys-*``; ``volatile-*`` when ``ttl`` is set), which damages threads.
-
-        Raises:
-            RedisUnavailableError: If Redis cannot be reached.
-            RedisAuthenticationError: If Redis refuses the URL's password or user.
-            RedisEvictionPolicyError: If Redis may evict the saver's keys.
-        """
-        address = _address(self.client)
-        self._run(setup(self.ttl, allow_eviction=allow_eviction, address=address))
-
     def _execute(self, batch: Batch) -> list[Any]:
-        try:
+        with self._errors():
             try:
                 return self._pipeline(batch, transaction=batch.atomic or batch.snapshot)
             except redis.exceptions.OutOfMemoryError:
                 if not batch.snapshot:
                     raise
                 return self._pipeline(batch, transaction=False)  # see `Batch`
-        except redis.exceptions.RedisError as exc:
-            failure = self._failure(exc)
-            if failure is None:
-                raise
-            raise failure from exc
 
     def _pipeline(self, batch: Batch, *, transaction: bool) -> list[Any]:
         with self._slots, self.client.pipeline(transaction=transaction) as pipe:
@@ -401,95 +469,13 @@ class RedisSaver(_RedisSaverBase):
             else:
                 reply = self._execute(step)
 
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """The checkpoint in ``config`` (its latest when no ``checkpoint_id``), or None."""
-        return self._run(self.ops.get_tuple(config))
-
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        """Checkpoints newest first, fetched a page at a time.
-
-        Args:
-            config: Thread (and optionally namespace / checkpoint id) to list; None
-                lists every registered thread.
-            filter: Exact match on top-level metadata keys.
-            before: Only checkpoints older than this one.
-            limit: At most this many.
-
-        Yields:
-            Matching checkpoint tuples.
-        """
-        yield from self._stream(self.ops.list(config, filter=filter, before=before, limit=limit))
-
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        """Stores a checkpoint atomically; only channels in ``new_versions`` are written.
-
-        Returns:
-            The config of the stored checkpoint.
-        """
-        return self._run(self.ops.put(config, checkpoint, metadata, new_versions))
-
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        """Stores a task's pending writes atomically (special writes overwrite)."""
-        self._run(self.ops.put_writes(config, writes, task_id, task_path))
-
-    def delete_thread(self, thread_id: str) -> None:
-        """Deletes every checkpoint and write of ``thread_id``."""
-        self._run(self.ops.delete_thread(thread_id))
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        """Deletes the checkpoints and writes of the given runs (reads all metadata)."""
-        self._run(self.ops.delete_for_runs(run_ids))
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        """Copies all checkpoints and writes of one thread into another."""
-        self._run(self.ops.copy_thread(source_thread_id, target_thread_id))
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        """Keeps each namespace's latest checkpoint (and what its DeltaChannels need).
-
-        Args:
-            thread_ids: Threads to prune.
-            strategy: ``"keep_latest"``, or ``"delete"`` (also spelt ``"delete_all"``, as
-                langgraph-api does) to remove the threads.
-
-        Raises:
-            ValueError: An unknown strategy (nothing is pruned).
-        """
-        self._run(self.ops.prune(thread_ids, strategy))
-
-    def get_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        """LangGraph's DeltaChannel ancestor walk, a page of ancestors per round trip."""
-        return self._run(self.ops.delta_channel_history(config, channels))
-
-    @contextlib.contextmanager
     def lease(
         self,
         thread_id: str,
         *,
         wait: Wait = False,
         on_wait: Callable[[str], None] | None = None,
-    ) -> Iterator[ThreadLease]:
+    ) -> contextlib.AbstractContextManager[ThreadLease]:
         """Holds ``thread_id`` for one run: one writer per thread.
 
         Takes the thread's lease (a Redis key in the thread's slot), renews it from a
@@ -502,8 +488,8 @@ class RedisSaver(_RedisSaverBase):
             wait: False: a busy thread raises at once; True: wait for it; seconds: at most.
             on_wait: Told who holds the thread (``pid N on HOST``) when a wait begins.
 
-        Yields:
-            The lease.
+        Returns:
+            A context manager yielding the lease.
 
         Raises:
             ThreadBusyError: Another run holds the thread (and ``wait`` said not to wait,
@@ -516,40 +502,10 @@ class RedisSaver(_RedisSaverBase):
                 graph.invoke(inputs, held.bind({"configurable": {"thread_id": "t1"}}))
             ```
         """
-        thread_id, token, ttl_ms = str(thread_id), _new_token(), self._lease_ms()
-        started, told = time.monotonic(), False
-        while not (state := self._run(self.ops.acquire_lease(thread_id, token, ttl_ms))).acquired:
-            pause = self._retry_in(thread_id, state, wait, started)
-            if on_wait is not None and not told:
-                on_wait(describe_holder(state.holder))
-                told = True
-            time.sleep(pause)
-        held = ThreadLease(thread_id, token)
-        stop = threading.Event()
-        keeper = threading.Thread(
-            target=self._keep, args=(held, ttl_ms, stop), name=f"lease {thread_id}", daemon=True
-        )
-        keeper.start()
-        try:
-            yield held
-        finally:
-            stop.set()
-            keeper.join()
-            with contextlib.suppress(redis.exceptions.RedisError):
-                self._run(self.ops.release_lease(thread_id, token))
-
-    def _keep(self, held: ThreadLease, ttl_ms: int, stop: threading.Event) -> None:
-        """Renews the lease until ``stop``; marks it lost when a renewal finds it gone."""
-        while not stop.wait(self._renew_every):
-            try:
-                if not self._run(self.ops.renew_lease(held.thread_id, held.token, ttl_ms)):
-                    held.lost = True
-                    return
-            except redis.exceptions.RedisError as exc:  # the run's own writes report it
-                _log.debug("lease renewal of thread %s failed: %s", held.thread_id, exc)
+        return lease.hold(self, thread_id, wait, on_wait)
 
 
-class AsyncRedisSaver(_RedisSaverBase):
+class AsyncRedisSaver(RedisSaverBase):
     """The asyncio twin of `RedisSaver`, on ``redis.asyncio.Redis``.
 
     Its sync methods work from other threads while the saver's event loop runs, as
@@ -601,10 +557,11 @@ class AsyncRedisSaver(_RedisSaverBase):
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         lease_ttl: float | None = DEFAULT_LEASE_TTL,
     ) -> AsyncIterator[AsyncRedisSaver]:
-        """A saver on a new connection pool to ``url``, closed on exit.
+        """A saver on a new connection pool to ``url`` (see `aconnect`), closed on exit.
 
         Args:
-            url: A redis-py URL such as ``redis://:password@host:6379/0``.
+            url: ``redis://:password@host:6379/0``, or ``redis+cluster://host:port`` for a
+                Redis Cluster (detected on a ``redis://`` URL too).
             ttl: See `AsyncRedisSaver`.
             key_prefix: See `AsyncRedisSaver`.
             max_connections: Connections to Redis; more writes at once wait their turn.
@@ -613,36 +570,20 @@ class AsyncRedisSaver(_RedisSaverBase):
         Yields:
             The saver.
         """
-        client = aredis.Redis.from_url(url, **_pool_options(max_connections))
+        client = await aconnect(url, max_connections=max_connections)
         try:
             yield cls(client, ttl=ttl, key_prefix=key_prefix, lease_ttl=lease_ttl)
         finally:
             await client.aclose()
 
-    async def asetup(self, *, allow_eviction: bool = False) -> None:
-        """Checks that Redis answers and keeps what it is given (see `RedisSaver.setup`).
-
-        Raises:
-            RedisUnavailableError: If Redis cannot be reached.
-            RedisAuthenticationError: If Redis refuses the URL's password or user.
-            RedisEvictionPolicyError: If Redis may evict the saver's keys.
-        """
-        address = _address(self.client)
-        await self._run(setup(self.ttl, allow_eviction=allow_eviction, address=address))
-
     async def _execute(self, batch: Batch) -> list[Any]:
-        try:
+        with self._errors():
             try:
                 return await self._pipeline(batch, transaction=batch.atomic or batch.snapshot)
             except redis.exceptions.OutOfMemoryError:
                 if not batch.snapshot:
                     raise
                 return await self._pipeline(batch, transaction=False)  # see `Batch`
-        except redis.exceptions.RedisError as exc:
-            failure = self._failure(exc)
-            if failure is None:
-                raise
-            raise failure from exc
 
     async def _pipeline(self, batch: Batch, *, transaction: bool) -> list[Any]:
         async with self._slots, self.client.pipeline(transaction=transaction) as pipe:
@@ -650,7 +591,7 @@ class AsyncRedisSaver(_RedisSaverBase):
                 pipe.execute_command(*command)
             return await pipe.execute(raise_on_error=not batch.tolerant)
 
-    async def _run(self, op: Op) -> Any:
+    async def _arun(self, op: Op) -> Any:
         reply = None
         while True:
             try:
@@ -659,7 +600,7 @@ class AsyncRedisSaver(_RedisSaverBase):
                 return stop.value
             reply = None if isinstance(step, Emit) else await self._execute(step)
 
-    async def _stream(self, op: Op) -> AsyncIterator[CheckpointTuple]:
+    async def _astream(self, op: Op) -> AsyncIterator[CheckpointTuple]:
         reply = None
         while True:
             try:
@@ -673,160 +614,19 @@ class AsyncRedisSaver(_RedisSaverBase):
             else:
                 reply = await self._execute(step)
 
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """The checkpoint in ``config`` (its latest when no ``checkpoint_id``), or None."""
-        return await self._run(self.ops.get_tuple(config))
+    def _run(self, op: Op) -> Any:
+        return self._on_loop(self._arun(op))
 
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        """Checkpoints newest first, fetched a page at a time (see `RedisSaver.list`).
-
-        Yields:
-            Matching checkpoint tuples.
-        """
-        op = self.ops.list(config, filter=filter, before=before, limit=limit)
-        async for item in self._stream(op):
-            yield item
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        """Stores a checkpoint atomically; only channels in ``new_versions`` are written.
-
-        Returns:
-            The config of the stored checkpoint.
-        """
-        return await self._run(self.ops.put(config, checkpoint, metadata, new_versions))
-
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        """Stores a task's pending writes atomically (special writes overwrite)."""
-        await self._run(self.ops.put_writes(config, writes, task_id, task_path))
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        """Deletes every checkpoint and write of ``thread_id``."""
-        await self._run(self.ops.delete_thread(thread_id))
-
-    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        """Deletes the checkpoints and writes of the given runs (reads all metadata)."""
-        await self._run(self.ops.delete_for_runs(run_ids))
-
-    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        """Copies all checkpoints and writes of one thread into another."""
-        await self._run(self.ops.copy_thread(source_thread_id, target_thread_id))
-
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        """Keeps each namespace's latest checkpoint (see `RedisSaver.prune`)."""
-        await self._run(self.ops.prune(thread_ids, strategy))
-
-    async def aget_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        """LangGraph's DeltaChannel ancestor walk, a page of ancestors per round trip."""
-        return await self._run(self.ops.delta_channel_history(config, channels))
-
-    @contextlib.asynccontextmanager
-    async def alease(
-        self,
-        thread_id: str,
-        *,
-        wait: Wait = False,
-        on_wait: Callable[[str], None] | None = None,
-    ) -> AsyncIterator[ThreadLease]:
-        """Holds ``thread_id`` for one run: one writer per thread (`arun_thread` does this).
-
-        Takes the thread's lease (a Redis key in the thread's slot), renews it from an
-        asyncio task while the block runs, and releases it on exit. Pass
-        ``lease.bind(config)`` to the run: its writes land only while it holds the lease.
-        If a renewal finds the lease lapsed (the process stalled past ``lease_ttl``) or
-        taken, the block is cancelled and raises `LeaseLostError`, so a displaced run
-        stops asking the model too.
-
-        Args:
-            thread_id: The thread to hold.
-            wait: False: a busy thread raises at once; True: wait for it; seconds: at most.
-            on_wait: Told who holds the thread (``pid N on HOST``) when a wait begins.
-
-        Yields:
-            The lease.
-
-        Raises:
-            ThreadBusyError: Another run holds the thread (and ``wait`` said not to wait,
-                or ran out).
-            LeaseLostError: The lease was lost while the block ran.
-            ValueError: Leases are off (``lease_ttl=None``).
-        """
-        thread_id, token, ttl_ms = str(thread_id), _new_token(), self._lease_ms()
-        started, told = time.monotonic(), False
-        while not (
-            state := await self._run(self.ops.acquire_lease(thread_id, token, ttl_ms))
-        ).acquired:
-            pause = self._retry_in(thread_id, state, wait, started)
-            if on_wait is not None and not told:
-                on_wait(describe_holder(state.holder))
-                told = True
-            await asyncio.sleep(pause)
-        held = ThreadLease(thread_id, token)
-        owner = asyncio.current_task()
-        inside, stopped = True, False
-
-        def lost() -> None:
-            nonlocal stopped
-            held.lost = True
-            # Only while the block runs: the keeper runs when the block awaits, so the
-            # cancellation lands inside it.
-            if inside and owner is not None:
-                stopped = True
-                owner.cancel()
-
-        keeper = asyncio.create_task(self._akeep(held, ttl_ms, lost))
-        try:
-            yield held
-        except BaseException as exc:
-            inside = False
-            if not stopped:
-                raise
-            # The cancellation was ours: the run stopped because it lost the thread.
-            raise LeaseLostError(thread_id) from (
-                None if isinstance(exc, asyncio.CancelledError) else exc
-            )
-        finally:
-            inside = False
-            if stopped and owner is not None:
-                owner.uncancel()
-            keeper.cancel()  # not awaited: a cancellation of our own must not be swallowed
-            with contextlib.suppress(redis.exceptions.RedisError):
-                await self._run(self.ops.release_lease(thread_id, token))
-
-    async def _akeep(self, held: ThreadLease, ttl_ms: int, lost: Callable[[], None]) -> None:
-        """Renews the lease; calls ``lost`` when a renewal finds it lapsed or taken."""
+    def _stream(self, op: Op) -> Iterator[CheckpointTuple]:
+        items = self._astream(op)
         while True:
-            await asyncio.sleep(self._renew_every)
             try:
-                if not await self._run(self.ops.renew_lease(held.thread_id, held.token, ttl_ms)):
-                    lost()
-                    return
-            except redis.exceptions.RedisError as exc:  # the run's own writes report it
-                _log.debug("lease renewal of thread %s failed: %s", held.thread_id, exc)
-
-    # -- sync access from other threads ------------------------------------------------
+                yield self._on_loop(anext(items))
+            except StopAsyncIteration:
+                return
 
     def _on_loop(self, awaitable: Any) -> Any:
+        """Runs ``awaitable`` on the saver's loop from another thread, and waits for it."""
         if self.loop is None:
             awaitable.close()
             raise asyncio.InvalidStateError(
@@ -842,64 +642,36 @@ class AsyncRedisSaver(_RedisSaverBase):
                 )
         return asyncio.run_coroutine_threadsafe(awaitable, self.loop).result()
 
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """Sync `aget_tuple`, for other threads than the saver's event loop."""
-        return self._on_loop(self.aget_tuple(config))
-
-    def list(
+    def alease(
         self,
-        config: RunnableConfig | None,
+        thread_id: str,
         *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        """Sync `alist`, for other threads than the saver's event loop."""
-        items = self.alist(config, filter=filter, before=before, limit=limit)
-        while True:
-            try:
-                yield self._on_loop(anext(items))
-            except StopAsyncIteration:
-                return
+        wait: Wait = False,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> contextlib.AbstractAsyncContextManager[ThreadLease]:
+        """Holds ``thread_id`` for one run: one writer per thread (`arun_thread` does this).
 
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        """Sync `aput`, for other threads than the saver's event loop."""
-        return self._on_loop(self.aput(config, checkpoint, metadata, new_versions))
+        Takes the thread's lease (a Redis key in the thread's slot), renews it from an
+        asyncio task while the block runs, and releases it on exit. Pass
+        ``lease.bind(config)`` to the run: its writes land only while it holds the lease.
+        If a renewal finds the lease lapsed (the process stalled past ``lease_ttl``) or
+        taken, the block is cancelled and raises `LeaseLostError`, so a displaced run
+        stops asking the model too; if Redis lost the thread with the lease (it restarted
+        empty, or was flushed), it raises `ThreadLostError`.
 
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        """Sync `aput_writes`, for other threads than the saver's event loop."""
-        self._on_loop(self.aput_writes(config, writes, task_id, task_path))
+        Args:
+            thread_id: The thread to hold.
+            wait: False: a busy thread raises at once; True: wait for it; seconds: at most.
+            on_wait: Told who holds the thread (``pid N on HOST``) when a wait begins.
 
-    def delete_thread(self, thread_id: str) -> None:
-        """Sync `adelete_thread`, for other threads than the saver's event loop."""
-        self._on_loop(self.adelete_thread(thread_id))
+        Returns:
+            An async context manager yielding the lease.
 
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        """Sync `adelete_for_runs`, for other threads than the saver's event loop."""
-        self._on_loop(self.adelete_for_runs(run_ids))
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        """Sync `acopy_thread`, for other threads than the saver's event loop."""
-        self._on_loop(self.acopy_thread(source_thread_id, target_thread_id))
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        """Sync `aprune`, for other threads than the saver's event loop."""
-        self._on_loop(self.aprune(thread_ids, strategy=strategy))
-
-    def get_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        """Sync `aget_delta_channel_history`, for other threads than the saver's loop."""
-        return self._on_loop(self.aget_delta_channel_history(config=config, channels=channels))
+        Raises:
+            ThreadBusyError: Another run holds the thread (and ``wait`` said not to wait,
+                or ran out).
+            LeaseLostError: The lease was lost while the block ran.
+            ThreadLostError: Redis lost the thread and the lease while the block ran.
+            ValueError: Leases are off (``lease_ttl=None``).
+        """
+        return lease.ahold(self, thread_id, wait, on_wait)

@@ -201,7 +201,8 @@ def run_options() -> argparse.ArgumentParser:
     store = p.add_argument_group("checkpoints and output")
     store.add_argument(
         "--redis-url",
-        help="checkpoint runs in Redis (redis://HOST:PORT/DB); the same command resumes them",
+        help="checkpoint runs in Redis (redis://HOST:PORT/DB, or redis+cluster://HOST:PORT "
+        "for a Cluster); the same command resumes them",
     )
     store.add_argument(
         "--allow-eviction",

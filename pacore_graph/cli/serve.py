@@ -199,13 +199,16 @@ def _check_redis(url: str) -> None:
     """Fails in one line, before the server starts, when Redis does not answer."""
     import redis
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    from pacore_graph.checkpoints import connect
+
     try:
-        client.ping()
+        client = connect(url, socket_connect_timeout=5, socket_timeout=5)
+        try:
+            client.ping()
+        finally:
+            client.close()
     except (redis.RedisError, OSError) as exc:
         raise CLIError(f"Redis at {url} is unreachable: {exc}") from None
-    finally:
-        client.close()
 
 
 def main(args: argparse.Namespace) -> int:

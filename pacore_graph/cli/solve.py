@@ -17,6 +17,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from pacore_graph.checkpoints.errors import ThreadLostError
 from pacore_graph.cli.options import (
     ROUNDS_HELP,
     CLIError,
@@ -267,10 +268,9 @@ async def _not_saved(
 ) -> CLIError:
     """The one line for Redis failing mid-run: what failed, then what is saved."""
     cause = (str(exc) or type(exc).__name__).splitlines()[0]
-    kept = await _what_is_saved(saver, config, thread)
-    error = CLIError(
-        f"the answer above could not be saved: {cause}; {kept}" if answered else f"{cause}; {kept}"
-    )
+    if not isinstance(exc, ThreadLostError):  # that one says what is saved: nothing
+        cause = f"{cause}; {await _what_is_saved(saver, config, thread)}"
+    error = CLIError(f"the answer above could not be saved: {cause}" if answered else cause)
     error.status = 1
     return error
 
@@ -354,6 +354,18 @@ async def run(args: argparse.Namespace) -> int:
                 thread_id = args.thread_id or default_thread_id(messages, identity)
                 args.saved_thread = thread_id  # for the interruption message
                 config["configurable"] = {"thread_id": thread_id}
+
+                async def lost_thread(
+                    kind: Any, exc: BaseException | None, tb: Any, store: Any = saver
+                ) -> bool:
+                    # The lease's renewal found Redis lost the thread, and stopped the run.
+                    nonlocal failure
+                    if not isinstance(exc, ThreadLostError):
+                        return False
+                    failure = await _not_saved(exc, store, config, thread_id, bool(answers))
+                    return True
+
+                held.push_async_exit(lost_thread)
                 # One writer per thread: held (or waited for) before the thread is read.
                 config = await held.enter_async_context(
                     thread_lease(

@@ -16,6 +16,7 @@ import redis.exceptions
 from starlette.responses import JSONResponse
 
 from pacore_graph import errors as pacore_errors
+from pacore_graph.checkpoints.errors import ThreadLostError
 from pacore_graph.secrets import redact
 
 
@@ -111,6 +112,8 @@ def api_error(exc: BaseException) -> ApiError:
             type="upstream_error",
             code="upstream_error",
         )
+    if isinstance(exc, ThreadLostError):
+        return ApiError(503, text, type="server_error", code="checkpoint_store_lost_thread")
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
         # Finished trajectories are in Redis already: the same request resumes the run.
         return ApiError(

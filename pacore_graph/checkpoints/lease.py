@@ -1,0 +1,235 @@
+"""One writer per thread: a run's lease on its thread, a redis-py `Lock` in the thread's slot.
+
+A run takes ``P:{t}:lease`` (SET NX PX, its value a token naming the process) before it
+writes the thread, renews it every third of its TTL (``Lock.reacquire``) and releases it
+at the end. Its writes carry the token in their config and are fenced by it (see
+`Ops._write`): once the lease lapsed or was taken, none of them lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import redis
+from langchain_core.runnables import RunnableConfig
+
+from pacore_graph.checkpoints.errors import ThreadLostError
+from pacore_graph.checkpoints.layout import LEASE, LEASE_CONFIG_KEY, Layout
+from pacore_graph.checkpoints.ops import Batch, Op
+from pacore_graph.errors import LeaseLostError, ThreadBusyError
+
+if TYPE_CHECKING:
+    from pacore_graph.checkpoints.saver import AsyncRedisSaver, RedisSaver
+
+DEFAULT_LEASE_TTL = 10.0
+"""Seconds a thread's lease outlives its last renewal: how long after a run dies (SIGKILL,
+a lost host) its thread stays busy. Renewed every third of it while the run lives."""
+
+POLL_S = 0.1
+"""How often a run waiting for a busy thread tries its lease again (redis-py's default)."""
+
+Wait = bool | float
+"""Whether to wait for a busy thread: False raises `ThreadBusyError` at once, True waits as
+long as it takes, a number waits that many seconds at most."""
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ThreadLease:
+    """A run's hold on one thread: its writes are fenced by ``token`` once `bind` put it in
+    the run's config.
+
+    Attributes:
+        thread_id: The thread held.
+        token: Unique to this hold: ``PID@HOST/RANDOM``, so a busy error names the holder.
+        lost: Set when a renewal found the lease lapsed or taken: every later write of the
+            run fails with `LeaseLostError`.
+    """
+
+    thread_id: str
+    token: str
+    lost: bool = False
+
+    def bind(self, config: RunnableConfig) -> RunnableConfig:
+        """``config`` with the token, so the saver fences the run's writes by it."""
+        configurable = {**config.get("configurable", {}), LEASE_CONFIG_KEY: self.token}
+        return {**config, "configurable": configurable}
+
+
+def describe_holder(token: str | None) -> str:
+    """``pid 4242 on host-a`` for a token of ours; another program's token as it is."""
+    if token is None:
+        return "nobody"
+    who, slash, _ = token.rpartition("/")
+    pid, at, host = who.partition("@")
+    return f"pid {pid} on {host}" if slash and at and pid.isdigit() else token
+
+
+def holder(layout: Layout, thread_id: str) -> Op:
+    """Who holds the thread's lease (None: nobody) and for how many more ms."""
+    batch = Batch()
+    batch.add("GET", layout.key(thread_id, LEASE))
+    batch.add("PTTL", layout.key(thread_id, LEASE))
+    token, ttl_ms = yield batch
+    return (token.decode() if token else None), int(ttl_ms)
+
+
+def loss(layout: Layout, thread_id: str) -> Op:
+    """Why a renewal found the lease gone: the thread gone with it (Redis lost its data), or
+    the lease lapsed or taken."""
+    batch = Batch()
+    batch.add("EXISTS", layout.key(thread_id, LEASE), *layout.keys(thread_id))
+    (found,) = yield batch
+    return LeaseLostError(thread_id) if found else ThreadLostError(thread_id)
+
+
+def busy(thread_id: str, found: tuple[str | None, int], wait: Wait) -> ThreadBusyError:
+    """The error for a thread another run holds (after waiting ``wait`` seconds, if any)."""
+    token, ttl_ms = found
+    who = describe_holder(token) if token else "it just ended"
+    still = f" after waiting {float(wait):.1f} s" if wait is not False else ""
+    # A live run renews its lease; one that died leaves it to lapse (say when).
+    lapses = f", lapsing in {ttl_ms / 1000:.1f} s unless renewed" if ttl_ms > 0 else ""
+    return ThreadBusyError(
+        f"thread {thread_id} is busy{still}: another run holds it ({who}{lapses}); wait for "
+        "it (pacore solve --wait, wait=True) or use another thread id",
+        thread_id,
+        describe_holder(token) if token else None,
+    )
+
+
+def _start(saver: Any, thread_id: str) -> tuple[ThreadLease, Any, float]:
+    if saver.lease_ttl is None:
+        raise ValueError("leases are off on this saver (lease_ttl=None)")
+    token = f"{os.getpid()}@{socket.gethostname()}/{uuid.uuid4().hex}"
+    lease = ThreadLease(str(thread_id), token)
+    key = saver.ops.layout.key(lease.thread_id, LEASE)
+    lock = saver.client.lock(key, timeout=saver.lease_ttl, sleep=POLL_S, thread_local=False)
+    return lease, lock, saver.lease_ttl / 3
+
+
+def _blocking_timeout(wait: Wait) -> float | None:
+    return None if wait is True else float(wait)
+
+
+@contextlib.contextmanager
+def hold(
+    saver: RedisSaver, thread_id: str, wait: Wait, on_wait: Callable[[str], None] | None
+) -> Iterator[ThreadLease]:
+    """`RedisSaver.lease`: renewed by a thread; a lost lease fails the run's next write."""
+    lease, lock, every = _start(saver, thread_id)
+    with saver._errors():
+        acquired = lock.acquire(blocking=False, token=lease.token)
+    if not acquired:
+        found = saver._run(holder(saver.ops.layout, lease.thread_id))
+        if wait is False:
+            raise busy(lease.thread_id, found, False)
+        if on_wait is not None:
+            on_wait(describe_holder(found[0]))
+        with saver._errors():
+            acquired = lock.acquire(blocking_timeout=_blocking_timeout(wait), token=lease.token)
+        if not acquired:
+            raise busy(lease.thread_id, saver._run(holder(saver.ops.layout, lease.thread_id)), wait)
+    stop = threading.Event()
+
+    def keep() -> None:
+        while not stop.wait(every):
+            try:
+                lock.reacquire()
+            except redis.exceptions.LockNotOwnedError:
+                lease.lost = True
+                return
+            except redis.exceptions.RedisError as exc:  # the run's own writes report it
+                log.debug("lease renewal of thread %s failed: %s", lease.thread_id, exc)
+
+    keeper = threading.Thread(target=keep, name=f"lease {lease.thread_id}", daemon=True)
+    keeper.start()
+    try:
+        yield lease
+    finally:
+        stop.set()
+        keeper.join()
+        with contextlib.suppress(redis.exceptions.RedisError):
+            lock.release()
+
+
+@contextlib.asynccontextmanager
+async def ahold(
+    saver: AsyncRedisSaver,
+    thread_id: str,
+    wait: Wait,
+    on_wait: Callable[[str], None] | None,
+) -> AsyncIterator[ThreadLease]:
+    """`AsyncRedisSaver.alease`: renewed by a task, which cancels the block when it finds
+    the lease lost; the block then raises `LeaseLostError` (or `ThreadLostError`)."""
+    lease, lock, every = _start(saver, thread_id)
+    with saver._errors():
+        acquired = await lock.acquire(blocking=False, token=lease.token)
+    if not acquired:
+        found = await saver._arun(holder(saver.ops.layout, lease.thread_id))
+        if wait is False:
+            raise busy(lease.thread_id, found, False)
+        if on_wait is not None:
+            on_wait(describe_holder(found[0]))
+        with saver._errors():
+            acquired = await lock.acquire(
+                blocking_timeout=_blocking_timeout(wait), token=lease.token
+            )
+        if not acquired:
+            found = await saver._arun(holder(saver.ops.layout, lease.thread_id))
+            raise busy(lease.thread_id, found, wait)
+    owner = asyncio.current_task()
+    inside = True
+    stopped: list[Exception] = []  # why the keeper cancelled the block
+
+    async def keep() -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await lock.reacquire()
+                continue
+            except redis.exceptions.LockNotOwnedError:
+                lease.lost = True
+            except redis.exceptions.RedisError as exc:  # the run's own writes report it
+                log.debug("lease renewal of thread %s failed: %s", lease.thread_id, exc)
+                continue
+            try:
+                why: Exception = await saver._arun(loss(saver.ops.layout, lease.thread_id))
+            except redis.exceptions.RedisError:
+                why = LeaseLostError(lease.thread_id)
+            # Only while the block runs: the keeper runs when the block awaits, so the
+            # cancellation lands inside it.
+            if inside and owner is not None:
+                stopped.append(why)
+                owner.cancel()
+            return
+
+    keeper = asyncio.create_task(keep())
+    try:
+        yield lease
+    except BaseException as exc:
+        inside = False
+        if not stopped:
+            raise
+        # The cancellation was ours: the run stopped because it lost the thread.
+        raise stopped[0] from (None if isinstance(exc, asyncio.CancelledError) else exc)
+    finally:
+        inside = False
+        if stopped and owner is not None:
+            owner.uncancel()
+        keeper.cancel()  # not awaited: a cancellation of our own must not be swallowed
+        with contextlib.suppress(redis.exceptions.RedisError):
+            await lock.release()
+
+
+__all__ = ["DEFAULT_LEASE_TTL", "ThreadLease", "Wait", "ahold", "describe_holder", "hold"]
