@@ -147,7 +147,13 @@ async def arun_thread(
             "updates": on_update,
             "messages": on_message,
         }
-        modes: list[StreamMode] = ["values", *(m for m, h in handlers.items() if h)]
+        # "custom" always: it makes LangGraph stream eagerly, so each update reaches on_update
+        # as its task ends, before the step's writes are saved (an answer whose save fails
+        # is still shown).
+        modes: list[StreamMode] = [
+            "values",
+            *(m for m, h in handlers.items() if h or m == "custom"),
+        ]
         run_input = None if status == "interrupted" else dict(input)
         async for mode, chunk in graph.astream(run_input, config, stream_mode=modes, **kwargs):
             if mode == "values":

@@ -12,10 +12,9 @@ from redis.cluster import RedisCluster, key_slot
 
 from pacore_graph.checkpoints import AsyncRedisSaver, RedisSaver, connect
 from pacore_graph.testing import last_user_text
-from tests.conftest import solve_command, wait_for
+from tests.conftest import TOO_LATE, Held, solve_command, wait_for
 from tests.test_checkpoint_sync import cfg, put
 from tests.test_lease import _checkpoint
-from tests.test_resume import HoldingResponder
 
 PROBLEM = "What is 17 * 23?"
 
@@ -93,7 +92,7 @@ def saved_trajectories(client, thread):
 
 
 def test_solve_on_a_cluster_resumes_after_a_sigkill(scripted, redis_cluster3_url):
-    responder = HoldingResponder(answer_first=2)
+    responder = Held(answer_first=2, late=TOO_LATE)
     server = scripted(responder)
     client = cluster_client(redis_cluster3_url)
     proc = subprocess.Popen(

@@ -9,14 +9,12 @@ import redis
 
 from pacore_graph import studio
 from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import solve_command, wait_for
-from tests.serve_helpers import question, serving
-from tests.test_checkpoint_damage import own_redis  # noqa: F401 (fixture)
+from tests.conftest import Held, solve_command, wait_for
+from tests.serve_helpers import question, respond, serving
 from tests.test_redis_faults import one_error_line, restart_empty
-from tests.test_serve_durable import Held
 
 
-def test_an_acl_user_without_eval_is_told_to_grant_it_before_any_call(scripted, own_redis):  # noqa: F811
+def test_an_acl_user_without_eval_is_told_to_grant_it_before_any_call(scripted, own_redis):
     server = scripted(lambda body: Reply(content="\\boxed{391}"))
     locked = own_redis()
     admin = redis.Redis(port=locked.port)
@@ -38,7 +36,7 @@ def test_an_acl_user_without_eval_is_told_to_grant_it_before_any_call(scripted, 
 
 
 def test_serve_answers_503_when_redis_lost_a_durable_run(scripted, redis_server, redis_url):
-    held = Held(answer_first=1)
+    held = Held(answer_first=1, answer="4", final=respond)
     upstream = scripted(held)
     replies = []
     with serving(upstream, redis_url=redis_url) as served:
