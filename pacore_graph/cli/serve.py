@@ -34,16 +34,7 @@ from pacore_graph.context import context_from_options
 from pacore_graph.rounds import resolve_rounds
 from pacore_graph.secrets import REDACTED, RedactingFilter, model_secrets, redact
 from pacore_graph.server.auth import KEYS_ENV, ApiKeys
-from pacore_graph.server.settings import (
-    DEFAULT_KEEPALIVE_S,
-    DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_N,
-    DEFAULT_MAX_RUNS,
-    DEFAULT_MAX_TRAJECTORIES,
-    DEFAULT_PORT,
-    DEFAULT_THREAD_TTL_S,
-    ServeSettings,
-)
+from pacore_graph.server.settings import ServeSettings
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -66,7 +57,7 @@ def add_parser(sub: Any) -> None:
     http.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine)"
     )
-    http.add_argument("--port", type=int, default=DEFAULT_PORT, help="default 8100")
+    http.add_argument("--port", type=int, default=ServeSettings.port, help="default 8100")
     http.add_argument(
         "--rounds", default="low", help=ROUNDS_HELP + " (of the model 'pacore'; default low)"
     )
@@ -79,33 +70,33 @@ def add_parser(sub: Any) -> None:
     http.add_argument(
         "--max-runs",
         type=int,
-        default=DEFAULT_MAX_RUNS,
+        default=ServeSettings.max_runs,
         help="runs executing at once (n choices count n); beyond it requests get 429 "
-        f"with Retry-After (default {DEFAULT_MAX_RUNS})",
+        f"with Retry-After (default {ServeSettings.max_runs})",
     )
     http.add_argument(
         "--max-body-bytes",
         type=int,
-        default=DEFAULT_MAX_BODY_BYTES,
-        help=f"larger request bodies get 413 (default {DEFAULT_MAX_BODY_BYTES})",
+        default=ServeSettings.max_body_bytes,
+        help=f"larger request bodies get 413 (default {ServeSettings.max_body_bytes})",
     )
     http.add_argument(
         "--max-n",
         type=int,
-        default=DEFAULT_MAX_N,
-        help=f"most choices (n) of one request (default {DEFAULT_MAX_N})",
+        default=ServeSettings.max_n,
+        help=f"most choices (n) of one request (default {ServeSettings.max_n})",
     )
     http.add_argument(
         "--keepalive",
         type=float,
-        default=DEFAULT_KEEPALIVE_S,
+        default=ServeSettings.keepalive_s,
         metavar="SECONDS",
         help="an SSE comment goes out on a stream this often (default 15)",
     )
     http.add_argument(
         "--thread-ttl",
         type=float,
-        default=DEFAULT_THREAD_TTL_S,
+        default=ServeSettings.thread_ttl_s,
         metavar="SECONDS",
         help="with --redis-url: a run's thread is dropped this long after its last write "
         "(default 604800, a week; 0 keeps threads)",
@@ -136,7 +127,7 @@ def serve_settings(args: argparse.Namespace, secrets: list[str]) -> ServeSetting
         concurrency=args.concurrency,
         max_body_bytes=args.max_body_bytes,
         # The run bound --max-trajectories also bounds a request (all its n runs).
-        max_trajectories=args.max_trajectories or DEFAULT_MAX_TRAJECTORIES,
+        max_trajectories=args.max_trajectories or ServeSettings.max_trajectories,
         max_n=args.max_n,
         keepalive_s=args.keepalive,
         cancel_on_disconnect=args.cancel_on_disconnect,
