@@ -43,32 +43,26 @@ class Reply:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     delay: float = 0.0
-    """Seconds to wait before answering (a slow, held or hanging call); a client that hangs
-    up meanwhile is counted in ``ScriptedServer.cancelled`` and gets no answer."""
+    """Seconds before answering; a client that hangs up meanwhile counts in ``cancelled``."""
     status: int = 200  # anything but 200 sends an OpenAI-style error body
     error: str = "scripted error"
     headers: dict[str, str] = field(default_factory=dict)  # e.g. {"Retry-After": "1"}
     fault: Literal["reset", "cut", "malformed"] | None = None
-    """"reset": drop the connection (FIN, then RST) without answering; "cut": send half the
-    body, or half the stream ended cleanly, then reset; "malformed": a 200 whose body is
-    not JSON."""
+    """"reset": FIN then RST, no answer; "cut": half the body or stream, then reset;
+    "malformed": a 200 whose body is not JSON."""
     tool_calls: list[dict[str, Any]] | None = None
-    """OpenAI ``tool_calls`` of the answer (``id``, ``type``, ``function``: ``name``,
-    ``arguments``); sent whole, in one delta when streamed."""
+    """OpenAI ``tool_calls`` of the answer, in one delta when streamed."""
     transform: Callable[[dict[str, Any]], Any] | None = None
-    """Rewrites the completion (or, streamed, each chunk) before it is sent: any JSON value
-    (a list, a dict without ``choices``, ``"message": None``, ...), or ``bytes`` sent as
-    is, for a server that answers 200 with something malformed."""
+    """Rewrites the completion (or each chunk) before it is sent, into any JSON value or
+    ``bytes`` sent as they are: a 200 with something malformed."""
     trickle: float = 0.0
-    """Seconds between bytes: the answer (its body, or every stream event) goes out one
-    byte at a time, for a server that never stalls long enough for a read timeout."""
+    """Seconds between bytes: the answer goes out a byte at a time, never stalling long."""
     endless: Literal["comment", "empty_delta"] | None = None
-    """A stream that never ends: after the content it sends, instead of a
-    ``finish_reason``, a keep-alive SSE comment (``: ping``) or a chunk with an empty delta
-    every ``trickle`` seconds (0.05 when 0) until the client hangs up."""
+    """A stream that never ends: after the content, an SSE comment (``: ping``) or an empty
+    delta every ``trickle`` seconds (0.05 when 0) until the client hangs up."""
     pieces: int = 0
-    """Streamed: the content in this many equal pieces spread evenly over ``delay``, as a
-    decoding server sends it, instead of word by word after it."""
+    """Streamed: the content in this many equal pieces spread over ``delay``, as a decoding
+    server sends it, instead of word by word after it."""
     on_sent: Callable[[], object] | None = None  # called once the whole answer is sent
 
 

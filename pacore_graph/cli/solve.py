@@ -191,13 +191,6 @@ def _messages(args: argparse.Namespace) -> list[BaseMessage]:
     return messages
 
 
-_STATUS_LINES: dict[ThreadStatus, str] = {
-    "new": "started",
-    "interrupted": "resuming",
-    "finished": "already answered",
-}
-
-
 async def _tick(progress: SolveProgress) -> None:
     while True:
         await asyncio.sleep(TICK_SECONDS)
@@ -351,7 +344,8 @@ async def run(args: argparse.Namespace) -> int:
                     progress.status(f"thread {thread_id}: {saved.describe()}")
                     progress.resumed(saved)
                 else:
-                    progress.status(f"thread {thread_id}: {_STATUS_LINES[status]}")
+                    line = {"new": "started", "interrupted": "resuming"}.get(status)
+                    progress.status(f"thread {thread_id}: {line or 'already answered'}")
 
             if mode != "off":
                 config["callbacks"] = [RetryWatcher(progress.retry)]
