@@ -154,13 +154,10 @@ def _pacore_settings(request: ChatRequest) -> tuple[dict[str, Any], bool]:
     return given, progress
 
 
-def _chat_key(messages: list[BaseMessage]) -> list[Any]:
-    return [[m.type, m.content, getattr(m, "name", None)] for m in messages]
-
-
 def fingerprint(messages: list[BaseMessage], settings: dict[str, Any]) -> str:
     """A digest of a run's input and resolved settings."""
-    text = json.dumps([_chat_key(messages), settings], sort_keys=True, default=repr)
+    chat = [[m.type, m.content, getattr(m, "name", None)] for m in messages]
+    text = json.dumps([chat, settings], sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
