@@ -12,9 +12,7 @@ from pacore_graph.compaction import Compaction
 from pacore_graph.rounds import RoundsSpec
 
 INT64_MAX = 2**63 - 1
-Count = Annotated[int, Field(le=INT64_MAX)]
-"""An integer setting: a run's settings are checkpointed with msgpack, which holds 64-bit
-integers."""
+Count = Annotated[int, Field(le=INT64_MAX)]  # settings are checkpointed with msgpack
 
 RESERVED_BODY_KEYS: dict[str, str] = {
     "messages": "PaCoRe writes each call's messages",
@@ -26,9 +24,7 @@ RESERVED_BODY_KEYS: dict[str, str] = {
     "top_p": "use the top_p setting",
     "max_tokens": "use the max_tokens setting",
 }
-"""Request fields ``extra_body`` may not set, and why: it is merged over the request body,
-so it would replace what PaCoRe sends (a ``messages`` key replaced every prompt) or slip a
-sampling value past its setting's check and the run's record."""
+"""Request fields ``extra_body`` (merged over the request body) may not set, and why."""
 
 
 def _no_reserved_keys(body: dict[str, Any]) -> dict[str, Any]:
@@ -39,20 +35,15 @@ def _no_reserved_keys(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _schema_defaults(schema: dict[str, Any], cls: type[Any]) -> None:
-    # A field's runtime default is None ("the graph's default"); the form shows the value
-    # that None stands for, taken from `DEFAULTS` so the two cannot drift apart.
+    # A field's runtime default is None ("the graph's default"); the form shows `DEFAULTS`.
     for name, prop in schema.get("properties", {}).items():
         prop["default"] = getattr(DEFAULTS, name)
 
 
 @dataclass(kw_only=True)
 class PaCoReContext:
-    """Settings of one run; a field left ``None`` takes the graph's default.
-
-    Pass per run with ``graph.invoke(x, context={"rounds": "low", "temperature": 0.6})``;
-    Studio shows the same fields as a form, each with its description, its default (the
-    reference's, from `DEFAULTS`) and its allowed values.
-    """
+    """Settings of one run (``graph.invoke(x, context={"rounds": "low"})``, a form in
+    Studio); a field left ``None`` takes the graph's default."""
 
     # Read by pydantic, which LangGraph uses for the context JSON schema; not a field.
     __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(json_schema_extra=_schema_defaults)
@@ -233,7 +224,7 @@ DEFAULTS = PaCoReContext(
     straggler_quantile=1.0,  # off: wait for every trajectory, as the reference
     straggler_factor=2.0,
     straggler_min_seconds=10.0,
-    # Not the reference's (it had no bounds): see `pacore_graph.validation` for the values.
+    # Not the reference's (it had no bounds): see the README's settings table.
     max_k=1024,
     max_trajectories=4096,
     max_input_chars=1_000_000,

@@ -1,8 +1,6 @@
 """A scripted OpenAI-compatible server and a private redis-server on loopback, for tests,
-examples, benchmarks and demos without a GPU.
-
-Every request is logged and answered by a function you write, so a test knows
-exactly what each trajectory said and can assert on what each call was sent.
+examples, benchmarks and demos without a GPU: every request is logged and answered by a
+function you write.
 
 Example:
     ```python
@@ -45,36 +43,27 @@ class Reply:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     delay: float = 0.0
-    """Seconds to wait before answering (a slow, held or hanging call); a client that hangs
-    up meanwhile is counted in ``ScriptedServer.cancelled`` and gets no answer."""
-    status: int = 200
-    """HTTP status; anything but 200 sends an OpenAI-style error body."""
+    """Seconds before answering; a client that hangs up meanwhile counts in ``cancelled``."""
+    status: int = 200  # anything but 200 sends an OpenAI-style error body
     error: str = "scripted error"
-    headers: dict[str, str] = field(default_factory=dict)
-    """Extra response headers, e.g. ``{"Retry-After": "1"}``."""
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. {"Retry-After": "1"}
     fault: Literal["reset", "cut", "malformed"] | None = None
-    """"reset": drop the connection (FIN, then RST) without answering; "cut": send half the
-    body, or half the stream ended cleanly, then reset; "malformed": a 200 whose body is
-    not JSON."""
+    """"reset": FIN then RST, no answer; "cut": half the body or stream, then reset;
+    "malformed": a 200 whose body is not JSON."""
     tool_calls: list[dict[str, Any]] | None = None
-    """OpenAI ``tool_calls`` of the answer (``id``, ``type``, ``function``: ``name``,
-    ``arguments``); sent whole, in one delta when streamed."""
+    """OpenAI ``tool_calls`` of the answer, in one delta when streamed."""
     transform: Callable[[dict[str, Any]], Any] | None = None
-    """Rewrites the completion (or, streamed, each chunk) before it is sent: any JSON value
-    (a list, a dict without ``choices``, ``"message": None``, ...), or ``bytes`` sent as
-    is, for a server that answers 200 with something malformed."""
+    """Rewrites the completion (or each chunk) before it is sent, into any JSON value or
+    ``bytes`` sent as they are: a 200 with something malformed."""
     trickle: float = 0.0
-    """Seconds between bytes: the answer (its body, or every stream event) goes out one
-    byte at a time, for a server that never stalls long enough for a read timeout."""
+    """Seconds between bytes: the answer goes out a byte at a time, never stalling long."""
     endless: Literal["comment", "empty_delta"] | None = None
-    """A stream that never ends: after the content it sends, instead of a
-    ``finish_reason``, a keep-alive SSE comment (``: ping``) or a chunk with an empty delta
-    every ``trickle`` seconds (0.05 when 0) until the client hangs up."""
+    """A stream that never ends: after the content, an SSE comment (``: ping``) or an empty
+    delta every ``trickle`` seconds (0.05 when 0) until the client hangs up."""
     pieces: int = 0
-    """Streamed: the content in this many equal pieces spread evenly over ``delay``, as a
-    decoding server sends it, instead of word by word after it."""
-    on_sent: Callable[[], object] | None = None
-    """Called once the whole answer is sent."""
+    """Streamed: the content in this many equal pieces spread over ``delay``, as a decoding
+    server sends it, instead of word by word after it."""
+    on_sent: Callable[[], object] | None = None  # called once the whole answer is sent
 
 
 Responder = Callable[[dict[str, Any]], "Reply | str | Awaitable[Reply | str]"]
@@ -83,7 +72,7 @@ of its own, so it may block to hold a call; a coroutine function runs on the ser
 
 
 def word_count(text: str | None) -> int:
-    """The scripted server's token count: whitespace-separated words."""
+    """The scripted server's token count: words."""
     return len(text.split()) if text else 0
 
 
@@ -102,14 +91,8 @@ def _default_responder(body: dict[str, Any]) -> Reply:
 
 class ScriptedServer:
     """An aiohttp server speaking ``/v1/chat/completions`` (plain and SSE), ``/v1/models``
-    and ``/health``, in a thread of its own (`start`) or on the running loop (`serve`).
-
-    Args:
-        responder: Answers each chat request.
-        model: The model id the server reports.
-        host: Loopback address to bind.
-        port: 0 picks a free port.
-    """
+    and ``/health``, in a thread of its own (`start`) or on the running loop (`serve`);
+    ``responder`` answers each chat request, ``port`` 0 picks a free port."""
 
     def __init__(
         self,
@@ -122,18 +105,13 @@ class ScriptedServer:
         self.responder = responder or _default_responder
         self.model = model
         self.requests: list[dict[str, Any]] = []
-        self.authorizations: list[str | None] = []
-        """The Authorization header of each chat request."""
-        self.connections: set[tuple[str, int]] = set()
-        """Client addresses seen: fewer than requests means connections were reused."""
-        self.times: list[float] = []
-        """``time.monotonic()`` at each chat request's arrival."""
-        self.cancelled = 0
-        """Requests whose client hung up before the server had sent all of its answer."""
+        self.authorizations: list[str | None] = []  # of each chat request
+        self.connections: set[tuple[str, int]] = set()  # fewer than requests: reused
+        self.times: list[float] = []  # time.monotonic() at each chat request's arrival
+        self.cancelled = 0  # requests whose client hung up before all of the answer was sent
         self.in_flight = 0
         self.max_in_flight = 0
-        self.app = web.Application(client_max_size=2**26)
-        """Routes added before the server starts are served too."""
+        self.app = web.Application(client_max_size=2**26)  # may get routes before `start`
         # A deep backlog: a thousand clients connecting at once must not wait for SYN retries.
         self._socket = socket.create_server((host, port), backlog=4096)
         self._stopping = False
@@ -143,12 +121,10 @@ class ScriptedServer:
 
     @property
     def port(self) -> int:
-        """The bound port."""
         return int(self._socket.getsockname()[1])
 
     @property
     def base_url(self) -> str:
-        """The OpenAI ``base_url`` of this server."""
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> ScriptedServer:
@@ -326,8 +302,8 @@ class ScriptedServer:
 
 
 async def _in_thread(responder: Callable[[dict[str, Any]], Any], body: dict[str, Any]) -> Any:
-    """Runs a plain responder in a daemon thread: a test may hold it, and one still held at
-    the end of the tests does not keep the process alive (as a thread pool's would)."""
+    """Runs a plain responder in a daemon thread: one still held when the tests end does not
+    keep the process alive, as a thread pool's would."""
     future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
     def run() -> None:
@@ -394,16 +370,9 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """One ``redis-server`` process that can be stopped and started again on the same port.
-
-    ``stop(save=True)`` writes an RDB snapshot first, so a restart comes back with the
-    data, like a managed Redis that restarts; persistence is otherwise off.
-
-    Args:
-        directory: The server's own working directory (RDB file, cluster config).
-        extra_args: More ``redis-server`` options (with ``--requirepass PW``, `url` has no
-            password: the server's own client uses it to start and stop it).
-    """
+    """One ``redis-server`` process in ``directory``, to stop and start again on its port
+    (persistence off but for ``stop(save=True)``). With ``--requirepass PW`` in
+    ``extra_args``, `url` has no password."""
 
     def __init__(self, directory: Path, extra_args: Sequence[str] = ()) -> None:
         binary = shutil.which("redis-server")

@@ -1,20 +1,7 @@
-"""Every setting checked before any model call, with one line naming it. The pydantic
-constraints of `PaCoReContext` (``Field(ge=...)``, ``Literal`` choices, no NaN or infinity,
-64-bit integers), of `ServeSettings` and of the CLI's own options are put in the same words
-wherever a run starts: the ``prepare`` node, `create_pacore_graph` (the graph's defaults),
-the CLI (before the endpoint is probed) and the server (before a request runs).
-
-The bounds are pacore-graph's (the reference had none), their defaults in `DEFAULTS`:
-
-- ``max_k`` = 1024: 32x the paper's widest round (``high`` = [32, 4]). LangGraph builds a
-  round's K tasks in one step of the event loop and, when the run is cancelled, releases
-  them one by one at a cost that grows with K squared: a typo such as ``--rounds 999999``
-  spent minutes and hundreds of MB before its first call.
-- ``max_trajectories`` = 4096: four rounds of ``max_k``. Every trajectory's text stays in
-  the run's state, its record and its checkpoint, so the total bounds a run's memory.
-- ``max_input_chars`` = 1,000,000: ~330K tokens, far more than a problem needs; each of a
-  round's K calls sends the chat whole.
-"""
+"""Every setting checked before any model call, in one line naming it: the pydantic
+constraints of `PaCoReContext`, `ServeSettings` and the CLI's options, in the same words
+for the graph, the CLI and the server. The bounds' defaults are explained in the README's
+settings table."""
 
 from __future__ import annotations
 
@@ -41,8 +28,8 @@ _KINDS: dict[Any, str] = {
 
 
 def rule(hint: Any, bounds: Mapping[str, Any] | None = None) -> str:
-    """What a value of the annotated type ``hint`` must be, in words: ``a number in (0, 1]``,
-    ``an integer >= 1``, ``one of error, drop_longest``."""
+    """What a value of the annotated type ``hint`` must be: ``a number in (0, 1]``, ``an
+    integer >= 1``, ``one of error, drop_longest``."""
     found = dict(bounds or {})
     while True:
         if get_origin(hint) is Annotated:
@@ -74,12 +61,8 @@ def rule(hint: Any, bounds: Mapping[str, Any] | None = None) -> str:
 
 
 class SettingsCheck:
-    """The constraints of a dataclass's ``Annotated`` fields, checked strictly (no ``"0.5"``
-    for a number, no ``True`` for a count, no NaN or infinity) on values of it.
-
-    Args:
-        cls: The dataclass; its ``Annotated`` fields are checked, the others not.
-    """
+    """The constraints of the ``Annotated`` fields of the dataclass ``cls``, checked strictly
+    (no ``"0.5"`` for a number, no ``True`` for a count, no NaN or infinity)."""
 
     def __init__(self, cls: type) -> None:
         hints = get_type_hints(cls, include_extras=True)
@@ -121,9 +104,7 @@ CONTEXT = SettingsCheck(PaCoReContext)
 
 
 def check_settings(settings: PaCoReContext) -> list[int]:
-    """Checks every setting of a run; returns its round vector.
-
-    A field left None is not checked (it takes the graph's default, or has none).
+    """Checks every setting of a run but those left None; returns its round vector.
 
     Raises:
         InvalidRoundsError: ``rounds`` is not a round vector, or is over ``max_k`` or
@@ -140,12 +121,8 @@ def check_settings(settings: PaCoReContext) -> list[int]:
 
 
 def check_input(messages: Sequence[BaseMessage], settings: PaCoReContext) -> None:
-    """Fails on an input chat with more text than ``max_input_chars`` (images not counted:
-    a server bounds those).
-
-    Raises:
-        InvalidInputError: The chat is too large; names its size and the bound.
-    """
+    """Raises `InvalidInputError` for a chat with more text than ``max_input_chars`` (images
+    are not counted: a server bounds those)."""
     limit = settings.max_input_chars
     if limit is None:
         return

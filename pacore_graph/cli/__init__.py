@@ -23,11 +23,10 @@ from pacore_graph.cli.options import (
     EXPECTED_ERRORS,
     Parser,
     apply_env_defaults,
-    describe,
-    exit_status,
+    log_to_stderr,
+    report,
     secrets_of,
 )
-from pacore_graph.secrets import RedactingFilter, redact
 
 
 def _parser() -> Parser:
@@ -57,26 +56,21 @@ def _interrupted(args: object, signame: str) -> str:
 
 
 GRACE_SECONDS = 0.5
-"""How long an interrupted command may take to cancel its calls and close; past it, it
-reports the interruption and exits anyway."""
+"""How long an interrupted command may take to close before it exits anyway."""
 
 
 class Interruption:
     """SIGINT and SIGTERM, acted on within a second whatever the event loop is doing.
 
-    asyncio's handlers run when the loop next polls, and a loop building a round of
-    thousands of tasks does not poll for seconds (LangGraph then takes seconds more to
-    cancel them). A Python-level handler runs between any two bytecodes of the main
-    thread: it asks the loop to cancel the run and wakes a watchdog thread, which reports
-    the interruption and ends the process if the cancellation has not finished after
-    `GRACE_SECONDS`. Finished trajectories are in Redis as they finish, so the cut loses
-    only calls in flight, as the cancellation would; a second signal ends it at once.
+    A loop building a round of thousands of tasks does not poll for seconds, so asyncio's
+    handlers would wait. This Python-level handler asks the loop to cancel the run and
+    wakes a watchdog thread that ends the process after `GRACE_SECONDS` (finished
+    trajectories are already in Redis); a second signal ends it at once.
     """
 
     def __init__(self, args: object) -> None:
         self.args = args
-        self.signame: str | None = None
-        """The first signal received, e.g. "SIGTERM"."""
+        self.signame: str | None = None  # the first signal received, e.g. "SIGTERM"
         self._task: asyncio.Task[Any] | None = None
         self._lock = threading.RLock()  # re-entrant: a second signal may come inside `report`
         self._reported = False
@@ -124,9 +118,8 @@ class Interruption:
         return 143 if signame == "SIGTERM" else 130
 
     def exit_now(self) -> NoReturn:
-        """Reports the interruption and ends the process, skipping the interpreter's teardown:
-        freeing a wide round's objects can take longer than the grace, and the watchdog
-        cannot run during it."""
+        """Reports the interruption and ends the process without the interpreter's teardown,
+        which for a wide round takes longer than the grace."""
         status = self.report()
         with contextlib.suppress(Exception):
             sys.stdout.flush()
@@ -164,9 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = solve.run if args.command == "solve" else eval_cli.run
     secrets = secrets_of(args)
     if args.log_level:
-        handler = logging.StreamHandler()
-        handler.addFilter(RedactingFilter(secrets))
-        logging.basicConfig(level=args.log_level, handlers=[handler])
+        log_to_stderr(args.log_level, secrets)
 
     # A round cancelled before all its trajectories started leaves the waiting ones'
     # coroutines unawaited behind LangGraph's concurrency gate: expected, not a bug to show.
@@ -174,17 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ignore", "coroutine 'arun_with_retry' was never awaited", RuntimeWarning
     )
     interruption = Interruption(args)
-    # The imports (LangChain, pydantic, openai, LangGraph) leave ~half a million long-lived
-    # objects that every full pass of the cyclic GC walks again: a third of the CPU of a
-    # run's trajectories (1.72 -> 1.27 ms each at zero latency, benchmarks/run.py's
-    # "pacore + gc.freeze()" row). Frozen, they are never collected; nothing of them is
-    # garbage.
+    # The imports leave ~half a million long-lived objects that every full GC pass walks
+    # again: a third of a trajectory's CPU (benchmarks/run.py, "pacore + gc.freeze()").
     gc.collect()
     gc.freeze()
 
     async def run() -> int:
-        # SIGTERM cancels the run like Ctrl-C does: calls in flight are cancelled, and what
-        # finished is already in the checkpoint.
         task = asyncio.current_task()
         if task is not None:
             interruption.attach(task)
@@ -197,18 +183,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if interruption.signame is not None:  # the run is closed: nothing left to tear down
             interruption.exit_now()
         return interruption.report()
-    except Exception as exc:
-        expected = isinstance(exc, EXPECTED_ERRORS)
-        if expected:
-            saved = bool(
-                getattr(args, "saved_thread", None) or (args.command == "eval" and args.redis_url)
-            )
-            message = describe(exc, saved)
-        else:  # a bug: one line, the traceback only in the debug log
-            logging.getLogger("pacore").debug("unexpected error", exc_info=True)
-            message = f"unexpected {type(exc).__name__}: {exc} (--log-level DEBUG shows where)"
-        print(f"pacore: error: {redact(message, secrets)}".splitlines()[0], file=sys.stderr)
-        return exit_status(exc) if expected else 1
+    except EXPECTED_ERRORS as exc:
+        saved = getattr(args, "saved_thread", None) or (args.command == "eval" and args.redis_url)
+        return report(exc, secrets, bool(saved))
+    except Exception as exc:  # a bug: one line, the traceback only in the debug log
+        logging.getLogger("pacore").debug("unexpected error", exc_info=True)
+        what = f"unexpected {type(exc).__name__}: {exc} (--log-level DEBUG shows where)"
+        return report(RuntimeError(what), secrets)  # exit status 1
 
 
 __all__ = ["main"]

@@ -1,7 +1,6 @@
 """``pacore eval``: PaCoRe and its baselines on a benchmark file, graded, with the paper's table.
 
-Imports nothing of the ``eval`` extra (math-verify, matplotlib) nor tqdm at import time:
-``pacore solve`` imports this module to register the subcommand.
+Imports of the ``eval`` extra and tqdm wait for `run`: every ``pacore`` command imports this.
 """
 
 from __future__ import annotations
@@ -73,8 +72,7 @@ def add_parser(sub: Any) -> None:
 
 
 class _BarProgress:
-    """A tqdm bar over problems; the postfix counts runs done, and the trajectories and
-    completion tokens the backend generated so far."""
+    """A tqdm bar over problems; the postfix counts runs, trajectories and completion tokens."""
 
     def __init__(self, total: int, runs_total: int) -> None:
         from tqdm import tqdm
@@ -107,13 +105,6 @@ class _BarProgress:
         self.bar.close()
 
 
-def _progress(args: argparse.Namespace, problems: int, runs_total: int) -> Any:
-    enabled = sys.stderr.isatty() if args.progress is None else args.progress
-    if not enabled:
-        return None
-    return _BarProgress(problems, runs_total)
-
-
 async def run(args: argparse.Namespace) -> int:
     """Runs ``pacore eval``; writes the table, plot and rows (errors reach ``pacore``'s main)."""
     from pacore_graph.eval._deps import require
@@ -133,10 +124,8 @@ async def run(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot read {args.problems}: {exc.strerror or exc}") from None
     rounds = args.rounds if args.rounds is not None else ([] if args.baseline else ["low"])
     settings = build_settings(rounds, args.baseline)
-    # The run settings and every setting's vector against the bounds, as each run would.
-    checked = merge_context(
-        DEFAULTS, {k: v for k, v in context_from_options(args).items() if k != "rounds"}
-    )
+    context = {k: v for k, v in context_from_options(args).items() if k != "rounds"}
+    checked = merge_context(DEFAULTS, context)
     check_settings(checked)
     for setting in settings:
         check_round_bounds(list(setting.round_vector), checked.max_k, checked.max_trajectories)
@@ -152,11 +141,13 @@ async def run(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(
             spec,
             concurrency=args.concurrency,  # the embedded backend may lower it
-            context={k: v for k, v in context_from_options(args).items() if k != "rounds"},
+            context=context,
             namespace=str(getattr(model, "model", "")),
         )
         backend = backend_description(args, model)
-        progress = _progress(args, len(problems), len(problems) * len(settings) * args.runs)
+        shown = sys.stderr.isatty() if args.progress is None else args.progress
+        runs_total = len(problems) * len(settings) * args.runs
+        progress = _BarProgress(len(problems), runs_total) if shown else None
         try:
             result = await run_eval(model, problems, spec, checkpointer=saver, progress=progress)
         finally:

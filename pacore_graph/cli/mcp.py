@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import sys
 from typing import Any
 
 import redis
@@ -20,14 +18,13 @@ import redis
 from pacore_graph.cli.options import (
     EXPECTED_ERRORS,
     ROUNDS_HELP,
-    describe,
-    exit_status,
+    log_to_stderr,
+    report,
     run_options,
     secrets_of,
 )
 from pacore_graph.cli.serve import open_service
 from pacore_graph.rounds import resolve_rounds
-from pacore_graph.secrets import RedactingFilter, redact
 from pacore_graph.server.settings import ServeSettings
 
 
@@ -46,16 +43,11 @@ def add_parser(sub: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Serves the tool on stdin/stdout until the client closes stdin; the exit status.
-
-    With ``--redis-url`` a call's finished trajectories are saved as they finish: a call
-    cancelled, or a server stopped, resumes on the same call."""
+    """Serves the tool on stdin/stdout until the client closes stdin; the exit status."""
     from pacore_graph.server.mcp import create_mcp_server
 
     secrets = secrets_of(args)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RedactingFilter(secrets))
-    logging.basicConfig(level=args.log_level or "WARNING", handlers=[handler])
+    log_to_stderr(args.log_level or "WARNING", secrets)
     try:
         resolve_rounds(args.rounds)
         settings = ServeSettings(
@@ -76,9 +68,7 @@ def main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     except (*EXPECTED_ERRORS, redis.RedisError) as exc:
-        message = redact(describe(exc, saved=False), secrets).splitlines()[0]
-        print(f"pacore: error: {message}", file=sys.stderr)
-        return exit_status(exc)
+        return report(exc, secrets)
 
 
 __all__ = ["add_parser", "main"]

@@ -1,13 +1,14 @@
-"""What ``pacore solve`` and ``pacore eval`` share: the backend, sampling, PaCoRe, budget,
-quorum and checkpoint options (one parent parser), opening the backend and the
-checkpointer from them, and one-line errors."""
+"""What the ``pacore`` subcommands share: the run options (one parent parser), opening the
+backend and the checkpointer from them, and one-line errors."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import logging
 import os
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Annotated, Any, Literal, NoReturn, get_args, get_origin
 from urllib.parse import urlsplit, urlunsplit
@@ -22,7 +23,7 @@ from pacore_graph.backends.launch import backend_for_args
 from pacore_graph.context import DEFAULTS
 from pacore_graph.errors import BudgetExhaustedError, PaCoReError, QuorumError
 from pacore_graph.rounds import PRESETS
-from pacore_graph.secrets import url_secrets
+from pacore_graph.secrets import RedactingFilter, redact, url_secrets
 from pacore_graph.validation import CONTEXT, rule
 
 ROUNDS_HELP = (
@@ -30,12 +31,10 @@ ROUNDS_HELP = (
     "to which the final round [1] is appended (32,4 runs [32, 4, 1]); a vector that "
     "already ends in 1, such as 32,4,1 as the paper writes it, runs as written"
 )
-"""``--rounds`` of ``pacore solve`` and ``pacore eval``."""
 
 
 class CLIError(Exception):
-    """A problem to report in one line, without a traceback; ``status`` is the exit status
-    (2: fix the command; 1: the run failed)."""
+    """A problem reported in one line; ``status``: 2 to fix the command, 1 a failed run."""
 
     status = 2
 
@@ -48,9 +47,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def checked(kind: Any, parse: Callable[[str], Any] = float) -> Callable[[str], Any]:
-    """An argparse type: ``parse`` of the option's text, within the pydantic constraints of
-    ``kind`` (``Annotated[float, Field(gt=0)]``), refused in the words of the settings
-    checks: ``argument --timeout: must be a number > 0, got 'nan'``."""
+    """An argparse type: ``parse`` of the text, checked against the pydantic constraints of
+    ``kind`` and refused in the words of the settings checks."""
     adapter = TypeAdapter(kind, config=ConfigDict(strict=True, allow_inf_nan=False))
 
     def convert(text: str) -> Any:
@@ -63,9 +61,7 @@ def checked(kind: Any, parse: Callable[[str], Any] = float) -> Callable[[str], A
 
 
 SECONDS = checked(Annotated[float, Field(gt=0)])
-"""An argparse type: seconds, finite and above 0."""
 COUNT = checked(Annotated[int, Field(ge=1)], int)
-"""An argparse type: an integer >= 1."""
 
 
 def _count_or_fraction(text: str) -> int | float:
@@ -120,9 +116,7 @@ SETTING_GROUPS = {
     ),
     "bounds (a run over one stops before any call)": "max_k max_trajectories max_input_chars",
 }
-"""The `PaCoReContext` fields every command takes as options (``rounds`` is each command's
-own), by help group; their help is the field's description, their values checked by
-`check_settings` as the graph checks them."""
+"""The `PaCoReContext` fields every command takes as options, by help group."""
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "extra_body": _json_object,
@@ -233,17 +227,11 @@ def run_options() -> argparse.ArgumentParser:
 
 
 BASE_URL_VARIABLES = ("PACORE_BASE_URL", "OPENAI_BASE_URL")
-"""Where ``--base-url`` comes from when it is not given, first set wins."""
 
 
 def apply_env_defaults(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> None:
-    """Fills ``--base-url`` from ``$PACORE_BASE_URL``/``$OPENAI_BASE_URL`` and ``--model``
-    from ``$PACORE_MODEL`` where the command line left them out (flags win).
-
-    Only for the OpenAI-compatible backend: an explicit ``--backend embedded``/``vllm``
-    takes no endpoint, and ``$PACORE_MODEL`` names a model served at an endpoint, not a
-    GGUF file or a model folder.
-    """
+    """Fills ``--base-url`` (`BASE_URL_VARIABLES`) and ``--model`` (``$PACORE_MODEL``) from
+    the environment where the command left them out, for the OpenAI-compatible backend only."""
     if args.backend not in (None, "openai"):
         return
     if not args.base_url:
@@ -254,14 +242,8 @@ def apply_env_defaults(args: argparse.Namespace, environ: Mapping[str, str] = os
         args.model = environ.get("PACORE_MODEL", "").strip() or None
 
 
-def backend_kind(args: argparse.Namespace) -> str:
-    """The backend the options run on, as `open_backend` picks it."""
-    return str(args.backend or ("openai" if args.base_url else "embedded"))
-
-
 def public_url(url: str) -> str:
-    """``url`` without what may be a secret: user and password, query and fragment
-    (``http://u:p@host:8000/v1?key=k`` is ``http://host:8000/v1``)."""
+    """``url`` without user, password, query and fragment, which may hold secrets."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if ":" in host:  # IPv6
@@ -279,7 +261,7 @@ def backend_description(args: argparse.Namespace, model: BaseChatModel) -> dict[
     url = getattr(model, "openai_api_base", None)
     name = getattr(model, "model_name", None) or getattr(model, "model", None)
     return {
-        "kind": backend_kind(args),
+        "kind": str(args.backend or ("openai" if args.base_url else "embedded")),
         "endpoint": public_url(url) if isinstance(url, str) and url else None,
         "model": str(name) if name else None,
     }
@@ -294,33 +276,22 @@ def backend_line(description: Mapping[str, str | None]) -> str:
 
 
 @contextlib.asynccontextmanager
-async def open_checkpointer(
-    url: str | None, *, allow_eviction: bool = False, lease_ttl: float = 10.0
-) -> AsyncIterator[BaseCheckpointSaver | None]:
-    """`AsyncRedisSaver` on ``url``, or None. Before any model call it is checked reachable,
-    the password accepted, and its ``maxmemory-policy`` one that keeps checkpoints (unless
-    ``allow_eviction``); each run on it holds its thread with a lease of ``lease_ttl``."""
-    if not url:
-        yield None
-        return
-    from pacore_graph.checkpoints import AsyncRedisSaver
-
-    async with AsyncRedisSaver.from_conn_string(url, lease_ttl=lease_ttl) as saver:
-        try:
-            await saver.asetup(allow_eviction=allow_eviction)
-        except (OSError, ValueError) as exc:  # a setup problem, like a bad option: exit 2
-            raise CLIError(str(exc)) from None
-        yield saver
-
-
-@contextlib.asynccontextmanager
 async def open_run(
     args: argparse.Namespace,
 ) -> AsyncIterator[tuple[BaseChatModel, BaseCheckpointSaver | None]]:
-    """The backend and the checkpointer the options name, closed on exit."""
-    async with open_checkpointer(
-        args.redis_url, allow_eviction=args.allow_eviction, lease_ttl=args.lease_ttl
-    ) as saver:
+    """The backend and the checkpointer (None without ``--redis-url``) the options name,
+    closed on exit; Redis is checked (reachable, keeping its keys) before any model call."""
+    if not args.redis_url:
+        with backend_for_args(args) as model:
+            yield model, None
+        return
+    from pacore_graph.checkpoints import AsyncRedisSaver
+
+    async with AsyncRedisSaver.from_conn_string(args.redis_url, lease_ttl=args.lease_ttl) as saver:
+        try:
+            await saver.asetup(allow_eviction=args.allow_eviction)
+        except (OSError, ValueError) as exc:  # a setup problem, like a bad option: exit 2
+            raise CLIError(str(exc)) from None
         with backend_for_args(args) as model:
             yield model, saver
 
@@ -377,6 +348,20 @@ def exit_status(exc: BaseException) -> int:
     return 1
 
 
+def log_to_stderr(level: str, secrets: list[str], **options: Any) -> None:
+    """Logs at ``level`` to stderr with ``secrets`` redacted (``options``: `basicConfig`'s)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter(secrets))
+    logging.basicConfig(level=level, handlers=[handler], **options)
+
+
+def report(exc: BaseException, secrets: list[str], saved: bool = False) -> int:
+    """Prints the one line for an expected failure (`describe`); returns the exit status."""
+    message = redact(describe(exc, saved), secrets).splitlines()[0]
+    print(f"pacore: error: {message}", file=sys.stderr)
+    return exit_status(exc)
+
+
 __all__ = [
     "BASE_URL_VARIABLES",
     "COUNT",
@@ -388,14 +373,14 @@ __all__ = [
     "StragglersAction",
     "apply_env_defaults",
     "backend_description",
-    "backend_kind",
     "backend_line",
     "checked",
     "describe",
     "exit_status",
-    "open_checkpointer",
+    "log_to_stderr",
     "open_run",
     "public_url",
+    "report",
     "run_options",
     "secrets_of",
 ]

@@ -1,12 +1,6 @@
 """``pacore solve``'s progress on stderr: a live line per round on a terminal, else one plain
-line per event.
-
-Both are fed by the graph's custom stream (``round_started``, ``trajectory_finished``,
-``trajectory_failed``, ``trajectory_stopped``, ``round_finished``, ``answer``) and by
-`RetryWatcher`, a callback on the model calls: LangGraph's ``RetryPolicy`` runs a
-trajectory's node again without a stream event, but every attempt is a new model call
-tagged with the trajectory's round and index, so a second call for one trajectory is a
-retry.
+line per event, fed by the graph's custom stream and by `RetryWatcher` (LangGraph's
+``RetryPolicy`` retries a node without a stream event, but each attempt is a new model call).
 """
 
 from __future__ import annotations
@@ -28,11 +22,7 @@ Mode = Literal["bar", "lines", "off"]
 
 
 def progress_mode(option: bool | None, is_terminal: bool) -> Mode:
-    """What ``--progress/--no-progress`` (None when not given) shows on this stderr.
-
-    A terminal gets the live bar unless ``--no-progress``; elsewhere only ``--progress``
-    prints events, one plain line each (a log has no use for redrawn lines).
-    """
+    """What ``--progress/--no-progress`` (None when not given) shows on this stderr."""
     if option is False:
         return "off"
     if is_terminal:
@@ -60,20 +50,16 @@ class RoundCount:
 
 @dataclass(frozen=True)
 class Saved:
-    """What an interrupted thread already holds of its run."""
+    """What an interrupted thread already holds of its run: the round it stopped in (None
+    before round 1), its K, the finished trajectories of it and of earlier rounds, and the
+    completion tokens of the round's."""
 
     round: int | None
-    """The round it stopped in; None when it stopped before round 1 started."""
     vector: tuple[int, ...]
-    """The run's round vector (empty before round 1 started)."""
     k: int
-    """Trajectories of that round."""
     in_round: int
-    """Finished trajectories of that round (not asked again)."""
     earlier: int
-    """Finished trajectories of earlier rounds."""
     tokens: int
-    """Completion tokens of the round's saved trajectories."""
 
     def describe(self) -> str:
         """``resuming round 2/3: 1 of 4 trajectories already saved (+4 from earlier rounds)``."""
@@ -88,8 +74,7 @@ class Saved:
 
 
 def saved_work(values: Mapping[str, Any]) -> Saved:
-    """What an interrupted thread's state (``aget_state(...).values``, which includes the
-    writes of trajectories that finished before the interruption) already holds."""
+    """What an interrupted thread's state (``aget_state(...).values``) already holds."""
     vector = list(values.get("round_vector") or [])
     r = values.get("round")
     if not vector or not isinstance(r, int) or not 1 <= r <= len(vector):
@@ -108,15 +93,9 @@ def saved_work(values: Mapping[str, Any]) -> Saved:
 
 
 class SolveProgress:
-    """Renders a run's progress on ``stream`` in one of the `Mode` s; in ``bar`` mode each
-    round is a tqdm bar, ended (and left on screen) when the round finishes.
-
-    Args:
-        stream: Where to write (stderr).
-        mode: See `Mode`.
-        secrets: Kept out of every line (error texts may echo a key).
-        width: Terminal columns (tqdm cuts the live line to fit, so ``\\r`` can redraw it).
-    """
+    """Renders a run's progress on ``stream`` (stderr) in a `Mode`, ``secrets`` kept out of
+    every line; in ``bar`` mode each round is a tqdm bar ``width`` columns wide, left on
+    screen when the round finishes."""
 
     def __init__(
         self, stream: TextIO, mode: Mode, secrets: list[str] | None = None, width: int = 80
@@ -144,8 +123,7 @@ class SolveProgress:
             self.stream.flush()
 
     def bar_format(self) -> str:
-        """The current round's tqdm ``bar_format``: bar, finished/K, tokens, time, retries,
-        failures."""
+        """The current round's tqdm ``bar_format``."""
         c = self.current
         if c is None:
             return ""
@@ -162,8 +140,7 @@ class SolveProgress:
         return " | ".join(parts)
 
     def draw(self) -> None:
-        """Redraws the live bar (the elapsed time moves even without events); a finished
-        round's line stays as it was left."""
+        """Redraws the live bar of an unfinished round (its elapsed time moves)."""
         c = self.current
         if self.mode != "bar" or c is None or c.done:
             return
@@ -188,13 +165,10 @@ class SolveProgress:
             self._bar.refresh()
 
     def close(self) -> None:
-        """Ends a live bar left open (a finished round, an error or Ctrl-C), so what follows
-        starts on a new line."""
+        """Ends a live bar left open, so what follows starts on a new line."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-
-    # -- input -------------------------------------------------------------------------
 
     def resumed(self, saved: Saved) -> None:
         """Seeds the current round from what an interrupted thread already holds."""
@@ -266,9 +240,8 @@ class SolveProgress:
 
 
 class RetryWatcher(BaseCallbackHandler):
-    """Sees every model call a run makes and reports a trajectory's second and later calls
-    as retries (with the error that failed the one before), as ``report(round, index,
-    error)``."""
+    """Reports a trajectory's second and later model calls as ``report(round, index, error)``,
+    with the error that failed the call before."""
 
     run_inline = True  # called on the event loop, in order: no locking needed
     ignore_chain = True

@@ -24,9 +24,9 @@ from pacore_graph.cli.options import (
     CLIError,
     backend_description,
     backend_line,
-    describe,
-    exit_status,
+    log_to_stderr,
     public_url,
+    report,
     run_options,
     secrets_of,
 )
@@ -34,16 +34,7 @@ from pacore_graph.context import context_from_options
 from pacore_graph.rounds import resolve_rounds
 from pacore_graph.secrets import REDACTED, RedactingFilter, model_secrets, redact
 from pacore_graph.server.auth import KEYS_ENV, ApiKeys
-from pacore_graph.server.settings import (
-    DEFAULT_KEEPALIVE_S,
-    DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_N,
-    DEFAULT_MAX_RUNS,
-    DEFAULT_MAX_TRAJECTORIES,
-    DEFAULT_PORT,
-    DEFAULT_THREAD_TTL_S,
-    ServeSettings,
-)
+from pacore_graph.server.settings import ServeSettings
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -66,7 +57,7 @@ def add_parser(sub: Any) -> None:
     http.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine)"
     )
-    http.add_argument("--port", type=int, default=DEFAULT_PORT, help="default 8100")
+    http.add_argument("--port", type=int, default=ServeSettings.port, help="default 8100")
     http.add_argument(
         "--rounds", default="low", help=ROUNDS_HELP + " (of the model 'pacore'; default low)"
     )
@@ -79,33 +70,33 @@ def add_parser(sub: Any) -> None:
     http.add_argument(
         "--max-runs",
         type=int,
-        default=DEFAULT_MAX_RUNS,
+        default=ServeSettings.max_runs,
         help="runs executing at once (n choices count n); beyond it requests get 429 "
-        f"with Retry-After (default {DEFAULT_MAX_RUNS})",
+        f"with Retry-After (default {ServeSettings.max_runs})",
     )
     http.add_argument(
         "--max-body-bytes",
         type=int,
-        default=DEFAULT_MAX_BODY_BYTES,
-        help=f"larger request bodies get 413 (default {DEFAULT_MAX_BODY_BYTES})",
+        default=ServeSettings.max_body_bytes,
+        help=f"larger request bodies get 413 (default {ServeSettings.max_body_bytes})",
     )
     http.add_argument(
         "--max-n",
         type=int,
-        default=DEFAULT_MAX_N,
-        help=f"most choices (n) of one request (default {DEFAULT_MAX_N})",
+        default=ServeSettings.max_n,
+        help=f"most choices (n) of one request (default {ServeSettings.max_n})",
     )
     http.add_argument(
         "--keepalive",
         type=float,
-        default=DEFAULT_KEEPALIVE_S,
+        default=ServeSettings.keepalive_s,
         metavar="SECONDS",
         help="an SSE comment goes out on a stream this often (default 15)",
     )
     http.add_argument(
         "--thread-ttl",
         type=float,
-        default=DEFAULT_THREAD_TTL_S,
+        default=ServeSettings.thread_ttl_s,
         metavar="SECONDS",
         help="with --redis-url: a run's thread is dropped this long after its last write "
         "(default 604800, a week; 0 keeps threads)",
@@ -119,31 +110,24 @@ def add_parser(sub: Any) -> None:
 
 
 def serve_settings(args: argparse.Namespace, secrets: list[str]) -> ServeSettings:
-    """The server's settings from the command line.
-
-    Raises:
-        OSError: The keys file cannot be read.
-        ValueError: It holds no key, or a limit is below 1.
-    """
+    """The server's settings from the command line; OSError or ValueError for a bad keys
+    file or limit."""
     if args.api_keys_file:
         keys = ApiKeys.from_file(args.api_keys_file)
     else:
         keys = ApiKeys.parse(os.environ.get(KEYS_ENV, ""))
-    saver_options = {}
-    if getattr(args, "lease_ttl", None) is not None:  # the per-thread lease's option
-        saver_options["lease_ttl"] = args.lease_ttl
     return ServeSettings(
         host=args.host,
         port=args.port,
         api_keys=keys,
         redis_url=args.redis_url,
         thread_ttl_s=args.thread_ttl or None,
-        saver_options=saver_options,
+        saver_options={"lease_ttl": args.lease_ttl},
         max_runs=args.max_runs,
         concurrency=args.concurrency,
         max_body_bytes=args.max_body_bytes,
         # The run bound --max-trajectories also bounds a request (all its n runs).
-        max_trajectories=args.max_trajectories or DEFAULT_MAX_TRAJECTORIES,
+        max_trajectories=args.max_trajectories or ServeSettings.max_trajectories,
         max_n=args.max_n,
         keepalive_s=args.keepalive,
         cancel_on_disconnect=args.cancel_on_disconnect,
@@ -156,9 +140,8 @@ def serve_settings(args: argparse.Namespace, secrets: list[str]) -> ServeSetting
 def open_service(
     args: argparse.Namespace, settings: ServeSettings
 ) -> Iterator[tuple[Service, BaseChatModel]]:
-    """The backend the options name, ``--concurrency`` bounding its calls over all runs,
-    and a `Service` running PaCoRe on it with the options' run settings as defaults (the
-    service of ``pacore serve`` and ``pacore mcp``); the backend is closed on exit."""
+    """The backend the options name (``--concurrency`` bounding its calls over all runs) and
+    a `Service` running PaCoRe on it with the options' settings as defaults; closed on exit."""
     from pacore_graph.backends.launch import open_backend
     from pacore_graph.graph import create_pacore_graph
     from pacore_graph.server.app import Service
@@ -181,9 +164,8 @@ def open_service(
 
 
 class AccessLogFilter(RedactingFilter):
-    """uvicorn's access log without keys: the secrets out of each request's path, and its
-    query string (where clients put keys: ``?api_key=...``; the server reads none) redacted
-    whole."""
+    """uvicorn's access log without keys: secrets out of each path, and the query string
+    (where clients put ``?api_key=...``; the server reads none) redacted whole."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         # uvicorn's AccessFormatter unpacks the five args: keep their shape.
@@ -212,15 +194,12 @@ def _check_redis(url: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Runs the server until SIGINT or SIGTERM (then runs get a few seconds to end, and are
-    cancelled: `Server`). Returns the exit status; a setup problem is reported in one line."""
+    """Runs the server until SIGINT or SIGTERM; returns the exit status."""
     from pacore_graph.server.app import Server
 
     secrets = secrets_of(args)
     level = args.log_level or "INFO"
-    handler = logging.StreamHandler()
-    handler.addFilter(RedactingFilter(secrets))
-    logging.basicConfig(level=level, handlers=[handler], format="%(levelname)s: %(message)s")
+    log_to_stderr(level, secrets, format="%(levelname)s: %(message)s")
     try:
         resolve_rounds(args.rounds)
         settings = serve_settings(args, secrets)
@@ -250,9 +229,7 @@ def main(args: argparse.Namespace) -> int:
                 server.run()
             return 0 if server.started else 1
     except EXPECTED_ERRORS as exc:
-        message = redact(describe(exc, saved=False), secrets).splitlines()[0]
-        print(f"pacore: error: {message}", file=sys.stderr)
-        return exit_status(exc)
+        return report(exc, secrets)
 
 
 __all__ = ["AccessLogFilter", "add_parser", "main", "open_service", "serve_settings"]

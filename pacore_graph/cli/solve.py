@@ -52,29 +52,19 @@ DEMO_PROBLEM = (
     "How many trees does the farmer plant? Put the final answer in \\boxed{}."
 )
 
-TICK_SECONDS = 0.5
-"""How often the live line is redrawn between events (its elapsed time moves)."""
-
-PROBE_SECONDS = 5.0
-"""How long, after Redis failed, reading the thread back may take to say what is saved."""
+TICK_SECONDS = 0.5  # how often the live line is redrawn between events
+PROBE_SECONDS = 5.0  # how long reading the thread back after a Redis failure may take
 MAX_MESSAGES_BYTES = 32 * 2**20
-"""The largest ``--messages`` input by default: room for a chat far over ``max_input_chars``
-as JSON (escapes take up to 6 bytes a character) with images as data URLs, while a
-wrong file (a 1 GB log, ``/dev/zero``) is refused before it is read."""
-
+"""The default ``--messages`` limit: a chat far over ``max_input_chars`` as escaped JSON with
+images, while a wrong file (a 1 GB log, ``/dev/zero``) is refused before it is read."""
 MAX_MESSAGES_VARIABLE = "PACORE_MAX_MESSAGES_BYTES"
-"""Where the ``--messages`` limit comes from when ``--max-messages-bytes`` is not given."""
 
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
 
 
 def byte_size(text: str) -> int:
-    """A size in bytes >= 1: ``33554432``, ``32M``, ``512K``, ``1G`` (powers of 1024; a
-    trailing ``B`` or ``iB`` is allowed).
-
-    Raises:
-        ValueError: Not such a size.
-    """
+    """A size in bytes >= 1: ``33554432``, ``32M``, ``512K``, ``1G`` (powers of 1024, ``B``
+    or ``iB`` allowed after); ValueError for anything else."""
     match = re.fullmatch(r"\s*(\d{1,15})\s*([KMG]?)(?:I?B)?\s*", text.upper())
     if not match or int(match.group(1)) < 1:
         raise ValueError(f"not a size in bytes such as 32M: {text!r}")
@@ -83,11 +73,7 @@ def byte_size(text: str) -> int:
 
 def messages_limit(option: int | None, environ: Mapping[str, str] = os.environ) -> int:
     """The ``--messages`` size limit: the option, else ``$PACORE_MAX_MESSAGES_BYTES``, else
-    `MAX_MESSAGES_BYTES`.
-
-    Raises:
-        CLIError: The variable is not a size.
-    """
+    `MAX_MESSAGES_BYTES`; CLIError when the variable is not a size."""
     if option is not None:
         return option
     if text := environ.get(MAX_MESSAGES_VARIABLE, "").strip():
@@ -139,8 +125,8 @@ def add_parser(sub: Any) -> None:
 
 
 def _read_bytes(source: str, limit: int) -> bytes:
-    """At most ``limit`` + 1 bytes of ``source`` (a path, or - for stdin); a file whose size
-    is over ``limit`` is not read at all."""
+    """At most ``limit`` + 1 bytes of ``source`` (a path, or - for stdin); a file larger than
+    ``limit`` is not read."""
     if source == "-":
         stream = getattr(sys.stdin, "buffer", None)
         if stream is None:  # a text stream put in place of stdin (tests, embedding)
@@ -162,8 +148,7 @@ def _too_large(where: str, limit: int, what: str) -> str:
 
 
 def _read_chat(source: str, limit: int = MAX_MESSAGES_BYTES) -> list[Any]:
-    """The messages of ``--messages``: a JSON list, or an object with a ``messages`` list;
-    more than ``limit`` bytes is an error, found before the input is read."""
+    """The messages of ``--messages``: a JSON list, or an object with a ``messages`` list."""
     where = "from stdin" if source == "-" else f"file {source}"
     try:
         data = _read_bytes(source, limit)
@@ -187,15 +172,8 @@ def _read_chat(source: str, limit: int = MAX_MESSAGES_BYTES) -> list[Any]:
 
 
 def _messages(args: argparse.Namespace) -> list[BaseMessage]:
-    given = [
-        name
-        for name, present in (
-            ("PROBLEM", args.problem is not None),
-            ("--messages", args.messages is not None),
-            ("--demo", args.demo),
-        )
-        if present
-    ]
+    sources = {"PROBLEM": args.problem, "--messages": args.messages, "--demo": args.demo or None}
+    given = [name for name, value in sources.items() if value is not None]
     if len(given) > 1:
         raise CLIError(
             f"{' and '.join(given)} both give the problem: pass one "
@@ -212,13 +190,6 @@ def _messages(args: argparse.Namespace) -> list[BaseMessage]:
     messages: list[BaseMessage] = list(chat_messages(raw))  # as the graph reads them
     last_user_index(messages)  # no usable problem fails before the endpoint is probed
     return messages
-
-
-_STATUS_LINES: dict[ThreadStatus, str] = {
-    "new": "started",
-    "interrupted": "resuming",
-    "finished": "already answered",
-}
 
 
 async def _tick(progress: SolveProgress) -> None:
@@ -299,8 +270,8 @@ async def _check_saved(
 
 
 def _json_or_text(args: argparse.Namespace, state: Mapping[str, Any] | None, answer: str) -> str:
-    """What stdout gets: the answer, or with ``--json`` the record (only the answer when the
-    run stopped before its record was made)."""
+    """What stdout gets: the answer, or with ``--json`` the record (just the answer when the
+    run stopped before making one)."""
     if not args.json:
         return str(state["messages"][-1].content) if state else answer
     record = to_record(dict(state)) if state else {"answer": answer}
@@ -308,15 +279,10 @@ def _json_or_text(args: argparse.Namespace, state: Mapping[str, Any] | None, ans
 
 
 async def run(args: argparse.Namespace) -> int:
-    """Runs ``pacore solve``; prints the answer (or ``--json`` record) on stdout and its
-    progress on stderr: the backend and model first, then the thread, then the rounds.
-
-    The answer is printed whenever it arrived, even if Redis failed to save it (then the
-    error line says so, and exit status is 1).
-    """
+    """Runs ``pacore solve``: the answer (or ``--json`` record) on stdout, even when Redis
+    failed to save it (then the error says so, exit status 1), and progress on stderr."""
     context = context_from_options(args)
-    # Bad settings, a vector over its bounds and an input over its size fail before the
-    # endpoint is probed, as the graph would fail them before any call.
+    # Bad settings and inputs fail before the endpoint is probed.
     settings = merge_context(DEFAULTS, context)
     final_round = len(check_settings(settings))
     messages = _messages(args)
@@ -381,8 +347,6 @@ async def run(args: argparse.Namespace) -> int:
                     await saver.adelete_thread(thread_id)
                     progress.status(f"thread {thread_id}: deleted (--restart)")
                 snapshot = await graph.aget_state(config)
-                # Its values include the writes of trajectories that finished before the
-                # interruption: what the resume will not ask again.
                 saved = saved_work(snapshot.values) if snapshot.next else None
 
             def on_status(status: ThreadStatus) -> None:
@@ -392,7 +356,8 @@ async def run(args: argparse.Namespace) -> int:
                     progress.status(f"thread {thread_id}: {saved.describe()}")
                     progress.resumed(saved)
                 else:
-                    progress.status(f"thread {thread_id}: {_STATUS_LINES[status]}")
+                    line = {"new": "started", "interrupted": "resuming"}.get(status)
+                    progress.status(f"thread {thread_id}: {line or 'already answered'}")
 
             if mode != "off":
                 config["callbacks"] = [RetryWatcher(progress.retry)]

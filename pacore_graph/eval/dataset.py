@@ -12,8 +12,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage, convert_to_messages
 
-SAMPLE = Path(__file__).with_name("data") / "sample.jsonl"
-"""Eight arithmetic word problems with answers, shipped for trying the harness."""
+SAMPLE = Path(__file__).with_name("data") / "sample.jsonl"  # eight word problems, to try it
 
 _ROLES = {"system", "developer", "user", "assistant", "tool"}
 _MAX_LISTED = 5  # bad lines named in the one-line error; the rest are counted
@@ -31,15 +30,9 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Problem:
-    """One problem to evaluate.
-
-    Attributes:
-        id: The row's ``id`` as given (the results row's ``request_id``).
-        messages: The conversation, as ``{"role", "content"}`` dicts.
-        answer: The ground-truth answer, as text.
-        category: The row's ``category`` (a column of the table), if any.
-        line: 1-based line of the file it came from.
-    """
+    """One problem to evaluate: the row's ``id`` (the results' ``request_id``), its chat as
+    ``{"role", "content"}`` dicts, the ground-truth answer as text, its ``category`` and the
+    1-based line of the file it came from."""
 
     id: Any
     messages: list[dict[str, Any]]
@@ -47,8 +40,7 @@ class Problem:
     category: str | None = None
     line: int = 0
     key: str = field(init=False)
-    """A stable, Redis-safe name: the id and a hash of the messages, so an edited problem
-    gets a new thread instead of the old one's answer."""
+    """A Redis-safe name of the id and the messages: an edited problem gets a new thread."""
 
     def __post_init__(self) -> None:
         digest = hashlib.sha256(
@@ -104,7 +96,6 @@ def _parse_row(row: Any, line: int) -> Problem | str:
         answer = _answer(truth.get("answer")) if isinstance(truth, dict) else None
         if answer is None:
             return "missing 'ground_truth': {'answer': ...} (a non-empty string or number)"
-        problem_id = row.get("id", line)
     else:
         text = row["problem"]
         if not isinstance(text, str) or not text.strip():
@@ -113,26 +104,17 @@ def _parse_row(row: Any, line: int) -> Problem | str:
         if answer is None:
             return "missing 'answer' (a non-empty string or number)"
         messages = [{"role": "user", "content": text}]
-        problem_id = row.get("id", line)
+    problem_id = row.get("id", line)
     if not isinstance(problem_id, str | int) or isinstance(problem_id, bool):
         return f"'id' must be a string or an integer, got {problem_id!r}"
     return Problem(id=problem_id, messages=messages, answer=answer, category=category, line=line)
 
 
 def load_problems(path: str | Path, *, limit: int | None = None) -> list[Problem]:
-    """Reads an eval file, checking every line before returning any problem.
-
-    Each line is a JSON object in the reference's form (``id``, ``messages``,
-    ``ground_truth.answer``, ``category``) or the plain form (``problem``, ``answer``,
-    optional ``id``/``category``); a missing ``id`` is the line number. Blank lines are
-    skipped.
-
-    Args:
-        path: The JSONL file.
-        limit: Keep only the first ``limit`` problems (after the whole file is checked).
-
-    Returns:
-        The problems, in file order.
+    """The problems of a JSONL eval file, in order, every line checked first; ``limit`` keeps
+    the first ones. A line is the reference's form (``id``, ``messages``,
+    ``ground_truth.answer``, ``category``) or ``problem``, ``answer`` (a missing ``id`` is the
+    line number); blank lines are skipped.
 
     Raises:
         DatasetError: Some lines are bad (each named ``file:line: why``), ids repeat,

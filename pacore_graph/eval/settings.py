@@ -20,15 +20,9 @@ class SettingError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
-    """One row of the results table.
-
-    Attributes:
-        kind: ``pacore`` (the graph), ``single`` (one trajectory) or ``sc`` (majority vote
-            over N independent trajectories).
-        name: Stable name, used in thread ids, files and rows: ``pacore:low``,
-            ``pacore:32,4``, ``single``, ``sc@16``.
-        round_vector: PaCoRe's K with the final 1; a baseline's ``(N,)``.
-    """
+    """One row of the results table: ``kind`` (``sc``: majority vote over N trajectories),
+    a stable ``name`` for thread ids, files and rows (``pacore:32,4``, ``sc@16``), and the
+    ``round_vector`` (PaCoRe's with the final 1, a baseline's ``(N,)``)."""
 
     kind: SettingKind
     name: str
@@ -54,11 +48,7 @@ class Setting:
 
 
 def pacore_setting(spec: str) -> Setting:
-    """A PaCoRe setting from a ``--rounds`` value: a preset or ``N,N,...``.
-
-    Raises:
-        InvalidRoundsError: Not a valid round vector.
-    """
+    """A PaCoRe setting from a ``--rounds`` value; InvalidRoundsError if it is none."""
     vector = resolve_rounds(spec)
     text = spec.strip().lower()
     name = text if text in PRESETS else ",".join(map(str, vector[:-1]))
@@ -66,11 +56,7 @@ def pacore_setting(spec: str) -> Setting:
 
 
 def baseline_setting(spec: str) -> Setting:
-    """A baseline from a ``--baseline`` value: ``single`` or ``sc@N``.
-
-    Raises:
-        SettingError: Anything else, or N < 1.
-    """
+    """A baseline from a ``--baseline`` value, ``single`` or ``sc@N``; else SettingError."""
     text = spec.strip().lower()
     if text == "single":
         return Setting("single", "single", (1,))

@@ -1,14 +1,5 @@
 """A ``POST /v1/chat/completions`` body, checked and mapped onto a PaCoRe run
-(docs/serve.md, "The request").
-
-``model`` picks the round vector, ``messages`` are the graph's input as they are,
-``temperature``, ``top_p``, ``max_tokens`` and the `FORWARDED` sampling fields go to every
-call, ``n`` runs that many runs, and ``pacore`` carries any other `PaCoReContext` field
-(the server's `BOUNDS` it may lower, not raise) and ``progress``. What PaCoRe cannot
-honour is refused with 400 (tools, logprobs, ``seed``: the K calls of a round share one
-prompt, so one sampling seed would make them one trajectory K times); other fields are
-ignored.
-"""
+(docs/serve.md, "The request")."""
 
 from __future__ import annotations
 
@@ -46,14 +37,17 @@ TOP_LEVEL = ("rounds", "temperature", "top_p", "max_tokens")
 BOUNDS = ("max_k", "max_trajectories", "max_input_chars", "max_ttc_tokens", "max_seconds")
 """Settings a request may lower but not raise, where the server sets them."""
 
+_TOOLS = "PaCoRe answers in text: tool calls are not supported"
+_FUNCTIONS = "PaCoRe answers in text: function calls are not supported"
+_LOGPROBS = "log probabilities are not supported (an answer is synthesized over runs)"
 _UNSUPPORTED = {
-    "tools": "PaCoRe answers in text: tool calls are not supported",
-    "functions": "PaCoRe answers in text: function calls are not supported",
-    "tool_choice": "PaCoRe answers in text: tool calls are not supported",
-    "function_call": "PaCoRe answers in text: function calls are not supported",
+    "tools": _TOOLS,
+    "functions": _FUNCTIONS,
+    "tool_choice": _TOOLS,
+    "function_call": _FUNCTIONS,
     "response_format": "only the text response format is supported",
-    "logprobs": "log probabilities are not supported (an answer is synthesized over runs)",
-    "top_logprobs": "log probabilities are not supported (an answer is synthesized over runs)",
+    "logprobs": _LOGPROBS,
+    "top_logprobs": _LOGPROBS,
     "audio": "audio output is not supported",
     "modalities": "only text output is supported",
     "prediction": "predicted outputs are not supported",
@@ -101,14 +95,11 @@ class ChatRequest(BaseModel):
 class RunSpec:
     """A checked request: what to run, and how to answer."""
 
-    model: str
-    """The ``model`` as the client sent it (echoed in the response)."""
+    model: str  # as the client sent it (echoed in the response)
     rounds: list[int]
     messages: list[BaseMessage]
-    context: dict[str, Any]
-    """The run's `PaCoReContext` over the graph's defaults."""
-    fingerprint: str
-    """Digest of the messages and the resolved settings: what an Idempotency-Key stands for."""
+    context: dict[str, Any]  # the run's `PaCoReContext` over the graph's defaults
+    fingerprint: str  # of the messages and resolved settings: what an Idempotency-Key means
     n: int = 1
     stream: bool = False
     include_usage: bool = False
@@ -130,9 +121,8 @@ def _validation_error(exc: ValidationError) -> ApiError:
 
 
 def _check_supported(request: ChatRequest) -> None:
-    given = {**(request.model_extra or {})}
     for name, why in _UNSUPPORTED.items():
-        value = given.get(name)
+        value = (request.model_extra or {}).get(name)
         if value is None or value in _HARMLESS.get(name, (None,)):
             continue
         if name == "response_format" and isinstance(value, dict) and value.get("type") == "text":
@@ -141,8 +131,7 @@ def _check_supported(request: ChatRequest) -> None:
 
 
 def _pacore_settings(request: ChatRequest) -> tuple[dict[str, Any], bool]:
-    """The ``pacore`` object's run settings (their values are checked with the rest), and its
-    ``progress`` flag."""
+    """The ``pacore`` object's run settings (checked later with the rest) and ``progress``."""
     given = dict(request.pacore or {})
     progress = given.pop("progress", False)
     if not isinstance(progress, bool):
@@ -165,13 +154,10 @@ def _pacore_settings(request: ChatRequest) -> tuple[dict[str, Any], bool]:
     return given, progress
 
 
-def _chat_key(messages: list[BaseMessage]) -> list[Any]:
-    return [[m.type, m.content, getattr(m, "name", None)] for m in messages]
-
-
 def fingerprint(messages: list[BaseMessage], settings: dict[str, Any]) -> str:
     """A digest of a run's input and resolved settings."""
-    text = json.dumps([_chat_key(messages), settings], sort_keys=True, default=repr)
+    chat = [[m.type, m.content, getattr(m, "name", None)] for m in messages]
+    text = json.dumps([chat, settings], sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -198,13 +184,8 @@ def parse_request(
     max_trajectories: int,
     max_n: int,
 ) -> RunSpec:
-    """Checks a request body and maps it onto a PaCoRe run, before anything runs.
-
-    Args:
-        body: The raw JSON body.
-        defaults: The graph's settings (`PaCoReGraph.defaults`), rounds included.
-        max_trajectories: Most trajectories the request may ask for (all ``n`` runs).
-        max_n: Most choices.
+    """Checks a request body and maps it onto a PaCoRe run over ``defaults`` (the graph's
+    settings), before anything runs.
 
     Raises:
         ApiError: 400 for a malformed or unsupported request or bad settings, 404 for an
@@ -237,11 +218,7 @@ def parse_request(
 
     context, progress = _pacore_settings(request)
     context["rounds"] = rounds
-    if (
-        request.max_tokens is not None
-        and request.max_completion_tokens is not None
-        and request.max_tokens != request.max_completion_tokens
-    ):
+    if len({request.max_tokens, request.max_completion_tokens} - {None}) > 1:
         raise ApiError(
             400, "max_tokens and max_completion_tokens differ: give one", param="max_tokens"
         )
