@@ -55,6 +55,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
@@ -224,9 +226,11 @@ class Chaos:
         responder = Responder(plan)
         server = ScriptedServer(responder)
         # A killed client resets its idle keep-alive connections: expected here, not news.
-        server._httpd.handle_error = lambda request, address: None  # type: ignore[method-assign]
+        server._httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
         server.start()
-        model = ChatOpenAICompatible(base_url=server.base_url, model="scripted", api_key="none")
+        model = ChatOpenAICompatible(
+            base_url=server.base_url, model="scripted", api_key=SecretStr("none")
+        )
         try:
             with RedisSaver.from_conn_string(self.redis_url, lease_ttl=None) as saver:
                 graph = create_pacore_graph(model, rounds=self.vector).compile(checkpointer=saver)
@@ -296,6 +300,8 @@ class Chaos:
                     proc.kill()
                 proc.wait(MOMENT_SECONDS)
                 reader.join(MOMENT_SECONDS)
+                if proc.stdout is not None:
+                    proc.stdout.close()
         out.first_status = proc.returncode
         out.landed = proc.returncode == -signal.SIGKILL
         kept = saved()  # the process is dead: nothing changes Redis until the rerun
