@@ -148,6 +148,10 @@ class Outcome:
     first_status: int | None = None
     saved_at_kill: dict[str, int] = field(default_factory=dict)
     """Finished trajectories Redis held per round right after the kill."""
+    next_at_kill: list[str] = field(default_factory=list)
+    """The nodes the thread's latest checkpoint had still to run, right after the kill."""
+    said: dict[str, list[str]] = field(default_factory=dict)
+    """What the rerun and the third run said of the thread (their ``thread ...:`` lines)."""
     asked: dict[str, dict[str, int]] = field(default_factory=dict)
     """Calls per round asked by each process: first, rerun, again."""
     asked_twice: int = 0
@@ -305,6 +309,7 @@ class Chaos:
         out.first_status = proc.returncode
         out.landed = proc.returncode == -signal.SIGKILL
         kept = saved()  # the process is dead: nothing changes Redis until the rerun
+        out.next_at_kill = list(graph.get_state(config).next)
         out.saved_at_kill = {str(r): n for r, n in sorted(Counter(r for r, _ in kept).items())}
         first = len(server.requests)
         out.asked["first"] = rounds_of(0)
@@ -320,6 +325,8 @@ class Chaos:
             command, capture_output=True, text=True, env=self.env, timeout=RUN_SECONDS
         )
         out.asked["again"] = rounds_of(second)
+        for name, done in (("rerun", rerun), ("again", again)):
+            out.said[name] = [x for x in done.stderr.splitlines() if x.startswith("thread ")]
 
         stored = _plain(to_record(graph.get_state(config).values))
         # A run that failed is the rerun's check; a kill may cut the first run's print.
