@@ -229,8 +229,6 @@ class Chaos:
         out = Outcome(plan.index, plan.moment, plan.variant, plan.round, plan.answer_first)
         responder = Responder(plan)
         server = ScriptedServer(responder)
-        # A killed client resets its idle keep-alive connections: expected here, not news.
-        server._httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
         server.start()
         model = ChatOpenAICompatible(
             base_url=server.base_url, model="scripted", api_key=SecretStr("none")

@@ -34,7 +34,9 @@ def thread_status(snapshot: StateSnapshot, input: Mapping[str, Any]) -> ThreadSt
     asked = [m for m in stored if isinstance(m, HumanMessage)]
     chat = chat_messages(input["messages"])  # ("user", "...") tuples and dicts too
     problem = message_text(chat[last_user_index(chat)])
-    if snapshot.next:
+    # A step whose task writes are all stored but whose checkpoint is not has no `next`
+    # (LangGraph leaves tasks with writes out of it), only `tasks`: it is half way too.
+    if snapshot.next or snapshot.tasks:
         if asked and message_text(asked[-1]) != problem:
             thread = snapshot.config.get("configurable", {}).get("thread_id")
             raise ThreadConflictError(

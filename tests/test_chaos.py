@@ -65,13 +65,6 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="thread_status (pacore_graph/threads.py) reads a thread whose last step's task "
-    "writes are all stored but whose checkpoint is not as new (snapshot.next leaves out "
-    "tasks with writes), so the rerun starts over; benchmarks/chaos.py hit it 1 in 50",
-)
 def test_a_kill_between_a_rounds_stored_writes_and_its_checkpoint_resumes(
     scripted, redis_url, tmp_path
 ):

@@ -347,7 +347,7 @@ async def run(args: argparse.Namespace) -> int:
                     await saver.adelete_thread(thread_id)
                     progress.status(f"thread {thread_id}: deleted (--restart)")
                 snapshot = await graph.aget_state(config)
-                saved = saved_work(snapshot.values) if snapshot.next else None
+                saved = saved_work(snapshot.values) if snapshot.next or snapshot.tasks else None
 
             def on_status(status: ThreadStatus) -> None:
                 if saver is None:
