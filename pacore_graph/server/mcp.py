@@ -35,7 +35,7 @@ from pacore_graph.threads import default_thread_id
 from pacore_graph.validation import check_input, check_settings
 
 if TYPE_CHECKING:
-    from pacore_graph.server.app import Service
+    from pacore_graph.server.service import Service
 
 DESCRIPTION = (
     "Solves a hard problem (competition mathematics, logic, algorithms, a proof, a subtle "
