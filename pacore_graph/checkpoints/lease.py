@@ -1,9 +1,6 @@
-"""One writer per thread: a run's lease on its thread, a redis-py `Lock` in the thread's slot.
-
-A run takes ``P:{t}:lease`` (SET NX PX, its value a token naming the process) before it
-writes the thread, renews it every third of its TTL (``Lock.reacquire``) and releases it
-at the end. Its writes carry the token in their config and are fenced by it (see
-`Ops._write`): once the lease lapsed or was taken, none of them lands.
+"""One writer per thread: a run's lease on its thread, a redis-py `Lock` on ``P:{t}:lease``
+whose token names the process, renewed every third of its TTL. The run's writes carry the
+token and are fenced by it (`Ops._write`): once the lease lapsed or was taken, none lands.
 """
 
 from __future__ import annotations
@@ -31,29 +28,26 @@ if TYPE_CHECKING:
     from pacore_graph.checkpoints.saver import AsyncRedisSaver, RedisSaver
 
 DEFAULT_LEASE_TTL = 10.0
-"""Seconds a thread's lease outlives its last renewal: how long after a run dies (SIGKILL,
-a lost host) its thread stays busy. Renewed every third of it while the run lives."""
+"""Seconds a thread's lease outlives its last renewal: how long a dead run's thread stays
+busy."""
 
 POLL_S = 0.1
 """How often a run waiting for a busy thread tries its lease again (redis-py's default)."""
 
 Wait = bool | float
-"""Whether to wait for a busy thread: False raises `ThreadBusyError` at once, True waits as
-long as it takes, a number waits that many seconds at most."""
+"""Whether to wait for a busy thread: False not at all, True as long as it takes, or seconds."""
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ThreadLease:
-    """A run's hold on one thread: its writes are fenced by ``token`` once `bind` put it in
-    the run's config.
+    """A run's hold on one thread.
 
     Attributes:
         thread_id: The thread held.
-        token: Unique to this hold: ``PID@HOST/RANDOM``, so a busy error names the holder.
-        lost: Set when a renewal found the lease lapsed or taken: every later write of the
-            run fails with `LeaseLostError`.
+        token: ``PID@HOST/RANDOM``, unique to this hold, so a busy error names the holder.
+        lost: Set when a renewal found the lease lapsed or taken.
     """
 
     thread_id: str
@@ -66,10 +60,8 @@ class ThreadLease:
         return {**config, "configurable": configurable}
 
 
-def describe_holder(token: str | None) -> str:
+def describe_holder(token: str) -> str:
     """``pid 4242 on host-a`` for a token of ours; another program's token as it is."""
-    if token is None:
-        return "nobody"
     who, slash, _ = token.rpartition("/")
     pid, at, host = who.partition("@")
     return f"pid {pid} on {host}" if slash and at and pid.isdigit() else token
@@ -179,22 +171,20 @@ async def ahold(
             await asyncio.sleep(every)
             try:
                 await lock.reacquire()
-                continue
             except redis.exceptions.LockNotOwnedError:
-                lease.lost = True
+                break
             except redis.exceptions.RedisError as exc:  # the run's own writes report it
                 log.debug("lease renewal of thread %s failed: %s", lease.thread_id, exc)
-                continue
-            try:
-                why: Exception = await saver._arun(loss(layout, lease.thread_id))
-            except redis.exceptions.RedisError:
-                why = LeaseLostError(lease.thread_id)
-            # Only while the block runs: the keeper runs when the block awaits, so the
-            # cancellation lands inside it.
-            if inside and owner is not None:
-                stopped.append(why)
-                owner.cancel()
-            return
+        lease.lost = True
+        try:
+            why: Exception = await saver._arun(loss(layout, lease.thread_id))
+        except redis.exceptions.RedisError:
+            why = LeaseLostError(lease.thread_id)
+        # Only while the block runs: the keeper runs when the block awaits, so the
+        # cancellation lands inside it.
+        if inside and owner is not None:
+            stopped.append(why)
+            owner.cancel()
 
     keeper = asyncio.create_task(keep())
     try:

@@ -13,7 +13,7 @@ and edits the storage `InMemorySaver` declares on its public attributes:
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 from langgraph.checkpoint.base import CheckpointTuple
@@ -127,10 +127,9 @@ class FullInMemorySaver(InMemorySaver):
             item = self.get_tuple(item.parent_config)
         return kept
 
-    def _drop(self, thread_id: str, doomed: Iterable[tuple[str, str]]) -> None:
+    def _drop(self, thread_id: str, doomed: Sequence[tuple[str, str]]) -> None:
         """Removes checkpoints with their writes, then the values no kept checkpoint uses."""
         namespaces = self.storage.get(thread_id)
-        doomed = builtins.list(doomed)
         if not namespaces or not doomed:
             return
         for ns, cid in doomed:

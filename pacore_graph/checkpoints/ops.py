@@ -44,8 +44,7 @@ PAGE = 64
 """Checkpoints (or threads) handled per round trip."""
 
 PRUNE_STRATEGIES = ("keep_latest", "delete", "delete_all")
-"""What ``prune`` accepts: LangGraph documents ``"delete"``; langgraph-api (its gRPC
-checkpointer service and its adapter of custom checkpointers) sends ``"delete_all"``."""
+"""What ``prune`` accepts: LangGraph's ``"delete"`` is langgraph-api's ``"delete_all"``."""
 
 REGISTRY_GRACE_S = 60
 """Seconds past its expiry a thread stays in the registry (client clock skew)."""
@@ -82,9 +81,9 @@ while i <= #ARGV do
 end
 return 1
 """
-"""A write's commands (ARGV: token, then each command as its length and its words), run
-only while KEYS[1], the lease, holds the token; else 0, or -1 when the thread's six keys
-(KEYS[2..7]) are gone too. KEYS lists every key touched, as Cluster routing wants."""
+"""A write's commands (ARGV: token, then each command as its length and words; Lua's unpack
+takes ~8000 words each), run only while KEYS[1], the lease, holds the token; else 0, or -1
+when the thread's six keys (KEYS[2..7]) are gone too. KEYS lists every key touched."""
 
 
 @dataclass
@@ -131,8 +130,6 @@ class Ops:
     def __init__(self, layout: Layout, *, cluster: bool = False) -> None:
         self.layout = layout
         self.cluster = cluster
-
-    # -- writes ------------------------------------------------------------------------
 
     def put(
         self,
@@ -235,8 +232,6 @@ class Ops:
         yield batch
         if self.cluster:
             yield Batch([registry])
-
-    # -- reads -------------------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> Op:
         """The checkpoint named in ``config``, else the latest of its thread and namespace.
@@ -347,14 +342,10 @@ class Ops:
         pending write, and no values outlive every checkpoint. Writes without a checkpoint
         are no damage (with ``durability="async"`` they may land first)."""
         size = dict(zip([*SIZED, "blobs"], sizes, strict=True))
-        checkpoints, writes = ("ids", "cp", "meta"), ("writes", "wix")
         lost: list[str] = []
-        if any(size[name] for name in checkpoints):
-            lost += [name for name in checkpoints if not size[name]]
-        elif size["blobs"]:
-            lost += checkpoints
-        if any(size[name] for name in writes):
-            lost += [name for name in writes if not size[name]]
+        for group, implied in ((("ids", "cp", "meta"), size["blobs"]), (("writes", "wix"), 0)):
+            if implied or any(size[name] for name in group):
+                lost += [name for name in group if not size[name]]
         if lost:
             key = self.layout.key
             raise DamagedThreadError(
@@ -362,39 +353,29 @@ class Ops:
             )
 
     def _recheck(
-        self,
-        thread_id: str,
-        ns: str,
-        checkpoint_id: str,
-        fields: tuple[Sequence[Any], Sequence[Any]],
-        found: tuple[Sequence[Any], Sequence[Any]],
+        self, thread_id: str, ns: str, checkpoint_id: str, fields: tuple[Sequence[Any], ...]
     ) -> Op:
-        """Reads again, atomically, the blob and write ``fields`` a read did not find (None
-        in ``found``): None if the checkpoint went meanwhile (no damage), else ``found``
-        completed; `DamagedThreadError` if it is there and the fields are still missing."""
+        """Reads a checkpoint's blob and write ``fields`` again, atomically, after a read
+        missed some: None if the checkpoint went meanwhile (no damage), else the replies;
+        `DamagedThreadError` if it is there and fields are still missing."""
         key = lambda name: self.layout.key(thread_id, name)  # noqa: E731
         names = ("blobs", "writes")
-        lost = [
-            [f for f, raw in zip(*pair, strict=True) if raw is None]
-            for pair in zip(fields, found, strict=True)
-        ]
-        batch = Batch(snapshot=True)
-        batch.add("HEXISTS", key("cp"), self.layout.field(ns, checkpoint_id))
-        for name, missing in zip(names, lost, strict=True):
-            if missing:
-                batch.add("HMGET", key(name), *missing)
+        batch = Batch([("HEXISTS", key("cp"), self.layout.field(ns, checkpoint_id))], snapshot=True)
+        for name, wanted in zip(names, fields, strict=True):
+            if wanted:
+                batch.add("HMGET", key(name), *wanted)
         exists, *again = yield batch
         if not exists:
             return None
-        complete, damage = [], []
-        for name, keys, replies, missing in zip(names, fields, found, lost, strict=True):
-            values = dict(zip(missing, again.pop(0), strict=True)) if missing else {}
-            if gone := sum(raw is None for raw in values.values()):
-                damage.append(f"{gone} {ROLES[name]} of checkpoint {checkpoint_id} in {key(name)}")
-            complete.append([values.get(f, raw) for f, raw in zip(keys, replies, strict=True)])
+        found = [again.pop(0) if wanted else [] for wanted in fields]
+        damage = [
+            f"{gone} {ROLES[name]} of checkpoint {checkpoint_id} in {key(name)}"
+            for name, replies in zip(names, found, strict=True)
+            if (gone := replies.count(None))
+        ]
         if damage:
             raise DamagedThreadError(thread_id, damage)
-        return complete[0], complete[1]
+        return found[0], found[1]
 
     def _load(
         self,
@@ -458,9 +439,7 @@ class Ops:
             blobs = next(replies) if blob_fields else []
             payloads = next(replies) if write_fields else []
             if None in blobs or None in payloads:
-                found = yield from self._recheck(
-                    thread_id, ns, cid, (blob_fields, write_fields), (blobs, payloads)
-                )
+                found = yield from self._recheck(thread_id, ns, cid, (blob_fields, write_fields))
                 if found is None:
                     continue  # deleted since the first round trip
                 blobs, payloads = found
@@ -497,8 +476,6 @@ class Ops:
             rows.append((writes_sort_key(path.decode(), task_id, int(idx)), channel.decode(), raw))
         rows.sort(key=lambda row: row[0])
         return [(sort_key[1], channel, raw) for sort_key, channel, raw in rows]
-
-    # -- DeltaChannel history -----------------------------------------------------------
 
     def get_delta_channel_history(self, *, config: RunnableConfig, channels: Sequence[str]) -> Op:
         """LangGraph's `get_delta_channel_history`, a page of ancestors per round trip."""
@@ -586,9 +563,7 @@ class Ops:
                 blobs = next(replies) if fields else []
                 payloads = next(replies) if write_fields else []
                 if with_writes and (None in blobs or None in payloads):
-                    found = yield from self._recheck(
-                        thread_id, ns, cid, (fields, write_fields), (blobs, payloads)
-                    )
+                    found = yield from self._recheck(thread_id, ns, cid, (fields, write_fields))
                     if found is None:  # deleted since the first round trip: the chain ends
                         current = None
                         break
@@ -603,8 +578,6 @@ class Ops:
                 if not remaining:
                     break
         return visits
-
-    # -- deletion, copy, prune ------------------------------------------------------------
 
     def delete_thread(self, thread_id: str) -> Op:
         """Removes every checkpoint, value and write of a thread in one transaction."""
@@ -806,10 +779,5 @@ def _text(value: Any) -> str:
 
 
 def _config(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:
-    return {
-        "configurable": {
-            "thread_id": thread_id,
-            "checkpoint_ns": ns,
-            "checkpoint_id": checkpoint_id,
-        }
-    }
+    ids = {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}
+    return {"configurable": ids}

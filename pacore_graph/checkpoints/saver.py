@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import inspect
 import threading
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
@@ -60,14 +59,8 @@ def _cluster_enabled(info: Any) -> bool:
 
 def connect(url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS, **options: Any) -> Any:
     """A sync client for ``url``: a ``RedisCluster`` for ``redis+cluster://`` (or
-    ``rediss+cluster://``) or a server in cluster mode, else a ``redis.Redis``.
-
-    Args:
-        url: A redis-py URL (``redis://:password@host:6379/0``, ``rediss://``, ``unix://``)
-            or a Cluster's (``redis+cluster://host:7000``: any node; it finds the others).
-        max_connections: Connections to Redis (per node of a Cluster).
-        **options: More redis-py client options (``socket_timeout``, ...).
-    """
+    ``rediss+cluster://``: any node) or a server in cluster mode, else a ``redis.Redis``.
+    ``max_connections`` is per node; ``options`` go to redis-py."""
     plain, cluster = _cluster_url(url)
     if not cluster:
         client = redis.Redis.from_url(plain, **_pool_options(max_connections), **options)
@@ -198,11 +191,8 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         """A shallow clone whose serializer allows ``extra_allowlist`` (see LangGraph)."""
         # LangGraph returns ``self`` or ``copy.copy(self)``: the same class.
         clone = cast(Self, super().with_allowlist(extra_allowlist))
-        if clone is not self:
-            # The clone must also encode with its own serializer, not ours.
-            clone.ops = copy.copy(self.ops)
-            clone.ops.layout = copy.copy(self.ops.layout)
-            clone.ops.layout.serde = clone.serde
+        if clone is not self:  # it encodes with its own serializer
+            clone.ops = Ops(Layout(clone.serde, self.key_prefix, self.ttl), cluster=self.cluster)
         return clone
 
     def get_next_version(self, current: str | None, channel: None) -> str:
@@ -266,8 +256,6 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
             user=None if self.lease_ttl is None else user,
         )
 
-    # -- drivers: implemented by each saver
-
     def _run(self, op: Op) -> Any:
         raise NotImplementedError
 
@@ -291,9 +279,8 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
                 (``allkeys-*``; ``volatile-*`` when ``ttl`` is set), which damages threads.
 
         Raises:
-            RedisUnavailableError: If Redis cannot be reached.
-            RedisAuthenticationError: If Redis refuses the URL's password or user.
-            RedisPermissionError: If Redis's ACL refuses the user a scripting command.
+            RedisUnavailableError, RedisAuthenticationError, RedisPermissionError: Redis
+                cannot be reached, refuses the URL's password or user, or a scripting command.
             RedisEvictionPolicyError: If Redis may evict the saver's keys.
         """
         self._run(self._setup_op(allow_eviction))
@@ -320,13 +307,11 @@ class RedisSaver(RedisSaverBase):
     Args:
         client: A ``redis.Redis`` (or ``redis.cluster.RedisCluster``) client created
             with ``decode_responses=False``.
-        ttl: Seconds a thread lives after its last write (every write refreshes all of
-            the thread's keys); None keeps threads until deleted.
+        ttl: Seconds a thread lives after its last write; None keeps it until deleted.
         key_prefix: Prefix of every key, so several apps can share one database.
         serde: Serializer; LangGraph's default when None.
-        lease_ttl: Seconds a thread's lease (`lease`) outlives its holder's last renewal,
-            i.e. how soon a dead run's thread is free again; None turns leases off (for a
-            server without Lua scripting: EVAL).
+        lease_ttl: Seconds a thread's lease (`lease`) outlives its holder's last renewal:
+            how soon a dead run's thread is free again; None turns leases off.
 
     Raises:
         ValueError: On a client that decodes responses, a brace in ``key_prefix`` or a
@@ -419,19 +404,10 @@ class RedisSaver(RedisSaverBase):
             wait: False: a busy thread raises at once; True: wait for it; seconds: at most.
             on_wait: Told who holds the thread (``pid N on HOST``) when a wait begins.
 
-        Returns:
-            A context manager yielding the lease.
-
         Raises:
             ThreadBusyError: Another run holds the thread (and ``wait`` said not to wait,
                 or ran out).
             ValueError: Leases are off (``lease_ttl=None``).
-
-        Example:
-            ```python
-            with saver.lease("t1") as held:
-                graph.invoke(inputs, held.bind({"configurable": {"thread_id": "t1"}}))
-            ```
         """
         return lease.hold(self, thread_id, wait, on_wait)
 
