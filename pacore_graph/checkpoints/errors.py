@@ -46,13 +46,3 @@ class ThreadLostError(redis.exceptions.RedisError, builtins.OSError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.thread_id,))
-
-
-__all__ = [
-    "RedisAuthenticationError",
-    "RedisEvictionPolicyError",
-    "RedisOutOfMemoryError",
-    "RedisPermissionError",
-    "RedisUnavailableError",
-    "ThreadLostError",
-]

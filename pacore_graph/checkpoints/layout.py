@@ -28,8 +28,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 NUL = "\x00"
 LEASE = "lease"
 LEASE_CONFIG_KEY = "__pacore_lease"
-"""The ``configurable`` key carrying a run's lease token to `put` and `put_writes` (LangGraph
-passes a run's configurable keys through, and keeps ``__`` keys out of metadata)."""
+"""The ``configurable`` key carrying a run's lease token to `put` and `put_writes`."""
 THREAD_KEYS = ("ids", "cp", "meta", "blobs", "writes", "wix")
 HASHES = ("cp", "meta", "blobs", "writes")
 SORTED_SETS = ("ids", "wix")
@@ -56,6 +55,7 @@ class Layout:
         self.prefix = key_prefix
         self.ttl = ttl
         self.ttl_ms = None if ttl is None else max(1, round(ttl * 1000))
+        self.threads_key = f"{key_prefix}:threads"  # the registry, in its own slot
 
     def key(self, thread_id: str, name: str) -> str:
         """One of the thread's keys; ``{thread_id}`` pins the thread to one Cluster slot."""
@@ -64,11 +64,6 @@ class Layout:
     def keys(self, thread_id: str) -> list[str]:
         """Every key the thread can have."""
         return [self.key(thread_id, name) for name in THREAD_KEYS]
-
-    @property
-    def threads_key(self) -> str:
-        """The registry of thread ids (its own slot; read by ``list(None)`` only)."""
-        return f"{self.prefix}:threads"
 
     @staticmethod
     def field(*parts: str) -> str:
@@ -87,7 +82,7 @@ class Layout:
         return f"[{head}{NUL}", f"({head}\x01"
 
     def dump(self, obj: Any) -> bytes:
-        """Serializes with the saver's serde, keeping the type tag in front of the data."""
+        """The serde's type tag, NUL, then the serialized data."""
         kind, data = self.serde.dumps_typed(obj)
         return kind.encode() + b"\x00" + data
 

@@ -1,9 +1,6 @@
-"""One writer per thread: a run's lease on its thread, a redis-py `Lock` in the thread's slot.
-
-A run takes ``P:{t}:lease`` (SET NX PX, its value a token naming the process) before it
-writes the thread, renews it every third of its TTL (``Lock.reacquire``) and releases it
-at the end. Its writes carry the token in their config and are fenced by it (see
-`Ops._write`): once the lease lapsed or was taken, none of them lands.
+"""One writer per thread: a run's lease on its thread, a redis-py `Lock` on ``P:{t}:lease``
+whose token names the process, renewed every third of its TTL. The run's writes carry the
+token and are fenced by it (`Ops._write`): once the lease lapsed or was taken, none lands.
 """
 
 from __future__ import annotations
@@ -31,29 +28,26 @@ if TYPE_CHECKING:
     from pacore_graph.checkpoints.saver import AsyncRedisSaver, RedisSaver
 
 DEFAULT_LEASE_TTL = 10.0
-"""Seconds a thread's lease outlives its last renewal: how long after a run dies (SIGKILL,
-a lost host) its thread stays busy. Renewed every third of it while the run lives."""
+"""Seconds a thread's lease outlives its last renewal: how long a dead run's thread stays
+busy."""
 
 POLL_S = 0.1
 """How often a run waiting for a busy thread tries its lease again (redis-py's default)."""
 
 Wait = bool | float
-"""Whether to wait for a busy thread: False raises `ThreadBusyError` at once, True waits as
-long as it takes, a number waits that many seconds at most."""
+"""Whether to wait for a busy thread: False not at all, True as long as it takes, or seconds."""
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ThreadLease:
-    """A run's hold on one thread: its writes are fenced by ``token`` once `bind` put it in
-    the run's config.
+    """A run's hold on one thread.
 
     Attributes:
         thread_id: The thread held.
-        token: Unique to this hold: ``PID@HOST/RANDOM``, so a busy error names the holder.
-        lost: Set when a renewal found the lease lapsed or taken: every later write of the
-            run fails with `LeaseLostError`.
+        token: ``PID@HOST/RANDOM``, unique to this hold, so a busy error names the holder.
+        lost: Set when a renewal found the lease lapsed or taken.
     """
 
     thread_id: str
@@ -66,46 +60,33 @@ class ThreadLease:
         return {**config, "configurable": configurable}
 
 
-def describe_holder(token: str | None) -> str:
+def describe_holder(token: str) -> str:
     """``pid 4242 on host-a`` for a token of ours; another program's token as it is."""
-    if token is None:
-        return "nobody"
     who, slash, _ = token.rpartition("/")
     pid, at, host = who.partition("@")
     return f"pid {pid} on {host}" if slash and at and pid.isdigit() else token
 
 
-def holder(layout: Layout, thread_id: str) -> Op:
-    """Who holds the thread's lease (None: nobody) and for how many more ms."""
-    batch = Batch()
-    batch.add("GET", layout.key(thread_id, LEASE))
-    batch.add("PTTL", layout.key(thread_id, LEASE))
-    token, ttl_ms = yield batch
-    return (token.decode() if token else None), int(ttl_ms)
-
-
-def loss(layout: Layout, thread_id: str) -> Op:
-    """Why a renewal found the lease gone: the thread gone with it (Redis lost its data), or
-    the lease lapsed or taken."""
-    batch = Batch()
-    batch.add("EXISTS", layout.key(thread_id, LEASE), *layout.keys(thread_id))
-    (found,) = yield batch
-    return LeaseLostError(thread_id) if found else ThreadLostError(thread_id)
-
-
-def busy(thread_id: str, found: tuple[str | None, int], wait: Wait) -> ThreadBusyError:
+def busy(layout: Layout, thread_id: str, wait: Wait) -> Op:
     """The error for a thread another run holds (after waiting ``wait`` seconds, if any)."""
-    token, ttl_ms = found
-    who = describe_holder(token) if token else "it just ended"
+    key = layout.key(thread_id, LEASE)
+    token, ttl_ms = yield Batch([("GET", key), ("PTTL", key)])
+    who = describe_holder(token.decode()) if token else None
     still = f" after waiting {float(wait):.1f} s" if wait is not False else ""
     # A live run renews its lease; one that died leaves it to lapse (say when).
     lapses = f", lapsing in {ttl_ms / 1000:.1f} s unless renewed" if ttl_ms > 0 else ""
     return ThreadBusyError(
-        f"thread {thread_id} is busy{still}: another run holds it ({who}{lapses}); wait for "
-        "it (pacore solve --wait, wait=True) or use another thread id",
+        f"thread {thread_id} is busy{still}: another run holds it ({who or 'it just ended'}"
+        f"{lapses}); wait for it (pacore solve --wait, wait=True) or use another thread id",
         thread_id,
-        describe_holder(token) if token else None,
+        who,
     )
+
+
+def loss(layout: Layout, thread_id: str) -> Op:
+    """Why a renewal found the lease gone: lapsed or taken, or gone with the whole thread."""
+    (found,) = yield Batch([("EXISTS", layout.key(thread_id, LEASE), *layout.keys(thread_id))])
+    return LeaseLostError(thread_id) if found else ThreadLostError(thread_id)
 
 
 def _start(saver: Any, thread_id: str) -> tuple[ThreadLease, Any, float]:
@@ -118,28 +99,24 @@ def _start(saver: Any, thread_id: str) -> tuple[ThreadLease, Any, float]:
     return lease, lock, saver.lease_ttl / 3
 
 
-def _blocking_timeout(wait: Wait) -> float | None:
-    return None if wait is True else float(wait)
-
-
 @contextlib.contextmanager
 def hold(
     saver: RedisSaver, thread_id: str, wait: Wait, on_wait: Callable[[str], None] | None
 ) -> Iterator[ThreadLease]:
     """`RedisSaver.lease`: renewed by a thread; a lost lease fails the run's next write."""
     lease, lock, every = _start(saver, thread_id)
+    layout, timeout = saver.ops.layout, None if wait is True else float(wait)
     with saver._errors():
         acquired = lock.acquire(blocking=False, token=lease.token)
     if not acquired:
-        found = saver._run(holder(saver.ops.layout, lease.thread_id))
+        error = saver._run(busy(layout, lease.thread_id, False))
         if wait is False:
-            raise busy(lease.thread_id, found, False)
+            raise error
         if on_wait is not None:
-            on_wait(describe_holder(found[0]))
+            on_wait(error.holder or "nobody")
         with saver._errors():
-            acquired = lock.acquire(blocking_timeout=_blocking_timeout(wait), token=lease.token)
-        if not acquired:
-            raise busy(lease.thread_id, saver._run(holder(saver.ops.layout, lease.thread_id)), wait)
+            if not lock.acquire(blocking_timeout=timeout, token=lease.token):
+                raise saver._run(busy(layout, lease.thread_id, wait))
     stop = threading.Event()
 
     def keep() -> None:
@@ -173,21 +150,18 @@ async def ahold(
     """`AsyncRedisSaver.alease`: renewed by a task, which cancels the block when it finds
     the lease lost; the block then raises `LeaseLostError` (or `ThreadLostError`)."""
     lease, lock, every = _start(saver, thread_id)
+    layout, timeout = saver.ops.layout, None if wait is True else float(wait)
     with saver._errors():
         acquired = await lock.acquire(blocking=False, token=lease.token)
     if not acquired:
-        found = await saver._arun(holder(saver.ops.layout, lease.thread_id))
+        error = await saver._arun(busy(layout, lease.thread_id, False))
         if wait is False:
-            raise busy(lease.thread_id, found, False)
+            raise error
         if on_wait is not None:
-            on_wait(describe_holder(found[0]))
+            on_wait(error.holder or "nobody")
         with saver._errors():
-            acquired = await lock.acquire(
-                blocking_timeout=_blocking_timeout(wait), token=lease.token
-            )
-        if not acquired:
-            found = await saver._arun(holder(saver.ops.layout, lease.thread_id))
-            raise busy(lease.thread_id, found, wait)
+            if not await lock.acquire(blocking_timeout=timeout, token=lease.token):
+                raise await saver._arun(busy(layout, lease.thread_id, wait))
     owner = asyncio.current_task()
     inside = True
     stopped: list[Exception] = []  # why the keeper cancelled the block
@@ -197,22 +171,20 @@ async def ahold(
             await asyncio.sleep(every)
             try:
                 await lock.reacquire()
-                continue
             except redis.exceptions.LockNotOwnedError:
-                lease.lost = True
+                break
             except redis.exceptions.RedisError as exc:  # the run's own writes report it
                 log.debug("lease renewal of thread %s failed: %s", lease.thread_id, exc)
-                continue
-            try:
-                why: Exception = await saver._arun(loss(saver.ops.layout, lease.thread_id))
-            except redis.exceptions.RedisError:
-                why = LeaseLostError(lease.thread_id)
-            # Only while the block runs: the keeper runs when the block awaits, so the
-            # cancellation lands inside it.
-            if inside and owner is not None:
-                stopped.append(why)
-                owner.cancel()
-            return
+        lease.lost = True
+        try:
+            why: Exception = await saver._arun(loss(layout, lease.thread_id))
+        except redis.exceptions.RedisError:
+            why = LeaseLostError(lease.thread_id)
+        # Only while the block runs: the keeper runs when the block awaits, so the
+        # cancellation lands inside it.
+        if inside and owner is not None:
+            stopped.append(why)
+            owner.cancel()
 
     keeper = asyncio.create_task(keep())
     try:
@@ -230,6 +202,3 @@ async def ahold(
         keeper.cancel()  # not awaited: a cancellation of our own must not be swallowed
         with contextlib.suppress(redis.exceptions.RedisError):
             await lock.release()
-
-
-__all__ = ["DEFAULT_LEASE_TTL", "ThreadLease", "Wait", "ahold", "describe_holder", "hold"]

@@ -1,11 +1,9 @@
 """`FullInMemorySaver`: LangGraph's in-memory saver with the operations it lacks.
 
-LangGraph's `InMemorySaver` (and the one ``langgraph dev`` persists to ``.langgraph_api/``)
-stores and deletes threads, but has no ``delete_for_runs``, ``copy_thread`` or ``prune``.
-langgraph-api, handed such a saver as a custom checkpointer, warns at start-up and fails
-a rollback's clean-up. `FullInMemorySaver(saver)` is that saver with the three added: it
-finds checkpoints through the saver's own ``list`` and edits the storage `InMemorySaver`
-declares on its public attributes (as the langgraph-api in-memory runtime does):
+`InMemorySaver` (and the one ``langgraph dev`` persists) has no ``delete_for_runs``,
+``copy_thread`` or ``prune``, which langgraph-api wants of a custom checkpointer.
+`FullInMemorySaver(saver)` adds them: it finds checkpoints through the saver's own ``list``
+and edits the storage `InMemorySaver` declares on its public attributes:
 
     storage[thread_id][ns][checkpoint_id] = (checkpoint, metadata, parent_id), serialized
     writes[(thread_id, ns, checkpoint_id)][(task_id, idx)] = (task_id, channel, value, path)
@@ -15,7 +13,7 @@ declares on its public attributes (as the langgraph-api in-memory runtime does):
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 from langgraph.checkpoint.base import CheckpointTuple
@@ -25,11 +23,8 @@ from pacore_graph.checkpoints.ops import PRUNE_STRATEGIES
 
 
 class FullInMemorySaver(InMemorySaver):
-    """``saver`` plus delete_for_runs, copy_thread and prune.
-
-    The result is an instance of the saver's own class with these three added, sharing the
-    saver's state (not a copy), so a subclass's behaviour (the dev server's metadata
-    enrichment, decryption, persistence) is kept.
+    """``saver`` plus delete_for_runs, copy_thread and prune: an instance of the saver's own
+    class with these added, sharing its state, so a subclass's behaviour is kept.
 
     Args:
         saver: The saver to extend.
@@ -46,7 +41,7 @@ class FullInMemorySaver(InMemorySaver):
         return extended
 
     def __init__(self, saver: InMemorySaver) -> None:
-        """Nothing to set: ``__new__`` shared the saver's state."""
+        """The state is the saver's, shared by ``__new__``."""
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Deletes the checkpoints whose metadata names one of ``run_ids``, with their
@@ -63,9 +58,8 @@ class FullInMemorySaver(InMemorySaver):
             self._drop(thread_id, refs)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        """Copies every checkpoint, write and value of one thread into another (merged
-        into what the target already holds). The stored entries name no thread, so they
-        are shared as they are."""
+        """Merges every checkpoint, write and value of one thread into another (the entries
+        name no thread, so they are shared as they are)."""
         source, target = str(source_thread_id), str(target_thread_id)
         for ns, checkpoints in self.storage.get(source, {}).items():
             self.storage[target][ns].update(checkpoints)
@@ -77,7 +71,7 @@ class FullInMemorySaver(InMemorySaver):
                 self.blobs[(target, *rest)] = blob  # type: ignore[index]
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        """Drops old checkpoints of the given threads, as the Redis saver does.
+        """Drops old checkpoints of the given threads.
 
         Args:
             thread_ids: Threads to prune; unknown ones are skipped.
@@ -97,12 +91,9 @@ class FullInMemorySaver(InMemorySaver):
             if strategy != "keep_latest":
                 self.delete_thread(thread_id)
                 continue
-            keep: set[tuple[str, str]] = set()
-            for ns in builtins.list(self.storage.get(thread_id, {})):
-                keep |= {(ns, cid) for cid in self._replayed(thread_id, ns)}
-            every = [
-                (ns, cid) for ns, chain in self.storage.get(thread_id, {}).items() for cid in chain
-            ]
+            namespaces = self.storage.get(thread_id, {})
+            keep = {(ns, cid) for ns in [*namespaces] for cid in self._replayed(thread_id, ns)}
+            every = [(ns, cid) for ns, chain in namespaces.items() for cid in chain]
             self._drop(thread_id, [ref for ref in every if ref not in keep])
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
@@ -118,11 +109,8 @@ class FullInMemorySaver(InMemorySaver):
         self.prune(thread_ids, strategy=strategy)
 
     def _replayed(self, thread_id: str, ns: str) -> builtins.list[str]:
-        """The namespace's latest checkpoint and the ancestors its delta channels replay.
-
-        The latest metadata names the delta channels that have not snapshotted since; each
-        one's walk ends at the nearest checkpoint storing a value for it.
-        """
+        """The namespace's latest checkpoint and the ancestors its delta channels (named in
+        its metadata) replay, back to the nearest one storing each channel's value."""
         chain = self.list({"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}})
         latest = next(chain, None)
         if latest is None:
@@ -139,10 +127,9 @@ class FullInMemorySaver(InMemorySaver):
             item = self.get_tuple(item.parent_config)
         return kept
 
-    def _drop(self, thread_id: str, doomed: Iterable[tuple[str, str]]) -> None:
+    def _drop(self, thread_id: str, doomed: Sequence[tuple[str, str]]) -> None:
         """Removes checkpoints with their writes, then the values no kept checkpoint uses."""
         namespaces = self.storage.get(thread_id)
-        doomed = builtins.list(doomed)
         if not namespaces or not doomed:
             return
         for ns, cid in doomed:
@@ -163,6 +150,3 @@ class FullInMemorySaver(InMemorySaver):
                 del self.blobs[key]
         if not namespaces:
             del self.storage[thread_id]
-
-
-__all__ = ["FullInMemorySaver"]

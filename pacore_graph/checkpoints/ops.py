@@ -1,16 +1,10 @@
 """The savers' operations, written once for the sync and the async saver.
 
-Each operation is a generator: it yields a `Batch` of Redis commands and receives the
-batch's replies, or yields `Emit` to hand checkpoint tuples to the caller (``list``
-streams page by page), and returns its result. `RedisSaver` drives the generators with a
-sync client, `AsyncRedisSaver` with an async one; neither knows the key layout.
-
-Plain commands only (hashes, sorted sets, MULTI/EXEC), and one Lua script: a write of a
-run holding the thread's lease (`pacore_graph.checkpoints.lease`) carries the lease's token
-(`LEASE_CONFIG_KEY`) and runs as a script that checks the token first, so a run whose lease
-lapsed or was taken writes nothing. Every transaction or script names keys of one thread
-only (on a Cluster the registry update follows in its own round trip), so the layout runs
-unchanged on Redis 7, Valkey, managed Redis and Redis Cluster.
+Each operation is a generator: it yields a `Batch` of Redis commands and receives its
+replies, or yields `Emit` to hand checkpoint tuples to the caller, and returns its result.
+Plain commands only, plus one Lua script: a write carrying a lease token
+(`LEASE_CONFIG_KEY`) lands only while the thread's lease holds that token. Every
+transaction names keys of one thread only, so the layout runs on Redis Cluster too.
 """
 
 from __future__ import annotations
@@ -18,7 +12,6 @@ from __future__ import annotations
 import builtins
 import hashlib
 import logging
-import random
 import time
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,14 +41,13 @@ from pacore_graph.checkpoints.layout import HASHES, LEASE, LEASE_CONFIG_KEY, SOR
 from pacore_graph.errors import DamagedThreadError, LeaseLostError
 
 PAGE = 64
-"""Checkpoints (or threads) handled per round trip by list, prune and delete_for_runs."""
+"""Checkpoints (or threads) handled per round trip."""
 
 PRUNE_STRATEGIES = ("keep_latest", "delete", "delete_all")
-"""What ``prune`` accepts: LangGraph documents ``"delete"``; langgraph-api (its gRPC
-checkpointer service and its adapter of custom checkpointers) sends ``"delete_all"``."""
+"""What ``prune`` accepts: LangGraph's ``"delete"`` is langgraph-api's ``"delete_all"``."""
 
 REGISTRY_GRACE_S = 60
-"""How long past its expiry a thread stays in the registry: covers client clock skew."""
+"""Seconds past its expiry a thread stays in the registry (client clock skew)."""
 
 ROLES = {
     "ids": "checkpoint index",
@@ -68,8 +60,7 @@ ROLES = {
 """What each of a thread's keys holds, for the messages of `DamagedThreadError`."""
 
 SIZED = {"ids": "ZCARD", "cp": "HLEN", "meta": "HLEN", "writes": "HLEN", "wix": "ZCARD"}
-"""The keys whose sizes a load reads with its first round trip, O(1) each, and whether the
-values exist (see `Ops._check_sizes`)."""
+"""The keys whose sizes a load reads first (then whether ``blobs`` exists)."""
 
 RETURN_1_SHA = hashlib.sha1(b"return 1").hexdigest()
 
@@ -90,21 +81,18 @@ while i <= #ARGV do
 end
 return 1
 """
-"""A write's commands (ARGV: token, then each command as its length and its words), run
-only while KEYS[1], the lease, holds the token (else 0, or -1 when the thread's six keys,
-KEYS[2..7], are gone with the lease). Atomic like MULTI/EXEC, in one round trip. KEYS also
-lists every key the commands touch, as Cluster routing wants. (Lua's unpack
-takes ~8000 words per command: a checkpoint would need ~4000 changed channels.)"""
+"""A write's commands (ARGV: token, then each command as its length and words; Lua's unpack
+takes ~8000 words each), run only while KEYS[1], the lease, holds the token; else 0, or -1
+when the thread's six keys (KEYS[2..7]) are gone too. KEYS lists every key touched."""
 
 
 @dataclass
 class Batch:
     """Commands sent in one round trip; ``atomic`` wraps them in MULTI/EXEC.
 
-    A ``snapshot`` is a read that must see one moment: MULTI/EXEC too, except on a Redis out
-    of memory, which refuses every command queued in MULTI, reads included; it refuses the
-    savers' writes as well, so a plain pipeline then sees one moment. A ``tolerant`` batch
-    gets a command's error back as its reply (an exception object) instead of raising.
+    A ``snapshot`` read uses MULTI/EXEC too, but falls back to a plain pipeline on a Redis
+    out of memory (it refuses MULTI, and every write, so nothing moves meanwhile). A
+    ``tolerant`` batch gets a command's error back as its reply instead of raising.
     """
 
     commands: list[tuple[Any, ...]] = field(default_factory=list)
@@ -123,7 +111,6 @@ class Emit(NamedTuple):
 
 
 Op = Generator[Batch | Emit, Any, Any]
-"""A saver operation: yields batches (receiving their replies) or emits; returns a result."""
 
 
 class _Visit(NamedTuple):
@@ -137,15 +124,12 @@ class Ops:
 
     Args:
         layout: Key names and encodings.
-        cluster: True on a Redis Cluster client: the registry, in its own slot, then gets
-            its own round trip instead of joining the thread's transaction.
+        cluster: On a Redis Cluster the registry (another slot) gets its own round trip.
     """
 
     def __init__(self, layout: Layout, *, cluster: bool = False) -> None:
         self.layout = layout
         self.cluster = cluster
-
-    # -- writes ------------------------------------------------------------------------
 
     def put(
         self,
@@ -208,62 +192,46 @@ class Ops:
             batch.add("ZADD", layout.key(thread_id, "wix"), 0, fld)
         yield from self._write(thread_id, conf.get(LEASE_CONFIG_KEY), batch)
 
-    def _touch(self, batch: Batch, thread_id: str) -> Batch | None:
-        """Refreshes the whole thread's TTL and its registry entry within ``batch``.
+    def _write(self, thread_id: str, token: str | None, batch: Batch) -> Op:
+        """Commits a write, refreshing every key's TTL (a thread expires as a unit) and the
+        thread's registry entry; fenced by the run's lease when ``token`` is given.
 
-        Every key of the thread gets the TTL on every write, so a thread expires as a
-        unit: a live thread never loses the ancestor writes its DeltaChannels replay.
+        Raises:
+            LeaseLostError: The lease no longer holds ``token``; nothing was written.
+            ThreadLostError: The thread is gone with the lease: Redis lost its data.
         """
         layout = self.layout
         if layout.ttl_ms is not None:
             for key in layout.keys(thread_id):
                 batch.add("PEXPIRE", key, layout.ttl_ms)
         expiry: Any = "+inf" if layout.ttl is None else time.time() + layout.ttl
-        return self._registry(batch, "ZADD", layout.threads_key, expiry, thread_id)
-
-    def _registry(self, batch: Batch, *command: Any) -> Batch | None:
-        # On a Cluster the registry is in another slot, so it cannot join the transaction.
-        if not self.cluster:
-            batch.add(*command)
-            return None
-        follow = Batch()
-        follow.add(*command)
-        return follow
-
-    def _write(self, thread_id: str, token: str | None, batch: Batch) -> Op:
-        """Commits a write of a run: fenced by the run's lease when it holds one.
-
-        Raises:
-            LeaseLostError: The lease no longer holds ``token``; nothing was written.
-            ThreadLostError: The thread is gone with the lease: Redis lost its data.
-        """
-        follow = self._touch(batch, thread_id)
+        registry = ("ZADD", layout.threads_key, expiry, thread_id)
         if token is None:
-            yield from self._commit(batch, follow)
+            yield from self._commit(batch, *registry)
             return
-        thread_keys = self.layout.keys(thread_id)
-        keys = builtins.list(dict.fromkeys([*thread_keys, *(cmd[1] for cmd in batch.commands)]))
+        if not self.cluster:
+            batch.add(*registry)
+        keys = dict.fromkeys([*layout.keys(thread_id), *(cmd[1] for cmd in batch.commands)])
         words: builtins.list[Any] = [token]
         for command in batch.commands:
             words += [len(command), *command]
-        fenced = Batch()
-        lease = self.layout.key(thread_id, LEASE)
-        fenced.add("EVAL", FENCED_WRITE, 1 + len(keys), lease, *keys, *words)
-        (held,) = yield fenced
+        lease = layout.key(thread_id, LEASE)
+        (held,) = yield Batch([("EVAL", FENCED_WRITE, 1 + len(keys), lease, *keys, *words)])
         if held == -1:
             raise ThreadLostError(thread_id)
         if not held:
             raise LeaseLostError(thread_id)
-        if follow is not None:
-            yield follow
+        if self.cluster:
+            yield Batch([registry])
 
-    @staticmethod
-    def _commit(batch: Batch, follow: Batch | None) -> Op:
+    def _commit(self, batch: Batch, *registry: Any) -> Op:
+        """Sends ``batch`` with a registry command, which on a Cluster (another slot) follows
+        in its own round trip."""
+        if not self.cluster:
+            batch.add(*registry)
         yield batch
-        if follow is not None:
-            yield follow
-
-    # -- reads -------------------------------------------------------------------------
+        if self.cluster:
+            yield Batch([registry])
 
     def get_tuple(self, config: RunnableConfig) -> Op:
         """The checkpoint named in ``config``, else the latest of its thread and namespace.
@@ -299,12 +267,9 @@ class Ops:
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> Op:
-        """Emits matching checkpoints newest first, a page at a time; returns nothing.
-
-        Only the threads asked for are read: one thread's keys when ``config`` names a
-        thread, the registry's threads otherwise. ``filter`` is an exact match on
-        top-level metadata keys, checked here after the page is fetched.
-        """
+        """Emits matching checkpoints newest first, a page at a time: of the thread
+        ``config`` names, else of every registered thread. ``filter`` matches top-level
+        metadata keys exactly."""
         if limit is not None and limit <= 0:
             return
         conf = (config or {}).get("configurable") or {}
@@ -341,38 +306,29 @@ class Ops:
         """(namespace, id) of a thread's checkpoints, newest first, from its index only."""
         layout = self.layout
         ids_key = layout.key(thread_id, "ids")
-        batch = Batch()
+        command: tuple[Any, ...] = ("ZRANGE", ids_key, 0, -1)
         if ns is not None and checkpoint_id:
-            batch.add("ZRANGEBYLEX", ids_key, *layout.lex_range(ns, checkpoint_id))
+            command = ("ZRANGEBYLEX", ids_key, *layout.lex_range(ns, checkpoint_id))
         elif ns is not None:
             low, high = layout.lex_range(ns)
             if before_id:
                 high = "(" + layout.field(ns, before_id)
             paging = ("LIMIT", 0, limit) if limit is not None else ()
-            batch.add("ZREVRANGEBYLEX", ids_key, high, low, *paging)
-        else:
-            batch.add("ZRANGE", ids_key, 0, -1)
-        (members,) = yield batch
-        refs = []
-        for member in members:
-            member_ns, cid, _ = layout.split(member)
-            if checkpoint_id and cid != checkpoint_id:
-                continue
-            if before_id and cid >= before_id:
-                continue
-            refs.append((member_ns, cid))
+            command = ("ZREVRANGEBYLEX", ids_key, high, low, *paging)
+        (members,) = yield Batch([command])
+        refs = [
+            (member_ns, cid)
+            for member_ns, cid, _ in map(layout.split, members)
+            if (not checkpoint_id or cid == checkpoint_id) and (not before_id or cid < before_id)
+        ]
         refs.sort(key=lambda ref: ref[1], reverse=True)  # newest first across namespaces
         return refs if limit is None else refs[:limit]
 
     def _live_threads(self) -> Op:
         """Registered thread ids, dropping those expired (past the grace) on the way."""
-        layout = self.layout
-        batch = Batch()
-        batch.add(
-            "ZREMRANGEBYSCORE", layout.threads_key, "-inf", f"({time.time() - REGISTRY_GRACE_S}"
-        )
-        batch.add("ZRANGE", layout.threads_key, 0, -1)
-        _, members = yield batch
+        key = self.layout.threads_key
+        expired = ("ZREMRANGEBYSCORE", key, "-inf", f"({time.time() - REGISTRY_GRACE_S}")
+        _, members = yield Batch([expired, ("ZRANGE", key, 0, -1)])
         return sorted(m.decode() for m in members)
 
     def _sizes(self, batch: Batch, thread_id: str) -> None:
@@ -381,24 +337,15 @@ class Ops:
             batch.add(command, self.layout.key(thread_id, name))
 
     def _check_sizes(self, thread_id: str, sizes: Sequence[int]) -> None:
-        """Raises `DamagedThreadError` when a key the others imply is gone.
-
-        Writes keep these together (each in one transaction, all keys under one TTL): ids,
-        cp and meta hold one entry per checkpoint, writes and wix one per pending write, and
-        no values outlive every checkpoint. A key that Redis evicted, or that was deleted,
-        breaks that; a new thread has none of them and is not damaged. (Writes without any
-        checkpoint are not damage: with ``durability="async"`` a task's writes may land
-        before its thread's first checkpoint.)
-        """
+        """Raises `DamagedThreadError` when a key the others imply is gone (evicted or
+        deleted): ids, cp and meta hold one entry per checkpoint, writes and wix one per
+        pending write, and no values outlive every checkpoint. Writes without a checkpoint
+        are no damage (with ``durability="async"`` they may land first)."""
         size = dict(zip([*SIZED, "blobs"], sizes, strict=True))
-        checkpoints, writes = ("ids", "cp", "meta"), ("writes", "wix")
         lost: list[str] = []
-        if any(size[name] for name in checkpoints):
-            lost += [name for name in checkpoints if not size[name]]
-        elif size["blobs"]:
-            lost += checkpoints
-        if any(size[name] for name in writes):
-            lost += [name for name in writes if not size[name]]
+        for group, implied in ((("ids", "cp", "meta"), size["blobs"]), (("writes", "wix"), 0)):
+            if implied or any(size[name] for name in group):
+                lost += [name for name in group if not size[name]]
         if lost:
             key = self.layout.key
             raise DamagedThreadError(
@@ -406,47 +353,29 @@ class Ops:
             )
 
     def _recheck(
-        self,
-        thread_id: str,
-        ns: str,
-        checkpoint_id: str,
-        fields: tuple[Sequence[Any], Sequence[Any]],
-        found: tuple[Sequence[Any], Sequence[Any]],
+        self, thread_id: str, ns: str, checkpoint_id: str, fields: tuple[Sequence[Any], ...]
     ) -> Op:
-        """Reads again, in one transaction, the fields a checkpoint references that a read did
-        not find (None in ``found``, the replies for the blob and write ``fields``): the
-        checkpoint may have gone between two round trips (prune, delete_thread, TTL expiry),
-        which is no damage.
-
-        Returns:
-            None when the checkpoint is gone; else ``found`` completed.
-
-        Raises:
-            DamagedThreadError: The checkpoint is there and the fields are still missing.
-        """
+        """Reads a checkpoint's blob and write ``fields`` again, atomically, after a read
+        missed some: None if the checkpoint went meanwhile (no damage), else the replies;
+        `DamagedThreadError` if it is there and fields are still missing."""
         key = lambda name: self.layout.key(thread_id, name)  # noqa: E731
         names = ("blobs", "writes")
-        lost = [
-            [f for f, raw in zip(*pair, strict=True) if raw is None]
-            for pair in zip(fields, found, strict=True)
-        ]
-        batch = Batch(snapshot=True)
-        batch.add("HEXISTS", key("cp"), self.layout.field(ns, checkpoint_id))
-        for name, missing in zip(names, lost, strict=True):
-            if missing:
-                batch.add("HMGET", key(name), *missing)
+        batch = Batch([("HEXISTS", key("cp"), self.layout.field(ns, checkpoint_id))], snapshot=True)
+        for name, wanted in zip(names, fields, strict=True):
+            if wanted:
+                batch.add("HMGET", key(name), *wanted)
         exists, *again = yield batch
         if not exists:
             return None
-        complete, damage = [], []
-        for name, keys, replies, missing in zip(names, fields, found, lost, strict=True):
-            values = dict(zip(missing, again.pop(0), strict=True)) if missing else {}
-            if gone := sum(raw is None for raw in values.values()):
-                damage.append(f"{gone} {ROLES[name]} of checkpoint {checkpoint_id} in {key(name)}")
-            complete.append([values.get(f, raw) for f, raw in zip(keys, replies, strict=True)])
+        found = [again.pop(0) if wanted else [] for wanted in fields]
+        damage = [
+            f"{gone} {ROLES[name]} of checkpoint {checkpoint_id} in {key(name)}"
+            for name, replies in zip(names, found, strict=True)
+            if (gone := replies.count(None))
+        ]
         if damage:
             raise DamagedThreadError(thread_id, damage)
-        return complete[0], complete[1]
+        return found[0], found[1]
 
     def _load(
         self,
@@ -458,12 +387,11 @@ class Ops:
     ) -> Op:
         """Full tuples for (namespace, id) pairs in two round trips; missing ones are skipped.
 
-        The first round trip is a snapshot, so the key sizes (unless the caller took them)
-        and each checkpoint's index entry, metadata and write list agree with each other.
-        A field a checkpoint references that is missing is damage, never an empty value.
+        The first round trip is a snapshot (with the key sizes unless the caller took them).
 
         Raises:
-            DamagedThreadError: A key of the thread, or a referenced field, is missing.
+            DamagedThreadError: A key of the thread, or a field a checkpoint references, is
+                missing.
         """
         if not refs:
             return []
@@ -511,9 +439,7 @@ class Ops:
             blobs = next(replies) if blob_fields else []
             payloads = next(replies) if write_fields else []
             if None in blobs or None in payloads:
-                found = yield from self._recheck(
-                    thread_id, ns, cid, (blob_fields, write_fields), (blobs, payloads)
-                )
+                found = yield from self._recheck(thread_id, ns, cid, (blob_fields, write_fields))
                 if found is None:
                     continue  # deleted since the first round trip
                 blobs, payloads = found
@@ -538,7 +464,7 @@ class Ops:
 
     def _writes(
         self, stored: Iterable[tuple[bytes, bytes | None]]
-    ) -> builtins.list[tuple[str, str, bytes]]:  # plain `list` is the method above
+    ) -> builtins.list[tuple[str, str, bytes]]:
         """(task_id, channel, raw value) of one checkpoint's writes in `writes_sort_key` order."""
         rows = []
         for fld, payload in stored:
@@ -551,15 +477,8 @@ class Ops:
         rows.sort(key=lambda row: row[0])
         return [(sort_key[1], channel, raw) for sort_key, channel, raw in rows]
 
-    # -- DeltaChannel history -----------------------------------------------------------
-
     def get_delta_channel_history(self, *, config: RunnableConfig, channels: Sequence[str]) -> Op:
-        """LangGraph's `get_delta_channel_history` in a few round trips, not two per ancestor.
-
-        Same contract as the base class's walk: for each channel, the writes on the
-        parent chain oldest first, down to the nearest ancestor that stores a value
-        (returned as ``seed``; absent when the walk reached the root).
-        """
+        """LangGraph's `get_delta_channel_history`, a page of ancestors per round trip."""
         if not channels:
             return {}
         conf = config["configurable"]
@@ -581,17 +500,15 @@ class Ops:
                 remaining.discard(channel)
         result: dict[str, DeltaChannelHistory] = {}
         for channel in channels:
-            entry: DeltaChannelHistory = {"writes": list(reversed(collected[channel]))}
+            result[channel] = {"writes": collected[channel][::-1]}
             if channel in seeds:
-                entry["seed"] = seeds[channel]
-            result[channel] = entry
+                result[channel]["seed"] = seeds[channel]
         return result
 
     def _parents(self, thread_id: str, ns: str) -> Op:
         """checkpoint id -> parent id ("" at the root) for one namespace, from the index."""
-        batch = Batch()
-        batch.add("ZRANGEBYLEX", self.layout.key(thread_id, "ids"), *self.layout.lex_range(ns))
-        (members,) = yield batch
+        ids_key = self.layout.key(thread_id, "ids")
+        (members,) = yield Batch([("ZRANGEBYLEX", ids_key, *self.layout.lex_range(ns))])
         return {cid: parent for _, cid, parent in map(self.layout.split, members)}
 
     def _walk(
@@ -604,13 +521,9 @@ class Ops:
         *,
         with_writes: bool,
     ) -> Op:
-        """Visits ``start`` and its ancestors until each channel met a stored value.
-
-        Fetches a page of ancestors per two round trips. Returns `_Visit` records in
-        walk order; a channel's seed is recorded at the first visit storing its value.
-        ``with_writes`` (a load, not a prune) also checks that what the ancestors reference
-        is there: a missing value or write raises `DamagedThreadError`.
-        """
+        """`_Visit` records of ``start`` and its ancestors, a page per two round trips, until
+        each channel met a stored value (its seed). ``with_writes`` also reads (and checks,
+        `DamagedThreadError`) the writes."""
         layout = self.layout
         key = lambda name: layout.key(thread_id, name)  # noqa: E731
         remaining = set(channels)
@@ -650,9 +563,7 @@ class Ops:
                 blobs = next(replies) if fields else []
                 payloads = next(replies) if write_fields else []
                 if with_writes and (None in blobs or None in payloads):
-                    found = yield from self._recheck(
-                        thread_id, ns, cid, (fields, write_fields), (blobs, payloads)
-                    )
+                    found = yield from self._recheck(thread_id, ns, cid, (fields, write_fields))
                     if found is None:  # deleted since the first round trip: the chain ends
                         current = None
                         break
@@ -668,29 +579,20 @@ class Ops:
                     break
         return visits
 
-    # -- deletion, copy, prune ------------------------------------------------------------
-
     def delete_thread(self, thread_id: str) -> Op:
         """Removes every checkpoint, value and write of a thread in one transaction."""
-        batch = Batch(atomic=True)
-        batch.add("DEL", *self.layout.keys(str(thread_id)))
-        follow = self._registry(batch, "ZREM", self.layout.threads_key, str(thread_id))
-        yield from self._commit(batch, follow)
+        batch = Batch([("DEL", *self.layout.keys(str(thread_id)))], atomic=True)
+        yield from self._commit(batch, "ZREM", self.layout.threads_key, str(thread_id))
 
     def copy_thread(self, source: str, target: str) -> Op:
-        """Copies every checkpoint, value and write of ``source`` into ``target``.
-
-        The stored fields carry no thread id, so the copy is the source's hashes and
-        sorted sets merged into the target's keys, in one transaction.
-        """
+        """Merges the hashes and sorted sets of ``source`` (whose fields name no thread) into
+        ``target``'s, in one transaction."""
         layout = self.layout
         source, target = str(source), str(target)
-        batch = Batch()
-        for name in HASHES:
-            batch.add("HGETALL", layout.key(source, name))
-        for name in SORTED_SETS:
-            batch.add("ZRANGE", layout.key(source, name), 0, -1)
-        replies = yield batch
+        replies = yield Batch(
+            [("HGETALL", layout.key(source, name)) for name in HASHES]
+            + [("ZRANGE", layout.key(source, name), 0, -1) for name in SORTED_SETS]
+        )
         hashes = dict(zip(HASHES, replies[: len(HASHES)], strict=True))
         members = dict(zip(SORTED_SETS, replies[len(HASHES) :], strict=True))
         if not members["ids"]:
@@ -704,14 +606,11 @@ class Ops:
         for name, content in members.items():
             if content:
                 out.add("ZADD", layout.key(target, name), *[x for m in content for x in (0, m)])
-        yield from self._commit(out, self._touch(out, target))
+        yield from self._write(target, None, out)
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> Op:
-        """Removes the checkpoints, and their writes, whose metadata names one of ``run_ids``.
-
-        Reads the metadata of every registered thread (there is no run index), a page
-        of threads per round trip.
-        """
+        """Removes the checkpoints, and their writes, whose metadata names one of ``run_ids``
+        (reading the metadata of every registered thread, a page per round trip)."""
         wanted = set(run_ids)
         if not wanted:
             return
@@ -719,10 +618,7 @@ class Ops:
         threads = yield from self._live_threads()
         for start in range(0, len(threads), PAGE):
             page = threads[start : start + PAGE]
-            batch = Batch()
-            for thread_id in page:
-                batch.add("HGETALL", layout.key(thread_id, "meta"))
-            metas = yield batch
+            metas = yield Batch([("HGETALL", layout.key(thread_id, "meta")) for thread_id in page])
             for thread_id, meta in zip(page, metas, strict=True):
                 doomed = [
                     tuple(layout.split(fld))
@@ -733,13 +629,7 @@ class Ops:
                     yield from self._drop(thread_id, doomed)
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> Op:
-        """Drops old checkpoints of the given threads.
-
-        ``"delete"`` (LangGraph's name; langgraph-api says ``"delete_all"``) removes the
-        threads. ``"keep_latest"`` keeps each namespace's latest checkpoint with its pending
-        writes and, DeltaChannel-aware, the ancestors its delta channels replay: back to the
-        nearest one storing each channel's value (the whole chain if none does).
-        """
+        """Drops old checkpoints of the given threads (see `FullInMemorySaver.prune`)."""
         if strategy not in PRUNE_STRATEGIES:
             raise ValueError(
                 f"unknown prune strategy {strategy!r}: use one of {', '.join(PRUNE_STRATEGIES)}"
@@ -749,21 +639,16 @@ class Ops:
             if strategy != "keep_latest":
                 yield from self.delete_thread(thread_id)
                 continue
-            batch = Batch()
-            batch.add("ZRANGE", layout.key(thread_id, "ids"), 0, -1)
-            (members,) = yield batch
+            (members,) = yield Batch([("ZRANGE", layout.key(thread_id, "ids"), 0, -1)])
             by_ns: dict[str, dict[str, str]] = {}
             for ns, cid, parent in map(layout.split, members):
                 by_ns.setdefault(ns, {})[cid] = parent
             latest = {ns: max(chain) for ns, chain in by_ns.items()}
-            batch = Batch()
-            for ns, cid in latest.items():
-                batch.add("HGET", layout.key(thread_id, "cp"), layout.field(ns, cid))
-                batch.add("HGET", layout.key(thread_id, "meta"), layout.field(ns, cid))
-            replies = (yield batch) if batch.commands else []
+            fields = [layout.field(ns, cid) for ns, cid in latest.items()]
+            reads = [("HMGET", layout.key(thread_id, name), *fields) for name in ("cp", "meta")]
+            raw_cps, raw_metas = (yield Batch(reads)) if fields else ([], [])
             keep = set(latest.items())
-            for i, (ns, cid) in enumerate(latest.items()):
-                raw_cp, raw_meta = replies[2 * i : 2 * i + 2]
+            for (ns, cid), raw_cp, raw_meta in zip(latest.items(), raw_cps, raw_metas, strict=True):
                 if raw_cp is None or raw_meta is None:
                     continue
                 # The metadata names the delta channels that have not snapshotted since.
@@ -775,8 +660,9 @@ class Ops:
                         thread_id, ns, by_ns[ns], cid, delta, with_writes=False
                     )
                     keep |= {(ns, visit.checkpoint_id) for visit in visits}
-            doomed = [(ns, cid) for ns, chain in by_ns.items() for cid in chain]
-            doomed = [ref for ref in doomed if ref not in keep]
+            doomed = [
+                (ns, cid) for ns, chain in by_ns.items() for cid in chain if (ns, cid) not in keep
+            ]
             if doomed:
                 yield from self._drop(thread_id, doomed)
 
@@ -784,9 +670,7 @@ class Ops:
         """Removes checkpoints with their writes, and the values no kept checkpoint uses."""
         layout = self.layout
         key = lambda name: layout.key(thread_id, name)  # noqa: E731
-        batch = Batch()
-        batch.add("HGETALL", key("cp"))
-        batch.add("HKEYS", key("blobs"))
+        batch = Batch([("HGETALL", key("cp")), ("HKEYS", key("blobs"))])
         for ns, cid in doomed:
             batch.add("ZRANGEBYLEX", key("wix"), *layout.lex_range(ns, cid))
         checkpoints, blob_fields, *write_fields = yield batch
@@ -809,36 +693,10 @@ class Ops:
             out.add("HDEL", key("writes"), *writes)
         if unused:
             out.add("HDEL", key("blobs"), *unused)
-        follow = None
         if all(fld.decode() in doomed_fields for fld in checkpoints):  # nothing left
-            follow = self._registry(out, "ZREM", layout.threads_key, thread_id)
-        yield from self._commit(out, follow)
-
-
-def ping() -> Op:
-    """A round trip that proves the server answers."""
-    batch = Batch()
-    batch.add("PING")
-    yield batch
-
-
-def eviction_risk(policy: str, ttl: float | None) -> str | None:
-    """Why Redis's ``maxmemory-policy`` may evict a saver's keys; None when it cannot.
-
-    ``noeviction`` never evicts (a full Redis refuses writes instead). ``volatile-*``
-    evict only keys with a TTL, and a saver gives its keys one only when ``ttl`` is set.
-    Every other policy (``allkeys-*``, or one this code does not know) may evict any key.
-    """
-    if policy == "noeviction":
-        return None
-    if policy.startswith("volatile-"):
-        if ttl is None:
-            return None
-        return (
-            f"maxmemory-policy is {policy}, which evicts keys with a TTL, and ttl={ttl:g} "
-            "gives every key of the saver one"
-        )
-    return f"maxmemory-policy is {policy}, which may evict any key"
+            yield from self._commit(out, "ZREM", layout.threads_key, thread_id)
+        else:
+            yield out
 
 
 SCRIPTING = {"EVAL": ("return 1", 0), "EVALSHA": (RETURN_1_SHA, 0), "SCRIPT LOAD": ("return 1",)}
@@ -848,18 +706,18 @@ SCRIPTING = {"EVAL": ("return 1", 0), "EVALSHA": (RETURN_1_SHA, 0), "SCRIPT LOAD
 def setup(ttl: float | None, *, allow_eviction: bool, address: str, user: str | None = None) -> Op:
     """Checks that Redis answers, lets ``user`` run scripts (unless ``user`` is None: leases
     off) and will not evict the saver's keys; returns its ``maxmemory-policy`` (None when
-    Redis would not tell).
+    neither ``CONFIG GET`` nor ``INFO memory`` tells: a warning, and damage is still caught
+    on load).
 
-    The policy comes from ``CONFIG GET``, else ``INFO memory`` (managed Redis often refuses
-    CONFIG). If neither answers, a warning is logged and the saver goes on: eviction that
-    hits part of a thread is still caught when the thread is loaded (`DamagedThreadError`).
+    ``noeviction`` never evicts; ``volatile-*`` evicts only keys with a TTL (the saver's
+    have one when ``ttl`` is set); any other policy may evict any key.
 
     Raises:
         RedisPermissionError: The ACL refuses ``user`` a scripting command.
         RedisEvictionPolicyError: The policy may evict the saver's keys and
             ``allow_eviction`` is False.
     """
-    yield from ping()  # a refused password or a dead server fails here, as itself
+    yield Batch([("PING",)])  # a refused password or a dead server fails here, as itself
     batch = Batch(tolerant=True)
     batch.add("CONFIG GET", "maxmemory-policy")  # as one word the async Cluster routes it
     batch.add("INFO", "memory")
@@ -886,15 +744,21 @@ def setup(ttl: float | None, *, allow_eviction: bool, address: str, user: str | 
             address,
         )
         return None
-    risk = eviction_risk(policy, ttl)
-    if risk is not None and not allow_eviction:
-        or_ttl = ", or use the saver without ttl" if policy.startswith("volatile-") else ""
-        raise RedisEvictionPolicyError(
-            f"Redis at {address}: {risk}; evicted keys damage checkpointed threads: run "
-            f"`CONFIG SET maxmemory-policy noeviction` (and set it in redis.conf){or_ttl}, "
-            "or pass allow_eviction=True (--allow-eviction in the CLI) to accept the risk"
-        )
-    return policy
+    volatile = policy.startswith("volatile-")
+    if policy == "noeviction" or (volatile and ttl is None) or allow_eviction:
+        return policy
+    risk = (
+        f"maxmemory-policy is {policy}, which evicts keys with a TTL, and ttl={ttl:g} "
+        "gives every key of the saver one"
+        if volatile
+        else f"maxmemory-policy is {policy}, which may evict any key"
+    )
+    or_ttl = ", or use the saver without ttl" if volatile else ""
+    raise RedisEvictionPolicyError(
+        f"Redis at {address}: {risk}; evicted keys damage checkpointed threads: run "
+        f"`CONFIG SET maxmemory-policy noeviction` (and set it in redis.conf){or_ttl}, "
+        "or pass allow_eviction=True (--allow-eviction in the CLI) to accept the risk"
+    )
 
 
 def _maxmemory_policy(config: Any, info: Any) -> str | None:
@@ -914,22 +778,6 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def next_version(current: str | int | None) -> str:
-    """InMemorySaver's version scheme: a zero-padded counter and a random tie-breaker."""
-    if current is None:
-        counter = 0
-    elif isinstance(current, int):
-        counter = current
-    else:
-        counter = int(current.split(".")[0])
-    return f"{counter + 1:032}.{random.random():016}"
-
-
 def _config(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:
-    return {
-        "configurable": {
-            "thread_id": thread_id,
-            "checkpoint_ns": ns,
-            "checkpoint_id": checkpoint_id,
-        }
-    }
+    ids = {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}
+    return {"configurable": ids}

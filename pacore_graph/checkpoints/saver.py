@@ -1,16 +1,13 @@
 """`RedisSaver` and `AsyncRedisSaver`: LangGraph checkpoint savers on plain Redis commands.
 
-Every operation is written once in `pacore_graph.checkpoints.ops`, and every public method
-once in `RedisSaverBase`: a sync method drives its operation with `_run` / `_stream`, an
-async one with `_arun` / `_astream`. `RedisSaver` sends the batches with a sync client;
-`AsyncRedisSaver` with an asyncio client, and runs its sync methods on its event loop.
+Each method drives the operation of `pacore_graph.checkpoints.ops` with the same name: a
+sync one with `_run` / `_stream`, an async one with `_arun` / `_astream`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import inspect
 import threading
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
@@ -19,10 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aredis
-from langgraph.checkpoint.base import (
-    BaseCheckpointSaver,
-    CheckpointTuple,
-)
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
@@ -37,25 +32,18 @@ from pacore_graph.checkpoints.errors import (
 )
 from pacore_graph.checkpoints.layout import Layout
 from pacore_graph.checkpoints.lease import DEFAULT_LEASE_TTL, ThreadLease, Wait
-from pacore_graph.checkpoints.ops import Batch, Emit, Op, Ops, next_version, setup
+from pacore_graph.checkpoints.ops import Batch, Emit, Op, Ops, setup
 
 DEFAULT_PREFIX = "pacore"
 
 DEFAULT_MAX_CONNECTIONS = 32
 """Connections of a saver made by ``from_conn_string``: Redis runs one command at a time,
-so more connections add only their set-up cost (a burst of trajectories finishing at once
-would otherwise open ~100)."""
+so more add only their set-up cost."""
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 """URL schemes naming a Redis Cluster, and the scheme redis-py's Cluster client reads."""
 
 _CONNECTION_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-_OURS = (
-    RedisUnavailableError,
-    RedisAuthenticationError,
-    RedisPermissionError,
-    RedisOutOfMemoryError,
-)
 
 
 def _cluster_url(url: str) -> tuple[str, bool]:
@@ -65,25 +53,14 @@ def _cluster_url(url: str) -> tuple[str, bool]:
     return (urlunsplit(parts._replace(scheme=scheme)), True) if scheme else (url, False)
 
 
-def _public(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}:{parts.port}"
-
-
 def _cluster_enabled(info: Any) -> bool:
     return isinstance(info, Mapping) and bool(info.get("cluster_enabled"))
 
 
 def connect(url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS, **options: Any) -> Any:
     """A sync client for ``url``: a ``RedisCluster`` for ``redis+cluster://`` (or
-    ``rediss+cluster://``) or a server in cluster mode, else a ``redis.Redis``.
-
-    Args:
-        url: A redis-py URL (``redis://:password@host:6379/0``, ``rediss://``, ``unix://``)
-            or a Cluster's (``redis+cluster://host:7000``: any node; it finds the others).
-        max_connections: Connections to Redis (per node of a Cluster).
-        **options: More redis-py client options (``socket_timeout``, ...).
-    """
+    ``rediss+cluster://``: any node) or a server in cluster mode, else a ``redis.Redis``.
+    ``max_connections`` is per node; ``options`` go to redis-py."""
     plain, cluster = _cluster_url(url)
     if not cluster:
         client = redis.Redis.from_url(plain, **_pool_options(max_connections), **options)
@@ -95,7 +72,8 @@ def connect(url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS, **optio
     try:
         return RedisCluster.from_url(plain, max_connections=max_connections, **options)
     except redis.exceptions.RedisClusterException as exc:  # it connects at once
-        address = f"{_public(plain)} (cluster)"
+        parts = urlsplit(plain)
+        address = f"{parts.scheme}://{parts.hostname}:{parts.port} (cluster)"
         raise RedisUnavailableError(f"Redis at {address} is unreachable: {exc}") from None
 
 
@@ -121,9 +99,8 @@ def _pool_options(max_connections: int) -> dict[str, Any]:
 
 
 def _pool_limit(client: Any) -> int | None:
-    """How many commands may be in flight at once without the pool raising "Too many
-    connections": a plain pool's ``max_connections`` (redis-py's default is 100); None for a
-    blocking pool (it waits for a free connection by itself) or a Cluster client."""
+    """How many commands a plain pool runs at once before "Too many connections"; None for
+    a blocking pool (it waits by itself) or a Cluster client."""
     pool = getattr(client, "connection_pool", None)
     blocking = (redis.BlockingConnectionPool, aredis.BlockingConnectionPool)
     if pool is None or isinstance(pool, blocking):
@@ -156,54 +133,42 @@ def _address(client: Any) -> str:
     return "the configured Redis Cluster"
 
 
-def _sync(name: str, *, stream: bool = False) -> Any:
-    """The checkpointer method ``name``: `Ops`'s operation of that name, driven by the
-    saver's `_run` (or `_stream`); LangGraph's signature and docstring."""
+def _methods(name: str, *, stream: bool = False) -> tuple[Any, Any]:
+    """The checkpointer method ``name`` and its async twin, driving `Ops`'s operation."""
 
     def method(self: RedisSaverBase, *args: Any, **kwargs: Any) -> Any:
         op = getattr(self.ops, name)(*args, **kwargs)
         return self._stream(op) if stream else self._run(op)
 
-    return _named(method, name)
+    def astream(self: RedisSaverBase, *args: Any, **kwargs: Any) -> Any:
+        return self._astream(getattr(self.ops, name)(*args, **kwargs))
 
-
-def _async(name: str, *, stream: bool = False) -> Any:
-    """The async checkpointer method ``a{name}``, driven by `_arun` (or `_astream`)."""
-
-    if stream:
-
-        def method(self: RedisSaverBase, *args: Any, **kwargs: Any) -> Any:
-            return self._astream(getattr(self.ops, name)(*args, **kwargs))
-
-        return _named(method, f"a{name}")
-
-    async def amethod(self: RedisSaverBase, *args: Any, **kwargs: Any) -> Any:
+    async def arun(self: RedisSaverBase, *args: Any, **kwargs: Any) -> Any:
         return await self._arun(getattr(self.ops, name)(*args, **kwargs))
 
-    return _named(amethod, f"a{name}")
-
-
-def _named(method: Callable[..., Any], name: str) -> Callable[..., Any]:
-    # LangGraph reads the signature (whether put_writes takes task_path): it is the base's.
-    declared = getattr(BaseCheckpointSaver, name)
-    method.__name__ = method.__qualname__ = name
-    method.__doc__ = declared.__doc__
-    method.__signature__ = inspect.signature(declared)  # type: ignore[attr-defined]
-    return method
+    pair: tuple[Any, Any] = (method, astream if stream else arun)
+    for function, named in zip(pair, (name, f"a{name}"), strict=True):
+        # LangGraph reads the signature (whether put_writes takes task_path): the base's.
+        declared = getattr(BaseCheckpointSaver, named)
+        function.__name__ = function.__qualname__ = named
+        function.__doc__ = declared.__doc__
+        function.__signature__ = inspect.signature(declared)
+    return pair
 
 
 class RedisSaverBase(BaseCheckpointSaver[str]):
-    """What both savers share: options, error messages, and every checkpointer method,
-    each running the operation of `Ops` with the same name through the saver's drivers."""
+    """What both savers share: options, error messages and every checkpointer method."""
+
+    _semaphore: Callable[[int], Any] = threading.BoundedSemaphore
 
     def __init__(
         self,
         client: Any,
         *,
-        ttl: float | None,
-        key_prefix: str,
-        serde: SerializerProtocol | None,
-        lease_ttl: float | None,
+        ttl: float | None = None,
+        key_prefix: str = DEFAULT_PREFIX,
+        serde: SerializerProtocol | None = None,
+        lease_ttl: float | None = DEFAULT_LEASE_TTL,
     ) -> None:
         super().__init__(serde=serde)
         encoder = getattr(client, "get_encoder", None)
@@ -217,78 +182,70 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         self.lease_ttl = lease_ttl
         self.cluster = isinstance(client, RedisCluster | AsyncRedisCluster)
         self.ops = Ops(Layout(self.serde, key_prefix, ttl), cluster=self.cluster)
+        # More writes at once than the pool has connections would fail with "Too many
+        # connections"; past the limit they wait their turn instead.
+        limit = _pool_limit(client)
+        self._slots = self._semaphore(limit) if limit else contextlib.nullcontext()
 
     def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> Self:
         """A shallow clone whose serializer allows ``extra_allowlist`` (see LangGraph)."""
         # LangGraph returns ``self`` or ``copy.copy(self)``: the same class.
         clone = cast(Self, super().with_allowlist(extra_allowlist))
-        if clone is not self:
-            # The clone must also encode with its own serializer, not ours.
-            clone.ops = copy.copy(self.ops)
-            clone.ops.layout = copy.copy(self.ops.layout)
-            clone.ops.layout.serde = clone.serde
+        if clone is not self:  # it encodes with its own serializer
+            clone.ops = Ops(Layout(clone.serde, self.key_prefix, self.ttl), cluster=self.cluster)
         return clone
 
-    def get_next_version(self, current: str | int | None, channel: None) -> str:
-        """LangGraph's version scheme: a zero-padded counter and a random tie-breaker.
-
-        Args:
-            current: The channel's current version, if any.
-            channel: Unused (kept by LangGraph for compatibility).
-
-        Returns:
-            A version that sorts after ``current``.
-        """
-        return next_version(current)
-
-    # -- errors ------------------------------------------------------------------------
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        """`InMemorySaver`'s version scheme: a zero-padded counter, a random tie-breaker."""
+        return InMemorySaver.get_next_version(self, current, channel)  # type: ignore[arg-type]
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
         """Turns what Redis refused into the saver's one-line errors."""
         try:
             yield
-        except redis.exceptions.RedisError as exc:
-            failure = self._failure(exc)
-            if failure is None:
-                raise
-            raise failure from exc
+        except (
+            RedisUnavailableError,
+            RedisAuthenticationError,
+            RedisPermissionError,
+            RedisOutOfMemoryError,
+        ):
+            raise
         except redis.exceptions.RedisClusterException as exc:  # no node of it answers
             address = _address(self.client)
             raise RedisUnavailableError(f"Redis at {address} is unreachable: {exc}") from exc
-
-    def _failure(self, exc: redis.exceptions.RedisError) -> Exception | None:
-        """The saver's one-line error for what Redis refused; None to raise ``exc`` as is."""
-        if isinstance(exc, _OURS):
-            return None
-        address = _address(self.client)
-        text = str(exc)
-        # Redis >= 6 refuses a bad password at connect; older ones answer NOAUTH per command.
-        if isinstance(exc, redis.exceptions.AuthenticationError) or text.startswith("NOAUTH"):
-            why = (
-                "wrong password or user in the URL"
-                if _connection_kwargs(self.client).get("password")
-                else "it needs a password: redis://:PASSWORD@host:port/db"
-            )
-            return RedisAuthenticationError(f"Redis at {address}: authentication failed ({why})")
-        if isinstance(exc, _CONNECTION_ERRORS):
-            return RedisUnavailableError(f"Redis at {address} is unreachable: {exc}")
-        if isinstance(exc, redis.exceptions.NoPermissionError):
-            return RedisPermissionError(f"Redis at {address}: {text}: grant it (ACL SETUSER)")
-        if isinstance(exc, redis.exceptions.OutOfMemoryError):
-            # Redis's message names the refused command and its arguments: data, not for a log.
-            return RedisOutOfMemoryError(
-                f"Redis at {address} is out of memory (used memory is over maxmemory and its "
-                "maxmemory-policy evicts none of these keys), so it refused a checkpoint "
-                "write: raise maxmemory (CONFIG SET maxmemory ...) or free memory"
-            )
-        moved = isinstance(exc, redis.exceptions.MovedError) or "CROSSSLOT" in text
-        if moved and not self.cluster:
-            return redis.exceptions.ResponseError(
-                f"Redis at {address} is a node of a Redis Cluster: connect to it as one "
-                f"(redis+cluster://host:port, or a RedisCluster client)"
-            )
-        return None
+        except redis.exceptions.RedisError as exc:
+            address, text = _address(self.client), str(exc)
+            # Redis >= 6 refuses a bad password at connect; older ones answer NOAUTH per command.
+            if isinstance(exc, redis.exceptions.AuthenticationError) or text.startswith("NOAUTH"):
+                why = (
+                    "wrong password or user in the URL"
+                    if _connection_kwargs(self.client).get("password")
+                    else "it needs a password: redis://:PASSWORD@host:port/db"
+                )
+                raise RedisAuthenticationError(
+                    f"Redis at {address}: authentication failed ({why})"
+                ) from exc
+            if isinstance(exc, _CONNECTION_ERRORS):
+                raise RedisUnavailableError(f"Redis at {address} is unreachable: {exc}") from exc
+            if isinstance(exc, redis.exceptions.NoPermissionError):
+                raise RedisPermissionError(
+                    f"Redis at {address}: {text}: grant it (ACL SETUSER)"
+                ) from exc
+            if isinstance(exc, redis.exceptions.OutOfMemoryError):
+                # Redis's message names the refused command and its arguments: data, not logs.
+                raise RedisOutOfMemoryError(
+                    f"Redis at {address} is out of memory (used memory is over maxmemory and "
+                    "its maxmemory-policy evicts none of these keys), so it refused a checkpoint "
+                    "write: raise maxmemory (CONFIG SET maxmemory ...) or free memory"
+                ) from exc
+            moved = isinstance(exc, redis.exceptions.MovedError) or "CROSSSLOT" in text
+            if moved and not self.cluster:
+                raise redis.exceptions.ResponseError(
+                    f"Redis at {address} is a node of a Redis Cluster: connect to it as one "
+                    f"(redis+cluster://host:port, or a RedisCluster client)"
+                ) from exc
+            raise
 
     def _setup_op(self, allow_eviction: bool) -> Op:
         user = _connection_kwargs(self.client).get("username") or "default"
@@ -298,8 +255,6 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
             address=_address(self.client),
             user=None if self.lease_ttl is None else user,
         )
-
-    # -- drivers: implemented by each saver --------------------------------------------
 
     def _run(self, op: Op) -> Any:
         raise NotImplementedError
@@ -315,20 +270,17 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         op.close()
         raise NotImplementedError("RedisSaver is sync: use AsyncRedisSaver in async code")
 
-    # -- the checkpointer API ------------------------------------------------------------
-
     def setup(self, *, allow_eviction: bool = False) -> None:
-        """Checks that Redis answers, lets the saver run the Lua scripts its leases need, and
-        keeps what it is given. Plain Redis needs no index or schema.
+        """Checks that Redis answers, runs the saver's Lua scripts and keeps what it is given
+        (plain Redis needs no index or schema).
 
         Args:
             allow_eviction: Accept a ``maxmemory-policy`` that may evict the saver's keys
                 (``allkeys-*``; ``volatile-*`` when ``ttl`` is set), which damages threads.
 
         Raises:
-            RedisUnavailableError: If Redis cannot be reached.
-            RedisAuthenticationError: If Redis refuses the URL's password or user.
-            RedisPermissionError: If Redis's ACL refuses the user a scripting command.
+            RedisUnavailableError, RedisAuthenticationError, RedisPermissionError: Redis
+                cannot be reached, refuses the URL's password or user, or a scripting command.
             RedisEvictionPolicyError: If Redis may evict the saver's keys.
         """
         self._run(self._setup_op(allow_eviction))
@@ -337,43 +289,29 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         """Async `setup`."""
         await self._arun(self._setup_op(allow_eviction))
 
-    # One line per method: LangGraph's signatures and docstrings, an operation of `Ops` each.
-    get_tuple = _sync("get_tuple")
-    aget_tuple = _async("get_tuple")
-    list = _sync("list", stream=True)
-    alist = _async("list", stream=True)
-    put = _sync("put")
-    aput = _async("put")
-    put_writes = _sync("put_writes")
-    aput_writes = _async("put_writes")
-    delete_thread = _sync("delete_thread")
-    adelete_thread = _async("delete_thread")
-    delete_for_runs = _sync("delete_for_runs")
-    adelete_for_runs = _async("delete_for_runs")
-    copy_thread = _sync("copy_thread")
-    acopy_thread = _async("copy_thread")
-    prune = _sync("prune")
-    aprune = _async("prune")
-    get_delta_channel_history = _sync("get_delta_channel_history")
-    aget_delta_channel_history = _async("get_delta_channel_history")
+    get_tuple, aget_tuple = _methods("get_tuple")
+    list, alist = _methods("list", stream=True)
+    put, aput = _methods("put")
+    put_writes, aput_writes = _methods("put_writes")
+    delete_thread, adelete_thread = _methods("delete_thread")
+    delete_for_runs, adelete_for_runs = _methods("delete_for_runs")
+    copy_thread, acopy_thread = _methods("copy_thread")
+    prune, aprune = _methods("prune")
+    get_delta_channel_history, aget_delta_channel_history = _methods("get_delta_channel_history")
 
 
 class RedisSaver(RedisSaverBase):
-    """A synchronous LangGraph checkpoint saver on any Redis-protocol server, no modules.
-
-    Works on Redis 7+, Valkey, managed Redis and Redis Cluster (a thread's keys share
-    one hash slot). Every write is one MULTI/EXEC transaction.
+    """A synchronous LangGraph checkpoint saver on Redis 7+, Valkey, managed Redis or Redis
+    Cluster, without modules. Every write is one transaction.
 
     Args:
         client: A ``redis.Redis`` (or ``redis.cluster.RedisCluster``) client created
             with ``decode_responses=False``.
-        ttl: Seconds a thread lives after its last write (every write refreshes all of
-            the thread's keys); None keeps threads until deleted.
+        ttl: Seconds a thread lives after its last write; None keeps it until deleted.
         key_prefix: Prefix of every key, so several apps can share one database.
         serde: Serializer; LangGraph's default when None.
-        lease_ttl: Seconds a thread's lease (`lease`) outlives its holder's last renewal,
-            i.e. how soon a dead run's thread is free again; None turns leases off (for a
-            server without Lua scripting: EVAL).
+        lease_ttl: Seconds a thread's lease (`lease`) outlives its holder's last renewal:
+            how soon a dead run's thread is free again; None turns leases off.
 
     Raises:
         ValueError: On a client that decodes responses, a brace in ``key_prefix`` or a
@@ -386,21 +324,6 @@ class RedisSaver(RedisSaverBase):
             graph.invoke(inputs, {"configurable": {"thread_id": "t1"}})
         ```
     """
-
-    def __init__(
-        self,
-        client: redis.Redis | RedisCluster,
-        *,
-        ttl: float | None = None,
-        key_prefix: str = DEFAULT_PREFIX,
-        serde: SerializerProtocol | None = None,
-        lease_ttl: float | None = DEFAULT_LEASE_TTL,
-    ) -> None:
-        super().__init__(client, ttl=ttl, key_prefix=key_prefix, serde=serde, lease_ttl=lease_ttl)
-        # More threads writing at once than the pool has connections would fail with
-        # "Too many connections"; past the limit they wait their turn instead.
-        limit = _pool_limit(client)
-        self._slots: Any = threading.BoundedSemaphore(limit) if limit else contextlib.nullcontext()
 
     @classmethod
     @contextlib.contextmanager
@@ -418,13 +341,8 @@ class RedisSaver(RedisSaverBase):
         Args:
             url: ``redis://:password@host:6379/0``, or ``redis+cluster://host:port`` for a
                 Redis Cluster (detected on a ``redis://`` URL too).
-            ttl: See `RedisSaver`.
-            key_prefix: See `RedisSaver`.
             max_connections: Connections to Redis; more writes at once wait their turn.
-            lease_ttl: See `RedisSaver`.
-
-        Yields:
-            The saver.
+            ttl, key_prefix, lease_ttl: See `RedisSaver`.
         """
         client = connect(url, max_connections=max_connections)
         try:
@@ -476,31 +394,20 @@ class RedisSaver(RedisSaverBase):
         wait: Wait = False,
         on_wait: Callable[[str], None] | None = None,
     ) -> contextlib.AbstractContextManager[ThreadLease]:
-        """Holds ``thread_id`` for one run: one writer per thread.
-
-        Takes the thread's lease (a Redis key in the thread's slot), renews it from a
-        background thread while the block runs, and releases it on exit. Pass
-        ``lease.bind(config)`` to the run: its writes then land only while it holds the
-        lease, else `LeaseLostError` (the sync API cannot cancel the run sooner).
+        """Holds ``thread_id`` for one run (one writer per thread): takes the thread's lease,
+        renews it from a background thread and releases it on exit. The writes of a run
+        given ``lease.bind(config)`` land only while it holds the lease, else
+        `LeaseLostError`.
 
         Args:
             thread_id: The thread to hold.
             wait: False: a busy thread raises at once; True: wait for it; seconds: at most.
             on_wait: Told who holds the thread (``pid N on HOST``) when a wait begins.
 
-        Returns:
-            A context manager yielding the lease.
-
         Raises:
             ThreadBusyError: Another run holds the thread (and ``wait`` said not to wait,
                 or ran out).
             ValueError: Leases are off (``lease_ttl=None``).
-
-        Example:
-            ```python
-            with saver.lease("t1") as held:
-                graph.invoke(inputs, held.bind({"configurable": {"thread_id": "t1"}}))
-            ```
         """
         return lease.hold(self, thread_id, wait, on_wait)
 
@@ -508,24 +415,16 @@ class RedisSaver(RedisSaverBase):
 class AsyncRedisSaver(RedisSaverBase):
     """The asyncio twin of `RedisSaver`, on ``redis.asyncio.Redis``.
 
-    Its sync methods work from other threads while the saver's event loop runs, as
-    LangGraph's Postgres and SQLite async savers do, and refuse to block that loop.
+    Its sync methods work from other threads while the saver's event loop runs, and refuse
+    to block that loop.
 
     Args:
         client: A ``redis.asyncio.Redis`` (or ``redis.asyncio.cluster.RedisCluster``)
             client created with ``decode_responses=False``.
-        ttl: Seconds a thread lives after its last write; None keeps threads.
-        key_prefix: Prefix of every key.
-        serde: Serializer; LangGraph's default when None.
-        lease_ttl: See `RedisSaver`; `alease` holds a thread.
-
-    Example:
-        ```python
-        async with AsyncRedisSaver.from_conn_string("redis://127.0.0.1:6379/0") as saver:
-            graph = builder.compile(checkpointer=saver)
-            await graph.ainvoke(inputs, {"configurable": {"thread_id": "t1"}})
-        ```
+        ttl, key_prefix, serde, lease_ttl: See `RedisSaver`.
     """
+
+    _semaphore = asyncio.Semaphore
 
     def __init__(
         self,
@@ -541,10 +440,6 @@ class AsyncRedisSaver(RedisSaverBase):
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             self.loop = None
-        # Hundreds of trajectories finishing together write at once: past the pool's
-        # connections they wait their turn instead of failing with "Too many connections".
-        limit = _pool_limit(client)
-        self._slots: Any = asyncio.Semaphore(limit) if limit else contextlib.nullcontext()
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -557,19 +452,7 @@ class AsyncRedisSaver(RedisSaverBase):
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         lease_ttl: float | None = DEFAULT_LEASE_TTL,
     ) -> AsyncIterator[AsyncRedisSaver]:
-        """A saver on a new connection pool to ``url`` (see `aconnect`), closed on exit.
-
-        Args:
-            url: ``redis://:password@host:6379/0``, or ``redis+cluster://host:port`` for a
-                Redis Cluster (detected on a ``redis://`` URL too).
-            ttl: See `AsyncRedisSaver`.
-            key_prefix: See `AsyncRedisSaver`.
-            max_connections: Connections to Redis; more writes at once wait their turn.
-            lease_ttl: See `RedisSaver`.
-
-        Yields:
-            The saver.
-        """
+        """`RedisSaver.from_conn_string` for asyncio (see `aconnect`)."""
         client = await aconnect(url, max_connections=max_connections)
         try:
             yield cls(client, ttl=ttl, key_prefix=key_prefix, lease_ttl=lease_ttl)
@@ -649,29 +532,9 @@ class AsyncRedisSaver(RedisSaverBase):
         wait: Wait = False,
         on_wait: Callable[[str], None] | None = None,
     ) -> contextlib.AbstractAsyncContextManager[ThreadLease]:
-        """Holds ``thread_id`` for one run: one writer per thread (`arun_thread` does this).
-
-        Takes the thread's lease (a Redis key in the thread's slot), renews it from an
-        asyncio task while the block runs, and releases it on exit. Pass
-        ``lease.bind(config)`` to the run: its writes land only while it holds the lease.
-        If a renewal finds the lease lapsed (the process stalled past ``lease_ttl``) or
-        taken, the block is cancelled and raises `LeaseLostError`, so a displaced run
-        stops asking the model too; if Redis lost the thread with the lease (it restarted
-        empty, or was flushed), it raises `ThreadLostError`.
-
-        Args:
-            thread_id: The thread to hold.
-            wait: False: a busy thread raises at once; True: wait for it; seconds: at most.
-            on_wait: Told who holds the thread (``pid N on HOST``) when a wait begins.
-
-        Returns:
-            An async context manager yielding the lease.
-
-        Raises:
-            ThreadBusyError: Another run holds the thread (and ``wait`` said not to wait,
-                or ran out).
-            LeaseLostError: The lease was lost while the block ran.
-            ThreadLostError: Redis lost the thread and the lease while the block ran.
-            ValueError: Leases are off (``lease_ttl=None``).
+        """`RedisSaver.lease` for asyncio (`arun_thread` does this), renewed by a task: when
+        a renewal finds the lease lapsed or taken, the block is cancelled and raises
+        `LeaseLostError` (`ThreadLostError` if Redis lost the thread with it), so a
+        displaced run stops asking the model too.
         """
         return lease.ahold(self, thread_id, wait, on_wait)
