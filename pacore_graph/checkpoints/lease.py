@@ -14,18 +14,27 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import redis
 from langchain_core.runnables import RunnableConfig
 
 from pacore_graph.checkpoints.errors import ThreadLostError
 from pacore_graph.checkpoints.layout import LEASE, LEASE_CONFIG_KEY, Layout
-from pacore_graph.checkpoints.ops import Batch, Op
+from pacore_graph.checkpoints.ops import Batch, Op, Ops
 from pacore_graph.errors import LeaseLostError, ThreadBusyError
 
-if TYPE_CHECKING:
-    from pacore_graph.checkpoints.saver import AsyncRedisSaver, RedisSaver
+
+class Saver(Protocol):
+    """What a lease needs of the saver that runs it (`RedisSaver`, `AsyncRedisSaver`)."""
+
+    lease_ttl: float | None
+    ops: Ops
+
+    def _errors(self) -> contextlib.AbstractContextManager[None]: ...
+    def _run(self, op: Op) -> Any: ...
+    async def _arun(self, op: Op) -> Any: ...
+
 
 DEFAULT_LEASE_TTL = 10.0
 """Seconds a thread's lease outlives its last renewal: how long a dead run's thread stays
@@ -101,7 +110,7 @@ def _start(saver: Any, thread_id: str) -> tuple[ThreadLease, Any, float]:
 
 @contextlib.contextmanager
 def hold(
-    saver: RedisSaver, thread_id: str, wait: Wait, on_wait: Callable[[str], None] | None
+    saver: Saver, thread_id: str, wait: Wait, on_wait: Callable[[str], None] | None
 ) -> Iterator[ThreadLease]:
     """`RedisSaver.lease`: renewed by a thread; a lost lease fails the run's next write."""
     lease, lock, every = _start(saver, thread_id)
@@ -142,7 +151,7 @@ def hold(
 
 @contextlib.asynccontextmanager
 async def ahold(
-    saver: AsyncRedisSaver,
+    saver: Saver,
     thread_id: str,
     wait: Wait,
     on_wait: Callable[[str], None] | None,
