@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import redis
-from hypothesis import HealthCheck, settings
 
 from pacore_graph import ChatOpenAICompatible
 from pacore_graph.cli import main
@@ -24,16 +23,21 @@ from pacore_graph.testing import Reply, Responder, ScriptedServer, last_user_tex
 
 pytest_plugins = ["tests.redis_fixtures"]
 
-# Sized for CI (tests/test_properties.py): about a second per property test, the same
-# examples on every run (a failure reproduces); HYPOTHESIS_PROFILE=thorough explores more.
-_HEALTH = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
-settings.register_profile(
-    "ci", max_examples=50, deadline=None, derandomize=True, suppress_health_check=_HEALTH
-)
-settings.register_profile(
-    "thorough", max_examples=1000, deadline=None, suppress_health_check=_HEALTH
-)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # the vLLM venv of `make test-vllm` runs without it
+    pass
+else:
+    # Sized for CI (tests/test_properties.py): about a second per property test, the same
+    # examples on every run (a failure reproduces); HYPOTHESIS_PROFILE=thorough explores more.
+    _HEALTH = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    settings.register_profile(
+        "ci", max_examples=50, deadline=None, derandomize=True, suppress_health_check=_HEALTH
+    )
+    settings.register_profile(
+        "thorough", max_examples=1000, deadline=None, suppress_health_check=_HEALTH
+    )
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture
