@@ -54,8 +54,7 @@ from pacore_graph.secrets import url_credentials
 
 
 def _deadline_of(timeout: Any) -> float | None:
-    """The deadline a ``timeout`` sets: a number does; None, an ``httpx2.Timeout`` or a tuple
-    set none."""
+    """The deadline a number sets; None, an ``httpx2.Timeout`` or a tuple set none."""
     if isinstance(timeout, int | float) and not isinstance(timeout, bool):
         return float(timeout)
     return None
@@ -142,8 +141,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
     @model_validator(mode="before")
     @classmethod
     def _use_our_clients(cls, values: Any) -> Any:
-        """Takes credentials out of ``base_url``; puts our clients in place unless the caller
-        brought one."""
+        """Credentials out of ``base_url``; our clients unless the caller brought one."""
         if not isinstance(values, dict):
             return values
         values = _credentials_to_key(values)
@@ -172,13 +170,13 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             "default_query": self.default_query,
         }
         deadline = _deadline_of(self.request_timeout)
+        connect = None if deadline is None else min(CONNECT_S, deadline)
         if isinstance(self.root_async_client, LoopClients):
             self.root_async_client.max_bytes = self.max_reply_bytes
             # The deadline (asyncio.timeout) bounds the whole call: a non-streamed answer
             # needs no per-read timer; a stream reads within the stall limit.
             timeout = self.request_timeout
             if deadline is not None:
-                connect = min(CONNECT_S, deadline)
                 timeout = httpx2.Timeout(None, connect=connect)
                 if (stall := self._stall(deadline)) is not None:
                     self.root_async_client.stream_timeout = httpx2.Timeout(
@@ -192,7 +190,6 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             # DeadlineTransport checking the deadline between reads.
             timeout, stream_timeout = self.request_timeout, None
             if deadline is not None:
-                connect = min(CONNECT_S, deadline)
                 timeout = httpx2.Timeout(connect, read=deadline, write=deadline, pool=deadline)
                 stall = self._stall(deadline) or deadline
                 stream_timeout = httpx2.Timeout(connect, read=stall, write=deadline, pool=deadline)
@@ -284,8 +281,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
     def _timeout_error(
         self, exc: BaseException, streamed: bool, client: object
     ) -> CallTimeoutError | None:
-        """The `CallTimeoutError` a read timeout on our ``client`` means (past the deadline,
-        or a stalled stream); None for other timeouts, which stay the SDK's."""
+        """The `CallTimeoutError` a read timeout on our ``client`` means; None: the SDK's."""
         deadline = _deadline_of(self.request_timeout)
         if deadline is None or not isinstance(client, LazySyncClient | LoopClients):
             return None
@@ -322,8 +318,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        """The call within the concurrency limit and the deadline (waiting for a slot does not
-        count): a plain chat completion goes the direct path, anything else the SDK."""
+        """The call within the concurrency limit, then the deadline: a plain chat completion
+        goes the direct path, anything else the SDK."""
         clients = self.root_async_client
         direct = clients.direct if isinstance(clients, LoopClients) else None
         async with self._ahold():
@@ -466,8 +462,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
 
     def _stream_failure(self, exc: Exception, clients: Any) -> Exception | None:
         """What a stream's failure means; None to raise it as it is."""
-        if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
-            # No byte in time; httpx2's own timeouts reach a stream's reader unwrapped.
+        if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):  # httpx2's unwrapped
             return self._timeout_error(exc, True, clients)
         # The base class calls chunk.model_dump() on an event the SDK could not make a chunk
         # of (no JSON object: a list, a number), before checked_chunk sees it.
@@ -478,9 +473,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         return None
 
     def _check_finished(self, finished: bool) -> None:
-        # A stream cut by a crashing server or proxy can end cleanly at the HTTP level, and
-        # the SDK ends it silently; without a finish_reason it is a partial answer, and
-        # IncompleteResponseError (a ConnectionError) makes the graph retry it.
+        # A stream cut by a crashing server or proxy can end cleanly; without a finish_reason
+        # it is a partial answer, and the graph retries IncompleteResponseError.
         if not finished:
             raise IncompleteResponseError(
                 f"the stream from {self.openai_api_base} ended before a finish_reason "
@@ -513,9 +507,9 @@ def _stall_limited(clients: object, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _credentials_to_key(values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with the credentials and the query taken out of ``base_url`` (HTTP clients
-    would send them as Basic auth, log them, and join paths after the query): the first
-    is the API key unless one is given; other query parameters go to ``default_query``."""
+    """``values`` with the credentials (the API key unless one is given) and the query
+    (to ``default_query``) out of ``base_url``: HTTP clients would send them as Basic auth,
+    log them, and join paths after the query."""
     for name in ("base_url", "openai_api_base"):
         url = values.get(name)
         if isinstance(url, str):
