@@ -71,19 +71,10 @@ def _stall_env() -> float:  # langchain-openai's variable, else ours
 class ChatOpenAICompatible(BaseChatOpenAI):
     """A chat model on any OpenAI-compatible ``/v1/chat/completions`` endpoint.
 
-    ``BaseChatOpenAI`` with PaCoRe's defaults: no SDK retries (the graph retries), the key
-    from ``$OPENAI_API_KEY`` else ``"EMPTY"``, usage in streams, the Chat Completions API,
-    async calls on aiohttp (`direct_http`), one pool per event loop.
-
-    The ``AIMessage`` carries the separated thinking (``reasoning_content`` or
-    ``reasoning``) in ``additional_kwargs["reasoning_content"]``, the ``finish_reason``
-    and exact usage. A stream cut before its ``finish_reason`` raises
-    `IncompleteResponseError`, a reply that is no chat completion `MalformedResponseError`,
-    a call past its deadline or a stalled stream `CallTimeoutError`; the graph retries them.
-
-    Credentials in ``base_url`` (``http://user:KEY@host/v1``, ``?api_key=KEY``) are taken
-    out of it and are the API key unless ``api_key`` is given; other query parameters go
-    to ``default_query``.
+    ``BaseChatOpenAI`` with PaCoRe's defaults (no SDK retries: the graph retries, usage in
+    streams, one pool per event loop); the thinking goes to
+    ``additional_kwargs["reasoning_content"]``. Credentials in ``base_url`` become the API
+    key unless ``api_key`` is given. Errors: README.md, "Failure behaviour".
 
     Example:
         ```python
