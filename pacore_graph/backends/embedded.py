@@ -82,23 +82,20 @@ def _default_threads() -> int:
 class EmbeddedServer:
     """llama.cpp's OpenAI-compatible server on a local GGUF model, in a child process.
 
-    Up to ``n_parallel`` requests are decoded together; further requests queue.
-
     Example:
         >>> with EmbeddedServer() as server:  # doctest: +SKIP
         ...     client = openai.OpenAI(base_url=server.base_url, api_key="none")
 
     Args:
         model_path: The GGUF file; ``None`` takes `find_default_model`.
-        n_parallel: Slots, i.e. requests decoded together.
+        n_parallel: Slots, i.e. requests decoded together; further requests queue.
         n_ctx: Total context in tokens, split over the slots; ``None``: `DEFAULT_CTX_PER_SLOT`
             a slot.
         n_threads: CPU threads; ``None`` uses every core this process may run on (on a
             shared machine one fewer is safer: the threads meet at barriers).
         host: The address to listen on; the port is picked free.
         startup_timeout: Seconds to wait for the server to answer ``/health``.
-        verbose: llama.cpp logs at info level to our stderr; otherwise warnings and errors
-            go to a temporary file, quoted when the start fails.
+        verbose: llama.cpp logs info to our stderr; else warnings go to a file quoted on failure.
     """
 
     def __init__(
@@ -132,10 +129,8 @@ class EmbeddedServer:
         """Seconds the last `start` took, process launch to a healthy server."""
 
     def start(self) -> EmbeddedServer:
-        """Launches the server and waits until it answers; a no-op if it is running.
-
-        Returns:
-            ``self``.
+        """Launches the server, waits until it answers, and returns ``self``; a no-op if it is
+        running.
 
         Raises:
             EmbeddedBackendUnavailable: xllamacpp or the default model is not installed.
