@@ -1,8 +1,5 @@
-"""Any OpenAI-compatible endpoint (vLLM, SGLang, llama.cpp, hosted APIs) as a LangChain chat model.
-
-langchain-openai's ``BaseChatOpenAI`` plus the separated thinking, an error for a stream
-cut half way, a deadline (`deadline`), a size limit (`size`) and a check (`replies`) for
-each call, on the clients of `clients`; plain async chat completions go `direct`.
+"""Any OpenAI-compatible endpoint (vLLM, SGLang, llama.cpp, hosted APIs) as a LangChain chat model:
+``BaseChatOpenAI`` plus the thinking, a deadline, a size limit and a check of each reply.
 """
 
 from __future__ import annotations
@@ -90,17 +87,15 @@ class ChatOpenAICompatible(BaseChatOpenAI):
     request_timeout: float | tuple[float, float] | Any | None = Field(
         default=DEADLINE_S,
         alias="timeout",
-        description="The deadline of one call (one attempt) in seconds, first byte sent to "
-        "last received: a call still running then raises CallTimeoutError, which the graph "
-        "retries. Connecting has 5 s of it. None: no limit; an httpx2.Timeout (or a tuple) "
-        "keeps the SDK's per-read limits instead.",
+        description="The deadline of one call in seconds, first byte sent to last received "
+        "(then CallTimeoutError); connecting has 5 s of it. None: no limit; an httpx2.Timeout "
+        "(or a tuple) keeps the SDK's per-read limits instead.",
     )
     stream_chunk_timeout: float | None = Field(
         default_factory=_stall_env,
         exclude=True,
-        description="The stall limit of a stream in seconds: one that sends nothing for "
-        "this long (async: no chunk; keep-alive comments do not count) raises "
-        "CallTimeoutError. None or 0: no stall limit.",
+        description="Seconds a stream may send nothing (keep-alive comments do not count) "
+        "before CallTimeoutError. None or 0: no stall limit.",
     )
     max_retries: int | None = 0
     stream_usage: bool | None = True
@@ -117,15 +112,14 @@ class ChatOpenAICompatible(BaseChatOpenAI):
     max_concurrent_requests: int | None = Field(
         default=None,
         ge=1,
-        description="Calls in flight at once over every run, thread and event loop using "
-        "this model object; further calls wait their turn. None: no limit.",
+        description="Calls in flight at once over every user of this model object; further "
+        "calls wait their turn. None: no limit.",
     )
     max_reply_bytes: int | None = Field(
         default=MAX_REPLY_BYTES,
         ge=1,
-        description="The size limit of one reply in bytes (a body; a stream's content and "
-        "thinking): past it, ReplyTooLargeError, not retried, the rest never read. None: "
-        "no limit.",
+        description="The size limit of one reply in bytes (a stream's: its content and "
+        "thinking): past it, ReplyTooLargeError, not retried. None: no limit.",
     )
     _limit: CallLimit | None = PrivateAttr(default=None)
 
@@ -224,12 +218,11 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             headers["OpenAI-Organization"] = self.openai_organization
         headers.update(self.default_headers or {})
         # A number is the deadline, kept by _agenerate; reads have no limit of their own.
+        connect = read = None
         if isinstance(timeout, httpx2.Timeout):
             connect, read = timeout.connect, timeout.read
-        elif timeout is None:
-            connect = read = None
-        else:
-            connect, read = min(CONNECT_S, float(timeout)), None
+        elif timeout is not None:
+            connect = min(CONNECT_S, float(timeout))
         return DirectRequest(
             url=url.rstrip("/") + "/chat/completions",
             headers=headers,
