@@ -89,8 +89,7 @@ class EmbeddedServer:
     Args:
         model_path: The GGUF file; ``None`` takes `find_default_model`.
         n_parallel: Slots, i.e. requests decoded together; further requests queue.
-        n_ctx: Total context in tokens, split over the slots; ``None``: `DEFAULT_CTX_PER_SLOT`
-            a slot.
+        n_ctx: Total context in tokens, split over the slots; ``None``: `DEFAULT_CTX_PER_SLOT` each.
         n_threads: CPU threads; ``None`` uses every core this process may run on (on a
             shared machine one fewer is safer: the threads meet at barriers).
         host: The address to listen on; the port is picked free.
