@@ -1,8 +1,5 @@
-"""The SDK clients of `ChatOpenAICompatible`, in place of those ``BaseChatOpenAI`` builds.
-
-An async pool belongs to its event loop, and one model serves several: `LoopClients`
-keeps an SDK client and an aiohttp session (the direct path) per loop, closed with the
-loop. `LazySyncClient` makes the sync client on first use, on `DeadlineTransport`.
+"""The SDK clients of `ChatOpenAICompatible`, in place of those ``BaseChatOpenAI`` builds:
+`LoopClients` per event loop (a pool belongs to its loop), `LazySyncClient` on first use.
 """
 
 from __future__ import annotations
@@ -39,8 +36,8 @@ def environment_proxy(url: str) -> str | None:
 
 
 class AioHttpClient(openai.DefaultAioHttpClient):
-    """The SDK's aiohttp client, a refused connection reported as one (not ``ConnectTimeout``)
-    and replies past ``max_bytes`` stopped while they are read."""
+    """The SDK's aiohttp client; a refused connection is no ``ConnectTimeout``, a reply past
+    ``max_bytes`` stops while read."""
 
     def __init__(self, *, max_bytes: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -104,8 +101,7 @@ class _LoopPools:
 
 
 class LoopClients(_StandIn):
-    """Stands in for ``BaseChatOpenAI.root_async_client``: the running loop's
-    ``openai.AsyncOpenAI``, and its aiohttp session for the direct path."""
+    """``BaseChatOpenAI.root_async_client``: the running loop's SDK client and session."""
 
     def __init__(self) -> None:
         self.direct: DirectRequest | None = None  # None: every call goes through the SDK
@@ -174,7 +170,7 @@ async def _closed_with_loop(pools: _LoopPools, forget: Callable[[], object]) -> 
 
 
 class LazySyncClient(_StandIn):
-    """Stands in for ``BaseChatOpenAI.root_client``: the SDK's sync client, made on first use."""
+    """``BaseChatOpenAI.root_client``: the SDK's sync client, made on first use."""
 
     def __init__(self) -> None:
         self._make: Callable[[], openai.OpenAI] | None = None
@@ -220,8 +216,7 @@ class LazySyncClient(_StandIn):
 
 
 class ChatCompletions(_StandIn):
-    """Stands in for ``BaseChatOpenAI.async_client`` and ``client``: ``chat.completions``
-    of the client of the moment."""
+    """``BaseChatOpenAI.async_client`` and ``client``: the current ``chat.completions``."""
 
     def __init__(self, clients: LoopClients | LazySyncClient) -> None:
         self._clients = clients

@@ -1,9 +1,6 @@
-"""Model calls that end: a deadline for the whole call, and a stall limit for streams.
-
-A read timeout never trips on a server that trickles a byte a second, so each call has a
-deadline from its first byte sent to its last received: async calls under one timer
-(`asyncio.timeout`, `until_deadline` for a stream), sync calls on `DeadlineTransport`,
-which checks it between reads (each bounded by the per-read timeout).
+"""Model calls that end: a deadline for the whole call (a read timeout never trips on a
+server that trickles a byte a second), and a stall limit for streams. Async calls run
+under one timer (`until_deadline` for a stream), sync calls on `DeadlineTransport`.
 """
 
 from __future__ import annotations
@@ -25,12 +22,10 @@ _E = TypeVar("_E", bound=BaseException)
 _T = TypeVar("_T")
 
 DEADLINE_S = 7200.0
-"""The default deadline of one call (one attempt): room for a 131k-token reasoning call
-queued behind a full batch."""
+"""The default deadline of one call: a 131k-token reasoning call queued behind a batch."""
 
 STALL_S = 600.0
-"""The default stall limit of a stream: vLLM sends the first chunk only after queueing and
-prefill. A non-streamed answer has none: nothing comes until it is all generated."""
+"""The default stall limit of a stream: vLLM's first chunk comes after queueing and prefill."""
 
 CONNECT_S = 5.0
 """Seconds to connect, the SDK's default (capped by the deadline)."""
@@ -45,13 +40,12 @@ def stall_message(seconds: float) -> str:
 
 
 class DeadlineExceeded(httpx2.ReadTimeout):
-    """A sync call's deadline passed between two reads; an httpx2 timeout, so the SDK
-    reports it as any other (``APITimeoutError``, caused by this)."""
+    """A sync call's deadline passed between two reads (the SDK's ``APITimeoutError``)."""
 
 
 class _CheckedStream(httpx2.SyncByteStream):
-    """A response body that raises `DeadlineExceeded` when a read returns past ``deadline``
-    (a clock time, and the seconds it names), and `ReplyTooLargeError` past ``size``."""
+    """A body raising `DeadlineExceeded` past ``deadline`` (a clock time, the seconds it
+    names) and `ReplyTooLargeError` past ``size``."""
 
     def __init__(
         self,
@@ -80,12 +74,8 @@ class _CheckedStream(httpx2.SyncByteStream):
 
 
 class DeadlineTransport(httpx2.BaseTransport):
-    """A sync transport whose requests end ``seconds`` after they were sent, and whose
-    replies end past ``max_bytes`` (`ReplyTooLargeError`; None: no limit).
-
-    Up to the headers the request's own timeouts bound it; the body is read through
-    `_CheckedStream`, so a call overruns its deadline by at most one read.
-    """
+    """A sync transport whose requests end ``seconds`` after they were sent (overrun by at
+    most one read), and whose replies end past ``max_bytes`` (None: no limit)."""
 
     def __init__(
         self, inner: httpx2.BaseTransport, seconds: float | None, max_bytes: int | None = None
@@ -130,8 +120,7 @@ def cause_of(exc: BaseException, kind: type[_E]) -> _E | None:
 
 
 def keepalive_options() -> list[tuple[int, int, int]]:
-    """TCP keep-alive on sync connections, as langchain-openai sets it: a peer gone without
-    a reset is found in about two minutes."""
+    """TCP keep-alive as langchain-openai sets it: a peer gone silently is found in ~2 min."""
     options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
     for name, value in (
         ("TCP_KEEPIDLE", 60),
@@ -155,12 +144,8 @@ async def until_deadline(
     seconds: float,
     error: Callable[[], CallTimeoutError],
 ) -> AsyncGenerator[_T, None]:
-    """``chunks`` until ``seconds`` from now; then ``error()`` is raised.
-
-    One timer for the whole stream (``asyncio.timeout`` cannot span a generator's yields):
-    firing while the consumer awaits a chunk, it cancels that wait; otherwise the next
-    chunk raises.
-    """
+    """``chunks`` until ``seconds`` from now; then ``error()`` is raised, cancelling a
+    pending wait for a chunk (``asyncio.timeout`` cannot span a generator's yields)."""
     loop = asyncio.get_running_loop()
     waiter: asyncio.Task[object] | None = None  # the task awaiting the next chunk, if one is
     expired = cancelled = False

@@ -1,9 +1,5 @@
-"""Plain async chat completions sent directly on aiohttp, without the SDK's client.
-
-The request and its result are ``BaseChatOpenAI``'s; only the HTTP exchange is written
-here, raising the SDK's own exceptions (its status error for the code, carrying the
-response; ``APIConnectionError`` / ``APITimeoutError`` caused by the httpx2 exception the
-SDK would see).
+"""Plain async chat completions sent directly on aiohttp, without the SDK's client: only
+the HTTP exchange, raising the SDK's own exceptions as the SDK would.
 """
 
 # Hand-written for speed: client CPU per call (1,000 ainvoke, 32 at once, the scripted server
@@ -68,8 +64,7 @@ async def post_chat_completion(
 
 
 async def _read(response: aiohttp.ClientResponse, limit: int | None) -> bytes:
-    """The body of ``response``; past ``limit`` bytes the connection is closed and
-    `ReplyTooLargeError` raised."""
+    """The body of ``response``; past ``limit`` bytes, closed with `ReplyTooLargeError`."""
     if limit is None:
         return await response.read()
     if response.content_length is not None and response.content_length > limit:

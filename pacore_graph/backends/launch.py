@@ -36,9 +36,8 @@ def model_for_endpoint(
 ) -> ChatOpenAICompatible:
     """A model on an OpenAI-compatible endpoint; ``model=None`` takes the first one it serves.
 
-    Looking it up probes the endpoint, so an unreachable one fails at once; ``check``
-    probes it also when ``model`` is named (a server without ``/models`` passes).
-    ``kwargs`` are further `ChatOpenAICompatible` fields.
+    That probes the endpoint, as ``check`` does when ``model`` is named (a server without
+    ``/models`` passes). ``kwargs`` are further `ChatOpenAICompatible` fields.
 
     Raises:
         BackendUnreachableError: Nothing answers at ``base_url``.
@@ -70,8 +69,7 @@ def model_from_env(*, check: bool = False) -> Iterator[ChatOpenAICompatible]:
 
     Raises:
         BackendUnreachableError: Nothing answers at ``$PACORE_BASE_URL`` (when probed).
-        EmbeddedBackendUnavailable: Without an endpoint, the embedded model cannot start;
-            the message says what to install.
+        EmbeddedBackendUnavailable: Without an endpoint, the embedded model cannot start.
     """
     if (url := endpoint_from_env()) is not None:
         yield model_for_endpoint(url, os.environ.get(MODEL_ENV), check=check)

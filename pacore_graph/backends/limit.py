@@ -1,6 +1,5 @@
 """A limit on calls in flight shared by every thread and event loop that uses one model
-(``asyncio.Semaphore`` belongs to one loop, ``threading.Semaphore`` blocks one): slots are
-counted under a lock and handed to the longest waiter, whichever kind it is."""
+(an ``asyncio.Semaphore`` belongs to one loop): slots go to the longest waiter of any kind."""
 
 from __future__ import annotations
 

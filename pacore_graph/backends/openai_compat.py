@@ -1,8 +1,5 @@
-"""Any OpenAI-compatible endpoint (vLLM, SGLang, llama.cpp, hosted APIs) as a LangChain chat model.
-
-langchain-openai's ``BaseChatOpenAI`` plus the separated thinking, an error for a stream
-cut half way, a deadline (`deadline`), a size limit (`size`) and a check (`replies`) for
-each call, on the clients of `clients`; plain async chat completions go `direct`.
+"""Any OpenAI-compatible endpoint (vLLM, SGLang, llama.cpp, hosted APIs) as a LangChain chat model:
+``BaseChatOpenAI`` plus the thinking, a deadline, a size limit and a check of each reply.
 """
 
 from __future__ import annotations
@@ -54,8 +51,7 @@ from pacore_graph.secrets import url_credentials
 
 
 def _deadline_of(timeout: Any) -> float | None:
-    """The deadline a ``timeout`` sets: a number does; None, an ``httpx2.Timeout`` or a tuple
-    set none."""
+    """The deadline a number sets; None, an ``httpx2.Timeout`` or a tuple set none."""
     if isinstance(timeout, int | float) and not isinstance(timeout, bool):
         return float(timeout)
     return None
@@ -72,19 +68,10 @@ def _stall_env() -> float:  # langchain-openai's variable, else ours
 class ChatOpenAICompatible(BaseChatOpenAI):
     """A chat model on any OpenAI-compatible ``/v1/chat/completions`` endpoint.
 
-    ``BaseChatOpenAI`` with PaCoRe's defaults: no SDK retries (the graph retries), the key
-    from ``$OPENAI_API_KEY`` else ``"EMPTY"``, usage in streams, the Chat Completions API,
-    async calls on aiohttp (`direct_http`), one pool per event loop.
-
-    The ``AIMessage`` carries the separated thinking (``reasoning_content`` or
-    ``reasoning``) in ``additional_kwargs["reasoning_content"]``, the ``finish_reason``
-    and exact usage. A stream cut before its ``finish_reason`` raises
-    `IncompleteResponseError`, a reply that is no chat completion `MalformedResponseError`,
-    a call past its deadline or a stalled stream `CallTimeoutError`; the graph retries them.
-
-    Credentials in ``base_url`` (``http://user:KEY@host/v1``, ``?api_key=KEY``) are taken
-    out of it and are the API key unless ``api_key`` is given; other query parameters go
-    to ``default_query``.
+    ``BaseChatOpenAI`` with PaCoRe's defaults (no SDK retries: the graph retries, usage in
+    streams, one pool per event loop); the thinking goes to
+    ``additional_kwargs["reasoning_content"]``. Credentials in ``base_url`` become the API
+    key unless ``api_key`` is given. Errors: README.md, "Failure behaviour".
 
     Example:
         ```python
@@ -100,17 +87,15 @@ class ChatOpenAICompatible(BaseChatOpenAI):
     request_timeout: float | tuple[float, float] | Any | None = Field(
         default=DEADLINE_S,
         alias="timeout",
-        description="The deadline of one call (one attempt) in seconds, first byte sent to "
-        "last received: a call still running then raises CallTimeoutError, which the graph "
-        "retries. Connecting has 5 s of it. None: no limit; an httpx2.Timeout (or a tuple) "
-        "keeps the SDK's per-read limits instead.",
+        description="The deadline of one call in seconds, first byte sent to last received "
+        "(then CallTimeoutError); connecting has 5 s of it. None: no limit; an httpx2.Timeout "
+        "(or a tuple) keeps the SDK's per-read limits instead.",
     )
     stream_chunk_timeout: float | None = Field(
         default_factory=_stall_env,
         exclude=True,
-        description="The stall limit of a stream in seconds: one that sends nothing for "
-        "this long (async: no chunk; keep-alive comments do not count) raises "
-        "CallTimeoutError. None or 0: no stall limit.",
+        description="Seconds a stream may send nothing (keep-alive comments do not count) "
+        "before CallTimeoutError. None or 0: no stall limit.",
     )
     max_retries: int | None = 0
     stream_usage: bool | None = True
@@ -127,23 +112,21 @@ class ChatOpenAICompatible(BaseChatOpenAI):
     max_concurrent_requests: int | None = Field(
         default=None,
         ge=1,
-        description="Calls in flight at once over every run, thread and event loop using "
-        "this model object; further calls wait their turn. None: no limit.",
+        description="Calls in flight at once over every user of this model object; further "
+        "calls wait their turn. None: no limit.",
     )
     max_reply_bytes: int | None = Field(
         default=MAX_REPLY_BYTES,
         ge=1,
-        description="The size limit of one reply in bytes (a body; a stream's content and "
-        "thinking): past it, ReplyTooLargeError, not retried, the rest never read. None: "
-        "no limit.",
+        description="The size limit of one reply in bytes (a stream's: its content and "
+        "thinking): past it, ReplyTooLargeError, not retried. None: no limit.",
     )
     _limit: CallLimit | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
     def _use_our_clients(cls, values: Any) -> Any:
-        """Takes credentials out of ``base_url``; puts our clients in place unless the caller
-        brought one."""
+        """Credentials out of ``base_url``; our clients unless the caller brought one."""
         if not isinstance(values, dict):
             return values
         values = _credentials_to_key(values)
@@ -172,13 +155,13 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             "default_query": self.default_query,
         }
         deadline = _deadline_of(self.request_timeout)
+        connect = None if deadline is None else min(CONNECT_S, deadline)
         if isinstance(self.root_async_client, LoopClients):
             self.root_async_client.max_bytes = self.max_reply_bytes
             # The deadline (asyncio.timeout) bounds the whole call: a non-streamed answer
             # needs no per-read timer; a stream reads within the stall limit.
             timeout = self.request_timeout
             if deadline is not None:
-                connect = min(CONNECT_S, deadline)
                 timeout = httpx2.Timeout(None, connect=connect)
                 if (stall := self._stall(deadline)) is not None:
                     self.root_async_client.stream_timeout = httpx2.Timeout(
@@ -192,7 +175,6 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             # DeadlineTransport checking the deadline between reads.
             timeout, stream_timeout = self.request_timeout, None
             if deadline is not None:
-                connect = min(CONNECT_S, deadline)
                 timeout = httpx2.Timeout(connect, read=deadline, write=deadline, pool=deadline)
                 stall = self._stall(deadline) or deadline
                 stream_timeout = httpx2.Timeout(connect, read=stall, write=deadline, pool=deadline)
@@ -236,12 +218,11 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             headers["OpenAI-Organization"] = self.openai_organization
         headers.update(self.default_headers or {})
         # A number is the deadline, kept by _agenerate; reads have no limit of their own.
+        connect = read = None
         if isinstance(timeout, httpx2.Timeout):
             connect, read = timeout.connect, timeout.read
-        elif timeout is None:
-            connect = read = None
-        else:
-            connect, read = min(CONNECT_S, float(timeout)), None
+        elif timeout is not None:
+            connect = min(CONNECT_S, float(timeout))
         return DirectRequest(
             url=url.rstrip("/") + "/chat/completions",
             headers=headers,
@@ -284,8 +265,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
     def _timeout_error(
         self, exc: BaseException, streamed: bool, client: object
     ) -> CallTimeoutError | None:
-        """The `CallTimeoutError` a read timeout on our ``client`` means (past the deadline,
-        or a stalled stream); None for other timeouts, which stay the SDK's."""
+        """The `CallTimeoutError` a read timeout on our ``client`` means; None: the SDK's."""
         deadline = _deadline_of(self.request_timeout)
         if deadline is None or not isinstance(client, LazySyncClient | LoopClients):
             return None
@@ -322,8 +302,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        """The call within the concurrency limit and the deadline (waiting for a slot does not
-        count): a plain chat completion goes the direct path, anything else the SDK."""
+        """The call within the concurrency limit, then the deadline: a plain chat completion
+        goes the direct path, anything else the SDK."""
         clients = self.root_async_client
         direct = clients.direct if isinstance(clients, LoopClients) else None
         async with self._ahold():
@@ -466,8 +446,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
 
     def _stream_failure(self, exc: Exception, clients: Any) -> Exception | None:
         """What a stream's failure means; None to raise it as it is."""
-        if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
-            # No byte in time; httpx2's own timeouts reach a stream's reader unwrapped.
+        if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):  # httpx2's unwrapped
             return self._timeout_error(exc, True, clients)
         # The base class calls chunk.model_dump() on an event the SDK could not make a chunk
         # of (no JSON object: a list, a number), before checked_chunk sees it.
@@ -478,9 +457,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         return None
 
     def _check_finished(self, finished: bool) -> None:
-        # A stream cut by a crashing server or proxy can end cleanly at the HTTP level, and
-        # the SDK ends it silently; without a finish_reason it is a partial answer, and
-        # IncompleteResponseError (a ConnectionError) makes the graph retry it.
+        # A stream cut by a crashing server or proxy can end cleanly; without a finish_reason
+        # it is a partial answer, and the graph retries IncompleteResponseError.
         if not finished:
             raise IncompleteResponseError(
                 f"the stream from {self.openai_api_base} ended before a finish_reason "
@@ -513,9 +491,9 @@ def _stall_limited(clients: object, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _credentials_to_key(values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with the credentials and the query taken out of ``base_url`` (HTTP clients
-    would send them as Basic auth, log them, and join paths after the query): the first
-    is the API key unless one is given; other query parameters go to ``default_query``."""
+    """``values`` with the credentials (the API key unless one is given) and the query
+    (to ``default_query``) out of ``base_url``: HTTP clients would send them as Basic auth,
+    log them, and join paths after the query."""
     for name in ("base_url", "openai_api_base"):
         url = values.get(name)
         if isinstance(url, str):

@@ -1,9 +1,6 @@
-"""What an OpenAI-compatible server sends back, checked and cleaned before LangChain reads it.
-
-A reply that is no chat completion (no ``choices``, a JSON list, ``"message": null``, a
-number as content) raises `MalformedResponseError` naming what is wrong, which the graph
-retries. A token count that is no count makes the usage unknown, so no budget counts it;
-a lone surrogate (``"\\ud800"``, which no UTF-8 output can encode) becomes U+FFFD.
+"""What an OpenAI-compatible server sends back, checked and cleaned before LangChain reads it:
+no chat completion raises `MalformedResponseError` (retried), a garbled token count makes
+the usage unknown, a lone surrogate (no UTF-8 can encode it) becomes U+FFFD.
 """
 
 from __future__ import annotations
@@ -32,8 +29,7 @@ def reasoning(message: Any) -> str | None:
 
 
 def clean_text(value: Any) -> Any:
-    """``value`` (a JSON value) with every lone surrogate replaced by U+FFFD; the same object
-    when there is none."""
+    """``value`` (JSON) with lone surrogates as U+FFFD; the same object when there is none."""
     if type(value) is str:
         # str.isascii is O(1), and an ASCII string holds no surrogate.
         if value.isascii() or _SURROGATE.search(value) is None:
@@ -58,8 +54,7 @@ def _count(value: Any) -> int | None:
 
 def clean_usage(usage: Any) -> dict[str, Any] | None:
     """``usage`` as LangChain can read it; None (unknown) when it is no object or a prompt or
-    completion count is no count (a server that garbles one is not trusted for the
-    others). An invalid ``total_tokens`` is recomputed; absent counts stay absent."""
+    completion count is garbled. An invalid ``total_tokens`` is recomputed."""
     if not isinstance(usage, dict):
         return None
     prompt, completion, total = (usage.get(k) for k in _COUNTS)
@@ -147,8 +142,7 @@ def checked_completion(data: Any) -> dict[str, Any]:
 
 
 def checked_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
-    """One stream chunk's JSON, checked and cleaned as `checked_completion` does; one
-    without choices (the usage chunk) or with a null delta is well-formed.
+    """One stream chunk's JSON, checked and cleaned as `checked_completion` does.
 
     Raises:
         MalformedResponseError: ``chunk`` is no chat completion chunk.

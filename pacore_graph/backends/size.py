@@ -1,8 +1,6 @@
-"""A limit on the size of one reply, kept while it is read: past it, `ReplyTooLargeError`,
-the connection closed, the rest never read.
-
-A body counts its bytes; a stream the UTF-8 bytes of its content and thinking (SSE
-framing says little about the reply), and those of the event being read.
+"""A limit on the size of one reply, kept while it is read: past it, `ReplyTooLargeError`
+and the rest never read. A body counts its bytes; a stream the UTF-8 bytes of its content
+and thinking, and those of the event being read.
 """
 
 from __future__ import annotations
@@ -34,8 +32,7 @@ def event_stream(headers: httpx2.Headers) -> bool:
 
 @dataclass(slots=True)
 class ByteCount:
-    """Counts a body's bytes, or (``lines``) those of an event stream's unfinished line, which
-    past the limit holds a reply past it."""
+    """Counts a body's bytes, or (``lines``) those of an event stream's unfinished line."""
 
     limit: int
     lines: bool
@@ -49,8 +46,7 @@ class ByteCount:
 
 
 class AsyncSizedStream(httpx2.AsyncByteStream):
-    """An async response body that raises `ReplyTooLargeError` past ``limit`` bytes (with
-    ``lines``: past ``limit`` bytes without a line break)."""
+    """An async body raising `ReplyTooLargeError` past ``limit`` bytes (of a line: ``lines``)."""
 
     def __init__(self, inner: httpx2.AsyncByteStream, limit: int, lines: bool = False) -> None:
         self._inner = inner

@@ -1,9 +1,7 @@
 """vLLM's async engine in this process, as a LangChain chat model (no HTTP server).
 
-vLLM (the ``vllm`` extra, or ``scripts/setup_vllm_cpu.sh`` on a CPU) is imported lazily.
-vLLM's ``AsyncLLM`` binds its sockets and output handler to the event loop it first runs
-on, while callers come from many loops: the engine lives on one loop in a daemon thread,
-each call is handed to it, and cancelling the caller's future aborts the vLLM request.
+vLLM is imported lazily. ``AsyncLLM`` binds to the event loop it first runs on, so the
+engine lives on one loop in a daemon thread; cancelling a caller's future aborts its request.
 """
 
 from __future__ import annotations
@@ -98,17 +96,9 @@ class ChatVLLM(BaseChatModel):
     """A chat model on vLLM's in-process async engine (``AsyncLLM``), no server.
 
     The engine starts on the first call and runs until `close` / `aclose`. Calls are
-    rendered with the model's chat template and sampled as vLLM's OpenAI server does
-    (``generation_config.json`` under the call's values; no ``max_tokens``: up to
-    ``max_model_len``); the ``AIMessage`` has ``response_metadata["finish_reason"]`` and
-    exact ``usage_metadata``. With ``reasoning_parser`` (e.g. ``"qwen3"``) the thinking
-    goes to ``additional_kwargs["reasoning_content"]``, as the server's
-    ``--reasoning-parser`` does; without, it stays inline in ``content``.
-
-    Call kwargs: ``temperature``, ``top_p``, ``max_tokens``, ``stop`` and ``extra_body``,
-    whose ``SamplingParams`` fields (``top_k``, ``seed``, ...) go to sampling and whose
-    chat-template keys (``chat_template_kwargs``, ...) to the template; any other key is
-    dropped with a warning, as the server does. Usage: docs/vllm.md.
+    rendered and sampled as vLLM's OpenAI server does, with ``finish_reason``, exact usage
+    and (with ``reasoning_parser``) the thinking in ``additional_kwargs``. Call kwargs and
+    usage: docs/vllm.md.
     """
 
     model: str = Field(description="Model folder or hub id, as vLLM's --model takes it.")
