@@ -1,7 +1,6 @@
 """Every private LangGraph API pacore-graph uses, each with a fallback, so that a rename
 upstream does not break ``import pacore_graph``; `tests/test_compat.py` fails when an
-upgrade changes one. ``RunnableCallable`` is the fast node ``ToolNode`` is built on (the
-fallback, ``RunnableLambda``, adds callback work per call)."""
+upgrade changes one."""
 
 from __future__ import annotations
 
@@ -33,7 +32,7 @@ def sync_async_node(
 ) -> Runnable:
     """A node that runs ``func`` under ``invoke`` and ``afunc`` under ``ainvoke``, each
     called as ``(input, runtime, config)``."""
-    if RunnableCallable is not None:
+    if RunnableCallable is not None:  # ToolNode's fast node: RunnableLambda adds callbacks
         # trace=False: the graph already traces the node's task; this would nest a copy.
         return RunnableCallable(func, afunc, name=name, trace=False)
 

@@ -101,9 +101,8 @@ class BudgetTracker:
             return
         with self._lock:
             self.spent += tokens
-            over = self.budget["tokens_left"] is not None and (
-                self.spent >= self.budget["tokens_left"]
-            )
+            left = self.budget["tokens_left"]
+            over = left is not None and self.spent >= left
         if over:
             self._exhaust("max_ttc_tokens")
 

@@ -12,7 +12,9 @@ from pacore_graph.compaction import Compaction
 from pacore_graph.rounds import RoundsSpec
 
 INT64_MAX = 2**63 - 1
-Count = Annotated[int, Field(le=INT64_MAX)]  # settings are checkpointed with msgpack
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]  # settings are checkpointed with msgpack
+Positive = Annotated[int, Field(ge=1, le=INT64_MAX)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
 
 RESERVED_BODY_KEYS: dict[str, str] = {
     "messages": "PaCoRe writes each call's messages",
@@ -63,13 +65,11 @@ class PaCoReContext:
         Field(ge=0, description="Sampling temperature of every call (reference: 1.0)."),
     ] = None
     top_p: Annotated[
-        float | None,
-        Field(gt=0, le=1, description="Nucleus sampling of every call (reference: 1.0)."),
+        Fraction | None, Field(description="Nucleus sampling of every call (reference: 1.0).")
     ] = None
     max_tokens: Annotated[
-        Count | None,
+        Positive | None,
         Field(
-            ge=1,
             description="Generation limit per call; empty leaves it to the server "
             "(the reference sent 131072).",
         ),
@@ -85,7 +85,6 @@ class PaCoReContext:
         # Random(-n) shuffles as Random(n): a negative seed would be a second name for one order.
         Count | None,
         Field(
-            ge=0,
             description="Seed of the shuffle of each round's references "
             "(reference: 42, a fresh Random(seed) each round).",
         ),
@@ -114,8 +113,8 @@ class PaCoReContext:
         ),
     ] = None
     context_limit: Annotated[
-        Count | None,
-        Field(ge=1, description="Largest synthesis prompt in tokens; empty disables the check."),
+        Positive | None,
+        Field(description="Largest synthesis prompt in tokens; empty disables the check."),
     ] = None
     on_context_overflow: Annotated[
         Literal["error", "drop_longest"] | None,
@@ -125,7 +124,7 @@ class PaCoReContext:
         ),
     ] = None
     min_success: Annotated[
-        Annotated[Count, Field(ge=0)] | Annotated[float, Field(gt=0, le=1)] | None,
+        Count | Fraction | None,
         Field(
             description="Quorum of a round: an int is a count, a float in (0, 1] a fraction "
             "of K (rounded up). A round goes on when at least that many trajectories "
@@ -134,9 +133,8 @@ class PaCoReContext:
         ),
     ] = None
     max_ttc_tokens: Annotated[
-        Count | None,
+        Positive | None,
         Field(
-            ge=1,
             description="Budget of completion tokens over all calls of the run; when it runs "
             "out the run skips to the final synthesis over what finished (that last call is "
             "not cut: cap it with max_tokens). Empty: no budget.",
@@ -151,10 +149,8 @@ class PaCoReContext:
         ),
     ] = None
     straggler_quantile: Annotated[
-        float | None,
+        Fraction | None,
         Field(
-            gt=0,
-            le=1,
             description="Straggler control, q in (0, 1]: once this fraction of a round's K "
             "(at least its quorum) finished, wait at most max(straggler_factor x their median "
             "finish time, straggler_min_seconds) for the rest, then stop them (recorded "
@@ -179,26 +175,23 @@ class PaCoReContext:
         ),
     ] = None
     max_k: Annotated[
-        Count | None,
+        Positive | None,
         Field(
-            ge=1,
             description="Largest K of a round (the paper's largest is 32; the reference had "
             "no bound); a rounds vector above it stops with InvalidRoundsError before any "
             "call. A guard against typos such as 999999: raise it to run wider rounds.",
         ),
     ] = None
     max_trajectories: Annotated[
-        Count | None,
+        Positive | None,
         Field(
-            ge=1,
             description="Largest number of trajectories of a run, all rounds together "
             "(the paper's high preset runs 37); above it, as for max_k.",
         ),
     ] = None
     max_input_chars: Annotated[
-        Count | None,
+        Positive | None,
         Field(
-            ge=1,
             description="Largest input chat, in characters of text over all its messages "
             "(each of the K calls of a round sends it whole); above it the run stops with "
             "InvalidInputError before any call.",

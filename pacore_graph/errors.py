@@ -58,8 +58,7 @@ class ThreadConflictError(PaCoReError):
 
 
 class DamagedThreadError(PaCoReError):
-    """A checkpointed thread lost part of what it stored, so it is not resumed; ``missing``
-    names what is missing, one phrase each."""
+    """A checkpointed thread lost part of what it stored (``missing``), so it is not resumed."""
 
     def __init__(self, thread_id: str, missing: Sequence[str]) -> None:
         self.thread_id = thread_id

@@ -29,9 +29,8 @@ from pacore_graph.validation import check_settings
 
 
 def round_tasks(state: PaCoReState, indices: Iterable[int]) -> list[Send]:
-    """``Send``s for trajectories ``indices`` of the round in progress. The payload names
-    the trajectory, not its prompt, which the node builds from the state, so a checkpointer
-    stores no prompt in any ``Send``."""
+    """``Send``s for trajectories ``indices`` of the round in progress; each names its
+    trajectory, not its prompt (built from the state), so no checkpoint stores a prompt."""
     r, key = state["round"], settings_key(state["settings"])
     final = r == len(state["round_vector"])
     return [

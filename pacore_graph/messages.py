@@ -24,9 +24,7 @@ def last_user_index(messages: Sequence[BaseMessage]) -> int:
 
 def message_text(message: BaseMessage) -> str:
     """The message's content as text (content blocks joined by their text)."""
-    if isinstance(message.content, str):
-        return message.content
-    return message.text
+    return message.content if isinstance(message.content, str) else message.text
 
 
 def build_round_messages(

@@ -48,9 +48,8 @@ def _run_of(result: Mapping[str, Any]) -> Mapping[str, Any]:
 def to_results_row(
     result: Mapping[str, Any], request_id: str | int | None = None
 ) -> dict[str, Any]:
-    """The reference pipeline's output row for one problem, of what ``graph.invoke``
-    returned, a full state or its ``pacore`` record. ``round_responses`` lists every round's
-    ``{"content", "reasoning_content"}`` in trajectory order."""
+    """The reference pipeline's output row for a ``graph.invoke`` result, a state or a
+    `PaCoReRun`; ``round_responses`` holds each round's replies in trajectory order."""
     run = _run_of(result)
     vector = run["round_vector"]
     by_round: list[list[dict[str, Any]]] = [[] for _ in vector]

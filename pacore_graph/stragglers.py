@@ -34,8 +34,7 @@ def straggler_policy(
 
 
 def trigger_count(policy: StragglerPolicy, k: int, quorum: int) -> int:
-    """Finished trajectories after which the wait starts: ceil(q x K), at least the quorum
-    and 1."""
+    """Finished trajectories after which the wait starts: ceil(q x K), at least quorum and 1."""
     # round() first so that 0.3 of 10 is 3, not 4
     return max(1, quorum, min(k, math.ceil(round(policy.quantile * k, 9))))
 

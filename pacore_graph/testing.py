@@ -1,13 +1,6 @@
 """A scripted OpenAI-compatible server and a private redis-server on loopback, for tests,
 examples, benchmarks and demos without a GPU: every request is logged and answered by a
-function you write.
-
-Example:
-    ```python
-    with ScriptedServer(lambda req: Reply(content="<think>hm</think>\\\\boxed{4}")) as server:
-        model = ChatOpenAICompatible(base_url=server.base_url, model=server.model)
-    ```
-"""
+function you write (`Responder`)."""
 
 from __future__ import annotations
 
@@ -220,9 +213,9 @@ class ScriptedServer:
         if reply.status != 200:
             error = {"message": reply.error, "type": "scripted", "code": reply.status}
             return await _send(request, reply.status, {"error": error}, reply)
-        texts = [m.get("content") for m in body.get("messages", [])]
         prompt = reply.prompt_tokens
         if prompt is None:
+            texts = [m.get("content") for m in body.get("messages", [])]
             prompt = sum(word_count(t) for t in texts if isinstance(t, str))
         generated = reply.completion_tokens
         if generated is None:

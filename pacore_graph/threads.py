@@ -49,10 +49,7 @@ def thread_status(snapshot: StateSnapshot, input: Mapping[str, Any]) -> ThreadSt
 
 
 def _same_settings(
-    graph: Pregel[Any, Any, Any, Any],
-    snapshot: StateSnapshot,
-    status: ThreadStatus,
-    context: Any,
+    graph: Pregel[Any, Any, Any, Any], snapshot: StateSnapshot, status: ThreadStatus, context: Any
 ) -> ThreadStatus:
     """Holds a PaCoRe thread to its run's settings: an unfinished run resumes only under them
     (else ThreadConflictError); an answer given under others makes the status "new"."""
@@ -161,10 +158,7 @@ async def arun_thread(
             if mode == "values":
                 state = chunk
             elif (handler := handlers[mode]) is not None:
-                if mode == "messages":
-                    handler(*chunk)
-                else:
-                    handler(chunk)
+                handler(*chunk) if mode == "messages" else handler(chunk)
         return status, state
 
 

@@ -42,9 +42,5 @@ def pacore_tool(
         return message_text(out["messages"][-1])
 
     return StructuredTool.from_function(
-        func=run,
-        coroutine=arun,
-        name=name,
-        description=description,
-        args_schema=PaCoReToolInput,
+        func=run, coroutine=arun, name=name, description=description, args_schema=PaCoReToolInput
     )

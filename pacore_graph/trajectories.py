@@ -143,12 +143,10 @@ _OPEN, _CLOSE = "<think>", "</think>"
 class ThinkingSplitter:
     """Splits a streamed reply into answer and thinking, never taking back what it sent.
 
-    Thinking is what the server separated, or an inline block opening the content with
-    ``<think>`` up to the first ``</think>``. Other content may close a block the chat
-    template opened, so (unless the server separates thinking) it is held until
-    ``</think>`` or the end. Whitespace around each part is dropped, so any chunking
-    gives the same pieces.
-    """
+    Thinking is what the server separated, or content from an opening ``<think>`` to the
+    first ``</think>``. Other content is held (unless the server separates thinking) until
+    ``</think>``, which may close a block the chat template opened, or the end. Whitespace
+    around each part is dropped, so any chunking gives the same pieces."""
 
     __slots__ = ("_held", "_lead", "_mode", "_pending", "_separated", "_space")
 

@@ -19,12 +19,7 @@ from pacore_graph.errors import BudgetExhaustedError, QuorumError
 from pacore_graph.resume import check_same_run
 from pacore_graph.state import PaCoReState, RoundSummary
 from pacore_graph.stragglers import is_straggler_stop
-from pacore_graph.trajectories import (
-    Trajectory,
-    is_finished,
-    latest_trajectories,
-    usage_totals,
-)
+from pacore_graph.trajectories import Trajectory, is_finished, latest_trajectories, usage_totals
 
 
 def _causes(failed: list[Trajectory]) -> str:

@@ -215,11 +215,10 @@ class TrajectoryNode:
             call = self._call(task, runtime, config)
             invoke = functools.partial(self.model.invoke, call.messages, call.config, **call.kwargs)
             try:
-                returned, message = (
-                    (True, invoke())
-                    if call.tracker is None
-                    else _call_in_thread(invoke, call.tracker)
-                )
+                if call.tracker is None:
+                    returned, message = True, invoke()
+                else:
+                    returned, message = _call_in_thread(invoke, call.tracker)
             except Exception as exc:
                 if (wait := self._retry_wait(exc, attempt)) is None:
                     return self._unfinished(call, "failed", describe_failure(exc))
@@ -238,11 +237,10 @@ class TrajectoryNode:
                 self.model.ainvoke, call.messages, call.config, **call.kwargs
             )
             try:
-                returned, message = (
-                    (True, await invoke())
-                    if call.tracker is None
-                    else await _call_async(invoke, call.tracker)
-                )
+                if call.tracker is None:
+                    returned, message = True, await invoke()
+                else:
+                    returned, message = await _call_async(invoke, call.tracker)
             except Exception as exc:
                 if (wait := self._retry_wait(exc, attempt)) is None:
                     return self._unfinished(call, "failed", describe_failure(exc))
@@ -304,16 +302,10 @@ class TrajectoryNode:
         prompt = self.prompts.get(
             read_channel(config, "messages"), read_channel(config, "references")
         )
+        args = {k: v for k, v in kwargs.items() if v is not None}
+        tracker = self.trackers.get(task["budget"], stragglers) if task["budget"] else None
         return ModelCall(
-            task,
-            runtime,
-            started,
-            settings,
-            prompt,
-            config,
-            {k: v for k, v in kwargs.items() if v is not None},
-            self.trackers.get(task["budget"], stragglers) if task["budget"] else None,
-            message_id,
+            task, runtime, started, settings, prompt, config, args, tracker, message_id
         )
 
     def _retry_wait(self, exc: Exception, attempt: int) -> float | None:
