@@ -32,10 +32,8 @@ from pacore_graph.cli.options import (
 def _parser() -> Parser:
     parser = Parser(prog="pacore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    solve.add_parser(sub)
-    eval_cli.add_parser(sub)
-    serve.add_parser(sub)
-    mcp.add_parser(sub)
+    for command in (solve, eval_cli, serve, mcp):
+        command.add_parser(sub)
     return parser
 
 

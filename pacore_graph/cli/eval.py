@@ -15,9 +15,9 @@ from pacore_graph.cli.options import (
     COUNT,
     ROUNDS_HELP,
     CLIError,
+    add_command,
     backend_description,
     open_run,
-    run_options,
     secrets_of,
 )
 from pacore_graph.context import DEFAULTS, context_from_options, merge_context
@@ -27,11 +27,11 @@ from pacore_graph.validation import check_settings
 
 def add_parser(sub: Any) -> None:
     """Registers ``pacore eval`` on the ``pacore`` subcommands."""
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "eval",
-        parents=[run_options()],
-        help="grade PaCoRe and baselines on a benchmark: accuracy, TTC, table and plot",
-        description="Run PaCoRe settings and baselines on every problem of a JSONL file, "
+        "grade PaCoRe and baselines on a benchmark: accuracy, TTC, table and plot",
+        "Run PaCoRe settings and baselines on every problem of a JSONL file, "
         "grade the answers (math-verify, string-match fallback) and write the paper-style "
         "table (acc (TTC k)), an accuracy-vs-TTC plot and per-problem rows.",
     )

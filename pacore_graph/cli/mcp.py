@@ -18,9 +18,9 @@ import redis
 from pacore_graph.cli.options import (
     EXPECTED_ERRORS,
     ROUNDS_HELP,
+    add_command,
     log_to_stderr,
     report,
-    run_options,
     secrets_of,
 )
 from pacore_graph.cli.serve import open_service
@@ -30,13 +30,7 @@ from pacore_graph.server.settings import ServeSettings
 
 def add_parser(sub: Any) -> None:
     """Registers ``pacore mcp`` on the ``pacore`` subcommands."""
-    mcp = sub.add_parser(
-        "mcp",
-        parents=[run_options()],
-        help="serve PaCoRe as an MCP tool over stdio",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    mcp = add_command(sub, "mcp", "serve PaCoRe as an MCP tool over stdio", __doc__, raw=True)
     mcp.add_argument(
         "--rounds", default="low", help=ROUNDS_HELP + " (of a call that gives none; default low)"
     )

@@ -226,6 +226,17 @@ def run_options() -> argparse.ArgumentParser:
     return p
 
 
+def add_command(
+    sub: Any, name: str, help: str, description: str | None = None, *, raw: bool = False
+) -> argparse.ArgumentParser:
+    """Adds the subcommand ``name`` taking `run_options`; ``raw`` shows ``description`` as
+    written."""
+    formatter = argparse.RawDescriptionHelpFormatter if raw else argparse.HelpFormatter
+    return sub.add_parser(
+        name, parents=[run_options()], help=help, description=description, formatter_class=formatter
+    )
+
+
 BASE_URL_VARIABLES = ("PACORE_BASE_URL", "OPENAI_BASE_URL")
 
 

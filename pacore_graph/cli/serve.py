@@ -22,12 +22,12 @@ from pacore_graph.cli.options import (
     EXPECTED_ERRORS,
     ROUNDS_HELP,
     CLIError,
+    add_command,
     backend_description,
     backend_line,
     log_to_stderr,
     public_url,
     report,
-    run_options,
     secrets_of,
 )
 from pacore_graph.context import context_from_options
@@ -46,12 +46,8 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 def add_parser(sub: Any) -> None:
     """Registers ``pacore serve`` on the ``pacore`` subcommands."""
-    serve = sub.add_parser(
-        "serve",
-        parents=[run_options()],
-        help="serve PaCoRe as an OpenAI-compatible endpoint",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    serve = add_command(
+        sub, "serve", "serve PaCoRe as an OpenAI-compatible endpoint", __doc__, raw=True
     )
     http = serve.add_argument_group("server")
     http.add_argument(

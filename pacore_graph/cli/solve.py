@@ -21,10 +21,10 @@ from pacore_graph.checkpoints.errors import ThreadLostError
 from pacore_graph.cli.options import (
     ROUNDS_HELP,
     CLIError,
+    add_command,
     backend_description,
     backend_line,
     open_run,
-    run_options,
     secrets_of,
 )
 from pacore_graph.cli.progress import (
@@ -86,7 +86,7 @@ def messages_limit(option: int | None, environ: Mapping[str, str] = os.environ) 
 
 def add_parser(sub: Any) -> None:
     """Registers ``pacore solve`` on the ``pacore`` subcommands."""
-    solve = sub.add_parser("solve", parents=[run_options()], help="answer one problem")
+    solve = add_command(sub, "solve", "answer one problem")
     solve.add_argument(
         "problem", nargs="?", help="the problem (sent as the user message); or use --messages"
     )
