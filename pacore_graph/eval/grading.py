@@ -17,8 +17,7 @@ from pacore_graph.eval._deps import require
 GraderName = Literal["math-verify", "string"]
 
 _ANSWER_PREFIX = re.compile(
-    r"^(?:final\s+answer|answer|the\s+(?:final\s+)?answer\s+is)\s*[:：]?\s*",
-    re.IGNORECASE,
+    r"^(?:final\s+answer|answer|the\s+(?:final\s+)?answer\s+is)\s*[:：]?\s*", re.IGNORECASE
 )
 _WORDS = re.compile(r"[A-Za-z][A-Za-z '\-]*[A-Za-z]")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")

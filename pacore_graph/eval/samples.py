@@ -51,10 +51,7 @@ def _fan_out(state: SamplingState) -> list[Send]:
     ]
 
 
-def create_sampling_graph(
-    model: BaseChatModel,
-    sampling: Mapping[str, Any],
-) -> StateGraph:
+def create_sampling_graph(model: BaseChatModel, sampling: Mapping[str, Any]) -> StateGraph:
     """The sampling graph, to compile with the eval's checkpointer and invoke with
     ``{"messages": [...], "n": N}``. ``model`` is called with ``sampling``'s
     `SAMPLING_FIELDS` (None ones not sent) and round-1 metadata, as PaCoRe's round 1 is."""

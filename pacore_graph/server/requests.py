@@ -178,11 +178,7 @@ def _check_bounds(context: dict[str, Any], defaults: PaCoReContext) -> None:
 
 
 def parse_request(
-    body: bytes,
-    defaults: PaCoReContext,
-    *,
-    max_trajectories: int,
-    max_n: int,
+    body: bytes, defaults: PaCoReContext, *, max_trajectories: int, max_n: int
 ) -> RunSpec:
     """Checks a request body and maps it onto a PaCoRe run over ``defaults`` (the graph's
     settings), before anything runs.
