@@ -125,7 +125,7 @@ def create_mcp_server(service: Service, *, host: str = "127.0.0.1") -> FastMCP:
         except ApiError as exc:
             raise ToolError(exc.message) from None
         queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
-        service.runs.attach(run)
+        run.clients += 1
         run.subscribe(queue, 0)
         steps, total = 0, sum(vector) + len(vector)
         try:
