@@ -44,7 +44,6 @@ def _rounds_detail(record: PaCoReRun) -> list[dict[str, Any]]:
     detail = []
     for r, k in enumerate(record["round_vector"], start=1):
         batch = [t for t in latest_trajectories(record["trajectories"]) if t["round"] == r]
-        summary = done.get(r)
         row: dict[str, Any] = {
             "round": r,
             "k": k,
@@ -55,13 +54,10 @@ def _rounds_detail(record: PaCoReRun) -> list[dict[str, Any]]:
             "completion_tokens": sum(t["completion_tokens"] or 0 for t in batch),
             "prompt_tokens": max((t["prompt_tokens"] or 0 for t in batch), default=0),
         }
-        if summary is not None:
-            row.update(
-                references=len(summary["references"]),
-                dropped_empty=summary["dropped_empty"],
-                dropped_truncated=summary["dropped_truncated"],
-                dropped_for_context=summary["dropped_for_context"],
-            )
+        if (summary := done.get(r)) is not None:
+            row["references"] = len(summary["references"])
+            dropped = ("dropped_empty", "dropped_truncated", "dropped_for_context")
+            row |= {name: summary[name] for name in dropped}
         detail.append(row)
     return detail
 
