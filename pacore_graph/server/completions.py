@@ -55,9 +55,12 @@ def _rounds_detail(record: PaCoReRun) -> list[dict[str, Any]]:
             "prompt_tokens": max((t["prompt_tokens"] or 0 for t in batch), default=0),
         }
         if (summary := done.get(r)) is not None:
-            row["references"] = len(summary["references"])
-            dropped = ("dropped_empty", "dropped_truncated", "dropped_for_context")
-            row |= {name: summary[name] for name in dropped}
+            row.update(
+                references=len(summary["references"]),
+                dropped_empty=summary["dropped_empty"],
+                dropped_truncated=summary["dropped_truncated"],
+                dropped_for_context=summary["dropped_for_context"],
+            )
         detail.append(row)
     return detail
 
