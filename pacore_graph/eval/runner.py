@@ -390,5 +390,4 @@ async def run_eval(
         Exception: What stops the whole eval (an unreachable endpoint, Redis down, a
             rejected key); a failure of one problem is recorded in its row instead.
     """
-    runner = _Runner(model, problems, spec, checkpointer, progress)
-    return await runner.run()
+    return await _Runner(model, problems, spec, checkpointer, progress).run()
