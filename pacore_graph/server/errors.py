@@ -57,8 +57,7 @@ class ApiError(Exception):
 
 
 class RunCancelledError(Exception):
-    """The run was cancelled (its client hung up under ``--cancel-on-disconnect``, or the
-    server is shutting down)."""
+    """The run was cancelled (``--cancel-on-disconnect``, or the server is shutting down)."""
 
 
 class IdempotencyConflictError(pacore_errors.ThreadConflictError):
