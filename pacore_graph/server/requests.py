@@ -235,7 +235,6 @@ def parse_request(
     _check_bounds(context, defaults)
     resolved = merge_context(defaults, context)
     check_settings(resolved)  # every value, in the words of the graph and the CLI
-    include_usage = bool(request.stream_options and request.stream_options.include_usage)
     return RunSpec(
         model=request.model,
         rounds=rounds,
@@ -244,7 +243,7 @@ def parse_request(
         fingerprint=fingerprint(messages, run_settings(resolved)),
         n=n,
         stream=bool(request.stream),
-        include_usage=include_usage,
+        include_usage=bool(request.stream_options and request.stream_options.include_usage),
         progress=progress,
     )
 
