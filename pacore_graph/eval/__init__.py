@@ -1,17 +1,8 @@
 """``pacore eval``: reproduce the paper's tables (accuracy and TTC of PaCoRe against a single
 trajectory and self-consistency) on any backend and any benchmark file.
 
-Nothing here imports math-verify or matplotlib until it grades or plots.
-
-Example:
-    ```python
-    from pacore_graph.eval import EvalSpec, build_settings, load_problems, run_eval, write_report
-
-    problems = load_problems("problems.jsonl")
-    spec = EvalSpec(build_settings(["low"], ["single", "sc@16"]), runs=8, concurrency=64)
-    result = await run_eval(model, problems, spec, checkpointer=saver)
-    table, paths = write_report(result, "results/")
-    ```
+Nothing here imports math-verify or matplotlib until it grades or plots. The Python API in
+use: docs/eval.md, "From Python".
 """
 
 from pacore_graph.eval.dataset import SAMPLE, DatasetError, Problem, load_problems

@@ -55,13 +55,9 @@ class Problem:
 
 
 def _answer(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    return None
+    if isinstance(value, str):
+        return value.strip() or None
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _parse_row(row: Any, line: int) -> Problem | str:

@@ -17,8 +17,7 @@ from pacore_graph.eval._deps import require
 GraderName = Literal["math-verify", "string"]
 
 _ANSWER_PREFIX = re.compile(
-    r"^(?:final\s+answer|answer|the\s+(?:final\s+)?answer\s+is)\s*[:：]?\s*",
-    re.IGNORECASE,
+    r"^(?:final\s+answer|answer|the\s+(?:final\s+)?answer\s+is)\s*[:：]?\s*", re.IGNORECASE
 )
 _WORDS = re.compile(r"[A-Za-z][A-Za-z '\-]*[A-Za-z]")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
@@ -150,14 +149,11 @@ def vote_key(extracted: Extracted | None) -> str | None:
 
 
 def majority(keys: Sequence[str | None]) -> tuple[str | None, int]:
-    """The most common vote and its count; ties go to the vote seen first; no-answers
-    never win."""
+    """The most common vote and its count (ties: the first seen); no-answers never win."""
     counts = Counter(k for k in keys if k is not None)
-    return counts.most_common(1)[0] if counts else (None, 0)  # ties: the first counted
+    return counts.most_common(1)[0] if counts else (None, 0)
 
 
 def agreement(keys: Sequence[str | None]) -> float | None:
     """Fraction of the votes (no-answers included) that equal the majority vote."""
-    if not keys:
-        return None
-    return majority(keys)[1] / len(keys)
+    return majority(keys)[1] / len(keys) if keys else None

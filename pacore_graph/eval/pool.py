@@ -81,8 +81,7 @@ class EvalChatModel(BaseChatModel):
     @property
     def fatal_failure(self) -> BaseException | None:
         """The last call's failure if it would fail every call (a refused connection, a
-        rejected key or model) and no call succeeded since: the graph records failed calls
-        as failed trajectories, so this tells "the endpoint is gone" from "a problem failed"."""
+        rejected key or model) and no call succeeded since: "the endpoint is gone"."""
         return self._fatal
 
     def _outcome(self, exc: BaseException | None) -> None:

@@ -1,11 +1,6 @@
 """Statistics and outputs: accuracy with a 95% interval, mean TTC, the paper-style table
-(Markdown and CSV), the accuracy-vs-TTC plot, and the per-problem rows.
-
-Accuracy is pass@1 averaged over runs. Its 95% interval is a t-interval over problems,
-clustered by problem (each problem's pass rate averaged over runs first, as in Miller,
-"Adding Error Bars to Evals", 2024): mean ± t(0.975, P-1) · sd(p_i) / √P, clipped to
-[0, 100]. It needs no particular number of runs; more runs shrink it by removing
-sampling noise from each p_i.
+(Markdown and CSV), the accuracy-vs-TTC plot, and the per-problem rows. What is measured,
+and how the interval is computed: docs/eval.md, "What is measured".
 """
 
 from __future__ import annotations

@@ -27,11 +27,7 @@ from pacore_graph.errors import PaCoReError
 from pacore_graph.eval.dataset import Problem
 from pacore_graph.eval.grading import agreement, extract_answer, grade, majority, vote_key
 from pacore_graph.eval.pool import DRAW_KEY, EvalChatModel, draw_indices
-from pacore_graph.eval.samples import (
-    Sample,
-    create_sampling_graph,
-    sampling_status,
-)
+from pacore_graph.eval.samples import Sample, create_sampling_graph, sampling_status
 from pacore_graph.eval.settings import Setting
 from pacore_graph.graph import create_pacore_graph
 from pacore_graph.record import to_record
@@ -394,5 +390,4 @@ async def run_eval(
         Exception: What stops the whole eval (an unreachable endpoint, Redis down, a
             rejected key); a failure of one problem is recorded in its row instead.
     """
-    runner = _Runner(model, problems, spec, checkpointer, progress)
-    return await runner.run()
+    return await _Runner(model, problems, spec, checkpointer, progress).run()

@@ -51,10 +51,7 @@ def _fan_out(state: SamplingState) -> list[Send]:
     ]
 
 
-def create_sampling_graph(
-    model: BaseChatModel,
-    sampling: Mapping[str, Any],
-) -> StateGraph:
+def create_sampling_graph(model: BaseChatModel, sampling: Mapping[str, Any]) -> StateGraph:
     """The sampling graph, to compile with the eval's checkpointer and invoke with
     ``{"messages": [...], "n": N}``. ``model`` is called with ``sampling``'s
     `SAMPLING_FIELDS` (None ones not sent) and round-1 metadata, as PaCoRe's round 1 is."""
@@ -64,15 +61,8 @@ def create_sampling_graph(
         extra: RunnableConfig = {"metadata": {"pacore_round": 1, "pacore_index": task["index"]}}
         message = await model.ainvoke(task["messages"], merge_configs(config, extra), **kwargs)
         sample = finished_record(1, task["index"], message)
-        get_stream_writer()(
-            {
-                "type": "trajectory_finished",
-                "round": 1,
-                "index": task["index"],
-                "completion_tokens": sample["completion_tokens"],
-                "finish_reason": sample["finish_reason"],
-            }
-        )
+        event = {"type": "trajectory_finished", "round": 1, "index": task["index"]}
+        get_stream_writer()(event | {k: sample[k] for k in ("completion_tokens", "finish_reason")})
         return {"samples": [sample]}
 
     builder = StateGraph(SamplingState)

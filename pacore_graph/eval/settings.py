@@ -73,10 +73,8 @@ def build_settings(rounds: Iterable[str], baselines: Iterable[str] = ()) -> list
         SettingError: No setting at all.
         InvalidRoundsError: A bad round vector.
     """
-    settings: list[Setting] = []
-    for setting in [*map(baseline_setting, baselines), *map(pacore_setting, rounds)]:
-        if setting.name not in {s.name for s in settings}:
-            settings.append(setting)
+    given = [*map(baseline_setting, baselines), *map(pacore_setting, rounds)]
+    settings = list(dict.fromkeys(given))  # equal names are equal settings
     if not settings:
         raise SettingError("nothing to evaluate: give --rounds and/or --baseline")
     return settings

@@ -101,7 +101,7 @@ def v1_routes(service: Service) -> list[BaseRoute]:
         runs = service.runs.claim(spec, key, namespace)
         completion = Completion(spec.model, f"{namespace}\0{key}" if key else None)
         for run in runs:
-            service.runs.attach(run)
+            run.clients += 1
         handed_over = False
         queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
 

@@ -44,7 +44,6 @@ def _rounds_detail(record: PaCoReRun) -> list[dict[str, Any]]:
     detail = []
     for r, k in enumerate(record["round_vector"], start=1):
         batch = [t for t in latest_trajectories(record["trajectories"]) if t["round"] == r]
-        summary = done.get(r)
         row: dict[str, Any] = {
             "round": r,
             "k": k,
@@ -55,7 +54,7 @@ def _rounds_detail(record: PaCoReRun) -> list[dict[str, Any]]:
             "completion_tokens": sum(t["completion_tokens"] or 0 for t in batch),
             "prompt_tokens": max((t["prompt_tokens"] or 0 for t in batch), default=0),
         }
-        if summary is not None:
+        if (summary := done.get(r)) is not None:
             row.update(
                 references=len(summary["references"]),
                 dropped_empty=summary["dropped_empty"],

@@ -57,8 +57,7 @@ class ApiError(Exception):
 
 
 class RunCancelledError(Exception):
-    """The run was cancelled (its client hung up under ``--cancel-on-disconnect``, or the
-    server is shutting down)."""
+    """The run was cancelled (``--cancel-on-disconnect``, or the server is shutting down)."""
 
 
 class IdempotencyConflictError(pacore_errors.ThreadConflictError):
@@ -68,6 +67,10 @@ class IdempotencyConflictError(pacore_errors.ThreadConflictError):
 def one_line(text: str) -> str:
     """The first non-empty line of ``text``."""
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def _upstream(message: str, code: str = "upstream_error") -> ApiError:
+    return ApiError(502, message, type="upstream_error", code=code)
 
 
 def api_error(exc: BaseException) -> ApiError:
@@ -91,27 +94,12 @@ def api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, pacore_errors.InvalidSettingsError | TypeError | ValueError):
         return ApiError(400, text, code="invalid_pacore_settings", param="pacore")
     if isinstance(exc, pacore_errors.QuorumError):
-        return ApiError(
-            502,
-            f"the upstream model failed the run: {text}",
-            type="upstream_error",
-            code="quorum_not_reached",
-        )
+        return _upstream(f"the upstream model failed the run: {text}", "quorum_not_reached")
     if isinstance(exc, openai.APIConnectionError | pacore_errors.BackendUnreachableError):
-        cause = exc.__cause__ or exc
-        return ApiError(
-            502,
-            f"cannot reach the upstream model: {one_line(str(cause)) or text}",
-            type="upstream_error",
-            code="upstream_unreachable",
-        )
+        reason = one_line(str(exc.__cause__ or exc)) or text
+        return _upstream(f"cannot reach the upstream model: {reason}", "upstream_unreachable")
     if isinstance(exc, openai.APIStatusError):
-        return ApiError(
-            502,
-            f"the upstream model answered {exc.status_code}: {exc.message}",
-            type="upstream_error",
-            code="upstream_error",
-        )
+        return _upstream(f"the upstream model answered {exc.status_code}: {exc.message}")
     if isinstance(exc, ThreadLostError):
         return ApiError(503, text, type="server_error", code="checkpoint_store_lost_thread")
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):

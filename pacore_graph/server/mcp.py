@@ -1,10 +1,7 @@
 """PaCoRe as a Model Context Protocol tool, on the official ``mcp`` SDK (FastMCP): one tool,
 ``pacore``, served over stdio by ``pacore mcp`` and over streamable HTTP at ``/mcp`` of
-``pacore serve`` (docs/mcp.md).
-
-A call is a run of the `Service`, bounded as ``/v1`` runs are; with Redis its thread is
-`default_thread_id` of the problem and settings, so the same call resumes a cancelled one.
-Graph events go out as progress notifications; an MCP cancel stops a run no one else follows.
+``pacore serve``. A call is a run of the `Service`; its bounds, resume (with Redis: thread
+`default_thread_id`), progress notifications and cancel: docs/mcp.md.
 """
 
 from __future__ import annotations
@@ -125,7 +122,7 @@ def create_mcp_server(service: Service, *, host: str = "127.0.0.1") -> FastMCP:
         except ApiError as exc:
             raise ToolError(exc.message) from None
         queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
-        service.runs.attach(run)
+        run.clients += 1
         run.subscribe(queue, 0)
         steps, total = 0, sum(vector) + len(vector)
         try:

@@ -82,7 +82,6 @@ class UpstreamErrors(BaseCallbackHandler):
         self.metrics = metrics
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        """One failed call."""
         self.metrics.upstream_errors.inc()
 
 

@@ -1,14 +1,5 @@
-"""Model names: the OpenAI ``model`` string picks PaCoRe's round vector.
-
-- ``pacore``: the server's default rounds (``--rounds``, default ``low``).
-- ``pacore-low``, ``pacore-medium``, ``pacore-high``: the reference's presets,
-  [4, 1], [16, 1] and [32, 4, 1].
-- ``pacore-<K>x<K>...``: explicit exploration rounds joined by ``x``, e.g. ``pacore-8``
-  runs [8, 1] and ``pacore-32x4`` runs [32, 4, 1]; a vector that already ends in 1, as
-  the paper writes it (``pacore-32x4x1``), runs as written.
-
-``x`` rather than a comma, which URLs and configs would have to quote. Names are
-case-insensitive.
+"""Model names: the OpenAI ``model`` string picks PaCoRe's round vector (``pacore``,
+``pacore-low``, ``pacore-32x4``, ...; the table: docs/serve.md, "Model names").
 """
 
 from __future__ import annotations
@@ -42,7 +33,7 @@ def model_rounds(name: str, default: list[int]) -> list[int]:
     """The round vector (final 1 included) that ``name`` runs; ``default`` is ``pacore``'s.
 
     Raises:
-        ApiError: 404 ``model_not_found``: not one of the spellings above, or a bad vector.
+        ApiError: 404 ``model_not_found``: not a name of docs/serve.md, or a bad vector.
     """
     text = name.strip().lower()
     if text == PREFIX:

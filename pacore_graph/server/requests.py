@@ -178,11 +178,7 @@ def _check_bounds(context: dict[str, Any], defaults: PaCoReContext) -> None:
 
 
 def parse_request(
-    body: bytes,
-    defaults: PaCoReContext,
-    *,
-    max_trajectories: int,
-    max_n: int,
+    body: bytes, defaults: PaCoReContext, *, max_trajectories: int, max_n: int
 ) -> RunSpec:
     """Checks a request body and maps it onto a PaCoRe run over ``defaults`` (the graph's
     settings), before anything runs.
@@ -239,7 +235,6 @@ def parse_request(
     _check_bounds(context, defaults)
     resolved = merge_context(defaults, context)
     check_settings(resolved)  # every value, in the words of the graph and the CLI
-    include_usage = bool(request.stream_options and request.stream_options.include_usage)
     return RunSpec(
         model=request.model,
         rounds=rounds,
@@ -248,7 +243,7 @@ def parse_request(
         fingerprint=fingerprint(messages, run_settings(resolved)),
         n=n,
         stream=bool(request.stream),
-        include_usage=include_usage,
+        include_usage=bool(request.stream_options and request.stream_options.include_usage),
         progress=progress,
     )
 

@@ -180,7 +180,6 @@ class Runs:
         """Without Redis: finished runs whose key a retry may still name, until a deadline."""
 
     def executing(self) -> int:
-        """Runs executing now."""
         return len(self.active)
 
     def claim(self, spec: RunSpec, idempotency_key: str | None, namespace: str) -> list[Run]:
@@ -276,14 +275,9 @@ class Runs:
             if outcome == "ok" and run.thread_id is None and not run.key.startswith("anonymous"):
                 self.kept[run.key] = (run, time.monotonic() + self.settings.finished_ttl_s)
 
-    def attach(self, run: Run) -> None:
-        """A client follows ``run``."""
-        run.clients += 1
-
     def detach(self, run: Run, *, cancel: bool | None = None) -> None:
-        """A client stopped following ``run``: with ``cancel`` (default:
-        ``cancel_on_disconnect``) the last one leaving cancels it (its finished trajectories
-        stay in Redis)."""
+        """A client stopped following ``run``; with ``cancel`` (default: ``cancel_on_disconnect``)
+        the last one leaving cancels it."""
         run.clients -= 1
         cancel = self.settings.cancel_on_disconnect if cancel is None else cancel
         if run.clients <= 0 and cancel and not run.ended.is_set() and run.task is not None:
