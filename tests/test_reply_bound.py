@@ -3,14 +3,14 @@ sends one endless event (no newline) is hung up on once ``max_reply_bytes`` is p
 the one-line reply-size error, rather than after the whole event is buffered."""
 
 import re
-import socket
-import threading
+from collections.abc import Iterator
 
 import pytest
 
 from pacore_graph.errors import ReplyTooLargeError
 from tests.conftest import model_for
 from tests.model_calls import STREAMED, call
+from tests.raw_http import RawServer
 
 LIMIT = 64 * 1024
 MESSAGE = "reply too large: over 64 KiB (max_reply_bytes)"
@@ -21,53 +21,19 @@ HEAD += b'"choices": [{"index": 0, "delta": {"content": "'
 TAIL = b'"}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
 
 
-class EndlessEventServer:
+class EndlessEventServer(RawServer):
     """Answers every request with an SSE stream of one chunk whose content is ``EVENT`` bytes,
-    sent without a newline until its end. Counts the bytes it managed to send."""
+    sent without a newline until its end."""
 
-    def __init__(self) -> None:
-        self.sent: list[int] = []
-        self.answered = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.base_url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/v1"
-        self.model = "m"
-        threading.Thread(target=self._serve, daemon=True).start()
+    content_type = "text/event-stream"
+    send_buffer = PIECE
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        with conn:
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PIECE)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += conn.recv(65536)
-            head, _, rest = data.partition(b"\r\n\r\n")
-            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-            while len(rest) < length:
-                rest += conn.recv(65536)
-            conn.sendall(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
-            )
-            piece = b"a" * PIECE
-            sent = 0
-            try:
-                sent += conn.send(HEAD)
-                while sent < EVENT:
-                    sent += conn.send(piece)
-                conn.sendall(TAIL)
-            except OSError:
-                pass  # the client hung up: what the limit is for
-            self.sent.append(sent)
-            self.answered.set()
-
-    def stop(self) -> None:
-        self.listener.close()
+    def pieces(self) -> Iterator[bytes]:
+        yield HEAD
+        piece = b"a" * PIECE
+        for _ in range(EVENT // PIECE):
+            yield piece
+        yield TAIL
 
 
 @pytest.mark.parametrize("way", STREAMED)

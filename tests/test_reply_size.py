@@ -6,8 +6,7 @@ direct, with and without a ``Content-Length``."""
 import asyncio
 import json
 import re
-import socket
-import threading
+from collections.abc import Iterator
 
 import pytest
 from langgraph.types import RetryPolicy
@@ -18,6 +17,7 @@ from pacore_graph.retry import describe_failure
 from pacore_graph.testing import Reply, last_user_text
 from tests.conftest import model_for
 from tests.model_calls import NOT_STREAMED, call, every_way, model_of
+from tests.raw_http import RawServer
 
 FAST = RetryPolicy(initial_interval=0.01, max_interval=0.05, max_attempts=3, retry_on=should_retry)
 LIMIT = 64 * 1024
@@ -56,10 +56,10 @@ def test_the_default_limit_is_8_mib(scripted):
     )
 
 
-class UnsizedServer:
+class UnsizedServer(RawServer):
     """Answers every request with a 200 completion of ``size`` bytes of content, sent without
     a ``Content-Length`` (the body ends when the connection closes): only counting the body
-    as it is read can stop it. Counts the bytes it managed to send."""
+    as it is read can stop it."""
 
     def __init__(self, size: int) -> None:
         completion = {
@@ -76,42 +76,11 @@ class UnsizedServer:
             ],
         }
         self.body = json.dumps(completion).encode()
-        self.sent: list[int] = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.base_url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/v1"
-        self.model = "m"
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += conn.recv(65536)
-            head, _, rest = data.partition(b"\r\n\r\n")
-            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-            while len(rest) < length:
-                rest += conn.recv(65536)
-            conn.sendall(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
-            )
-            sent = 0
-            try:
-                for start in range(0, len(self.body), 16384):
-                    sent += conn.send(self.body[start : start + 16384])
-            except OSError:
-                pass  # the client hung up: what the limit is for
-            self.sent.append(sent)
-
-    def stop(self) -> None:
-        self.listener.close()
+    def pieces(self) -> Iterator[bytes]:
+        for start in range(0, len(self.body), 16384):
+            yield self.body[start : start + 16384]
 
 
 @pytest.mark.parametrize("way", NOT_STREAMED)
