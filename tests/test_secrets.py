@@ -95,11 +95,16 @@ def with_credentials(url, userinfo):
 
 
 @every_way
-@pytest.mark.parametrize("userinfo", [f"me:{KEY}", KEY], ids=["password", "user"])
-def test_a_key_in_the_url_is_sent_as_the_bearer_key(scripted, way, userinfo):
+@pytest.mark.parametrize("where", ["password", "user", "query"])
+def test_a_key_in_the_url_is_sent_as_the_bearer_key(scripted, way, where):
     server = scripted(lambda body: "ok")
+    base_url = {
+        "password": with_credentials(server.base_url, f"me:{KEY}"),
+        "user": with_credentials(server.base_url, KEY),
+        "query": f"{server.base_url}?api_key={KEY}",
+    }[where]
     model = ChatOpenAICompatible(
-        base_url=with_credentials(server.base_url, userinfo),
+        base_url=base_url,
         model=server.model,
         direct_http=way != "ainvoke-sdk",
     )

@@ -8,27 +8,11 @@ import subprocess
 from pacore_graph import ChatOpenAICompatible
 from pacore_graph.eval import SAMPLE
 from pacore_graph.eval.manifest import command_line
-from pacore_graph.secrets import model_secrets, redact, redact_url, url_secrets
+from pacore_graph.secrets import redact, redact_url, url_secrets
 from pacore_graph.testing import Reply, free_port
 from tests.conftest import pacore_argv
-from tests.model_calls import call, every_way
 
 KEY = "sk-pacore-QUERY-5e0d1c2b3a4f6e7d"
-
-
-@every_way
-def test_a_key_in_the_query_is_sent_as_the_bearer_key(scripted, way):
-    server = scripted(lambda body: "ok")
-    model = ChatOpenAICompatible(
-        base_url=f"{server.base_url}?api_key={KEY}",
-        model=server.model,
-        direct_http=way != "ainvoke-sdk",
-    )
-    assert call(model, way).content == "ok"
-    assert server.authorizations == [f"Bearer {KEY}"]
-    assert model.openai_api_base == server.base_url
-    assert KEY not in repr(model)
-    assert model_secrets(model) == [KEY]
 
 
 def test_the_models_probe_of_a_url_with_a_query_finds_the_models(scripted):
