@@ -18,8 +18,7 @@ from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 
-from pacore_graph import create_pacore_graph
-from pacore_graph.backends import model_from_env
+from pacore_graph import create_pacore_graph, model_from_env
 
 ORCHARDS = {"north": (17, 23), "south": (12, 15)}
 

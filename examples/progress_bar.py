@@ -10,8 +10,7 @@ import asyncio
 
 from tqdm import tqdm
 
-from pacore_graph import create_pacore_graph, resolve_rounds
-from pacore_graph.backends import model_from_env
+from pacore_graph import create_pacore_graph, model_from_env, resolve_rounds
 
 
 async def solve(problem: str, rounds: str, max_tokens: int) -> str:

@@ -30,8 +30,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, convert_to_messag
 from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import BaseModel
 
-from pacore_graph import create_pacore_graph, to_record
-from pacore_graph.backends import model_from_env
+from pacore_graph import create_pacore_graph, model_from_env, to_record
 from pacore_graph.context import DEFAULTS, merge_context
 from pacore_graph.errors import (
     ContextLimitError,

@@ -1,6 +1,6 @@
 """PaCoRe (Parallel Coordinated Reasoning) as a LangGraph state machine."""
 
-from pacore_graph.backends import ChatOpenAICompatible
+from pacore_graph.backends import ChatOpenAICompatible, model_from_env
 from pacore_graph.compaction import (
     COMPACTIONS,
     Compaction,
@@ -73,6 +73,7 @@ __all__ = [
     "build_round_messages",
     "create_pacore_graph",
     "create_pacore_tool",
+    "model_from_env",
     "order_references",
     "pacore_tool",
     "reference_compaction",
