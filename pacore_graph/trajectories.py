@@ -186,34 +186,28 @@ class ThinkingSplitter:
                 answer, text = answer + self._trimmed(text), ""
             else:  # "think" streams, "hold" keeps until it knows which it was
                 head, closed, text = self._until_close(text)
-                part = self._trimmed(head)
-                if self._mode == "think":
-                    thinking += part
-                else:
-                    self._held.append(part)
+                self._held.append(self._trimmed(head))
+                if closed or self._mode == "think":
+                    thinking, self._held = thinking + "".join(self._held), []
                 if closed:
-                    thinking += "".join(self._held)
-                    self._held, self._mode, self._lead, self._space = [], "reply", True, ""
+                    self._mode, self._lead, self._space = "reply", True, ""
         return answer, thinking
 
     def close(self) -> tuple[str, str]:
         """The end of the reply: what is still held back, as ``(answer, thinking)``. A lone
         ``"<thi"`` is answer; part of a ``</think>`` ends what it would have closed."""
-        pending, self._pending = self._pending, ""
         if self._mode == "start":
-            return pending, ""
-        part = self._trimmed(pending)
-        if self._mode == "hold":  # no "</think>" came: it was all answer
-            return "".join(self._held) + part, ""
-        return "", part
+            return self._pending, ""
+        part = self._trimmed(self._pending)
+        # In "hold", no "</think>" came: it was all answer.
+        return ("".join(self._held) + part, "") if self._mode == "hold" else ("", part)
 
     def _until_close(self, text: str) -> tuple[str, bool, str]:
         """``text`` up to ``</think>``, whether it was there, and what follows; an end that
         may begin a ``</think>`` waits in ``_pending``."""
         head, closed, tail = text.partition(_CLOSE)
         if not closed:
-            ends = range(min(len(_CLOSE) - 1, len(text)), 0, -1)
-            keep = next((n for n in ends if _CLOSE.startswith(text[-n:])), 0)
+            keep = next((n for n in range(len(_CLOSE) - 1, 0, -1) if text.endswith(_CLOSE[:n])), 0)
             head, self._pending = text[: len(text) - keep], text[len(text) - keep :]
         return head, bool(closed), tail
 
@@ -221,9 +215,7 @@ class ThinkingSplitter:
         """``text`` without its part's leading whitespace, its trailing whitespace held."""
         if self._lead:
             text = text.lstrip()
-            if not text:
-                return ""
-            self._lead = False
+            self._lead = not text
         body = text.rstrip()
         if not body:
             self._space += text
