@@ -144,28 +144,34 @@ class ThinkingSplitter:
     """Splits a streamed reply into answer and thinking, never taking back what it sent.
 
     Thinking is what the server separated, or content from an opening ``<think>`` to the
-    first ``</think>``. Other content is held (unless the server separates thinking) until
-    ``</think>``, which may close a block the chat template opened, or the end. Whitespace
-    around each part is dropped, so any chunking gives the same pieces."""
+    first ``</think>``. Other content is held until ``</think>``, which may close a block the
+    chat template opened, or the end; it streams as answer at once where no block can be
+    open (``hold=False``, or the server separates thinking). Whitespace around each part is
+    dropped, so any chunking gives the same pieces."""
 
-    __slots__ = ("_held", "_lead", "_mode", "_pending", "_separated", "_space")
+    __slots__ = ("_held", "_hold", "_lead", "_mode", "_pending", "_separated", "_space")
 
-    def __init__(self) -> None:
+    def __init__(self, hold: bool = True) -> None:
         self._mode: Literal["start", "think", "hold", "reply"] = "start"
         self._pending = ""  # what may start a tag split across chunks
         self._held: list[str] = []  # content not known yet to be answer or thinking
         self._lead = True  # at the start of a part, where whitespace is dropped
         self._space = ""  # trailing whitespace, sent only if more text follows
         self._separated = False
+        self._hold = hold
+
+    @classmethod
+    def after(cls, replies: Iterable[Trajectory]) -> ThinkingSplitter:
+        """A splitter for the next reply of the model that gave ``replies``: it holds content
+        unless one of them is complete and none has thinking (no chat template opens it)."""
+        done = [t for t in replies if is_finished(t)]
+        thinks = any(t["reasoning"] or _CLOSE in t["content"] for t in done)
+        return cls(hold=thinks or all(t["truncated"] for t in done))
 
     def feed(self, content: str, reasoning: str | None = None) -> tuple[str, str]:
         """The next chunk in; ``(answer, thinking)`` to send now out."""
-        if reasoning:
-            self._separated = True
-        thinking = reasoning or ""
-        if not content:
-            return "", thinking
-        text, answer = self._pending + content, ""
+        self._separated = self._separated or bool(reasoning)
+        text, answer, thinking = self._pending + content, "", reasoning or ""
         self._pending = ""
         while text:
             if self._mode == "start":
@@ -175,55 +181,41 @@ class ThinkingSplitter:
                 elif _OPEN.startswith(text):  # maybe "<think>", split across chunks
                     self._pending, text = text, ""
                 else:
-                    self._mode = "reply" if self._separated else "hold"
+                    self._mode = "hold" if self._hold and not self._separated else "reply"
             elif self._mode == "reply":
-                answer += self._trimmed(text)
-                text = ""
-            elif self._mode == "think":
+                answer, text = answer + self._trimmed(text), ""
+            else:  # "think" streams, "hold" keeps until it knows which it was
                 head, closed, text = self._until_close(text)
-                thinking += self._trimmed(head)
+                self._held.append(self._trimmed(head))
+                if closed or self._mode == "think":
+                    thinking, self._held = thinking + "".join(self._held), []
                 if closed:
-                    self._mode, self._lead, self._space = "reply", True, ""
-            else:
-                head, closed, text = self._until_close(text)
-                self._held.append(head)
-                if closed:
-                    thinking += "".join(self._held).strip()
-                    self._held = []
                     self._mode, self._lead, self._space = "reply", True, ""
         return answer, thinking
 
     def close(self) -> tuple[str, str]:
-        """The end of the reply: what is still held back, as ``(answer, thinking)``."""
-        pending, self._pending = self._pending, ""
-        if self._mode == "start":  # a lone "<thi": not a tag
-            return pending, ""
-        if self._mode == "think":  # never closed: part of a "</think>" is thinking
-            return "", self._trimmed(pending) if pending else ""
-        if self._mode == "hold":  # no "</think>" came: it was all answer
-            held, self._held = "".join(self._held) + pending, []
-            return held.strip(), ""
-        return "", ""
+        """The end of the reply: what is still held back, as ``(answer, thinking)``. A lone
+        ``"<thi"`` is answer; part of a ``</think>`` ends what it would have closed."""
+        if self._mode == "start":
+            return self._pending, ""
+        part = self._trimmed(self._pending)
+        # In "hold", no "</think>" came: it was all answer.
+        return ("".join(self._held) + part, "") if self._mode == "hold" else ("", part)
 
     def _until_close(self, text: str) -> tuple[str, bool, str]:
         """``text`` up to ``</think>``, whether it was there, and what follows; an end that
         may begin a ``</think>`` waits in ``_pending``."""
         head, closed, tail = text.partition(_CLOSE)
-        if closed:
-            return head, True, tail
-        ends = range(min(len(_CLOSE) - 1, len(text)), 0, -1)
-        keep = next((n for n in ends if _CLOSE.startswith(text[-n:])), 0)
-        if keep:
-            head, self._pending = text[:-keep], text[-keep:]
-        return head, False, ""
+        if not closed:
+            keep = next((n for n in range(len(_CLOSE) - 1, 0, -1) if text.endswith(_CLOSE[:n])), 0)
+            head, self._pending = text[: len(text) - keep], text[len(text) - keep :]
+        return head, bool(closed), tail
 
     def _trimmed(self, text: str) -> str:
         """``text`` without its part's leading whitespace, its trailing whitespace held."""
         if self._lead:
             text = text.lstrip()
-            if not text:
-                return ""
-            self._lead = False
+            self._lead = not text
         body = text.rstrip()
         if not body:
             self._space += text

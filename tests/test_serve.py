@@ -18,7 +18,7 @@ from langchain_openai import ChatOpenAI
 
 from pacore_graph.server.requests import RunSpec
 from pacore_graph.server.runs import Run
-from pacore_graph.testing import Reply, ScriptedServer, word_count
+from pacore_graph.testing import ScriptedServer, word_count
 from tests.conftest import Gate
 from tests.serve_helpers import (
     ANSWER,
@@ -274,10 +274,13 @@ def test_keepalive_comments_flow_while_exploration_runs(upstream):
 
 
 def test_an_answer_that_did_not_stream_arrives_whole(upstream):
-    # A reply with neither <think> nor separated thinking is held to its end by the graph
-    # (it could still close a block the chat template opened): one content chunk.
+    # After replies with thinking, one with neither <think> nor separated thinking is held to
+    # its end by the graph (it could still close a block the chat template opened).
+    def reply(body: dict) -> str:
+        return "plain words here" if is_synthesis(body) else "<think>a</think>4"
+
     with (
-        ScriptedServer(lambda body: Reply(content="plain words here")) as plain,
+        ScriptedServer(reply) as plain,
         serving(plain) as served,
     ):
         stream = served.client().chat.completions.create(

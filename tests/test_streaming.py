@@ -7,6 +7,8 @@ exploration rounds do not stream. Every model call's run is named for its round 
 
 import asyncio
 import random
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,9 +21,10 @@ from langchain_core.language_models.fake_chat_models import (
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 
 from pacore_graph import create_pacore_graph
-from pacore_graph.testing import Reply
+from pacore_graph.testing import Reply, ScriptedServer
 from pacore_graph.trajectories import ThinkingSplitter, split_thinking
 from tests.conftest import model_for
+from tests.serve_helpers import is_synthesis, question, serving
 
 PROBLEM = "What is 17 * 23?"
 THINKING = "17 * 20 = 340,\n340 + 51 = 391."
@@ -43,21 +46,23 @@ def fake_generic(reply: str) -> BaseChatModel:
 FAKES = pytest.mark.parametrize("make_model", [fake_list, fake_generic], ids=["chars", "words"])
 
 
-def run_streaming(graph: Any, api: str) -> tuple[list[tuple[BaseMessage, dict]], dict]:
-    """``stream``/``astream`` with ``messages`` and ``values``: the messages stream, the output."""
+def run_streaming(
+    graph: Any, api: str, seen: Callable[[BaseMessage], object] | None = None
+) -> tuple[list[tuple[BaseMessage, dict]], dict]:
+    """``stream``/``astream`` with ``messages`` and ``values``: the messages stream, the output;
+    ``seen`` gets each message chunk as it arrives."""
+    args: Any = {"input": {"messages": [("user", PROBLEM)]}, "stream_mode": ["messages", "values"]}
+
+    def each(part: tuple[str, Any]) -> tuple[str, Any]:
+        if part[0] == "messages" and seen is not None:
+            seen(part[1][0])
+        return part
 
     async def collect() -> list[tuple[str, Any]]:
-        return [
-            part
-            async for part in graph.astream(
-                {"messages": [("user", PROBLEM)]}, stream_mode=["messages", "values"]
-            )
-        ]
+        return [each(part) async for part in graph.astream(**args)]
 
     parts = (
-        list(graph.stream({"messages": [("user", PROBLEM)]}, stream_mode=["messages", "values"]))
-        if api == "stream"
-        else asyncio.run(collect())
+        [each(part) for part in graph.stream(**args)] if api == "stream" else asyncio.run(collect())
     )
     messages = [chunk for mode, chunk in parts if mode == "messages"]
     output = [chunk for mode, chunk in parts if mode == "values"][-1]
@@ -149,6 +154,86 @@ def test_openai_compatible_final_round_streams_once(scripted, api, reply, answer
     assert sum(1 for m, _ in streamed if m.content) > 1
 
 
+class LastWordHeld:
+    """Explorations answer without thinking; the synthesis streams ``answer`` word by word,
+    its last word held until `release` is set (by a client that saw the first ones) or 10 s
+    pass. `released` says which: True per held word that the client let go."""
+
+    def __init__(self, answer: str = "It is 391 after all.") -> None:
+        self.answer, self.last = answer, answer.split(" ")[-1]
+        self.release = threading.Event()
+        self.released: list[bool] = []
+
+    def __call__(self, body: dict) -> Reply:
+        if is_synthesis(body):
+            return Reply(content=self.answer, transform=self._hold)
+        return Reply(content="It is 391.")
+
+    def _hold(self, chunk: dict) -> dict:
+        if any(c["delta"].get("content") == self.last for c in chunk.get("choices", [])):
+            self.released.append(self.release.wait(10))
+        return chunk
+
+
+@pytest.mark.parametrize("api", ["stream", "astream"])
+def test_an_answer_without_thinking_streams_token_by_token(scripted, api):
+    replies = LastWordHeld()
+    graph = create_pacore_graph(model_for(scripted(replies)), rounds=[2]).compile()
+    contents: list[str] = []
+
+    def seen(message: BaseMessage) -> None:
+        if message.content:
+            contents.append(message.text)
+            if len(contents) == 3:  # words arrive while the last one is still held
+                replies.release.set()
+
+    streamed, output = run_streaming(graph, api, seen)
+    assert replies.released == [True], "no content streamed before the last token"
+    assert_streamed_once(streamed, output, replies.answer, None)
+
+
+def test_serve_streams_an_answer_without_thinking_token_by_token():
+    replies = LastWordHeld()
+    with ScriptedServer(replies) as upstream, serving(upstream) as served:
+        stream = served.client().chat.completions.create(
+            model="pacore-2", messages=question(), stream=True
+        )
+        contents = []
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                contents.append(chunk.choices[0].delta.content)
+                if len(contents) == 3:
+                    replies.release.set()
+    assert replies.released == [True], "no content streamed before the last token"
+    assert "".join(contents) == replies.answer
+
+
+@pytest.mark.parametrize(
+    "final", ["<think>agree</think>It is 391 after all.", "It is 391 after all."]
+)
+def test_serve_sends_no_progress_as_reasoning_once_the_answer_began(final):
+    """Progress is thinking to an OpenAI client: once the answer began, it is left out."""
+    reply = lambda body: final if is_synthesis(body) else "It is 391."  # noqa: E731
+    with ScriptedServer(reply) as upstream, serving(upstream) as served:
+        stream = served.client().chat.completions.create(
+            model="pacore-2",
+            messages=question(),
+            stream=True,
+            extra_body={"pacore": {"progress": True}},
+        )
+        deltas = [c.choices[0].delta for c in stream if c.choices]
+    kinds = [
+        "content" if d.content else "reasoning"
+        for d in deltas
+        if d.content or (d.model_extra or {}).get("reasoning_content")
+    ]
+    began = kinds.index("content")
+    assert "reasoning" not in kinds[began:]
+    reasoning = "".join((d.model_extra or {}).get("reasoning_content") or "" for d in deltas)
+    assert reasoning.startswith("[pacore] round 1/2: 2 trajectories\n")
+    assert "".join(d.content or "" for d in deltas) == "It is 391 after all."
+
+
 def test_answer_without_streaming_has_the_recorded_id():
     out = (
         create_pacore_graph(fake_list(INLINE), rounds=[2])
@@ -184,15 +269,43 @@ def split_in_chunks(splitter: ThinkingSplitter, pieces: list[str]) -> tuple[str,
     return "".join(c for c, _ in outs), "".join(r for _, r in outs)
 
 
+@pytest.mark.parametrize("hold", [True, False])
 @pytest.mark.parametrize("text", TEXTS)
-def test_splitter_does_not_depend_on_chunking(text):
-    whole = split_in_chunks(ThinkingSplitter(), [text])
-    assert split_in_chunks(ThinkingSplitter(), list(text)) == whole
+def test_splitter_does_not_depend_on_chunking(text, hold):
+    whole = split_in_chunks(ThinkingSplitter(hold), [text])
+    assert split_in_chunks(ThinkingSplitter(hold), list(text)) == whole
     rng = random.Random(text)
     for _ in range(50):
         cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, rng.randint(1, 6))))
         pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
-        assert split_in_chunks(ThinkingSplitter(), pieces) == whole
+        assert split_in_chunks(ThinkingSplitter(hold), pieces) == whole
+
+
+def record(content: str, reasoning: str | None = None, **fields: Any) -> Any:
+    return {"content": content, "reasoning": reasoning, "status": "finished"} | {
+        "truncated": False,
+        **fields,
+    }
+
+
+@pytest.mark.parametrize(
+    ("replies", "holds"),
+    [
+        ([record("It is 4."), record("4")], False),
+        # A thinking model, even when its template opens the block: content may be thinking.
+        ([record("It is 4."), record("two and two</think>4")], True),
+        ([record("4", reasoning="two and two")], True),
+        # Nothing complete to judge by: cut at max_tokens (maybe inside its thinking), failed.
+        ([record("two and", truncated=True), record("", status="failed")], True),
+        ([], True),
+    ],
+    ids=["plain", "closing-tag", "separated", "none-complete", "none"],
+)
+def test_the_answer_streams_at_once_after_replies_without_thinking(replies, holds):
+    splitter = ThinkingSplitter.after(replies)
+    first = splitter.feed(" It is ")
+    assert first == (("", "") if holds else ("It is", ""))
+    assert (first[0] + splitter.feed("4.")[0] + splitter.close()[0]).strip() == "It is 4."
 
 
 @pytest.mark.parametrize(

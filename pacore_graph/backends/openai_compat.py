@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from typing import Any, Self, cast
 
 import aiohttp
@@ -384,25 +384,12 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         kwargs = _stall_limited(self.root_client, kwargs)
-        finished = False
-        size = StreamSize(self.max_reply_bytes)
-        with self._hold():
-            chunks = cast(
-                "Generator[ChatGenerationChunk, None, None]",
-                super()._stream(messages, stop, run_manager, **kwargs),
-            )
-            try:
+        with self._hold(), self._checked(self.root_client) as check:
+            chunks = super()._stream(messages, stop, run_manager, **kwargs)
+            # Closing the chunks closes the response: a stream stopped early hangs up.
+            with contextlib.closing(cast("Generator[ChatGenerationChunk]", chunks)):
                 for generation in chunks:
-                    size.add(generation.message)
-                    finished = finished or _finished(generation)
-                    yield generation
-            except Exception as exc:
-                if (error := self._stream_failure(exc, self.root_client)) is None:
-                    raise
-                raise error from exc
-            finally:
-                chunks.close()  # the response with it: a stream stopped early hangs up
-        self._check_finished(finished)
+                    yield check(generation)
 
     async def _astream(
         self,
@@ -414,51 +401,53 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         clients = self.root_async_client
         kwargs = _stall_limited(clients, kwargs)
         chunks = cast(
-            "AsyncGenerator[ChatGenerationChunk, None]",
+            "AsyncGenerator[ChatGenerationChunk]",
             super()._astream(messages, stop, run_manager, **kwargs),
         )
         if (seconds := _deadline_of(self.request_timeout)) is not None:
             chunks = until_deadline(
                 chunks, seconds, lambda: self._timeout(deadline_message(seconds))
             )
-        finished = False
-        size = StreamSize(self.max_reply_bytes)
-        async with self._ahold():
-            try:
+        async with self._ahold(), contextlib.aclosing(chunks):  # closed: as in _stream
+            with self._checked(clients) as check:
                 async for generation in chunks:
-                    size.add(generation.message)
-                    finished = finished or _finished(generation)
-                    yield generation
-            except CallTimeoutError:  # until_deadline's
+                    yield check(generation)
+
+    @contextlib.contextmanager
+    def _checked(self, clients: object) -> Iterator[Callable[[ChatGenerationChunk], Any]]:
+        """A check of each chunk of a stream (the size limit), its failures under the names
+        they have in a call, and at its end the check that a finish_reason came: a stream cut
+        by a crashing server or proxy can end cleanly, and the graph retries the
+        `IncompleteResponseError` of such a partial answer."""
+        size, finished = StreamSize(self.max_reply_bytes), False
+
+        def check(generation: ChatGenerationChunk) -> ChatGenerationChunk:
+            nonlocal finished
+            size.add(generation.message)
+            reason = (generation.generation_info or {}).get("finish_reason")
+            meta = generation.message.response_metadata
+            finished = finished or bool(reason or meta.get("finish_reason"))
+            return generation
+
+        try:
+            yield check
+        except Exception as exc:
+            if isinstance(exc, CallTimeoutError):  # until_deadline's: named already
                 raise
-            except TimeoutError as exc:  # langchain-openai's stream_chunk_timeout: no chunk
-                stall = self.stream_chunk_timeout
-                if not stall:
-                    raise
-                raise self._timeout(stall_message(stall)) from exc
-            except Exception as exc:
-                if (error := self._stream_failure(exc, clients)) is None:
-                    raise
-                raise error from exc
-            finally:
-                await chunks.aclose()  # the response with it: a stream stopped early hangs up
-        self._check_finished(finished)
-
-    def _stream_failure(self, exc: Exception, clients: Any) -> Exception | None:
-        """What a stream's failure means; None to raise it as it is."""
-        if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):  # httpx2's unwrapped
-            return self._timeout_error(exc, True, clients)
-        # The base class calls chunk.model_dump() on an event the SDK could not make a chunk
-        # of (no JSON object: a list, a number), before checked_chunk sees it.
-        if isinstance(exc, AttributeError) and exc.name == "model_dump":
-            return MalformedResponseError("malformed reply: a stream chunk is not an object")
-        if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):  # an event the SDK parsed
-            return undecodable(exc)
-        return None
-
-    def _check_finished(self, finished: bool) -> None:
-        # A stream cut by a crashing server or proxy can end cleanly; without a finish_reason
-        # it is a partial answer, and the graph retries IncompleteResponseError.
+            error: Exception | None = None
+            if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+                error = self._timeout_error(exc, True, clients)  # httpx2's: not wrapped
+            elif isinstance(exc, TimeoutError) and self.stream_chunk_timeout:  # no chunk came
+                error = self._timeout(stall_message(self.stream_chunk_timeout))
+            # The base class calls chunk.model_dump() on an event the SDK could not make a
+            # chunk of (no JSON object: a list, a number), before checked_chunk sees it.
+            elif isinstance(exc, AttributeError) and exc.name == "model_dump":
+                error = MalformedResponseError("malformed reply: a stream chunk is not an object")
+            elif isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):  # SDK-parsed event
+                error = undecodable(exc)
+            if error is None:
+                raise
+            raise error from exc
         if not finished:
             raise IncompleteResponseError(
                 f"the stream from {self.openai_api_base} ended before a finish_reason "
@@ -505,10 +494,3 @@ def _credentials_to_key(values: dict[str, Any]) -> dict[str, Any]:
                 if query:
                     values["default_query"] = {**query, **(values.get("default_query") or {})}
     return values
-
-
-def _finished(generation: ChatGenerationChunk) -> bool:
-    info = generation.generation_info or {}
-    return bool(
-        info.get("finish_reason") or generation.message.response_metadata.get("finish_reason")
-    )

@@ -135,7 +135,7 @@ class _AnswerStream(BaseCallbackHandler):
     def __init__(self, message_id: str, config: RunnableConfig) -> None:
         self.message_id = message_id
         self.config = config
-        self.splitter = ThinkingSplitter()
+        self.splitter = ThinkingSplitter.after(read_channel(config, "trajectories"))
 
     def on_llm_new_token(
         self,

@@ -1,8 +1,8 @@
 """``stream: true``: the run as server-sent events in OpenAI's chunk format, sent by
 sse-starlette's `EventSourceResponse` (the sequence of events: docs/serve.md): the final
 round token by token, a stored answer whole, progress lines as ``reasoning_content`` with
-``pacore.progress``, a failure as an error object; ``: keep-alive`` every ``keepalive_s``.
-"""
+``pacore.progress`` until the answer begins, a failure as an error object; ``: keep-alive``
+every ``keepalive_s``."""
 
 from __future__ import annotations
 
@@ -69,6 +69,7 @@ def sse_response(
     async def events() -> AsyncIterator[str]:
         chunk = functools.partial(completion.chunk, usage=spec.include_usage)
         streamed: list[set[str | None]] = [set() for _ in runs]
+        answering: set[int] = set()  # choices whose answer began
         reports: list[dict[str, Any]] = [{} for _ in runs]
         open_choices = set(range(len(runs)))
         try:
@@ -80,14 +81,10 @@ def sse_response(
                 if kind == "token":
                     _, content, reasoning, message_id = event
                     streamed[index].add(message_id)
+                    if content:
+                        answering.add(index)
                     delta = {"reasoning_content": reasoning, "content": content}
                     yield chunk(index, {k: v for k, v in delta.items() if v})
-                elif kind == "progress" and spec.progress:
-                    if line := progress_line(event[1], len(spec.rounds)):
-                        yield chunk(index, {"reasoning_content": line})
-                elif kind == "status" and spec.progress and event[1] in _STATUS_LINES:
-                    line = f"[pacore] {_STATUS_LINES[event[1]]}\n"
-                    yield chunk(index, {"reasoning_content": line})
                 elif kind == "end":
                     run = runs[index]
                     if run.error is not None or run.state is None:
@@ -102,6 +99,14 @@ def sse_response(
                     pacore = {"runs": [reports[index]]}
                     yield chunk(index, {}, finish or "stop", pacore=pacore)
                     open_choices.discard(index)
+                elif not spec.progress or index in answering:
+                    continue  # progress is thinking: a client expects none after the answer
+                elif kind == "progress":
+                    if line := progress_line(event[1], len(spec.rounds)):
+                        yield chunk(index, {"reasoning_content": line})
+                elif kind == "status" and event[1] in _STATUS_LINES:
+                    line = f"[pacore] {_STATUS_LINES[event[1]]}\n"
+                    yield chunk(index, {"reasoning_content": line})
             else:
                 if spec.include_usage:
                     yield completion.usage_chunk(reports)
