@@ -81,7 +81,7 @@ def build_manifest(
         command: From `command_line`.
         started_at: From `now`, before the run; ``finished_at`` after it.
         secrets: Redacted wherever they appear.
-        wall: `WallStats.as_dict` by setting name, recorded as its ``wall_seconds``.
+        wall: `pacore_graph.eval.report.wall_stats`, recorded as its ``wall_seconds``.
 
     The rest are the `EvalSpec` fields of the same names.
     """
