@@ -354,7 +354,7 @@ def plot(stats: Sequence[SettingStats], path: Path | None, title: str = "") -> A
             clip_on=False,  # a point at 0 or 100 % is drawn whole on the axis
         )
         for ttc, s in points:
-            where = {"textcoords": "offset points", "xytext": (5, 5), "fontsize": 8}
+            where: dict[str, Any] = {"textcoords": "offset points", "xytext": (5, 5), "fontsize": 8}
             ax.annotate(s.setting.label, (ttc, s.accuracy), **where)
     ax.set_xscale("log")
     # Ticks at 1, 2, 5 per decade, labelled like the table (4.2k, 243k), not as 10^x.
