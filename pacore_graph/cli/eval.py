@@ -203,12 +203,7 @@ async def run(args: argparse.Namespace) -> int:
     manifest = build_manifest(
         backend=backend,
         dataset=dataset_info(args.problems, len(problems)),
-        settings=settings,
-        context=spec.context,
-        runs=spec.runs,
-        pool=spec.pool,
-        pool_seed=spec.pool_seed,
-        concurrency=spec.concurrency,
+        spec=spec,
         command=command_line(getattr(args, "argv", []), secrets_of(args)),
         started_at=started_at,
         finished_at=now(),
