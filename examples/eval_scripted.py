@@ -1,20 +1,25 @@
 """Reproduce ``examples/eval_sample/`` without a GPU: ``pacore eval`` on the shipped sample
 against a scripted server that plays a reasoning model.
 
-python examples/eval_scripted.py [--out examples/eval_sample]
+python examples/eval_scripted.py [--out eval-results/sample]   # writes what eval_sample holds
+python examples/eval_scripted.py curate SAMPLE --pool 24 --out curated.jsonl   # any pacore
+    command against the same server (``SAMPLE`` is the shipped sample file)
 
 The scripted model is right on round 1 with a per-problem probability (easy problems
 often, hard ones rarely, wrong answers from a few distractors), and its synthesis is
 right more often the more of its references are right, sometimes with none of them
-(emergent correctness). Every reply is drawn from a seeded RNG keyed by the problem and
-the call's position, and ``--concurrency 1`` fixes the call order, so the output is the
-same on every machine. The numbers show the harness, not PaCoRe-8B.
+(emergent correctness). Its thinking is a few lines of work, and the synthesis cites the
+references it agrees with ("Reference 2 and Reference 5 say ..."). Every reply is drawn
+from a seeded RNG keyed by the problem and the call's position, and ``--concurrency 1``
+fixes the call order, so the output is the same on every machine. The numbers show the
+harness, not PaCoRe-8B.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import random
 import re
 import sys
@@ -25,7 +30,7 @@ from pacore_graph.cli import main as pacore
 from pacore_graph.eval import SAMPLE, load_problems
 from pacore_graph.testing import Reply, ScriptedServer, last_user_text
 
-OUT = Path(__file__).resolve().parent / "eval_sample"
+OUT = Path("eval-results") / "sample"  # not the committed examples/eval_sample/
 
 # Chance that one round-1 trajectory is right, by problem (sample-1 .. sample-8).
 SKILL = [0.9, 0.75, 0.6, 0.55, 0.45, 0.35, 0.2, 0.1]
@@ -66,9 +71,9 @@ class ScriptedReasoner:
             index, gold = self.by_text[text]
             rng = self._rng(text, "explore")
             answer = gold if rng.random() < SKILL[index] else self._wrong(rng, gold)
+            work = "Let me work it out step by step, checking each operation twice. " * 8
             return Reply(
-                content=f"<think>Let me work it out step by step.</think>"
-                f"The answer is \\boxed{{{answer}}}.",
+                content=f"<think>{work}</think>The answer is \\boxed{{{answer}}}.",
                 completion_tokens=rng.randint(1500, 4500),
             )
         problem = text.split("Original Problem:\n", 1)[1].split("\n\nReference Responses:")[0]
@@ -79,22 +84,30 @@ class ScriptedReasoner:
         # Right mostly when most references are, sometimes from none (emergent correctness).
         chance = 0.97 if right > 0.5 else 0.7 if right > 0 else 0.5
         answer = gold if rng.random() < chance else self._wrong(rng, gold)
-        content = f"<think>Comparing the references.</think>So it is \\boxed{{{answer}}}."
+        cited = " and ".join(f"Reference {i}" for i, r in enumerate(refs, 1) if r == answer)
+        agree = f"{cited} say {answer}." if cited else "No reference says so."
+        content = f"<think>Comparing the references. {agree}</think>So it is \\boxed{{{answer}}}."
         return Reply(content=content, completion_tokens=rng.randint(2000, 4000))
 
 
-def run(out: Path, progress: bool = False) -> int:
-    """Runs the eval into ``out``; returns pacore's exit status."""
+def run(out: Path, progress: bool = False, command: list[str] | None = None) -> int:
+    """Runs the sample eval into ``out``, or ``command`` (pacore's arguments, ``SAMPLE`` for
+    the sample file), against the scripted server; returns pacore's exit status."""
+    sample = os.path.relpath(SAMPLE)  # so the manifest names no home directory
     with ScriptedServer(ScriptedReasoner(), model="scripted-reasoner") as server:
-        argv = ["eval", str(SAMPLE), "--base-url", server.base_url, "--api-key", "none"]
-        argv += ["--rounds", "low", "--rounds", "8,2"]
-        argv += ["--baseline", "single", "--baseline", "sc@4", "--baseline", "sc@16"]
-        argv += ["--runs", "4", "--pool", "16", "--concurrency", "1", "--out", str(out)]
+        if command:
+            argv = [sample if word == "SAMPLE" else word for word in command]
+        else:
+            argv = ["eval", sample, "--rounds", "low", "--rounds", "8,2"]
+            argv += ["--baseline", "single", "--baseline", "sc@4", "--baseline", "sc@16"]
+            argv += ["--runs", "4", "--pool", "16", "--out", str(out)]
+        argv += ["--base-url", server.base_url, "--api-key", "none", "--concurrency", "1"]
         return pacore([*argv, "--progress" if progress else "--no-progress"])
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT, help="output folder")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="a pacore command instead")
     args = parser.parse_args()
-    sys.exit(run(args.out, progress=sys.stderr.isatty()))
+    sys.exit(run(args.out, sys.stderr.isatty(), args.command))

@@ -7,7 +7,8 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 Compaction = Callable[[str], str]
-"""A compaction rule: the trajectory's response content in, its message to later rounds out."""
+"""A compaction rule: the trajectory's response content in, its message to later rounds out
+(`full_compaction` alone also reads the thinking returned apart: `compaction_input`)."""
 
 
 def reference_compaction(content: str) -> str:
@@ -32,9 +33,24 @@ def boxed_answer_compaction(content: str) -> str:
     return ""
 
 
+def full_compaction(content: str) -> str:
+    """No compaction (the paper's ablation, Figure 4 right): the whole trajectory, thinking
+    included, so only ``context_limit`` bounds the synthesis prompt."""
+    return content
+
+
+def compaction_input(rule: Compaction, content: str, reasoning: str | None) -> str:
+    """What ``rule`` reads of a trajectory: its content; for `full_compaction`, thinking the
+    backend returned apart (``reasoning_content``) goes back in front as ``<think>...</think>``."""
+    if rule is full_compaction and reasoning:
+        return f"<think>{reasoning}</think>{content}"
+    return content
+
+
 COMPACTIONS: dict[str, Compaction] = {
     "reference": reference_compaction,
     "boxed": boxed_answer_compaction,
+    "full": full_compaction,
 }
 """Compaction rules by name, for the CLI and per-run context."""
 

@@ -91,10 +91,11 @@ class PaCoReContext:
     ] = None
     compaction: Annotated[
         # The names are `compaction.COMPACTIONS`; code may also pass a callable.
-        Literal["reference", "boxed"] | Compaction | None,
+        Literal["reference", "boxed", "full"] | Compaction | None,
         Field(
             description='What later rounds see of a trajectory: "reference" (the text after '
-            'the last </think>) or "boxed" (only its final \\boxed{...}); from code, also a '
+            'the last </think>), "boxed" (only its final \\boxed{...}) or "full" (all of it, '
+            "thinking included: the paper's no-compaction ablation); from code, also a "
             "callable str -> str."
         ),
     ] = None

@@ -10,7 +10,7 @@ from typing import Literal
 from langchain_core.messages import BaseMessage
 from typing_extensions import TypedDict
 
-from pacore_graph.compaction import Compaction, reference_compaction
+from pacore_graph.compaction import Compaction, compaction_input, reference_compaction
 from pacore_graph.messages import message_text
 
 Status = Literal["finished", "failed", "stopped"]
@@ -78,12 +78,13 @@ def finished_record(
     usage = getattr(message, "usage_metadata", None) or {}
     meta = message.response_metadata or {}
     finish = meta.get("finish_reason") or meta.get("stop_reason")
+    reasoning = reasoning_of(message)
     return Trajectory(
         round=round_number,
         index=index,
         content=content,
-        reasoning=reasoning_of(message),
-        message=compaction(content),
+        reasoning=reasoning,
+        message=compaction(compaction_input(compaction, content, reasoning)),
         finish_reason=finish,
         truncated=finish in ("length", "max_tokens"),
         prompt_tokens=usage.get("input_tokens"),

@@ -1,10 +1,12 @@
 """``pacore eval`` as a user runs it: files written, and one-line errors before any model call."""
 
+import contextlib
 import csv
 import datetime
 import hashlib
 import importlib.metadata
 import importlib.util
+import io
 import json
 import shlex
 import struct
@@ -16,6 +18,7 @@ from pacore_graph.cli import main
 from pacore_graph.eval import SAMPLE
 from pacore_graph.eval.manifest import command_line
 from pacore_graph.testing import free_port
+from tests.conftest import Gate
 from tests.test_eval_runner import scenario
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -36,8 +39,9 @@ def test_eval_writes_table_csv_plot_and_rows(scripted, tmp_path, capsys):
         "| SC@4 | [4] | 50.0 (0.40k) | 80.0 (0.40k) | 0.0 (0.40k) |",
         "| PaCoRe low | [4, 1] | 75.0 (0.44k) | 100.0 (0.44k) | 33.3 (0.44k) |",
     ]
-    assert "| PaCoRe low | 75.0 | [36.3, 100.0] | 440 | 2 | r1 1.00 | 4/8 (50.0%) | 0 |" in (
-        captured.out
+    assert (
+        "| PaCoRe low | 75.0 | [36.3, 100.0] | 440 | 2 | r1 1.00 | r2 0.00 | 0 | 4/8 (50.0%) | 0 |"
+        in (captured.out)
     )
     table, wall = (out / "table.md").read_text(), (out / "wall_time.md").read_text()
     assert captured.out == table + "\n" + wall
@@ -143,9 +147,41 @@ def test_example_output_is_reproducible(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("eval_scripted", EXAMPLES / "eval_scripted.py")
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
+    # By default it writes into a folder of its own, not over the committed copy.
+    assert EXAMPLES not in example.OUT.resolve().parents
     assert example.run(tmp_path) == 0, capsys.readouterr().err
+    committed = EXAMPLES / "eval_sample"
+    # The committed copy has every file a run writes (the timed ones as one run made them).
+    assert {p.name for p in committed.iterdir()} == {p.name for p in tmp_path.iterdir()}
     for name in ("table.md", "table.csv", "results.jsonl", "pool.jsonl"):
-        assert (tmp_path / name).read_text() == (EXAMPLES / "eval_sample" / name).read_text(), name
+        assert (tmp_path / name).read_text() == (committed / name).read_text(), name
+
+
+def test_eval_shows_its_backend_and_calls_in_flight_before_any_answer(scripted, tmp_path):
+    err = io.StringIO()
+    gate = Gate(scenario)
+    server = scripted(gate)
+    gate.open_when(lambda: "calls=4" in err.getvalue())  # 4 round-1 calls, none answered
+    argv = ["eval", str(SAMPLE), "--base-url", server.base_url, "--rounds", "4", "--limit", "1"]
+    with contextlib.redirect_stderr(err):
+        assert main([*argv, "--no-plot", "--progress", "--out", str(tmp_path)]) == 0
+    text = err.getvalue()
+    assert gate.opened.is_set(), text
+    assert text.index("pacore eval: 1 problems; starting the backend") < text.index(
+        f"backend: openai {server.base_url} model scripted"
+    )
+
+
+def test_labels_name_the_rows_of_parallel_against_sequential(scripted, tmp_path, capsys):
+    server = scripted(scenario)
+    argv = ["eval", str(SAMPLE), "--base-url", server.base_url, "--limit", "1", "--no-plot"]
+    argv += ["--rounds", "2", "--label", "parallel [2]", "--rounds", "1,1,1"]
+    argv += ["--label", "sequential [1x2]", "--out", str(tmp_path)]
+    assert main(argv) == 0, capsys.readouterr().err
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("| parallel [2] | [2, 1] |")
+    assert lines[3].startswith("| sequential [1x2] | [1, 1, 1] |")
+    assert len(server.requests) == 3 + 3
 
 
 def test_eval_takes_the_run_options_solve_takes(scripted, tmp_path, capsys):

@@ -12,6 +12,7 @@ from pacore_graph.eval.report import (
     format_ttc,
     interval,
     markdown_table,
+    plot,
     summarize,
     t_quantile_975,
     wall_stats,
@@ -65,17 +66,19 @@ def result():
 
 
 def test_t_quantiles():
-    assert t_quantile_975(1) == 12.706 and t_quantile_975(30) == 2.042
-    for df, exact in [(31, 2.0395), (40, 2.0211), (60, 2.0003), (120, 1.9799), (10**6, 1.96)]:
-        assert t_quantile_975(df) == pytest.approx(exact, abs=5e-4)
+    # scipy.stats.t.ppf(0.975, df), to 6 decimals.
+    exact = {1: 12.706205, 2: 4.302653, 3: 3.182446, 7: 2.364624, 30: 2.042272, 31: 2.039513}
+    exact |= {40: 2.021075, 60: 2.000298, 120: 1.979930, 1000: 1.962339}
+    for df, value in exact.items():
+        assert t_quantile_975(df) == pytest.approx(value, abs=1e-6)
     with pytest.raises(ValueError):
         t_quantile_975(0)
 
 
 def test_interval_over_problems():
-    # mean 0.5, sd sqrt(0.125 / 3), P = 4: half width t(3) * sd / 2 = 3.182 * 0.204124 / 2.
+    # mean 0.5, sd sqrt(0.125 / 3), P = 4: half width t(3) * sd / 2 = 3.182446 * 0.204124 / 2.
     low, high = interval([0.25, 0.5, 0.5, 0.75])
-    assert (low, high) == pytest.approx((50 - 32.4761, 50 + 32.4761), abs=1e-3)
+    assert (low, high) == pytest.approx((50 - 32.4807, 50 + 32.4807), abs=1e-3)
     assert interval([1.0]) is None
     assert interval([1.0, 1.0]) == (100.0, 100.0)
     assert interval([0.0, 1.0]) == (0.0, 100.0)  # clipped
@@ -122,8 +125,28 @@ def test_markdown_table():
     assert lines[0] == "| setting | K | all (3) | A (2) | B (1) |"
     assert lines[2] == "| SC@4 | [4] | 50.0 (0.40k) | 75.0 (0.40k) | 0.0 (0.40k) |"
     assert lines[3] == "| PaCoRe [4] | [4, 1] | 72.2 (4.2k) | 83.3 (4.2k) | 50.0 (4.3k) |"
-    assert lines[7].startswith("| SC@4 | 50.0 | [") and "| r1 0.50 | — | 0 |" in lines[7]
-    assert lines[8].endswith("| 4,200 | 2 | r1 0.75 | 1/2 (50.0%) | 1 |")
+    assert lines[7].startswith("| SC@4 | 50.0 | [") and "| r1 0.50 | — | — | — | 0 |" in lines[7]
+    assert lines[8].endswith("| 4,200 | 2 | r1 0.75 | — | 0 | 1/2 (50.0%) | 1 |")
+
+
+def test_labels_name_rows_in_the_table_and_keep_their_threads():
+    settings = build_settings(["8", "1,1,1,1,1,1,1,1,1"], [], ["parallel [8]", "sequential [1x8]"])
+    assert [s.label for s in settings] == ["parallel [8]", "sequential [1x8]"]
+    assert settings[1].round_vector == (1,) * 9 and settings[1].name == "pacore:1,1,1,1,1,1,1,1"
+    assert settings[0] == build_settings(["8"])[0]  # the same threads, relabelled
+    assert build_settings(["8", "16"], [], ["parallel [8]"])[1].label == "PaCoRe [16]"
+    with pytest.raises(ValueError, match="2 --label for 1 --rounds"):
+        build_settings(["8"], [], ["a", "b"])
+
+
+@pytest.mark.parametrize("correct", [False, True])
+def test_the_plot_shows_accuracy_from_0_to_100(correct):
+    data = result()
+    for r in data.rows:
+        r["correct"] = correct
+    figure = plot(summarize(data), None)
+    assert figure.axes[0].get_ylim() == (0, 100)
+    figure.clear()
 
 
 def test_write_report(tmp_path):
@@ -192,7 +215,7 @@ def test_wall_table_puts_wall_time_and_stopped_beside_accuracy_and_ttc():
     assert lines[2] == "| SC@4 | 50.0 | 400 | — | — | — | 0 | — |"  # nothing timed
     assert lines[3].startswith("| PaCoRe [4] | 72.2 | 4,")
     assert lines[3].endswith("| 4.0 | 4.0 | 6.0 | 3 | 2 (13.3%) |")
-    assert walls[1].as_dict() == {
+    assert walls["pacore:4"] == {
         "timed": 3, "mean": 4.0, "median": 4.0, "max": 6.0,
         "trajectories": 15, "stopped": 2, "stopped_fraction": 0.1333,
     }  # fmt: skip

@@ -11,6 +11,7 @@ import pytest
 from pacore_graph.checkpoints import AsyncRedisSaver
 from pacore_graph.eval import SAMPLE, build_settings, load_problems, run_eval, summarize
 from pacore_graph.eval.pool import draw_indices
+from pacore_graph.eval.report import markdown_table
 from pacore_graph.eval.runner import EvalSpec
 from pacore_graph.testing import Reply, last_user_text
 from tests.conftest import Gate, model_for, wait_for
@@ -78,9 +79,9 @@ async def test_exact_accuracy_ttc_and_emergent_correctness(scripted):
     # Emergent: problems 5-8 had only wrong references in both runs; 5 and 6 came out right.
     assert (pacore.emergent, pacore.all_inputs_wrong, pacore.emergent_rate) == (4, 8, 0.5)
     assert pacore.agreement == [1.0, 1.0] and sc.agreement == [1.0]
-    # 95% t-interval over problems: pass rates (1,1,1,1,1,1,0,0), t(7) = 2.365.
-    assert pacore.ci == pytest.approx((36.294, 100.0), abs=1e-3)
-    assert single.ci == pytest.approx((5.306, 94.694), abs=1e-3)
+    # 95% t-interval over problems: pass rates (1,1,1,1,1,1,0,0), t(7) = 2.364624.
+    assert pacore.ci == pytest.approx((36.2998, 100.0), abs=1e-3)
+    assert single.ci == pytest.approx((5.3128, 94.6872), abs=1e-3)
     assert by(stats, "pacore:low", "arithmetic").accuracy == 100.0
     assert by(stats, "pacore:low", "fractions").accuracy == pytest.approx(100 / 3)
     assert by(stats, "single", "fractions").accuracy == 0.0
@@ -370,3 +371,55 @@ async def test_failure_messages_never_hold_the_api_key(scripted):
     assert all(r["error"] and key not in r["error"] for r in result.rows)
     assert "[redacted]" in result.rows[0]["error"]
     assert key not in json.dumps(result.rows)
+
+
+def citing(body):
+    """Round 1 thinks apart (reasoning_content) and answers 391 on every problem; the
+    synthesis cites two references and checks a third in its thinking: 4 markers a call."""
+    if is_synthesis(body):
+        return Reply(
+            content="Reference 1 and Ref 2 agree; the references say \\boxed{391}",
+            reasoning_content="checking reference 3 against the problem",
+            completion_tokens=5,
+        )
+    return Reply(
+        content="\\boxed{391}", reasoning_content="long thinking " * 50, completion_tokens=10
+    )
+
+
+async def test_cross_checking_counts_what_the_synthesis_wrote(scripted):
+    server = scripted(citing)
+    result = await run_eval(model_for(server), PROBLEMS[:2], spec(["4,2"], ["sc@2"], concurrency=8))
+    rows = {r["setting"]: r for r in result.rows if r["request_id"] == PROBLEMS[0].id}
+    # Round 2's two and the final one each wrote 4 markers; round 1 is no synthesis.
+    assert rows["pacore:4,2"]["cross_checking"] == [None, 4.0, 4.0]
+    assert rows["sc@2"]["cross_checking"] == []
+    pacore = by(summarize(result), "pacore:4,2")
+    assert pacore.cross_checking == [None, 4.0, 4.0]
+    custom = spec(["2"], [], concurrency=8, markers=[r"agree"])
+    result = await run_eval(model_for(server), PROBLEMS[:1], custom)
+    assert result.rows[0]["cross_checking"] == [None, 1.0]
+
+
+async def test_full_compaction_sends_the_thinking_and_counts_dropped_references(scripted):
+    server = scripted(citing)
+    settings = spec(["4"], [], concurrency=8, context={"compaction": "full"})
+    await run_eval(model_for(server), PROBLEMS[:1], settings)
+    (synthesis,) = [b for b in server.requests if is_synthesis(b)]
+    thinking = "<think>" + "long thinking " * 50 + "</think>\\boxed{391}"
+    assert last_user_text(synthesis).count(thinking) == 4
+    # Each full reference is ~250 tokens by the 3-characters estimate: 2 of the 4 fit 700.
+    limited = {"compaction": "full", "context_limit": 700}
+    drop = spec(
+        ["4"], [], concurrency=8, context={**limited, "on_context_overflow": "drop_longest"}
+    )
+    result = await run_eval(model_for(server), PROBLEMS[:2], drop)
+    assert [r["dropped_references"] for r in result.rows] == [2, 2]
+    assert by(summarize(result), "pacore:4").dropped == 4
+    assert "| 4 |" in markdown_table(summarize(result))
+    stop = spec(["4"], [], concurrency=8, context=limited)
+    result = await run_eval(model_for(server), PROBLEMS[:1], stop)
+    assert result.rows[0]["error"].startswith("ContextLimitError: round 2 synthesis prompt")
+    reference = spec(["4"], [], concurrency=8, context={"context_limit": 700})
+    result = await run_eval(model_for(server), PROBLEMS[:1], reference)
+    assert result.rows[0]["dropped_references"] == 0 and result.rows[0]["correct"]

@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
+from pacore_graph.cli import curate, mcp, serve, solve
 from pacore_graph.cli import eval as eval_cli
-from pacore_graph.cli import mcp, serve, solve
 from pacore_graph.cli.options import (
     EXPECTED_ERRORS,
     Parser,
@@ -32,14 +32,14 @@ from pacore_graph.cli.options import (
 def _parser() -> Parser:
     parser = Parser(prog="pacore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for command in (solve, eval_cli, serve, mcp):
+    for command in (solve, eval_cli, curate, serve, mcp):
         command.add_parser(sub)
     return parser
 
 
 def _interrupted(args: object, signame: str) -> str:
     thread = getattr(args, "saved_thread", None)
-    if getattr(args, "command", "") == "eval":
+    if getattr(args, "command", "") in ("eval", "curate"):
         resumable = bool(getattr(args, "redis_url", None))
         return f"interrupted ({signame})" + (
             "; rerun the same command to resume" if resumable else ""
@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve.main(args)
     if args.command == "mcp":  # the MCP SDK owns the loop; stdout carries the protocol
         return mcp.main(args)
-    command = solve.run if args.command == "solve" else eval_cli.run
+    command = {"solve": solve.run, "eval": eval_cli.run, "curate": curate.run}[args.command]
     secrets = secrets_of(args)
     if args.log_level:
         log_to_stderr(args.log_level, secrets)
@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             interruption.exit_now()
         return interruption.report()
     except EXPECTED_ERRORS as exc:
-        saved = getattr(args, "saved_thread", None) or (args.command == "eval" and args.redis_url)
+        saved = getattr(args, "saved_thread", None) or (args.command != "solve" and args.redis_url)
         return report(exc, secrets, bool(saved))
     except Exception as exc:  # a bug: one line, the traceback only in the debug log
         logging.getLogger("pacore").debug("unexpected error", exc_info=True)

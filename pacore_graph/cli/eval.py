@@ -6,10 +6,12 @@ Imports of the ``eval`` extra and tqdm wait for `run`: every ``pacore`` command 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pacore_graph.cli.options import (
     COUNT,
@@ -17,12 +19,18 @@ from pacore_graph.cli.options import (
     CLIError,
     add_command,
     backend_description,
+    backend_line,
     open_run,
     secrets_of,
 )
 from pacore_graph.context import DEFAULTS, context_from_options, merge_context
 from pacore_graph.rounds import check_round_bounds
 from pacore_graph.validation import check_settings
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
+    from pacore_graph.eval.dataset import Problem
 
 
 def add_parser(sub: Any) -> None:
@@ -48,6 +56,20 @@ def add_parser(sub: Any) -> None:
         "only baselines are given)",
     )
     p.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        help="name of a --rounds row in the table and plot, the n-th label for the n-th "
+        '--rounds (e.g. --rounds 8 --label "parallel [8]")',
+    )
+    p.add_argument(
+        "--marker",
+        action="append",
+        metavar="REGEX",
+        help="a cross-checking marker counted in synthesis rounds (case-insensitive, at a "
+        "word start); repeat for more; replaces the default list: reference, ref N",
+    )
+    p.add_argument(
         "--baseline",
         action="append",
         default=[],
@@ -71,23 +93,27 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
 
 
-class _BarProgress:
-    """A tqdm bar over problems; the postfix counts runs, trajectories and completion tokens."""
+class BarProgress:
+    """A tqdm bar over problems; the postfix counts runs (None: not shown), calls in
+    flight, trajectories and completion tokens, redrawn as each changes."""
 
-    def __init__(self, total: int, runs_total: int) -> None:
+    def __init__(self, total: int, runs_total: int | None, desc: str = "eval") -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, unit="problem", desc="eval", file=sys.stderr)
+        self.bar = tqdm(total=total, unit="problem", desc=desc, file=sys.stderr)
         self.runs_total, self.runs, self.count, self.tokens = runs_total, 0, 0, 0
+        self.in_flight = 0
 
     def _postfix(self) -> None:
-        # Strings, so tqdm does not print 10000 tokens as 1e+4; redrawn at tqdm's own pace.
+        # Strings, so tqdm does not print 10000 tokens as 1e+4.
+        runs = {"runs": f"{self.runs}/{self.runs_total}"} if self.runs_total else {}
         self.bar.set_postfix(
-            runs=f"{self.runs}/{self.runs_total}",
-            traj=str(self.count),
-            tokens=f"{self.tokens:,}",
-            refresh=False,
+            **runs, calls=str(self.in_flight), traj=str(self.count), tokens=f"{self.tokens:,}"
         )
+
+    def calls(self, in_flight: int) -> None:
+        self.in_flight = in_flight
+        self._postfix()
 
     def trajectories(self, count: int, tokens: int) -> None:
         self.count += count
@@ -105,10 +131,42 @@ class _BarProgress:
         self.bar.close()
 
 
+def checked_context(args: argparse.Namespace) -> tuple[list[Problem], dict[str, Any]]:
+    """The problems and the run settings (``rounds`` aside) the options give, checked."""
+    from pacore_graph.eval.dataset import load_problems
+
+    try:
+        problems = load_problems(args.problems, limit=args.limit)
+    except OSError as exc:
+        raise CLIError(f"cannot read {args.problems}: {exc.strerror or exc}") from None
+    context = {k: v for k, v in context_from_options(args).items() if k != "rounds"}
+    check_settings(merge_context(DEFAULTS, context))
+    return problems, context
+
+
+@contextlib.asynccontextmanager
+async def opened(
+    args: argparse.Namespace, problems: int, runs_total: int | None, command: str = "eval"
+) -> AsyncIterator[tuple[BaseChatModel, Any, dict[str, Any], BarProgress | None]]:
+    """`open_run` with the backend line on stderr and, with progress shown, a line before
+    the backend opens (the embedded one takes a while) and a bar from the first call."""
+    shown = sys.stderr.isatty() if args.progress is None else args.progress
+    if shown:
+        print(f"pacore {command}: {problems} problems; starting the backend", file=sys.stderr)
+    async with open_run(args) as (model, saver):
+        backend = backend_description(args, model)
+        print(backend_line(backend), file=sys.stderr)
+        progress = BarProgress(problems, runs_total, command) if shown else None
+        try:
+            yield model, saver, backend, progress
+        finally:
+            if progress is not None:
+                progress.close()
+
+
 async def run(args: argparse.Namespace) -> int:
     """Runs ``pacore eval``; writes the table, plot and rows (errors reach ``pacore``'s main)."""
     from pacore_graph.eval._deps import require
-    from pacore_graph.eval.dataset import load_problems
     from pacore_graph.eval.manifest import build_manifest, command_line, dataset_info, now
     from pacore_graph.eval.report import plot_title, wall_stats, write_report
     from pacore_graph.eval.runner import EvalSpec, run_eval
@@ -118,15 +176,10 @@ async def run(args: argparse.Namespace) -> int:
     require("math_verify", "pacore eval's grading")
     if not args.no_plot:
         require("matplotlib", "pacore eval's plot")
-    try:
-        problems = load_problems(args.problems, limit=args.limit)
-    except OSError as exc:
-        raise CLIError(f"cannot read {args.problems}: {exc.strerror or exc}") from None
+    problems, context = checked_context(args)
     rounds = args.rounds if args.rounds is not None else ([] if args.baseline else ["low"])
-    settings = build_settings(rounds, args.baseline)
-    context = {k: v for k, v in context_from_options(args).items() if k != "rounds"}
+    settings = build_settings(rounds, args.baseline, args.label)
     checked = merge_context(DEFAULTS, context)
-    check_settings(checked)
     for setting in settings:
         check_round_bounds(list(setting.round_vector), checked.max_k, checked.max_trajectories)
     spec = EvalSpec(  # checks runs, concurrency and pool size
@@ -135,38 +188,27 @@ async def run(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         pool=args.pool,
         pool_seed=args.pool_seed,
+        **({"markers": args.marker} if args.marker else {}),
     )
     started_at = now()
-    async with open_run(args) as (model, saver):
+    runs_total = len(problems) * len(settings) * args.runs
+    async with opened(args, len(problems), runs_total) as (model, saver, backend, progress):
         spec = dataclasses.replace(
             spec,
             concurrency=args.concurrency,  # the embedded backend may lower it
             context=context,
             namespace=str(getattr(model, "model", "")),
         )
-        backend = backend_description(args, model)
-        shown = sys.stderr.isatty() if args.progress is None else args.progress
-        runs_total = len(problems) * len(settings) * args.runs
-        progress = _BarProgress(len(problems), runs_total) if shown else None
-        try:
-            result = await run_eval(model, problems, spec, checkpointer=saver, progress=progress)
-        finally:
-            if progress is not None:
-                progress.close()
+        result = await run_eval(model, problems, spec, checkpointer=saver, progress=progress)
     manifest = build_manifest(
         backend=backend,
         dataset=dataset_info(args.problems, len(problems)),
-        settings=settings,
-        context=spec.context,
-        runs=spec.runs,
-        pool=spec.pool,
-        pool_seed=spec.pool_seed,
-        concurrency=spec.concurrency,
+        spec=spec,
         command=command_line(getattr(args, "argv", []), secrets_of(args)),
         started_at=started_at,
         finished_at=now(),
         secrets=secrets_of(args),
-        wall={w.setting.name: w.as_dict() for w in wall_stats(result)},
+        wall=wall_stats(result),
     )
     table, paths = write_report(
         result,

@@ -157,3 +157,15 @@ def majority(keys: Sequence[str | None]) -> tuple[str | None, int]:
 def agreement(keys: Sequence[str | None]) -> float | None:
     """Fraction of the votes (no-answers included) that equal the majority vote."""
     return majority(keys)[1] / len(keys) if keys else None
+
+
+CROSS_CHECK_MARKERS = ("reference", r"ref\.?\s*#?\d+")
+"""The cross-checking markers counted by default (Figure 5, left): regexes matched
+case-insensitively at a word start, each match one marker: ``reference`` (also
+``Reference 2``, ``references``) and ``Ref 3`` / ``ref. 3`` / ``ref #3``."""
+
+
+def cross_checks(text: str, markers: Sequence[str] = CROSS_CHECK_MARKERS) -> int:
+    """How many cross-checking markers ``text`` holds (see `CROSS_CHECK_MARKERS`)."""
+    pattern = r"\b(?:" + "|".join(f"(?:{m})" for m in markers) + ")"  # `re` caches it
+    return len(re.findall(pattern, text, re.IGNORECASE)) if markers else 0

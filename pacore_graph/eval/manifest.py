@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from pacore_graph.context import DEFAULTS, merge_context
+from pacore_graph.eval.runner import EvalSpec
 from pacore_graph.eval.samples import SAMPLING_FIELDS
-from pacore_graph.eval.settings import Setting
 from pacore_graph.resume import run_settings
 from pacore_graph.secrets import REDACTED, redact, redact_url
 
@@ -60,12 +60,7 @@ def build_manifest(
     *,
     backend: Mapping[str, Any],
     dataset: Mapping[str, Any],
-    settings: Sequence[Setting],
-    context: Mapping[str, Any],
-    runs: int,
-    pool: int | None,
-    pool_seed: int,
-    concurrency: int,
+    spec: EvalSpec,
     command: str,
     started_at: str,
     finished_at: str,
@@ -77,15 +72,13 @@ def build_manifest(
     Args:
         backend: ``kind``, ``endpoint`` (without credentials) and ``model``.
         dataset: From `dataset_info`.
-        context: The run's PaCoRe settings as given (``rounds`` aside), recorded resolved.
+        spec: What ran; its ``context`` (the PaCoRe settings as given) is recorded resolved.
         command: From `command_line`.
         started_at: From `now`, before the run; ``finished_at`` after it.
         secrets: Redacted wherever they appear.
-        wall: `WallStats.as_dict` by setting name, recorded as its ``wall_seconds``.
-
-    The rest are the `EvalSpec` fields of the same names.
+        wall: `pacore_graph.eval.report.wall_stats`, recorded as its ``wall_seconds``.
     """
-    resolved = run_settings(merge_context(DEFAULTS, dict(context)))
+    resolved = run_settings(merge_context(DEFAULTS, dict(spec.context)))
     resolved.pop("rounds", None)  # each setting has its own
     manifest = {
         "model": backend.get("model"),
@@ -99,15 +92,16 @@ def build_manifest(
                 "round_vector": list(s.round_vector),
                 **({"wall_seconds": dict(wall[s.name])} if wall and s.name in wall else {}),
             }
-            for s in settings
+            for s in spec.settings
         ],
-        "runs": runs,
+        "runs": spec.runs,
         "seed": resolved.get("seed"),
-        "pool": pool,
-        "pool_seed": pool_seed if pool is not None else None,
+        "pool": spec.pool,
+        "pool_seed": spec.pool_seed if spec.pool is not None else None,
         "sampling": {k: resolved.get(k) for k in SAMPLING_FIELDS},
         "pacore": {k: v for k, v in resolved.items() if k not in SAMPLING_FIELDS},
-        "concurrency": concurrency,
+        "concurrency": spec.concurrency,
+        "markers": list(spec.markers),
         "pacore_version": package_version(),
         "python": platform.python_version(),
         "command": command,

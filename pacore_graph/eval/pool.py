@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import openai
@@ -65,6 +65,9 @@ class EvalChatModel(BaseChatModel):
     _semaphore: asyncio.Semaphore = PrivateAttr()
     _pools: dict[str, list[Sample]] = PrivateAttr(default_factory=dict)
     _fatal: BaseException | None = PrivateAttr(default=None)
+    _in_flight: int = PrivateAttr(default=0)
+    on_calls: Callable[[int], None] | None = None
+    """Told the number of calls in flight whenever it changes (a progress bar)."""
 
     def model_post_init(self, context: Any, /) -> None:
         self._semaphore = asyncio.Semaphore(self.concurrency)
@@ -94,6 +97,11 @@ class EvalChatModel(BaseChatModel):
         elif exc is None or isinstance(exc, openai.APIStatusError):  # the endpoint answered
             self._fatal = None
 
+    def _calls(self, change: int) -> None:
+        self._in_flight += change
+        if self.on_calls is not None:
+            self.on_calls(self._in_flight)
+
     def add_pool(self, key: str, samples: Sequence[Sample]) -> None:
         """Registers a problem's pool, in index order."""
         self._pools[key] = sorted(samples, key=lambda s: s["index"])
@@ -118,11 +126,14 @@ class EvalChatModel(BaseChatModel):
         if (pooled := self._from_pool(config)) is not None:
             return pooled
         async with self._semaphore:
+            self._calls(1)
             try:
                 message = await self.inner.ainvoke(input, config, stop=stop, **kwargs)
             except Exception as exc:
                 self._outcome(exc)
                 raise
+            finally:
+                self._calls(-1)
         self._outcome(None)
         return message
 

@@ -6,6 +6,7 @@ and how the interval is computed: docs/eval.md, "What is measured".
 from __future__ import annotations
 
 import csv
+import functools
 import itertools
 import json
 import math
@@ -18,14 +19,6 @@ from typing import Any
 from pacore_graph.eval._deps import require
 from pacore_graph.eval.runner import EvalResult
 from pacore_graph.eval.settings import Setting
-
-# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
-_T975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-_Z975 = 1.959964
 
 ALL = "all"
 """The category name of the whole benchmark."""
@@ -44,20 +37,22 @@ FILES = {
 """What `write_report` writes into the output folder."""
 
 
+@functools.cache
 def t_quantile_975(df: int) -> float:
-    """Student's t 97.5% quantile: a table up to 30 degrees of freedom, then the
-    Cornish-Fisher expansion (within 0.001 of the exact value there)."""
+    """Student's t 97.5% quantile, exact to 1e-9: bisection on the closed form of
+    P(|T| < sqrt(df) tan θ) (Abramowitz & Stegun 26.7.3-4, a finite series in θ)."""
     if df < 1:
         raise ValueError(f"degrees of freedom must be >= 1, got {df}")
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = _Z975
-    return (
-        z
-        + (z**3 + z) / (4 * df)
-        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
-    )
+    odd, low, high = df % 2, 0.0, math.pi / 2
+    for _ in range(45):
+        theta = (low + high) / 2
+        c2, term, total = math.cos(theta) ** 2, math.cos(theta) if odd else 1.0, 0.0
+        for k in range(1, df // 2 + 1):
+            total, term = total + term, term * (2 * k - 1 + odd) / (2 * k + odd) * c2
+        inside = math.sin(theta) * total
+        inside = 2 / math.pi * (theta + inside) if odd else inside
+        low, high = (theta, high) if inside < 0.95 else (low, theta)
+    return math.sqrt(df) * math.tan((low + high) / 2)
 
 
 def interval(pass_rates: Sequence[float]) -> tuple[float, float] | None:
@@ -90,6 +85,9 @@ class SettingStats:
         mean_ttc: Mean TTC per problem (completion tokens of every call for it), over
             the rows that did not fail.
         agreement: Mean answer agreement of each round (None where no row has it).
+        cross_checking: Mean cross-checking markers per trajectory of each round (None for
+            round 1 and where no row has it).
+        dropped: References left out to fit ``context_limit``, over all rows.
         emergent: Rows right while every input of the last synthesis was wrong.
         all_inputs_wrong: Rows whose last synthesis had only wrong inputs.
         errors: Rows that failed (graded wrong).
@@ -104,6 +102,8 @@ class SettingStats:
     run_accuracies: list[float]
     mean_ttc: float | None
     agreement: list[float | None]
+    cross_checking: list[float | None]
+    dropped: int
     emergent: int
     all_inputs_wrong: int
     errors: int
@@ -131,8 +131,11 @@ def _stats(setting: Setting, category: str, rows: list[dict[str, Any]], runs: in
         by_run.setdefault(row["run"], []).append(bool(row["correct"]))
     pass_rates = [statistics.fmean(v) for v in by_problem.values()]
     ttcs = [row["ttc_tokens"] for row in rows if row["ttc_tokens"] is not None]
-    rounds = itertools.zip_longest(*(row["agreement"] for row in rows))  # None-padded
-    agreement = [_mean([v for v in values if v is not None]) for values in rounds]
+
+    def per_round(key: str) -> list[float | None]:
+        rounds = itertools.zip_longest(*(row.get(key) or [] for row in rows))  # None-padded
+        return [_mean([v for v in values if v is not None]) for values in rounds]
+
     return SettingStats(
         setting=setting,
         category=category,
@@ -142,7 +145,9 @@ def _stats(setting: Setting, category: str, rows: list[dict[str, Any]], runs: in
         ci=interval(pass_rates),
         run_accuracies=[100 * statistics.fmean(by_run[r]) for r in sorted(by_run)],
         mean_ttc=_mean(ttcs),
-        agreement=agreement,
+        agreement=per_round("agreement"),
+        cross_checking=per_round("cross_checking"),
+        dropped=sum(row.get("dropped_references") or 0 for row in rows),
         emergent=sum(1 for row in rows if row.get("emergent")),
         all_inputs_wrong=sum(1 for row in rows if row.get("all_inputs_wrong")),
         errors=sum(1 for row in rows if row.get("error")),
@@ -174,55 +179,29 @@ def summarize(result: EvalResult) -> list[SettingStats]:
     return stats
 
 
-@dataclass
-class WallStats:
-    """How long one setting took (see `EvalResult.timings`): problem-runs ``timed``, the
-    mean, median and max wall seconds of one (None when none was timed), their
-    ``trajectories`` and of those the ``stopped`` ones."""
-
-    setting: Setting
-    timed: int
-    mean_s: float | None
-    median_s: float | None
-    max_s: float | None
-    trajectories: int
-    stopped: int
-
-    @property
-    def stopped_fraction(self) -> float | None:
-        """``stopped / trajectories``: what the time saved cost in trajectories."""
-        return self.stopped / self.trajectories if self.trajectories else None
-
-    def as_dict(self) -> dict[str, Any]:
-        """The numbers, rounded, for ``manifest.json``."""
-        seconds = {"mean": self.mean_s, "median": self.median_s, "max": self.max_s}
-        fraction = self.stopped_fraction
-        return {
-            "timed": self.timed,
-            **{k: None if v is None else round(v, 3) for k, v in seconds.items()},
-            "trajectories": self.trajectories,
-            "stopped": self.stopped,
-            "stopped_fraction": None if fraction is None else round(fraction, 4),
-        }
-
-
-def wall_stats(result: EvalResult) -> list[WallStats]:
-    """Wall time per setting, in table order."""
-    out = []
+def wall_stats(result: EvalResult) -> dict[str, dict[str, Any]]:
+    """How long each setting took, by name in table order (see `EvalResult.timings`):
+    problem-runs ``timed``; ``mean``, ``median`` and ``max`` wall seconds of one (None when
+    none was timed); their ``trajectories``, the ``stopped`` ones and ``stopped_fraction``
+    (what the time saved cost), rounded for ``manifest.json``."""
+    out = {}
     for setting in result.settings:
         timings = [t for t in result.timings if t["setting"] == setting.name]
         seconds = [t["wall_seconds"] for t in timings]
-        out.append(
-            WallStats(
-                setting,
-                len(seconds),
-                _mean(seconds),
-                statistics.median(seconds) if seconds else None,
-                max(seconds, default=None),
-                sum(t["trajectories"] for t in timings),
-                sum(t["stopped"] for t in timings),
-            )
+        count, stopped = (sum(t[k] for t in timings) for k in ("trajectories", "stopped"))
+        median = statistics.median(seconds) if seconds else None
+        times = zip(
+            ("mean", "median", "max"),
+            (_mean(seconds), median, max(seconds, default=None)),
+            strict=True,
         )
+        out[setting.name] = {
+            "timed": len(seconds),
+            **{k: None if v is None else round(v, 3) for k, v in times},
+            "trajectories": count,
+            "stopped": stopped,
+            "stopped_fraction": round(stopped / count, 4) if count else None,
+        }
     return out
 
 
@@ -240,17 +219,16 @@ def _seconds(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f}"
 
 
-def wall_table(stats: Sequence[SettingStats], walls: Sequence[WallStats]) -> str:
+def wall_table(stats: Sequence[SettingStats], walls: Mapping[str, Mapping[str, Any]]) -> str:
     """Accuracy and mean TTC (all problems) beside the wall time of a problem-run and the
-    trajectories stopped, one row per setting."""
-    overall = {s.setting.name: s for s in stats if s.category == ALL}
+    trajectories stopped (`wall_stats`), one row per setting."""
     header = ["setting", "accuracy %", "mean TTC (tokens)", "wall s: mean", "median", "max"]
     rows = []
-    for w in walls:
-        s, fraction = overall[w.setting.name], w.stopped_fraction
-        stopped = f"{w.stopped} ({100 * fraction:.1f}%)" if fraction is not None else "—"
-        times = [_seconds(w.mean_s), _seconds(w.median_s), _seconds(w.max_s)]
-        rows.append([w.setting.label, f"{s.accuracy:.1f}", _ttc(s), *times, w.timed, stopped])
+    for s in (s for s in stats if s.category == ALL):
+        w, fraction = walls[s.setting.name], walls[s.setting.name]["stopped_fraction"]
+        stopped = f"{w['stopped']} ({100 * fraction:.1f}%)" if fraction is not None else "—"
+        times = [_seconds(w[k]) for k in ("mean", "median", "max")]
+        rows.append([s.setting.label, f"{s.accuracy:.1f}", _ttc(s), *times, w["timed"], stopped])
     return "\n".join(_table([*header, "timed", "stopped"], rows)) + "\n"
 
 
@@ -258,6 +236,11 @@ def _agreement(stats: SettingStats) -> str:
     # Only rounds with K > 1: a lone trajectory always agrees with itself.
     pairs = zip(stats.agreement, stats.setting.round_vector, strict=False)
     parts = [f"r{i} {a:.2f}" for i, (a, k) in enumerate(pairs, 1) if k > 1 and a is not None]
+    return ", ".join(parts) or "—"
+
+
+def _cross_checking(stats: SettingStats) -> str:
+    parts = [f"r{i} {c:.2f}" for i, c in enumerate(stats.cross_checking, 1) if c is not None]
     return ", ".join(parts) or "—"
 
 
@@ -288,8 +271,10 @@ def markdown_table(stats: Sequence[SettingStats]) -> str:
         s = cell[(setting.name, ALL)]
         ci = f"[{s.ci[0]:.1f}, {s.ci[1]:.1f}]" if s.ci else "—"
         numbers = [f"{s.accuracy:.1f}", ci, _ttc(s), s.runs]
-        details.append([setting.label, *numbers, _agreement(s), _emergent(s), s.errors])
-    header += ["answer agreement", "emergent correctness", "failed"]
+        pacore = [_cross_checking(s), s.dropped] if setting.kind == "pacore" else ["—", "—"]
+        details.append([setting.label, *numbers, _agreement(s), *pacore, _emergent(s), s.errors])
+    header += ["answer agreement", "cross-checking", "dropped refs", "emergent correctness"]
+    header += ["failed"]
     return "\n".join([*paper, "", *_table(header, details)]) + "\n"
 
 
@@ -310,6 +295,8 @@ def _csv_row(s: SettingStats) -> dict[str, Any]:
         "mean_ttc": round(s.mean_ttc, 1) if s.mean_ttc is not None else "",
         "cell": s.cell,
         "agreement": " ".join("" if a is None else f"{a:.4f}" for a in s.agreement),
+        "cross_checking": " ".join("" if c is None else f"{c:.4f}" for c in s.cross_checking),
+        "dropped_references": s.dropped if pacore else "",
         "emergent": s.emergent if pacore else "",
         "all_inputs_wrong": s.all_inputs_wrong if pacore else "",
         "emergent_rate": "" if s.emergent_rate is None else round(s.emergent_rate, 4),
@@ -326,9 +313,10 @@ def write_csv(stats: Sequence[SettingStats], path: Path) -> None:
         writer.writerows(rows)
 
 
-def plot(stats: Sequence[SettingStats], path: Path, title: str = "") -> None:
-    """Accuracy against mean TTC (log x) of every setting on all problems, with 95%
-    intervals, settings of one kind joined in TTC order.
+def plot(stats: Sequence[SettingStats], path: Path | None, title: str = "") -> Any:
+    """Accuracy (0-100 %) against mean TTC (log x) of every setting on all problems, with
+    95% intervals, settings of one kind joined in TTC order; saved to ``path`` and closed,
+    or returned as a matplotlib Figure when ``path`` is None.
 
     Raises:
         EvalDependencyError: matplotlib is not installed.
@@ -363,15 +351,11 @@ def plot(stats: Sequence[SettingStats], path: Path, title: str = "") -> None:
             capsize=3,
             linestyle="-" if len(group) > 1 else "none",
             label=name,
+            clip_on=False,  # a point at 0 or 100 % is drawn whole on the axis
         )
         for ttc, s in points:
-            ax.annotate(
-                s.setting.label,
-                (ttc, s.accuracy),
-                textcoords="offset points",
-                xytext=(5, 5),
-                fontsize=8,
-            )
+            where: dict[str, Any] = {"textcoords": "offset points", "xytext": (5, 5), "fontsize": 8}
+            ax.annotate(s.setting.label, (ttc, s.accuracy), **where)
     ax.set_xscale("log")
     # Ticks at 1, 2, 5 per decade, labelled like the table (4.2k, 243k), not as 10^x.
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
@@ -379,24 +363,22 @@ def plot(stats: Sequence[SettingStats], path: Path, title: str = "") -> None:
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("mean TTC per problem (completion tokens, log scale)")
     ax.set_ylabel("accuracy (%), pass@1 averaged over runs")
+    ax.set_ylim(0, 100)
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
+    if path is None:
+        return fig
     # The title is also the PNG's Title field, so a file found alone still says what it is.
     fig.savefig(path, metadata={"Title": title} if title else None)
     plt.close(fig)
 
 
-POOL_FIELDS = {
-    "index",
-    "content",
-    "reasoning",
-    "finish_reason",
-    "prompt_tokens",
-    "completion_tokens",
-}
+POOL_FIELDS = frozenset(
+    ["index", "content", "reasoning", "finish_reason", "prompt_tokens", "completion_tokens"]
+)
 """What ``pool.jsonl`` keeps of each sample (no timings, so the file is reproducible)."""
 
 

@@ -25,16 +25,29 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from pacore_graph.errors import PaCoReError
 from pacore_graph.eval.dataset import Problem
-from pacore_graph.eval.grading import agreement, extract_answer, grade, majority, vote_key
+from pacore_graph.eval.grading import (
+    CROSS_CHECK_MARKERS,
+    agreement,
+    cross_checks,
+    extract_answer,
+    grade,
+    majority,
+    vote_key,
+)
 from pacore_graph.eval.pool import DRAW_KEY, EvalChatModel, draw_indices
-from pacore_graph.eval.samples import Sample, create_sampling_graph, sampling_status
+from pacore_graph.eval.samples import (
+    SAMPLING_FIELDS,
+    Sample,
+    create_sampling_graph,
+    sampling_status,
+)
 from pacore_graph.eval.settings import Setting
 from pacore_graph.graph import create_pacore_graph
 from pacore_graph.record import to_record
 from pacore_graph.resume import BOUNDS
 from pacore_graph.secrets import model_secrets, redact
 from pacore_graph.threads import ThreadStatus, arun_thread
-from pacore_graph.trajectories import latest_trajectories, status_counts
+from pacore_graph.trajectories import is_finished, latest_trajectories, status_counts
 
 THREAD_PREFIX = "pacore-eval"
 
@@ -52,6 +65,9 @@ class Progress(Protocol):
     def problem_done(self) -> None:
         """Every setting and run of one problem finished."""
 
+    def calls(self, in_flight: int) -> None:
+        """``in_flight`` model calls are running now (optional: called if defined)."""
+
 
 @dataclass
 class EvalSpec:
@@ -66,6 +82,7 @@ class EvalSpec:
         context: `PaCoReContext` fields but ``rounds`` for every run; the baselines sample
             with its `SAMPLING_FIELDS`.
         namespace: Names the backend in thread ids, so evals of models never share threads.
+        markers: The cross-checking markers counted in synthesis rounds (`cross_checks`).
     """
 
     settings: Sequence[Setting]
@@ -75,6 +92,7 @@ class EvalSpec:
     pool_seed: int = 0
     context: Mapping[str, Any] = field(default_factory=dict)
     namespace: str = ""
+    markers: Sequence[str] = CROSS_CHECK_MARKERS
 
     def __post_init__(self) -> None:
         if self.runs < 1:
@@ -92,10 +110,11 @@ class EvalSpec:
         """A short hash of what changes the trajectories; part of every thread id.
 
         The pool's threads hash only the backend and sampling settings, so a new draw
-        seed or new settings reuse the same pool.
+        seed, other PaCoRe settings and ``pacore curate`` reuse the same pool.
         """
         # The bounds only decide whether a run may start (`BOUNDS`): not what it computes.
-        context = {k: v for k, v in self.context.items() if k not in BOUNDS}
+        kept = SAMPLING_FIELDS if pool_only else self.context.keys() - BOUNDS
+        context = {k: v for k, v in self.context.items() if k in kept}
         key: dict[str, Any] = {"ns": self.namespace, "context": context}
         if not pool_only:
             key |= {"pool": self.pool, "pool_seed": self.pool_seed}
@@ -146,29 +165,32 @@ class _Runner:
         checkpointer: BaseCheckpointSaver | None,
         progress: Progress | None,
     ) -> None:
-        self.problems = list(problems)
-        self.spec = spec
-        self.progress = progress
-        self.checkpointer = checkpointer
+        self.problems, self.spec, self.progress = list(problems), spec, progress
+        self.checkpointer, self.fingerprint = checkpointer, spec.fingerprint()
         self.model = EvalChatModel(inner=model, concurrency=spec.concurrency)
+        self.model.on_calls = getattr(progress, "calls", None)
         self.secrets = model_secrets(model)  # kept out of the rows' error messages
-        pacore = [s for s in spec.settings if s.kind == "pacore"]
-        self.pacore = create_pacore_graph(
-            self.model,
-            rounds=pacore[0].exploration if pacore else "low",
-            **{k: v for k, v in spec.context.items() if k in BOUNDS},  # it checks its defaults
-        ).compile(checkpointer=checkpointer)
+        first = next((list(s.round_vector) for s in spec.settings if s.kind == "pacore"), "low")
+        bounds = {k: v for k, v in spec.context.items() if k in BOUNDS}  # it checks its defaults
+        graph = create_pacore_graph(self.model, rounds=first, **bounds)
+        self.pacore = graph.compile(checkpointer=checkpointer)
         sampler = create_sampling_graph(self.model, spec.context)
         self.sampler = sampler.compile(checkpointer=checkpointer)
         # Threads in progress at once: enough to keep every call slot busy, few enough
         # that problems finish (and are checkpointed as finished) in file order.
         self.slots = asyncio.Semaphore(spec.concurrency)
-        self.fingerprint = spec.fingerprint()
-        self.pool_fingerprint = spec.fingerprint(pool_only=True)
         self.pool_tasks: dict[str, asyncio.Future[None]] = {}
         self.pools: dict[str, list[Sample]] = {}
         self.left = {p.key: len(spec.settings) * spec.runs for p in self.problems}
         self.timings: list[dict[str, Any]] = []
+
+    def failure(self, exc: Exception) -> str:
+        """The error of a problem that failed alone, for its row; raises what stops the eval."""
+        if not _per_problem_failure(exc):
+            raise exc
+        if (fatal := self.model.fatal_failure) is not None:
+            raise fatal from exc  # the endpoint is gone: every problem would fail
+        return redact(f"{type(exc).__name__}: {exc}", self.secrets)
 
     async def _run(
         self,
@@ -205,10 +227,15 @@ class _Runner:
         # In index order: they are stored in completion order.
         return status, sorted(state.get("samples") or [], key=lambda s: s["index"])
 
-    async def _make_pool(self, problem: Problem, size: int) -> None:
-        thread_id = f"{THREAD_PREFIX}-{self.pool_fingerprint}-pool{size}-{problem.key}"
+    async def pool_of(self, problem: Problem, size: int) -> list[Sample]:
+        """The problem's round-1 pool of ``size``: one thread, shared by eval and curate."""
+        fingerprint = self.spec.fingerprint(pool_only=True)
+        thread_id = f"{THREAD_PREFIX}-{fingerprint}-pool{size}-{problem.key}"
         async with self.slots:
-            _, samples = await self._sample(thread_id, problem, size, None)
+            return (await self._sample(thread_id, problem, size, None))[1]
+
+    async def _make_pool(self, problem: Problem, size: int) -> None:
+        samples = await self.pool_of(problem, size)
         self.model.add_pool(problem.key, samples)
         self.pools[problem.key] = samples
 
@@ -240,12 +267,13 @@ class _Runner:
             async with self.slots:
                 started = time.monotonic()
                 if setting.kind == "pacore":
-                    context = {**spec.context, "rounds": setting.exploration}
+                    # The whole vector, which ends in 1 and so runs as written.
+                    context = {**spec.context, "rounds": list(setting.round_vector)}
                     input = {"messages": problem.chat()}
                     status, state = await self._run(
                         self.pacore, input, thread_id, draw, context=context
                     )
-                    row = pacore_row(state, problem)
+                    row = pacore_row(state, problem, spec.markers)
                     counts = status_counts(latest_trajectories(state.get("trajectories") or []))
                 else:
                     status, samples = await self._sample(thread_id, problem, setting.first_k, draw)
@@ -257,12 +285,8 @@ class _Runner:
                 timing |= {"wall_seconds": wall, "trajectories": counts.total()}
                 self.timings.append(timing | {"stopped": counts["stopped"]})
         except Exception as exc:
-            if not _per_problem_failure(exc):
-                raise
-            if (fatal := self.model.fatal_failure) is not None:
-                raise fatal from exc  # the endpoint is gone: every problem would fail
-            error = redact(f"{type(exc).__name__}: {exc}", self.secrets)
-            row, status = {**_EMPTY_ROW, "request_id": problem.id, "error": error}, "failed"
+            row = {**_EMPTY_ROW, "request_id": problem.id, "error": self.failure(exc)}
+            status = "failed"
         self.left[problem.key] -= 1
         if self.progress is not None:
             self.progress.run_done()
@@ -306,6 +330,8 @@ _EMPTY_ROW: dict[str, Any] = {
     "grader": None,
     "ttc_tokens": None,
     "agreement": [],
+    "cross_checking": [],
+    "dropped_references": None,
     "inputs_correct": None,
     "emergent": None,
     "all_inputs_wrong": None,
@@ -315,15 +341,24 @@ _EMPTY_ROW: dict[str, Any] = {
 """A results row's fields, in order, as a failed row has them."""
 
 
-def pacore_row(state: Mapping[str, Any], problem: Problem) -> dict[str, Any]:
+def pacore_row(
+    state: Mapping[str, Any], problem: Problem, markers: Sequence[str] = CROSS_CHECK_MARKERS
+) -> dict[str, Any]:
     """A PaCoRe thread's results row, graded, with each round's agreement (the share of its
-    trajectories giving the majority answer) and emergent correctness (right while every
-    reference of the last synthesis was wrong; None without references)."""
+    trajectories giving the majority answer), cross-checking (markers per finished
+    trajectory, thinking included; None for round 1), the references dropped for the
+    context limit, and emergent correctness (right while every reference of the last
+    synthesis was wrong; None without references)."""
     record = to_record(state, problem.id)
     verdict = grade(record["answer"] or "", problem.answer)
     rounds: dict[int, list[Any]] = {}
-    for t in sorted(record["trajectories"], key=lambda t: (t["round"], t["index"])):
-        rounds.setdefault(t["round"], []).append(vote_key(extract_answer(t["content"])))
+    for t in record["trajectories"]:  # in (round, index) order
+        rounds.setdefault(t["round"], []).append(t)
+    text = [
+        [f"{t['reasoning'] or ''}\n{t['content']}" for t in ts if is_finished(t)]
+        for ts in rounds.values()
+    ]
+    checks = [[cross_checks(x, markers) for x in xs] for xs in text]
     inputs = list(state.get("references") or [])
     inputs_correct = [grade(m, problem.answer).correct for m in inputs]
     all_wrong = bool(inputs) and not any(inputs_correct)
@@ -337,7 +372,12 @@ def pacore_row(state: Mapping[str, Any], problem: Problem) -> dict[str, Any]:
         "correct": verdict.correct,
         "grader": verdict.grader,
         "ttc_tokens": record["ttc_tokens"],
-        "agreement": [agreement(rounds.get(r, [])) for r in range(1, len(rounds) + 1)],
+        "agreement": [
+            agreement([vote_key(extract_answer(t["content"])) for t in ts])
+            for ts in rounds.values()
+        ],
+        "cross_checking": [None, *(sum(c) / len(c) if c else None for c in checks[1:])],
+        "dropped_references": sum(d["dropped_for_context"] for d in record["rounds"]),
         "inputs_correct": inputs_correct,
         "emergent": (verdict.correct if all_wrong else False) if inputs else None,
         "all_inputs_wrong": all_wrong if inputs else None,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from pacore_graph.rounds import PRESETS, resolve_rounds
@@ -21,16 +22,21 @@ class SettingError(ValueError):
 @dataclass(frozen=True)
 class Setting:
     """One row of the results table: ``kind`` (``sc``: majority vote over N trajectories),
-    a stable ``name`` for thread ids, files and rows (``pacore:32,4``, ``sc@16``), and the
-    ``round_vector`` (PaCoRe's with the final 1, a baseline's ``(N,)``)."""
+    a stable ``name`` for thread ids, files and rows (``pacore:32,4``, ``sc@16``), the
+    ``round_vector`` (PaCoRe's with the final 1, a baseline's ``(N,)``) and the ``named``
+    label ``--label`` gave it (not part of its identity: a relabelled row reuses its threads)."""
 
     kind: SettingKind
     name: str
     round_vector: tuple[int, ...]
+    named: str | None = field(default=None, compare=False)
 
     @property
     def label(self) -> str:
-        """How the table names it: ``PaCoRe low``, ``PaCoRe [32, 4]``, ``single``, ``SC@16``."""
+        """How the table names it: its ``named`` label, else ``PaCoRe low``,
+        ``PaCoRe [32, 4]``, ``single``, ``SC@16``."""
+        if self.named:
+            return self.named
         if self.kind == "pacore":
             spec = self.name.removeprefix("pacore:")
             return f"PaCoRe {spec}" if spec in PRESETS else f"PaCoRe [{spec.replace(',', ', ')}]"
@@ -40,11 +46,6 @@ class Setting:
     def first_k(self) -> int:
         """Trajectories of the first round (PaCoRe) or samples (baselines)."""
         return self.round_vector[0]
-
-    @property
-    def exploration(self) -> list[int]:
-        """PaCoRe's rounds as the graph takes them (without the final 1)."""
-        return list(self.round_vector[:-1])
 
 
 def pacore_setting(spec: str) -> Setting:
@@ -66,14 +67,21 @@ def baseline_setting(spec: str) -> Setting:
     raise SettingError(f"unknown baseline {spec!r}: use single or sc@N (N >= 1), e.g. sc@16")
 
 
-def build_settings(rounds: Iterable[str], baselines: Iterable[str] = ()) -> list[Setting]:
-    """Baselines first, then PaCoRe settings, each once, as Table 2 of the paper lists them.
+def build_settings(
+    rounds: Iterable[str], baselines: Iterable[str] = (), labels: Sequence[str] = ()
+) -> list[Setting]:
+    """Baselines first, then PaCoRe settings, each once, as Table 2 of the paper lists them;
+    the n-th of ``labels`` names the n-th of ``rounds``.
 
     Raises:
-        SettingError: No setting at all.
+        SettingError: No setting at all, or more labels than rounds.
         InvalidRoundsError: A bad round vector.
     """
-    given = [*map(baseline_setting, baselines), *map(pacore_setting, rounds)]
+    pacore = list(map(pacore_setting, rounds))
+    if len(labels) > len(pacore):
+        raise SettingError(f"{len(labels)} --label for {len(pacore)} --rounds: one label a row")
+    pacore = [replace(s, named=n) for s, n in itertools.zip_longest(pacore, labels)]
+    given = [*map(baseline_setting, baselines), *pacore]
     settings = list(dict.fromkeys(given))  # equal names are equal settings
     if not settings:
         raise SettingError("nothing to evaluate: give --rounds and/or --baseline")
