@@ -145,19 +145,20 @@ class RoundTrackers:
 
     def __init__(self) -> None:
         self._trackers: OrderedDict[tuple[str, int], BudgetTracker] = OrderedDict()
-        self._attempts: OrderedDict[int, tuple[object, float]] = OrderedDict()
+        self._attempts: OrderedDict[tuple[int, str], tuple[object, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(
         self, budget: RoundBudget, stragglers: Callable[[], tuple[StragglerPolicy, int, int] | None]
     ) -> BudgetTracker:
-        """The tracker of ``budget``'s round in this attempt (a run: its `RunControl`), made on
-        first use; its deadline is ``seconds`` after the attempt's first tracker's start."""
+        """The tracker of ``budget``'s round in this attempt (a LangGraph run: its `RunControl`),
+        made on first use; its deadline is ``seconds`` after its PaCoRe run's first in it."""
         attempt: object = None  # outside a run: the budget's own deadline
         with contextlib.suppress(RuntimeError):
             attempt = getattr(get_runtime(), "control", None)
         with self._lock:
-            _, start = self._attempts.setdefault(id(attempt), (attempt, time.time()))
+            run = (id(attempt), budget["key"].rpartition(":")[0])  # key: "<run id>:<round>"
+            _, start = self._attempts.setdefault(run, (attempt, time.time()))
             key = (budget["key"], id(attempt))
             if (tracker := self._trackers.get(key)) is None:
                 if attempt is not None and (seconds := budget.get("seconds")):

@@ -14,6 +14,7 @@ import threading
 import pytest
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.types import RetryPolicy
 
 from pacore_graph import ChatOpenAICompatible, QuorumError, create_pacore_graph, should_retry
@@ -172,3 +173,30 @@ def test_a_replay_or_fork_of_a_round_gets_max_seconds_from_its_own_start(scripte
     assert [t["status"] for t in round_2] == ["finished", "finished"]
     assert again["pacore"]["budget_exhausted"] is None
     assert len(server.requests) == calls + 2 + 1  # round 2 and the final synthesis
+
+
+def test_each_pacore_run_in_one_parent_run_gets_max_seconds_of_its_own(scripted):
+    """Two PaCoRe runs in one run of a parent graph share its attempt, not a clock: the
+    second starts with its whole budget after the first used all of its own."""
+    release, held = threading.Event(), itertools.count()
+
+    def respond(body):
+        text = last_user_text(body)
+        if "Reference 1:" in text and "first" in text and next(held) < 2:
+            release.wait(30)  # the first run's round 2: held until its budget stops it
+        return Reply(content="<think>t</think>\\boxed{391}")
+
+    pacore = create_pacore_graph(model_for(scripted(respond)), rounds="2,2", max_seconds=1.0)
+    compiled = pacore.compile()
+    parent = StateGraph(MessagesState)
+    parent.add_node("first", compiled)
+    second = {"messages": [("user", "second")]}
+    parent.add_node("second", lambda state: {"messages": compiled.invoke(second)["messages"]})
+    parent.add_edge(START, "first")
+    parent.add_edge("first", "second")
+    compiled.invoke({"messages": [("user", "warm-up")]})
+    try:
+        out = parent.compile().invoke({"messages": [("user", "first")]})
+    finally:
+        release.set()
+    assert [m.content for m in out["messages"]][-1] == "\\boxed{391}"
