@@ -4,6 +4,7 @@ upgrade changes one."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -59,4 +60,22 @@ def read_channel(config: Any, channel: str) -> Any:
     return read(channel)
 
 
-__all__ = ["RunnableCallable", "is_resuming", "read_channel", "sync_async_node"]
+def expose_errors(types: type[BaseException] | tuple[type[BaseException], ...]) -> None:
+    """Makes ``langgraph dev``'s server send its client the message of an error of ``types``
+    (it sends "An internal error occurred" for types it does not know); a no-op without it."""
+    with contextlib.suppress(ImportError):
+        from langgraph_api import serde  # type: ignore[import-untyped]
+
+        if hasattr(known := serde.default, "__wrapped__"):  # done already
+            return
+
+        def default(obj: Any) -> Any:
+            if isinstance(obj, types):
+                return {"error": type(obj).__name__, "message": str(obj)}
+            return known(obj)
+
+        default.__wrapped__ = known  # type: ignore[attr-defined]
+        serde.default = default
+
+
+__all__ = ["RunnableCallable", "expose_errors", "is_resuming", "read_channel", "sync_async_node"]

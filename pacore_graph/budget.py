@@ -1,6 +1,6 @@
-"""Run budgets (``max_ttc_tokens``, ``max_seconds``): a round's share travels in each
-``Send``, so a resumed run keeps its deadline; in one process a round's trajectories share a
-`BudgetTracker`, which stops them all for a budget or the straggler policy."""
+"""Run budgets (``max_ttc_tokens``, ``max_seconds``): a round's share travels in each ``Send``;
+a round's trajectories share a `BudgetTracker`, which stops them all for a budget or the
+straggler policy. Each LangGraph run (a resume, replay, fork too) has ``max_seconds`` of its own."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, NotRequired
 
+from langgraph.runtime import get_runtime
 from typing_extensions import TypedDict
 
 from pacore_graph.context import PaCoReContext
@@ -27,8 +28,9 @@ class RoundBudget(TypedDict):
     key: str
     """The run's round, so its trajectories share one tracker."""
     deadline: float | None
-    """Unix time."""
+    """Unix time; `RoundTrackers` moves it to ``seconds`` after its attempt's start."""
     tokens_left: int | None
+    seconds: NotRequired[float | None]  # max_seconds
 
 
 def quorum(min_success: int | float | None, k: int) -> int:
@@ -55,15 +57,14 @@ def round_budget(
         key=key,
         deadline=started_at + settings.max_seconds if settings.max_seconds else None,
         tokens_left=settings.max_ttc_tokens - spent if settings.max_ttc_tokens else None,
+        seconds=settings.max_seconds,
     )
 
 
 def exhausted(settings: PaCoReContext, started_at: float, spent: int) -> BudgetName | None:
-    """Which budget is used up after ``spent`` tokens, if any."""
+    """``max_ttc_tokens`` if ``spent`` used it up (``max_seconds`` is the trackers' to stop)."""
     if settings.max_ttc_tokens is not None and spent >= settings.max_ttc_tokens:
         return "max_ttc_tokens"
-    if settings.max_seconds is not None and time.time() >= started_at + settings.max_seconds:
-        return "max_seconds"
     return None
 
 
@@ -140,20 +141,30 @@ class BudgetTracker:
 
 
 class RoundTrackers:
-    """The trackers of the rounds in flight by budget key; the oldest beyond 4096 go."""
+    """The trackers of the rounds in flight by budget key and attempt; the oldest 4096 stay."""
 
     def __init__(self) -> None:
-        self._trackers: OrderedDict[str, BudgetTracker] = OrderedDict()
+        self._trackers: OrderedDict[tuple[str, int], BudgetTracker] = OrderedDict()
+        self._attempts: OrderedDict[tuple[int, str], tuple[object, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(
         self, budget: RoundBudget, stragglers: Callable[[], tuple[StragglerPolicy, int, int] | None]
     ) -> BudgetTracker:
-        """The tracker of ``budget``'s round, created on first use with ``stragglers()``."""
+        """The tracker of ``budget``'s round in this attempt (a LangGraph run: its `RunControl`),
+        made on first use; its deadline is ``seconds`` after its PaCoRe run's first in it."""
+        attempt: object = None  # outside a run: the budget's own deadline
+        with contextlib.suppress(RuntimeError):
+            attempt = getattr(get_runtime(), "control", None)
         with self._lock:
-            tracker = self._trackers.get(budget["key"])
-            if tracker is None:
-                tracker = self._trackers[budget["key"]] = BudgetTracker(budget, stragglers())
-                while len(self._trackers) > 4096:
-                    self._trackers.popitem(last=False)
+            run = (id(attempt), budget["key"].rpartition(":")[0])  # key: "<run id>:<round>"
+            _, start = self._attempts.setdefault(run, (attempt, time.time()))
+            key = (budget["key"], id(attempt))
+            if (tracker := self._trackers.get(key)) is None:
+                if attempt is not None and (seconds := budget.get("seconds")):
+                    budget = {**budget, "deadline": start + seconds}
+                tracker = self._trackers[key] = BudgetTracker(budget, stragglers())
+                for table in (self._trackers, self._attempts):
+                    while len(table) > 4096:
+                        table.popitem(last=False)
             return tracker

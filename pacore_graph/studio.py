@@ -21,9 +21,11 @@ import openai
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.pregel import Pregel
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from pacore_graph._compat import expose_errors
 from pacore_graph.backends.embedded import EmbeddedBackendUnavailable
 from pacore_graph.backends.launch import (
     BASE_URL_ENV,
@@ -71,6 +73,9 @@ class _Backend:
                     # The tiny CPU model is slow: short calls, as in `pacore solve`.
                     max_tokens=None if endpoint_from_env() else EMBEDDED_MAX_TOKENS,
                 ).compile(name="pacore")
+                # The server streams the output keys only: Studio sees each trajectory, each
+                # round's references, as an in-process stream does (not only messages, pacore).
+                graph.output_channels = graph.stream_channels_list
                 self._stack = stack.pop_all()  # started: keep it running past this block
             where = redact(model.openai_api_base or "", _secrets())
             kind = "the embedded model" if endpoint_from_env() is None else BASE_URL_ENV
@@ -97,10 +102,11 @@ async def make_graph() -> StudioGraph:
 
 
 def _secrets() -> list[str]:
-    """The API key and a password in the endpoint URL."""
+    """The API key and a password in the endpoint or Redis URL."""
     found = [os.environ.get("OPENAI_API_KEY", "")]
-    with contextlib.suppress(ValueError):
-        found.append(urlsplit(endpoint_from_env() or "").password or "")
+    for url in (endpoint_from_env, lambda: os.environ.get(REDIS_URL_ENV)):
+        with contextlib.suppress(ValueError):
+            found.append(urlsplit(url() or "").password or "")
     return [secret for secret in found if secret]
 
 
@@ -112,6 +118,8 @@ def startup_failure(exc: BaseException) -> str:
         text = str(exc) or type(exc).__name__
     if isinstance(exc, InvalidRoundsError):
         where = ROUNDS_ENV
+    elif isinstance(exc, RedisError):
+        where = REDIS_URL_ENV
     elif endpoint_from_env() is not None:
         where = BASE_URL_ENV
     else:
@@ -119,19 +127,17 @@ def startup_failure(exc: BaseException) -> str:
     return redact(f"pacore studio: {where}: {text}", _secrets())
 
 
-def _start_or_exit() -> None:
-    """Starts the backend, or ends the server with one line on stderr (raising would print
-    a traceback, and ``langgraph dev``'s reloader would wait for a file change)."""
-    try:
-        _BACKEND.start()
-    except STARTUP_ERRORS as exc:
-        sys.stdout.flush()
-        print(startup_failure(exc), file=sys.stderr, flush=True)
-        parent = multiprocessing.parent_process()
-        if parent is not None and parent.pid is not None:
-            # We are the server process of uvicorn's reloader: stop it, as Ctrl-C would.
-            os.kill(parent.pid, signal.SIGTERM)
-        _exit(STARTUP_EXIT_STATUS)
+def _fail(exc: BaseException) -> NoReturn:
+    """Ends the server with one line on stderr (raising would print a traceback, and
+    ``langgraph dev``'s reloader would wait for a file change)."""
+    _BACKEND.stop()
+    sys.stdout.flush()
+    print(startup_failure(exc), file=sys.stderr, flush=True)
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid is not None:
+        # We are the server process of uvicorn's reloader, which exits 0 on SIGTERM.
+        os.kill(parent.pid, signal.SIGKILL)
+    _exit(STARTUP_EXIT_STATUS)
 
 
 def _exit(status: int) -> NoReturn:
@@ -144,13 +150,17 @@ SERVICE = Service(ServeSettings.from_env, lambda: _BACKEND.graph)
 
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    """Starts the backend with the server (before it serves) and stops it at shutdown."""
-    await asyncio.to_thread(_start_or_exit)
-    try:
-        async with SERVICE.running():
-            yield
-    finally:
-        await asyncio.to_thread(_BACKEND.stop)
+    """Starts the backend and the ``/v1`` service with the server (before it serves), or
+    ends it with one line; stops them at shutdown."""
+    expose_errors(PaCoReError)  # the client gets the message, not only the server's log
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            await asyncio.to_thread(_BACKEND.start)
+            stack.push_async_callback(asyncio.to_thread, _BACKEND.stop)
+            await stack.enter_async_context(SERVICE.running())
+        except STARTUP_ERRORS as exc:
+            _fail(exc)
+        yield
 
 
 app = Starlette(lifespan=lifespan, routes=[Mount("/v1", routes=v1_routes(SERVICE))])

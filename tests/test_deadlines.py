@@ -9,8 +9,12 @@ before the deadline existed.
 import asyncio
 import itertools
 import subprocess
+import threading
 
 import pytest
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.types import RetryPolicy
 
 from pacore_graph import ChatOpenAICompatible, QuorumError, create_pacore_graph, should_retry
@@ -127,3 +131,72 @@ def test_the_cli_timeout_ends_a_trickling_call_and_retries_it(scripted):
     assert result.stdout.strip() == "\\boxed{391}"
     assert len(server.requests) == 2 + 1 + 1  # the trickling call was asked again
     hung_up(server)
+
+
+@pytest.mark.parametrize("how", ["replay", "fork"])
+def test_a_replay_or_fork_of_a_round_gets_max_seconds_from_its_own_start(scripted, how):
+    """A replay (or fork) of round 1's checkpoint is a new attempt: its clock starts when it
+    does, not when the original run did (which would stop round 2 without a call)."""
+    holding, release, held = threading.Event(), threading.Event(), itertools.count()
+    holding.set()
+
+    def respond(body):
+        text = last_user_text(body)
+        if "Reference 1:" in text and "17" in text and holding.is_set() and next(held) < 2:
+            release.wait(30)  # round 2 of the first run: held until its budget stops it
+        return Reply(content="<think>t</think>\\boxed{391}")
+
+    server = scripted(respond)
+    graph = create_pacore_graph(model_for(server), rounds="2,2").compile(
+        checkpointer=InMemorySaver()
+    )
+    config: RunnableConfig = {"configurable": {"thread_id": how}}
+    context = {"max_seconds": 1.0}
+    graph.invoke({"messages": [("user", "warm-up")]}, {"configurable": {"thread_id": "warm"}})
+    try:
+        first = graph.invoke({"messages": [("user", "17 * 23?")]}, config, context=context)
+        assert first["pacore"]["budget_exhausted"] == "max_seconds"  # round 2 was stopped
+        [after_round_1] = [
+            s
+            for s in graph.get_state_history(config)
+            if s.next == ("synthesize",) and s.values["round"] == 1
+        ]
+        holding.clear()  # the new attempt's round 2 is answered at once
+        calls = len(server.requests)
+        start = after_round_1.config
+        if how == "fork":
+            start = graph.update_state(start, {"references": ["391", "392"]})
+        again = graph.invoke(None, start, context=context)
+    finally:
+        release.set()
+    round_2 = [t for t in again["pacore"]["trajectories"] if t["round"] == 2]
+    assert [t["status"] for t in round_2] == ["finished", "finished"]
+    assert again["pacore"]["budget_exhausted"] is None
+    assert len(server.requests) == calls + 2 + 1  # round 2 and the final synthesis
+
+
+def test_each_pacore_run_in_one_parent_run_gets_max_seconds_of_its_own(scripted):
+    """Two PaCoRe runs in one run of a parent graph share its attempt, not a clock: the
+    second starts with its whole budget after the first used all of its own."""
+    release, held = threading.Event(), itertools.count()
+
+    def respond(body):
+        text = last_user_text(body)
+        if "Reference 1:" in text and "first" in text and next(held) < 2:
+            release.wait(30)  # the first run's round 2: held until its budget stops it
+        return Reply(content="<think>t</think>\\boxed{391}")
+
+    pacore = create_pacore_graph(model_for(scripted(respond)), rounds="2,2", max_seconds=1.0)
+    compiled = pacore.compile()
+    parent = StateGraph(MessagesState)
+    parent.add_node("first", compiled)
+    second = {"messages": [("user", "second")]}
+    parent.add_node("second", lambda state: {"messages": compiled.invoke(second)["messages"]})
+    parent.add_edge(START, "first")
+    parent.add_edge("first", "second")
+    compiled.invoke({"messages": [("user", "warm-up")]})
+    try:
+        out = parent.compile().invoke({"messages": [("user", "first")]})
+    finally:
+        release.set()
+    assert [m.content for m in out["messages"]][-1] == "\\boxed{391}"

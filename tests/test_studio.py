@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import tomllib
@@ -24,9 +27,11 @@ import redis
 from langgraph_sdk import get_client
 
 from pacore_graph import studio
+from pacore_graph._compat import expose_errors
 from pacore_graph.backends.openai_compat import ChatOpenAICompatible
 from pacore_graph.compaction import COMPACTIONS
 from pacore_graph.context import DEFAULTS, PaCoReContext, merge_context
+from pacore_graph.errors import PaCoReError, ThreadConflictError
 from pacore_graph.graph import create_pacore_graph
 from pacore_graph.testing import Reply, ScriptedServer, free_port, last_user_text
 from tests.conftest import model_for, stop_group, wait_for
@@ -183,25 +188,33 @@ async def test_run_answers_with_the_endpoints_model(studio_url, backend):
 async def test_stream_sends_progress_events_and_node_updates(studio_url):
     client = get_client(url=studio_url)
     thread = await client.threads.create()
-    custom, nodes = [], []
+    custom, updates, values = [], [], []
     async for part in client.runs.stream(
         thread["thread_id"],
         "pacore",
         input=QUESTION,
         context={"rounds": 2},
-        stream_mode=["custom", "updates"],
+        stream_mode=["custom", "updates", "values"],
     ):
-        if part.event == "custom":
-            custom.append(part.data)
-        elif part.event == "updates":
-            nodes.extend(part.data)
+        events = {"custom": custom, "updates": updates, "values": values}
+        events.get(part.event, []).append(part.data)
     kinds = [event["type"] for event in custom]
     assert kinds[0] == "round_started" and custom[0]["round_vector"] == [2, 1]
     assert kinds.count("round_started") == kinds.count("round_finished") == 2
     assert kinds.count("trajectory_finished") == 3
     assert kinds[-1] == "answer" and custom[-1]["content"] == ANSWER
+    nodes = [node for update in updates for node in update]
     round_1 = ["prepare", "trajectory", "trajectory", "compact"]
     assert nodes == [*round_1, "synthesize", "trajectory", "compact", "answer"]
+    # Studio sees each trajectory as it finishes and each round's references.
+    finished = [u["trajectory"]["trajectories"] for u in updates if "trajectory" in u]
+    assert [(t["round"], t["status"]) for [t] in finished] == [(1, "finished")] * 2 + [
+        (2, "finished")
+    ]
+    [round_1_done, _] = [u["compact"]["rounds_done"] for u in updates if "compact" in u]
+    assert round_1_done[0]["references"] == ["It is 4.", "It is 4."]
+    during = [v for v in values if v["messages"][-1]["type"] == "human" and v.get("references")]
+    assert during[0]["references"] == ["It is 4.", "It is 4."]  # round 2's, before the answer
 
 
 async def test_thread_state_keeps_the_record(studio_url):
@@ -236,6 +249,31 @@ async def test_studio_draws_the_graph_and_the_context_form(studio_url):
     assert set(form) == {f.name for f in fields(PaCoReContext)}
     assert all(field["description"] for field in form.values())
     assert form["temperature"]["default"] == 1.0 and form["rounds"]["default"] == "low"
+
+
+async def test_a_typed_error_reaches_the_client_with_its_message(studio_url):
+    with pytest.raises(Exception) as raised:
+        await solve(studio_url, rounds=2, context_limit=1)
+    assert re.fullmatch(
+        r"ContextLimitError: round 2 synthesis prompt is ~\d+ tokens with 2 references, over "
+        r"context_limit=1; raise the limit, lower K, or set on_context_overflow='drop_longest'",
+        str(raised.value),
+    )
+
+
+def test_the_servers_serializer_sends_pacores_error_messages_and_hides_the_others():
+    # Guards `_compat.expose_errors`, which wraps langgraph-api's private `serde.default`.
+    from langgraph_api.serde import json_dumpb
+
+    message = "this thread's unfinished run started with other settings (seed 1 -> 2)"
+    expose_errors(PaCoReError)
+    expose_errors(PaCoReError)  # once is enough: the second call changes nothing
+    assert json.loads(json_dumpb(ThreadConflictError(message))) == {
+        "error": "ThreadConflictError",
+        "message": message,
+    }
+    hidden = json.loads(json_dumpb(KeyboardInterrupt("not for the client")))
+    assert hidden["message"] == "An internal error occurred"
 
 
 def test_the_openai_routes_serve_the_studio_graph(studio_url, backend):
@@ -275,14 +313,23 @@ async def test_redis_url_checkpoints_threads_in_redis(backend, redis_url, tmp_pa
     assert "Custom checkpointer missing" not in log and "missing acopy_thread" not in log
 
 
-@pytest.mark.parametrize("reload", [False, True], ids=["no-reload", "reload"])
-def test_an_endpoint_that_does_not_answer_ends_the_server_in_one_line(tmp_path, reload):
+@pytest.mark.parametrize(
+    ("variable", "reload"),
+    [("PACORE_BASE_URL", False), ("PACORE_BASE_URL", True), ("REDIS_URL", True)],
+    ids=["endpoint-no-reload", "endpoint-reload", "redis-reload"],
+)
+def test_a_service_that_does_not_answer_ends_the_server_in_one_line(
+    tmp_path, backend, variable, reload
+):
     password, key = "url-password-8472", "sk-secret-key-5193"
-    dead = f"http://user:{password}@127.0.0.1:{free_port()}/v1"  # nothing listens there
+    dead = f"//user:{password}@127.0.0.1:{free_port()}"  # nothing listens there
+    env = {"PACORE_BASE_URL": f"http:{dead}/v1", "OPENAI_API_KEY": key}
+    if variable == "REDIS_URL":
+        env.update(PACORE_BASE_URL=backend.base_url, REDIS_URL=f"redis:{dead}/0")
     proc = subprocess.Popen(
         dev_command(free_port(), reload=reload),
         cwd=tmp_path,
-        env=dev_environ(PACORE_BASE_URL=dead, OPENAI_API_KEY=key),
+        env=dev_environ(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -292,16 +339,20 @@ def test_an_endpoint_that_does_not_answer_ends_the_server_in_one_line(tmp_path, 
         stdout, stderr = proc.communicate(timeout=STARTUP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         stop_group(proc)
-        pytest.fail(f"langgraph dev (reload={reload}) did not exit on a dead endpoint")
+        pytest.fail(f"langgraph dev (reload={reload}) did not exit on a dead {variable}")
     output = stdout + stderr
-    problem = [line for line in output.splitlines() if "PACORE_BASE_URL" in line]
+    problem = [line for line in output.splitlines() if variable in line]
     assert len(problem) == 1, output
-    assert problem[0].startswith("pacore studio: PACORE_BASE_URL: cannot reach the model endpoint")
+    assert problem[0].startswith(
+        "pacore studio: PACORE_BASE_URL: cannot reach the model endpoint"
+        if variable == "PACORE_BASE_URL"
+        else "pacore studio: REDIS_URL: Redis at redis://127.0.0.1:"
+    )
     assert problem[0] in stderr.splitlines()
     assert "Traceback" not in output
     assert password not in output and key not in output
-    # uvicorn's reloader, asked to stop, exits with 0 whatever its server process said.
-    assert proc.returncode == (0 if reload else studio.STARTUP_EXIT_STATUS)
+    # uvicorn's reloader exits with 0 when asked to stop: its server process kills it.
+    assert proc.returncode == (-signal.SIGKILL if reload else studio.STARTUP_EXIT_STATUS)
 
 
 @pytest.mark.parametrize("endpoint", [None, "dead"])
@@ -384,6 +435,20 @@ def test_runs_still_take_context_as_a_dict_or_a_dataclass(scripted):
         merge_context(DEFAULTS, {"temprature": 0.5})
     with pytest.raises(TypeError, match="temprature"):
         graph.invoke(QUESTION, context={"temprature": 0.5})
+
+
+def test_the_documented_breakpoint_inside_a_parent_graph_pauses_there(scripted):
+    """A run-time interrupt_before names the parent's nodes only (LangGraph does not pass it
+    to subgraphs): docs/studio.md shows the way that works, run here as written."""
+    server = scripted(respond)
+    section = (ROOT / "docs" / "studio.md").read_text().split("inside a parent graph")[1]
+    code = section.split("```python\n")[1].split("```")[0]
+    scope: dict[str, Any] = {"model": model_for(server)}
+    exec(compile(code, "docs/studio.md", "exec"), scope)
+    assert scope["inner"].next == ("synthesize",) and scope["inner"].values["round"] == 1
+    assert scope["out"]["messages"][-1].content == ANSWER and len(server.requests) == 3
+    library = create_pacore_graph(model_for(server)).compile()  # what a parent receives
+    assert library.output_channels == ["messages", "pacore"]
 
 
 def test_docs_list_every_context_field():
