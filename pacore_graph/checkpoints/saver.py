@@ -171,6 +171,9 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         self.lease_ttl = lease_ttl
         self.cluster = isinstance(client, RedisCluster | AsyncRedisCluster)
         self.ops = Ops(Layout(self.serde, key_prefix, ttl), cluster=self.cluster)
+        self.loop: asyncio.AbstractEventLoop | None = None  # what an async saver's sync calls use
+        with contextlib.suppress(RuntimeError):
+            self.loop = asyncio.get_running_loop()
 
     def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> Self:
         """A shallow clone whose serializer allows ``extra_allowlist`` (see LangGraph)."""
@@ -408,21 +411,6 @@ class AsyncRedisSaver(RedisSaverBase):
             client created with ``decode_responses=False``.
         ttl, key_prefix, serde, lease_ttl: See `RedisSaver`.
     """
-
-    def __init__(
-        self,
-        client: aredis.Redis | AsyncRedisCluster,
-        *,
-        ttl: float | None = None,
-        key_prefix: str = DEFAULT_PREFIX,
-        serde: SerializerProtocol | None = None,
-        lease_ttl: float | None = DEFAULT_LEASE_TTL,
-    ) -> None:
-        super().__init__(client, ttl=ttl, key_prefix=key_prefix, serde=serde, lease_ttl=lease_ttl)
-        try:
-            self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            self.loop = None
 
     @classmethod
     @contextlib.asynccontextmanager
