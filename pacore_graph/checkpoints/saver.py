@@ -294,7 +294,8 @@ class RedisSaver(RedisSaverBase):
 
     Args:
         client: A ``redis.Redis`` (or ``redis.cluster.RedisCluster``) client created
-            with ``decode_responses=False``.
+            with ``decode_responses=False``; on a ``BlockingConnectionPool`` (as `connect`
+            makes) commands past its size wait their turn.
         ttl: Seconds a thread lives after its last write; None keeps it until deleted.
         key_prefix: Prefix of every key, so several apps can share one database.
         serde: Serializer; LangGraph's default when None.
