@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
-import redis
 
 from pacore_graph import ChatOpenAICompatible
+from pacore_graph.checkpoints import connect
 from pacore_graph.cli import main
 from pacore_graph.testing import Reply, Responder, ScriptedServer, last_user_text
 
@@ -259,7 +259,7 @@ class Held:
 def saved_trajectories(redis_url: str, thread_id: str, prefix: str = "pacore") -> int:
     """How many trajectory results of ``thread_id`` are in Redis (task writes), for tests
     that must kill a run only once its finished calls are saved."""
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)  # a Cluster URL too
     try:
         values = client.hvals(f"{prefix}:{{{thread_id}}}:writes")
     finally:

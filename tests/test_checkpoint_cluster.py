@@ -1,30 +1,18 @@
 """A Redis Cluster of three masters from a URL: ``redis+cluster://`` (or a ``redis://`` URL
 of a node in cluster mode) gives a Cluster client to the savers, ``pacore solve``, ``pacore
-serve`` and ``langgraph dev``; a SIGKILLed ``pacore solve`` resumes on it."""
-
-import os
-import signal
-import subprocess
+serve`` and ``langgraph dev`` (a SIGKILLed ``pacore solve`` resuming on it: test_resume)."""
 
 import pytest
 import redis
 from redis.cluster import RedisCluster, key_slot
 
 from pacore_graph.checkpoints import AsyncRedisSaver, RedisSaver, connect
-from pacore_graph.testing import last_user_text
-from tests.conftest import TOO_LATE, Held, solve_command, wait_for
 from tests.test_checkpoint_sync import cfg, put
 from tests.test_lease import _checkpoint
-
-PROBLEM = "What is 17 * 23?"
 
 
 def node_url(cluster_url):
     return cluster_url.replace("redis+cluster://", "redis://")
-
-
-def cluster_client(cluster_url):
-    return RedisCluster.from_url(node_url(cluster_url))
 
 
 def test_a_url_gives_a_cluster_client_that_spreads_threads_over_the_masters(
@@ -76,56 +64,3 @@ def test_a_plain_client_on_a_cluster_node_is_told_to_connect_as_a_cluster(redis_
         "one (redis+cluster://host:port, or a RedisCluster client)"
     )
     saver.client.close()
-
-
-def solve(server, url, *extra):
-    return solve_command(
-        server,
-        PROBLEM,
-        *("--rounds", "4", "--concurrency", "4", "--redis-url", url),
-        *("--thread-id", "crash-c", "--lease-ttl", "2", *extra),
-    )
-
-
-def saved_trajectories(client, thread):
-    return sum(b"candidate" in v for v in client.hvals(f"pacore:{{{thread}}}:writes"))
-
-
-def test_solve_on_a_cluster_resumes_after_a_sigkill(scripted, redis_cluster3_url):
-    responder = Held(answer_first=2, late=TOO_LATE)
-    server = scripted(responder)
-    client = cluster_client(redis_cluster3_url)
-    proc = subprocess.Popen(
-        solve(server, redis_cluster3_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        wait_for(lambda: len(server.requests) == 4)  # 2 answered, 2 held
-        wait_for(lambda: saved_trajectories(client, "crash-c") == 2)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        responder.holding = False
-        responder.release.set()
-    before = len(server.requests)
-
-    # A redis:// URL of one node: cluster mode is detected. It waits for the dead run's lease.
-    rerun = subprocess.run(
-        solve(server, node_url(redis_cluster3_url), "--wait"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert rerun.returncode == 0, rerun.stderr
-    assert rerun.stdout.strip() == "\\boxed{391}"
-    assert "resuming" in rerun.stderr
-    new = [last_user_text(b) for b in server.requests[before:]]
-    assert sum("Reference 1:" not in text for text in new) == 2  # only the two held
-    assert sum("Reference 1:" in text for text in new) == 1
-
-    again = subprocess.run(
-        solve(server, redis_cluster3_url), capture_output=True, text=True, timeout=120
-    )
-    assert again.returncode == 0, again.stderr
-    assert "already answered" in again.stderr
-    assert len(server.requests) == before + 3
-    client.close()

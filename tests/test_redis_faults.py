@@ -34,6 +34,13 @@ def run(args):
     return run_in_process(args)
 
 
+def start(*args):
+    """`pacore`'s run in a process of its own, for a Redis to fail under."""
+    return subprocess.Popen(
+        pacore(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
 def one_error_line(stderr):
     """The last stderr line, checked to be pacore's only error line."""
     assert "Traceback" not in stderr and "unexpected" not in stderr, stderr
@@ -111,9 +118,7 @@ def test_redis_out_of_memory_keeps_the_answer_and_a_rerun_resumes(scripted, own_
     server = scripted(responder)
     full = own_redis("--maxmemory-policy", "noeviction")
     client = redis.Redis.from_url(full.url)
-    proc = subprocess.Popen(
-        pacore(server, full.url, "oom"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = start(server, full.url, "oom")
     try:
         assert responder.held.wait(60)  # round 1 and the final step are saved by now
         client.config_set("maxmemory", 1)  # Redis is full: it refuses every write
@@ -149,12 +154,7 @@ def test_redis_restarted_empty_during_the_final_call_still_prints_the_answer(
 ):
     responder = Held(hold_final=True)
     server = scripted(responder)
-    proc = subprocess.Popen(
-        pacore(server, redis_url, "final"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start(server, redis_url, "final")
     try:
         assert responder.held.wait(60)
         restart_empty(redis_server)
@@ -186,12 +186,7 @@ def test_redis_restarted_empty_mid_round_says_nothing_was_saved(scripted, redis_
     # stops (a long lease: no renewal runs meanwhile).
     responder = Held(answer_first=1)
     server = scripted(responder)
-    proc = subprocess.Popen(
-        pacore(server, redis_url, "mid", "--lease-ttl", "600"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start(server, redis_url, "mid", "--lease-ttl", "600")
     try:
         assert responder.held.wait(60)
         wait_for(lambda: saved_trajectories(redis_url, "mid") == 1)  # one finished, one held
@@ -210,8 +205,7 @@ def test_redis_restarted_empty_mid_round_stops_the_run_at_the_next_renewal(
     # and stops the run.
     responder = Held(answer_first=1)
     server = scripted(responder)
-    args = pacore(server, redis_url, "renewal", "--rounds", "8,2", "--lease-ttl", "1")
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start(server, redis_url, "renewal", "--rounds", "8,2", "--lease-ttl", "1")
     try:
         assert responder.held.wait(60)  # mid-round: the round's checkpoint is saved
         restart_empty(redis_server)
@@ -227,12 +221,7 @@ def test_data_lost_while_the_run_goes_on_is_reported_with_the_answer(scripted, r
     # the final call runs: the answer is printed, and the line says it was not saved.
     responder = Held(hold_final=True)
     server = scripted(responder)
-    proc = subprocess.Popen(
-        pacore(server, redis_url, "flushed"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start(server, redis_url, "flushed")
     client = redis.Redis.from_url(redis_url)
     try:
         assert responder.held.wait(60)

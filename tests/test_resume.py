@@ -1,8 +1,11 @@
-"""Crash-resume through the CLI with Redis checkpoints: nothing finished is asked again."""
+"""Crash-resume through the CLI with Redis checkpoints (one server, or a Cluster): nothing
+finished is asked again."""
 
 import os
 import signal
 import subprocess
+
+import pytest
 
 from pacore_graph.testing import last_user_text
 from tests.conftest import (
@@ -26,7 +29,9 @@ def cli(server, redis_url, *extra):
     )
 
 
-def test_sigkill_then_rerun_requests_only_unfinished_trajectories(scripted, redis_url):
+@pytest.mark.parametrize("store", ["redis_url", "redis_cluster3_url"])
+def test_sigkill_then_rerun_requests_only_unfinished_trajectories(scripted, request, store):
+    redis_url = request.getfixturevalue(store)
     responder = Held(answer_first=2, late=TOO_LATE)
     server = scripted(responder)
     proc = subprocess.Popen(cli(server, redis_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -40,9 +45,10 @@ def test_sigkill_then_rerun_requests_only_unfinished_trajectories(scripted, redi
         responder.release.set()
     before = len(server.requests)
 
-    # The rerun waits until the killed run's hold on the thread lapsed (--lease-ttl).
-    waiting = cli(server, redis_url, "--wait")
-    rerun = run_in_process(waiting)
+    # The rerun waits until the killed run's hold on the thread lapsed (--lease-ttl). On a
+    # Cluster it names one node by a redis:// URL: cluster mode is detected.
+    node_url = redis_url.replace("redis+cluster://", "redis://")
+    rerun = run_in_process(cli(server, node_url, "--wait"))
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.stdout.strip() == "\\boxed{391}"
     assert "resuming" in rerun.stderr

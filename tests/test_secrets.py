@@ -18,7 +18,7 @@ from pacore_graph.eval import SAMPLE
 from pacore_graph.eval.pool import EvalChatModel
 from pacore_graph.secrets import RedactingFilter, model_secrets, redact
 from pacore_graph.testing import Reply, free_port, last_user_text
-from tests.conftest import pacore_argv, solve_command
+from tests.conftest import pacore_argv, pacore_in_process, solve_command
 from tests.model_calls import call, every_way
 
 KEY = "sk-pacore-TEST-7c1f9e2d4b6a8c0e5f"
@@ -163,28 +163,30 @@ def test_a_key_in_the_url_is_nowhere_but_the_authorization_header(scripted, redi
         assert KEY not in output
 
 
-def test_an_unreachable_url_with_a_key_is_reported_without_it():
-    dead = f"http://me:{KEY}@127.0.0.1:{free_port()}/v1"
+@pytest.mark.parametrize("where", ["password", "query"])
+def test_an_unreachable_url_with_a_key_is_reported_without_it(where):
+    port = free_port()
+    dead = {
+        "password": f"http://me:{KEY}@127.0.0.1:{port}/v1",
+        "query": f"http://127.0.0.1:{port}/v1?api_key={KEY}",
+    }[where]
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-    result = subprocess.run(
-        pacore_argv("solve", "2+2?", "--base-url", dead, "--model", "m", "--log-level", "DEBUG"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    argv = ("solve", "2+2?", "--base-url", dead, "--model", "m", "--log-level", "DEBUG")
+    result = pacore_in_process(*argv, env=env)
     assert result.returncode == 2
-    assert (
-        result.stderr.strip()
-        .splitlines()[-1]
-        .startswith("pacore: error: cannot reach the model endpoint http://127.0.0.1:")
-    )
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("pacore: error: cannot reach the model endpoint http://127.0.0.1:")
+    assert "?" not in last.split("endpoint ", 1)[1].split(" ")[0]  # printed without its query
     assert KEY not in result.stderr + result.stdout
 
 
-def test_eval_keeps_an_echoed_key_out_of_redis_and_every_output(scripted, redis_url, tmp_path):
+@pytest.mark.parametrize("where", ["flag", "query"])
+def test_eval_keeps_an_echoed_key_out_of_redis_and_every_output(
+    scripted, redis_url, tmp_path, where
+):
     """The eval's graph runs on its own model (the pool), which held no secret: the echoed
-    key went into the trajectory records in Redis."""
+    key went into the trajectory records in Redis. A key in the URL's query is also kept
+    out of the manifest's command line."""
     echoed = itertools.count()
 
     def responder(body):
@@ -194,22 +196,24 @@ def test_eval_keeps_an_echoed_key_out_of_redis_and_every_output(scripted, redis_
 
     server = scripted(responder)
     out = tmp_path / "out"
-    result = subprocess.run(
-        pacore_argv(
-            *("eval", str(SAMPLE)),
-            *("--base-url", server.base_url, "--api-key", KEY, "--rounds", "2", "--limit", "2"),
-            *("--concurrency", "1", "--redis-url", redis_url, "--out", str(out), "--no-plot"),
-            *("--progress", "--log-level", "DEBUG"),
-        ),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    key = {
+        "flag": ("--base-url", server.base_url, "--api-key", KEY),
+        "query": ("--base-url", f"{server.base_url}?api_key={KEY}"),
+    }[where]
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    result = pacore_in_process(
+        *("eval", str(SAMPLE), *key, "--rounds", "2", "--limit", "2"),
+        *("--concurrency", "1", "--redis-url", redis_url, "--out", str(out), "--no-plot"),
+        *("--progress", "--log-level", "DEBUG"),
+        env=env,
     )
     assert result.returncode == 0, result.stderr
-    assert f"Bearer {KEY}" in server.authorizations
+    assert set(server.authorizations) == {f"Bearer {KEY}"}
     stored = redis_values(redis_url)
     assert any(b"[redacted]" in v for v in stored)  # the 401 was stored, redacted
-    files = [p.read_text(errors="replace") for p in out.iterdir()]
+    if where == "query":
+        assert "api_key=[redacted]" in (out / "manifest.json").read_text()
+    files = [p.read_text(errors="replace") for p in out.iterdir() if p.is_file()]
     for output in (result.stdout, result.stderr, *files, *(v.decode("latin-1") for v in stored)):
         assert KEY not in output
 

@@ -78,9 +78,10 @@ def test_engine_kwargs_default_from_env(monkeypatch: pytest.MonkeyPatch) -> None
 @pytest.fixture(scope="module")
 def model_dir() -> Path:
     """SmolLM2-135M-Instruct as a Hugging Face folder (~40 s the first time, then cached)."""
-    from pacore_graph.backends.hf_convert import convert_gguf_to_hf, smollm2_gguf_path
+    from pacore_graph.backends.embedded import find_default_model
+    from pacore_graph.backends.hf_convert import convert_gguf_to_hf
 
-    return convert_gguf_to_hf(smollm2_gguf_path(), MODEL_DIR)
+    return convert_gguf_to_hf(find_default_model(), MODEL_DIR)
 
 
 def _get(url: str, timeout: float = 5) -> str:

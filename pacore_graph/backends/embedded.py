@@ -11,7 +11,7 @@ import importlib.machinery
 import importlib.util
 import json
 import os
-import selectors
+import select
 import subprocess
 import sys
 import tempfile
@@ -253,27 +253,20 @@ class EmbeddedServer:
         return f"EmbeddedServer({where}, n_parallel={self.n_parallel}, n_ctx={self.n_ctx})"
 
     def _read_address(self, deadline: float) -> str:
-        # The child prints one JSON line once llama.cpp listens; the model is loaded by then.
+        # The child prints one JSON line, in one write, once llama.cpp listens (the model is
+        # loaded by then).
         assert self._proc is not None and self._proc.stdout is not None
-        fd = self._proc.stdout.fileno()
-        buffer = b""
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            while b"\n" not in buffer:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise self._failure(f"did not start within {self.startup_timeout:g} s")
-                if not selector.select(timeout=min(remaining, 0.5)):
-                    continue
-                chunk = os.read(fd, 4096)
-                if not chunk:  # EOF: the child exited before listening
-                    self._proc.wait()
-                    raise self._failure(f"exited with status {self._proc.returncode}")
-                buffer += chunk
+        out = self._proc.stdout
+        if not select.select([out], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            raise self._failure(f"did not start within {self.startup_timeout:g} s")
+        line = out.readline()
+        if not line:  # EOF: the child exited before listening
+            self._proc.wait()
+            raise self._failure(f"exited with status {self._proc.returncode}")
         try:
-            address = str(json.loads(buffer.split(b"\n", 1)[0])["address"])
+            address = str(json.loads(line)["address"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise self._failure(f"announced no address ({buffer[:200]!r})") from exc
+            raise self._failure(f"announced no address ({line[:200]!r})") from exc
         address = address.rstrip("/")
         if "://" not in address:
             address = f"http://{address}"

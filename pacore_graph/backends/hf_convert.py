@@ -5,10 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pacore_graph.backends.embedded import find_default_model
-
-smollm2_gguf_path = find_default_model
-
 
 def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "bfloat16") -> Path:
     """Dequantizes a GGUF file into a Hugging Face folder ``out_dir`` (``dtype``: a torch

@@ -119,7 +119,6 @@ class ChatVLLM(BaseChatModel):
 
     _start_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _runner: _LoopThread | None = PrivateAttr(default=None)
-    _engine_lock: asyncio.Lock | None = PrivateAttr(default=None)  # lives on _runner.loop
     _engine: Any = PrivateAttr(default=None)
     _tokenizer: Any = PrivateAttr(default=None)
     _parser_cls: Any = PrivateAttr(default=None)
@@ -144,14 +143,10 @@ class ChatVLLM(BaseChatModel):
             return self._runner
 
     async def _aengine(self) -> Any:
-        """The engine, started on first use; runs on the private loop only."""
+        """The engine, started on first use; runs on the private loop only, so no two calls
+        start it (the start blocks that loop, ~1 min on a CPU, and nothing else)."""
         if self._engine is None:
-            if self._engine_lock is None:
-                self._engine_lock = asyncio.Lock()
-            async with self._engine_lock:
-                if self._engine is None:
-                    # Blocking (~1 min on a CPU): it only holds up this private loop.
-                    self._start_engine()
+            self._start_engine()
         return self._engine
 
     def _start_engine(self) -> None:
@@ -199,7 +194,7 @@ class ChatVLLM(BaseChatModel):
             return
 
         async def shutdown() -> None:
-            engine, self._engine, self._engine_lock = self._engine, None, None
+            engine, self._engine = self._engine, None
             if engine is not None:
                 engine.shutdown()
                 await asyncio.sleep(0)  # let the cancelled output handler finish
@@ -330,23 +325,15 @@ class ChatVLLM(BaseChatModel):
                 emit(ChatGenerationChunk(message=chunk))
         if finish_reason in ("error", "abort"):
             raise RuntimeError(f"vLLM request ended with finish_reason={finish_reason}")
-
-        def metadata() -> dict[str, Any]:
-            meta: dict[str, Any] = {"finish_reason": finish_reason, "model_name": self._name}
-            if stop_reason is not None:
-                meta["stop_reason"] = stop_reason
-            return meta
-
-        def usage() -> UsageMetadata:
-            prompt = len(prompt_ids)
-            return UsageMetadata(
-                input_tokens=prompt,
-                output_tokens=output_tokens,
-                total_tokens=prompt + output_tokens,
-            )
-
+        meta: dict[str, Any] = {"finish_reason": finish_reason, "model_name": self._name}
+        if stop_reason is not None:
+            meta["stop_reason"] = stop_reason
+        prompt = len(prompt_ids)
+        usage = UsageMetadata(
+            input_tokens=prompt, output_tokens=output_tokens, total_tokens=prompt + output_tokens
+        )
         if emit is not None:
-            last = AIMessageChunk(content="", response_metadata=metadata(), usage_metadata=usage())
+            last = AIMessageChunk(content="", response_metadata=meta, usage_metadata=usage)
             emit(ChatGenerationChunk(message=last))
         text = "".join(texts)
         reasoning, answer = (
@@ -355,8 +342,8 @@ class ChatVLLM(BaseChatModel):
         message = AIMessage(
             content=answer or "",
             additional_kwargs=_thinking(reasoning),
-            response_metadata=metadata(),
-            usage_metadata=usage(),
+            response_metadata=meta,
+            usage_metadata=usage,
         )
         return ChatResult(
             generations=[ChatGeneration(message=message)], llm_output={"model_name": self._name}

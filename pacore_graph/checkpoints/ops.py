@@ -767,8 +767,6 @@ def _maxmemory_policy(config: Any, info: Any) -> str | None:
         for name, value in config.items():
             if _text(name) == "maxmemory-policy":
                 return _text(value)
-    elif isinstance(config, builtins.list) and len(config) == 2:
-        return _text(config[1])
     if isinstance(info, Mapping) and "maxmemory_policy" in info:
         return _text(info["maxmemory_policy"])
     return None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import threading
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 from typing import Any, Self, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -63,7 +62,8 @@ def connect(url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS, **optio
     ``max_connections`` is per node; ``options`` go to redis-py."""
     plain, cluster = _cluster_url(url)
     if not cluster:
-        client = redis.Redis.from_url(plain, **_pool_options(max_connections), **options)
+        pool = redis.BlockingConnectionPool.from_url(plain, **_pool(max_connections), **options)
+        client = redis.Redis.from_pool(pool)
         with contextlib.suppress(redis.exceptions.RedisError):  # unknown: setup will say
             cluster = _cluster_enabled(client.info("cluster"))
         if not cluster:
@@ -83,7 +83,8 @@ async def aconnect(
     """`connect` for asyncio: a ``redis.asyncio`` client (or Cluster client) for ``url``."""
     plain, cluster = _cluster_url(url)
     if not cluster:
-        client = aredis.Redis.from_url(plain, **_pool_options(max_connections), **options)
+        pool = aredis.BlockingConnectionPool.from_url(plain, **_pool(max_connections), **options)
+        client = aredis.Redis.from_pool(pool)
         with contextlib.suppress(redis.exceptions.RedisError):
             cluster = _cluster_enabled(await client.info("cluster"))
         if not cluster:
@@ -92,21 +93,11 @@ async def aconnect(
     return AsyncRedisCluster.from_url(plain, max_connections=max_connections, **options)
 
 
-def _pool_options(max_connections: int) -> dict[str, Any]:
+def _pool(max_connections: int) -> dict[str, Any]:
+    """A blocking pool's options: past ``max_connections`` commands wait their turn."""
     # One DriverInfo for the pool: without it redis-py reads its version from the installed
     # package metadata for every new connection (~2 ms each, measured in benchmarks/run.py).
-    return {"max_connections": max_connections, "driver_info": DriverInfo()}
-
-
-def _pool_limit(client: Any) -> int | None:
-    """How many commands a plain pool runs at once before "Too many connections"; None for
-    a blocking pool (it waits by itself) or a Cluster client."""
-    pool = getattr(client, "connection_pool", None)
-    blocking = (redis.BlockingConnectionPool, aredis.BlockingConnectionPool)
-    if pool is None or isinstance(pool, blocking):
-        return None
-    limit = getattr(pool, "max_connections", None)
-    return limit if isinstance(limit, int) and 0 < limit < 2**31 - 1 else None
+    return {"max_connections": max_connections, "timeout": None, "driver_info": DriverInfo()}
 
 
 def _connection_kwargs(client: Any) -> dict[str, Any]:
@@ -159,8 +150,6 @@ def _methods(name: str, *, stream: bool = False) -> tuple[Any, Any]:
 class RedisSaverBase(BaseCheckpointSaver[str]):
     """What both savers share: options, error messages and every checkpointer method."""
 
-    _semaphore: Callable[[int], Any] = threading.BoundedSemaphore
-
     def __init__(
         self,
         client: Any,
@@ -182,10 +171,9 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         self.lease_ttl = lease_ttl
         self.cluster = isinstance(client, RedisCluster | AsyncRedisCluster)
         self.ops = Ops(Layout(self.serde, key_prefix, ttl), cluster=self.cluster)
-        # More writes at once than the pool has connections would fail with "Too many
-        # connections"; past the limit they wait their turn instead.
-        limit = _pool_limit(client)
-        self._slots = self._semaphore(limit) if limit else contextlib.nullcontext()
+        self.loop: asyncio.AbstractEventLoop | None = None  # what an async saver's sync calls use
+        with contextlib.suppress(RuntimeError):
+            self.loop = asyncio.get_running_loop()
 
     def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> Self:
         """A shallow clone whose serializer allows ``extra_allowlist`` (see LangGraph)."""
@@ -306,7 +294,8 @@ class RedisSaver(RedisSaverBase):
 
     Args:
         client: A ``redis.Redis`` (or ``redis.cluster.RedisCluster``) client created
-            with ``decode_responses=False``.
+            with ``decode_responses=False``; on a ``BlockingConnectionPool`` (as `connect`
+            makes) commands past its size wait their turn.
         ttl: Seconds a thread lives after its last write; None keeps it until deleted.
         key_prefix: Prefix of every key, so several apps can share one database.
         serde: Serializer; LangGraph's default when None.
@@ -360,7 +349,7 @@ class RedisSaver(RedisSaverBase):
                 return self._pipeline(batch, transaction=False)  # see `Batch`
 
     def _pipeline(self, batch: Batch, *, transaction: bool) -> list[Any]:
-        with self._slots, self.client.pipeline(transaction=transaction) as pipe:
+        with self.client.pipeline(transaction=transaction) as pipe:
             for command in batch.commands:
                 pipe.execute_command(*command)
             return pipe.execute(raise_on_error=not batch.tolerant)
@@ -424,23 +413,6 @@ class AsyncRedisSaver(RedisSaverBase):
         ttl, key_prefix, serde, lease_ttl: See `RedisSaver`.
     """
 
-    _semaphore = asyncio.Semaphore
-
-    def __init__(
-        self,
-        client: aredis.Redis | AsyncRedisCluster,
-        *,
-        ttl: float | None = None,
-        key_prefix: str = DEFAULT_PREFIX,
-        serde: SerializerProtocol | None = None,
-        lease_ttl: float | None = DEFAULT_LEASE_TTL,
-    ) -> None:
-        super().__init__(client, ttl=ttl, key_prefix=key_prefix, serde=serde, lease_ttl=lease_ttl)
-        try:
-            self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            self.loop = None
-
     @classmethod
     @contextlib.asynccontextmanager
     async def from_conn_string(
@@ -469,7 +441,7 @@ class AsyncRedisSaver(RedisSaverBase):
                 return await self._pipeline(batch, transaction=False)  # see `Batch`
 
     async def _pipeline(self, batch: Batch, *, transaction: bool) -> list[Any]:
-        async with self._slots, self.client.pipeline(transaction=transaction) as pipe:
+        async with self.client.pipeline(transaction=transaction) as pipe:
             for command in batch.commands:
                 pipe.execute_command(*command)
             return await pipe.execute(raise_on_error=not batch.tolerant)

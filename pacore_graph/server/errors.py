@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import openai
@@ -20,26 +21,20 @@ from pacore_graph.checkpoints.errors import ThreadLostError
 from pacore_graph.secrets import redact
 
 
+@dataclass(eq=False)
 class ApiError(Exception):
     """A request's failure as the client sees it."""
 
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",
-        code: str | None = None,
-        param: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type
-        self.code = code
-        self.param = param
-        self.headers = headers or {}
+    status: int
+    message: str
+    _: KW_ONLY
+    type: str = "invalid_request_error"
+    code: str | None = None
+    param: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
 
     def body(self, secrets: Iterable[str] = ()) -> dict[str, Any]:
         """The OpenAI error object, in one line and without secrets."""

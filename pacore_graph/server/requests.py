@@ -40,31 +40,26 @@ BOUNDS = ("max_k", "max_trajectories", "max_input_chars", "max_ttc_tokens", "max
 _TOOLS = "PaCoRe answers in text: tool calls are not supported"
 _FUNCTIONS = "PaCoRe answers in text: function calls are not supported"
 _LOGPROBS = "log probabilities are not supported (an answer is synthesized over runs)"
-_UNSUPPORTED = {
-    "tools": _TOOLS,
-    "functions": _FUNCTIONS,
-    "tool_choice": _TOOLS,
-    "function_call": _FUNCTIONS,
-    "response_format": "only the text response format is supported",
-    "logprobs": _LOGPROBS,
-    "top_logprobs": _LOGPROBS,
-    "audio": "audio output is not supported",
-    "modalities": "only text output is supported",
-    "prediction": "predicted outputs are not supported",
-    "web_search_options": "web search is not supported",
-    "seed": "a round's K calls share one prompt, so one sampling seed would make them the "
-    "same trajectory; PaCoRe's reference-order seed is pacore.seed",
+_UNSUPPORTED: dict[str, tuple[str, Any]] = {
+    "tools": (_TOOLS, []),
+    "functions": (_FUNCTIONS, []),
+    "tool_choice": (_TOOLS, "none"),
+    "function_call": (_FUNCTIONS, "none"),
+    "response_format": ("only the text response format is supported", None),
+    "logprobs": (_LOGPROBS, False),
+    "top_logprobs": (_LOGPROBS, None),
+    "audio": ("audio output is not supported", None),
+    "modalities": ("only text output is supported", ["text"]),
+    "prediction": ("predicted outputs are not supported", None),
+    "web_search_options": ("web search is not supported", None),
+    "seed": (
+        "a round's K calls share one prompt, so one sampling seed would make them the "
+        "same trajectory; PaCoRe's reference-order seed is pacore.seed",
+        None,
+    ),
 }
-"""Fields PaCoRe cannot honour, refused unless they ask for nothing."""
-
-_HARMLESS: dict[str, tuple[Any, ...]] = {
-    "tools": (None, []),
-    "functions": (None, []),
-    "tool_choice": (None, "none"),
-    "function_call": (None, "none"),
-    "logprobs": (None, False),
-    "modalities": (None, ["text"]),
-}
+"""Fields PaCoRe cannot honour, and why: refused unless null or the value that asks for
+nothing."""
 _FIELDS = {f.name for f in fields(PaCoReContext)}
 
 
@@ -121,9 +116,9 @@ def _validation_error(exc: ValidationError) -> ApiError:
 
 
 def _check_supported(request: ChatRequest) -> None:
-    for name, why in _UNSUPPORTED.items():
+    for name, (why, harmless) in _UNSUPPORTED.items():
         value = (request.model_extra or {}).get(name)
-        if value is None or value in _HARMLESS.get(name, (None,)):
+        if value is None or value == harmless:
             continue
         if name == "response_format" and isinstance(value, dict) and value.get("type") == "text":
             continue
