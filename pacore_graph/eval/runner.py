@@ -303,10 +303,7 @@ class _Runner:
             for run in range(1, self.spec.runs + 1)
         }
         try:
-            await asyncio.wait(jobs.values(), return_when=asyncio.FIRST_EXCEPTION)
-            for task in jobs.values():
-                if task.done() and (exc := task.exception()) is not None:
-                    raise exc
+            await asyncio.gather(*jobs.values())  # raises the first failure at once
         finally:
             # An abort (or Ctrl-C) stops the rest; their threads resume on the next run.
             futures: list[asyncio.Future[Any]] = [*jobs.values(), *self.pool_tasks.values()]
