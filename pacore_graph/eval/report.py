@@ -188,16 +188,13 @@ def wall_stats(result: EvalResult) -> dict[str, dict[str, Any]]:
     for setting in result.settings:
         timings = [t for t in result.timings if t["setting"] == setting.name]
         seconds = [t["wall_seconds"] for t in timings]
-        count, stopped = (sum(t[k] for t in timings) for k in ("trajectories", "stopped"))
+        count = sum(t["trajectories"] for t in timings)
+        stopped = sum(t["stopped"] for t in timings)
         median = statistics.median(seconds) if seconds else None
-        times = zip(
-            ("mean", "median", "max"),
-            (_mean(seconds), median, max(seconds, default=None)),
-            strict=True,
-        )
+        times = {"mean": _mean(seconds), "median": median, "max": max(seconds, default=None)}
         out[setting.name] = {
             "timed": len(seconds),
-            **{k: None if v is None else round(v, 3) for k, v in times},
+            **{k: None if v is None else round(v, 3) for k, v in times.items()},
             "trajectories": count,
             "stopped": stopped,
             "stopped_fraction": round(stopped / count, 4) if count else None,
@@ -326,7 +323,7 @@ def plot(stats: Sequence[SettingStats], path: Path | None, title: str = "") -> A
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    overall = [(s.mean_ttc, s) for s in stats if s.category == ALL and s.mean_ttc]
+    overall = [s for s in stats if s.category == ALL and s.mean_ttc]
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     styles = {
         "single": ("s", "tab:gray", "single trajectory"),
@@ -334,18 +331,18 @@ def plot(stats: Sequence[SettingStats], path: Path | None, title: str = "") -> A
         "pacore": ("D", "tab:red", "PaCoRe"),
     }
     for kind, (marker, color, name) in styles.items():
-        points = sorted((p for p in overall if p[1].setting.kind == kind), key=lambda p: p[0])
-        if not points:
+        group = sorted(
+            (s for s in overall if s.setting.kind == kind), key=lambda s: s.mean_ttc or 0
+        )
+        if not group:
             continue
-        group = [s for _, s in points]
-        errs = [
-            [s.accuracy - s.ci[0] if s.ci else 0 for s in group],
-            [s.ci[1] - s.accuracy if s.ci else 0 for s in group],
-        ]
         ax.errorbar(
-            [ttc for ttc, _ in points],
+            [s.mean_ttc for s in group],
             [s.accuracy for s in group],
-            yerr=errs,
+            yerr=[
+                [s.accuracy - s.ci[0] if s.ci else 0 for s in group],
+                [s.ci[1] - s.accuracy if s.ci else 0 for s in group],
+            ],
             marker=marker,
             color=color,
             capsize=3,
@@ -353,9 +350,9 @@ def plot(stats: Sequence[SettingStats], path: Path | None, title: str = "") -> A
             label=name,
             clip_on=False,  # a point at 0 or 100 % is drawn whole on the axis
         )
-        for ttc, s in points:
+        for s in group:
             where: dict[str, Any] = {"textcoords": "offset points", "xytext": (5, 5), "fontsize": 8}
-            ax.annotate(s.setting.label, (ttc, s.accuracy), **where)
+            ax.annotate(s.setting.label, (s.mean_ttc, s.accuracy), **where)
     ax.set_xscale("log")
     # Ticks at 1, 2, 5 per decade, labelled like the table (4.2k, 243k), not as 10^x.
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
