@@ -49,8 +49,7 @@ async def run(args: argparse.Namespace) -> int:
     require("math_verify", "pacore curate's grading")
     problems, context = checked_context(args)
     spec = EvalSpec([], concurrency=args.concurrency, pool=args.pool, context=context)
-    async with opened(args, len(problems), None, "curate") as (model, saver, _, progress):
-        spec.concurrency, spec.namespace = args.concurrency, str(getattr(model, "model", ""))
+    async with opened(args, spec, len(problems)) as (model, saver, spec, _, progress):
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with args.out.open("w", encoding="utf-8") as out:
             summary = await curate(

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
     from pacore_graph.eval.dataset import Problem
+    from pacore_graph.eval.runner import EvalSpec
 
 
 def add_parser(sub: Any) -> None:
@@ -94,15 +95,14 @@ def add_parser(sub: Any) -> None:
 
 
 class BarProgress:
-    """A tqdm bar over problems; the postfix counts runs (None: not shown), calls in
-    flight, trajectories and completion tokens, redrawn as each changes."""
+    """A tqdm bar over problems; the postfix counts runs (when ``runs_total`` is given),
+    calls in flight, trajectories and completion tokens, redrawn as each changes."""
 
     def __init__(self, total: int, runs_total: int | None, desc: str = "eval") -> None:
         from tqdm import tqdm
 
         self.bar = tqdm(total=total, unit="problem", desc=desc, file=sys.stderr)
-        self.runs_total, self.runs, self.count, self.tokens = runs_total, 0, 0, 0
-        self.in_flight = 0
+        self.runs_total, self.runs, self.in_flight, self.count, self.tokens = runs_total, 0, 0, 0, 0
 
     def _postfix(self) -> None:
         # Strings, so tqdm does not print 10000 tokens as 1e+4.
@@ -116,8 +116,7 @@ class BarProgress:
         self._postfix()
 
     def trajectories(self, count: int, tokens: int) -> None:
-        self.count += count
-        self.tokens += tokens
+        self.count, self.tokens = self.count + count, self.tokens + tokens
         self._postfix()
 
     def run_done(self) -> None:
@@ -126,9 +125,6 @@ class BarProgress:
 
     def problem_done(self) -> None:
         self.bar.update(1)
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def checked_context(args: argparse.Namespace) -> tuple[list[Problem], dict[str, Any]]:
@@ -146,22 +142,27 @@ def checked_context(args: argparse.Namespace) -> tuple[list[Problem], dict[str, 
 
 @contextlib.asynccontextmanager
 async def opened(
-    args: argparse.Namespace, problems: int, runs_total: int | None, command: str = "eval"
-) -> AsyncIterator[tuple[BaseChatModel, Any, dict[str, Any], BarProgress | None]]:
-    """`open_run` with the backend line on stderr and, with progress shown, a line before
-    the backend opens (the embedded one takes a while) and a bar from the first call."""
+    args: argparse.Namespace, spec: EvalSpec, problems: int, runs_total: int | None = None
+) -> AsyncIterator[tuple[BaseChatModel, Any, EvalSpec, dict[str, Any], BarProgress | None]]:
+    """`open_run` with the backend line on stderr and ``spec`` completed for the backend;
+    with progress shown, a line before the backend opens (the embedded one takes a while)
+    and a bar from the first call."""
+    command = args.command
     shown = sys.stderr.isatty() if args.progress is None else args.progress
     if shown:
         print(f"pacore {command}: {problems} problems; starting the backend", file=sys.stderr)
     async with open_run(args) as (model, saver):
         backend = backend_description(args, model)
         print(backend_line(backend), file=sys.stderr)
+        # The embedded backend may have lowered --concurrency.
+        namespace = str(getattr(model, "model", ""))
+        spec = dataclasses.replace(spec, concurrency=args.concurrency, namespace=namespace)
         progress = BarProgress(problems, runs_total, command) if shown else None
         try:
-            yield model, saver, backend, progress
+            yield model, saver, spec, backend, progress
         finally:
             if progress is not None:
-                progress.close()
+                progress.bar.close()
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -188,17 +189,13 @@ async def run(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         pool=args.pool,
         pool_seed=args.pool_seed,
+        context=context,
         **({"markers": args.marker} if args.marker else {}),
     )
     started_at = now()
     runs_total = len(problems) * len(settings) * args.runs
-    async with opened(args, len(problems), runs_total) as (model, saver, backend, progress):
-        spec = dataclasses.replace(
-            spec,
-            concurrency=args.concurrency,  # the embedded backend may lower it
-            context=context,
-            namespace=str(getattr(model, "model", "")),
-        )
+    async with opened(args, spec, len(problems), runs_total) as opening:
+        model, saver, spec, backend, progress = opening
         result = await run_eval(model, problems, spec, checkpointer=saver, progress=progress)
     manifest = build_manifest(
         backend=backend,
