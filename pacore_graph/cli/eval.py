@@ -44,12 +44,7 @@ def add_parser(sub: Any) -> None:
         "grade the answers (math-verify, string-match fallback) and write the paper-style "
         "table (acc (TTC k)), an accuracy-vs-TTC plot and per-problem rows.",
     )
-    p.add_argument(
-        "problems",
-        type=Path,
-        help="JSONL: the reference's rows (id, messages, ground_truth.answer, category) "
-        "or {problem, answer}",
-    )
+    add_problem_options(p)
     p.add_argument(
         "--rounds",
         action="append",
@@ -90,8 +85,18 @@ def add_parser(sub: Any) -> None:
         default=Path("eval-results"),
         help="output folder: tables, plot, rows and manifest.json (what was run)",
     )
-    p.add_argument("--limit", type=COUNT, help="only the first N problems")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
+
+
+def add_problem_options(p: argparse.ArgumentParser) -> None:
+    """The problem file and ``--limit``, as `checked_context` reads them."""
+    p.add_argument(
+        "problems",
+        type=Path,
+        help="JSONL: the reference's rows (id, messages, ground_truth.answer, category) "
+        "or {problem, answer}",
+    )
+    p.add_argument("--limit", type=COUNT, help="only the first N problems")
 
 
 class BarProgress:
@@ -169,7 +174,7 @@ async def run(args: argparse.Namespace) -> int:
     """Runs ``pacore eval``; writes the table, plot and rows (errors reach ``pacore``'s main)."""
     from pacore_graph.eval._deps import require
     from pacore_graph.eval.manifest import build_manifest, command_line, dataset_info, now
-    from pacore_graph.eval.report import plot_title, wall_stats, write_report
+    from pacore_graph.eval.report import wall_stats, write_report
     from pacore_graph.eval.runner import EvalSpec, run_eval
     from pacore_graph.eval.settings import build_settings
 
@@ -207,10 +212,11 @@ async def run(args: argparse.Namespace) -> int:
         secrets=secrets_of(args),
         wall=wall_stats(result),
     )
+    model_name = backend["model"]  # the plot's title: ``pacore-8b on aime25.jsonl``
     table, paths = write_report(
         result,
         args.out,
-        title=plot_title(backend["model"], args.problems.name),
+        title=f"{model_name} on {args.problems.name}" if model_name else args.problems.name,
         plot_png=not args.no_plot,
         manifest=manifest,
     )

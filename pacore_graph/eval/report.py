@@ -389,11 +389,6 @@ def write_pool(result: EvalResult, path: Path) -> None:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def plot_title(model: str | None, dataset: str) -> str:
-    """The plot's title: the model and the benchmark file, ``pacore-8b on aime25.jsonl``."""
-    return f"{model} on {dataset}" if model else dataset
-
-
 def write_report(
     result: EvalResult,
     out: str | Path,
@@ -407,7 +402,7 @@ def write_report(
     Args:
         result: From `pacore_graph.eval.runner.run_eval`.
         out: Output folder (created).
-        title: The plot's title (`plot_title`).
+        title: The plot's title.
         plot_png: Draw the plot (needs matplotlib).
         manifest: From `pacore_graph.eval.manifest.build_manifest`; None writes none.
 
