@@ -262,7 +262,8 @@ def markdown_table(stats: Sequence[SettingStats]) -> str:
             for t in settings
         ],
     )
-    header = ["setting", "accuracy %", "95% CI", "mean TTC (tokens)", "runs"]
+    header = ["setting", "accuracy %", "95% CI", "mean TTC (tokens)", "runs", "answer agreement"]
+    header += ["cross-checking", "dropped refs", "emergent correctness", "failed"]
     details = []
     for setting in settings:
         s = cell[(setting.name, ALL)]
@@ -270,8 +271,6 @@ def markdown_table(stats: Sequence[SettingStats]) -> str:
         numbers = [f"{s.accuracy:.1f}", ci, _ttc(s), s.runs]
         pacore = [_cross_checking(s), s.dropped] if setting.kind == "pacore" else ["—", "—"]
         details.append([setting.label, *numbers, _agreement(s), *pacore, _emergent(s), s.errors])
-    header += ["answer agreement", "cross-checking", "dropped refs", "emergent correctness"]
-    header += ["failed"]
     return "\n".join([*paper, "", *_table(header, details)]) + "\n"
 
 
@@ -323,7 +322,7 @@ def plot(stats: Sequence[SettingStats], path: Path | None, title: str = "") -> A
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    overall = [s for s in stats if s.category == ALL and s.mean_ttc]
+    overall = [(s.mean_ttc, s) for s in stats if s.category == ALL and s.mean_ttc]
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     styles = {
         "single": ("s", "tab:gray", "single trajectory"),
@@ -331,18 +330,18 @@ def plot(stats: Sequence[SettingStats], path: Path | None, title: str = "") -> A
         "pacore": ("D", "tab:red", "PaCoRe"),
     }
     for kind, (marker, color, name) in styles.items():
-        group = sorted(
-            (s for s in overall if s.setting.kind == kind), key=lambda s: s.mean_ttc or 0
-        )
-        if not group:
+        points = sorted((p for p in overall if p[1].setting.kind == kind), key=lambda p: p[0])
+        if not points:
             continue
+        group = [s for _, s in points]
+        errs = [
+            [s.accuracy - s.ci[0] if s.ci else 0 for s in group],
+            [s.ci[1] - s.accuracy if s.ci else 0 for s in group],
+        ]
         ax.errorbar(
-            [s.mean_ttc for s in group],
+            [ttc for ttc, _ in points],
             [s.accuracy for s in group],
-            yerr=[
-                [s.accuracy - s.ci[0] if s.ci else 0 for s in group],
-                [s.ci[1] - s.accuracy if s.ci else 0 for s in group],
-            ],
+            yerr=errs,
             marker=marker,
             color=color,
             capsize=3,
@@ -350,9 +349,9 @@ def plot(stats: Sequence[SettingStats], path: Path | None, title: str = "") -> A
             label=name,
             clip_on=False,  # a point at 0 or 100 % is drawn whole on the axis
         )
-        for s in group:
+        for ttc, s in points:
             where: dict[str, Any] = {"textcoords": "offset points", "xytext": (5, 5), "fontsize": 8}
-            ax.annotate(s.setting.label, (s.mean_ttc, s.accuracy), **where)
+            ax.annotate(s.setting.label, (ttc, s.accuracy), **where)
     ax.set_xscale("log")
     # Ticks at 1, 2, 5 per decade, labelled like the table (4.2k, 243k), not as 10^x.
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))

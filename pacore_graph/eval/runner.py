@@ -376,7 +376,7 @@ def pacore_row(
         "cross_checking": [None, *(sum(c) / len(c) if c else None for c in checks[1:])],
         "dropped_references": sum(d["dropped_for_context"] for d in record["rounds"]),
         "inputs_correct": inputs_correct,
-        "emergent": (verdict.correct if all_wrong else False) if inputs else None,
+        "emergent": verdict.correct and all_wrong if inputs else None,
         "all_inputs_wrong": all_wrong if inputs else None,
         "failed_trajectories": record.get("failed", 0),
     }
