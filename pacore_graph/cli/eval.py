@@ -147,7 +147,7 @@ def checked_context(args: argparse.Namespace) -> tuple[list[Problem], dict[str, 
 
 @contextlib.asynccontextmanager
 async def opened(
-    args: argparse.Namespace, spec: EvalSpec, problems: int, runs_total: int | None = None
+    args: argparse.Namespace, spec: EvalSpec, problems: int
 ) -> AsyncIterator[tuple[BaseChatModel, Any, EvalSpec, dict[str, Any], BarProgress | None]]:
     """`open_run` with the backend line on stderr and ``spec`` completed for the backend;
     with progress shown, a line before the backend opens (the embedded one takes a while)
@@ -162,6 +162,7 @@ async def opened(
         # The embedded backend may have lowered --concurrency.
         namespace = str(getattr(model, "model", ""))
         spec = dataclasses.replace(spec, concurrency=args.concurrency, namespace=namespace)
+        runs_total = problems * len(spec.settings) * spec.runs or None  # curate has no runs
         progress = BarProgress(problems, runs_total, command) if shown else None
         try:
             yield model, saver, spec, backend, progress
@@ -198,9 +199,7 @@ async def run(args: argparse.Namespace) -> int:
         **({"markers": args.marker} if args.marker else {}),
     )
     started_at = now()
-    runs_total = len(problems) * len(settings) * args.runs
-    async with opened(args, spec, len(problems), runs_total) as opening:
-        model, saver, spec, backend, progress = opening
+    async with opened(args, spec, len(problems)) as (model, saver, spec, backend, progress):
         result = await run_eval(model, problems, spec, checkpointer=saver, progress=progress)
     manifest = build_manifest(
         backend=backend,
