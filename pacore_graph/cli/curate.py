@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
+from pacore_graph.cli.eval import add_problem_options, checked_context, opened
 from pacore_graph.cli.options import COUNT, add_command, checked
 
 
@@ -25,7 +26,7 @@ def add_parser(sub: Any) -> None:
         "message accuracy is below --max-message-accuracy: the problem, the messages ready "
         "for a synthesis round, their grades, the ground truth and the message accuracy.",
     )
-    p.add_argument("problems", type=Path, help="JSONL, as pacore eval reads it")
+    add_problem_options(p)
     p.add_argument("--pool", type=COUNT, default=24, help="round-1 trajectories per problem")
     p.add_argument(
         "--max-message-accuracy",
@@ -35,13 +36,11 @@ def add_parser(sub: Any) -> None:
         "(default 0.375: the paper's 9/24)",
     )
     p.add_argument("--out", type=Path, required=True, help="the kept rows (JSONL)")
-    p.add_argument("--limit", type=COUNT, help="only the first N problems")
 
 
 async def run(args: argparse.Namespace) -> int:
     """Runs ``pacore curate``: rows to ``--out``, the summary on stdout and in
     ``<out>.summary.json``."""
-    from pacore_graph.cli.eval import checked_context, opened
     from pacore_graph.eval._deps import require
     from pacore_graph.eval.curate import curate, summary_text
     from pacore_graph.eval.runner import EvalSpec
@@ -49,8 +48,7 @@ async def run(args: argparse.Namespace) -> int:
     require("math_verify", "pacore curate's grading")
     problems, context = checked_context(args)
     spec = EvalSpec([], concurrency=args.concurrency, pool=args.pool, context=context)
-    async with opened(args, len(problems), None, "curate") as (model, saver, _, progress):
-        spec.concurrency, spec.namespace = args.concurrency, str(getattr(model, "model", ""))
+    async with opened(args, spec, len(problems)) as (model, saver, spec, _, progress):
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with args.out.open("w", encoding="utf-8") as out:
             summary = await curate(

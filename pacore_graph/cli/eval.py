@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
     from pacore_graph.eval.dataset import Problem
+    from pacore_graph.eval.runner import EvalSpec
 
 
 def add_parser(sub: Any) -> None:
@@ -43,12 +44,7 @@ def add_parser(sub: Any) -> None:
         "grade the answers (math-verify, string-match fallback) and write the paper-style "
         "table (acc (TTC k)), an accuracy-vs-TTC plot and per-problem rows.",
     )
-    p.add_argument(
-        "problems",
-        type=Path,
-        help="JSONL: the reference's rows (id, messages, ground_truth.answer, category) "
-        "or {problem, answer}",
-    )
+    add_problem_options(p)
     p.add_argument(
         "--rounds",
         action="append",
@@ -89,20 +85,29 @@ def add_parser(sub: Any) -> None:
         default=Path("eval-results"),
         help="output folder: tables, plot, rows and manifest.json (what was run)",
     )
-    p.add_argument("--limit", type=COUNT, help="only the first N problems")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
 
 
+def add_problem_options(p: argparse.ArgumentParser) -> None:
+    """The problem file and ``--limit``, as `checked_context` reads them."""
+    p.add_argument(
+        "problems",
+        type=Path,
+        help="JSONL: the reference's rows (id, messages, ground_truth.answer, category) "
+        "or {problem, answer}",
+    )
+    p.add_argument("--limit", type=COUNT, help="only the first N problems")
+
+
 class BarProgress:
-    """A tqdm bar over problems; the postfix counts runs (None: not shown), calls in
-    flight, trajectories and completion tokens, redrawn as each changes."""
+    """A tqdm bar over problems; the postfix counts runs (when ``runs_total`` is given),
+    calls in flight, trajectories and completion tokens, redrawn as each changes."""
 
     def __init__(self, total: int, runs_total: int | None, desc: str = "eval") -> None:
         from tqdm import tqdm
 
         self.bar = tqdm(total=total, unit="problem", desc=desc, file=sys.stderr)
-        self.runs_total, self.runs, self.count, self.tokens = runs_total, 0, 0, 0
-        self.in_flight = 0
+        self.runs_total, self.runs, self.in_flight, self.count, self.tokens = runs_total, 0, 0, 0, 0
 
     def _postfix(self) -> None:
         # Strings, so tqdm does not print 10000 tokens as 1e+4.
@@ -116,8 +121,7 @@ class BarProgress:
         self._postfix()
 
     def trajectories(self, count: int, tokens: int) -> None:
-        self.count += count
-        self.tokens += tokens
+        self.count, self.tokens = self.count + count, self.tokens + tokens
         self._postfix()
 
     def run_done(self) -> None:
@@ -126,9 +130,6 @@ class BarProgress:
 
     def problem_done(self) -> None:
         self.bar.update(1)
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def checked_context(args: argparse.Namespace) -> tuple[list[Problem], dict[str, Any]]:
@@ -146,29 +147,35 @@ def checked_context(args: argparse.Namespace) -> tuple[list[Problem], dict[str, 
 
 @contextlib.asynccontextmanager
 async def opened(
-    args: argparse.Namespace, problems: int, runs_total: int | None, command: str = "eval"
-) -> AsyncIterator[tuple[BaseChatModel, Any, dict[str, Any], BarProgress | None]]:
-    """`open_run` with the backend line on stderr and, with progress shown, a line before
-    the backend opens (the embedded one takes a while) and a bar from the first call."""
+    args: argparse.Namespace, spec: EvalSpec, problems: int
+) -> AsyncIterator[tuple[BaseChatModel, Any, EvalSpec, dict[str, Any], BarProgress | None]]:
+    """`open_run` with the backend line on stderr and ``spec`` completed for the backend;
+    with progress shown, a line before the backend opens (the embedded one takes a while)
+    and a bar from the first call."""
+    command = args.command
     shown = sys.stderr.isatty() if args.progress is None else args.progress
     if shown:
         print(f"pacore {command}: {problems} problems; starting the backend", file=sys.stderr)
     async with open_run(args) as (model, saver):
         backend = backend_description(args, model)
         print(backend_line(backend), file=sys.stderr)
+        # The embedded backend may have lowered --concurrency.
+        namespace = str(getattr(model, "model", ""))
+        spec = dataclasses.replace(spec, concurrency=args.concurrency, namespace=namespace)
+        runs_total = problems * len(spec.settings) * spec.runs or None  # curate has no runs
         progress = BarProgress(problems, runs_total, command) if shown else None
         try:
-            yield model, saver, backend, progress
+            yield model, saver, spec, backend, progress
         finally:
             if progress is not None:
-                progress.close()
+                progress.bar.close()
 
 
 async def run(args: argparse.Namespace) -> int:
     """Runs ``pacore eval``; writes the table, plot and rows (errors reach ``pacore``'s main)."""
     from pacore_graph.eval._deps import require
     from pacore_graph.eval.manifest import build_manifest, command_line, dataset_info, now
-    from pacore_graph.eval.report import plot_title, wall_stats, write_report
+    from pacore_graph.eval.report import wall_stats, write_report
     from pacore_graph.eval.runner import EvalSpec, run_eval
     from pacore_graph.eval.settings import build_settings
 
@@ -188,17 +195,11 @@ async def run(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         pool=args.pool,
         pool_seed=args.pool_seed,
+        context=context,
         **({"markers": args.marker} if args.marker else {}),
     )
     started_at = now()
-    runs_total = len(problems) * len(settings) * args.runs
-    async with opened(args, len(problems), runs_total) as (model, saver, backend, progress):
-        spec = dataclasses.replace(
-            spec,
-            concurrency=args.concurrency,  # the embedded backend may lower it
-            context=context,
-            namespace=str(getattr(model, "model", "")),
-        )
+    async with opened(args, spec, len(problems)) as (model, saver, spec, backend, progress):
         result = await run_eval(model, problems, spec, checkpointer=saver, progress=progress)
     manifest = build_manifest(
         backend=backend,
@@ -210,10 +211,11 @@ async def run(args: argparse.Namespace) -> int:
         secrets=secrets_of(args),
         wall=wall_stats(result),
     )
+    model_name = backend["model"]  # the plot's title: ``pacore-8b on aime25.jsonl``
     table, paths = write_report(
         result,
         args.out,
-        title=plot_title(backend["model"], args.problems.name),
+        title=f"{model_name} on {args.problems.name}" if model_name else args.problems.name,
         plot_png=not args.no_plot,
         manifest=manifest,
     )

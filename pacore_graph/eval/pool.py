@@ -28,14 +28,8 @@ DRAW_KEY = "pacore_eval_draw"
 
 
 def draw_indices(seed: int, setting: str, run: int, problem: str, k: int, n: int) -> list[int]:
-    """The pool trajectories one run uses: ``k`` distinct indices out of ``n``, the same on
-    a rerun or resume and independent across runs.
-
-    Raises:
-        ValueError: ``k > n``.
-    """
-    if k > n:
-        raise ValueError(f"cannot draw {k} trajectories from a pool of {n}")
+    """The pool trajectories one run uses: ``k`` distinct indices out of ``n`` (``k <= n``,
+    as `EvalSpec` checks), the same on a rerun or resume and independent across runs."""
     return random.Random(f"{seed}|{setting}|{run}|{problem}").sample(range(n), k)
 
 

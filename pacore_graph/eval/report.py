@@ -188,16 +188,13 @@ def wall_stats(result: EvalResult) -> dict[str, dict[str, Any]]:
     for setting in result.settings:
         timings = [t for t in result.timings if t["setting"] == setting.name]
         seconds = [t["wall_seconds"] for t in timings]
-        count, stopped = (sum(t[k] for t in timings) for k in ("trajectories", "stopped"))
+        count = sum(t["trajectories"] for t in timings)
+        stopped = sum(t["stopped"] for t in timings)
         median = statistics.median(seconds) if seconds else None
-        times = zip(
-            ("mean", "median", "max"),
-            (_mean(seconds), median, max(seconds, default=None)),
-            strict=True,
-        )
+        times = {"mean": _mean(seconds), "median": median, "max": max(seconds, default=None)}
         out[setting.name] = {
             "timed": len(seconds),
-            **{k: None if v is None else round(v, 3) for k, v in times},
+            **{k: None if v is None else round(v, 3) for k, v in times.items()},
             "trajectories": count,
             "stopped": stopped,
             "stopped_fraction": round(stopped / count, 4) if count else None,
@@ -265,7 +262,8 @@ def markdown_table(stats: Sequence[SettingStats]) -> str:
             for t in settings
         ],
     )
-    header = ["setting", "accuracy %", "95% CI", "mean TTC (tokens)", "runs"]
+    header = ["setting", "accuracy %", "95% CI", "mean TTC (tokens)", "runs", "answer agreement"]
+    header += ["cross-checking", "dropped refs", "emergent correctness", "failed"]
     details = []
     for setting in settings:
         s = cell[(setting.name, ALL)]
@@ -273,8 +271,6 @@ def markdown_table(stats: Sequence[SettingStats]) -> str:
         numbers = [f"{s.accuracy:.1f}", ci, _ttc(s), s.runs]
         pacore = [_cross_checking(s), s.dropped] if setting.kind == "pacore" else ["—", "—"]
         details.append([setting.label, *numbers, _agreement(s), *pacore, _emergent(s), s.errors])
-    header += ["answer agreement", "cross-checking", "dropped refs", "emergent correctness"]
-    header += ["failed"]
     return "\n".join([*paper, "", *_table(header, details)]) + "\n"
 
 
@@ -392,11 +388,6 @@ def write_pool(result: EvalResult, path: Path) -> None:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def plot_title(model: str | None, dataset: str) -> str:
-    """The plot's title: the model and the benchmark file, ``pacore-8b on aime25.jsonl``."""
-    return f"{model} on {dataset}" if model else dataset
-
-
 def write_report(
     result: EvalResult,
     out: str | Path,
@@ -410,7 +401,7 @@ def write_report(
     Args:
         result: From `pacore_graph.eval.runner.run_eval`.
         out: Output folder (created).
-        title: The plot's title (`plot_title`).
+        title: The plot's title.
         plot_png: Draw the plot (needs matplotlib).
         manifest: From `pacore_graph.eval.manifest.build_manifest`; None writes none.
 

@@ -303,10 +303,7 @@ class _Runner:
             for run in range(1, self.spec.runs + 1)
         }
         try:
-            await asyncio.wait(jobs.values(), return_when=asyncio.FIRST_EXCEPTION)
-            for task in jobs.values():
-                if task.done() and (exc := task.exception()) is not None:
-                    raise exc
+            await asyncio.gather(*jobs.values())  # raises the first failure at once
         finally:
             # An abort (or Ctrl-C) stops the rest; their threads resume on the next run.
             futures: list[asyncio.Future[Any]] = [*jobs.values(), *self.pool_tasks.values()]
@@ -379,7 +376,7 @@ def pacore_row(
         "cross_checking": [None, *(sum(c) / len(c) if c else None for c in checks[1:])],
         "dropped_references": sum(d["dropped_for_context"] for d in record["rounds"]),
         "inputs_correct": inputs_correct,
-        "emergent": (verdict.correct if all_wrong else False) if inputs else None,
+        "emergent": verdict.correct and all_wrong if inputs else None,
         "all_inputs_wrong": all_wrong if inputs else None,
         "failed_trajectories": record.get("failed", 0),
     }

@@ -41,9 +41,10 @@ def answer_of(state: dict[str, Any]) -> tuple[str, str | None, str | None, str |
 def _rounds_detail(record: PaCoReRun) -> list[dict[str, Any]]:
     """Per round: K, outcomes, tokens, and what it passed on."""
     done = {summary["round"]: summary for summary in record.get("rounds_done") or []}
+    trajectories = latest_trajectories(record["trajectories"])
     detail = []
     for r, k in enumerate(record["round_vector"], start=1):
-        batch = [t for t in latest_trajectories(record["trajectories"]) if t["round"] == r]
+        batch = [t for t in trajectories if t["round"] == r]
         row: dict[str, Any] = {
             "round": r,
             "k": k,
@@ -55,12 +56,10 @@ def _rounds_detail(record: PaCoReRun) -> list[dict[str, Any]]:
             "prompt_tokens": max((t["prompt_tokens"] or 0 for t in batch), default=0),
         }
         if (summary := done.get(r)) is not None:
-            row.update(
-                references=len(summary["references"]),
-                dropped_empty=summary["dropped_empty"],
-                dropped_truncated=summary["dropped_truncated"],
-                dropped_for_context=summary["dropped_for_context"],
-            )
+            row["references"] = len(summary["references"])
+            row |= {
+                k: summary[k] for k in ("dropped_empty", "dropped_truncated", "dropped_for_context")
+            }
         detail.append(row)
     return detail
 
