@@ -326,7 +326,8 @@ class Chaos:
         for name, done in (("rerun", rerun), ("again", again)):
             out.said[name] = [x for x in done.stderr.splitlines() if x.startswith("thread ")]
 
-        stored = _plain(to_record(graph.get_state(config).values))
+        thread = config["configurable"]["thread_id"]  # the record's request_id, as solve's
+        stored = _plain(to_record(graph.get_state(config).values, thread))
         # A run that failed is the rerun's check; a kill may cut the first run's print.
         records = {
             name: _parse(run.stdout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Annotated, Any, ClassVar, Literal
@@ -239,11 +240,18 @@ def merge_context(
     if isinstance(override, dict):
         known = {f.name for f in fields(PaCoReContext)}
         if unknown := sorted(set(override) - known):
-            raise TypeError(f"unknown PaCoRe setting(s): {', '.join(unknown)}")
+            names = ", ".join(unknown)
+            raise TypeError(f"unknown PaCoRe setting(s): {names}{did_you_mean(unknown, known)}")
         items: Iterable[tuple[str, Any]] = override.items()
     else:
         items = ((f.name, getattr(override, f.name)) for f in fields(override))
     return replace(base, **{k: v for k, v in items if v is not None})
+
+
+def did_you_mean(words: Iterable[str], known: Iterable[str]) -> str:
+    """``"; did you mean min_success?"``: the ``known`` names closest to ``words``, or ""."""
+    close = [m for w in words for m in difflib.get_close_matches(w, list(known), 1)]
+    return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
 def context_from_options(options: object) -> dict[str, Any]:
@@ -252,4 +260,4 @@ def context_from_options(options: object) -> dict[str, Any]:
     return {name: value for name, value in values if value is not None}
 
 
-__all__ = ["DEFAULTS", "PaCoReContext", "context_from_options", "merge_context"]
+__all__ = ["DEFAULTS", "PaCoReContext", "context_from_options", "did_you_mean", "merge_context"]

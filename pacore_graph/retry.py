@@ -14,6 +14,7 @@ import openai
 from langgraph.types import RetryPolicy, default_retry_on
 
 from pacore_graph.errors import CallTimeoutError, MalformedResponseError, ReplyTooLargeError
+from pacore_graph.secrets import redact_url
 
 
 def should_retry(exc: Exception) -> bool:
@@ -38,12 +39,19 @@ DEFAULT_RETRY_POLICY = RetryPolicy(max_attempts=5, retry_on=should_retry)
 """Five attempts, as the reference retries, with exponential backoff and jitter (`retry_wait`)."""
 
 
+def refused(exc: BaseException | None) -> bool:
+    """True when a refused connection caused ``exc``: nothing listens at the endpoint."""
+    for _ in range(9):  # down the cause chain, cut short should it loop
+        if exc is None or isinstance(exc, ConnectionRefusedError):
+            break
+        exc = exc.__cause__ or exc.__context__
+    return isinstance(exc, ConnectionRefusedError)
+
+
 def _retries(policy: RetryPolicy, exc: Exception) -> bool:
     retry_on = policy.retry_on
-    if isinstance(retry_on, type):
-        return isinstance(exc, retry_on)
-    if isinstance(retry_on, Sequence):  # as LangGraph reads it
-        return isinstance(exc, tuple(retry_on))
+    if isinstance(retry_on, type | Sequence):  # as LangGraph reads it
+        return isinstance(exc, retry_on if isinstance(retry_on, type) else tuple(retry_on))
     return bool(retry_on(exc))
 
 
@@ -70,9 +78,12 @@ def retry_after(exc: Exception) -> float:
 
 def retry_wait(policy: RetryPolicy | None, exc: Exception, attempt: int) -> float | None:
     """Seconds to wait after ``exc`` failed attempt ``attempt`` (1-based), or None when
-    ``policy`` makes no other: the server's ``Retry-After``, else LangGraph's backoff."""
+    ``policy`` makes no other: the server's ``Retry-After``, else LangGraph's backoff. A
+    refused connection is asked again once, soon: backing off would not start the server."""
     if policy is None or attempt >= policy.max_attempts or not _retries(policy, exc):
         return None
+    if refused(exc):
+        return None if attempt > 1 else policy.initial_interval
     if asked := retry_after(exc):
         return asked
     backoff = policy.initial_interval * policy.backoff_factor ** (attempt - 1)
@@ -94,6 +105,7 @@ def describe_failure(exc: BaseException) -> str:
         cause: BaseException = exc
         while isinstance(cause, openai.APIConnectionError) and cause.__cause__ is not None:
             cause = cause.__cause__
-        return f"connection failed: {type(cause).__name__}: {cause}".splitlines()[0]
+        where = f" at {redact_url(str(exc.request.url))}" if exc.request is not None else ""
+        return f"connection failed: {type(cause).__name__}: {cause}".splitlines()[0] + where
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

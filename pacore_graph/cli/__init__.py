@@ -30,7 +30,7 @@ from pacore_graph.cli.options import (
 
 
 def _parser() -> Parser:
-    parser = Parser(prog="pacore", description=__doc__)
+    parser = Parser(prog="pacore", description=__doc__.replace("``", ""))
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for command in (solve, eval_cli, curate, serve, mcp):
         command.add_parser(sub)

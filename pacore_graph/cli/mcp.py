@@ -17,7 +17,6 @@ import redis
 
 from pacore_graph.cli.options import (
     EXPECTED_ERRORS,
-    ROUNDS_HELP,
     add_command,
     log_to_stderr,
     report,
@@ -30,19 +29,17 @@ from pacore_graph.server.settings import ServeSettings
 
 def add_parser(sub: Any) -> None:
     """Registers ``pacore mcp`` on the ``pacore`` subcommands."""
-    mcp = add_command(sub, "mcp", "serve PaCoRe as an MCP tool over stdio", __doc__, raw=True)
-    mcp.add_argument(
-        "--rounds", default="low", help=ROUNDS_HELP + " (of a call that gives none; default low)"
-    )
+    about = "serve PaCoRe as an MCP tool over stdio"
+    add_command(sub, "mcp", about, __doc__ or "", rounds="of a call that gives none")
 
 
 def main(args: argparse.Namespace) -> int:
     """Serves the tool on stdin/stdout until the client closes stdin; the exit status."""
-    from pacore_graph.server.mcp import create_mcp_server
-
     secrets = secrets_of(args)
     log_to_stderr(args.log_level or "WARNING", secrets)
     try:
+        from pacore_graph.server.mcp import create_mcp_server  # the mcp extra
+
         resolve_rounds(args.rounds)
         settings = ServeSettings(
             redis_url=args.redis_url,

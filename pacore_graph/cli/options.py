@@ -19,9 +19,11 @@ from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from pydantic import ConfigDict, Field, TypeAdapter
 
+from pacore_graph.backends.embedded import EmbeddedBackendUnavailable
 from pacore_graph.backends.launch import backend_for_args
-from pacore_graph.context import DEFAULTS
+from pacore_graph.context import DEFAULTS, did_you_mean
 from pacore_graph.errors import BudgetExhaustedError, PaCoReError, QuorumError
+from pacore_graph.retry import describe_failure
 from pacore_graph.rounds import PRESETS
 from pacore_graph.secrets import RedactingFilter, redact, url_secrets
 from pacore_graph.validation import CONTEXT, rule
@@ -40,10 +42,27 @@ class CLIError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """Reports a bad argument in one line, like every other pacore error."""
+    """Reports a bad argument in one line, like every other pacore error, with the option
+    an unknown one may have meant."""
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):  # the root parser's, for all
+            subs = [a.choices for a in self._actions if isinstance(a.choices, dict)]
+            parsers = [self, *(p for choices in subs for p in choices.values())]
+            known = [o for p in parsers for a in p._actions for o in a.option_strings]
+            given = [w.split("=")[0] for w in message.split()[2:] if w.startswith("--")]
+            message += did_you_mean(given, known)
         self.exit(2, f"pacore: error: {message} (see {self.prog} --help)\n")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written (examples keep their lines) and each option's default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text, default = action.help or "", action.default
+        if "default" in text or default in (None, [], argparse.SUPPRESS) or default is False:
+            return text
+        return text + " (default %(default)s)"
 
 
 def checked(kind: Any, parse: Callable[[str], Any] = float) -> Callable[[str], Any]:
@@ -62,6 +81,18 @@ def checked(kind: Any, parse: Callable[[str], Any] = float) -> Callable[[str], A
 
 SECONDS = checked(Annotated[float, Field(gt=0)])
 COUNT = checked(Annotated[int, Field(ge=1)], int)
+PORT = checked(Annotated[int, Field(ge=1, le=65535)], int)
+
+
+def url_option(text: str) -> str:
+    """An argparse type: a URL whose port, if it names one, is in [1, 65535]."""
+    try:
+        port = urlsplit(text).port
+    except ValueError:  # not a number, or above 65535
+        port = 0
+    if port is not None and not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError("its port must be an integer in [1, 65535]")
+    return text
 
 
 def _count_or_fraction(text: str) -> int | float:
@@ -149,6 +180,7 @@ def run_options() -> argparse.ArgumentParser:
     backend = p.add_argument_group("backend")
     backend.add_argument(
         "--base-url",
+        type=url_option,
         help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (default: "
         "$PACORE_BASE_URL, else $OPENAI_BASE_URL; for several replicas, a router such as "
         "vllm-router: docs/vllm.md)",
@@ -156,9 +188,8 @@ def run_options() -> argparse.ArgumentParser:
     backend.add_argument(
         "--backend",
         choices=["openai", "embedded", "vllm"],
-        help="openai: the --base-url endpoint (default when one is given or set in the "
-        "environment); embedded: a small model on the CPU, started by pacore (default "
-        "otherwise); vllm: vLLM's engine in-process",
+        help="openai: the --base-url endpoint (default when one is set); embedded: a small "
+        "CPU model pacore starts (default otherwise); vllm: vLLM's engine in-process",
     )
     backend.add_argument(
         "--model",
@@ -175,12 +206,7 @@ def run_options() -> argparse.ArgumentParser:
         "(default 7200: a 131k-token reasoning call takes over an hour); a call past it is "
         "retried. A stream that sends nothing for 600 s fails sooner",
     )
-    backend.add_argument(
-        "--concurrency",
-        type=COUNT,
-        default=64,
-        help="model calls in flight at once (default 64, as the reference)",
-    )
+    backend.add_argument("--concurrency", type=COUNT, default=64, help="calls in flight at once")
     for title, names in SETTING_GROUPS.items():
         group = p.add_argument_group(title)
         for name in names.split():
@@ -195,6 +221,7 @@ def run_options() -> argparse.ArgumentParser:
     store = p.add_argument_group("checkpoints and output")
     store.add_argument(
         "--redis-url",
+        type=url_option,
         help="checkpoint runs in Redis (redis://HOST:PORT/DB, or redis+cluster://HOST:PORT "
         "for a Cluster); the same command resumes them",
     )
@@ -210,7 +237,7 @@ def run_options() -> argparse.ArgumentParser:
         default=10.0,
         metavar="SECONDS",
         help="a run holds its Redis thread, renewing the hold every third of this; a "
-        "crashed run's thread is free again this long after it died (default 10)",
+        "crashed run's thread is free again this long after it died",
     )
     store.add_argument(
         "--log-level",
@@ -227,14 +254,22 @@ def run_options() -> argparse.ArgumentParser:
 
 
 def add_command(
-    sub: Any, name: str, help: str, description: str | None = None, *, raw: bool = False
+    sub: Any, name: str, help: str, description: str, rounds: str | None = None
 ) -> argparse.ArgumentParser:
-    """Adds the subcommand ``name`` taking `run_options`; ``raw`` shows ``description`` as
-    written."""
-    formatter = argparse.RawDescriptionHelpFormatter if raw else argparse.HelpFormatter
-    return sub.add_parser(
-        name, parents=[run_options()], help=help, description=description, formatter_class=formatter
+    """Adds the subcommand ``name`` taking `run_options` (and ``--rounds``, whose help ends in
+    ``rounds``), its ``description`` shown as written but for reST's double backquotes."""
+    parser = sub.add_parser(
+        name,
+        parents=[run_options()],
+        help=help,
+        description=description.replace("``", ""),
+        formatter_class=HelpFormatter,
     )
+    if rounds is not None:
+        parser.add_argument(
+            "--rounds", default="low", help=ROUNDS_HELP + (rounds and f" ({rounds})")
+        )
+    return parser
 
 
 BASE_URL_VARIABLES = ("PACORE_BASE_URL", "OPENAI_BASE_URL")
@@ -321,7 +356,11 @@ def describe(exc: BaseException, saved: bool) -> str:
     if isinstance(exc, openai.APIConnectionError):
         text = f"cannot reach the model endpoint: {exc.__cause__ or exc}"
     elif isinstance(exc, openai.APIStatusError):
-        text = f"the model endpoint answered {exc.status_code}: {exc.message}"
+        url = public_url(str(exc.request.url))
+        hint = "; does --base-url lack /v1?" if exc.status_code == 404 and "/v1" not in url else ""
+        text = f"{url} answered {describe_failure(exc)}{hint}"
+    elif isinstance(exc, ModuleNotFoundError) and (top := str(exc.name).split(".")[0]) in EXTRAS:
+        text = f"{top} is not installed: pip install 'pacore-graph[{EXTRAS[top]}]'"
     else:
         text = str(exc) or type(exc).__name__
     if saved and isinstance(exc, redis.exceptions.RedisError):  # Redis itself failed
@@ -335,8 +374,14 @@ def describe(exc: BaseException, saved: bool) -> str:
     return text + resume if saved and resumable else text
 
 
+SERVER = ("uvicorn", "starlette", "sse_starlette", "prometheus_client")
+EXTRAS = {**dict.fromkeys(SERVER, "server"), "mcp": "mcp"}
+"""The extra of each optional library a command imports."""
+
+
 EXPECTED_ERRORS = (
     CLIError,
+    EmbeddedBackendUnavailable,
     PaCoReError,
     openai.OpenAIError,
     ConnectionError,

@@ -23,11 +23,7 @@ Mode = Literal["bar", "lines", "off"]
 
 def progress_mode(option: bool | None, is_terminal: bool) -> Mode:
     """What ``--progress/--no-progress`` (None when not given) shows on this stderr."""
-    if option is False:
-        return "off"
-    if is_terminal:
-        return "bar"
-    return "lines" if option else "off"
+    return "off" if option is False else "bar" if is_terminal else "lines" if option else "off"
 
 
 def _retries(n: int) -> str:
@@ -106,6 +102,7 @@ class SolveProgress:
         self.width = max(20, width)
         self.vector: tuple[int, ...] = ()
         self.current: RoundCount | None = None
+        self.calls: RetryWatcher | None = None  # the model calls in flight, when watched
         self._bar: Any = None  # the current round's tqdm, while its line is open
 
     def status(self, text: str) -> None:
@@ -128,8 +125,10 @@ class SolveProgress:
         if c is None:
             return ""
         rounds = f"/{len(self.vector)}" if self.vector else ""
+        running = self.calls.in_flight(c.round) if self.calls else 0
         parts = [
-            f"round {c.round}{rounds} [{{bar:20}}] {c.finished}/{c.k}",
+            f"round {c.round}{rounds} [{{bar:20}}] {c.finished}/{c.k}"
+            + (f", {running} running" if running else ""),
             f"{c.tokens:,} tokens",
             "{elapsed_s:.1f}s",
             _retries(c.retries),
@@ -275,6 +274,10 @@ class RetryWatcher(BaseCallbackHandler):
         self.calls[key] = self.calls.get(key, 0) + 1
         if self.calls[key] > 1:
             self.report(r, i, self._errors.pop(key, None))
+
+    def in_flight(self, round_number: int) -> int:
+        """The calls of round ``round_number`` that have started and not yet ended."""
+        return sum(r == round_number for r, _ in self._runs.values())
 
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         """Forgets a call that returned."""

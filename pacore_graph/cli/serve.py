@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pacore_graph.cli.options import (
     EXPECTED_ERRORS,
-    ROUNDS_HELP,
+    PORT,
     CLIError,
     add_command,
     backend_description,
@@ -46,57 +46,27 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 def add_parser(sub: Any) -> None:
     """Registers ``pacore serve`` on the ``pacore`` subcommands."""
-    serve = add_command(
-        sub, "serve", "serve PaCoRe as an OpenAI-compatible endpoint", __doc__, raw=True
-    )
+    about = "serve PaCoRe as an OpenAI-compatible endpoint"
+    serve = add_command(sub, "serve", about, __doc__, rounds="of the model 'pacore'")
     http = serve.add_argument_group("server")
-    http.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine)"
-    )
-    http.add_argument("--port", type=int, default=ServeSettings.port, help="default 8100")
-    http.add_argument(
-        "--rounds", default="low", help=ROUNDS_HELP + " (of the model 'pacore'; default low)"
-    )
+    http.add_argument("--host", default="127.0.0.1", help="address to bind")
+    http.add_argument("--port", type=PORT, default=ServeSettings.port, help="port to listen on")
     http.add_argument(
         "--api-keys-file",
         metavar="FILE",
         help=f"accept only these keys (one per line) as 'Authorization: Bearer KEY' "
         f"(default: ${KEYS_ENV}, comma-separated; unset: no authentication)",
     )
-    http.add_argument(
-        "--max-runs",
-        type=int,
-        default=ServeSettings.max_runs,
-        help="runs executing at once (n choices count n); beyond it requests get 429 "
-        f"with Retry-After (default {ServeSettings.max_runs})",
-    )
-    http.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=ServeSettings.max_body_bytes,
-        help=f"larger request bodies get 413 (default {ServeSettings.max_body_bytes})",
-    )
-    http.add_argument(
-        "--max-n",
-        type=int,
-        default=ServeSettings.max_n,
-        help=f"most choices (n) of one request (default {ServeSettings.max_n})",
-    )
-    http.add_argument(
-        "--keepalive",
-        type=float,
-        default=ServeSettings.keepalive_s,
-        metavar="SECONDS",
-        help="an SSE comment goes out on a stream this often (default 15)",
-    )
-    http.add_argument(
-        "--thread-ttl",
-        type=float,
-        default=ServeSettings.thread_ttl_s,
-        metavar="SECONDS",
-        help="with --redis-url: a run's thread is dropped this long after its last write "
-        "(default 604800, a week; 0 keeps threads)",
-    )
+    for option, name, text in (
+        ("--max-runs", "max_runs", "runs at once (n choices count n); then 429 with Retry-After"),
+        ("--max-body-bytes", "max_body_bytes", "larger request bodies get 413"),
+        ("--max-n", "max_n", "most choices (n) of one request"),
+        ("--keepalive", "keepalive_s", "an SSE comment goes out on a stream this often"),
+        ("--thread-ttl", "thread_ttl_s", "a thread stays in Redis this long (0: forever)"),
+    ):  # ServeSettings fields
+        default = getattr(ServeSettings, name)
+        seconds = "SECONDS" if name.endswith("_s") else None
+        http.add_argument(option, type=type(default), default=default, metavar=seconds, help=text)
     http.add_argument(
         "--cancel-on-disconnect",
         action="store_true",
@@ -191,12 +161,12 @@ def _check_redis(url: str) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Runs the server until SIGINT or SIGTERM; returns the exit status."""
-    from pacore_graph.server.app import Server
-
     secrets = secrets_of(args)
     level = args.log_level or "INFO"
     log_to_stderr(level, secrets, format="%(levelname)s: %(message)s")
     try:
+        from pacore_graph.server.app import Server  # the server extra
+
         resolve_rounds(args.rounds)
         settings = serve_settings(args, secrets)
         if args.host not in LOOPBACK and not settings.api_keys:

@@ -1,4 +1,10 @@
-"""``pacore solve``: answer one problem with PaCoRe, resumable on a Redis thread."""
+"""``pacore solve``: answer one problem with PaCoRe, resumable on a Redis thread. The answer
+goes to stdout, the backend and progress to stderr.
+
+    pacore solve --demo                # the embedded CPU model: no GPU, no API key
+    pacore solve "What is 17 * 23?" --base-url http://127.0.0.1:8000/v1 --rounds medium
+    pacore solve --messages chat.json --redis-url redis://127.0.0.1:6379/0 --json
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import re
 import sys
 from collections.abc import Mapping
 from typing import Any
+from uuid import uuid4
 
 import redis
 from langchain_core.messages import BaseMessage
@@ -19,7 +26,6 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from pacore_graph.checkpoints.errors import ThreadLostError
 from pacore_graph.cli.options import (
-    ROUNDS_HELP,
     CLIError,
     add_command,
     backend_description,
@@ -86,7 +92,7 @@ def messages_limit(option: int | None, environ: Mapping[str, str] = os.environ) 
 
 def add_parser(sub: Any) -> None:
     """Registers ``pacore solve`` on the ``pacore`` subcommands."""
-    solve = add_command(sub, "solve", "answer one problem")
+    solve = add_command(sub, "solve", "answer one problem", __doc__ or "", rounds="")
     solve.add_argument(
         "problem", nargs="?", help="the problem (sent as the user message); or use --messages"
     )
@@ -104,7 +110,6 @@ def add_parser(sub: Any) -> None:
         help="largest --messages input, checked before it is read, e.g. 64M (default: "
         f"${MAX_MESSAGES_VARIABLE}, else 32M)",
     )
-    solve.add_argument("--rounds", default="low", help=ROUNDS_HELP + " (default low)")
     solve.add_argument(
         "--thread-id",
         help="thread to checkpoint into (default: derived from the chat and the settings)",
@@ -208,9 +213,11 @@ async def _read_back(saver: BaseCheckpointSaver, config: RunnableConfig) -> Any:
         return exc
 
 
-async def _what_is_saved(saver: BaseCheckpointSaver, config: RunnableConfig, thread: str) -> str:
-    """What a rerun will find after Redis failed mid-run, read back rather than assumed: a
-    Redis that restarted without persistence holds nothing of the run."""
+async def _what_is_saved(
+    saver: BaseCheckpointSaver, config: RunnableConfig, thread: str
+) -> str | None:
+    """What a rerun will find after Redis failed, read back rather than assumed (a Redis that
+    restarted without persistence holds nothing of the run); None: the thread reads back."""
     found = await _read_back(saver, config)
     if isinstance(found, DamagedThreadError):
         return (
@@ -227,54 +234,38 @@ async def _what_is_saved(saver: BaseCheckpointSaver, config: RunnableConfig, thr
             f"nothing of this run is saved (Redis no longer holds thread {thread}: restarted "
             "without persistence?): a rerun starts over"
         )
-    return f"finished work is saved in thread {thread}: rerun the same command to resume"
+    return None
 
 
 async def _not_saved(
-    exc: BaseException,
+    exc: BaseException | None,
     saver: BaseCheckpointSaver,
     config: RunnableConfig,
     thread: str,
     answered: bool,
-) -> CLIError:
-    """The one line for Redis failing mid-run: what failed, then what is saved."""
-    cause = (str(exc) or type(exc).__name__).splitlines()[0]
-    if not isinstance(exc, ThreadLostError):  # that one says what is saved: nothing
-        cause = f"{cause}; {await _what_is_saved(saver, config, thread)}"
-    error = CLIError(f"the answer above could not be saved: {cause}" if answered else cause)
-    error.status = 1
-    return error
-
-
-async def _check_saved(
-    saver: BaseCheckpointSaver, config: RunnableConfig, thread: str
 ) -> CLIError | None:
-    """None when the finished thread reads back whole. A Redis that restarted without
-    persistence mid-run took every write until then, yet accepted the later ones: the run
-    finished, and the thread it leaves is damaged or gone."""
-    found = await _read_back(saver, config)
-    if found is not None and not isinstance(found, Exception):
-        return None
-    if isinstance(found, DamagedThreadError):
-        why = (
-            f"thread {thread} lost part of its data while it ran (Redis restarted without "
-            "persistence, or evicted keys): rerun with --restart to start it over"
-        )
-    elif isinstance(found, Exception):
-        why = f"thread {thread} cannot be read back: {str(found).splitlines()[0]}"
-    else:
-        why = f"Redis no longer holds thread {thread} (restarted without persistence?)"
-    error = CLIError(f"the answer above could not be saved: {why}")
+    """The one line for Redis failing mid-run (``exc``): what failed, then what is saved. For
+    a finished run (``exc`` None), that line if its thread does not read back whole, else
+    None: a Redis that restarted without persistence mid-run accepts the later writes."""
+    cause = (str(exc) or type(exc).__name__).splitlines()[0] if exc else ""
+    if not isinstance(exc, ThreadLostError):  # that one says what is saved: nothing
+        saved = await _what_is_saved(saver, config, thread)
+        if exc is None and saved is None:
+            return None
+        resume = f"finished work is saved in thread {thread}: rerun the same command to resume"
+        cause = "; ".join(filter(None, [cause, saved or resume]))
+    error = CLIError(f"the answer above could not be saved: {cause}" if answered else cause)
     error.status = 1
     return error
 
 
 def _json_or_text(args: argparse.Namespace, state: Mapping[str, Any] | None, answer: str) -> str:
     """What stdout gets: the answer, or with ``--json`` the record (just the answer when the
-    run stopped before making one)."""
+    run stopped before making one), its ``request_id`` the thread's: a rerun prints it again."""
     if not args.json:
         return str(state["messages"][-1].content) if state else answer
-    record = to_record(dict(state)) if state else {"answer": answer}
+    request_id = getattr(args, "saved_thread", None) or str(uuid4())
+    record = to_record(dict(state), request_id) if state else {"answer": answer}
     return json.dumps(record, ensure_ascii=False, indent=2)
 
 
@@ -307,6 +298,8 @@ async def run(args: argparse.Namespace) -> int:
         async with open_run(args) as (model, saver), contextlib.AsyncExitStack() as held:
             progress.secrets += model_secrets(model)
             progress.status(backend_line(backend_description(args, model)))
+            if args.demo:
+                progress.status(f"problem: {DEMO_PROBLEM}")
             # Bounds raised on the command line are the graph's too: it checks its defaults.
             guards = {k: v for k, v in context.items() if k in BOUNDS}
             graph = create_pacore_graph(model, rounds=args.rounds, **guards).compile(
@@ -360,7 +353,8 @@ async def run(args: argparse.Namespace) -> int:
                     progress.status(f"thread {thread_id}: {line or 'already answered'}")
 
             if mode != "off":
-                config["callbacks"] = [RetryWatcher(progress.retry)]
+                progress.calls = RetryWatcher(progress.retry)
+                config["callbacks"] = [progress.calls]
             ticker = asyncio.ensure_future(_tick(progress)) if mode == "bar" else None
             try:
                 status, state = await arun_thread(
@@ -373,7 +367,7 @@ async def run(args: argparse.Namespace) -> int:
                     on_update=keep_answer if saver is not None else None,
                 )
                 if saver is not None and status != "finished":
-                    failure = await _check_saved(saver, config, thread_id)
+                    failure = await _not_saved(None, saver, config, thread_id, True)
             # The saver's errors are redis-py's too. A lost lease is a save failure as well:
             # a run that stalled past it, or a Redis that lost its data (the lease with it).
             except (redis.exceptions.RedisError, LeaseLostError) as exc:
@@ -389,6 +383,8 @@ async def run(args: argparse.Namespace) -> int:
         progress.close()
     if state or answers:
         print(_json_or_text(args, state, answers[-1] if answers else ""))
+    if args.demo:  # a 135M model is often wrong: say so, lest the tool be blamed
+        print(f"the right answer is {17 * 23}; a small model often misses it", file=sys.stderr)
     if failure is not None:
         raise failure
     return 0
