@@ -75,7 +75,10 @@ class Ran:
 
 
 def pacore_in_process(
-    *args: str, env: Mapping[str, str] | None = None, input: str | None = None
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    stdout: io.StringIO | None = None,
 ) -> Ran:
     """``pacore ARGS`` run by `main` in this process, with ``env`` as the whole environment
     and ``input`` on stdin: for runs that need no process of their own (a subprocess spends
@@ -83,8 +86,9 @@ def pacore_in_process(
 
     As in a process of its own, warnings (Python's default filters) and log records (no
     handler but what ``--log-level`` installs) go to its stderr, not to pytest's capture.
+    ``stdout``, when given, is what it prints to (a test watching the output as it grows).
     """
-    out, err = io.StringIO(), io.StringIO()
+    out, err = stdout or io.StringIO(), io.StringIO()
     environ, stdin = dict(os.environ), sys.stdin
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level

@@ -6,6 +6,7 @@ exploration rounds do not stream. Every model call's run is named for its round 
 """
 
 import asyncio
+import io
 import random
 import threading
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from pacore_graph import create_pacore_graph
 from pacore_graph.testing import Reply, ScriptedServer
 from pacore_graph.trajectories import ThinkingSplitter, split_thinking
-from tests.conftest import model_for
+from tests.conftest import model_for, pacore_in_process
 from tests.serve_helpers import is_synthesis, question, serving
 
 PROBLEM = "What is 17 * 23?"
@@ -366,3 +367,28 @@ def test_each_model_call_is_named_for_its_round_and_index(stream: bool):
     assert sorted(runs.runs, key=lambda run: run[1:]) == [
         (f"pacore round {r} · trajectory {i}", r, i) for r, i in expected
     ]
+
+
+class _Printed(io.StringIO):
+    """A stdout that lets the held last word go once the answer's first words are printed."""
+
+    def __init__(self, replies: LastWordHeld) -> None:
+        super().__init__()
+        self.replies = replies
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if self.getvalue().startswith("It is 391"):
+            self.replies.release.set()
+        return written
+
+
+@pytest.mark.parametrize("progress", ["--progress", "--no-progress"])
+def test_solve_prints_an_answer_without_thinking_as_it_arrives(scripted, progress):
+    replies = LastWordHeld()
+    server = scripted(replies)
+    argv = ["solve", "What is 17 x 23?", "--base-url", server.base_url, "--rounds", "2"]
+    ran = pacore_in_process(*argv, progress, stdout=_Printed(replies))
+    assert ran.returncode == 0, ran.stderr
+    assert replies.released == [True], "the answer was printed only once it was whole"
+    assert ran.stdout == replies.answer + "\n"

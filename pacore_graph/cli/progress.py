@@ -169,6 +169,12 @@ class SolveProgress:
             self._bar.close()
             self._bar = None
 
+    def answering(self) -> None:
+        """The answer is printing on this terminal: the live bar stops; status lines stay."""
+        if self.mode == "bar":
+            self.close()
+            self.mode = "off"
+
     def resumed(self, saved: Saved) -> None:
         """Seeds the current round from what an interrupted thread already holds."""
         self.vector = saved.vector or self.vector

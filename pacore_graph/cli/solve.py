@@ -284,6 +284,7 @@ async def run(args: argparse.Namespace) -> int:
     progress = SolveProgress(sys.stderr, mode, secrets_of(args), terminal_width(sys.stderr))
     config: RunnableConfig = {"max_concurrency": args.concurrency}
     answers: list[str] = []  # the final round's reply, kept as it arrives
+    streamed: list[str] = []  # the answer's text as printed while it arrived
     state: dict[str, Any] | None = None
     failure: CLIError | None = None
 
@@ -293,6 +294,16 @@ async def run(args: argparse.Namespace) -> int:
             for traj in (node_update or {}).get("trajectories", []):
                 if traj.get("round") == final_round and is_finished(traj):
                     answers.append(split_thinking(traj)[0])
+
+    def show_answer(chunk: Any, metadata: dict[str, Any]) -> None:
+        # Tokens of the answer go to stdout as they arrive; on a shared terminal the bar
+        # gives way to them.
+        if isinstance(chunk.content, str) and chunk.content:
+            if not streamed and sys.stdout.isatty():
+                progress.answering()
+            streamed.append(chunk.content)
+            sys.stdout.write(chunk.content)
+            sys.stdout.flush()
 
     try:
         async with open_run(args) as (model, saver), contextlib.AsyncExitStack() as held:
@@ -365,6 +376,7 @@ async def run(args: argparse.Namespace) -> int:
                     on_status=on_status,
                     on_event=progress.event if mode != "off" else None,
                     on_update=keep_answer if saver is not None else None,
+                    on_message=None if args.json else show_answer,
                 )
                 if saver is not None and status != "finished":
                     failure = await _not_saved(None, saver, config, thread_id, True)
@@ -382,7 +394,12 @@ async def run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     if state or answers:
-        print(_json_or_text(args, state, answers[-1] if answers else ""))
+        text = _json_or_text(args, state, answers[-1] if answers else "")
+        # What streamed ends its line; an answer that differs from it (a retried call
+        # streamed twice) is printed whole on the next.
+        print("" if "".join(streamed) == text else f"\n{text}" if streamed else text)
+    elif streamed:
+        print()
     if args.demo:  # a 135M model is often wrong: say so, lest the tool be blamed
         print(f"the right answer is {17 * 23}; a small model often misses it", file=sys.stderr)
     if failure is not None:
