@@ -177,7 +177,8 @@ class PaCoReContext:
     review: Annotated[
         bool | None,
         Field(
-            description="Pause (interrupt) after each exploration round to review its references."
+            description="Pause (interrupt) after each exploration round with its references; "
+            'resume with null or {} (keep them), {"references": [...]} or {"action": "finish"}.'
         ),
     ] = None
     max_k: Annotated[

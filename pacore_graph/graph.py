@@ -148,11 +148,9 @@ class PaCoReGraph(StateGraph[PaCoReState, PaCoReContext, PaCoReInput, PaCoReOutp
     def compile(
         self, checkpointer: Checkpointer = None, *, name: str | None = "pacore", **kwargs: Any
     ) -> CompiledPaCoReGraph:
-        """``StateGraph.compile`` with ``name="pacore"`` by default; ``stream_mode="values"``
-        leaves out ``pacore``, the copy of the state's record an ``invoke`` returns."""
+        """``StateGraph.compile`` with ``name="pacore"`` by default."""
         compiled = super().compile(checkpointer, name=name, **kwargs)
         compiled.__class__ = CompiledPaCoReGraph
-        compiled.stream_channels = [k for k in compiled.stream_channels_list if k != "pacore"]
         return cast(CompiledPaCoReGraph, compiled)
 
 

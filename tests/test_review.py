@@ -1,6 +1,6 @@
 """The ``review`` setting: a pause after each exploration round where a person approves,
 replaces or finishes with the references; what the next round is sent, checked at the
-model server; and each trajectory's text held once in the state and the final values."""
+model server."""
 
 import json
 import re
@@ -124,21 +124,6 @@ def test_solve_review_edits_the_references_in_the_editor(scripted, tmp_path):
     assert (
         record["rounds"][0]["review"] == "edited" and record["rounds"][0]["references"][1] == NOTE
     )
-
-
-def test_the_final_values_event_carries_each_trajectory_once(scripted):
-    markers = []
-
-    def unique(body):
-        markers.append(uuid.uuid4().hex)
-        return Reply(content=f"<think>{markers[-1]}</think>" + "391 " * 200)
-
-    graph = create_pacore_graph(model_for(scripted(unique)), rounds=[4]).compile()
-    *_, final = graph.stream({"messages": [("user", PROBLEM)]}, stream_mode="values")
-    text = json.dumps(final, default=str)
-    # Once each in the state's records; the final one also in the answer message.
-    assert len(markers) == 5 and [text.count(m) for m in markers] == [1, 1, 1, 1, 2]
-    assert len(graph.invoke({"messages": [("user", PROBLEM)]})["pacore"]["trajectories"]) == 5
 
 
 @pytest.mark.parametrize(

@@ -104,7 +104,7 @@ def compact(
     edit = {"round": done[-1]["round"] if done else 0, "references": sent, "review": "edited"}
     update: dict[str, Any] = {
         "rounds_done": [edit, summary] if done and sent != done[-1]["references"] else [summary],
-        "references": None if final else references,
+        "references": state.get("references") if final else references,  # final: as sent
         "retry": [],
     }
     if budget is not None:
