@@ -96,8 +96,10 @@ def test_a_resume_of_the_wrong_shape_is_a_one_line_error_and_the_pause_stays(scr
     assert out["messages"][-1].content
 
 
-def test_solve_review_edits_the_references_in_the_editor(scripted, tmp_path):
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_solve_review_edits_the_references_in_the_editor(scripted, tmp_path, request, store):
     server = scripted(respond)
+    redis_args = ["--redis-url", request.getfixturevalue("redis_url")] if store == "redis" else []
     editor = tmp_path / "editor.py"
     # Drops every reference but the first, and adds a note of its own.
     editor.write_text(
@@ -110,7 +112,7 @@ def test_solve_review_edits_the_references_in_the_editor(scripted, tmp_path):
     )
     ran = pacore_in_process(
         "solve", PROBLEM, "--base-url", server.base_url, "--rounds", "2", "--review",
-        "--json",
+        "--json", "--thread-id", uuid.uuid4().hex, *redis_args,
         env={"EDITOR": f"{sys.executable} {editor}", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert ran.returncode == 0, ran.stderr
