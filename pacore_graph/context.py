@@ -176,6 +176,13 @@ class PaCoReContext:
             "seconds after straggler_quantile finished (a floor for rounds whose median is short).",
         ),
     ] = None
+    review: Annotated[
+        bool | None,
+        Field(
+            description="Pause (interrupt) after each exploration round with its references; "
+            'resume with null or {} (keep them), {"references": [...]} or {"action": "finish"}.'
+        ),
+    ] = None
     max_k: Annotated[
         Positive | None,
         Field(
@@ -219,6 +226,7 @@ DEFAULTS = PaCoReContext(
     straggler_quantile=1.0,  # off: wait for every trajectory, as the reference
     straggler_factor=2.0,
     straggler_min_seconds=10.0,
+    review=False,
     # Not the reference's (it had no bounds): see the README's settings table.
     max_k=1024,
     max_trajectories=4096,

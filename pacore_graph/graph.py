@@ -4,20 +4,25 @@ synthesize)* → answer as a LangGraph state machine."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
+from langgraph.errors import InvalidUpdateError
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Checkpointer, RetryPolicy, Send
+from langgraph.types import Checkpointer, Command, RetryPolicy, Send, StateSnapshot, StateUpdate
 from pydantic import BaseModel
 
 from pacore_graph.context import DEFAULTS, PaCoReContext, merge_context
+from pacore_graph.errors import InvalidInputError
 from pacore_graph.nodes.answer import answer
 from pacore_graph.nodes.compact import compact
 from pacore_graph.nodes.prepare import prepare
+from pacore_graph.nodes.review import APPROVE, resume_error, review
 from pacore_graph.nodes.synthesize import TokenCounter, estimate_tokens, synthesize
 from pacore_graph.nodes.trajectory import TrajectoryNode, TrajectoryTask
 from pacore_graph.resume import settings_key
@@ -50,16 +55,71 @@ def fan_out(state: PaCoReState) -> list[Send]:
 
 
 def route_after_compact(state: PaCoReState) -> str | list[Send]:
-    """The answer after the final round; a resumed round short of its quorum retries."""
+    """The answer after the final round; a resumed round short of its quorum retries; with
+    the ``review`` setting, a person reviews the references before the next synthesis."""
     if state.get("retry"):
         return round_tasks(state, state["retry"])
-    return "answer" if state["round"] >= len(state["round_vector"]) else "synthesize"
+    if state["round"] >= len(state["round_vector"]):
+        return "answer"
+    return "review" if state["settings"].get("review") else "synthesize"
+
+
+def review_input(input: Any) -> Any:
+    """``input``, with ``Command(resume=None)`` or ``{}`` (to LangGraph, no resume) as
+    `APPROVE`; InvalidInputError, before the run, for a value no `review` pause takes."""
+    if not isinstance(input, Command):
+        return input
+    if input.resume in (None, {}) and input.update is None and input.goto == ():
+        return Command(graph=input.graph, resume=APPROVE)
+    resume = input.resume  # a value, or values by interrupt id
+    by_id = isinstance(resume, dict) and all(re.fullmatch("[0-9a-f]{32}", k) for k in resume)
+    for value in resume.values() if by_id else [resume]:  # type: ignore[union-attr]
+        if error := resume_error(value):
+            raise InvalidInputError(error)
+    return input
+
+
+def check_edit(supersteps: Sequence[Sequence[StateUpdate]], snapshot: StateSnapshot) -> None:
+    """InvalidUpdateError for an edit of a key PaCoRe derives, or of ``references`` where
+    no round would be sent them (only after a compact, or before round 2's trajectories on)."""
+    keys = {k for step in supersteps for u in step if isinstance(u.values, dict) for k in u.values}
+    if other := sorted(keys - {"messages", "references"}):
+        raise InvalidUpdateError(
+            f"cannot edit {', '.join(other)}: PaCoRe derives it; edit 'references' (what the "
+            "next round is sent) or 'messages'"
+        )
+    nxt = set(snapshot.next)
+    later = nxt == {"trajectory"} and snapshot.values.get("rounds_done")
+    if "references" in keys and not (nxt & {"review", "synthesize"} or later):
+        raise InvalidUpdateError(
+            "cannot edit 'references' here, no round would be sent them: edit them at a pause "
+            "before review, synthesize, or a later round's trajectory"
+        )
 
 
 class CompiledPaCoReGraph(
     CompiledStateGraph[PaCoReState, PaCoReContext, PaCoReInput, PaCoReOutput]
 ):
-    """A compiled PaCoRe graph whose ``as_tool()`` takes ``problem: str``."""
+    """A compiled PaCoRe graph whose ``as_tool()`` takes ``problem: str``, and which refuses
+    a state edit or resume value it could not honour."""
+
+    def stream(self, input: Any, *args: Any, **kwargs: Any) -> Any:
+        return super().stream(review_input(input), *args, **kwargs)
+
+    def astream(self, input: Any, *args: Any, **kwargs: Any) -> Any:
+        return super().astream(review_input(input), *args, **kwargs)
+
+    def bulk_update_state(
+        self, config: RunnableConfig, supersteps: Sequence[Sequence[StateUpdate]]
+    ) -> RunnableConfig:
+        check_edit(supersteps, self.get_state(config))
+        return super().bulk_update_state(config, supersteps)
+
+    async def abulk_update_state(
+        self, config: RunnableConfig, supersteps: Sequence[Sequence[StateUpdate]]
+    ) -> RunnableConfig:
+        check_edit(supersteps, await self.aget_state(config))
+        return await super().abulk_update_state(config, supersteps)
 
     def as_tool(
         self,
@@ -143,12 +203,14 @@ def create_pacore_graph(
     builder.add_node(
         "synthesize", functools.partial(synthesize, defaults=base, count=token_counter)
     )
+    builder.add_node("review", review)
     builder.add_node("answer", answer)
     builder.add_edge(START, "prepare")
     builder.add_conditional_edges("prepare", fan_out, ["trajectory"])
     builder.add_conditional_edges(
-        "compact", route_after_compact, ["synthesize", "answer", "trajectory"]
+        "compact", route_after_compact, ["review", "synthesize", "answer", "trajectory"]
     )
+    builder.add_edge("review", "synthesize")
     builder.add_conditional_edges("synthesize", fan_out, ["trajectory"])
     builder.add_edge("answer", END)
     return builder

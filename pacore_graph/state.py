@@ -22,7 +22,10 @@ class RoundSummary(TypedDict):
     round: int
     k: int
     references: list[str]
-    """M_r in the order the next synthesis prompt lists them."""
+    """M_r as the next round was sent it, in its order."""
+    review: Literal["approved", "edited", "finish"] | None
+    """What a person did with M_r: nothing (None), approved it, edited it (a `review`
+    resume or a state edit of ``references``), or went on to the final synthesis."""
     dropped_empty: int
     dropped_truncated: int
     dropped_for_context: int
@@ -118,7 +121,8 @@ class PaCoReState(PaCoReInput, total=False):
     round: int
     """The round in progress (1-based)."""
     references: list[str] | None
-    """The M fed to the round in progress; None sends the caller's messages unchanged."""
+    """The M the next round is sent (after compact, the round's; the one state key a
+    person edits besides ``messages``); None sends the caller's messages unchanged."""
     # DeltaChannels store each write once; no checkpoint stores earlier ones again.
     trajectories: Annotated[
         list[Trajectory], DeltaChannel(add_trajectories, snapshot_frequency=1000)

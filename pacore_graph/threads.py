@@ -153,7 +153,8 @@ async def arun_thread(
             "values",
             *(m for m, h in handlers.items() if h or m == "custom"),
         ]
-        run_input = None if status == "interrupted" else dict(input)
+        command = kwargs.pop("command", None)  # e.g. Command(resume=...) for a paused run
+        run_input = command if status == "interrupted" else dict(input)
         async for mode, chunk in graph.astream(run_input, config, stream_mode=modes, **kwargs):
             if mode == "values":
                 state = chunk

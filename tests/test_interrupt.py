@@ -1,13 +1,24 @@
 """SIGTERM and Ctrl-C: calls in flight are cancelled, finished work stays, the CLI says how to
-resume, and the rerun asks only what had not finished."""
+resume, and the rerun asks only what had not finished; and state edits at a breakpoint are
+honoured or refused."""
 
 import signal
 import subprocess
 
 import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.errors import InvalidUpdateError
 
+from pacore_graph import create_pacore_graph
 from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import Held, run_in_process, saved_trajectories, solve_command, wait_for
+from tests.conftest import (
+    Held,
+    model_for,
+    run_in_process,
+    saved_trajectories,
+    solve_command,
+    wait_for,
+)
 
 PROBLEM = "What is 17 * 23?"
 
@@ -64,3 +75,48 @@ def test_sigterm_without_redis_says_nothing_was_saved(scripted):
     assert stderr.strip().splitlines()[-1] == (
         "pacore: interrupted (SIGTERM); nothing was saved: add --redis-url to make runs resumable"
     )
+
+
+# Edits of the state at a breakpoint take effect and are recorded as sent, or are refused.
+
+EDIT = "A person's reference: 17 * 23 = 391."
+
+
+def breakpoint_at(server, node):
+    """A [2] run paused before ``node`` (round 2's trajectories for "trajectory")."""
+    graph = create_pacore_graph(model_for(server), rounds=[2]).compile(
+        checkpointer=InMemorySaver(), interrupt_before=[node]
+    )
+    config = {"configurable": {"thread_id": "t"}}
+    graph.invoke({"messages": [("user", PROBLEM)]}, config)
+    if node == "trajectory":  # the first pause is round 1's
+        graph.invoke(None, config)
+    assert graph.get_state(config).next == (node,)
+    return graph, config
+
+
+@pytest.mark.parametrize("node", ["synthesize", "trajectory"])
+def test_an_edit_of_references_is_what_the_next_round_is_sent_and_recorded(scripted, node):
+    server = scripted(lambda body: Reply(content="candidate: 391"))
+    graph, config = breakpoint_at(server, node)
+    graph.update_state(config, {"references": [EDIT]})
+    out = graph.invoke(None, config)
+    final = last_user_text(server.requests[-1])
+    assert EDIT in final and "candidate" not in final
+    (round_1, _) = out["pacore"]["rounds_done"]
+    assert round_1["references"] == [EDIT] and round_1["review"] == "edited"
+
+
+@pytest.mark.parametrize("key", ["rounds_done", "trajectories", "round", "pacore"])
+def test_an_edit_of_a_key_pacore_derives_is_refused_naming_references(scripted, key):
+    graph, config = breakpoint_at(scripted(lambda body: Reply(content="391")), "synthesize")
+    with pytest.raises(InvalidUpdateError, match=rf"cannot edit {key}: .*edit 'references'"):
+        graph.update_state(config, {key: []})
+
+
+@pytest.mark.parametrize("node", ["compact", "answer"])
+def test_an_edit_of_references_no_round_would_be_sent_is_refused(scripted, node):
+    graph, config = breakpoint_at(scripted(lambda body: Reply(content="391")), node)
+    with pytest.raises(InvalidUpdateError, match="cannot edit 'references' here"):
+        graph.update_state(config, {"references": [EDIT]})
+    graph.update_state(config, {"messages": []})  # the chat stays editable

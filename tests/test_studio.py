@@ -231,6 +231,21 @@ async def test_thread_state_keeps_the_record(studio_url):
     assert values["messages"][-1]["content"] == ANSWER
 
 
+async def test_review_pauses_and_a_resume_through_the_sdk_is_what_round_2_is_sent(
+    studio_url, backend
+):
+    client, context = get_client(url=studio_url), {"rounds": 2, "review": True}
+    thread_id = (await client.threads.create())["thread_id"]
+    await client.runs.wait(thread_id, "pacore", input=QUESTION, context=context)
+    (pause,) = (await client.threads.get_state(thread_id))["interrupts"]
+    assert pause["value"]["round"] == 1 and len(pause["value"]["references"]) == 2
+    before, note = len(backend.requests), "A person's reference: 2 + 2 = 4."
+    resume = {"resume": {"references": [note]}}
+    out = await client.runs.wait(thread_id, "pacore", command=resume, context=context)
+    assert len(backend.requests) == before + 1 and note in last_user_text(backend.requests[-1])
+    assert out["messages"][-1]["content"] == ANSWER
+
+
 async def test_studio_draws_the_graph_and_the_context_form(studio_url):
     client = get_client(url=studio_url)
     [assistant] = await client.assistants.search(graph_id="pacore")
@@ -240,6 +255,7 @@ async def test_studio_draws_the_graph_and_the_context_form(studio_url):
         "prepare",
         "trajectory",
         "compact",
+        "review",
         "synthesize",
         "answer",
         "__end__",

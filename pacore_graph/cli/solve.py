@@ -23,6 +23,8 @@ import redis
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
 
 from pacore_graph.checkpoints.errors import ThreadLostError
 from pacore_graph.cli.options import (
@@ -45,6 +47,7 @@ from pacore_graph.context import DEFAULTS, context_from_options, merge_context
 from pacore_graph.errors import DamagedThreadError, LeaseLostError
 from pacore_graph.graph import create_pacore_graph
 from pacore_graph.messages import last_user_index
+from pacore_graph.nodes.review import review_in_editor
 from pacore_graph.record import to_record
 from pacore_graph.resume import BOUNDS
 from pacore_graph.secrets import model_secrets
@@ -127,6 +130,13 @@ def add_parser(sub: Any) -> None:
         "print what it left (default: stop with an error)",
     )
     solve.add_argument("--json", action="store_true", help="print the full record as JSON")
+    solve.add_argument(
+        "--review",
+        action="store_true",
+        default=None,
+        help="after each exploration round, edit the references the next round is sent in "
+        "$EDITOR (keep, drop, reorder, rewrite, add; FINISH for the final synthesis now)",
+    )
 
 
 def _read_bytes(source: str, limit: int) -> bytes:
@@ -314,8 +324,10 @@ async def run(args: argparse.Namespace) -> int:
             # Bounds raised on the command line are the graph's too: it checks its defaults.
             guards = {k: v for k, v in context.items() if k in BOUNDS}
             graph = create_pacore_graph(model, rounds=args.rounds, **guards).compile(
-                checkpointer=saver
+                checkpointer=saver if saver is not None or not args.review else InMemorySaver()
             )
+            if saver is None and args.review:  # a pause needs a checkpointer
+                config["configurable"] = {"thread_id": "review"}
             saved: Saved | None = None
             thread_id = ""
             if saver is not None:
@@ -368,16 +380,24 @@ async def run(args: argparse.Namespace) -> int:
                 config["callbacks"] = [progress.calls]
             ticker = asyncio.ensure_future(_tick(progress)) if mode == "bar" else None
             try:
-                status, state = await arun_thread(
-                    graph,
-                    {"messages": messages},
-                    config,
-                    context=context,
-                    on_status=on_status,
-                    on_event=progress.event if mode != "off" else None,
-                    on_update=keep_answer if saver is not None else None,
-                    on_message=None if args.json else show_answer,
-                )
+                command: Command | None = None
+                while True:
+                    status, state = await arun_thread(
+                        graph,
+                        {"messages": messages},
+                        config,
+                        command=command,
+                        context=context,
+                        on_status=on_status,
+                        on_event=progress.event if mode != "off" else None,
+                        on_update=keep_answer if saver is not None else None,
+                        on_message=None if args.json else show_answer,
+                    )
+                    paused = args.review and (await graph.aget_state(config)).interrupts
+                    if not paused:
+                        break
+                    progress.status(f"round {paused[0].value['round']}: review in $EDITOR")
+                    command = Command(resume=review_in_editor(paused[0].value))
                 if saver is not None and status != "finished":
                     failure = await _not_saved(None, saver, config, thread_id, True)
             # The saver's errors are redis-py's too. A lost lease is a save failure as well:

@@ -32,14 +32,9 @@ def answer(state: PaCoReState) -> dict[str, Any]:
         response_metadata={
             "finish_reason": final["finish_reason"],
             "pacore": {
-                "round_vector": run["round_vector"],
-                "ttc_tokens": ttc,
-                "max_prompt_tokens": largest,
+                **{k: run[k] for k in ("round_vector", "ttc_tokens", "max_prompt_tokens")},
                 "trajectories": len(run["trajectories"]),
-                "truncated": run["truncated"],
-                "failed": run["failed"],
-                "stopped": run["stopped"],
-                "budget_exhausted": run["budget_exhausted"],
+                **{k: run[k] for k in ("truncated", "failed", "stopped", "budget_exhausted")},
             },
         },
     )

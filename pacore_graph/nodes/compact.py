@@ -66,11 +66,11 @@ def compact(
         kept = [t for t in kept if not t["truncated"]]
     ordered = order_references(kept, lambda t: t["content"], settings.seed or 0)
     references = [t["message"] for t in ordered if t["message"]]
-    if (
-        budget is not None
-        and not references
-        and not any(d["references"] for d in state.get("rounds_done", []))
-    ):
+    dropped_empty = len(finished) - dropped_truncated - len(references)
+    done = state.get("rounds_done") or []
+    if budget is not None and not references:  # the final round is sent the latest M left
+        references = next((d["references"] for d in reversed(done) if d["references"]), [])
+    if budget is not None and not references:
         raise BudgetExhaustedError(
             f"budget {budget}={getattr(settings, budget)} ran out in round {r} before any "
             f"trajectory finished ({len(stopped)} stopped, {len(failed)} failed): "
@@ -80,7 +80,8 @@ def compact(
         round=r,
         k=len(batch),
         references=references,
-        dropped_empty=len(finished) - dropped_truncated - len(references),
+        dropped_empty=dropped_empty,
+        review=None,
         dropped_truncated=dropped_truncated,
         dropped_for_context=0,
         failed=len(failed),
@@ -99,7 +100,13 @@ def compact(
             "budget_exhausted": budget,
         }
     )
-    update: dict[str, Any] = {"rounds_done": [summary], "retry": []}
+    sent = list(state.get("references") or [])  # recorded as sent, if edited since synthesize
+    edit = {"round": done[-1]["round"] if done else 0, "references": sent, "review": "edited"}
+    update: dict[str, Any] = {
+        "rounds_done": [edit, summary] if done and sent != done[-1]["references"] else [summary],
+        "references": state.get("references") if final else references,  # final: as sent
+        "retry": [],
+    }
     if budget is not None:
         update["budget_exhausted"] = budget
     return update

@@ -58,19 +58,18 @@ def synthesize(
     defaults: PaCoReContext,
     count: TokenCounter = estimate_tokens,
 ) -> dict[str, Any]:
-    """The next round's M: the last round's fitted to the context limit (after a budget ran
-    out, the latest non-empty M, for the final round)."""
+    """The next round's M: compact's, or what a person made of it (``references``), fitted
+    to the context limit and recorded as sent; for the final round after a budget ran out
+    or a review's "finish"."""
     settings = merge_context(defaults, runtime.context)
     check_same_run(state["settings"], settings)
-    done = state["rounds_done"]
-    previous = done[-1]
-    update: list[dict[str, Any]] = []  # rounds_done merges a round's fields into its summary
+    previous = state["rounds_done"][-1]
     r = state["round"] + 1
-    references: list[str] | None = list(previous["references"])
-    if state.get("budget_exhausted"):
-        # Straight to the final synthesis, over the latest round that left anything.
+    if state.get("budget_exhausted") or previous.get("review") == "finish":
         r = len(state["round_vector"])
-        references = next((list(d["references"]) for d in reversed(done) if d["references"]), [])
+    references: list[str] | None = list(state.get("references") or [])
+    edited = references != previous["references"]
+    dropped = 0
     if not references and settings.empty_references == "problem":
         references = None  # the paper: every trajectory failed, send the plain problem
     elif settings.context_limit is not None and references is not None:
@@ -83,7 +82,6 @@ def synthesize(
             round_number=r,
         )
         dropped = len(references) - len(fitted)
-        update.append({"round": previous["round"], "dropped_for_context": dropped})
         references = fitted
     k = state["round_vector"][r - 1]
     get_stream_writer()(
@@ -94,4 +92,10 @@ def synthesize(
         spent, _ = usage_totals(state["trajectories"])
         key = f"{state.get('run_id', '')}:{r}"
         budget = round_budget(settings, state.get("started_at", 0.0), spent, key)
+    sent = {
+        "round": previous["round"],
+        "references": references or [],
+        "dropped_for_context": dropped,
+    }
+    update = [{**sent, "review": "edited"} if edited else sent]  # merged into its summary
     return {"round": r, "references": references, "rounds_done": update, "budget": budget}
