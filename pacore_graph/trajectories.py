@@ -79,20 +79,12 @@ def finished_record(
     meta = message.response_metadata or {}
     finish = meta.get("finish_reason") or meta.get("stop_reason")
     return Trajectory(
-        round=round_number,
-        index=index,
-        content=content,
-        reasoning=reasoning_of(message),
-        message=compaction(content),
-        finish_reason=finish,
-        truncated=finish in ("length", "max_tokens"),
-        prompt_tokens=usage.get("input_tokens"),
-        completion_tokens=usage.get("output_tokens"),
-        latency_s=latency_s,
-        status="finished",
-        error=None,
-        message_id=message_id,
-    )
+        round=round_number, index=index, content=content, reasoning=reasoning_of(message),
+        message=compaction(content), finish_reason=finish,
+        truncated=finish in ("length", "max_tokens"), prompt_tokens=usage.get("input_tokens"),
+        completion_tokens=usage.get("output_tokens"), latency_s=latency_s, status="finished",
+        error=None, message_id=message_id,
+    )  # fmt: skip
 
 
 def unfinished_record(
@@ -100,20 +92,10 @@ def unfinished_record(
 ) -> Trajectory:
     """The record of a call that failed for good or was stopped."""
     return Trajectory(
-        round=round_number,
-        index=index,
-        content="",
-        reasoning=None,
-        message="",
-        finish_reason=None,
-        truncated=False,
-        prompt_tokens=None,
-        completion_tokens=None,
-        latency_s=latency_s,
-        status=status,
-        error=error,
-        message_id=None,
-    )
+        round=round_number, index=index, content="", reasoning=None, message="",
+        finish_reason=None, truncated=False, prompt_tokens=None, completion_tokens=None,
+        latency_s=latency_s, status=status, error=error, message_id=None,
+    )  # fmt: skip
 
 
 def is_finished(trajectory: Trajectory) -> bool:

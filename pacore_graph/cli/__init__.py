@@ -164,9 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     interruption = Interruption(args)
     # The imports leave ~half a million long-lived objects that every full GC pass walks
-    # again: a third of a trajectory's CPU (benchmarks/run.py, "pacore + gc.freeze()").
+    # again, and so do the trajectories in flight (~220 objects each): freeze the first,
+    # and make full passes rare; trajectories die by refcount (benchmarks/run.py "scale").
     gc.collect()
     gc.freeze()
+    gc.set_threshold(10_000, 20, 100)
 
     async def run() -> int:
         task = asyncio.current_task()

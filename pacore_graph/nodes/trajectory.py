@@ -6,10 +6,10 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
-import functools
 import threading
 import time
-from collections.abc import Callable
+import traceback
+from functools import partial
 from typing import Any, NamedTuple
 from uuid import UUID, uuid4
 
@@ -69,63 +69,6 @@ def then_compact(
     return Command(update=update, goto="compact") if task["compact"] else update
 
 
-def _call_in_thread(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[bool, Any]:
-    """(returned, result) of a blocking call, or (False, None) once the tracker stops the
-    round; a stopped call finishes on its daemon thread and its result is dropped."""
-    if tracker.check():
-        return False, None
-    result: concurrent.futures.Future[Any] = concurrent.futures.Future()
-    context = contextvars.copy_context()
-
-    def work() -> None:
-        try:
-            result.set_result(context.run(call))
-        except BaseException as exc:  # handed to the caller, who decides
-            result.set_exception(exc)
-
-    wake = threading.Event()
-    result.add_done_callback(lambda _: wake.set())
-    unsubscribe = tracker.on_exhausted(wake.set)
-    threading.Thread(target=work, name="pacore-trajectory", daemon=True).start()
-    try:
-        wake.wait(tracker.seconds_left())
-    finally:
-        unsubscribe()
-    if result.done():
-        return True, result.result()
-    tracker.check()
-    return False, None
-
-
-async def _call_async(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[bool, Any]:
-    """(returned, result) of a model call, cancelled once the tracker stops the round."""
-    if tracker.check():
-        return False, None
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(call())
-    stop: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        loop.call_soon_threadsafe(lambda: None if stop.done() else stop.set_result(None))
-
-    unsubscribe = tracker.on_exhausted(wake)
-    try:
-        await asyncio.wait(
-            {task, stop}, timeout=tracker.seconds_left(), return_when="FIRST_COMPLETED"
-        )
-        if task.done():
-            return True, task.result()
-        tracker.check()
-        return False, None
-    finally:
-        unsubscribe()
-        stop.cancel()
-        if not task.done():  # the budget ran out, or this node itself was cancelled
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-
-
 class _AnswerStream(BaseCallbackHandler):
     """Streams the final round's reply to ``stream_mode="messages"`` split into answer and
     thinking, under the answer message's id, with ``push_message``, which no tracer sees."""
@@ -169,8 +112,7 @@ class _AnswerStream(BaseCallbackHandler):
 
 
 class ModelCall(NamedTuple):
-    """One attempt; ``tracker`` is None without budgets and straggler policy, ``message_id``
-    None outside the final round."""
+    """One attempt (``tracker``: None without budgets or stragglers; ``message_id``: final only)."""
 
     task: TrajectoryTask
     runtime: Runtime[PaCoReContext]
@@ -181,6 +123,93 @@ class ModelCall(NamedTuple):
     kwargs: dict[str, Any]
     tracker: BudgetTracker | None
     message_id: str | None
+
+
+def _call_in_thread(model: BaseChatModel, call: ModelCall) -> tuple[bool, Any]:
+    """(returned, reply) of ``model.invoke``, or (False, None) once the call's tracker stops
+    the round; a stopped call finishes on its daemon thread and its reply is dropped."""
+    tracker = call.tracker
+    if tracker is None:
+        return True, model.invoke(call.messages, call.config, **call.kwargs)
+    if tracker.check():
+        return False, None
+    result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    context = contextvars.copy_context()
+
+    def work() -> None:
+        try:
+            result.set_result(context.run(model.invoke, call.messages, call.config, **call.kwargs))
+        except BaseException as exc:  # handed to the caller, who decides
+            result.set_exception(exc)
+
+    wake = threading.Event()
+    result.add_done_callback(lambda _: wake.set())
+    unsubscribe = tracker.on_exhausted(wake.set)
+    threading.Thread(target=work, name="pacore-trajectory", daemon=True).start()
+    try:
+        wake.wait(tracker.seconds_left())
+    finally:
+        unsubscribe()
+    if result.done():
+        return True, result.result()
+    tracker.check()
+    return False, None
+
+
+async def _call_async(model: BaseChatModel, call: ModelCall) -> tuple[bool, Any]:
+    """(returned, reply) of ``model.ainvoke``, cancelled once the call's tracker stops it."""
+    tracker = call.tracker
+    if tracker is None:
+        return True, await model.ainvoke(call.messages, call.config, **call.kwargs)
+    if tracker.check():
+        return False, None
+    loop = asyncio.get_running_loop()
+    ainvoke = partial(model.ainvoke, call.messages, call.config, **call.kwargs)
+    task: asyncio.Future[Any] = asyncio.ensure_future(ainvoke())
+    stop: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        loop.call_soon_threadsafe(lambda: None if stop.done() else stop.set_result(None))
+
+    unsubscribe = tracker.on_exhausted(wake)
+    try:
+        await asyncio.wait(
+            {task, stop}, timeout=tracker.seconds_left(), return_when="FIRST_COMPLETED"
+        )
+        if task.done():
+            return True, task.result()
+        tracker.check()
+        return False, None
+    finally:
+        unsubscribe()
+        stop.cancel()
+        if not task.done():  # the budget ran out, or this node itself was cancelled
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
+def _stragglers(
+    settings: PaCoReContext, task: TrajectoryTask
+) -> tuple[StragglerPolicy, int, int] | None:
+    """The round's straggler policy, K, and how many finished calls trigger it."""
+    policy = straggler_policy(
+        settings.straggler_quantile, settings.straggler_factor, settings.straggler_min_seconds
+    )
+    if policy is None or task["final"]:
+        return None
+    k = resolve_rounds(settings.rounds or "low")[task["round"] - 1]
+    return policy, k, trigger_count(policy, k, quorum(settings.min_success, k))
+
+
+def _clear_frames(exc: BaseException | None) -> None:
+    """Clears the finished frames in the tracebacks of ``exc`` and its causes: their locals
+    hold it (LangChain's ``agenerate`` in a list), cycles only a full collection frees."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
 
 
 class TrajectoryNode:
@@ -213,15 +242,11 @@ class TrajectoryNode:
         while True:
             attempt += 1
             call = self._call(task, runtime, config)
-            invoke = functools.partial(self.model.invoke, call.messages, call.config, **call.kwargs)
             try:
-                if call.tracker is None:
-                    returned, message = True, invoke()
-                else:
-                    returned, message = _call_in_thread(invoke, call.tracker)
+                returned, message = _call_in_thread(self.model, call)
             except Exception as exc:
-                if (wait := self._retry_wait(exc, attempt)) is None:
-                    return self._unfinished(call, "failed", describe_failure(exc))
+                if not isinstance(wait := self._failed(call, exc, attempt), int | float):
+                    return wait
                 time.sleep(wait)
             else:
                 return self._finish(call, returned, message)
@@ -233,17 +258,11 @@ class TrajectoryNode:
         while True:
             attempt += 1
             call = self._call(task, runtime, config)
-            invoke = functools.partial(
-                self.model.ainvoke, call.messages, call.config, **call.kwargs
-            )
             try:
-                if call.tracker is None:
-                    returned, message = True, await invoke()
-                else:
-                    returned, message = await _call_async(invoke, call.tracker)
+                returned, message = await _call_async(self.model, call)
             except Exception as exc:
-                if (wait := self._retry_wait(exc, attempt)) is None:
-                    return self._unfinished(call, "failed", describe_failure(exc))
+                if not isinstance(wait := self._failed(call, exc, attempt), int | float):
+                    return wait
                 await asyncio.sleep(wait)
             else:
                 return self._finish(call, returned, message)
@@ -287,31 +306,28 @@ class TrajectoryNode:
             "stream": None if task["final"] else False,
         }
 
-        def stragglers() -> tuple[StragglerPolicy, int, int] | None:
-            policy = straggler_policy(
-                settings.straggler_quantile,
-                settings.straggler_factor,
-                settings.straggler_min_seconds,
-            )
-            if policy is None or task["final"]:
-                return None
-            k = resolve_rounds(settings.rounds or "low")[round_number - 1]
-            return policy, k, trigger_count(policy, k, quorum(settings.min_success, k))
-
         # Built by the first of the round's K tasks, the same list for the others.
         prompt = self.prompts.get(
             read_channel(config, "messages"), read_channel(config, "references")
         )
         args = {k: v for k, v in kwargs.items() if v is not None}
-        tracker = self.trackers.get(task["budget"], stragglers) if task["budget"] else None
+        tracker = None  # a closure here would make cells of this frame's locals on every call
+        if task["budget"]:
+            tracker = self.trackers.get(task["budget"], partial(_stragglers, settings, task))
         return ModelCall(
             task, runtime, started, settings, prompt, config, args, tracker, message_id
         )
 
-    def _retry_wait(self, exc: Exception, attempt: int) -> float | None:
+    def _failed(
+        self, call: ModelCall, exc: Exception, attempt: int
+    ) -> float | Command | dict[str, list[Trajectory]]:
+        """Seconds to wait before the next attempt, or the record of a call failed for good."""
         if isinstance(exc, GraphBubbleUp):  # interrupts and commands are no failures
             raise exc
-        return retry_wait(self.retry_policy, exc, attempt)
+        _clear_frames(exc)
+        if (wait := retry_wait(self.retry_policy, exc, attempt)) is None:
+            return self._unfinished(call, "failed", describe_failure(exc))
+        return wait
 
     def _finish(
         self, call: ModelCall, returned: bool, message: Any
