@@ -53,8 +53,7 @@ async def post_chat_completion(
         ) as response:
             raw = await _read(response, request.max_bytes)
     except (TimeoutError, aiohttp.ClientError) as exc:
-        # No local: the error's traceback holds this frame; it names its own cause.
-        raise _transport_error(exc, request.url)  # noqa: B904
+        raise _transport_error(exc, request.url)  # noqa: B904 (names its cause; a local: a cycle)
     if response.status >= 400:
         raise _status_error(request.url, response.status, response.headers, raw)
     try:  # bytes that are no UTF-8 become U+FFFD, as lone surrogates will (checked_completion)

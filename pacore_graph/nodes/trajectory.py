@@ -11,12 +11,12 @@ import time
 import traceback
 from functools import partial
 from typing import Any, NamedTuple
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGenerationChunk, GenerationChunk, LLMResult
+from langchain_core.outputs import ChatGenerationChunk, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import merge_configs, var_child_runnable_config
 from langgraph.constants import TAG_NOSTREAM
@@ -80,19 +80,12 @@ class _AnswerStream(BaseCallbackHandler):
         self.config = config
         self.splitter = ThinkingSplitter()
 
-    def on_llm_new_token(
-        self,
-        token: str | list[str | dict[str, Any]],
-        *,
-        chunk: GenerationChunk | ChatGenerationChunk | None = None,
-        run_id: UUID,
-        **kwargs: Any,
-    ) -> None:
-        if isinstance(chunk, ChatGenerationChunk):
+    def on_llm_new_token(self, token: Any, **kwargs: Any) -> None:
+        if isinstance(chunk := kwargs.get("chunk"), ChatGenerationChunk):
             message = chunk.message
             self._push(*self.splitter.feed(message_text(message), reasoning_of(message)))
 
-    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
         self._push(*self.splitter.close())
 
     def _push(self, content: str, reasoning: str) -> None:
@@ -187,19 +180,6 @@ async def _call_async(model: BaseChatModel, call: ModelCall) -> tuple[bool, Any]
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-
-
-def _stragglers(
-    settings: PaCoReContext, task: TrajectoryTask
-) -> tuple[StragglerPolicy, int, int] | None:
-    """The round's straggler policy, K, and how many finished calls trigger it."""
-    policy = straggler_policy(
-        settings.straggler_quantile, settings.straggler_factor, settings.straggler_min_seconds
-    )
-    if policy is None or task["final"]:
-        return None
-    k = resolve_rounds(settings.rounds or "low")[task["round"] - 1]
-    return policy, k, trigger_count(policy, k, quorum(settings.min_success, k))
 
 
 def _clear_frames(exc: BaseException | None) -> None:
@@ -306,14 +286,23 @@ class TrajectoryNode:
             "stream": None if task["final"] else False,
         }
 
+        def stragglers() -> tuple[StragglerPolicy, int, int] | None:
+            policy = straggler_policy(
+                settings.straggler_quantile,
+                settings.straggler_factor,
+                settings.straggler_min_seconds,
+            )
+            if policy is None or task["final"]:
+                return None
+            k = resolve_rounds(settings.rounds or "low")[round_number - 1]
+            return policy, k, trigger_count(policy, k, quorum(settings.min_success, k))
+
         # Built by the first of the round's K tasks, the same list for the others.
         prompt = self.prompts.get(
             read_channel(config, "messages"), read_channel(config, "references")
         )
         args = {k: v for k, v in kwargs.items() if v is not None}
-        tracker = None  # a closure here would make cells of this frame's locals on every call
-        if task["budget"]:
-            tracker = self.trackers.get(task["budget"], partial(_stragglers, settings, task))
+        tracker = self.trackers.get(task["budget"], stragglers) if task["budget"] else None
         return ModelCall(
             task, runtime, started, settings, prompt, config, args, tracker, message_id
         )
