@@ -17,9 +17,13 @@ pacore, ...) for ``--repeats`` rounds, and the report gives median and range.
               time per trajectory at 16,384 over that at 1,024
     redis     A checkpointed by AsyncRedisSaver on a private redis-server: wall over no
               saver, bytes stored per trajectory over the reply's bytes per trajectory
+    scale     N = 16, 64, 256 problems x [32,4] (+1) at zero latency, and Redis at the
+              largest N (issue 25): wall, CPU, peak RSS and full collections per contender;
+              wall per trajectory at the largest N over the smallest's
 
     python benchmarks/run.py --official ../pacore-official        # everything (~8 min)
     python benchmarks/run.py --quick --only A,C                     # a smoke run
+    python benchmarks/run.py --only scale --name scale                # issue 25's table
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ from report import (  # noqa: E402
 )
 from services import Redis, Sim  # noqa: E402
 
-WORKLOADS = ("A", "B", "C", "dispatch", "redis")
+WORKLOADS = ("A", "B", "C", "dispatch", "redis", "scale")
 
 
 @dataclass(frozen=True)
@@ -70,11 +74,12 @@ class Sizes:
     b_rounds: tuple[int, ...]
     b_call_s: float
     dispatch_k: tuple[int, int]
+    scale_problems: tuple[int, ...] = (16, 64, 256)
 
     @staticmethod
     def of(quick: bool) -> Sizes:
         if quick:
-            return Sizes(4, (32, 4), 0.5, 16, (16,), 1.25, (256, 2048))
+            return Sizes(4, (32, 4), 0.5, 16, (16,), 1.25, (256, 2048), (4, 16))
         return Sizes(16, (32, 4), 2.0, 64, (16,), 5.0, (1024, 16384))
 
 
@@ -180,6 +185,8 @@ class Bench:
             "cpu_ms_per_trajectory": 1000 * result["cpu_s"] / n,
             "rss_growth_kb": (result["rss_peak"] - result["rss_baseline"]) / 1024,
             "rss_peak_mb": result["rss_peak"] / 2**20,
+            "gc_collections": result.get("gc_collections"),
+            "gc_cpu_s": result.get("gc_cpu_s"),
             "server_cpu_s": stats["cpu_s"] - server0,
             "server_max_in_flight": stats["max_in_flight"],
             "content_bytes_per_trajectory": result.get("content_bytes", 0) / n,
@@ -247,10 +254,12 @@ def progress(row: dict[str, Any], took: float) -> None:
 # -- the workloads -------------------------------------------------------------------
 
 
-FROZEN = "pacore + gc.freeze()"
-"""pacore in a process that froze its imports out of the cyclic GC's reach (``gc.freeze()``,
-as ``pacore solve``/``eval`` and ``pacore serve --freeze-gc`` do): the collector's passes
-over LangChain's, pydantic's and openai's long-lived objects are a third of pacore's CPU."""
+FROZEN = "pacore + the CLI's GC"
+"""pacore in a process that tunes the cyclic GC as ``pacore solve``/``eval`` do: its imports
+frozen out of the collector's reach (``gc.freeze()``), whose passes over LangChain's,
+pydantic's and openai's long-lived objects are a third of pacore's CPU, and thresholds
+raised (``workload.CLI_GC_THRESHOLD``), so that full passes over the trajectories in flight
+stay rare (issue 25)."""
 
 
 def run_all(bench: Bench, only: set[str], sizes: Sizes, repeats: int) -> list[dict[str, Any]]:
@@ -288,6 +297,17 @@ def run_all(bench: Bench, only: set[str], sizes: Sizes, repeats: int) -> list[di
             rows.append(bench.run("C", FROZEN, rep, gc_freeze=True, **c))
         if "dispatch" in only:
             rows += [bench.dispatch(k, rep) for k in sizes.dispatch_k]
+    if "scale" in only:
+        for rep in range(repeats):
+            for n in sizes.scale_problems:
+                z = {"problems": n, "rounds": (32, 4), "call_s": sizes.a_call_s}
+                z["latency_scale"] = 0.0
+                workload = f"scale N={n}"
+                rows.append(bench.run(workload, "official", rep, **z))
+                rows.append(bench.run(workload, "pacore", rep, **z))
+                rows.append(bench.run(workload, FROZEN, rep, gc_freeze=True, **z))
+                if n == max(sizes.scale_problems):
+                    rows.append(bench.run(workload, "pacore + Redis", rep, saver="redis", **z))
     if "C" in only:  # apart: the profiler's own cost must not enter C's numbers
         rows.append(bench.run("C", "pacore, profiled", 0, profile=True, **c))
     return rows
@@ -498,6 +518,8 @@ def summarize(rows: list[dict[str, Any]], sizes: Sizes) -> dict[str, Any]:
                 median_range(per_reply) + " x",
             ),
         ]
+    scale, scale_goals = summarize_scale(rows, sizes)
+    goals += scale_goals
     mismatched = []
     for r in rows:
         if r["contender"] == "official":
@@ -508,10 +530,91 @@ def summarize(rows: list[dict[str, Any]], sizes: Sizes) -> dict[str, Any]:
     return {
         "main": main,
         "alone": alone,
+        "scale": scale,
         "goals": goals,
         "prompts_compared": compared,
         "prompts_mismatched": mismatched,
     }
+
+
+def summarize_scale(rows: list[dict[str, Any]], sizes: Sizes) -> tuple[list[list], list[Goal]]:
+    """Issue 25's table: per N and contender, wall, CPU, peak RSS, full collections, wall per
+    trajectory, and ratios to the official run of the same repeat; and the goals at the
+    largest N."""
+
+    def wall(r: dict[str, Any]) -> float:
+        return float(r["wall_s"])
+
+    def rss(r: dict[str, Any]) -> float:
+        return float(r["rss_peak_mb"])
+
+    def per_traj(r: dict[str, Any]) -> float:
+        return 1000 * float(r["wall_s"]) / max(1, r["trajectories"])
+
+    def cpu(r: dict[str, Any]) -> float:  # what a shared machine's load changes least
+        return float(r["cpu_ms_per_trajectory"])
+
+    table_rows: list[list] = []
+    goals: list[Goal] = []
+    contenders = ("official", "pacore", FROZEN, "pacore + Redis")
+    for n in sizes.scale_problems:
+        workload = f"scale N={n}"
+        for c in contenders:
+            runs = select(rows, workload, c)
+            if not runs:
+                continue
+
+            def vs(value: Callable[[dict[str, Any]], float], w: str = workload, c: str = c) -> str:
+                if c == "official":
+                    return ""
+                return median_range(paired(rows, w, c, "official", value))
+
+            table_rows.append(
+                [
+                    f"{n} ({runs[0]['expected_trajectories']:,})",
+                    c,
+                    median_range([wall(r) for r in runs], 2),
+                    median_range([r["cpu_s"] for r in runs], 2),
+                    median_range([rss(r) for r in runs], 0),
+                    median_range([r["gc_collections"][2] for r in runs if r["gc_collections"]], 0),
+                    median_range([r["gc_cpu_s"] or 0 for r in runs], 2),
+                    median_range([per_traj(r) for r in runs], 3),
+                    median_range([cpu(r) for r in runs], 3),
+                    vs(wall),
+                    vs(cpu),
+                    vs(rss),
+                ]
+            )
+    small, large = f"scale N={min(sizes.scale_problems)}", f"scale N={max(sizes.scale_problems)}"
+    for c in ("pacore", FROZEN):
+        suffix = "" if c == "pacore" else f" ({c})"
+        ratio = paired(rows, large, c, "official", wall)
+        if ratio:
+            goals.append(Goal(f"{large}: wall <= 1.5 x the official's{suffix}", med(ratio), 1.5,
+                              median_range(ratio) + " x"))  # fmt: skip
+        memory = paired(rows, large, c, "official", rss)
+        if memory:
+            goals.append(Goal(f"{large}: peak RSS <= 2 x the official's{suffix}", med(memory),
+                              2.0, median_range(memory) + " x"))  # fmt: skip
+        for name, value in (("wall", per_traj), ("CPU", cpu)):
+            growth = []
+            for x in select(rows, large, c):
+                y = select(rows, small, c, rep=x["rep"])
+                if y:
+                    growth.append(value(x) / value(y[0]))
+            if growth:
+                goals.append(Goal(f"{name} per trajectory at {large} <= 1.2 x at {small}{suffix}",
+                                  med(growth), 1.2, median_range(growth) + " x"))  # fmt: skip
+        by_cpu = paired(rows, large, c, "official", cpu)
+        if by_cpu:
+            goals.append(Goal(f"{large}: CPU <= 1.5 x the official's{suffix}", med(by_cpu), 1.5,
+                              median_range(by_cpu) + " x"))  # fmt: skip
+    for name, value in (("wall", wall), ("CPU", cpu)):
+        redis = paired(rows, large, "pacore + Redis", "pacore", value)
+        if redis:
+            goals.append(Goal(f"{large}: {name} with Redis <= 1.3 x without a saver", med(redis),
+                              1.3, median_range(redis) + " x"))  # fmt: skip
+    return table_rows, goals
 
 
 def render(info: dict[str, Any], summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
@@ -530,6 +633,15 @@ def render(info: dict[str, Any], summary: dict[str, Any], rows: list[dict[str, A
         lines.append("")
     if summary["alone"]:
         lines += table(["pacore alone", "measured", ""], summary["alone"], "lrr")
+        lines.append("")
+    if summary["scale"]:
+        lines += table(
+            ["N problems (trajectories)", "contender", "wall s", "CPU s", "peak RSS MB",
+             "full GCs", "GC CPU s", "wall ms / traj", "CPU ms / traj", "wall / official",
+             "CPU / official", "RSS / official"],
+            summary["scale"],
+            "llrrrrrrrrrr",
+        )  # fmt: skip
         lines.append("")
     if summary["goals"]:
         lines += table(
@@ -640,11 +752,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in asked if s not in by_lower]
     if unknown:
         parser.error(f"unknown workload {unknown[0]!r}: choose from {', '.join(WORKLOADS)}")
-    only = {by_lower[s] for s in asked} or set(WORKLOADS)
+    default = set(WORKLOADS) - {"scale"}  # ~10 min more: asked for by name
+    only = {by_lower[s] for s in asked} or default
     repeats = args.repeats or (1 if args.quick else 3)
     if repeats < 1:
         parser.error("--repeats must be at least 1")
-    needs_official = bool(only & {"A", "B", "C"})
+    needs_official = bool(only & {"A", "B", "C", "scale"})
     official = official_dir(args.official) if needs_official else Path()
     sizes = Sizes.of(args.quick)
     info = run_info(
@@ -659,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         bench.tmp = Path(tmp)
         try:
-            if "redis" in only:
+            if only & {"redis", "scale"}:
                 bench.redis = Redis(tmp)
             rows = run_all(bench, only, sizes, repeats)
         finally:
@@ -674,7 +787,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = args.name or (
         "pacore_vs_official"
         + ("_quick" if args.quick else "")
-        + ("" if only == set(WORKLOADS) else "_" + "_".join(sorted(only)))
+        + ("" if only == default else "_" + "_".join(sorted(only)))
     )
     goals = [{"goal": g.goal, "measured": g.measured, "result": g.met} for g in summary["goals"]]
     for r in rows:

@@ -4,8 +4,8 @@
 run has its own interpreter (clean memory, no state carried between runs), and reads one
 ``RESULT`` JSON line from stdout: monotonic start / end times (comparable with the
 simulated server's log), each problem's finish time when the contender reports it, CPU
-seconds of this process, and resident memory (baseline before the run, peak during it,
-sampled every 10 ms).
+seconds of this process, resident memory (baseline before the run, peak during it,
+sampled every 10 ms), and the cyclic collector's passes per generation and their CPU.
 
 Kinds:
 
@@ -51,6 +51,35 @@ def problem_text(i: int) -> str:
         f"[problem {i}] Find all positive integers n such that n^2 + {i + 1} divides "
         f"{i + 2}^n + 1, and prove that your list is complete."
     )
+
+
+CLI_GC_THRESHOLD = (10_000, 20, 100)
+"""``gc.set_threshold`` of ``pacore solve``/``eval`` (pacore_graph/cli/__init__.py)."""
+
+
+class GcStats:
+    """Collections per generation, and the CPU seconds they took, while installed."""
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.cpu_s = 0.0
+        self.collected = 0
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.process_time()
+        else:
+            self.count[info["generation"]] += 1
+            self.cpu_s += time.process_time() - self._began
+            self.collected += info["collected"]
+
+    def __enter__(self) -> GcStats:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
 
 
 WARMUP = "A warm-up problem (not measured): what is 2 + 2?"
@@ -117,6 +146,7 @@ async def run_pacore(spec: dict[str, Any], problems: list[str]) -> dict[str, Any
     if spec.get("gc_freeze"):  # what `pacore solve`/`eval` do after their imports
         gc.collect()
         gc.freeze()
+        gc.set_threshold(*CLI_GC_THRESHOLD)
 
     model = ChatOpenAICompatible(base_url=spec["base_url"], model="sim", api_key="sim")
     finished: list[float] = [0.0] * len(problems)
@@ -230,7 +260,7 @@ async def measure(spec: dict[str, Any], job: Any) -> dict[str, Any]:
     cpu0 = cpu_s()
     jiffies0 = busy_jiffies()
     errors: list[str] = []
-    with MemorySampler() as memory:
+    with MemorySampler() as memory, GcStats() as collections:
         t0 = time.monotonic()
         if profiler is not None:
             profiler.enable()
@@ -257,6 +287,9 @@ async def measure(spec: dict[str, Any], job: Any) -> dict[str, Any]:
         "machine_total_s": (jiffies1[1] - jiffies0[1]) / os.sysconf("SC_CLK_TCK"),
         "rss_baseline": memory.baseline,
         "rss_peak": memory.peak,
+        "gc_collections": collections.count,
+        "gc_cpu_s": collections.cpu_s,
+        "gc_collected": collections.collected,
         "errors": errors[:5],
         "n_errors": len(errors),
     }

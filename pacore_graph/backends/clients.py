@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import urllib.request
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -25,6 +26,17 @@ if TYPE_CHECKING:
 
 KEEPALIVE_S = 4.0
 """Idle time after which a pooled connection is dropped: under uvicorn's 5 s (vLLM, SGLang)."""
+
+KERNEL_CONNECT_LIMIT = hasattr(socket, "TCP_SYNCNT")
+"""Linux: the kernel bounds a direct call's connect (2 SYN retries, ~7 s), not a loop timer,
+which fires spuriously while thousands of calls starting at once hold the loop (issue 25)."""
+
+
+def _socket(addr_info: Any) -> socket.socket:
+    sock = socket.socket(family=addr_info[0], type=addr_info[1], proto=addr_info[2])
+    if KERNEL_CONNECT_LIMIT and addr_info[0] in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, 2)
+    return sock
 
 
 def environment_proxy(url: str) -> str | None:
@@ -138,7 +150,7 @@ class LoopClients(_StandIn):
         pools = self._of_loop()
         if pools.session is None:
             connector = aiohttp.TCPConnector(
-                limit=self._max_connections, keepalive_timeout=KEEPALIVE_S
+                limit=self._max_connections, keepalive_timeout=KEEPALIVE_S, socket_factory=_socket
             )
             pools.session = aiohttp.ClientSession(connector=connector)
         return pools.session

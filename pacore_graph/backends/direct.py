@@ -53,8 +53,7 @@ async def post_chat_completion(
         ) as response:
             raw = await _read(response, request.max_bytes)
     except (TimeoutError, aiohttp.ClientError) as exc:
-        error = _transport_error(exc, request.url)
-        raise error from error.__cause__
+        raise _transport_error(exc, request.url)  # noqa: B904 (names its cause; a local: a cycle)
     if response.status >= 400:
         raise _status_error(request.url, response.status, response.headers, raw)
     try:  # bytes that are no UTF-8 become U+FFFD, as lone surrogates will (checked_completion)
@@ -126,5 +125,5 @@ def _transport_error(exc: BaseException, url: str) -> openai.APIConnectionError:
         )
         cause = failure(str(exc) or type(exc).__name__, request=request)
     cause.__cause__ = exc
-    error.__cause__ = cause
+    error.__cause__, error.__suppress_context__ = cause, True  # as `raise error from cause`
     return error

@@ -22,6 +22,7 @@ from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
 
 from pacore_graph.backends.clients import (
+    KERNEL_CONNECT_LIMIT,
     ChatCompletions,
     LazySyncClient,
     LoopClients,
@@ -221,7 +222,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         connect = read = None
         if isinstance(timeout, httpx2.Timeout):
             connect, read = timeout.connect, timeout.read
-        elif timeout is not None:
+        elif timeout is not None and not KERNEL_CONNECT_LIMIT:
             connect = min(CONNECT_S, float(timeout))
         return DirectRequest(
             url=url.rstrip("/") + "/chat/completions",

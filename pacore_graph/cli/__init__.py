@@ -163,10 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ignore", "coroutine 'arun_with_retry' was never awaited", RuntimeWarning
     )
     interruption = Interruption(args)
-    # The imports leave ~half a million long-lived objects that every full GC pass walks
-    # again: a third of a trajectory's CPU (benchmarks/run.py, "pacore + gc.freeze()").
+    # Every full GC pass walks the imports' ~half a million objects and the trajectories' in
+    # flight (~220 each): freeze the first, make such passes rare (benchmarks/run.py, scale).
     gc.collect()
     gc.freeze()
+    gc.set_threshold(10_000, 20, 100)
 
     async def run() -> int:
         task = asyncio.current_task()

@@ -6,17 +6,17 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
-import functools
 import threading
 import time
-from collections.abc import Callable
+import traceback
+from functools import partial
 from typing import Any, NamedTuple
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGenerationChunk, GenerationChunk, LLMResult
+from langchain_core.outputs import ChatGenerationChunk, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import merge_configs, var_child_runnable_config
 from langgraph.constants import TAG_NOSTREAM
@@ -69,9 +69,61 @@ def then_compact(
     return Command(update=update, goto="compact") if task["compact"] else update
 
 
-def _call_in_thread(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[bool, Any]:
-    """(returned, result) of a blocking call, or (False, None) once the tracker stops the
-    round; a stopped call finishes on its daemon thread and its result is dropped."""
+class _AnswerStream(BaseCallbackHandler):
+    """Streams the final round's reply to ``stream_mode="messages"`` split into answer and
+    thinking, under the answer message's id, with ``push_message``, which no tracer sees."""
+
+    run_inline = True  # in order, in the call's context, where push_message finds its config
+
+    def __init__(self, message_id: str, config: RunnableConfig) -> None:
+        self.message_id = message_id
+        self.config = config
+        self.splitter = ThinkingSplitter.after(read_channel(config, "trajectories"))
+
+    def on_llm_new_token(self, token: Any, **kwargs: Any) -> None:
+        if isinstance(chunk := kwargs.get("chunk"), ChatGenerationChunk):
+            message = chunk.message
+            self._push(*self.splitter.feed(message_text(message), reasoning_of(message)))
+
+    def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
+        self._push(*self.splitter.close())
+
+    def _push(self, content: str, reasoning: str) -> None:
+        if not content and not reasoning:
+            return
+        chunk = AIMessageChunk(
+            content=content,
+            id=self.message_id,
+            additional_kwargs={"reasoning_content": reasoning} if reasoning else {},
+        )
+        # push_message reads the running config: the call's, so chunks carry pacore_round.
+        token = var_child_runnable_config.set(self.config)
+        try:
+            push_message(chunk, state_key=None)
+        finally:
+            var_child_runnable_config.reset(token)
+
+
+class ModelCall(NamedTuple):
+    """One attempt (``tracker``: None without budgets or stragglers; ``message_id``: final only)."""
+
+    task: TrajectoryTask
+    runtime: Runtime[PaCoReContext]
+    started: float
+    settings: PaCoReContext
+    messages: list[BaseMessage]
+    config: RunnableConfig
+    kwargs: dict[str, Any]
+    tracker: BudgetTracker | None
+    message_id: str | None
+
+
+def _call_in_thread(model: BaseChatModel, call: ModelCall) -> tuple[bool, Any]:
+    """(returned, reply) of ``model.invoke``, or (False, None) once the call's tracker stops
+    the round; a stopped call finishes on its daemon thread and its reply is dropped."""
+    tracker = call.tracker
+    if tracker is None:
+        return True, model.invoke(call.messages, call.config, **call.kwargs)
     if tracker.check():
         return False, None
     result: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -79,7 +131,7 @@ def _call_in_thread(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[bo
 
     def work() -> None:
         try:
-            result.set_result(context.run(call))
+            result.set_result(context.run(model.invoke, call.messages, call.config, **call.kwargs))
         except BaseException as exc:  # handed to the caller, who decides
             result.set_exception(exc)
 
@@ -97,12 +149,16 @@ def _call_in_thread(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[bo
     return False, None
 
 
-async def _call_async(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[bool, Any]:
-    """(returned, result) of a model call, cancelled once the tracker stops the round."""
+async def _call_async(model: BaseChatModel, call: ModelCall) -> tuple[bool, Any]:
+    """(returned, reply) of ``model.ainvoke``, cancelled once the call's tracker stops it."""
+    tracker = call.tracker
+    if tracker is None:
+        return True, await model.ainvoke(call.messages, call.config, **call.kwargs)
     if tracker.check():
         return False, None
     loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(call())
+    ainvoke = partial(model.ainvoke, call.messages, call.config, **call.kwargs)
+    task: asyncio.Future[Any] = asyncio.ensure_future(ainvoke())
     stop: asyncio.Future[None] = loop.create_future()
 
     def wake() -> None:
@@ -126,61 +182,14 @@ async def _call_async(call: Callable[[], Any], tracker: BudgetTracker) -> tuple[
                 await task
 
 
-class _AnswerStream(BaseCallbackHandler):
-    """Streams the final round's reply to ``stream_mode="messages"`` split into answer and
-    thinking, under the answer message's id, with ``push_message``, which no tracer sees."""
-
-    run_inline = True  # in order, in the call's context, where push_message finds its config
-
-    def __init__(self, message_id: str, config: RunnableConfig) -> None:
-        self.message_id = message_id
-        self.config = config
-        self.splitter = ThinkingSplitter.after(read_channel(config, "trajectories"))
-
-    def on_llm_new_token(
-        self,
-        token: str | list[str | dict[str, Any]],
-        *,
-        chunk: GenerationChunk | ChatGenerationChunk | None = None,
-        run_id: UUID,
-        **kwargs: Any,
-    ) -> None:
-        if isinstance(chunk, ChatGenerationChunk):
-            message = chunk.message
-            self._push(*self.splitter.feed(message_text(message), reasoning_of(message)))
-
-    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        self._push(*self.splitter.close())
-
-    def _push(self, content: str, reasoning: str) -> None:
-        if not content and not reasoning:
-            return
-        chunk = AIMessageChunk(
-            content=content,
-            id=self.message_id,
-            additional_kwargs={"reasoning_content": reasoning} if reasoning else {},
-        )
-        # push_message reads the running config: the call's, so chunks carry pacore_round.
-        token = var_child_runnable_config.set(self.config)
-        try:
-            push_message(chunk, state_key=None)
-        finally:
-            var_child_runnable_config.reset(token)
-
-
-class ModelCall(NamedTuple):
-    """One attempt; ``tracker`` is None without budgets and straggler policy, ``message_id``
-    None outside the final round."""
-
-    task: TrajectoryTask
-    runtime: Runtime[PaCoReContext]
-    started: float
-    settings: PaCoReContext
-    messages: list[BaseMessage]
-    config: RunnableConfig
-    kwargs: dict[str, Any]
-    tracker: BudgetTracker | None
-    message_id: str | None
+def _clear_frames(exc: BaseException | None) -> None:
+    """Clears the finished frames in the tracebacks of ``exc`` and its causes: their locals
+    hold it (LangChain's ``agenerate`` in a list), cycles only a full collection frees."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
 
 
 class TrajectoryNode:
@@ -213,15 +222,11 @@ class TrajectoryNode:
         while True:
             attempt += 1
             call = self._call(task, runtime, config)
-            invoke = functools.partial(self.model.invoke, call.messages, call.config, **call.kwargs)
             try:
-                if call.tracker is None:
-                    returned, message = True, invoke()
-                else:
-                    returned, message = _call_in_thread(invoke, call.tracker)
+                returned, message = _call_in_thread(self.model, call)
             except Exception as exc:
-                if (wait := self._retry_wait(exc, attempt)) is None:
-                    return self._unfinished(call, "failed", describe_failure(exc))
+                if not isinstance(wait := self._failed(call, exc, attempt), int | float):
+                    return wait
                 time.sleep(wait)
             else:
                 return self._finish(call, returned, message)
@@ -233,17 +238,11 @@ class TrajectoryNode:
         while True:
             attempt += 1
             call = self._call(task, runtime, config)
-            invoke = functools.partial(
-                self.model.ainvoke, call.messages, call.config, **call.kwargs
-            )
             try:
-                if call.tracker is None:
-                    returned, message = True, await invoke()
-                else:
-                    returned, message = await _call_async(invoke, call.tracker)
+                returned, message = await _call_async(self.model, call)
             except Exception as exc:
-                if (wait := self._retry_wait(exc, attempt)) is None:
-                    return self._unfinished(call, "failed", describe_failure(exc))
+                if not isinstance(wait := self._failed(call, exc, attempt), int | float):
+                    return wait
                 await asyncio.sleep(wait)
             else:
                 return self._finish(call, returned, message)
@@ -308,10 +307,16 @@ class TrajectoryNode:
             task, runtime, started, settings, prompt, config, args, tracker, message_id
         )
 
-    def _retry_wait(self, exc: Exception, attempt: int) -> float | None:
+    def _failed(
+        self, call: ModelCall, exc: Exception, attempt: int
+    ) -> float | Command | dict[str, list[Trajectory]]:
+        """Seconds to wait before the next attempt, or the record of a call failed for good."""
         if isinstance(exc, GraphBubbleUp):  # interrupts and commands are no failures
             raise exc
-        return retry_wait(self.retry_policy, exc, attempt)
+        _clear_frames(exc)
+        if (wait := retry_wait(self.retry_policy, exc, attempt)) is None:
+            return self._unfinished(call, "failed", describe_failure(exc))
+        return wait
 
     def _finish(
         self, call: ModelCall, returned: bool, message: Any
