@@ -416,27 +416,3 @@ def report(exc: BaseException, secrets: list[str], saved: bool = False) -> int:
     message = redact(describe(exc, saved), secrets).splitlines()[0]
     print(f"pacore: error: {message}", file=sys.stderr)
     return exit_status(exc)
-
-
-__all__ = [
-    "BASE_URL_VARIABLES",
-    "COUNT",
-    "EXPECTED_ERRORS",
-    "ROUNDS_HELP",
-    "SECONDS",
-    "CLIError",
-    "Parser",
-    "StragglersAction",
-    "apply_env_defaults",
-    "backend_description",
-    "backend_line",
-    "checked",
-    "describe",
-    "exit_status",
-    "log_to_stderr",
-    "open_run",
-    "public_url",
-    "report",
-    "run_options",
-    "secrets_of",
-]

@@ -303,15 +303,3 @@ def terminal_width(stream: TextIO) -> int:
     except (OSError, ValueError, AttributeError):
         columns = 0
     return columns or 80  # a terminal that never set its size reports 0
-
-
-__all__ = [
-    "Mode",
-    "RetryWatcher",
-    "RoundCount",
-    "Saved",
-    "SolveProgress",
-    "progress_mode",
-    "saved_work",
-    "terminal_width",
-]
