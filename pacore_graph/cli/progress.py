@@ -44,50 +44,6 @@ class RoundCount:
     done: bool = False
 
 
-@dataclass(frozen=True)
-class Saved:
-    """What an interrupted thread already holds of its run: the round it stopped in (None
-    before round 1), its K, the finished trajectories of it and of earlier rounds, and the
-    completion tokens of the round's."""
-
-    round: int | None
-    vector: tuple[int, ...]
-    k: int
-    in_round: int
-    earlier: int
-    tokens: int
-
-    def describe(self) -> str:
-        """``resuming round 2/3: 1 of 4 trajectories already saved (+4 from earlier rounds)``."""
-        if self.round is None:
-            return "resuming: no trajectory was saved yet"
-        rounds = f"/{len(self.vector)}" if self.vector else ""
-        earlier = f" (+{self.earlier} from earlier rounds)" if self.earlier else ""
-        return (
-            f"resuming round {self.round}{rounds}: {self.in_round} of {self.k} "
-            f"trajectories already saved{earlier}"
-        )
-
-
-def saved_work(values: Mapping[str, Any]) -> Saved:
-    """What an interrupted thread's state (``aget_state(...).values``) already holds."""
-    vector = list(values.get("round_vector") or [])
-    r = values.get("round")
-    if not vector or not isinstance(r, int) or not 1 <= r <= len(vector):
-        return Saved(None, tuple(vector), 0, 0, 0, 0)
-    latest = latest_trajectories(values.get("trajectories") or [])
-    finished = [t for t in latest if t["status"] == "finished"]
-    current = [t for t in finished if t["round"] == r]
-    return Saved(
-        round=r,
-        vector=tuple(vector),
-        k=vector[r - 1],
-        in_round=len(current),
-        earlier=len(finished) - len(current),
-        tokens=sum(t["completion_tokens"] or 0 for t in current),
-    )
-
-
 class SolveProgress:
     """Renders a run's progress on ``stream`` (stderr) in a `Mode`, ``secrets`` kept out of
     every line; in ``bar`` mode each round is a tqdm bar ``width`` columns wide, left on
@@ -175,14 +131,28 @@ class SolveProgress:
             self.close()
             self.mode = "off"
 
-    def resumed(self, saved: Saved) -> None:
-        """Seeds the current round from what an interrupted thread already holds."""
-        self.vector = saved.vector or self.vector
-        if saved.round is not None:
-            self.current = RoundCount(
-                saved.round, saved.k, finished=saved.in_round, tokens=saved.tokens
-            )
-            self.draw()
+    def resume(self, thread: str, values: Mapping[str, Any]) -> None:
+        """Says what an interrupted thread's state (``aget_state(...).values``) already holds,
+        ``thread t: resuming round 2/3: 1 of 4 trajectories already saved (+4 from earlier
+        rounds)``, and seeds the current round from it."""
+        vector = tuple(values.get("round_vector") or ())
+        self.vector = vector or self.vector
+        r = values.get("round")
+        if not isinstance(r, int) or not 1 <= r <= len(vector):
+            self.status(f"thread {thread}: resuming: no trajectory was saved yet")
+            return
+        latest = latest_trajectories(values.get("trajectories") or [])
+        finished = [t for t in latest if t["status"] == "finished"]
+        current = [t for t in finished if t["round"] == r]
+        earlier = len(finished) - len(current)
+        self.status(
+            f"thread {thread}: resuming round {r}/{len(vector)}: {len(current)} of "
+            f"{vector[r - 1]} trajectories already saved"
+            + (f" (+{earlier} from earlier rounds)" if earlier else "")
+        )
+        tokens = sum(t["completion_tokens"] or 0 for t in current)
+        self.current = RoundCount(r, vector[r - 1], finished=len(current), tokens=tokens)
+        self.draw()
 
     def event(self, event: Any) -> None:
         """One ``get_stream_writer`` event of the graph."""

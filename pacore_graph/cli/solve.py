@@ -37,10 +37,8 @@ from pacore_graph.cli.options import (
 )
 from pacore_graph.cli.progress import (
     RetryWatcher,
-    Saved,
     SolveProgress,
     progress_mode,
-    saved_work,
     terminal_width,
 )
 from pacore_graph.context import DEFAULTS, context_from_options, merge_context
@@ -328,7 +326,7 @@ async def run(args: argparse.Namespace) -> int:
             )
             if saver is None and args.review:  # a pause needs a checkpointer
                 config["configurable"] = {"thread_id": "review"}
-            saved: Saved | None = None
+            saved: Mapping[str, Any] | None = None  # an interrupted thread's state
             thread_id = ""
             if saver is not None:
                 # A raised bound is not another run: the same command resumes it.
@@ -363,14 +361,13 @@ async def run(args: argparse.Namespace) -> int:
                     await saver.adelete_thread(thread_id)
                     progress.status(f"thread {thread_id}: deleted (--restart)")
                 snapshot = await graph.aget_state(config)
-                saved = saved_work(snapshot.values) if snapshot.next or snapshot.tasks else None
+                saved = snapshot.values if snapshot.next or snapshot.tasks else None
 
             def on_status(status: ThreadStatus) -> None:
                 if saver is None:
                     return
                 if status == "interrupted" and saved is not None:
-                    progress.status(f"thread {thread_id}: {saved.describe()}")
-                    progress.resumed(saved)
+                    progress.resume(thread_id, saved)
                 else:
                     line = {"new": "started", "interrupted": "resuming"}.get(status)
                     progress.status(f"thread {thread_id}: {line or 'already answered'}")
