@@ -211,28 +211,20 @@ async def _tick(progress: SolveProgress) -> None:
         progress.draw()
 
 
-async def _read_back(saver: BaseCheckpointSaver, config: RunnableConfig) -> Any:
-    """The thread's latest checkpoint tuple (None: Redis does not hold it), or the error
-    reading it back raised."""
-    try:
-        async with asyncio.timeout(PROBE_SECONDS):
-            return await saver.aget_tuple(config)
-    except (redis.exceptions.RedisError, DamagedThreadError, OSError, TimeoutError) as exc:
-        return exc
-
-
 async def _what_is_saved(
     saver: BaseCheckpointSaver, config: RunnableConfig, thread: str
 ) -> str | None:
     """What a rerun will find after Redis failed, read back rather than assumed (a Redis that
     restarted without persistence holds nothing of the run); None: the thread reads back."""
-    found = await _read_back(saver, config)
-    if isinstance(found, DamagedThreadError):
+    try:
+        async with asyncio.timeout(PROBE_SECONDS):
+            found = await saver.aget_tuple(config)
+    except DamagedThreadError:
         return (
             f"thread {thread} lost part of its data (Redis restarted without persistence, "
             "or evicted keys): rerun with --restart to start over"
         )
-    if isinstance(found, Exception):
+    except (redis.exceptions.RedisError, OSError, TimeoutError):
         return (
             f"what finished before is in thread {thread} only if Redis keeps its data: "
             "rerun the same command to resume once Redis is back"
@@ -243,6 +235,13 @@ async def _what_is_saved(
             "without persistence?): a rerun starts over"
         )
     return None
+
+
+def _unsaved(cause: str, answered: bool) -> CLIError:
+    """The error of a run Redis failed to save (exit status 1), after its answer if printed."""
+    error = CLIError(f"the answer above could not be saved: {cause}" if answered else cause)
+    error.status = 1
+    return error
 
 
 async def _not_saved(
@@ -262,9 +261,7 @@ async def _not_saved(
             return None
         resume = f"finished work is saved in thread {thread}: rerun the same command to resume"
         cause = "; ".join(filter(None, [cause, saved or resume]))
-    error = CLIError(f"the answer above could not be saved: {cause}" if answered else cause)
-    error.status = 1
-    return error
+    return _unsaved(cause, answered)
 
 
 def _json_or_text(args: argparse.Namespace, state: Mapping[str, Any] | None, answer: str) -> str:
@@ -334,18 +331,6 @@ async def run(args: argparse.Namespace) -> int:
                 thread_id = args.thread_id or default_thread_id(messages, identity)
                 args.saved_thread = thread_id  # for the interruption message
                 config["configurable"] = {"thread_id": thread_id}
-
-                async def lost_thread(
-                    kind: Any, exc: BaseException | None, tb: Any, store: Any = saver
-                ) -> bool:
-                    # The lease's renewal found Redis lost the thread, and stopped the run.
-                    nonlocal failure
-                    if not isinstance(exc, ThreadLostError):
-                        return False
-                    failure = await _not_saved(exc, store, config, thread_id, bool(answers))
-                    return True
-
-                held.push_async_exit(lost_thread)
                 # One writer per thread: held (or waited for) before the thread is read.
                 config = await held.enter_async_context(
                     thread_lease(
@@ -364,8 +349,6 @@ async def run(args: argparse.Namespace) -> int:
                 saved = snapshot.values if snapshot.next or snapshot.tasks else None
 
             def on_status(status: ThreadStatus) -> None:
-                if saver is None:
-                    return
                 if status == "interrupted" and saved is not None:
                     progress.resume(thread_id, saved)
                 else:
@@ -385,7 +368,7 @@ async def run(args: argparse.Namespace) -> int:
                         config,
                         command=command,
                         context=context,
-                        on_status=on_status,
+                        on_status=on_status if saver is not None else None,
                         on_event=progress.event if mode != "off" else None,
                         on_update=keep_answer if saver is not None else None,
                         on_message=None if args.json else show_answer,
@@ -408,6 +391,8 @@ async def run(args: argparse.Namespace) -> int:
                     ticker.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await ticker
+    except ThreadLostError as exc:  # the lease's renewal found Redis lost the thread
+        failure = _unsaved(str(exc).splitlines()[0], bool(answers))
     finally:
         progress.close()
     if state or answers:
