@@ -71,9 +71,8 @@ class SolveProgress:
             self.stream.flush()
 
     def _event_line(self, text: str) -> None:
-        if self.mode == "lines":
-            self.stream.write(redact(text, self.secrets) + "\n")
-            self.stream.flush()
+        if self.mode == "lines":  # no bar to write above
+            self.status(text)
 
     def bar_format(self) -> str:
         """The current round's tqdm ``bar_format``."""
