@@ -23,7 +23,6 @@ from pacore_graph.cli.options import (
     secrets_of,
 )
 from pacore_graph.cli.serve import open_service
-from pacore_graph.rounds import resolve_rounds
 from pacore_graph.server.settings import ServeSettings
 
 
@@ -40,7 +39,6 @@ def main(args: argparse.Namespace) -> int:
     try:
         from pacore_graph.server.mcp import create_mcp_server  # the mcp extra
 
-        resolve_rounds(args.rounds)
         settings = ServeSettings(
             redis_url=args.redis_url,
             saver_options={"lease_ttl": args.lease_ttl},

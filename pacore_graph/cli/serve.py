@@ -107,11 +107,13 @@ def open_service(
     args: argparse.Namespace, settings: ServeSettings
 ) -> Iterator[tuple[Service, BaseChatModel]]:
     """The backend the options name (``--concurrency`` bounding its calls over all runs) and
-    a `Service` running PaCoRe on it with the options' settings as defaults; closed on exit."""
+    a `Service` running PaCoRe on it with the options' settings as defaults; closed on exit.
+    A bad ``--rounds`` fails before the backend starts."""
     from pacore_graph.backends.launch import open_backend
     from pacore_graph.graph import create_pacore_graph
     from pacore_graph.server.app import Service
 
+    resolve_rounds(args.rounds)
     with open_backend(
         args.backend,
         args.base_url,
@@ -167,7 +169,6 @@ def main(args: argparse.Namespace) -> int:
     try:
         from pacore_graph.server.app import Server  # the server extra
 
-        resolve_rounds(args.rounds)
         settings = serve_settings(args, secrets)
         if args.host not in LOOPBACK and not settings.api_keys:
             print(
