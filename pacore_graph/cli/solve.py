@@ -194,10 +194,8 @@ def _messages(args: argparse.Namespace) -> list[BaseMessage]:
         )
     if args.messages is not None:
         raw = _read_chat(args.messages, messages_limit(args.max_messages_bytes))
-    elif args.problem is not None:
-        raw = [{"role": "user", "content": args.problem}]
-    elif args.demo:
-        raw = [{"role": "user", "content": DEMO_PROBLEM}]
+    elif args.problem is not None or args.demo:
+        raw = [{"role": "user", "content": DEMO_PROBLEM if args.demo else args.problem}]
     else:
         raise CLIError("no problem given: pass PROBLEM or --messages FILE.json")
     messages: list[BaseMessage] = list(chat_messages(raw))  # as the graph reads them
@@ -358,7 +356,7 @@ async def run(args: argparse.Namespace) -> int:
             if mode != "off":
                 progress.calls = RetryWatcher(progress.retry)
                 config["callbacks"] = [progress.calls]
-            ticker = asyncio.ensure_future(_tick(progress)) if mode == "bar" else None
+            ticker = asyncio.ensure_future(_tick(progress))  # draws only in bar mode
             try:
                 command: Command | None = None
                 while True:
@@ -387,10 +385,7 @@ async def run(args: argparse.Namespace) -> int:
                     raise
                 failure = await _not_saved(exc, saver, config, thread_id, bool(answers))
             finally:
-                if ticker is not None:
-                    ticker.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await ticker
+                ticker.cancel()
     except ThreadLostError as exc:  # the lease's renewal found Redis lost the thread
         failure = _unsaved(str(exc).splitlines()[0], bool(answers))
     finally:
