@@ -69,7 +69,7 @@ class Interruption:
     def __init__(self, args: object) -> None:
         self.args = args
         self.signame: str | None = None  # the first signal received, e.g. "SIGTERM"
-        self._task: asyncio.Task[Any] | None = None
+        self.task: asyncio.Task[Any] | None = None  # the running command, to cancel
         self._lock = threading.RLock()  # re-entrant: a second signal may come inside `report`
         self._reported = False
 
@@ -97,10 +97,6 @@ class Interruption:
                 watchdog.join()
                 os.close(self._wake_r)
                 os.close(self._wake_w)
-
-    def attach(self, task: asyncio.Task[Any]) -> None:
-        """The running command, to cancel on a signal."""
-        self._task = task
 
     def report(self) -> int:
         """Prints the interruption line (once, whoever comes first); the exit status."""
@@ -136,7 +132,7 @@ class Interruption:
             self.exit_now()
         self.signame = signal.Signals(signum).name
         os.write(self._wake_w, b"x")
-        task = self._task
+        task = self.task
         if task is None:
             raise KeyboardInterrupt  # the command has not started: stop where it is
         with contextlib.suppress(RuntimeError):  # the loop has closed: the watchdog ends it
@@ -169,9 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.freeze()
 
     async def run() -> int:
-        task = asyncio.current_task()
-        if task is not None:
-            interruption.attach(task)
+        interruption.task = asyncio.current_task()
         return await command(args)
 
     try:
