@@ -157,25 +157,18 @@ class SolveProgress:
         """One ``get_stream_writer`` event of the graph."""
         if not isinstance(event, dict):
             return
-        kind = event.get("type")
-        r = event.get("round")
-        if kind == "round_started" and isinstance(r, int):
-            if vector := event.get("round_vector"):
-                self.vector = tuple(vector)
-            self.close()
-            self.current = RoundCount(r, event["k"])
-            self._event_line(f"round {r}: {event['k']} trajectories")
-            self.draw()
-            return
-        c = self.current
-        if isinstance(r, int) and (c is None or c.round != r):
-            # Events of a round whose start this process did not see (a resume).
+        kind, r, c = event.get("type"), event.get("round"), self.current
+        if isinstance(r, int) and (kind == "round_started" or c is None or c.round != r):
+            # A new round, or one whose start this process did not see (a resume).
+            self.vector = tuple(event.get("round_vector") or self.vector)
             k = event.get("k") or (self.vector[r - 1] if 0 < r <= len(self.vector) else 1)
             self.close()
             c = self.current = RoundCount(r, k)
         if c is None:
             return
-        if kind == "trajectory_finished":
+        if kind == "round_started":
+            self._event_line(f"round {r}: {c.k} trajectories")
+        elif kind == "trajectory_finished":
             c.finished += 1
             c.tokens += event.get("completion_tokens") or 0
         elif kind == "trajectory_failed":
@@ -197,11 +190,10 @@ class SolveProgress:
                 f"{event['completion_tokens']} tokens{extra}"
                 + (f"; budget {budget} ran out" if budget else "")
             )
-            self.draw()  # its last redraw; the line stays
+        self.draw()  # a finished round's last redraw: its line stays
+        if kind == "round_finished":
             c.done = True
             self.close()
-            return
-        self.draw()
 
     def retry(self, round_number: int, index: int, error: str | None) -> None:
         """A trajectory's call is being made again (LangGraph's retry policy)."""
