@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import logging
 import os
 import signal
 import sys
@@ -19,14 +18,7 @@ from typing import Any, NoReturn
 
 from pacore_graph.cli import curate, mcp, serve, solve
 from pacore_graph.cli import eval as eval_cli
-from pacore_graph.cli.options import (
-    EXPECTED_ERRORS,
-    Parser,
-    apply_env_defaults,
-    log_to_stderr,
-    report,
-    secrets_of,
-)
+from pacore_graph.cli.options import Parser, apply_env_defaults, log_to_stderr, report, secrets_of
 
 
 def _parser() -> Parser:
@@ -175,13 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if interruption.signame is not None:  # the run is closed: nothing left to tear down
             interruption.exit_now()
         return interruption.report()
-    except EXPECTED_ERRORS as exc:
+    except Exception as exc:
         saved = getattr(args, "saved_thread", None) or (args.command != "solve" and args.redis_url)
         return report(exc, secrets, bool(saved))
-    except Exception as exc:  # a bug: one line, the traceback only in the debug log
-        logging.getLogger("pacore").debug("unexpected error", exc_info=True)
-        what = f"unexpected {type(exc).__name__}: {exc} (--log-level DEBUG shows where)"
-        return report(RuntimeError(what), secrets)  # exit status 1
 
 
 __all__ = ["main"]

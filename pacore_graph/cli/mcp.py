@@ -13,15 +13,7 @@ import argparse
 import asyncio
 from typing import Any
 
-import redis
-
-from pacore_graph.cli.options import (
-    EXPECTED_ERRORS,
-    add_command,
-    log_to_stderr,
-    report,
-    secrets_of,
-)
+from pacore_graph.cli.options import add_command, log_to_stderr, report, secrets_of
 from pacore_graph.cli.serve import open_service
 from pacore_graph.server.settings import ServeSettings
 
@@ -56,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
-    except (*EXPECTED_ERRORS, redis.RedisError) as exc:
+    except Exception as exc:
         return report(exc, secrets)
 
 

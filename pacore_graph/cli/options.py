@@ -384,8 +384,8 @@ EXPECTED_ERRORS = (
     EmbeddedBackendUnavailable,
     PaCoReError,
     openai.OpenAIError,
-    ConnectionError,
-    OSError,
+    redis.exceptions.RedisError,
+    OSError,  # ConnectionError too
     TypeError,
     ValueError,
     ImportError,
@@ -412,7 +412,12 @@ def log_to_stderr(level: str, secrets: list[str], **options: Any) -> None:
 
 
 def report(exc: BaseException, secrets: list[str], saved: bool = False) -> int:
-    """Prints the one line for an expected failure (`describe`); returns the exit status."""
+    """Prints the one line for a failure (`describe`); returns the exit status. One not in
+    `EXPECTED_ERRORS` is a bug: ``unexpected ...``, its traceback in the debug log."""
+    if not isinstance(exc, EXPECTED_ERRORS):
+        logging.getLogger("pacore").debug("unexpected error", exc_info=exc)
+        what = f"unexpected {type(exc).__name__}: {exc} (--log-level DEBUG shows where)"
+        exc = RuntimeError(what)  # exit status 1
     message = redact(describe(exc, saved), secrets).splitlines()[0]
     print(f"pacore: error: {message}", file=sys.stderr)
     return exit_status(exc)

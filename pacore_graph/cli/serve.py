@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pacore_graph.cli.options import (
-    EXPECTED_ERRORS,
     PORT,
     CLIError,
     add_command,
@@ -195,7 +194,7 @@ def main(args: argparse.Namespace) -> int:
             with contextlib.suppress(KeyboardInterrupt):
                 server.run()
             return 0 if server.started else 1
-    except EXPECTED_ERRORS as exc:
+    except Exception as exc:
         return report(exc, secrets)
 
 
