@@ -35,12 +35,7 @@ from pacore_graph.cli.options import (
     open_run,
     secrets_of,
 )
-from pacore_graph.cli.progress import (
-    RetryWatcher,
-    SolveProgress,
-    progress_mode,
-    terminal_width,
-)
+from pacore_graph.cli.progress import RetryWatcher, SolveProgress, progress_mode, terminal_width
 from pacore_graph.context import DEFAULTS, context_from_options, merge_context
 from pacore_graph.errors import DamagedThreadError, LeaseLostError
 from pacore_graph.graph import create_pacore_graph
