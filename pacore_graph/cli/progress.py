@@ -21,11 +21,6 @@ Mode = Literal["bar", "lines", "off"]
 """bar: a live line per round (a terminal); lines: one line per event; off: status only."""
 
 
-def progress_mode(option: bool | None, is_terminal: bool) -> Mode:
-    """What ``--progress/--no-progress`` (None when not given) shows on this stderr."""
-    return "off" if option is False else "bar" if is_terminal else "lines" if option else "off"
-
-
 def _retries(n: int) -> str:
     return f"{n} retry" if n == 1 else f"{n} retries"
 
@@ -45,17 +40,22 @@ class RoundCount:
 
 
 class SolveProgress:
-    """Renders a run's progress on ``stream`` (stderr) in a `Mode`, ``secrets`` kept out of
-    every line; in ``bar`` mode each round is a tqdm bar ``width`` columns wide, left on
-    screen when the round finishes."""
+    """Renders a run's progress on ``stream`` (stderr), ``secrets`` kept out of every line, in
+    the `Mode` ``--progress/--no-progress`` (``shown``, None when not given) asks for on it; in
+    ``bar`` mode each round is a tqdm bar as wide as the terminal, left on screen when the
+    round finishes."""
 
-    def __init__(
-        self, stream: TextIO, mode: Mode, secrets: list[str] | None = None, width: int = 80
-    ) -> None:
+    def __init__(self, stream: TextIO, shown: bool | None, secrets: list[str]) -> None:
         self.stream = stream
-        self.mode = mode
-        self.secrets = secrets or []
-        self.width = max(20, width)
+        self.mode: Mode = (
+            "off" if shown is False else "bar" if stream.isatty() else "lines" if shown else "off"
+        )
+        self.secrets = secrets
+        try:
+            columns = os.get_terminal_size(stream.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            columns = 0
+        self.width = max(20, columns or 80)  # a terminal that never set its size reports 0
         self.vector: tuple[int, ...] = ()
         self.current: RoundCount | None = None
         self.calls: RetryWatcher | None = None  # the model calls in flight, when watched
@@ -255,12 +255,3 @@ class RetryWatcher(BaseCallbackHandler):
         key = self._runs.pop(run_id, None)
         if key is not None and isinstance(error, Exception):
             self._errors[key] = describe_failure(error)
-
-
-def terminal_width(stream: TextIO) -> int:
-    """Columns of the terminal ``stream`` writes to (80 when it cannot tell)."""
-    try:
-        columns = os.get_terminal_size(stream.fileno()).columns
-    except (OSError, ValueError, AttributeError):
-        columns = 0
-    return columns or 80  # a terminal that never set its size reports 0

@@ -35,7 +35,7 @@ from pacore_graph.cli.options import (
     open_run,
     secrets_of,
 )
-from pacore_graph.cli.progress import RetryWatcher, SolveProgress, progress_mode, terminal_width
+from pacore_graph.cli.progress import RetryWatcher, SolveProgress
 from pacore_graph.context import DEFAULTS, context_from_options, merge_context
 from pacore_graph.errors import DamagedThreadError, LeaseLostError
 from pacore_graph.graph import create_pacore_graph
@@ -278,8 +278,7 @@ async def run(args: argparse.Namespace) -> int:
     check_input(messages, settings)
     if args.restart and not args.redis_url:
         raise CLIError("--restart starts a checkpointed thread over: it needs --redis-url")
-    mode = progress_mode(args.progress, sys.stderr.isatty())
-    progress = SolveProgress(sys.stderr, mode, secrets_of(args), terminal_width(sys.stderr))
+    progress = SolveProgress(sys.stderr, args.progress, secrets_of(args))
     config: RunnableConfig = {"max_concurrency": args.concurrency}
     answers: list[str] = []  # the final round's reply, kept as it arrives
     streamed: list[str] = []  # the answer's text as printed while it arrived
@@ -348,7 +347,7 @@ async def run(args: argparse.Namespace) -> int:
                     line = {"new": "started", "interrupted": "resuming"}.get(status)
                     progress.status(f"thread {thread_id}: {line or 'already answered'}")
 
-            if mode != "off":
+            if progress.mode != "off":
                 progress.calls = RetryWatcher(progress.retry)
                 config["callbacks"] = [progress.calls]
             ticker = asyncio.ensure_future(_tick(progress))  # draws only in bar mode
@@ -362,7 +361,7 @@ async def run(args: argparse.Namespace) -> int:
                         command=command,
                         context=context,
                         on_status=on_status if saver is not None else None,
-                        on_event=progress.event if mode != "off" else None,
+                        on_event=progress.event if progress.mode != "off" else None,
                         on_update=keep_answer if saver is not None else None,
                         on_message=None if args.json else show_answer,
                     )
