@@ -132,36 +132,26 @@ def add_parser(sub: Any) -> None:
     )
 
 
-def _read_bytes(source: str, limit: int) -> bytes:
-    """At most ``limit`` + 1 bytes of ``source`` (a path, or - for stdin); a file larger than
-    ``limit`` is not read."""
-    if source == "-":
-        stream = getattr(sys.stdin, "buffer", None)
-        if stream is None:  # a text stream put in place of stdin (tests, embedding)
-            return str(sys.stdin.read(limit + 1)).encode("utf-8")
-        return bytes(stream.read(limit + 1))
-    with open(source, "rb") as file:
-        size = os.fstat(file.fileno()).st_size
-        if size > limit:
-            raise CLIError(_too_large(f"file {source}", limit, f"is {size:,} bytes"))
-        # Pipes and devices report no size: read one byte past the limit to see.
-        return file.read(limit + 1)
-
-
-def _too_large(where: str, limit: int, what: str) -> str:
-    return (
-        f"messages {where} {what}, above the limit of {limit:,} bytes: raise it with "
-        f"--max-messages-bytes or ${MAX_MESSAGES_VARIABLE}"
-    )
-
-
-def _read_chat(source: str, limit: int = MAX_MESSAGES_BYTES) -> list[Any]:
-    """The messages of ``--messages``: a JSON list, or an object with a ``messages`` list."""
+def _read_chat(source: str, limit: int) -> list[Any]:
+    """The messages of ``--messages`` (a path, or - for stdin): a JSON list, or an object with
+    a ``messages`` list; refused over ``limit`` bytes, a file that large before it is read."""
     where = "from stdin" if source == "-" else f"file {source}"
+    above = (
+        f"above the limit of {limit:,} bytes: raise it with --max-messages-bytes or "
+        f"${MAX_MESSAGES_VARIABLE}"
+    )
     try:
-        data = _read_bytes(source, limit)
+        if source == "-":
+            stream = getattr(sys.stdin, "buffer", None)  # None: a text stream put in its place
+            data = bytes(stream.read(limit + 1)) if stream else sys.stdin.read(limit + 1).encode()
+        else:
+            with open(source, "rb") as file:
+                if (size := os.fstat(file.fileno()).st_size) > limit:
+                    raise CLIError(f"messages {where} is {size:,} bytes, {above}")
+                # Pipes and devices report no size: read one byte past the limit to see.
+                data = file.read(limit + 1)
         if len(data) > limit:
-            raise CLIError(_too_large(where, limit, "are larger"))
+            raise CLIError(f"messages {where} are larger, {above}")
         raw = json.loads(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CLIError(f"cannot read messages {where}: {exc}") from None
