@@ -151,11 +151,8 @@ def _check_redis(url: str) -> None:
     from pacore_graph.checkpoints import connect
 
     try:
-        client = connect(url, socket_connect_timeout=5, socket_timeout=5)
-        try:
+        with connect(url, socket_connect_timeout=5, socket_timeout=5) as client:  # closed on exit
             client.ping()
-        finally:
-            client.close()
     except (redis.RedisError, OSError) as exc:
         raise CLIError(f"Redis at {url} is unreachable: {exc}") from None
 
