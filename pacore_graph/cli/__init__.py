@@ -32,10 +32,8 @@ def _parser() -> Parser:
 def _interrupted(args: object, signame: str) -> str:
     thread = getattr(args, "saved_thread", None)
     if getattr(args, "command", "") in ("eval", "curate"):
-        resumable = bool(getattr(args, "redis_url", None))
-        return f"interrupted ({signame})" + (
-            "; rerun the same command to resume" if resumable else ""
-        )
+        resume = "; rerun the same command to resume" if getattr(args, "redis_url", None) else ""
+        return f"interrupted ({signame}){resume}"
     if thread is None:
         return f"interrupted ({signame}); nothing was saved: add --redis-url to make runs resumable"
     return (
