@@ -121,12 +121,8 @@ class StragglersAction(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         text = str(values).strip()
-        if text.lower() == "off":
-            namespace.straggler_quantile = 1.0
-            return
-        parts = text.split(",")
         try:
-            numbers = [float(p) for p in parts]
+            numbers = [1.0] if text.lower() == "off" else [float(p) for p in text.split(",")]
         except ValueError:
             numbers = []
         if not 1 <= len(numbers) <= 3:
