@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import logging
 import os
 import signal
 import sys
@@ -19,14 +18,7 @@ from typing import Any, NoReturn
 
 from pacore_graph.cli import curate, mcp, serve, solve
 from pacore_graph.cli import eval as eval_cli
-from pacore_graph.cli.options import (
-    EXPECTED_ERRORS,
-    Parser,
-    apply_env_defaults,
-    log_to_stderr,
-    report,
-    secrets_of,
-)
+from pacore_graph.cli.options import Parser, apply_env_defaults, log_to_stderr, report, secrets_of
 
 
 def _parser() -> Parser:
@@ -40,10 +32,8 @@ def _parser() -> Parser:
 def _interrupted(args: object, signame: str) -> str:
     thread = getattr(args, "saved_thread", None)
     if getattr(args, "command", "") in ("eval", "curate"):
-        resumable = bool(getattr(args, "redis_url", None))
-        return f"interrupted ({signame})" + (
-            "; rerun the same command to resume" if resumable else ""
-        )
+        resume = "; rerun the same command to resume" if getattr(args, "redis_url", None) else ""
+        return f"interrupted ({signame}){resume}"
     if thread is None:
         return f"interrupted ({signame}); nothing was saved: add --redis-url to make runs resumable"
     return (
@@ -69,7 +59,7 @@ class Interruption:
     def __init__(self, args: object) -> None:
         self.args = args
         self.signame: str | None = None  # the first signal received, e.g. "SIGTERM"
-        self._task: asyncio.Task[Any] | None = None
+        self.task: asyncio.Task[Any] | None = None  # the running command, to cancel
         self._lock = threading.RLock()  # re-entrant: a second signal may come inside `report`
         self._reported = False
 
@@ -97,10 +87,6 @@ class Interruption:
                 watchdog.join()
                 os.close(self._wake_r)
                 os.close(self._wake_w)
-
-    def attach(self, task: asyncio.Task[Any]) -> None:
-        """The running command, to cancel on a signal."""
-        self._task = task
 
     def report(self) -> int:
         """Prints the interruption line (once, whoever comes first); the exit status."""
@@ -136,7 +122,7 @@ class Interruption:
             self.exit_now()
         self.signame = signal.Signals(signum).name
         os.write(self._wake_w, b"x")
-        task = self._task
+        task = self.task
         if task is None:
             raise KeyboardInterrupt  # the command has not started: stop where it is
         with contextlib.suppress(RuntimeError):  # the loop has closed: the watchdog ends it
@@ -170,9 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.set_threshold(10_000, 20, 100)
 
     async def run() -> int:
-        task = asyncio.current_task()
-        if task is not None:
-            interruption.attach(task)
+        interruption.task = asyncio.current_task()
         return await command(args)
 
     try:
@@ -182,13 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if interruption.signame is not None:  # the run is closed: nothing left to tear down
             interruption.exit_now()
         return interruption.report()
-    except EXPECTED_ERRORS as exc:
+    except Exception as exc:
         saved = getattr(args, "saved_thread", None) or (args.command != "solve" and args.redis_url)
         return report(exc, secrets, bool(saved))
-    except Exception as exc:  # a bug: one line, the traceback only in the debug log
-        logging.getLogger("pacore").debug("unexpected error", exc_info=True)
-        what = f"unexpected {type(exc).__name__}: {exc} (--log-level DEBUG shows where)"
-        return report(RuntimeError(what), secrets)  # exit status 1
 
 
 __all__ = ["main"]

@@ -13,17 +13,8 @@ import argparse
 import asyncio
 from typing import Any
 
-import redis
-
-from pacore_graph.cli.options import (
-    EXPECTED_ERRORS,
-    add_command,
-    log_to_stderr,
-    report,
-    secrets_of,
-)
+from pacore_graph.cli.options import add_command, log_to_stderr, report, secrets_of
 from pacore_graph.cli.serve import open_service
-from pacore_graph.rounds import resolve_rounds
 from pacore_graph.server.settings import ServeSettings
 
 
@@ -40,7 +31,6 @@ def main(args: argparse.Namespace) -> int:
     try:
         from pacore_graph.server.mcp import create_mcp_server  # the mcp extra
 
-        resolve_rounds(args.rounds)
         settings = ServeSettings(
             redis_url=args.redis_url,
             saver_options={"lease_ttl": args.lease_ttl},
@@ -58,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
-    except (*EXPECTED_ERRORS, redis.RedisError) as exc:
+    except Exception as exc:
         return report(exc, secrets)
 
 

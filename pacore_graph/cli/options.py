@@ -121,12 +121,8 @@ class StragglersAction(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         text = str(values).strip()
-        if text.lower() == "off":
-            namespace.straggler_quantile = 1.0
-            return
-        parts = text.split(",")
         try:
-            numbers = [float(p) for p in parts]
+            numbers = [1.0] if text.lower() == "off" else [float(p) for p in text.split(",")]
         except ValueError:
             numbers = []
         if not 1 <= len(numbers) <= 3:
@@ -384,8 +380,8 @@ EXPECTED_ERRORS = (
     EmbeddedBackendUnavailable,
     PaCoReError,
     openai.OpenAIError,
-    ConnectionError,
-    OSError,
+    redis.exceptions.RedisError,
+    OSError,  # ConnectionError too
     TypeError,
     ValueError,
     ImportError,
@@ -412,31 +408,12 @@ def log_to_stderr(level: str, secrets: list[str], **options: Any) -> None:
 
 
 def report(exc: BaseException, secrets: list[str], saved: bool = False) -> int:
-    """Prints the one line for an expected failure (`describe`); returns the exit status."""
+    """Prints the one line for a failure (`describe`); returns the exit status. One not in
+    `EXPECTED_ERRORS` is a bug: ``unexpected ...``, its traceback in the debug log."""
+    if not isinstance(exc, EXPECTED_ERRORS):
+        logging.getLogger("pacore").debug("unexpected error", exc_info=exc)
+        what = f"unexpected {type(exc).__name__}: {exc} (--log-level DEBUG shows where)"
+        exc = RuntimeError(what)  # exit status 1
     message = redact(describe(exc, saved), secrets).splitlines()[0]
     print(f"pacore: error: {message}", file=sys.stderr)
     return exit_status(exc)
-
-
-__all__ = [
-    "BASE_URL_VARIABLES",
-    "COUNT",
-    "EXPECTED_ERRORS",
-    "ROUNDS_HELP",
-    "SECONDS",
-    "CLIError",
-    "Parser",
-    "StragglersAction",
-    "apply_env_defaults",
-    "backend_description",
-    "backend_line",
-    "checked",
-    "describe",
-    "exit_status",
-    "log_to_stderr",
-    "open_run",
-    "public_url",
-    "report",
-    "run_options",
-    "secrets_of",
-]

@@ -21,11 +21,6 @@ Mode = Literal["bar", "lines", "off"]
 """bar: a live line per round (a terminal); lines: one line per event; off: status only."""
 
 
-def progress_mode(option: bool | None, is_terminal: bool) -> Mode:
-    """What ``--progress/--no-progress`` (None when not given) shows on this stderr."""
-    return "off" if option is False else "bar" if is_terminal else "lines" if option else "off"
-
-
 def _retries(n: int) -> str:
     return f"{n} retry" if n == 1 else f"{n} retries"
 
@@ -44,62 +39,23 @@ class RoundCount:
     done: bool = False
 
 
-@dataclass(frozen=True)
-class Saved:
-    """What an interrupted thread already holds of its run: the round it stopped in (None
-    before round 1), its K, the finished trajectories of it and of earlier rounds, and the
-    completion tokens of the round's."""
-
-    round: int | None
-    vector: tuple[int, ...]
-    k: int
-    in_round: int
-    earlier: int
-    tokens: int
-
-    def describe(self) -> str:
-        """``resuming round 2/3: 1 of 4 trajectories already saved (+4 from earlier rounds)``."""
-        if self.round is None:
-            return "resuming: no trajectory was saved yet"
-        rounds = f"/{len(self.vector)}" if self.vector else ""
-        earlier = f" (+{self.earlier} from earlier rounds)" if self.earlier else ""
-        return (
-            f"resuming round {self.round}{rounds}: {self.in_round} of {self.k} "
-            f"trajectories already saved{earlier}"
-        )
-
-
-def saved_work(values: Mapping[str, Any]) -> Saved:
-    """What an interrupted thread's state (``aget_state(...).values``) already holds."""
-    vector = list(values.get("round_vector") or [])
-    r = values.get("round")
-    if not vector or not isinstance(r, int) or not 1 <= r <= len(vector):
-        return Saved(None, tuple(vector), 0, 0, 0, 0)
-    latest = latest_trajectories(values.get("trajectories") or [])
-    finished = [t for t in latest if t["status"] == "finished"]
-    current = [t for t in finished if t["round"] == r]
-    return Saved(
-        round=r,
-        vector=tuple(vector),
-        k=vector[r - 1],
-        in_round=len(current),
-        earlier=len(finished) - len(current),
-        tokens=sum(t["completion_tokens"] or 0 for t in current),
-    )
-
-
 class SolveProgress:
-    """Renders a run's progress on ``stream`` (stderr) in a `Mode`, ``secrets`` kept out of
-    every line; in ``bar`` mode each round is a tqdm bar ``width`` columns wide, left on
-    screen when the round finishes."""
+    """Renders a run's progress on ``stream`` (stderr), ``secrets`` kept out of every line, in
+    the `Mode` ``--progress/--no-progress`` (``shown``, None when not given) asks for on it; in
+    ``bar`` mode each round is a tqdm bar as wide as the terminal, left on screen when the
+    round finishes."""
 
-    def __init__(
-        self, stream: TextIO, mode: Mode, secrets: list[str] | None = None, width: int = 80
-    ) -> None:
+    def __init__(self, stream: TextIO, shown: bool | None, secrets: list[str]) -> None:
         self.stream = stream
-        self.mode = mode
-        self.secrets = secrets or []
-        self.width = max(20, width)
+        self.mode: Mode = (
+            "off" if shown is False else "bar" if stream.isatty() else "lines" if shown else "off"
+        )
+        self.secrets = secrets
+        try:
+            columns = os.get_terminal_size(stream.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            columns = 0
+        self.width = max(20, columns or 80)  # a terminal that never set its size reports 0
         self.vector: tuple[int, ...] = ()
         self.current: RoundCount | None = None
         self.calls: RetryWatcher | None = None  # the model calls in flight, when watched
@@ -115,9 +71,8 @@ class SolveProgress:
             self.stream.flush()
 
     def _event_line(self, text: str) -> None:
-        if self.mode == "lines":
-            self.stream.write(redact(text, self.secrets) + "\n")
-            self.stream.flush()
+        if self.mode == "lines":  # no bar to write above
+            self.status(text)
 
     def bar_format(self) -> str:
         """The current round's tqdm ``bar_format``."""
@@ -175,38 +130,45 @@ class SolveProgress:
             self.close()
             self.mode = "off"
 
-    def resumed(self, saved: Saved) -> None:
-        """Seeds the current round from what an interrupted thread already holds."""
-        self.vector = saved.vector or self.vector
-        if saved.round is not None:
-            self.current = RoundCount(
-                saved.round, saved.k, finished=saved.in_round, tokens=saved.tokens
-            )
-            self.draw()
+    def resume(self, thread: str, values: Mapping[str, Any]) -> None:
+        """Says what an interrupted thread's state (``aget_state(...).values``) already holds,
+        ``thread t: resuming round 2/3: 1 of 4 trajectories already saved (+4 from earlier
+        rounds)``, and seeds the current round from it."""
+        vector = tuple(values.get("round_vector") or ())
+        self.vector = vector or self.vector
+        r = values.get("round")
+        if not isinstance(r, int) or not 1 <= r <= len(vector):
+            self.status(f"thread {thread}: resuming: no trajectory was saved yet")
+            return
+        latest = latest_trajectories(values.get("trajectories") or [])
+        finished = [t for t in latest if t["status"] == "finished"]
+        current = [t for t in finished if t["round"] == r]
+        earlier = len(finished) - len(current)
+        self.status(
+            f"thread {thread}: resuming round {r}/{len(vector)}: {len(current)} of "
+            f"{vector[r - 1]} trajectories already saved"
+            + (f" (+{earlier} from earlier rounds)" if earlier else "")
+        )
+        tokens = sum(t["completion_tokens"] or 0 for t in current)
+        self.current = RoundCount(r, vector[r - 1], finished=len(current), tokens=tokens)
+        self.draw()
 
     def event(self, event: Any) -> None:
         """One ``get_stream_writer`` event of the graph."""
         if not isinstance(event, dict):
             return
-        kind = event.get("type")
-        r = event.get("round")
-        if kind == "round_started" and isinstance(r, int):
-            if vector := event.get("round_vector"):
-                self.vector = tuple(vector)
-            self.close()
-            self.current = RoundCount(r, event["k"])
-            self._event_line(f"round {r}: {event['k']} trajectories")
-            self.draw()
-            return
-        c = self.current
-        if isinstance(r, int) and (c is None or c.round != r):
-            # Events of a round whose start this process did not see (a resume).
+        kind, r, c = event.get("type"), event.get("round"), self.current
+        if isinstance(r, int) and (kind == "round_started" or c is None or c.round != r):
+            # A new round, or one whose start this process did not see (a resume).
+            self.vector = tuple(event.get("round_vector") or self.vector)
             k = event.get("k") or (self.vector[r - 1] if 0 < r <= len(self.vector) else 1)
             self.close()
             c = self.current = RoundCount(r, k)
         if c is None:
             return
-        if kind == "trajectory_finished":
+        if kind == "round_started":
+            self._event_line(f"round {r}: {c.k} trajectories")
+        elif kind == "trajectory_finished":
             c.finished += 1
             c.tokens += event.get("completion_tokens") or 0
         elif kind == "trajectory_failed":
@@ -228,11 +190,10 @@ class SolveProgress:
                 f"{event['completion_tokens']} tokens{extra}"
                 + (f"; budget {budget} ran out" if budget else "")
             )
-            self.draw()  # its last redraw; the line stays
+        self.draw()  # a finished round's last redraw: its line stays
+        if kind == "round_finished":
             c.done = True
             self.close()
-            return
-        self.draw()
 
     def retry(self, round_number: int, index: int, error: str | None) -> None:
         """A trajectory's call is being made again (LangGraph's retry policy)."""
@@ -294,24 +255,3 @@ class RetryWatcher(BaseCallbackHandler):
         key = self._runs.pop(run_id, None)
         if key is not None and isinstance(error, Exception):
             self._errors[key] = describe_failure(error)
-
-
-def terminal_width(stream: TextIO) -> int:
-    """Columns of the terminal ``stream`` writes to (80 when it cannot tell)."""
-    try:
-        columns = os.get_terminal_size(stream.fileno()).columns
-    except (OSError, ValueError, AttributeError):
-        columns = 0
-    return columns or 80  # a terminal that never set its size reports 0
-
-
-__all__ = [
-    "Mode",
-    "RetryWatcher",
-    "RoundCount",
-    "Saved",
-    "SolveProgress",
-    "progress_mode",
-    "saved_work",
-    "terminal_width",
-]

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pacore_graph.cli.options import (
-    EXPECTED_ERRORS,
     PORT,
     CLIError,
     add_command,
@@ -107,11 +106,13 @@ def open_service(
     args: argparse.Namespace, settings: ServeSettings
 ) -> Iterator[tuple[Service, BaseChatModel]]:
     """The backend the options name (``--concurrency`` bounding its calls over all runs) and
-    a `Service` running PaCoRe on it with the options' settings as defaults; closed on exit."""
+    a `Service` running PaCoRe on it with the options' settings as defaults; closed on exit.
+    A bad ``--rounds`` fails before the backend starts."""
     from pacore_graph.backends.launch import open_backend
     from pacore_graph.graph import create_pacore_graph
     from pacore_graph.server.app import Service
 
+    resolve_rounds(args.rounds)
     with open_backend(
         args.backend,
         args.base_url,
@@ -150,11 +151,8 @@ def _check_redis(url: str) -> None:
     from pacore_graph.checkpoints import connect
 
     try:
-        client = connect(url, socket_connect_timeout=5, socket_timeout=5)
-        try:
+        with connect(url, socket_connect_timeout=5, socket_timeout=5) as client:  # closed on exit
             client.ping()
-        finally:
-            client.close()
     except (redis.RedisError, OSError) as exc:
         raise CLIError(f"Redis at {url} is unreachable: {exc}") from None
 
@@ -167,7 +165,6 @@ def main(args: argparse.Namespace) -> int:
     try:
         from pacore_graph.server.app import Server  # the server extra
 
-        resolve_rounds(args.rounds)
         settings = serve_settings(args, secrets)
         if args.host not in LOOPBACK and not settings.api_keys:
             print(
@@ -194,7 +191,7 @@ def main(args: argparse.Namespace) -> int:
             with contextlib.suppress(KeyboardInterrupt):
                 server.run()
             return 0 if server.started else 1
-    except EXPECTED_ERRORS as exc:
+    except Exception as exc:
         return report(exc, secrets)
 
 

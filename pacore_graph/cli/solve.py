@@ -35,14 +35,7 @@ from pacore_graph.cli.options import (
     open_run,
     secrets_of,
 )
-from pacore_graph.cli.progress import (
-    RetryWatcher,
-    Saved,
-    SolveProgress,
-    progress_mode,
-    saved_work,
-    terminal_width,
-)
+from pacore_graph.cli.progress import RetryWatcher, SolveProgress
 from pacore_graph.context import DEFAULTS, context_from_options, merge_context
 from pacore_graph.errors import DamagedThreadError, LeaseLostError
 from pacore_graph.graph import create_pacore_graph
@@ -139,36 +132,26 @@ def add_parser(sub: Any) -> None:
     )
 
 
-def _read_bytes(source: str, limit: int) -> bytes:
-    """At most ``limit`` + 1 bytes of ``source`` (a path, or - for stdin); a file larger than
-    ``limit`` is not read."""
-    if source == "-":
-        stream = getattr(sys.stdin, "buffer", None)
-        if stream is None:  # a text stream put in place of stdin (tests, embedding)
-            return str(sys.stdin.read(limit + 1)).encode("utf-8")
-        return bytes(stream.read(limit + 1))
-    with open(source, "rb") as file:
-        size = os.fstat(file.fileno()).st_size
-        if size > limit:
-            raise CLIError(_too_large(f"file {source}", limit, f"is {size:,} bytes"))
-        # Pipes and devices report no size: read one byte past the limit to see.
-        return file.read(limit + 1)
-
-
-def _too_large(where: str, limit: int, what: str) -> str:
-    return (
-        f"messages {where} {what}, above the limit of {limit:,} bytes: raise it with "
-        f"--max-messages-bytes or ${MAX_MESSAGES_VARIABLE}"
-    )
-
-
-def _read_chat(source: str, limit: int = MAX_MESSAGES_BYTES) -> list[Any]:
-    """The messages of ``--messages``: a JSON list, or an object with a ``messages`` list."""
+def _read_chat(source: str, limit: int) -> list[Any]:
+    """The messages of ``--messages`` (a path, or - for stdin): a JSON list, or an object with
+    a ``messages`` list; refused over ``limit`` bytes, a file that large before it is read."""
     where = "from stdin" if source == "-" else f"file {source}"
+    above = (
+        f"above the limit of {limit:,} bytes: raise it with --max-messages-bytes or "
+        f"${MAX_MESSAGES_VARIABLE}"
+    )
     try:
-        data = _read_bytes(source, limit)
+        if source == "-":
+            stream = getattr(sys.stdin, "buffer", None)  # None: a text stream put in its place
+            data = bytes(stream.read(limit + 1)) if stream else sys.stdin.read(limit + 1).encode()
+        else:
+            with open(source, "rb") as file:
+                if (size := os.fstat(file.fileno()).st_size) > limit:
+                    raise CLIError(f"messages {where} is {size:,} bytes, {above}")
+                # Pipes and devices report no size: read one byte past the limit to see.
+                data = file.read(limit + 1)
         if len(data) > limit:
-            raise CLIError(_too_large(where, limit, "are larger"))
+            raise CLIError(f"messages {where} are larger, {above}")
         raw = json.loads(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CLIError(f"cannot read messages {where}: {exc}") from None
@@ -196,10 +179,8 @@ def _messages(args: argparse.Namespace) -> list[BaseMessage]:
         )
     if args.messages is not None:
         raw = _read_chat(args.messages, messages_limit(args.max_messages_bytes))
-    elif args.problem is not None:
-        raw = [{"role": "user", "content": args.problem}]
-    elif args.demo:
-        raw = [{"role": "user", "content": DEMO_PROBLEM}]
+    elif args.problem is not None or args.demo:
+        raw = [{"role": "user", "content": DEMO_PROBLEM if args.demo else args.problem}]
     else:
         raise CLIError("no problem given: pass PROBLEM or --messages FILE.json")
     messages: list[BaseMessage] = list(chat_messages(raw))  # as the graph reads them
@@ -213,28 +194,20 @@ async def _tick(progress: SolveProgress) -> None:
         progress.draw()
 
 
-async def _read_back(saver: BaseCheckpointSaver, config: RunnableConfig) -> Any:
-    """The thread's latest checkpoint tuple (None: Redis does not hold it), or the error
-    reading it back raised."""
-    try:
-        async with asyncio.timeout(PROBE_SECONDS):
-            return await saver.aget_tuple(config)
-    except (redis.exceptions.RedisError, DamagedThreadError, OSError, TimeoutError) as exc:
-        return exc
-
-
 async def _what_is_saved(
     saver: BaseCheckpointSaver, config: RunnableConfig, thread: str
 ) -> str | None:
     """What a rerun will find after Redis failed, read back rather than assumed (a Redis that
     restarted without persistence holds nothing of the run); None: the thread reads back."""
-    found = await _read_back(saver, config)
-    if isinstance(found, DamagedThreadError):
+    try:
+        async with asyncio.timeout(PROBE_SECONDS):
+            found = await saver.aget_tuple(config)
+    except DamagedThreadError:
         return (
             f"thread {thread} lost part of its data (Redis restarted without persistence, "
             "or evicted keys): rerun with --restart to start over"
         )
-    if isinstance(found, Exception):
+    except (redis.exceptions.RedisError, OSError, TimeoutError):
         return (
             f"what finished before is in thread {thread} only if Redis keeps its data: "
             "rerun the same command to resume once Redis is back"
@@ -245,6 +218,13 @@ async def _what_is_saved(
             "without persistence?): a rerun starts over"
         )
     return None
+
+
+def _unsaved(cause: str, answered: bool) -> CLIError:
+    """The error of a run Redis failed to save (exit status 1), after its answer if printed."""
+    error = CLIError(f"the answer above could not be saved: {cause}" if answered else cause)
+    error.status = 1
+    return error
 
 
 async def _not_saved(
@@ -264,9 +244,7 @@ async def _not_saved(
             return None
         resume = f"finished work is saved in thread {thread}: rerun the same command to resume"
         cause = "; ".join(filter(None, [cause, saved or resume]))
-    error = CLIError(f"the answer above could not be saved: {cause}" if answered else cause)
-    error.status = 1
-    return error
+    return _unsaved(cause, answered)
 
 
 def _json_or_text(args: argparse.Namespace, state: Mapping[str, Any] | None, answer: str) -> str:
@@ -290,8 +268,7 @@ async def run(args: argparse.Namespace) -> int:
     check_input(messages, settings)
     if args.restart and not args.redis_url:
         raise CLIError("--restart starts a checkpointed thread over: it needs --redis-url")
-    mode = progress_mode(args.progress, sys.stderr.isatty())
-    progress = SolveProgress(sys.stderr, mode, secrets_of(args), terminal_width(sys.stderr))
+    progress = SolveProgress(sys.stderr, args.progress, secrets_of(args))
     config: RunnableConfig = {"max_concurrency": args.concurrency}
     answers: list[str] = []  # the final round's reply, kept as it arrives
     streamed: list[str] = []  # the answer's text as printed while it arrived
@@ -328,7 +305,7 @@ async def run(args: argparse.Namespace) -> int:
             )
             if saver is None and args.review:  # a pause needs a checkpointer
                 config["configurable"] = {"thread_id": "review"}
-            saved: Saved | None = None
+            saved: Mapping[str, Any] | None = None  # an interrupted thread's state
             thread_id = ""
             if saver is not None:
                 # A raised bound is not another run: the same command resumes it.
@@ -336,18 +313,6 @@ async def run(args: argparse.Namespace) -> int:
                 thread_id = args.thread_id or default_thread_id(messages, identity)
                 args.saved_thread = thread_id  # for the interruption message
                 config["configurable"] = {"thread_id": thread_id}
-
-                async def lost_thread(
-                    kind: Any, exc: BaseException | None, tb: Any, store: Any = saver
-                ) -> bool:
-                    # The lease's renewal found Redis lost the thread, and stopped the run.
-                    nonlocal failure
-                    if not isinstance(exc, ThreadLostError):
-                        return False
-                    failure = await _not_saved(exc, store, config, thread_id, bool(answers))
-                    return True
-
-                held.push_async_exit(lost_thread)
                 # One writer per thread: held (or waited for) before the thread is read.
                 config = await held.enter_async_context(
                     thread_lease(
@@ -363,22 +328,19 @@ async def run(args: argparse.Namespace) -> int:
                     await saver.adelete_thread(thread_id)
                     progress.status(f"thread {thread_id}: deleted (--restart)")
                 snapshot = await graph.aget_state(config)
-                saved = saved_work(snapshot.values) if snapshot.next or snapshot.tasks else None
+                saved = snapshot.values if snapshot.next or snapshot.tasks else None
 
             def on_status(status: ThreadStatus) -> None:
-                if saver is None:
-                    return
                 if status == "interrupted" and saved is not None:
-                    progress.status(f"thread {thread_id}: {saved.describe()}")
-                    progress.resumed(saved)
+                    progress.resume(thread_id, saved)
                 else:
                     line = {"new": "started", "interrupted": "resuming"}.get(status)
                     progress.status(f"thread {thread_id}: {line or 'already answered'}")
 
-            if mode != "off":
+            if progress.mode != "off":
                 progress.calls = RetryWatcher(progress.retry)
                 config["callbacks"] = [progress.calls]
-            ticker = asyncio.ensure_future(_tick(progress)) if mode == "bar" else None
+            ticker = asyncio.ensure_future(_tick(progress))  # draws only in bar mode
             try:
                 command: Command | None = None
                 while True:
@@ -388,8 +350,8 @@ async def run(args: argparse.Namespace) -> int:
                         config,
                         command=command,
                         context=context,
-                        on_status=on_status,
-                        on_event=progress.event if mode != "off" else None,
+                        on_status=on_status if saver is not None else None,
+                        on_event=progress.event if progress.mode != "off" else None,
                         on_update=keep_answer if saver is not None else None,
                         on_message=None if args.json else show_answer,
                     )
@@ -407,10 +369,9 @@ async def run(args: argparse.Namespace) -> int:
                     raise
                 failure = await _not_saved(exc, saver, config, thread_id, bool(answers))
             finally:
-                if ticker is not None:
-                    ticker.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await ticker
+                ticker.cancel()
+    except ThreadLostError as exc:  # the lease's renewal found Redis lost the thread
+        failure = _unsaved(str(exc).splitlines()[0], bool(answers))
     finally:
         progress.close()
     if state or answers:
