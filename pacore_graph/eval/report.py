@@ -396,14 +396,9 @@ def write_report(
     plot_png: bool = True,
     manifest: Mapping[str, Any] | None = None,
 ) -> tuple[str, dict[str, Path]]:
-    """Writes the rows, the pool, the tables, the plot and the manifest into ``out``.
-
-    Args:
-        result: From `pacore_graph.eval.runner.run_eval`.
-        out: Output folder (created).
-        title: The plot's title.
-        plot_png: Draw the plot (needs matplotlib).
-        manifest: From `pacore_graph.eval.manifest.build_manifest`; None writes none.
+    """Writes the rows, the pool, the tables, the plot (``plot_png``: needs matplotlib) and
+    the manifest (from `build_manifest`; None writes none) of a `run_eval` result into the
+    folder ``out`` (created).
 
     Returns:
         The Markdown table (``table.md``'s), and the paths written by kind (see `FILES`).

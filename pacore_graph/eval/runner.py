@@ -413,15 +413,10 @@ async def run_eval(
     checkpointer: BaseCheckpointSaver | None = None,
     progress: Progress | None = None,
 ) -> EvalResult:
-    """Runs every setting ``spec.runs`` times on every problem and grades the answers.
-
-    Args:
-        model: The backend; every call goes through one bound of ``spec.concurrency``.
-        problems: From `pacore_graph.eval.dataset.load_problems`.
-        spec: Settings, runs, pool, sampling.
-        checkpointer: An `AsyncRedisSaver` makes the eval resumable: run again, finished
-            threads are read back and interrupted ones resumed.
-        progress: Receives progress events.
+    """Runs every setting ``spec.runs`` times on every problem (from `load_problems`) and
+    grades the answers; every call of ``model`` goes through one bound of
+    ``spec.concurrency``. An `AsyncRedisSaver` ``checkpointer`` makes the eval resumable:
+    run again, finished threads are read back and interrupted ones resumed.
 
     Raises:
         Exception: What stops the whole eval (an unreachable endpoint, Redis down, a
