@@ -76,22 +76,14 @@ def format_ttc(tokens: float | None) -> str:
 
 @dataclass
 class SettingStats:
-    """One setting on one category (or on all problems).
-
-    Attributes:
-        category: The category, or `ALL`.
-        accuracy: pass@1 averaged over runs, in percent; ``ci`` its 95% interval or None.
-        run_accuracies: Accuracy of each run, in percent.
-        mean_ttc: Mean TTC per problem (completion tokens of every call for it), over
-            the rows that did not fail.
-        agreement: Mean answer agreement of each round (None where no row has it).
-        cross_checking: Mean cross-checking markers per trajectory of each round (None for
-            round 1 and where no row has it).
-        dropped: References left out to fit ``context_limit``, over all rows.
-        emergent: Rows right while every input of the last synthesis was wrong.
-        all_inputs_wrong: Rows whose last synthesis had only wrong inputs.
-        errors: Rows that failed (graded wrong).
-    """
+    """One setting on one ``category`` (`ALL`: all problems). ``accuracy``: pass@1 averaged
+    over runs, in percent (``ci``: its 95% interval or None; ``run_accuracies``: each run's).
+    ``mean_ttc``: mean TTC per problem (completion tokens of every call for it) over the rows
+    that did not fail. Per round, None where no row has it: the mean answer ``agreement`` and
+    ``cross_checking`` markers per trajectory (none in round 1). ``dropped``: references left
+    out to fit ``context_limit``. ``emergent``: rows right while every input of the last
+    synthesis was wrong, of ``all_inputs_wrong`` such rows. ``errors``: rows that failed
+    (graded wrong)."""
 
     setting: Setting
     category: str
