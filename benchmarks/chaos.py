@@ -60,13 +60,15 @@ from pydantic import SecretStr
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
 
 from report import RESULTS, loadavg, machine_line, run_info, table, write_results  # noqa: E402
 
 from pacore_graph import ChatOpenAICompatible, create_pacore_graph, to_record  # noqa: E402
 from pacore_graph.checkpoints import RedisSaver  # noqa: E402
-from pacore_graph.testing import RedisServer, Reply, ScriptedServer, last_user_text  # noqa: E402
+from pacore_graph.testing import Reply, ScriptedServer, last_user_text  # noqa: E402
 from pacore_graph.trajectories import is_finished, latest_trajectories  # noqa: E402
+from tests.servers import RedisServer  # noqa: E402
 
 MOMENTS = ("before first call", "mid-round", "compaction", "final call", "after answer")
 VARIANTS = {

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from langgraph.checkpoint.base import empty_checkpoint
 
 from pacore_graph.checkpoints import AsyncRedisSaver
-from pacore_graph.testing import RedisServer
+from tests.servers import RedisServer
 
 WRITES = 200
 SAMPLES = 20

@@ -48,7 +48,7 @@ from report import loadavg, machine_line, median_range, run_info, table, write_r
 from services import Redis, Sim  # noqa: E402
 from workload import WARMUP, problem_text  # noqa: E402
 
-from pacore_graph.testing import free_port  # noqa: E402
+from tests.servers import free_port  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # for tests.servers
 
 
 class Sim:
@@ -59,7 +60,7 @@ class Redis:
     def __init__(self, directory: str) -> None:
         import redis
 
-        from pacore_graph.testing import RedisNotInstalledError, RedisServer
+        from tests.servers import RedisNotInstalledError, RedisServer
 
         try:
             self.server = RedisServer(Path(directory))

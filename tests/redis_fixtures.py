@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from pacore_graph.testing import RedisNotInstalledError, RedisServer, free_port
+from tests.servers import RedisNotInstalledError, RedisServer, free_port
 
 
 def _start(directory: Path, extra_args: Sequence[str] = ()) -> RedisServer:

@@ -20,8 +20,9 @@ import uvicorn
 
 from pacore_graph import ChatOpenAICompatible, create_pacore_graph
 from pacore_graph.server import ServeSettings, Service, create_app
-from pacore_graph.testing import Reply, ScriptedServer, free_port, last_user_text
+from pacore_graph.testing import Reply, ScriptedServer, last_user_text
 from tests.conftest import pacore_argv, stop_group, wait_for
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_KEY = "sk-upstream-secret-7731"

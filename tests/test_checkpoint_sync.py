@@ -17,7 +17,7 @@ from redis.cluster import RedisCluster, key_slot
 from typing_extensions import TypedDict
 
 from pacore_graph.checkpoints import AsyncRedisSaver, RedisSaver, RedisUnavailableError
-from pacore_graph.testing import free_port
+from tests.servers import free_port
 
 
 def cfg(thread, ns="", checkpoint_id=None):

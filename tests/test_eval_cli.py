@@ -17,8 +17,8 @@ from pathlib import Path
 from pacore_graph.cli import main
 from pacore_graph.eval import SAMPLE
 from pacore_graph.eval.manifest import command_line
-from pacore_graph.testing import free_port
 from tests.conftest import Gate
+from tests.servers import free_port
 from tests.test_eval_runner import scenario
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from pacore_graph.testing import Reply, free_port, last_user_text
+from pacore_graph.testing import Reply, last_user_text
+from tests.servers import free_port
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -12,8 +12,9 @@ import httpx
 import pytest
 import redis
 
-from pacore_graph.testing import free_port, last_user_text
+from pacore_graph.testing import last_user_text
 from tests.conftest import TOO_LATE, Held, run_in_process, solve_command, wait_for
+from tests.servers import free_port
 from tests.test_examples import env_for, start_app
 from tests.test_lease import _finished, lease_key, stored
 

@@ -21,9 +21,10 @@ from mcp.shared.exceptions import McpError
 from mcp.types import CancelledNotification, CancelledNotificationParams, ClientNotification
 
 from pacore_graph.cli import main as cli_main
-from pacore_graph.testing import Reply, ScriptedServer, free_port
+from pacore_graph.testing import Reply, ScriptedServer
 from tests.conftest import pacore_argv, saved_trajectories
 from tests.serve_helpers import ROOT, serve_command, serve_process, serving, wait_ready
+from tests.servers import free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore:create_react_agent has been moved")
 

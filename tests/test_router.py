@@ -19,8 +19,9 @@ from langgraph.types import RetryPolicy
 
 from pacore_graph import ChatOpenAICompatible, create_pacore_graph, should_retry, to_record
 from pacore_graph.errors import IncompleteResponseError
-from pacore_graph.testing import Reply, ScriptedServer, free_port
+from pacore_graph.testing import Reply, ScriptedServer
 from tests.conftest import final_state_while_streaming, wait_for
+from tests.servers import free_port
 
 PROBLEM = "What is 2 + 2?"
 ANSWER = "<think>two and two</think>\\boxed{4}"

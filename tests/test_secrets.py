@@ -17,9 +17,10 @@ from pacore_graph import ChatOpenAICompatible
 from pacore_graph.eval import SAMPLE
 from pacore_graph.eval.pool import EvalChatModel
 from pacore_graph.secrets import RedactingFilter, model_secrets, redact
-from pacore_graph.testing import Reply, free_port, last_user_text
+from pacore_graph.testing import Reply, last_user_text
 from tests.conftest import pacore_argv, pacore_in_process, solve_command
 from tests.model_calls import call, every_way
+from tests.servers import free_port
 
 KEY = "sk-pacore-TEST-7c1f9e2d4b6a8c0e5f"
 

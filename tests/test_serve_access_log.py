@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import httpx
 
-from pacore_graph.testing import free_port
 from tests.conftest import wait_for
 from tests.serve_helpers import UPSTREAM_KEY, serve_command, serve_process, wait_ready
+from tests.servers import free_port
 
 CLIENT_KEY = "sk-client-in-the-query-4417"
 

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from pacore_graph.server import thread_id_for
-from pacore_graph.testing import Reply, free_port, last_user_text
+from pacore_graph.testing import Reply, last_user_text
 from tests.conftest import TOO_LATE, Held, saved_trajectories, wait_for
 from tests.serve_helpers import (
     ANSWER,
@@ -29,6 +29,7 @@ from tests.serve_helpers import (
     serving,
     wait_ready,
 )
+from tests.servers import free_port
 
 
 def held_calls(answer_first: int = 0, fail: int = 0) -> Held:

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from pacore_graph.server import ApiKeys
-from pacore_graph.testing import Reply, ScriptedServer, free_port, last_user_text
+from pacore_graph.testing import Reply, ScriptedServer, last_user_text
 from tests.serve_helpers import (
     ANSWER,
     ROOT,
@@ -25,6 +25,7 @@ from tests.serve_helpers import (
     serve_command,
     serving,
 )
+from tests.servers import free_port
 
 KEY = "sk-pacore-client-0123456789"
 LIMIT = 64 * 1024

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from pacore_graph.testing import Reply, free_port
+from pacore_graph.testing import Reply
 from tests.conftest import wait_for
 from tests.serve_helpers import (
     Served,
@@ -23,6 +23,7 @@ from tests.serve_helpers import (
     serve_process,
     wait_ready,
 )
+from tests.servers import free_port
 
 
 def held(body: dict[str, Any]) -> Reply:

@@ -33,8 +33,9 @@ from pacore_graph.compaction import COMPACTIONS
 from pacore_graph.context import DEFAULTS, PaCoReContext, merge_context
 from pacore_graph.errors import PaCoReError, ThreadConflictError
 from pacore_graph.graph import create_pacore_graph
-from pacore_graph.testing import Reply, ScriptedServer, free_port, last_user_text
+from pacore_graph.testing import Reply, ScriptedServer, last_user_text
 from tests.conftest import model_for, stop_group, wait_for
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "langgraph.json"

@@ -28,8 +28,8 @@ from langchain_core.messages import AIMessage, BaseMessage
 
 from pacore_graph import ChatOpenAICompatible, create_pacore_graph
 from pacore_graph.backends.vllm import ENGINE_KWARGS_ENV, INSTALL_HINT, ChatVLLM
-from pacore_graph.testing import free_port
 from tests.conftest import stop_group
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = Path(

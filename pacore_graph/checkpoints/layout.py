@@ -35,12 +35,8 @@ SORTED_SETS = ("ids", "wix")
 
 
 class Layout:
-    """Names and encodings shared by every saver operation.
-
-    Args:
-        serde: LangGraph's serializer for checkpoints, metadata, values and writes.
-        key_prefix: Prefix of every key, so several apps can share one database.
-        ttl: Seconds a thread lives after its last write; None keeps it forever.
+    """Names and encodings shared by every saver operation: ``serde`` encodes checkpoints,
+    metadata, values and writes; ``key_prefix`` and ``ttl`` as `RedisSaver` takes them.
 
     Raises:
         ValueError: If the prefix holds a brace (it would move the hash tag) or ttl <= 0.

@@ -51,13 +51,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ThreadLease:
-    """A run's hold on one thread.
-
-    Attributes:
-        thread_id: The thread held.
-        token: ``PID@HOST/RANDOM``, unique to this hold, so a busy error names the holder.
-        lost: Set when a renewal found the lease lapsed or taken.
-    """
+    """A run's hold on one thread: its ``token`` (``PID@HOST/RANDOM``) is unique to this
+    hold, so a busy error names the holder; ``lost`` is set when a renewal found the lease
+    lapsed or taken."""
 
     thread_id: str
     token: str

@@ -24,11 +24,7 @@ from pacore_graph.checkpoints.ops import PRUNE_STRATEGIES
 
 class FullInMemorySaver(InMemorySaver):
     """``saver`` plus delete_for_runs, copy_thread and prune: an instance of the saver's own
-    class with these added, sharing its state, so a subclass's behaviour is kept.
-
-    Args:
-        saver: The saver to extend.
-    """
+    class with these added, sharing its state, so a subclass's behaviour is kept."""
 
     def __new__(cls, saver: InMemorySaver) -> FullInMemorySaver:
         kind = type(saver)
@@ -71,14 +67,9 @@ class FullInMemorySaver(InMemorySaver):
                 self.blobs[(target, *rest)] = blob  # type: ignore[index]
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        """Drops old checkpoints of the given threads.
-
-        Args:
-            thread_ids: Threads to prune; unknown ones are skipped.
-            strategy: ``"keep_latest"`` keeps each namespace's latest checkpoint with its
-                writes and, DeltaChannel-aware, the ancestors its delta channels replay
-                (back to the nearest one storing each channel's value); ``"delete"`` (or
-                langgraph-api's ``"delete_all"``) removes the threads.
+        """Drops old checkpoints of ``thread_ids`` (unknown ones are skipped): ``"keep_latest"``
+        keeps each namespace's latest checkpoint with its writes and the ancestors its delta
+        channels replay; ``"delete"`` (or langgraph-api's ``"delete_all"``) removes the threads.
 
         Raises:
             ValueError: An unknown strategy (nothing is pruned).

@@ -120,12 +120,8 @@ class _Visit(NamedTuple):
 
 
 class Ops:
-    """Every operation of a saver, over one `Layout`.
-
-    Args:
-        layout: Key names and encodings.
-        cluster: On a Redis Cluster the registry (another slot) gets its own round trip.
-    """
+    """Every operation of a saver, over one `Layout`; on a Redis ``cluster`` the registry
+    (another slot) gets its own round trip."""
 
     def __init__(self, layout: Layout, *, cluster: bool = False) -> None:
         self.layout = layout
@@ -385,13 +381,11 @@ class Ops:
         *,
         sizes: bool = True,
     ) -> Op:
-        """Full tuples for (namespace, id) pairs in two round trips; missing ones are skipped.
-
-        The first round trip is a snapshot (with the key sizes unless the caller took them).
+        """Full tuples for (namespace, id) pairs in two round trips, the first a snapshot (with
+        the key sizes unless the caller took them); missing ones are skipped.
 
         Raises:
-            DamagedThreadError: A key of the thread, or a field a checkpoint references, is
-                missing.
+            DamagedThreadError: A key of the thread, or a field a checkpoint references, is gone.
         """
         if not refs:
             return []

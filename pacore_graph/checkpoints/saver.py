@@ -386,12 +386,8 @@ class RedisSaver(RedisSaverBase):
         """Holds ``thread_id`` for one run (one writer per thread): takes the thread's lease,
         renews it from a background thread and releases it on exit. The writes of a run
         given ``lease.bind(config)`` land only while it holds the lease, else
-        `LeaseLostError`.
-
-        Args:
-            thread_id: The thread to hold.
-            wait: False: a busy thread raises at once; True: wait for it; seconds: at most.
-            on_wait: Told who holds the thread (``pid N on HOST``) when a wait begins.
+        `LeaseLostError`. ``wait`` for a busy thread: False raises at once, True waits for
+        it, seconds at most that long; ``on_wait`` is told who holds it (``pid N on HOST``).
 
         Raises:
             ThreadBusyError: Another run holds the thread (and ``wait`` said not to wait,
@@ -402,16 +398,10 @@ class RedisSaver(RedisSaverBase):
 
 
 class AsyncRedisSaver(RedisSaverBase):
-    """The asyncio twin of `RedisSaver`, on ``redis.asyncio.Redis``.
-
-    Its sync methods work from other threads while the saver's event loop runs, and refuse
-    to block that loop.
-
-    Args:
-        client: A ``redis.asyncio.Redis`` (or ``redis.asyncio.cluster.RedisCluster``)
-            client created with ``decode_responses=False``.
-        ttl, key_prefix, serde, lease_ttl: See `RedisSaver`.
-    """
+    """The asyncio twin of `RedisSaver`, on a ``redis.asyncio.Redis`` (or
+    ``redis.asyncio.cluster.RedisCluster``) ``client`` created with ``decode_responses=False``;
+    the other arguments are `RedisSaver`'s. Its sync methods work from other threads while
+    the saver's event loop runs, and refuse to block that loop."""
 
     @classmethod
     @contextlib.asynccontextmanager

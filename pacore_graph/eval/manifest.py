@@ -67,17 +67,10 @@ def build_manifest(
     secrets: Iterable[str] = (),
     wall: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The manifest of one eval.
-
-    Args:
-        backend: ``kind``, ``endpoint`` (without credentials) and ``model``.
-        dataset: From `dataset_info`.
-        spec: What ran; its ``context`` (the PaCoRe settings as given) is recorded resolved.
-        command: From `command_line`.
-        started_at: From `now`, before the run; ``finished_at`` after it.
-        secrets: Redacted wherever they appear.
-        wall: `pacore_graph.eval.report.wall_stats`, recorded as its ``wall_seconds``.
-    """
+    """The manifest of one eval: ``backend`` (``kind``, ``endpoint`` without credentials,
+    ``model``), ``dataset`` (from `dataset_info`), ``spec`` with its ``context`` resolved,
+    ``command`` (from `command_line`), the times (from `now`), ``wall`` (from `wall_stats`)
+    as each setting's ``wall_seconds``; ``secrets`` are redacted wherever they appear."""
     resolved = run_settings(merge_context(DEFAULTS, dict(spec.context)))
     resolved.pop("rounds", None)  # each setting has its own
     manifest = {

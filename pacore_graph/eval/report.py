@@ -76,22 +76,14 @@ def format_ttc(tokens: float | None) -> str:
 
 @dataclass
 class SettingStats:
-    """One setting on one category (or on all problems).
-
-    Attributes:
-        category: The category, or `ALL`.
-        accuracy: pass@1 averaged over runs, in percent; ``ci`` its 95% interval or None.
-        run_accuracies: Accuracy of each run, in percent.
-        mean_ttc: Mean TTC per problem (completion tokens of every call for it), over
-            the rows that did not fail.
-        agreement: Mean answer agreement of each round (None where no row has it).
-        cross_checking: Mean cross-checking markers per trajectory of each round (None for
-            round 1 and where no row has it).
-        dropped: References left out to fit ``context_limit``, over all rows.
-        emergent: Rows right while every input of the last synthesis was wrong.
-        all_inputs_wrong: Rows whose last synthesis had only wrong inputs.
-        errors: Rows that failed (graded wrong).
-    """
+    """One setting on one ``category`` (`ALL`: all problems). ``accuracy``: pass@1 averaged
+    over runs, in percent (``ci``: its 95% interval or None; ``run_accuracies``: each run's).
+    ``mean_ttc``: mean TTC per problem (completion tokens of every call for it) over the rows
+    that did not fail. Per round, None where no row has it: the mean answer ``agreement`` and
+    ``cross_checking`` markers per trajectory (none in round 1). ``dropped``: references left
+    out to fit ``context_limit``. ``emergent``: rows right while every input of the last
+    synthesis was wrong, of ``all_inputs_wrong`` such rows. ``errors``: rows that failed
+    (graded wrong)."""
 
     setting: Setting
     category: str
@@ -396,14 +388,9 @@ def write_report(
     plot_png: bool = True,
     manifest: Mapping[str, Any] | None = None,
 ) -> tuple[str, dict[str, Path]]:
-    """Writes the rows, the pool, the tables, the plot and the manifest into ``out``.
-
-    Args:
-        result: From `pacore_graph.eval.runner.run_eval`.
-        out: Output folder (created).
-        title: The plot's title.
-        plot_png: Draw the plot (needs matplotlib).
-        manifest: From `pacore_graph.eval.manifest.build_manifest`; None writes none.
+    """Writes the rows, the pool, the tables, the plot (``plot_png``: needs matplotlib) and
+    the manifest (from `build_manifest`; None writes none) of a `run_eval` result into the
+    folder ``out`` (created).
 
     Returns:
         The Markdown table (``table.md``'s), and the paths written by kind (see `FILES`).

@@ -71,19 +71,13 @@ class Progress(Protocol):
 
 @dataclass
 class EvalSpec:
-    """What to run.
-
-    Attributes:
-        settings: The table's rows.
-        runs: Independent runs of every setting on every problem (pass@1 is averaged).
-        concurrency: Model calls in flight at once, over all problems, settings and runs.
-        pool: Round-1 pool size per problem; None samples every round 1 afresh.
-        pool_seed: Seed of the draws from the pool.
-        context: `PaCoReContext` fields but ``rounds`` for every run; the baselines sample
-            with its `SAMPLING_FIELDS`.
-        namespace: Names the backend in thread ids, so evals of models never share threads.
-        markers: The cross-checking markers counted in synthesis rounds (`cross_checks`).
-    """
+    """What to run: the table's rows (``settings``), each ``runs`` times on every problem
+    (pass@1 is averaged), ``concurrency`` model calls in flight at once over all of them.
+    ``pool``: round-1 pool size per problem, drawn from with ``pool_seed``; None samples
+    every round 1 afresh. ``context``: `PaCoReContext` fields but ``rounds`` for every run
+    (the baselines sample with its `SAMPLING_FIELDS`). ``namespace`` names the backend in
+    thread ids, so evals of models never share threads. ``markers``: the cross-checking
+    markers counted in synthesis rounds (`cross_checks`)."""
 
     settings: Sequence[Setting]
     runs: int = 1
@@ -124,16 +118,12 @@ class EvalSpec:
 
 @dataclass
 class EvalResult:
-    """Everything the report needs.
-
-    Attributes:
-        rows: One per (setting, run, problem), in that order: the reference's results row
-            plus grading fields.
-        pools: Each problem's round-1 pool (by problem key), when a pool was used.
-        timings: ``setting``, ``run``, ``request_id``, ``wall_seconds`` (queueing for a
-            call slot included), ``trajectories`` and ``stopped`` of each (setting, run,
-            problem) this eval ran without failing; apart from the reproducible ``rows``.
-    """
+    """Everything the report needs. ``rows``: one per (setting, run, problem), in that order,
+    the reference's results row plus grading fields. ``pools``: each problem's round-1 pool
+    (by problem key), when a pool was used. ``timings``: ``setting``, ``run``, ``request_id``,
+    ``wall_seconds`` (queueing for a call slot included), ``trajectories`` and ``stopped`` of
+    each (setting, run, problem) this eval ran without failing, apart from the reproducible
+    ``rows``."""
 
     rows: list[dict[str, Any]]
     problems: list[Problem]
@@ -413,15 +403,10 @@ async def run_eval(
     checkpointer: BaseCheckpointSaver | None = None,
     progress: Progress | None = None,
 ) -> EvalResult:
-    """Runs every setting ``spec.runs`` times on every problem and grades the answers.
-
-    Args:
-        model: The backend; every call goes through one bound of ``spec.concurrency``.
-        problems: From `pacore_graph.eval.dataset.load_problems`.
-        spec: Settings, runs, pool, sampling.
-        checkpointer: An `AsyncRedisSaver` makes the eval resumable: run again, finished
-            threads are read back and interrupted ones resumed.
-        progress: Receives progress events.
+    """Runs every setting ``spec.runs`` times on every problem (from `load_problems`) and
+    grades the answers; every call of ``model`` goes through one bound of
+    ``spec.concurrency``. An `AsyncRedisSaver` ``checkpointer`` makes the eval resumable:
+    run again, finished threads are read back and interrupted ones resumed.
 
     Raises:
         Exception: What stops the whole eval (an unreachable endpoint, Redis down, a

@@ -72,30 +72,6 @@ def same_request(spec: RunSpec, defaults: PaCoReContext) -> StatusRule:
     return rule
 
 
-class _Tokens:
-    """Consecutive tokens of one message, joined only on a replay (not once per token)."""
-
-    __slots__ = ("content", "message_id", "reasoning")
-
-    def __init__(self, content: str, reasoning: str, message_id: str | None) -> None:
-        self.content = [content] if content else []
-        self.reasoning = [reasoning] if reasoning else []
-        self.message_id = message_id
-
-    def add(self, content: str, reasoning: str, message_id: str | None) -> bool:
-        """Takes the token if it continues these (same message, thinking before answer)."""
-        if message_id != self.message_id or (self.content and reasoning):
-            return False
-        if content:
-            self.content.append(content)
-        if reasoning:
-            self.reasoning.append(reasoning)
-        return True
-
-    def event(self) -> Event:
-        return ("token", "".join(self.content), "".join(self.reasoning), self.message_id)
-
-
 class Run:
     """One PaCoRe run and the clients following it, with its events kept for late joiners."""
 
@@ -106,7 +82,7 @@ class Run:
         self.stream = stream
         """Stream the final round's tokens."""
         self.status: ThreadStatus | None = None
-        self.events: list[Event | _Tokens] = []
+        self.events: list[Event] = []
         self.listeners: list[tuple[asyncio.Queue[tuple[int, Event]], int]] = []
         self.clients = 0
         self.started = asyncio.Event()
@@ -122,12 +98,7 @@ class Run:
 
     def emit(self, event: Event) -> None:
         """Keeps ``event`` and hands it to every listener."""
-        if event[0] != "token":
-            self.events.append(event)
-        else:
-            last = self.events[-1] if self.events else None
-            if not (isinstance(last, _Tokens) and last.add(*event[1:])):
-                self.events.append(_Tokens(*event[1:]))
+        self.events.append(event)
         for queue, index in self.listeners:
             queue.put_nowait((index, event))
 
@@ -157,7 +128,7 @@ class Run:
     def subscribe(self, queue: asyncio.Queue[tuple[int, Event]], index: int) -> None:
         """Sends ``queue`` every event so far, then each new one, tagged with ``index``."""
         for event in self.events:
-            queue.put_nowait((index, event.event() if isinstance(event, _Tokens) else event))
+            queue.put_nowait((index, event))
         self.listeners.append((queue, index))
 
     def unsubscribe(self, queue: asyncio.Queue[tuple[int, Event]]) -> None:
