@@ -15,8 +15,9 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
 from pacore_graph import ChatOpenAICompatible, QuorumError, create_pacore_graph
-from pacore_graph.testing import Reply, free_port
+from pacore_graph.testing import Reply
 from tests.conftest import Held, pacore_in_process, solve_command, wait_for
+from tests.servers import free_port
 
 CLEAN_ENV = {
     k: v
