@@ -21,8 +21,9 @@ class RoundSummary(TypedDict):
 
     round: int
     k: int
-    references: list[str]
-    """M_r as the next round was sent it, in its order."""
+    references: list[int | str]
+    """M_r as the next round was sent it, in its order: the index of a trajectory of this
+    round for its compacted content (`reference_texts`), or a text a person wrote."""
     review: Literal["approved", "edited", "finish"] | None
     """What a person did with M_r: nothing (None), approved it, edited it (a `review`
     resume or a state edit of ``references``), or went on to the final synthesis."""

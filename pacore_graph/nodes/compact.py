@@ -16,10 +16,17 @@ from pacore_graph.budget import BudgetName, exhausted, quorum
 from pacore_graph.compaction import order_references
 from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.errors import BudgetExhaustedError, QuorumError
+from pacore_graph.record import reference_ids, reference_texts
 from pacore_graph.resume import check_same_run
 from pacore_graph.state import PaCoReState, RoundSummary
 from pacore_graph.stragglers import is_straggler_stop
-from pacore_graph.trajectories import Trajectory, is_finished, latest_trajectories, usage_totals
+from pacore_graph.trajectories import (
+    Trajectory,
+    is_finished,
+    latest_trajectories,
+    reference_text,
+    usage_totals,
+)
 
 
 def _causes(failed: list[Trajectory]) -> str:
@@ -65,11 +72,12 @@ def compact(
         dropped_truncated = sum(t["truncated"] for t in kept)
         kept = [t for t in kept if not t["truncated"]]
     ordered = order_references(kept, lambda t: t["content"], settings.seed or 0)
-    references = [t["message"] for t in ordered if t["message"]]
+    references = [text for t in ordered if (text := reference_text(t))]
     dropped_empty = len(finished) - dropped_truncated - len(references)
     done = state.get("rounds_done") or []
     if budget is not None and not references:  # the final round is sent the latest M left
-        references = next((d["references"] for d in reversed(done) if d["references"]), [])
+        sent_before = (reference_texts(d, state["trajectories"]) for d in reversed(done))
+        references = next((texts for texts in sent_before if texts), [])
     if budget is not None and not references:
         raise BudgetExhaustedError(
             f"budget {budget}={getattr(settings, budget)} ran out in round {r} before any "
@@ -79,7 +87,7 @@ def compact(
     summary = RoundSummary(
         round=r,
         k=len(batch),
-        references=references,
+        references=reference_ids(references, r, latest),
         dropped_empty=dropped_empty,
         review=None,
         dropped_truncated=dropped_truncated,
@@ -100,13 +108,18 @@ def compact(
             "budget_exhausted": budget,
         }
     )
-    sent = list(state.get("references") or [])  # recorded as sent, if edited since synthesize
-    edit = {"round": done[-1]["round"] if done else 0, "references": sent, "review": "edited"}
     update: dict[str, Any] = {
-        "rounds_done": [edit, summary] if done and sent != done[-1]["references"] else [summary],
+        "rounds_done": [summary],
         "references": state.get("references") if final else references,  # final: as sent
         "retry": [],
     }
+    sent = list(state.get("references") or [])  # recorded as sent, if edited since synthesize
+    if done and sent != reference_texts(done[-1], latest):
+        ids, previous = reference_ids(sent, done[-1]["round"], latest), done[-1]["round"]
+        update["rounds_done"] = [
+            {"round": previous, "references": ids, "review": "edited"},
+            summary,
+        ]
     if budget is not None:
         update["budget_exhausted"] = budget
     return update

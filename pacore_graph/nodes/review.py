@@ -17,7 +17,7 @@ from langgraph.types import interrupt
 from pacore_graph.errors import InvalidInputError
 from pacore_graph.messages import last_user_index, message_text
 from pacore_graph.state import PaCoReState
-from pacore_graph.trajectories import latest_trajectories
+from pacore_graph.trajectories import latest_trajectories, reference_text
 
 SHAPES = (
     'null or {} (approve), {"references": [str, ...]} (send exactly these), or '
@@ -34,7 +34,7 @@ def review(state: PaCoReState) -> dict[str, Any]:
     pool = sorted(latest_trajectories(state["trajectories"]), key=lambda t: -t["round"])
     shown = []
     for text in state.get("references") or []:
-        t = next((t for t in pool if t["message"] == text), None)  # None: a person's text
+        t = next((t for t in pool if reference_text(t) == text), None)  # None: a person's text
         pool = [u for u in pool if u is not t]
         status = t and ("truncated" if t["truncated"] else t["status"])
         tokens = t and t["completion_tokens"]

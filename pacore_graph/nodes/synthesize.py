@@ -14,6 +14,7 @@ from pacore_graph.budget import round_budget
 from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.errors import ContextLimitError
 from pacore_graph.messages import build_round_messages, message_text
+from pacore_graph.record import reference_ids, reference_texts
 from pacore_graph.resume import check_same_run
 from pacore_graph.state import PaCoReState
 from pacore_graph.trajectories import usage_totals
@@ -68,7 +69,7 @@ def synthesize(
     if state.get("budget_exhausted") or previous.get("review") == "finish":
         r = len(state["round_vector"])
     references: list[str] | None = list(state.get("references") or [])
-    edited = references != previous["references"]
+    edited = references != reference_texts(previous, state["trajectories"])
     dropped = 0
     if not references and settings.empty_references == "problem":
         references = None  # the paper: every trajectory failed, send the plain problem
@@ -94,7 +95,7 @@ def synthesize(
         budget = round_budget(settings, state.get("started_at", 0.0), spent, key)
     sent = {
         "round": previous["round"],
-        "references": references or [],
+        "references": reference_ids(references or [], previous["round"], state["trajectories"]),
         "dropped_for_context": dropped,
     }
     update = [{**sent, "review": "edited"} if edited else sent]  # merged into its summary
