@@ -61,13 +61,6 @@ def round_budget(
     )
 
 
-def exhausted(settings: PaCoReContext, started_at: float, spent: int) -> BudgetName | None:
-    """``max_ttc_tokens`` if ``spent`` used it up (``max_seconds`` is the trackers' to stop)."""
-    if settings.max_ttc_tokens is not None and spent >= settings.max_ttc_tokens:
-        return "max_ttc_tokens"
-    return None
-
-
 class BudgetTracker:
     """One round's shared budget and stop signal in this process; thread-safe."""
 

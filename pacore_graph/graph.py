@@ -33,10 +33,12 @@ from pacore_graph.tool import DEFAULT_DESCRIPTION, pacore_tool
 from pacore_graph.validation import check_settings
 
 
-def round_tasks(state: PaCoReState, indices: Iterable[int]) -> list[Send]:
-    """``Send``s for trajectories ``indices`` of the round in progress; each names its
+def round_tasks(state: PaCoReState, indices: Iterable[int] | None = None) -> list[Send]:
+    """``Send``s for trajectories ``indices`` (all) of the round in progress; each names its
     trajectory, not its prompt (built from the state), so no checkpoint stores a prompt."""
     r, key = state["round"], settings_key(state["settings"])
+    if indices is None:
+        indices = range(state["round_vector"][r - 1])
     final = r == len(state["round_vector"])
     return [
         Send(
@@ -47,11 +49,6 @@ def round_tasks(state: PaCoReState, indices: Iterable[int]) -> list[Send]:
         )
         for n, i in enumerate(indices)
     ]
-
-
-def fan_out(state: PaCoReState) -> list[Send]:
-    """One ``Send`` per trajectory of the round."""
-    return round_tasks(state, range(state["round_vector"][state["round"] - 1]))
 
 
 def route_after_compact(state: PaCoReState) -> str | list[Send]:
@@ -206,12 +203,12 @@ def create_pacore_graph(
     builder.add_node("review", review)
     builder.add_node("answer", answer)
     builder.add_edge(START, "prepare")
-    builder.add_conditional_edges("prepare", fan_out, ["trajectory"])
+    builder.add_conditional_edges("prepare", round_tasks, ["trajectory"])
     builder.add_conditional_edges(
         "compact", route_after_compact, ["review", "synthesize", "answer", "trajectory"]
     )
     builder.add_edge("review", "synthesize")
-    builder.add_conditional_edges("synthesize", fan_out, ["trajectory"])
+    builder.add_conditional_edges("synthesize", round_tasks, ["trajectory"])
     builder.add_edge("answer", END)
     return builder
 

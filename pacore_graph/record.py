@@ -35,8 +35,7 @@ def reference_ids(
 def reference_texts(summary: Mapping[str, Any], trajectories: Sequence[Trajectory]) -> list[str]:
     """The references a round summary records, as text (`reference_ids` undone)."""
     by_index = {t["index"]: t for t in trajectories if t["round"] == summary["round"]}
-    refs = summary["references"]
-    return [r if isinstance(r, str) else reference_text(by_index[r]) for r in refs]
+    return [r if isinstance(r, str) else reference_text(by_index[r]) for r in summary["references"]]
 
 
 def run_record(state: Mapping[str, Any]) -> PaCoReRun:

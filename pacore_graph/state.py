@@ -114,7 +114,7 @@ class PaCoReOutput(TypedDict):
     pacore: Annotated[PaCoReRun | None, UntrackedValue(dict)]
 
 
-class PaCoReState(PaCoReInput, total=False):
+class PaCoReState(PaCoReOutput, total=False):
     """The full state; ``prepare`` resets it at the start of each run."""
 
     round_vector: list[int]
@@ -141,4 +141,3 @@ class PaCoReState(PaCoReInput, total=False):
     """None without budgets and in the final round."""
     settings: dict[str, Any]
     """`run_settings`; a resume must match them."""
-    pacore: Annotated[PaCoReRun | None, UntrackedValue(dict)]

@@ -12,7 +12,7 @@ from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
 from pacore_graph._compat import is_resuming
-from pacore_graph.budget import BudgetName, exhausted, quorum
+from pacore_graph.budget import BudgetName, quorum
 from pacore_graph.compaction import order_references
 from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.errors import BudgetExhaustedError, QuorumError
@@ -52,14 +52,13 @@ def compact(
     finished = [t for t in batch if is_finished(t)]
     failed = [t for t in batch if t["status"] == "failed"]
     stopped = [t for t in batch if t["status"] == "stopped"]
-    # The budget that ended this round, from the totals or the records it stopped.
+    # The budget that ended this round, from the run's tokens or the records it stopped.
+    limit, stops = settings.max_ttc_tokens, [t for t in stopped if not is_straggler_stop(t)]
     budget: BudgetName | None = None
-    if not final:
-        budget = exhausted(settings, state.get("started_at", 0.0), usage_totals(latest)[0])
-        by_budget = [t for t in stopped if not is_straggler_stop(t)]
-        if budget is None and by_budget:
-            error = by_budget[0]["error"] or ""
-            budget = "max_seconds" if "max_seconds" in error else "max_ttc_tokens"
+    if not final and limit is not None and usage_totals(latest)[0] >= limit:
+        budget = "max_ttc_tokens"
+    elif not final and stops:
+        budget = "max_seconds" if "max_seconds" in (stops[0]["error"] or "") else "max_ttc_tokens"
     need = 1 if final else quorum(settings.min_success, len(batch))
     if budget is None and len(finished) < need:
         if failed and is_resuming(config):

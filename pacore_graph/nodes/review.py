@@ -78,9 +78,8 @@ def review_in_editor(request: dict[str, Any]) -> Any:
         if subprocess.run([*shlex.split(editor), str(path)]).returncode:
             raise InvalidInputError(f"the editor {editor!r} failed: the run stays paused")
         head, *parts = _HEADER.split(path.read_text(encoding="utf-8"))
-    refs = [p.strip() for p in parts if p.strip()]
     if "FINISH" in head.splitlines():
         return {"action": "finish"}
-    return (
-        None if refs == [r["text"].strip() for r in request["references"]] else {"references": refs}
-    )
+    refs = [p.strip() for p in parts if p.strip()]
+    unchanged = refs == [r["text"].strip() for r in request["references"]]
+    return None if unchanged else {"references": refs}
