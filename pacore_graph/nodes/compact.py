@@ -4,7 +4,6 @@ budget ran out."""
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -20,18 +19,7 @@ from pacore_graph.record import reference_ids, reference_texts
 from pacore_graph.resume import check_same_run
 from pacore_graph.state import PaCoReState, RoundSummary
 from pacore_graph.stragglers import is_straggler_stop
-from pacore_graph.trajectories import (
-    Trajectory,
-    is_finished,
-    latest_trajectories,
-    reference_text,
-    usage_totals,
-)
-
-
-def _causes(failed: list[Trajectory]) -> str:
-    counts = Counter(t.get("error") or "unknown error" for t in failed)
-    return "; ".join(f"{n}× {cause}" for cause, n in counts.most_common(3)) or "none recorded"
+from pacore_graph.trajectories import is_finished, latest_trajectories, reference_text, usage_totals
 
 
 def compact(
@@ -64,7 +52,7 @@ def compact(
         if failed and is_resuming(config):
             # A resumed thread asks the failed calls again; finished ones are kept.
             return {"retry": [t["index"] for t in failed]}
-        raise QuorumError(r, len(finished), len(batch), need, _causes(failed))
+        raise QuorumError(r, len(finished), len(batch), need, [t["error"] for t in failed])
     kept = [t for t in finished if t["content"]]
     dropped_truncated = 0
     if settings.drop_truncated:
