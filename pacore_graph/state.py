@@ -11,7 +11,6 @@ from langgraph.channels.untracked_value import UntrackedValue
 from langgraph.graph.message import Messages, add_messages
 from typing_extensions import TypedDict
 
-from pacore_graph.budget import RoundBudget
 from pacore_graph.errors import InvalidInputError
 from pacore_graph.trajectories import Trajectory
 
@@ -137,7 +136,5 @@ class PaCoReState(PaCoReOutput, total=False):
     retry: list[int]
     """Failed indices of the round in progress that a resumed run asks again."""
     run_id: str
-    budget: RoundBudget | None
-    """None without budgets and in the final round."""
     settings: dict[str, Any]
     """`run_settings`; a resume must match them."""

@@ -10,14 +10,12 @@ from langchain_core.messages import BaseMessage
 from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
-from pacore_graph.budget import round_budget
 from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.errors import ContextLimitError
 from pacore_graph.messages import build_round_messages, message_text
 from pacore_graph.record import reference_ids, reference_texts
 from pacore_graph.resume import check_same_run
 from pacore_graph.state import PaCoReState
-from pacore_graph.trajectories import usage_totals
 
 TokenCounter = Callable[[str], int]
 
@@ -88,15 +86,10 @@ def synthesize(
     get_stream_writer()(
         {"type": "round_started", "round": r, "k": k, "references": len(references or [])}
     )
-    budget = None
-    if r < len(state["round_vector"]):  # the final call is never cut
-        spent, _ = usage_totals(state["trajectories"])
-        key = f"{state.get('run_id', '')}:{r}"
-        budget = round_budget(settings, state.get("started_at", 0.0), spent, key)
     sent = {
         "round": previous["round"],
         "references": reference_ids(references or [], previous["round"], state["trajectories"]),
         "dropped_for_context": dropped,
     }
     update = [{**sent, "review": "edited"} if edited else sent]  # merged into its summary
-    return {"round": r, "references": references, "rounds_done": update, "budget": budget}
+    return {"round": r, "references": references, "rounds_done": update}
