@@ -95,18 +95,14 @@ def compact(
             "budget_exhausted": budget,
         }
     )
-    update: dict[str, Any] = {
-        "rounds_done": [summary],
+    sent = list(state.get("references") or [])  # recorded as sent, if edited since synthesize
+    edited = []
+    if done and sent != reference_texts(done[-1], latest):
+        ids = reference_ids(sent, done[-1]["round"], latest)
+        edited = [{"round": done[-1]["round"], "references": ids, "review": "edited"}]
+    return {
+        "rounds_done": [*edited, summary],
         "references": state.get("references") if final else references,  # final: as sent
         "retry": [],
+        "budget_exhausted": budget or state.get("budget_exhausted"),
     }
-    sent = list(state.get("references") or [])  # recorded as sent, if edited since synthesize
-    if done and sent != reference_texts(done[-1], latest):
-        ids, previous = reference_ids(sent, done[-1]["round"], latest), done[-1]["round"]
-        update["rounds_done"] = [
-            {"round": previous, "references": ids, "review": "edited"},
-            summary,
-        ]
-    if budget is not None:
-        update["budget_exhausted"] = budget
-    return update
