@@ -95,7 +95,9 @@ def main() -> None:
         finally:
             proc.kill()
     trajectories = state["pacore"]["trajectories"]
-    text = sum(len(t["content"].encode()) + len(t["message"].encode()) for t in trajectories)
+    text = sum(
+        len(t["content"].encode()) + len((t["message"] or "").encode()) for t in trajectories
+    )
     content = sum(len(t["content"].encode()) for t in trajectories)
     row = {
         "round_vector": state["pacore"]["round_vector"],
@@ -124,9 +126,9 @@ def main() -> None:
             "(SAMPLES 0: every element, allocator overhead included).",
             "ratio = bytes stored / trajectory content bytes. Each",
             "trajectory's text is stored once, as its task's pending write (trajectories are",
-            "a DeltaChannel), plus its compacted message in its round's summary (rounds_done,",
-            "a DeltaChannel) and in the next round's references, once per round: the Sends",
-            "carry no prompt.",
+            "a DeltaChannel), plus its compacted message where it differs from the content,",
+            "and in the next round's references, once per round (round summaries name a",
+            "reference by its trajectory's index): the Sends carry no prompt.",
         ]
     )
     print(table)

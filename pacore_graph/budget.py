@@ -9,13 +9,12 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Literal, NotRequired
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, NotRequired
 
 from langgraph.runtime import get_runtime
 from typing_extensions import TypedDict
 
-from pacore_graph.context import PaCoReContext
 from pacore_graph.stragglers import StragglerPolicy, StragglerWatch, straggler_policy
 
 BudgetName = Literal["max_ttc_tokens", "max_seconds"]
@@ -44,28 +43,25 @@ def quorum(min_success: int | float | None, k: int) -> int:
 
 
 def round_budget(
-    settings: PaCoReContext, started_at: float, spent: int, key: str
+    settings: Mapping[str, Any], started_at: float, spent: int, key: str
 ) -> RoundBudget | None:
-    """The budget of a round that starts now; None without budgets and straggler policy
-    (the policy alone gets a budget without limits, to name the round's tracker)."""
+    """The budget of a round that starts now, under a run's `run_settings`; None without
+    budgets and straggler policy (the policy alone gets a budget without limits, to name
+    the round's tracker)."""
+    seconds, tokens = settings["max_seconds"], settings["max_ttc_tokens"]
     policy = straggler_policy(
-        settings.straggler_quantile, settings.straggler_factor, settings.straggler_min_seconds
+        settings["straggler_quantile"],
+        settings["straggler_factor"],
+        settings["straggler_min_seconds"],
     )
-    if settings.max_seconds is None and settings.max_ttc_tokens is None and policy is None:
+    if seconds is None and tokens is None and policy is None:
         return None
     return RoundBudget(
         key=key,
-        deadline=started_at + settings.max_seconds if settings.max_seconds else None,
-        tokens_left=settings.max_ttc_tokens - spent if settings.max_ttc_tokens else None,
-        seconds=settings.max_seconds,
+        deadline=started_at + seconds if seconds else None,
+        tokens_left=tokens - spent if tokens else None,
+        seconds=seconds,
     )
-
-
-def exhausted(settings: PaCoReContext, started_at: float, spent: int) -> BudgetName | None:
-    """``max_ttc_tokens`` if ``spent`` used it up (``max_seconds`` is the trackers' to stop)."""
-    if settings.max_ttc_tokens is not None and spent >= settings.max_ttc_tokens:
-        return "max_ttc_tokens"
-    return None
 
 
 class BudgetTracker:

@@ -245,15 +245,12 @@ def merge_context(
     """
     if override is None:
         return base
-    if isinstance(override, dict):
-        known = {f.name for f in fields(PaCoReContext)}
-        if unknown := sorted(set(override) - known):
-            names = ", ".join(unknown)
-            raise TypeError(f"unknown PaCoRe setting(s): {names}{did_you_mean(unknown, known)}")
-        items: Iterable[tuple[str, Any]] = override.items()
-    else:
-        items = ((f.name, getattr(override, f.name)) for f in fields(override))
-    return replace(base, **{k: v for k, v in items if v is not None})
+    values = override if isinstance(override, dict) else vars(override)
+    known = {f.name for f in fields(PaCoReContext)}
+    if unknown := sorted(set(values) - known):
+        names = ", ".join(unknown)
+        raise TypeError(f"unknown PaCoRe setting(s): {names}{did_you_mean(unknown, known)}")
+    return replace(base, **{k: v for k, v in values.items() if v is not None})
 
 
 def did_you_mean(words: Iterable[str], known: Iterable[str]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,12 +33,15 @@ class BackendUnreachableError(PaCoReError, ConnectionError):
 class QuorumError(PaCoReError):
     """Too few trajectories of a round finished; resuming the thread retries the failed ones."""
 
-    def __init__(self, round_number: int, finished: int, k: int, needed: int, causes: str):
+    def __init__(
+        self, round_number: int, finished: int, k: int, needed: int, errors: Sequence[str | None]
+    ):
         self.round, self.finished, self.k, self.needed = round_number, finished, k, needed
-        self.causes = causes
+        counts = Counter(error or "unknown error" for error in errors).most_common(3)
+        self.causes = "; ".join(f"{n}× {cause}" for cause, n in counts) or "none recorded"
         super().__init__(
             f"round {round_number}: {finished} of {k} trajectories finished, {needed} needed "
-            f"(min_success); causes: {causes}"
+            f"(min_success); causes: {self.causes}"
         )
 
 

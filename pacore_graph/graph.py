@@ -17,6 +17,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer, Command, RetryPolicy, Send, StateSnapshot, StateUpdate
 from pydantic import BaseModel
 
+from pacore_graph.budget import round_budget
 from pacore_graph.context import DEFAULTS, PaCoReContext, merge_context
 from pacore_graph.errors import InvalidInputError
 from pacore_graph.nodes.answer import answer
@@ -30,28 +31,30 @@ from pacore_graph.retry import DEFAULT_RETRY_POLICY
 from pacore_graph.rounds import RoundsSpec
 from pacore_graph.state import PaCoReInput, PaCoReOutput, PaCoReState
 from pacore_graph.tool import DEFAULT_DESCRIPTION, pacore_tool
+from pacore_graph.trajectories import usage_totals
 from pacore_graph.validation import check_settings
 
 
-def round_tasks(state: PaCoReState, indices: Iterable[int]) -> list[Send]:
-    """``Send``s for trajectories ``indices`` of the round in progress; each names its
-    trajectory, not its prompt (built from the state), so no checkpoint stores a prompt."""
+def round_tasks(state: PaCoReState, indices: Iterable[int] | None = None) -> list[Send]:
+    """``Send``s for trajectories ``indices`` (all) of the round in progress, with what the
+    round may still spend; each names its trajectory, not its prompt (built from the
+    state), so no checkpoint stores a prompt."""
     r, key = state["round"], settings_key(state["settings"])
+    if indices is None:
+        indices = range(state["round_vector"][r - 1])
     final = r == len(state["round_vector"])
+    spent, run = usage_totals(state["trajectories"])[0], f"{state['run_id']}:{r}"
+    # The final call is never cut.
+    budget = None if final else round_budget(state["settings"], state["started_at"], spent, run)
     return [
         Send(
             "trajectory",
             TrajectoryTask(
-                round=r, index=i, final=final, budget=state["budget"], settings=key, compact=n == 0
+                round=r, index=i, final=final, budget=budget, settings=key, compact=n == 0
             ),
         )
         for n, i in enumerate(indices)
     ]
-
-
-def fan_out(state: PaCoReState) -> list[Send]:
-    """One ``Send`` per trajectory of the round."""
-    return round_tasks(state, range(state["round_vector"][state["round"] - 1]))
 
 
 def route_after_compact(state: PaCoReState) -> str | list[Send]:
@@ -206,12 +209,12 @@ def create_pacore_graph(
     builder.add_node("review", review)
     builder.add_node("answer", answer)
     builder.add_edge(START, "prepare")
-    builder.add_conditional_edges("prepare", fan_out, ["trajectory"])
+    builder.add_conditional_edges("prepare", round_tasks, ["trajectory"])
     builder.add_conditional_edges(
         "compact", route_after_compact, ["review", "synthesize", "answer", "trajectory"]
     )
     builder.add_edge("review", "synthesize")
-    builder.add_conditional_edges("synthesize", fan_out, ["trajectory"])
+    builder.add_conditional_edges("synthesize", round_tasks, ["trajectory"])
     builder.add_edge("answer", END)
     return builder
 

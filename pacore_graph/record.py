@@ -3,17 +3,39 @@ fuller PaCoRe record."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pacore_graph.state import PaCoReRun
 from pacore_graph.trajectories import (
+    Trajectory,
     final_trajectory,
+    is_finished,
     latest_trajectories,
+    reference_text,
     split_thinking,
     status_counts,
     usage_totals,
 )
+
+
+def reference_ids(
+    texts: Iterable[str], round_number: int, trajectories: Iterable[Trajectory]
+) -> list[int | str]:
+    """``texts`` as a summary of round ``round_number`` records them, so no text is stored
+    twice: a trajectory's index where a text is that trajectory's `reference_text` (each
+    index once), else the text."""
+    indices: dict[str, list[int]] = {}
+    for t in latest_trajectories(trajectories):
+        if t["round"] == round_number and is_finished(t):
+            indices.setdefault(reference_text(t), []).append(t["index"])
+    return [indices[text].pop(0) if indices.get(text) else text for text in texts]
+
+
+def reference_texts(summary: Mapping[str, Any], trajectories: Sequence[Trajectory]) -> list[str]:
+    """The references a round summary records, as text (`reference_ids` undone)."""
+    by_index = {t["index"]: t for t in trajectories if t["round"] == summary["round"]}
+    return [r if isinstance(r, str) else reference_text(by_index[r]) for r in summary["references"]]
 
 
 def run_record(state: Mapping[str, Any]) -> PaCoReRun:
@@ -76,7 +98,9 @@ def to_record(result: Mapping[str, Any], request_id: str | int | None = None) ->
         "round_vector": run["round_vector"],
         "ttc_tokens": run["ttc_tokens"],
         "max_prompt_tokens": run["max_prompt_tokens"],
-        "rounds": run["rounds_done"],
+        "rounds": [
+            {**d, "references": reference_texts(d, run["trajectories"])} for d in run["rounds_done"]
+        ],
         "failed": run["failed"],
         "stopped": run["stopped"],
         "budget_exhausted": run["budget_exhausted"],

@@ -63,10 +63,6 @@ def model_secrets(model: Any) -> list[str]:
 def _collect(model: Any, found: set[str], depth: int) -> None:
     if depth > 4:  # wrappers of wrappers; deeper is no model configuration
         return
-    values = list(getattr(model, "__dict__", {}).values())
-    for value in values:
-        if isinstance(value, SecretStr):
-            found.add(value.get_secret_value())
     for name in ("api_key", "openai_api_key"):
         value = _attribute(model, name)
         if isinstance(value, SecretStr):
@@ -76,9 +72,10 @@ def _collect(model: Any, found: set[str], depth: int) -> None:
     for name in ("openai_api_base", "base_url"):
         if isinstance(url := _attribute(model, name), str):
             found.update(url_secrets(url))
-    for value in values:
-        inner = value if isinstance(value, list | tuple) else [value]
-        for item in inner:
+    for value in getattr(model, "__dict__", {}).values():
+        if isinstance(value, SecretStr):
+            found.add(value.get_secret_value())
+        for item in value if isinstance(value, list | tuple) else [value]:
             if isinstance(item, Runnable) and item is not model:
                 _collect(item, found, depth + 1)
 

@@ -11,7 +11,6 @@ from langgraph.channels.untracked_value import UntrackedValue
 from langgraph.graph.message import Messages, add_messages
 from typing_extensions import TypedDict
 
-from pacore_graph.budget import RoundBudget
 from pacore_graph.errors import InvalidInputError
 from pacore_graph.trajectories import Trajectory
 
@@ -21,8 +20,9 @@ class RoundSummary(TypedDict):
 
     round: int
     k: int
-    references: list[str]
-    """M_r as the next round was sent it, in its order."""
+    references: list[int | str]
+    """M_r as the next round was sent it, in its order: the index of a trajectory of this
+    round for its compacted content (`reference_texts`), or a text a person wrote."""
     review: Literal["approved", "edited", "finish"] | None
     """What a person did with M_r: nothing (None), approved it, edited it (a `review`
     resume or a state edit of ``references``), or went on to the final synthesis."""
@@ -113,7 +113,7 @@ class PaCoReOutput(TypedDict):
     pacore: Annotated[PaCoReRun | None, UntrackedValue(dict)]
 
 
-class PaCoReState(PaCoReInput, total=False):
+class PaCoReState(PaCoReOutput, total=False):
     """The full state; ``prepare`` resets it at the start of each run."""
 
     round_vector: list[int]
@@ -136,8 +136,5 @@ class PaCoReState(PaCoReInput, total=False):
     retry: list[int]
     """Failed indices of the round in progress that a resumed run asks again."""
     run_id: str
-    budget: RoundBudget | None
-    """None without budgets and in the final round."""
     settings: dict[str, Any]
     """`run_settings`; a resume must match them."""
-    pacore: Annotated[PaCoReRun | None, UntrackedValue(dict)]

@@ -129,12 +129,11 @@ async def arun_thread(
     """
     async with thread_lease(graph, config, wait=wait) as config:
         threaded = graph.checkpointer is not None and "thread_id" in config.get("configurable", {})
+        snapshot = await graph.aget_state(config) if threaded else None
         status: ThreadStatus = "new"
-        snapshot = None
-        if threaded:
-            snapshot = await graph.aget_state(config)
-            status = status_rule(snapshot, input)
-            status = _same_settings(graph, snapshot, status, kwargs.get("context"))
+        if snapshot is not None:
+            found = status_rule(snapshot, input)
+            status = _same_settings(graph, snapshot, found, kwargs.get("context"))
         if on_status is not None:
             on_status(status)
         if status == "finished" and snapshot is not None:

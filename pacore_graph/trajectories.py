@@ -25,8 +25,8 @@ class Trajectory(TypedDict):
     content: str
     reasoning: str | None
     """Thinking the backend returned separately."""
-    message: str
-    """The compacted content later rounds see."""
+    message: str | None
+    """The compacted content later rounds see; None where it is the content (`reference_text`)."""
     finish_reason: str | None
     truncated: bool
     prompt_tokens: int | None
@@ -79,12 +79,13 @@ def finished_record(
     meta = message.response_metadata or {}
     finish = meta.get("finish_reason") or meta.get("stop_reason")
     reasoning = reasoning_of(message)
+    compacted = compaction(compaction_input(compaction, content, reasoning))
     return Trajectory(
         round=round_number,
         index=index,
         content=content,
         reasoning=reasoning,
-        message=compaction(compaction_input(compaction, content, reasoning)),
+        message=None if compacted == content else compacted,  # not the text twice
         finish_reason=finish,
         truncated=finish in ("length", "max_tokens"),
         prompt_tokens=usage.get("input_tokens"),
@@ -115,6 +116,12 @@ def unfinished_record(
         error=error,
         message_id=None,
     )
+
+
+def reference_text(trajectory: Trajectory) -> str:
+    """What later rounds see of ``trajectory``: its compacted content."""
+    message = trajectory["message"]
+    return trajectory["content"] if message is None else message
 
 
 def is_finished(trajectory: Trajectory) -> bool:

@@ -61,14 +61,13 @@ def test_full_compaction_keeps_the_thinking_wherever_it_arrived():
     from langchain_core.messages import AIMessage
 
     from pacore_graph.compaction import full_compaction
-    from pacore_graph.trajectories import finished_record
+    from pacore_graph.trajectories import finished_record, reference_text
 
     assert resolve_compaction("full") is full_compaction
     inline = AIMessage(content="<think>work</think>so 7")
     apart = AIMessage(content="so 7", additional_kwargs={"reasoning_content": "work"})
     for message in (inline, apart):
-        assert finished_record(1, 0, message, compaction=full_compaction)["message"] == (
-            "<think>work</think>so 7"
-        )
+        full = finished_record(1, 0, message, compaction=full_compaction)
+        assert reference_text(full) == "<think>work</think>so 7"
         # The other rules read only the content, as the reference does.
-        assert finished_record(1, 0, message)["message"] == "so 7"
+        assert reference_text(finished_record(1, 0, message)) == "so 7"

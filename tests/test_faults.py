@@ -60,7 +60,7 @@ def test_5xx_burst_is_retried_and_every_trajectory_finishes(scripted):
     assert out["messages"][-1].content == "\\boxed{391}"
     assert len(explorations(server)) == 4 + 3  # each 503 asked again once
     assert to_record(out)["failed"] == 0
-    assert out["pacore"]["rounds_done"][0]["references"] == ["391"] * 4
+    assert to_record(out)["rounds"][0]["references"] == ["391"] * 4
 
 
 def test_429_waits_for_retry_after(scripted):

@@ -1,11 +1,15 @@
 """The graph against a scripted OpenAI-compatible server: faithful behaviour, record, streaming."""
 
 import asyncio
+import json
 import re
 import threading
+import uuid
 
 import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langgraph.checkpoint.memory import InMemorySaver
 
 from pacore_graph import (
     ContextLimitError,
@@ -19,6 +23,7 @@ from pacore_graph import (
     to_results_row,
 )
 from pacore_graph.testing import Reply, last_user_text
+from pacore_graph.trajectories import reference_text
 from tests.conftest import Gate, model_for
 
 PROBLEM = "What is 17 * 23?"
@@ -103,7 +108,7 @@ def test_separated_reasoning_is_recorded_but_never_referenced(scripted):
     )
     t = out["pacore"]["trajectories"][0]
     assert t["reasoning"] == "17*23 = 340 + 51"
-    assert t["message"] == "Answer: 391"
+    assert t["message"] is None and reference_text(t) == "Answer: 391"  # the content itself
     assert "340" not in server.requests[2]["messages"][-1]["content"]
     assert out["messages"][-1].additional_kwargs["reasoning_content"] == "17*23 = 340 + 51"
 
@@ -122,7 +127,8 @@ def test_empty_contents_are_dropped(scripted):
         .compile()
         .invoke({"messages": [("user", PROBLEM)]}, config={"max_concurrency": 1})
     )
-    assert out["pacore"]["rounds_done"][0]["references"] == ["kept one"]
+    assert out["pacore"]["rounds_done"][0]["references"] == [2]  # by trajectory index
+    assert to_record(out)["rounds"][0]["references"] == ["kept one"]
     assert out["pacore"]["rounds_done"][0]["dropped_empty"] == 2
     assert server.requests[3]["messages"][-1]["content"] == render_synthesis_prompt(
         PROBLEM, ["kept one"]
@@ -178,7 +184,7 @@ def test_seed_changes_the_reference_order(scripted):
             context={"seed": seed},
             config={"max_concurrency": 1},
         )
-        return out["pacore"]["rounds_done"][0]["references"]
+        return to_record(out)["rounds"][0]["references"]
 
     assert run(42) == run(42)
     assert run(42) != run(3)
@@ -204,7 +210,7 @@ def test_truncated_trajectories_are_flagged_and_optionally_dropped(scripted):
     out = graph.invoke(
         {"messages": [("user", PROBLEM)]}, context={"drop_truncated": True}, config=cfg
     )
-    assert "partial 1" not in out["pacore"]["rounds_done"][0]["references"]
+    assert "partial 1" not in to_record(out)["rounds"][0]["references"]
     assert out["pacore"]["rounds_done"][0]["dropped_truncated"] == 1
 
 
@@ -366,3 +372,21 @@ def test_retry_on_5xx_but_not_on_400(scripted):
             {"messages": [("user", PROBLEM)]}
         )
     assert len(bad.requests) == 1  # a 400 is not retried
+
+
+def test_state_and_final_values_hold_each_trajectory_text_once_each():
+    replies = [f"reply {uuid.uuid4().hex} " + "y" * 4096 for _ in range(5)]
+    graph = create_pacore_graph(FakeListChatModel(responses=replies), rounds=[4])
+    compiled = graph.compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "sizes"}}
+    *_, values = compiled.stream({"messages": [("user", PROBLEM)]}, config, stream_mode="values")
+    state, text = compiled.get_state(config).values, sum(map(len, replies))
+    # The state: each reply once in `trajectories`; round 1's also in `references` (what
+    # the final round was sent), the final one in the answer. The final values event: the
+    # `pacore` record besides. No `message` copy, no copy in `rounds_done`.
+    counts = [json.dumps(state, default=str).count(r.split()[1]) for r in replies]
+    assert counts == [2] * 5
+    counts = [json.dumps(values, default=str).count(r.split()[1]) for r in replies]
+    assert counts == [3] * 5
+    assert len(json.dumps(state, default=str)) < 2 * text + 4000
+    assert len(json.dumps(values, default=str)) < 3 * text + 8000

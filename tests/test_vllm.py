@@ -28,6 +28,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 
 from pacore_graph import ChatOpenAICompatible, create_pacore_graph
 from pacore_graph.backends.vllm import ENGINE_KWARGS_ENV, INSTALL_HINT, ChatVLLM
+from pacore_graph.trajectories import reference_text
 from tests.conftest import stop_group
 from tests.servers import free_port
 
@@ -180,9 +181,8 @@ async def test_pacore_graph_over_vllm_openai_server(vllm_server: str) -> None:
     assert first[0] == first[1]  # the K=2 parallel trajectories see the same prompt
     (final,) = [msgs for round_, msgs in recorder.calls if round_ == 2]
     assert final != first[0]  # the synthesis prompt carries round 1's references
-    assert any(
-        t["message"] and t["message"] in final[-1].content for t in out["pacore"]["trajectories"]
-    )
+    refs = [reference_text(t) for t in out["pacore"]["trajectories"]]
+    assert any(ref and ref in final[-1].content for ref in refs)
 
 
 # -- (c) the in-process engine --------------------------------------------------------

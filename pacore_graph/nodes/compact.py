@@ -4,7 +4,6 @@ budget ran out."""
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -12,19 +11,15 @@ from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
 from pacore_graph._compat import is_resuming
-from pacore_graph.budget import BudgetName, exhausted, quorum
+from pacore_graph.budget import BudgetName, quorum
 from pacore_graph.compaction import order_references
 from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.errors import BudgetExhaustedError, QuorumError
+from pacore_graph.record import reference_ids, reference_texts
 from pacore_graph.resume import check_same_run
 from pacore_graph.state import PaCoReState, RoundSummary
 from pacore_graph.stragglers import is_straggler_stop
-from pacore_graph.trajectories import Trajectory, is_finished, latest_trajectories, usage_totals
-
-
-def _causes(failed: list[Trajectory]) -> str:
-    counts = Counter(t.get("error") or "unknown error" for t in failed)
-    return "; ".join(f"{n}× {cause}" for cause, n in counts.most_common(3)) or "none recorded"
+from pacore_graph.trajectories import is_finished, latest_trajectories, reference_text, usage_totals
 
 
 def compact(
@@ -45,31 +40,31 @@ def compact(
     finished = [t for t in batch if is_finished(t)]
     failed = [t for t in batch if t["status"] == "failed"]
     stopped = [t for t in batch if t["status"] == "stopped"]
-    # The budget that ended this round, from the totals or the records it stopped.
+    # The budget that ended this round, from the run's tokens or the records it stopped.
+    limit, stops = settings.max_ttc_tokens, [t for t in stopped if not is_straggler_stop(t)]
     budget: BudgetName | None = None
-    if not final:
-        budget = exhausted(settings, state.get("started_at", 0.0), usage_totals(latest)[0])
-        by_budget = [t for t in stopped if not is_straggler_stop(t)]
-        if budget is None and by_budget:
-            error = by_budget[0]["error"] or ""
-            budget = "max_seconds" if "max_seconds" in error else "max_ttc_tokens"
+    if not final and limit is not None and usage_totals(latest)[0] >= limit:
+        budget = "max_ttc_tokens"
+    elif not final and stops:
+        budget = "max_seconds" if "max_seconds" in (stops[0]["error"] or "") else "max_ttc_tokens"
     need = 1 if final else quorum(settings.min_success, len(batch))
     if budget is None and len(finished) < need:
         if failed and is_resuming(config):
             # A resumed thread asks the failed calls again; finished ones are kept.
             return {"retry": [t["index"] for t in failed]}
-        raise QuorumError(r, len(finished), len(batch), need, _causes(failed))
+        raise QuorumError(r, len(finished), len(batch), need, [t["error"] for t in failed])
     kept = [t for t in finished if t["content"]]
     dropped_truncated = 0
     if settings.drop_truncated:
         dropped_truncated = sum(t["truncated"] for t in kept)
         kept = [t for t in kept if not t["truncated"]]
     ordered = order_references(kept, lambda t: t["content"], settings.seed or 0)
-    references = [t["message"] for t in ordered if t["message"]]
+    references = [text for t in ordered if (text := reference_text(t))]
     dropped_empty = len(finished) - dropped_truncated - len(references)
     done = state.get("rounds_done") or []
     if budget is not None and not references:  # the final round is sent the latest M left
-        references = next((d["references"] for d in reversed(done) if d["references"]), [])
+        sent_before = (reference_texts(d, state["trajectories"]) for d in reversed(done))
+        references = next((texts for texts in sent_before if texts), [])
     if budget is not None and not references:
         raise BudgetExhaustedError(
             f"budget {budget}={getattr(settings, budget)} ran out in round {r} before any "
@@ -79,7 +74,7 @@ def compact(
     summary = RoundSummary(
         round=r,
         k=len(batch),
-        references=references,
+        references=reference_ids(references, r, latest),
         dropped_empty=dropped_empty,
         review=None,
         dropped_truncated=dropped_truncated,
@@ -101,12 +96,13 @@ def compact(
         }
     )
     sent = list(state.get("references") or [])  # recorded as sent, if edited since synthesize
-    edit = {"round": done[-1]["round"] if done else 0, "references": sent, "review": "edited"}
-    update: dict[str, Any] = {
-        "rounds_done": [edit, summary] if done and sent != done[-1]["references"] else [summary],
+    edited = []
+    if done and sent != reference_texts(done[-1], latest):
+        ids = reference_ids(sent, done[-1]["round"], latest)
+        edited = [{"round": done[-1]["round"], "references": ids, "review": "edited"}]
+    return {
+        "rounds_done": [*edited, summary],
         "references": state.get("references") if final else references,  # final: as sent
         "retry": [],
+        "budget_exhausted": budget or state.get("budget_exhausted"),
     }
-    if budget is not None:
-        update["budget_exhausted"] = budget
-    return update

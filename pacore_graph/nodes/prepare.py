@@ -10,7 +10,6 @@ from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
-from pacore_graph.budget import round_budget
 from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.errors import InvalidInputError
 from pacore_graph.messages import last_user_index
@@ -33,7 +32,6 @@ def prepare(
     get_stream_writer()(
         {"type": "round_started", "round": 1, "k": vector[0], "round_vector": vector}
     )
-    started_at, run_id = time.time(), uuid.uuid4().hex
     # Each run of a thread (a multi-turn chat) starts clean.
     return {
         "round_vector": vector,
@@ -41,13 +39,10 @@ def prepare(
         "references": None,
         "trajectories": Overwrite([]),
         "rounds_done": Overwrite([]),
-        "started_at": started_at,
-        "run_id": run_id,
+        "started_at": time.time(),
+        "run_id": uuid.uuid4().hex,
         "budget_exhausted": None,
         "retry": [],
         "settings": run_settings(settings),
         "pacore": None,
-        "budget": None
-        if len(vector) == 1
-        else round_budget(settings, started_at, 0, f"{run_id}:1"),
     }

@@ -17,7 +17,7 @@ from langgraph.types import interrupt
 from pacore_graph.errors import InvalidInputError
 from pacore_graph.messages import last_user_index, message_text
 from pacore_graph.state import PaCoReState
-from pacore_graph.trajectories import latest_trajectories
+from pacore_graph.trajectories import latest_trajectories, reference_text
 
 SHAPES = (
     'null or {} (approve), {"references": [str, ...]} (send exactly these), or '
@@ -34,7 +34,7 @@ def review(state: PaCoReState) -> dict[str, Any]:
     pool = sorted(latest_trajectories(state["trajectories"]), key=lambda t: -t["round"])
     shown = []
     for text in state.get("references") or []:
-        t = next((t for t in pool if t["message"] == text), None)  # None: a person's text
+        t = next((t for t in pool if reference_text(t) == text), None)  # None: a person's text
         pool = [u for u in pool if u is not t]
         status = t and ("truncated" if t["truncated"] else t["status"])
         tokens = t and t["completion_tokens"]
@@ -78,9 +78,8 @@ def review_in_editor(request: dict[str, Any]) -> Any:
         if subprocess.run([*shlex.split(editor), str(path)]).returncode:
             raise InvalidInputError(f"the editor {editor!r} failed: the run stays paused")
         head, *parts = _HEADER.split(path.read_text(encoding="utf-8"))
-    refs = [p.strip() for p in parts if p.strip()]
     if "FINISH" in head.splitlines():
         return {"action": "finish"}
-    return (
-        None if refs == [r["text"].strip() for r in request["references"]] else {"references": refs}
-    )
+    refs = [p.strip() for p in parts if p.strip()]
+    unchanged = refs == [r["text"].strip() for r in request["references"]]
+    return None if unchanged else {"references": refs}

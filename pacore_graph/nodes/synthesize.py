@@ -10,13 +10,12 @@ from langchain_core.messages import BaseMessage
 from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
-from pacore_graph.budget import round_budget
 from pacore_graph.context import PaCoReContext, merge_context
 from pacore_graph.errors import ContextLimitError
 from pacore_graph.messages import build_round_messages, message_text
+from pacore_graph.record import reference_ids, reference_texts
 from pacore_graph.resume import check_same_run
 from pacore_graph.state import PaCoReState
-from pacore_graph.trajectories import usage_totals
 
 TokenCounter = Callable[[str], int]
 
@@ -67,35 +66,24 @@ def synthesize(
     r = state["round"] + 1
     if state.get("budget_exhausted") or previous.get("review") == "finish":
         r = len(state["round_vector"])
-    references: list[str] | None = list(state.get("references") or [])
-    edited = references != previous["references"]
-    dropped = 0
-    if not references and settings.empty_references == "problem":
-        references = None  # the paper: every trajectory failed, send the plain problem
-    elif settings.context_limit is not None and references is not None:
-        fitted = fit_references(
+    given = sent = list(state.get("references") or [])
+    edited = given != reference_texts(previous, state["trajectories"])
+    plain = not given and settings.empty_references == "problem"  # the paper: the problem alone
+    if settings.context_limit is not None and not plain:
+        sent = fit_references(
             state["messages"],
-            references,
+            given,
             limit=settings.context_limit,
             policy=settings.on_context_overflow or "error",
             count=count,
             round_number=r,
         )
-        dropped = len(references) - len(fitted)
-        references = fitted
     k = state["round_vector"][r - 1]
-    get_stream_writer()(
-        {"type": "round_started", "round": r, "k": k, "references": len(references or [])}
-    )
-    budget = None
-    if r < len(state["round_vector"]):  # the final call is never cut
-        spent, _ = usage_totals(state["trajectories"])
-        key = f"{state.get('run_id', '')}:{r}"
-        budget = round_budget(settings, state.get("started_at", 0.0), spent, key)
-    sent = {
+    get_stream_writer()({"type": "round_started", "round": r, "k": k, "references": len(sent)})
+    summary = {
         "round": previous["round"],
-        "references": references or [],
-        "dropped_for_context": dropped,
+        "references": reference_ids(sent, previous["round"], state["trajectories"]),
+        "dropped_for_context": len(given) - len(sent),
     }
-    update = [{**sent, "review": "edited"} if edited else sent]  # merged into its summary
-    return {"round": r, "references": references, "rounds_done": update, "budget": budget}
+    update = [{**summary, "review": "edited"} if edited else summary]  # merged into its summary
+    return {"round": r, "references": None if plain else sent, "rounds_done": update}
