@@ -112,7 +112,13 @@ def test_every_configured_key_is_accepted(served):
         (good("pacore-0"), 404, "model_not_found", "K >= 1"),
         (good("gpt-4o"), 404, "model_not_found", "pacore-32x4"),
         (good("pacore-64x2"), 400, "too_many_trajectories", "at most 64"),
-        (good(pacore={"temprature": 0.5}), 400, "invalid_pacore_settings", "temprature"),
+        (
+            good(pacore={"temprature": 0.5}),
+            400,
+            "invalid_pacore_settings",
+            "temprature; did you mean temperature?",
+        ),
+        (good(pacore={"review": True}), 400, "invalid_pacore_settings", "cannot pause"),
         (good(pacore={"min_success": 2.5}), 400, "invalid_pacore_settings", "min_success"),
         (good(pacore={"max_seconds": "soon"}), 400, "invalid_pacore_settings", "max_seconds"),
         (

@@ -11,7 +11,7 @@ from typing import Any
 from langchain_core.messages import BaseMessage, convert_to_messages
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pacore_graph.context import PaCoReContext, merge_context
+from pacore_graph.context import PaCoReContext, did_you_mean, merge_context
 from pacore_graph.errors import InvalidInputError
 from pacore_graph.messages import last_user_index
 from pacore_graph.resume import run_settings
@@ -134,7 +134,7 @@ def _pacore_settings(request: ChatRequest) -> tuple[dict[str, Any], bool]:
     if unknown := sorted(set(given) - _FIELDS):
         raise ApiError(
             400,
-            f"unknown PaCoRe setting(s): {', '.join(unknown)}",
+            f"unknown PaCoRe setting(s): {', '.join(unknown)}{did_you_mean(unknown, _FIELDS)}",
             param="pacore",
             code="invalid_pacore_settings",
         )
@@ -144,6 +144,14 @@ def _pacore_settings(request: ChatRequest) -> tuple[dict[str, Any], bool]:
             400,
             f"pacore.{misplaced[0]}: set it in {where}, not in the pacore object",
             param=f"pacore.{misplaced[0]}",
+            code="invalid_pacore_settings",
+        )
+    if given.get("review"):
+        raise ApiError(
+            400,
+            "pacore.review: a chat completion cannot pause for a person; review a run in "
+            "Studio, from Python or with pacore solve --review",
+            param="pacore.review",
             code="invalid_pacore_settings",
         )
     return given, progress
