@@ -346,7 +346,8 @@ def pacore_row(
         for ts in rounds.values()
     ]
     checks = [[cross_checks(x, markers) for x in xs] for xs in text]
-    inputs = list(state.get("references") or [])
+    # What the final round was sent: the round before it, as recorded.
+    inputs = record["rounds"][-2]["references"] if len(record["rounds"]) > 1 else []
     inputs_correct = [grade(m, problem.answer).correct for m in inputs]
     all_wrong = bool(inputs) and not any(inputs_correct)
     return {

@@ -102,7 +102,8 @@ def compact(
         edited = [{"round": done[-1]["round"], "references": ids, "review": "edited"}]
     return {
         "rounds_done": [*edited, summary],
-        "references": state.get("references") if final else references,  # final: as sent
+        # After the final round no round is sent references: the record keeps what was.
+        "references": None if final else references,
         "retry": [],
         "budget_exhausted": budget or state.get("budget_exhausted"),
     }
