@@ -286,15 +286,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         **kwargs: Any,
     ) -> ChatResult:
         """The base class's call within the concurrency limit, its errors named."""
-        try:
-            with self._hold():
-                return super()._generate(messages, stop, run_manager, **kwargs)
-        except openai.APITimeoutError as exc:
-            if (error := self._timeout_error(exc, False, self.root_client)) is None:
-                raise
-            raise error from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # the SDK's parse
-            raise undecodable(exc) from exc
+        with self._hold(), self._named_errors(self.root_client, streamed=False):
+            return super()._generate(messages, stop, run_manager, **kwargs)
 
     async def _agenerate(
         self,
@@ -319,10 +312,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
                         or self.include_response_headers
                         or "response_format" in payload
                     ):
-                        try:
+                        with self._named_errors(clients, streamed=False):
                             return await super()._agenerate(messages, stop, run_manager, **kwargs)
-                        except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # SDK's parse
-                            raise undecodable(exc) from exc
                     body = {k: v for k, v in payload.items() if k != "extra_body"}
                     body.update(payload.get("extra_body") or {})  # as the SDK merges it
                     response = await post_chat_completion(clients.session(), direct, body)
@@ -415,11 +406,34 @@ class ChatOpenAICompatible(BaseChatOpenAI):
                     yield check(generation)
 
     @contextlib.contextmanager
+    def _named_errors(self, clients: object, streamed: bool) -> Iterator[None]:
+        """A call's failures under the names they have here rather than the SDK's."""
+        try:
+            yield
+        except Exception as exc:
+            if isinstance(exc, CallTimeoutError):  # until_deadline's: named already
+                raise
+            error: Exception | None = None
+            if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+                error = self._timeout_error(exc, streamed, clients)  # httpx2's: not wrapped
+            elif streamed and isinstance(exc, TimeoutError) and self.stream_chunk_timeout:
+                error = self._timeout(stall_message(self.stream_chunk_timeout))  # no chunk came
+            # The base class calls chunk.model_dump() on an event the SDK could not make a
+            # chunk of (no JSON object: a list, a number), before checked_chunk sees it.
+            elif streamed and isinstance(exc, AttributeError) and exc.name == "model_dump":
+                error = MalformedResponseError("malformed reply: a stream chunk is not an object")
+            elif isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):  # the SDK's parse
+                error = undecodable(exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    @contextlib.contextmanager
     def _checked(self, clients: object) -> Iterator[Callable[[ChatGenerationChunk], Any]]:
-        """A check of each chunk of a stream (the size limit), its failures under the names
-        they have in a call, and at its end the check that a finish_reason came: a stream cut
-        by a crashing server or proxy can end cleanly, and the graph retries the
-        `IncompleteResponseError` of such a partial answer."""
+        """A check of each chunk of a stream (the size limit), its failures named, and at its
+        end the check that a finish_reason came: a stream cut by a crashing server or proxy
+        can end cleanly, and the graph retries the `IncompleteResponseError` of such a
+        partial answer."""
         size, finished = StreamSize(self.max_reply_bytes), False
 
         def check(generation: ChatGenerationChunk) -> ChatGenerationChunk:
@@ -430,25 +444,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             finished = finished or bool(reason or meta.get("finish_reason"))
             return generation
 
-        try:
+        with self._named_errors(clients, streamed=True):
             yield check
-        except Exception as exc:
-            if isinstance(exc, CallTimeoutError):  # until_deadline's: named already
-                raise
-            error: Exception | None = None
-            if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
-                error = self._timeout_error(exc, True, clients)  # httpx2's: not wrapped
-            elif isinstance(exc, TimeoutError) and self.stream_chunk_timeout:  # no chunk came
-                error = self._timeout(stall_message(self.stream_chunk_timeout))
-            # The base class calls chunk.model_dump() on an event the SDK could not make a
-            # chunk of (no JSON object: a list, a number), before checked_chunk sees it.
-            elif isinstance(exc, AttributeError) and exc.name == "model_dump":
-                error = MalformedResponseError("malformed reply: a stream chunk is not an object")
-            elif isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):  # SDK-parsed event
-                error = undecodable(exc)
-            if error is None:
-                raise
-            raise error from exc
         if not finished:
             raise IncompleteResponseError(
                 f"the stream from {self.openai_api_base} ended before a finish_reason "
