@@ -122,7 +122,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         description="The size limit of one reply in bytes (a stream's: its content and "
         "thinking): past it, ReplyTooLargeError, not retried. None: no limit.",
     )
-    _limit: CallLimit | None = PrivateAttr(default=None)
+    _limit: CallLimit = PrivateAttr(default_factory=lambda: CallLimit(None))
 
     @model_validator(mode="before")
     @classmethod
@@ -187,15 +187,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
                 max_bytes=self.max_reply_bytes,
                 socket_options=self.http_socket_options,
             )
-        if self.max_concurrent_requests is not None:
-            self._limit = CallLimit(self.max_concurrent_requests)
+        self._limit = CallLimit(self.max_concurrent_requests)
         return self
-
-    def _hold(self) -> contextlib.AbstractContextManager[None]:
-        return self._limit.hold() if self._limit is not None else contextlib.nullcontext()
-
-    def _ahold(self) -> contextlib.AbstractAsyncContextManager[None]:
-        return self._limit.ahold() if self._limit is not None else contextlib.nullcontext()
 
     def _direct(self) -> DirectRequest | None:
         """The direct path's request options; None where only the SDK knows how to send."""
@@ -286,7 +279,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         **kwargs: Any,
     ) -> ChatResult:
         """The base class's call within the concurrency limit, its errors named."""
-        with self._hold(), self._named_errors(self.root_client, streamed=False):
+        with self._limit.hold(), self._named_errors(self.root_client, streamed=False):
             return super()._generate(messages, stop, run_manager, **kwargs)
 
     async def _agenerate(
@@ -300,7 +293,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         goes the direct path, anything else the SDK."""
         clients = self.root_async_client
         direct = clients.direct if isinstance(clients, LoopClients) else None
-        async with self._ahold():
+        async with self._limit.ahold():
             seconds = _deadline_of(self.request_timeout)
             timer = asyncio.timeout(seconds)
             try:
@@ -376,7 +369,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         kwargs = _stall_limited(self.root_client, kwargs)
-        with self._hold(), self._checked(self.root_client) as check:
+        with self._limit.hold(), self._checked(self.root_client) as check:
             chunks = super()._stream(messages, stop, run_manager, **kwargs)
             # Closing the chunks closes the response: a stream stopped early hangs up.
             with contextlib.closing(cast("Generator[ChatGenerationChunk]", chunks)):
@@ -400,7 +393,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             chunks = until_deadline(
                 chunks, seconds, lambda: self._timeout(deadline_message(seconds))
             )
-        async with self._ahold(), contextlib.aclosing(chunks):  # closed: as in _stream
+        async with self._limit.ahold(), contextlib.aclosing(chunks):  # closed: as in _stream
             with self._checked(clients) as check:
                 async for generation in chunks:
                     yield check(generation)
