@@ -99,13 +99,8 @@ class DeadlineTransport(httpx2.BaseTransport):
                 raise ReplyTooLargeError(limit)
             size = ByteCount(limit, events)
         if deadline is not None or size is not None:
-            stream = _CheckedStream(stream, request, deadline, size)
-        return httpx2.Response(
-            status_code=response.status_code,
-            headers=response.headers,
-            stream=stream,
-            extensions=response.extensions,
-        )
+            response.stream = _CheckedStream(stream, request, deadline, size)
+        return response
 
     def close(self) -> None:
         self._inner.close()
