@@ -18,8 +18,7 @@ import httpx2
 import openai
 
 from pacore_graph.backends.deadline import DeadlineTransport, keepalive_options, ssl_context
-from pacore_graph.backends.size import AsyncSizedStream, event_stream, over_length
-from pacore_graph.errors import ReplyTooLargeError
+from pacore_graph.backends.size import AsyncSizedStream, ByteCount
 
 if TYPE_CHECKING:
     from pacore_graph.backends.direct import DirectRequest
@@ -68,10 +67,8 @@ class AioHttpClient(openai.DefaultAioHttpClient):
         if limit is None:
             return response
         try:
-            events = event_stream(response.headers)
-            if not events and over_length(response.headers, limit):
-                raise ReplyTooLargeError(limit)
-            response.stream = AsyncSizedStream(response.stream, limit, events)  # type: ignore[arg-type]
+            counter = ByteCount.of(response.headers, limit)
+            response.stream = AsyncSizedStream(response.stream, counter)  # type: ignore[arg-type]
             if not stream:  # as httpx2's send reads it
                 await response.aread()
         except BaseException:

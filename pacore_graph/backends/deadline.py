@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import httpx2
 
-from pacore_graph.backends.size import ByteCount, event_stream, over_length
+from pacore_graph.backends.size import ByteCount
 from pacore_graph.errors import CallTimeoutError, ReplyTooLargeError
 
 _E = TypeVar("_E", bound=BaseException)
@@ -91,13 +91,13 @@ class DeadlineTransport(httpx2.BaseTransport):
         stream = response.stream
         if not isinstance(stream, httpx2.SyncByteStream):  # pragma: no cover - sync only
             return response
-        limit, size = self._max_bytes, None
-        if limit is not None:
-            events = event_stream(response.headers)
-            if not events and over_length(response.headers, limit):
+        size = None
+        if self._max_bytes is not None:
+            try:
+                size = ByteCount.of(response.headers, self._max_bytes)
+            except ReplyTooLargeError:
                 stream.close()  # unread: the connection is closed, not reused
-                raise ReplyTooLargeError(limit)
-            size = ByteCount(limit, events)
+                raise
         if deadline is not None or size is not None:
             response.stream = _CheckedStream(stream, request, deadline, size)
         return response
