@@ -337,10 +337,9 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         if typed is not None:  # what the base class takes from the SDK's object
             extra = result.generations[0].message.additional_kwargs
             message: Any = getattr(typed.choices[0], "message", None)  # type: ignore[attr-defined]
-            if hasattr(message, "parsed"):
-                extra["parsed"] = message.parsed
-            if "refusal" in choices[0]["message"]:
-                extra["refusal"] = choices[0]["message"]["refusal"]
+            for key in ("parsed", "refusal"):  # the refusal as checked, the parsed object kept
+                if hasattr(message, key):
+                    extra[key] = choices[0]["message"].get(key, getattr(message, key))
         for generation, choice in zip(result.generations, choices, strict=False):
             if thinking := reasoning(choice["message"]):
                 generation.message.additional_kwargs["reasoning_content"] = thinking
