@@ -100,13 +100,17 @@ class _LoopPools:
     session: aiohttp.ClientSession | None = None
     closer: AsyncIterator[None] | None = None
 
-    async def close(self) -> None:
+    async def closed_with_loop(self, forget: Callable[[], object]) -> AsyncIterator[None]:
+        """Yields once; when the loop shuts down, closes the pools and ``forget``s them (each
+        step even when one before it fails)."""
         try:
-            if self.client is not None:
-                await self.client.close()
+            yield
         finally:
-            if self.session is not None:
-                await self.session.close()
+            async with contextlib.AsyncExitStack() as stack:
+                stack.callback(forget)
+                for pool in (self.session, self.client):  # closed in reverse
+                    if pool is not None:
+                        stack.push_async_callback(pool.close)
 
 
 class LoopClients(_StandIn):
@@ -160,22 +164,12 @@ class LoopClients(_StandIn):
         pools = self._pools.get(loop)
         if pools is None:
             pools = self._pools[loop] = _LoopPools()
-            pools.closer = _closed_with_loop(pools, lambda: self._pools.pop(loop, None))
+            pools.closer = pools.closed_with_loop(lambda: self._pools.pop(loop, None))
             # The first step registers the generator with the loop, which closes it in
             # shutdown_asyncgens; forgotten then, as pools refer to their loop.
             with contextlib.suppress(StopIteration):
                 cast("Coroutine[Any, Any, None]", pools.closer.__anext__()).send(None)
         return pools
-
-
-async def _closed_with_loop(pools: _LoopPools, forget: Callable[[], object]) -> AsyncIterator[None]:
-    try:
-        yield
-    finally:
-        try:
-            await pools.close()
-        finally:
-            forget()
 
 
 class LazySyncClient(_StandIn):
