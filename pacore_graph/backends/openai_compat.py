@@ -51,13 +51,6 @@ from pacore_graph.errors import (
 from pacore_graph.secrets import url_credentials
 
 
-def _deadline_of(timeout: Any) -> float | None:
-    """The deadline a number sets; None, an ``httpx2.Timeout`` or a tuple set none."""
-    if isinstance(timeout, int | float) and not isinstance(timeout, bool):
-        return float(timeout)
-    return None
-
-
 def _stall_env() -> float:  # langchain-openai's variable, else ours
     value = os.environ.get("LANGCHAIN_OPENAI_STREAM_CHUNK_TIMEOUT_S")
     try:
@@ -123,6 +116,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         "thinking): past it, ReplyTooLargeError, not retried. None: no limit.",
     )
     _limit: CallLimit = PrivateAttr(default_factory=lambda: CallLimit(None))
+    _deadline: float | None = PrivateAttr(default=None)  # a number request_timeout sets one
+    _stall_s: float | None = PrivateAttr(default=None)  # when shorter than the deadline
 
     @model_validator(mode="before")
     @classmethod
@@ -155,18 +150,21 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             "default_headers": self.default_headers,
             "default_query": self.default_query,
         }
-        deadline = _deadline_of(self.request_timeout)
+        timeout, stall = self.request_timeout, self.stream_chunk_timeout
+        if isinstance(timeout, int | float) and not isinstance(timeout, bool):
+            self._deadline = float(timeout)
+            self._stall_s = stall if stall and 0 < stall < timeout else None
+        deadline = self._deadline
         connect = None if deadline is None else min(CONNECT_S, deadline)
         if isinstance(self.root_async_client, LoopClients):
             self.root_async_client.max_bytes = self.max_reply_bytes
             # The deadline (asyncio.timeout) bounds the whole call: a non-streamed answer
             # needs no per-read timer; a stream reads within the stall limit.
-            timeout = self.request_timeout
             if deadline is not None:
                 timeout = httpx2.Timeout(None, connect=connect)
-                if (stall := self._stall(deadline)) is not None:
+                if self._stall_s is not None:
                     self.root_async_client.stream_timeout = httpx2.Timeout(
-                        None, connect=connect, read=stall
+                        None, connect=connect, read=self._stall_s
                     )
             self.root_async_client.configure(
                 self.max_connections, self._direct(), **kwargs, timeout=timeout
@@ -177,7 +175,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             timeout, stream_timeout = self.request_timeout, None
             if deadline is not None:
                 timeout = httpx2.Timeout(connect, read=deadline, write=deadline, pool=deadline)
-                stall = self._stall(deadline) or deadline
+                stall = self._stall_s or deadline
                 stream_timeout = httpx2.Timeout(connect, read=stall, write=deadline, pool=deadline)
             self.root_client.configure(
                 kwargs,
@@ -251,24 +249,19 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         base = (self.openai_api_base or "https://api.openai.com/v1").rstrip("/")
         return CallTimeoutError(message, request=httpx2.Request("POST", f"{base}/chat/completions"))
 
-    def _stall(self, deadline: float) -> float | None:
-        """The stall limit of a stream, when it is one (shorter than the deadline)."""
-        stall = self.stream_chunk_timeout
-        return stall if stall and 0 < stall < deadline else None
-
     def _timeout_error(
         self, exc: BaseException, streamed: bool, client: object
     ) -> CallTimeoutError | None:
         """The `CallTimeoutError` a read timeout on our ``client`` means; None: the SDK's."""
-        deadline = _deadline_of(self.request_timeout)
+        deadline = self._deadline
         if deadline is None or not isinstance(client, LazySyncClient | LoopClients):
             return None
         if (cause := cause_of(exc, DeadlineExceeded)) is not None:
             return self._timeout(str(cause))
         if cause_of(exc, httpx2.ReadTimeout) is None:
             return None
-        if streamed and (stall := self._stall(deadline)) is not None:
-            return self._timeout(stall_message(stall))
+        if streamed and self._stall_s is not None:
+            return self._timeout(stall_message(self._stall_s))
         return self._timeout(deadline_message(deadline))
 
     def _generate(
@@ -294,7 +287,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         clients = self.root_async_client
         direct = clients.direct if isinstance(clients, LoopClients) else None
         async with self._limit.ahold():
-            seconds = _deadline_of(self.request_timeout)
+            seconds = self._deadline
             timer = asyncio.timeout(seconds)
             try:
                 async with timer:
@@ -388,7 +381,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             "AsyncGenerator[ChatGenerationChunk]",
             super()._astream(messages, stop, run_manager, **kwargs),
         )
-        if (seconds := _deadline_of(self.request_timeout)) is not None:
+        if (seconds := self._deadline) is not None:
             chunks = until_deadline(
                 chunks, seconds, lambda: self._timeout(deadline_message(seconds))
             )
