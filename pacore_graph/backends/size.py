@@ -44,24 +44,24 @@ class ByteCount:
             raise ReplyTooLargeError(self.limit)
 
 
+@dataclass
 class AsyncSizedStream(httpx2.AsyncByteStream):
     """An async body raising `ReplyTooLargeError` past its ``counter``'s limit."""
 
-    def __init__(self, inner: httpx2.AsyncByteStream, counter: ByteCount) -> None:
-        self._inner = inner
-        self._counter = counter
+    inner: httpx2.AsyncByteStream
+    counter: ByteCount
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
+        async for chunk in self.inner:
             try:
-                self._counter.add(chunk)
+                self.counter.add(chunk)
             except ReplyTooLargeError:
-                await self._inner.aclose()
+                await self.inner.aclose()
                 raise
             yield chunk
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        await self.inner.aclose()
 
 
 @dataclass(slots=True)
