@@ -118,7 +118,6 @@ class LoopClients(_StandIn):
 
     def __init__(self) -> None:
         self.direct: DirectRequest | None = None  # None: every call goes through the SDK
-        self.stream_timeout: httpx2.Timeout | None = None  # a stream's: the stall limit
         self.max_bytes: int | None = None
         self._kwargs: dict[str, Any] = {}
         self._max_connections = 0
@@ -178,14 +177,12 @@ class LazySyncClient(_StandIn):
     def __init__(self) -> None:
         self._make: Callable[[], openai.OpenAI] | None = None
         self._client: openai.OpenAI | None = None
-        self.stream_timeout: httpx2.Timeout | None = None  # a stream's: the stall limit
 
     def configure(
         self,
         client_kwargs: dict[str, Any],
         *,
         timeout: Any,
-        stream_timeout: httpx2.Timeout | None,
         deadline: float | None,
         max_bytes: int | None,
         socket_options: Any,
@@ -209,7 +206,7 @@ class LazySyncClient(_StandIn):
             http = openai.DefaultHttpxClient(transport=transport, timeout=timeout)
             return openai.OpenAI(**client_kwargs, timeout=timeout, http_client=http)
 
-        self._make, self._client, self.stream_timeout = make, None, stream_timeout
+        self._make, self._client = make, None
 
     def current(self) -> openai.OpenAI:
         if self._client is None:

@@ -118,6 +118,9 @@ class ChatOpenAICompatible(BaseChatOpenAI):
     _limit: CallLimit = PrivateAttr(default_factory=lambda: CallLimit(None))
     _deadline: float | None = PrivateAttr(default=None)  # a number request_timeout sets one
     _stall_s: float | None = PrivateAttr(default=None)  # when shorter than the deadline
+    # Our clients' timeouts of a stream: the stall limit for reads.
+    _stream_timeout: httpx2.Timeout | None = PrivateAttr(default=None)
+    _astream_timeout: httpx2.Timeout | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -163,7 +166,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             if deadline is not None:
                 timeout = httpx2.Timeout(None, connect=connect)
                 if self._stall_s is not None:
-                    self.root_async_client.stream_timeout = httpx2.Timeout(
+                    self._astream_timeout = httpx2.Timeout(
                         None, connect=connect, read=self._stall_s
                     )
             self.root_async_client.configure(
@@ -172,15 +175,16 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         if isinstance(self.root_client, LazySyncClient):
             # Per-read timeouts within the deadline (the stall limit for a stream), and
             # DeadlineTransport checking the deadline between reads.
-            timeout, stream_timeout = self.request_timeout, None
+            timeout = self.request_timeout
             if deadline is not None:
                 timeout = httpx2.Timeout(connect, read=deadline, write=deadline, pool=deadline)
                 stall = self._stall_s or deadline
-                stream_timeout = httpx2.Timeout(connect, read=stall, write=deadline, pool=deadline)
+                self._stream_timeout = httpx2.Timeout(
+                    connect, read=stall, write=deadline, pool=deadline
+                )
             self.root_client.configure(
                 kwargs,
                 timeout=timeout,
-                stream_timeout=stream_timeout,
                 deadline=deadline,
                 max_bytes=self.max_reply_bytes,
                 socket_options=self.http_socket_options,
@@ -360,7 +364,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        kwargs = _stall_limited(self.root_client, kwargs)
+        kwargs = _with_timeout(kwargs, self._stream_timeout)
         with self._limit.hold(), self._checked(self.root_client) as check:
             chunks = super()._stream(messages, stop, run_manager, **kwargs)
             # Closing the chunks closes the response: a stream stopped early hangs up.
@@ -376,7 +380,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         clients = self.root_async_client
-        kwargs = _stall_limited(clients, kwargs)
+        kwargs = _with_timeout(kwargs, self._astream_timeout)
         chunks = cast(
             "AsyncGenerator[ChatGenerationChunk]",
             super()._astream(messages, stop, run_manager, **kwargs),
@@ -451,15 +455,9 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             ) from exc
 
 
-def _stall_limited(clients: object, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """A stream's ``kwargs`` with our client's stall limit, unless it brings a ``timeout``."""
-    if (
-        isinstance(clients, LazySyncClient | LoopClients)
-        and clients.stream_timeout is not None
-        and "timeout" not in kwargs
-    ):
-        return {**kwargs, "timeout": clients.stream_timeout}
-    return kwargs
+def _with_timeout(kwargs: dict[str, Any], timeout: httpx2.Timeout | None) -> dict[str, Any]:
+    """A stream's ``kwargs`` with our client's ``timeout``, unless they bring their own."""
+    return kwargs if timeout is None or "timeout" in kwargs else {**kwargs, "timeout": timeout}
 
 
 def _credentials_to_key(values: dict[str, Any]) -> dict[str, Any]:
