@@ -200,9 +200,7 @@ class LazySyncClient(_StandIn):
                 proxy=environment_proxy(url) if url else None,  # a custom transport skips it
                 socket_options=keepalive_options() if socket_options is None else socket_options,
             )
-            transport: httpx2.BaseTransport = inner
-            if deadline is not None or max_bytes is not None:
-                transport = DeadlineTransport(inner, deadline, max_bytes)
+            transport = DeadlineTransport(inner, deadline, max_bytes)  # None, None: passes all
             http = openai.DefaultHttpxClient(transport=transport, timeout=timeout)
             return openai.OpenAI(**client_kwargs, timeout=timeout, http_client=http)
 
