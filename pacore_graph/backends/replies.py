@@ -62,7 +62,8 @@ def clean_usage(usage: Any) -> dict[str, Any] | None:
         isinstance(usage.get(k), dict | None) for k in _DETAILS
     ):
         return usage  # the common case, untouched
-    clean = dict(usage)
+    # The base class reads the details with .get(): ones that are no object are left out.
+    clean = {k: v for k, v in usage.items() if k not in _DETAILS or isinstance(v, dict | None)}
     for key, value in (("prompt_tokens", prompt), ("completion_tokens", completion)):
         if value is not None:
             if (count := _count(value)) is None:
@@ -73,9 +74,6 @@ def clean_usage(usage: Any) -> dict[str, Any] | None:
         if count is None:
             count = clean.get("prompt_tokens", 0) + clean.get("completion_tokens", 0)
         clean["total_tokens"] = count
-    for key in _DETAILS:  # the base class reads them with .get()
-        if not isinstance(clean.get(key), dict | None):
-            del clean[key]
     return clean
 
 
