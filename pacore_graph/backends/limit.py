@@ -67,8 +67,7 @@ class CallLimit:
     def hold(self) -> Iterator[None]:
         """Holds a slot for a blocking call."""
         event = threading.Event()
-        waiter = self._enter(event.set)
-        if waiter is not None:
+        if self._enter(event.set) is not None:
             event.wait()
         try:
             yield
