@@ -346,8 +346,7 @@ class TrajectoryNode:
     ) -> Command | dict[str, list[Trajectory]]:
         error = redact(error, self.secrets)
         r, i = call.task["round"], call.task["index"]
-        latency = time.perf_counter() - call.started
-        traj = unfinished_record(r, i, status, error, latency_s=latency)
+        traj = unfinished_record(r, i, status, error, latency_s=time.perf_counter() - call.started)
         event = {"type": f"trajectory_{status}", "round": r, "index": i, "error": error}
         call.runtime.stream_writer(event)
         return then_compact(call.task, {"trajectories": [traj]})
