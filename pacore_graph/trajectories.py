@@ -10,6 +10,7 @@ from typing import Literal
 from langchain_core.messages import BaseMessage
 from typing_extensions import TypedDict
 
+from pacore_graph.backends.replies import reasoning
 from pacore_graph.compaction import Compaction, compaction_input, reference_compaction
 from pacore_graph.messages import message_text
 
@@ -43,10 +44,8 @@ class Trajectory(TypedDict):
 def reasoning_of(message: BaseMessage) -> str | None:
     """The thinking a chat model returned beside the content, if any: in
     ``additional_kwargs`` (``reasoning_content``, ``reasoning``) or content blocks."""
-    for key in ("reasoning_content", "reasoning"):
-        value = message.additional_kwargs.get(key)
-        if isinstance(value, str) and value:
-            return value
+    if (separated := reasoning(message.additional_kwargs)) is not None:
+        return separated
     if isinstance(message.content, list):
         parts = [
             b.get("reasoning") or b.get("thinking") or ""

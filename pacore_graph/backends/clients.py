@@ -18,8 +18,7 @@ import httpx2
 import openai
 
 from pacore_graph.backends.deadline import DeadlineTransport, keepalive_options, ssl_context
-from pacore_graph.backends.size import AsyncSizedStream, event_stream, over_length
-from pacore_graph.errors import ReplyTooLargeError
+from pacore_graph.backends.size import AsyncSizedStream, ByteCount
 
 if TYPE_CHECKING:
     from pacore_graph.backends.direct import DirectRequest
@@ -68,10 +67,8 @@ class AioHttpClient(openai.DefaultAioHttpClient):
         if limit is None:
             return response
         try:
-            events = event_stream(response.headers)
-            if not events and over_length(response.headers, limit):
-                raise ReplyTooLargeError(limit)
-            response.stream = AsyncSizedStream(response.stream, limit, events)  # type: ignore[arg-type]
+            counter = ByteCount.of(response.headers, limit)
+            response.stream = AsyncSizedStream(response.stream, counter)  # type: ignore[arg-type]
             if not stream:  # as httpx2's send reads it
                 await response.aread()
         except BaseException:
@@ -103,13 +100,17 @@ class _LoopPools:
     session: aiohttp.ClientSession | None = None
     closer: AsyncIterator[None] | None = None
 
-    async def close(self) -> None:
+    async def closed_with_loop(self, forget: Callable[[], object]) -> AsyncIterator[None]:
+        """Yields once; when the loop shuts down, closes the pools and ``forget``s them (each
+        step even when one before it fails)."""
         try:
-            if self.client is not None:
-                await self.client.close()
+            yield
         finally:
-            if self.session is not None:
-                await self.session.close()
+            async with contextlib.AsyncExitStack() as stack:
+                stack.callback(forget)
+                for pool in (self.session, self.client):  # closed in reverse
+                    if pool is not None:
+                        stack.push_async_callback(pool.close)
 
 
 class LoopClients(_StandIn):
@@ -117,7 +118,6 @@ class LoopClients(_StandIn):
 
     def __init__(self) -> None:
         self.direct: DirectRequest | None = None  # None: every call goes through the SDK
-        self.stream_timeout: httpx2.Timeout | None = None  # a stream's: the stall limit
         self.max_bytes: int | None = None
         self._kwargs: dict[str, Any] = {}
         self._max_connections = 0
@@ -163,22 +163,12 @@ class LoopClients(_StandIn):
         pools = self._pools.get(loop)
         if pools is None:
             pools = self._pools[loop] = _LoopPools()
-            pools.closer = _closed_with_loop(pools, lambda: self._pools.pop(loop, None))
+            pools.closer = pools.closed_with_loop(lambda: self._pools.pop(loop, None))
             # The first step registers the generator with the loop, which closes it in
             # shutdown_asyncgens; forgotten then, as pools refer to their loop.
             with contextlib.suppress(StopIteration):
                 cast("Coroutine[Any, Any, None]", pools.closer.__anext__()).send(None)
         return pools
-
-
-async def _closed_with_loop(pools: _LoopPools, forget: Callable[[], object]) -> AsyncIterator[None]:
-    try:
-        yield
-    finally:
-        try:
-            await pools.close()
-        finally:
-            forget()
 
 
 class LazySyncClient(_StandIn):
@@ -187,14 +177,12 @@ class LazySyncClient(_StandIn):
     def __init__(self) -> None:
         self._make: Callable[[], openai.OpenAI] | None = None
         self._client: openai.OpenAI | None = None
-        self.stream_timeout: httpx2.Timeout | None = None  # a stream's: the stall limit
 
     def configure(
         self,
         client_kwargs: dict[str, Any],
         *,
         timeout: Any,
-        stream_timeout: httpx2.Timeout | None,
         deadline: float | None,
         max_bytes: int | None,
         socket_options: Any,
@@ -212,13 +200,11 @@ class LazySyncClient(_StandIn):
                 proxy=environment_proxy(url) if url else None,  # a custom transport skips it
                 socket_options=keepalive_options() if socket_options is None else socket_options,
             )
-            transport: httpx2.BaseTransport = inner
-            if deadline is not None or max_bytes is not None:
-                transport = DeadlineTransport(inner, deadline, max_bytes)
+            transport = DeadlineTransport(inner, deadline, max_bytes)  # None, None: passes all
             http = openai.DefaultHttpxClient(transport=transport, timeout=timeout)
             return openai.OpenAI(**client_kwargs, timeout=timeout, http_client=http)
 
-        self._make, self._client, self.stream_timeout = make, None, stream_timeout
+        self._make, self._client = make, None
 
     def current(self) -> openai.OpenAI:
         if self._client is None:

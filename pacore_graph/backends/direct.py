@@ -97,10 +97,8 @@ def _status_error(url: str, status: int, headers: Any, raw: bytes) -> openai.API
     body = data.get("error", data) if isinstance(data, dict) else data
     if isinstance(body, dict) and isinstance(body.get("message"), str) and body["message"]:
         message += f" - {body['message']}"  # the SDK names only the message field
-    cls = _STATUS_ERRORS.get(status)
-    if cls is None:
-        cls = openai.InternalServerError if status >= 500 else openai.APIStatusError
-    return cls(message, response=response, body=body)
+    other = openai.InternalServerError if status >= 500 else openai.APIStatusError
+    return _STATUS_ERRORS.get(status, other)(message, response=response, body=body)
 
 
 def _transport_error(exc: BaseException, url: str) -> openai.APIConnectionError:

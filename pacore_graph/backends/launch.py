@@ -133,11 +133,8 @@ def open_backend(
             raise InvalidSettingsError(
                 "--backend vllm needs --model PATH (a Hugging Face model folder)"
             )
-        engine = ChatVLLM(model=model)
-        try:
+        with contextlib.closing(ChatVLLM(model=model)) as engine:
             yield OpenBackend(engine)
-        finally:
-            engine.close()
     else:
         raise InvalidSettingsError(f"unknown backend {kind!r}: use openai, embedded or vllm")
 

@@ -21,10 +21,11 @@ class _Waiter:
 
 
 class CallLimit:
-    """At most ``limit`` calls in flight; further callers wait in arrival order."""
+    """At most ``limit`` calls in flight (None: any number); further callers wait in
+    arrival order."""
 
-    def __init__(self, limit: int) -> None:
-        if limit < 1:
+    def __init__(self, limit: int | None) -> None:
+        if limit is not None and limit < 1:
             raise ValueError(f"a concurrency limit must be at least 1, got {limit}")
         self.limit = limit
         self.in_flight = 0
@@ -33,7 +34,7 @@ class CallLimit:
 
     def _enter(self, wake: Callable[[], None]) -> _Waiter | None:
         with self._lock:
-            if self.in_flight < self.limit:
+            if self.limit is None or self.in_flight < self.limit:
                 self.in_flight += 1
                 return None
             waiter = _Waiter(wake)
@@ -66,8 +67,7 @@ class CallLimit:
     def hold(self) -> Iterator[None]:
         """Holds a slot for a blocking call."""
         event = threading.Event()
-        waiter = self._enter(event.set)
-        if waiter is not None:
+        if self._enter(event.set) is not None:
             event.wait()
         try:
             yield

@@ -51,13 +51,6 @@ from pacore_graph.errors import (
 from pacore_graph.secrets import url_credentials
 
 
-def _deadline_of(timeout: Any) -> float | None:
-    """The deadline a number sets; None, an ``httpx2.Timeout`` or a tuple set none."""
-    if isinstance(timeout, int | float) and not isinstance(timeout, bool):
-        return float(timeout)
-    return None
-
-
 def _stall_env() -> float:  # langchain-openai's variable, else ours
     value = os.environ.get("LANGCHAIN_OPENAI_STREAM_CHUNK_TIMEOUT_S")
     try:
@@ -122,7 +115,12 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         description="The size limit of one reply in bytes (a stream's: its content and "
         "thinking): past it, ReplyTooLargeError, not retried. None: no limit.",
     )
-    _limit: CallLimit | None = PrivateAttr(default=None)
+    _limit: CallLimit = PrivateAttr(default_factory=lambda: CallLimit(None))
+    _deadline: float | None = PrivateAttr(default=None)  # a number request_timeout sets one
+    _stall_s: float | None = PrivateAttr(default=None)  # when shorter than the deadline
+    # Our clients' timeouts of a stream: the stall limit for reads.
+    _stream_timeout: httpx2.Timeout | None = PrivateAttr(default=None)
+    _astream_timeout: httpx2.Timeout | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -155,18 +153,21 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             "default_headers": self.default_headers,
             "default_query": self.default_query,
         }
-        deadline = _deadline_of(self.request_timeout)
+        timeout, stall = self.request_timeout, self.stream_chunk_timeout
+        if isinstance(timeout, int | float) and not isinstance(timeout, bool):
+            self._deadline = float(timeout)
+            self._stall_s = stall if stall and 0 < stall < timeout else None
+        deadline = self._deadline
         connect = None if deadline is None else min(CONNECT_S, deadline)
         if isinstance(self.root_async_client, LoopClients):
             self.root_async_client.max_bytes = self.max_reply_bytes
             # The deadline (asyncio.timeout) bounds the whole call: a non-streamed answer
             # needs no per-read timer; a stream reads within the stall limit.
-            timeout = self.request_timeout
             if deadline is not None:
                 timeout = httpx2.Timeout(None, connect=connect)
-                if (stall := self._stall(deadline)) is not None:
-                    self.root_async_client.stream_timeout = httpx2.Timeout(
-                        None, connect=connect, read=stall
+                if self._stall_s is not None:
+                    self._astream_timeout = httpx2.Timeout(
+                        None, connect=connect, read=self._stall_s
                     )
             self.root_async_client.configure(
                 self.max_connections, self._direct(), **kwargs, timeout=timeout
@@ -174,28 +175,22 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         if isinstance(self.root_client, LazySyncClient):
             # Per-read timeouts within the deadline (the stall limit for a stream), and
             # DeadlineTransport checking the deadline between reads.
-            timeout, stream_timeout = self.request_timeout, None
+            timeout = self.request_timeout
             if deadline is not None:
                 timeout = httpx2.Timeout(connect, read=deadline, write=deadline, pool=deadline)
-                stall = self._stall(deadline) or deadline
-                stream_timeout = httpx2.Timeout(connect, read=stall, write=deadline, pool=deadline)
+                stall = self._stall_s or deadline
+                self._stream_timeout = httpx2.Timeout(
+                    connect, read=stall, write=deadline, pool=deadline
+                )
             self.root_client.configure(
                 kwargs,
                 timeout=timeout,
-                stream_timeout=stream_timeout,
                 deadline=deadline,
                 max_bytes=self.max_reply_bytes,
                 socket_options=self.http_socket_options,
             )
-        if self.max_concurrent_requests is not None:
-            self._limit = CallLimit(self.max_concurrent_requests)
+        self._limit = CallLimit(self.max_concurrent_requests)
         return self
-
-    def _hold(self) -> contextlib.AbstractContextManager[None]:
-        return self._limit.hold() if self._limit is not None else contextlib.nullcontext()
-
-    def _ahold(self) -> contextlib.AbstractAsyncContextManager[None]:
-        return self._limit.ahold() if self._limit is not None else contextlib.nullcontext()
 
     def _direct(self) -> DirectRequest | None:
         """The direct path's request options; None where only the SDK knows how to send."""
@@ -258,24 +253,19 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         base = (self.openai_api_base or "https://api.openai.com/v1").rstrip("/")
         return CallTimeoutError(message, request=httpx2.Request("POST", f"{base}/chat/completions"))
 
-    def _stall(self, deadline: float) -> float | None:
-        """The stall limit of a stream, when it is one (shorter than the deadline)."""
-        stall = self.stream_chunk_timeout
-        return stall if stall and 0 < stall < deadline else None
-
     def _timeout_error(
         self, exc: BaseException, streamed: bool, client: object
     ) -> CallTimeoutError | None:
         """The `CallTimeoutError` a read timeout on our ``client`` means; None: the SDK's."""
-        deadline = _deadline_of(self.request_timeout)
+        deadline = self._deadline
         if deadline is None or not isinstance(client, LazySyncClient | LoopClients):
             return None
         if (cause := cause_of(exc, DeadlineExceeded)) is not None:
             return self._timeout(str(cause))
         if cause_of(exc, httpx2.ReadTimeout) is None:
             return None
-        if streamed and (stall := self._stall(deadline)) is not None:
-            return self._timeout(stall_message(stall))
+        if streamed and self._stall_s is not None:
+            return self._timeout(stall_message(self._stall_s))
         return self._timeout(deadline_message(deadline))
 
     def _generate(
@@ -286,15 +276,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         **kwargs: Any,
     ) -> ChatResult:
         """The base class's call within the concurrency limit, its errors named."""
-        try:
-            with self._hold():
-                return super()._generate(messages, stop, run_manager, **kwargs)
-        except openai.APITimeoutError as exc:
-            if (error := self._timeout_error(exc, False, self.root_client)) is None:
-                raise
-            raise error from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # the SDK's parse
-            raise undecodable(exc) from exc
+        with self._limit.hold(), self._named_errors(self.root_client, streamed=False):
+            return super()._generate(messages, stop, run_manager, **kwargs)
 
     async def _agenerate(
         self,
@@ -307,8 +290,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         goes the direct path, anything else the SDK."""
         clients = self.root_async_client
         direct = clients.direct if isinstance(clients, LoopClients) else None
-        async with self._ahold():
-            seconds = _deadline_of(self.request_timeout)
+        async with self._limit.ahold():
+            seconds = self._deadline
             timer = asyncio.timeout(seconds)
             try:
                 async with timer:
@@ -319,10 +302,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
                         or self.include_response_headers
                         or "response_format" in payload
                     ):
-                        try:
+                        with self._named_errors(clients, streamed=False):
                             return await super()._agenerate(messages, stop, run_manager, **kwargs)
-                        except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # SDK's parse
-                            raise undecodable(exc) from exc
                     body = {k: v for k, v in payload.items() if k != "extra_body"}
                     body.update(payload.get("extra_body") or {})  # as the SDK merges it
                     response = await post_chat_completion(clients.session(), direct, body)
@@ -353,10 +334,9 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         if typed is not None:  # what the base class takes from the SDK's object
             extra = result.generations[0].message.additional_kwargs
             message: Any = getattr(typed.choices[0], "message", None)  # type: ignore[attr-defined]
-            if hasattr(message, "parsed"):
-                extra["parsed"] = message.parsed
-            if "refusal" in choices[0]["message"]:
-                extra["refusal"] = choices[0]["message"]["refusal"]
+            for key in ("parsed", "refusal"):  # the refusal as checked, the parsed object kept
+                if hasattr(message, key):
+                    extra[key] = choices[0]["message"].get(key, getattr(message, key))
         for generation, choice in zip(result.generations, choices, strict=False):
             if thinking := reasoning(choice["message"]):
                 generation.message.additional_kwargs["reasoning_content"] = thinking
@@ -384,8 +364,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        kwargs = _stall_limited(self.root_client, kwargs)
-        with self._hold(), self._checked(self.root_client) as check:
+        kwargs = _with_timeout(kwargs, self._stream_timeout)
+        with self._limit.hold(), self._checked(self.root_client) as check:
             chunks = super()._stream(messages, stop, run_manager, **kwargs)
             # Closing the chunks closes the response: a stream stopped early hangs up.
             with contextlib.closing(cast("Generator[ChatGenerationChunk]", chunks)):
@@ -400,26 +380,49 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         clients = self.root_async_client
-        kwargs = _stall_limited(clients, kwargs)
+        kwargs = _with_timeout(kwargs, self._astream_timeout)
         chunks = cast(
             "AsyncGenerator[ChatGenerationChunk]",
             super()._astream(messages, stop, run_manager, **kwargs),
         )
-        if (seconds := _deadline_of(self.request_timeout)) is not None:
+        if (seconds := self._deadline) is not None:
             chunks = until_deadline(
                 chunks, seconds, lambda: self._timeout(deadline_message(seconds))
             )
-        async with self._ahold(), contextlib.aclosing(chunks):  # closed: as in _stream
+        async with self._limit.ahold(), contextlib.aclosing(chunks):  # closed: as in _stream
             with self._checked(clients) as check:
                 async for generation in chunks:
                     yield check(generation)
 
     @contextlib.contextmanager
+    def _named_errors(self, clients: object, streamed: bool) -> Iterator[None]:
+        """A call's failures under the names they have here rather than the SDK's."""
+        try:
+            yield
+        except Exception as exc:
+            if isinstance(exc, CallTimeoutError):  # until_deadline's: named already
+                raise
+            error: Exception | None = None
+            if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+                error = self._timeout_error(exc, streamed, clients)  # httpx2's: not wrapped
+            elif streamed and isinstance(exc, TimeoutError) and self.stream_chunk_timeout:
+                error = self._timeout(stall_message(self.stream_chunk_timeout))  # no chunk came
+            # The base class calls chunk.model_dump() on an event the SDK could not make a
+            # chunk of (no JSON object: a list, a number), before checked_chunk sees it.
+            elif streamed and isinstance(exc, AttributeError) and exc.name == "model_dump":
+                error = MalformedResponseError("malformed reply: a stream chunk is not an object")
+            elif isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):  # the SDK's parse
+                error = undecodable(exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    @contextlib.contextmanager
     def _checked(self, clients: object) -> Iterator[Callable[[ChatGenerationChunk], Any]]:
-        """A check of each chunk of a stream (the size limit), its failures under the names
-        they have in a call, and at its end the check that a finish_reason came: a stream cut
-        by a crashing server or proxy can end cleanly, and the graph retries the
-        `IncompleteResponseError` of such a partial answer."""
+        """A check of each chunk of a stream (the size limit), its failures named, and at its
+        end the check that a finish_reason came: a stream cut by a crashing server or proxy
+        can end cleanly, and the graph retries the `IncompleteResponseError` of such a
+        partial answer."""
         size, finished = StreamSize(self.max_reply_bytes), False
 
         def check(generation: ChatGenerationChunk) -> ChatGenerationChunk:
@@ -430,25 +433,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             finished = finished or bool(reason or meta.get("finish_reason"))
             return generation
 
-        try:
+        with self._named_errors(clients, streamed=True):
             yield check
-        except Exception as exc:
-            if isinstance(exc, CallTimeoutError):  # until_deadline's: named already
-                raise
-            error: Exception | None = None
-            if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
-                error = self._timeout_error(exc, True, clients)  # httpx2's: not wrapped
-            elif isinstance(exc, TimeoutError) and self.stream_chunk_timeout:  # no chunk came
-                error = self._timeout(stall_message(self.stream_chunk_timeout))
-            # The base class calls chunk.model_dump() on an event the SDK could not make a
-            # chunk of (no JSON object: a list, a number), before checked_chunk sees it.
-            elif isinstance(exc, AttributeError) and exc.name == "model_dump":
-                error = MalformedResponseError("malformed reply: a stream chunk is not an object")
-            elif isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):  # SDK-parsed event
-                error = undecodable(exc)
-            if error is None:
-                raise
-            raise error from exc
         if not finished:
             raise IncompleteResponseError(
                 f"the stream from {self.openai_api_base} ended before a finish_reason "
@@ -469,15 +455,9 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             ) from exc
 
 
-def _stall_limited(clients: object, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """A stream's ``kwargs`` with our client's stall limit, unless it brings a ``timeout``."""
-    if (
-        isinstance(clients, LazySyncClient | LoopClients)
-        and clients.stream_timeout is not None
-        and "timeout" not in kwargs
-    ):
-        return {**kwargs, "timeout": clients.stream_timeout}
-    return kwargs
+def _with_timeout(kwargs: dict[str, Any], timeout: httpx2.Timeout | None) -> dict[str, Any]:
+    """A stream's ``kwargs`` with our client's ``timeout``, unless they bring their own."""
+    return kwargs if timeout is None or "timeout" in kwargs else {**kwargs, "timeout": timeout}
 
 
 def _credentials_to_key(values: dict[str, Any]) -> dict[str, Any]:

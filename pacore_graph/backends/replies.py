@@ -62,7 +62,8 @@ def clean_usage(usage: Any) -> dict[str, Any] | None:
         isinstance(usage.get(k), dict | None) for k in _DETAILS
     ):
         return usage  # the common case, untouched
-    clean = dict(usage)
+    # The base class reads the details with .get(): ones that are no object are left out.
+    clean = {k: v for k, v in usage.items() if k not in _DETAILS or isinstance(v, dict | None)}
     for key, value in (("prompt_tokens", prompt), ("completion_tokens", completion)):
         if value is not None:
             if (count := _count(value)) is None:
@@ -73,9 +74,6 @@ def clean_usage(usage: Any) -> dict[str, Any] | None:
         if count is None:
             count = clean.get("prompt_tokens", 0) + clean.get("completion_tokens", 0)
         clean["total_tokens"] = count
-    for key in _DETAILS:  # the base class reads them with .get()
-        if not isinstance(clean.get(key), dict | None):
-            del clean[key]
     return clean
 
 
@@ -88,14 +86,17 @@ def _kind(value: Any) -> str:
     return _JSON_KINDS.get(type(value), type(value).__name__)
 
 
-def _is_content(content: Any) -> bool:
-    """Text, or content parts (strings and objects) as LangChain's messages take them."""
-    return isinstance(content, str) or (
-        isinstance(content, list) and all(isinstance(p, str | dict) for p in content)
-    )
-
-
-def _check_tool_calls(tool_calls: Any) -> None:
+def _check_parts(message: dict[str, Any]) -> None:
+    """The content is text or content parts (strings and objects), as LangChain's messages
+    take it; tool_calls a list of objects."""
+    content = message.get("content")
+    if not (
+        content is None
+        or isinstance(content, str)
+        or (isinstance(content, list) and all(isinstance(p, str | dict) for p in content))
+    ):
+        raise MalformedResponseError(f"malformed reply: the content is a {_kind(content)}")
+    tool_calls = message.get("tool_calls")
     if tool_calls is not None and not (
         isinstance(tool_calls, list) and all(isinstance(c, dict) for c in tool_calls)
     ):
@@ -124,18 +125,14 @@ def checked_completion(data: Any) -> dict[str, Any]:
             raise MalformedResponseError("malformed reply: no message")
         if not isinstance(message, dict):
             raise MalformedResponseError(f"malformed reply: the message is a {_kind(message)}")
-        content = message.get("content")
-        if content is None:
-            if not (
-                message.get("tool_calls")
-                or message.get("function_call")
-                or message.get("refusal")
-                or reasoning(message)
-            ):
-                raise MalformedResponseError("malformed reply: no content")
-        elif not _is_content(content):
-            raise MalformedResponseError(f"malformed reply: the content is a {_kind(content)}")
-        _check_tool_calls(message.get("tool_calls"))
+        if message.get("content") is None and not (
+            message.get("tool_calls")
+            or message.get("function_call")
+            or message.get("refusal")
+            or reasoning(message)
+        ):
+            raise MalformedResponseError("malformed reply: no content")
+        _check_parts(message)
     if "usage" in data and (usage := clean_usage(data["usage"])) is not data["usage"]:
         data = {**data, "usage": usage}
     return clean_text(data)
@@ -160,10 +157,7 @@ def checked_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
         if delta is not None:
             if type(delta) is not dict:
                 raise MalformedResponseError(f"malformed reply: a delta is a {_kind(delta)}")
-            content = delta.get("content")
-            if content is not None and type(content) is not str and not _is_content(content):
-                raise MalformedResponseError(f"malformed reply: the content is a {_kind(content)}")
-            _check_tool_calls(delta.get("tool_calls"))
+            _check_parts(delta)
     usage = chunk.get("usage")
     if usage is not None and (clean := clean_usage(usage)) is not usage:
         chunk = {**chunk, "usage": clean}

@@ -5,6 +5,7 @@ and thinking, and those of the event being read.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -17,19 +18,6 @@ MAX_REPLY_BYTES = 8 * 1024 * 1024
 """The default limit: several times the longest reply PaCoRe asks for (131k tokens)."""
 
 
-def over_length(headers: httpx2.Headers, limit: int) -> bool:
-    """True when the reply announces (``Content-Length``) more than ``limit`` bytes."""
-    try:
-        return int(headers.get("content-length", "")) > limit
-    except ValueError:
-        return False
-
-
-def event_stream(headers: httpx2.Headers) -> bool:
-    """True for a streamed reply (SSE)."""
-    return headers.get("content-type", "").startswith("text/event-stream")
-
-
 @dataclass(slots=True)
 class ByteCount:
     """Counts a body's bytes, or (``lines``) those of an event stream's unfinished line."""
@@ -38,6 +26,17 @@ class ByteCount:
     lines: bool
     size: int = 0
 
+    @classmethod
+    def of(cls, headers: httpx2.Headers, limit: int) -> ByteCount:
+        """The count for a reply with ``headers``; `ReplyTooLargeError` at once when it
+        announces (``Content-Length``) more than ``limit`` bytes. An SSE stream counts lines."""
+        if headers.get("content-type", "").startswith("text/event-stream"):
+            return cls(limit, lines=True)
+        with contextlib.suppress(ValueError):
+            if int(headers.get("content-length", "")) > limit:
+                raise ReplyTooLargeError(limit)
+        return cls(limit, lines=False)
+
     def add(self, chunk: bytes) -> None:
         end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) if self.lines else -1
         self.size = len(chunk) - end - 1 if end >= 0 else self.size + len(chunk)
@@ -45,24 +44,24 @@ class ByteCount:
             raise ReplyTooLargeError(self.limit)
 
 
+@dataclass
 class AsyncSizedStream(httpx2.AsyncByteStream):
-    """An async body raising `ReplyTooLargeError` past ``limit`` bytes (of a line: ``lines``)."""
+    """An async body raising `ReplyTooLargeError` past its ``counter``'s limit."""
 
-    def __init__(self, inner: httpx2.AsyncByteStream, limit: int, lines: bool = False) -> None:
-        self._inner = inner
-        self._counter = ByteCount(limit, lines)
+    inner: httpx2.AsyncByteStream
+    counter: ByteCount
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
+        async for chunk in self.inner:
             try:
-                self._counter.add(chunk)
+                self.counter.add(chunk)
             except ReplyTooLargeError:
-                await self._inner.aclose()
+                await self.inner.aclose()
                 raise
             yield chunk
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        await self.inner.aclose()
 
 
 @dataclass(slots=True)

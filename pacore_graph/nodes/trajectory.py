@@ -9,7 +9,6 @@ import contextvars
 import threading
 import time
 import traceback
-from functools import partial
 from typing import Any, NamedTuple
 from uuid import uuid4
 
@@ -157,8 +156,9 @@ async def _call_async(model: BaseChatModel, call: ModelCall) -> tuple[bool, Any]
     if tracker.check():
         return False, None
     loop = asyncio.get_running_loop()
-    ainvoke = partial(model.ainvoke, call.messages, call.config, **call.kwargs)
-    task: asyncio.Future[Any] = asyncio.ensure_future(ainvoke())
+    task: asyncio.Future[Any] = asyncio.ensure_future(
+        model.ainvoke(call.messages, call.config, **call.kwargs)
+    )
     stop: asyncio.Future[None] = loop.create_future()
 
     def wake() -> None:
@@ -346,8 +346,7 @@ class TrajectoryNode:
     ) -> Command | dict[str, list[Trajectory]]:
         error = redact(error, self.secrets)
         r, i = call.task["round"], call.task["index"]
-        latency = time.perf_counter() - call.started
-        traj = unfinished_record(r, i, status, error, latency_s=latency)
+        traj = unfinished_record(r, i, status, error, latency_s=time.perf_counter() - call.started)
         event = {"type": f"trajectory_{status}", "round": r, "index": i, "error": error}
         call.runtime.stream_writer(event)
         return then_compact(call.task, {"trajectories": [traj]})
