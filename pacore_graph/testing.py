@@ -128,9 +128,10 @@ class ScriptedServer:
         """Serves on the running event loop until `stop`; calls ``ready`` once it listens."""
         self._loop = asyncio.get_running_loop()
         self.app.router.add_route("*", "/{path:.*}", self._route)
-        # A client that hangs up cancels its handler (counted in `cancelled`).
+        # A client that hangs up cancels its handler (counted in `cancelled`). To aiohttp a
+        # shutdown_timeout of 0 is none: stop would wait for every pending answer.
         runner = web.AppRunner(
-            self.app, access_log=None, handler_cancellation=True, shutdown_timeout=0
+            self.app, access_log=None, handler_cancellation=True, shutdown_timeout=0.1
         )
         await runner.setup()
         await web.SockSite(runner, self._socket, backlog=4096).start()

@@ -2,11 +2,14 @@
 once without a thread each, as the benchmarks' simulated server does with thousands."""
 
 import asyncio
+import contextlib
 import threading
 
 import aiohttp
+import httpx
 
 from pacore_graph.testing import Reply, ScriptedServer
+from tests.conftest import wait_for
 
 CALLS = 400
 
@@ -36,3 +39,20 @@ async def test_a_coroutine_responder_holds_every_call_at_once_on_the_servers_loo
             assert threading.active_count() <= threads  # no thread per held call
     assert answers == [f"answer {i}" for i in range(CALLS)]
     assert server.max_in_flight == CALLS and len(server.requests) == CALLS
+
+
+def test_stop_drops_a_pending_answer_and_ends_its_thread():
+    # A sync client abandons its call (a stopped trajectory): the connection stays open.
+    server = ScriptedServer(lambda body: Reply(content="late", delay=60)).start()
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    url = f"{server.base_url}/chat/completions"
+    caller = threading.Thread(target=_post_ignoring_errors, args=(url, body), daemon=True)
+    caller.start()
+    wait_for(lambda: server.in_flight == 1)
+    server.stop()
+    assert not server._thread.is_alive(), "stop waited on the pending answer"
+
+
+def _post_ignoring_errors(url: str, body: dict) -> None:
+    with contextlib.suppress(httpx.HTTPError):
+        httpx.post(url, json=body, timeout=120)
