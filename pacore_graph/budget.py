@@ -91,6 +91,10 @@ class BudgetTracker:
             self._exhaust("max_seconds")
         return self.reason
 
+    def expired(self) -> None:
+        """A wait for the deadline ended (a timed wait may wake a moment before it)."""
+        self._exhaust("max_seconds")
+
     def add(self, tokens: int | None) -> None:
         """Counts a finished trajectory's tokens (None or negative: unknown, not counted);
         stops the others when the budget is used."""

@@ -200,3 +200,38 @@ def test_each_pacore_run_in_one_parent_run_gets_max_seconds_of_its_own(scripted)
     finally:
         release.set()
     assert [m.content for m in out["messages"]][-1] == "\\boxed{391}"
+
+
+class _Hangs:
+    """A chat model whose call never returns until the test ends."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def invoke(self, *args, **kwargs):
+        self.release.wait(30)
+
+    async def ainvoke(self, *args, **kwargs):
+        await asyncio.sleep(30)  # cancelled when the round stops
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_wait_that_wakes_a_moment_before_the_deadline_records_max_seconds(mode, monkeypatch):
+    # A timed wait may end a hair before the wall clock reaches the deadline; the round
+    # was still stopped by max_seconds, which the record and compact must name.
+    from pacore_graph.budget import BudgetTracker, RoundBudget
+    from pacore_graph.nodes import trajectory
+
+    tracker = BudgetTracker(RoundBudget(key="r", deadline=None, tokens_left=None))
+    monkeypatch.setattr(tracker, "seconds_left", lambda: 0.01)  # never quite reached
+    model = _Hangs()
+    call = trajectory.ModelCall(None, None, 0.0, None, [], {}, {}, tracker, None)
+    try:
+        if mode == "sync":
+            returned, _ = trajectory._call_in_thread(model, call)
+        else:
+            returned, _ = asyncio.run(trajectory._call_async(model, call))
+    finally:
+        model.release.set()
+    assert not returned
+    assert tracker.reason == "max_seconds" and tracker.error == "budget max_seconds ran out"

@@ -144,7 +144,7 @@ def _call_in_thread(model: BaseChatModel, call: ModelCall) -> tuple[bool, Any]:
         unsubscribe()
     if result.done():
         return True, result.result()
-    tracker.check()
+    tracker.expired()
     return False, None
 
 
@@ -171,7 +171,7 @@ async def _call_async(model: BaseChatModel, call: ModelCall) -> tuple[bool, Any]
         )
         if task.done():
             return True, task.result()
-        tracker.check()
+        tracker.expired()
         return False, None
     finally:
         unsubscribe()
