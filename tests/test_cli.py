@@ -191,11 +191,13 @@ def test_solve_freezes_its_imports_out_of_the_garbage_collectors_reach(scripted)
     code = (
         "import gc, sys; from pacore_graph.cli import main; "
         f"rc = main(['solve', '--base-url', {server.base_url!r}, '--rounds', '1', 'q']); "
-        "print('frozen', gc.get_freeze_count(), file=sys.stderr); sys.exit(rc)"
+        "print('frozen', gc.get_freeze_count(), *gc.get_threshold(), file=sys.stderr); "
+        "sys.exit(rc)"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=CLEAN_ENV
     )
     assert result.returncode == 0, result.stderr
-    frozen = int(result.stderr.split("frozen ")[1].split()[0])
+    frozen, *threshold = map(int, result.stderr.split("frozen ")[1].split()[:4])
     assert frozen > 100_000  # LangChain's, pydantic's, openai's and LangGraph's objects
+    assert threshold == [10_000, 20, 100]  # full collections made rare

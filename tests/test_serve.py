@@ -328,3 +328,29 @@ def test_a_late_client_gets_the_stream_replayed_in_order():
     assert replayed == [(3, event) for event in events]
     run.emit(("token", "!", "", "m2"))  # live events go out one by one
     assert queue.get_nowait() == (3, ("token", "!", "", "m2"))
+
+
+def test_a_server_alone_in_its_process_makes_full_collections_rare():
+    import gc
+
+    from langchain_core.language_models import FakeListChatModel
+
+    from pacore_graph import create_pacore_graph
+    from pacore_graph.server.service import Service
+    from pacore_graph.server.settings import ServeSettings
+
+    async def started(freeze_gc: bool) -> tuple[int, tuple[int, int, int]]:
+        graph = create_pacore_graph(FakeListChatModel(responses=["4"]), rounds="1")
+        async with Service(ServeSettings(freeze_gc=freeze_gc), graph).running():
+            return gc.get_freeze_count(), gc.get_threshold()
+
+    before = gc.get_threshold()
+    gc.unfreeze()  # an in-process `pacore` command of an earlier test tuned this worker's
+    gc.set_threshold(700, 10, 10)
+    try:
+        assert asyncio.run(started(False)) == (0, (700, 10, 10))  # a library leaves it be
+        frozen, threshold = asyncio.run(started(True))  # `pacore serve`, `pacore mcp`
+        assert frozen > 10_000 and threshold == (10_000, 20, 100)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

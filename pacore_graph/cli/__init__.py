@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import signal
 import sys
@@ -19,6 +18,7 @@ from typing import Any, NoReturn
 from pacore_graph.cli import curate, mcp, serve, solve
 from pacore_graph.cli import eval as eval_cli
 from pacore_graph.cli.options import Parser, apply_env_defaults, log_to_stderr, report, secrets_of
+from pacore_graph.collector import tune_collector
 
 
 def _parser() -> Parser:
@@ -149,11 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ignore", "coroutine 'arun_with_retry' was never awaited", RuntimeWarning
     )
     interruption = Interruption(args)
-    # Every full GC pass walks the imports' ~half a million objects and the trajectories' in
-    # flight (~220 each): freeze the first, make such passes rare (benchmarks/run.py, scale).
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 100)
+    tune_collector()
 
     async def run() -> int:
         interruption.task = asyncio.current_task()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from langgraph.pregel import Pregel
 
+from pacore_graph.collector import tune_collector
 from pacore_graph.context import PaCoReContext
 from pacore_graph.server.auth import AuthError
 from pacore_graph.server.errors import ApiError
@@ -80,8 +80,7 @@ class Service:
                 assert builder is not None, "a durable server needs the graph's builder"
                 self.runs.durable = builder.compile(checkpointer=saver)
             if self.settings.freeze_gc:
-                gc.collect()
-                gc.freeze()
+                tune_collector()
             self.ready = True
             try:
                 yield self

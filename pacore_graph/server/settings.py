@@ -49,8 +49,8 @@ class ServeSettings:
     grace_s: Annotated[float, Field(ge=0)] = 5.0
     """At shutdown: seconds open streams get to end before runs are cancelled."""
     freeze_gc: bool = False
-    """Once started, `gc.freeze` everything alive (imports, app, graph): full collections of
-    the server's many long-lived objects paused it between rounds."""
+    """Once started, tune the process's collector (`tune_collector`): for a process that is
+    the server's alone."""
     secrets: list[str] = field(default_factory=list)
     """Values no error message or log line may show (upstream key, Redis password)."""
 
