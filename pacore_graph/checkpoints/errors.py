@@ -1,7 +1,6 @@
-"""What the Redis savers raise when Redis refuses them or loses a thread: each error names
-the server (never its password) and what to do. Each is also the builtin error a caller
-would expect, so ``except OSError`` (a store that fails) or ``except ValueError`` (a
-setting to fix) works without importing redis."""
+"""What the Redis savers raise when Redis refuses them or loses a thread; each names the
+server (never its password) and what to do, and is also the builtin error a caller expects:
+``except OSError`` (a failing store) or ``ValueError`` (a setting to fix) needs no redis."""
 
 from __future__ import annotations
 
@@ -33,9 +32,8 @@ class RedisEvictionPolicyError(redis.exceptions.RedisError, builtins.ValueError)
 
 
 class ThreadLostError(redis.exceptions.RedisError, builtins.OSError):
-    """Redis lost the thread a run was writing, and the run's lease with it (it restarted
-    without persistence, or was flushed): nothing of the run is saved, and a rerun starts
-    the thread over."""
+    """Redis lost the thread a run was writing, with its lease (it restarted without persistence,
+    or was flushed): nothing of the run is saved, and a rerun starts the thread over."""
 
     def __init__(self, thread_id: str) -> None:
         self.thread_id = thread_id

@@ -1,7 +1,6 @@
 """One writer per thread: a run's lease on its thread, a redis-py `Lock` on ``P:{t}:lease``
 whose token names the process, renewed every third of its TTL. The run's writes carry the
-token and are fenced by it (`Ops._write`): once the lease lapsed or was taken, none lands.
-"""
+token and are fenced by it (`Ops._write`): once the lease lapsed or was taken, none lands."""
 
 from __future__ import annotations
 
@@ -14,34 +13,21 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import redis
 from langchain_core.runnables import RunnableConfig
 
 from pacore_graph.checkpoints.errors import ThreadLostError
 from pacore_graph.checkpoints.layout import LEASE, LEASE_CONFIG_KEY, Layout
-from pacore_graph.checkpoints.ops import Batch, Op, Ops
+from pacore_graph.checkpoints.ops import Batch, Op
 from pacore_graph.errors import LeaseLostError, ThreadBusyError
 
-
-class Saver(Protocol):
-    """What a lease needs of the saver that runs it (`RedisSaver`, `AsyncRedisSaver`)."""
-
-    lease_ttl: float | None
-    ops: Ops
-
-    def _errors(self) -> contextlib.AbstractContextManager[None]: ...
-    def _run(self, op: Op) -> Any: ...
-    async def _arun(self, op: Op) -> Any: ...
-
+if TYPE_CHECKING:
+    from pacore_graph.checkpoints.saver import AsyncRedisSaver, RedisSaver, RedisSaverBase
 
 DEFAULT_LEASE_TTL = 10.0
-"""Seconds a thread's lease outlives its last renewal: how long a dead run's thread stays
-busy."""
-
-POLL_S = 0.1
-"""How often a run waiting for a busy thread tries its lease again (redis-py's default)."""
+"""Seconds a thread's lease outlives its last renewal: how long a dead run's thread stays busy."""
 
 Wait = bool | float
 """Whether to wait for a busy thread: False not at all, True as long as it takes, or seconds."""
@@ -51,9 +37,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ThreadLease:
-    """A run's hold on one thread: its ``token`` (``PID@HOST/RANDOM``) is unique to this
-    hold, so a busy error names the holder; ``lost`` is set when a renewal found the lease
-    lapsed or taken."""
+    """A run's hold on one thread: its ``token`` (``PID@HOST/RANDOM``, unique to this hold)
+    names the holder in busy errors; ``lost`` is set once a renewal found it lapsed or taken."""
 
     thread_id: str
     token: str
@@ -65,18 +50,14 @@ class ThreadLease:
         return {**config, "configurable": configurable}
 
 
-def describe_holder(token: str) -> str:
-    """``pid 4242 on host-a`` for a token of ours; another program's token as it is."""
-    who, slash, _ = token.rpartition("/")
-    pid, at, host = who.partition("@")
-    return f"pid {pid} on {host}" if slash and at and pid.isdigit() else token
-
-
 def busy(layout: Layout, thread_id: str, wait: Wait) -> Op:
     """The error for a thread another run holds (after waiting ``wait`` seconds, if any)."""
     key = layout.key(thread_id, LEASE)
     token, ttl_ms = yield Batch([("GET", key), ("PTTL", key)])
-    who = describe_holder(token.decode()) if token else None
+    who = token.decode() if token else None
+    pid, at, host = (who or "").rpartition("/")[0].partition("@")
+    if at and pid.isdigit():  # a token of ours (PID@HOST/RANDOM); another program's as it is
+        who = f"pid {pid} on {host}"
     still = f" after waiting {float(wait):.1f} s" if wait is not False else ""
     # A live run renews its lease; one that died leaves it to lapse (say when).
     lapses = f", lapsing in {ttl_ms / 1000:.1f} s unless renewed" if ttl_ms > 0 else ""
@@ -88,38 +69,30 @@ def busy(layout: Layout, thread_id: str, wait: Wait) -> Op:
     )
 
 
-def loss(layout: Layout, thread_id: str) -> Op:
-    """Why a renewal found the lease gone: lapsed or taken, or gone with the whole thread."""
-    (found,) = yield Batch([("EXISTS", layout.key(thread_id, LEASE), *layout.keys(thread_id))])
-    return LeaseLostError(thread_id) if found else ThreadLostError(thread_id)
-
-
-def _start(saver: Any, thread_id: str) -> tuple[ThreadLease, Any, float]:
+def _start(saver: RedisSaverBase, thread_id: str) -> tuple[ThreadLease, Any, float]:
     if saver.lease_ttl is None:
         raise ValueError("leases are off on this saver (lease_ttl=None)")
     token = f"{os.getpid()}@{socket.gethostname()}/{uuid.uuid4().hex}"
     lease = ThreadLease(str(thread_id), token)
     key = saver.ops.layout.key(lease.thread_id, LEASE)
-    lock = saver.client.lock(key, timeout=saver.lease_ttl, sleep=POLL_S, thread_local=False)
+    lock = saver.client.lock(key, timeout=saver.lease_ttl, thread_local=False)
     return lease, lock, saver.lease_ttl / 3
 
 
 @contextlib.contextmanager
 def hold(
-    saver: Saver, thread_id: str, wait: Wait, on_wait: Callable[[str], None] | None
+    saver: RedisSaver, thread_id: str, wait: Wait, on_wait: Callable[[str], None] | None
 ) -> Iterator[ThreadLease]:
     """`RedisSaver.lease`: renewed by a thread; a lost lease fails the run's next write."""
     lease, lock, every = _start(saver, thread_id)
     layout, timeout = saver.ops.layout, None if wait is True else float(wait)
     with saver._errors():
-        acquired = lock.acquire(blocking=False, token=lease.token)
-    if not acquired:
-        error = saver._run(busy(layout, lease.thread_id, False))
-        if wait is False:
-            raise error
-        if on_wait is not None:
-            on_wait(error.holder or "nobody")
-        with saver._errors():
+        if not lock.acquire(blocking=False, token=lease.token):
+            error = saver._run(busy(layout, lease.thread_id, False))
+            if wait is False:
+                raise error
+            if on_wait is not None:
+                on_wait(error.holder or "nobody")
             if not lock.acquire(blocking_timeout=timeout, token=lease.token):
                 raise saver._run(busy(layout, lease.thread_id, wait))
     stop = threading.Event()
@@ -147,24 +120,19 @@ def hold(
 
 @contextlib.asynccontextmanager
 async def ahold(
-    saver: Saver,
-    thread_id: str,
-    wait: Wait,
-    on_wait: Callable[[str], None] | None,
+    saver: AsyncRedisSaver, thread_id: str, wait: Wait, on_wait: Callable[[str], None] | None
 ) -> AsyncIterator[ThreadLease]:
     """`AsyncRedisSaver.alease`: renewed by a task, which cancels the block when it finds
     the lease lost; the block then raises `LeaseLostError` (or `ThreadLostError`)."""
     lease, lock, every = _start(saver, thread_id)
     layout, timeout = saver.ops.layout, None if wait is True else float(wait)
     with saver._errors():
-        acquired = await lock.acquire(blocking=False, token=lease.token)
-    if not acquired:
-        error = await saver._arun(busy(layout, lease.thread_id, False))
-        if wait is False:
-            raise error
-        if on_wait is not None:
-            on_wait(error.holder or "nobody")
-        with saver._errors():
+        if not await lock.acquire(blocking=False, token=lease.token):
+            error = await saver._arun(busy(layout, lease.thread_id, False))
+            if wait is False:
+                raise error
+            if on_wait is not None:
+                on_wait(error.holder or "nobody")
             if not await lock.acquire(blocking_timeout=timeout, token=lease.token):
                 raise await saver._arun(busy(layout, lease.thread_id, wait))
     owner = asyncio.current_task()
@@ -181,12 +149,13 @@ async def ahold(
             except redis.exceptions.RedisError as exc:  # the run's own writes report it
                 log.debug("lease renewal of thread %s failed: %s", lease.thread_id, exc)
         lease.lost = True
+        thread = lease.thread_id  # lapsed or taken, or gone with the whole thread?
         try:
-            why: Exception = await saver._arun(loss(layout, lease.thread_id))
+            found = await saver.client.exists(layout.key(thread, LEASE), *layout.keys(thread))
         except redis.exceptions.RedisError:
-            why = LeaseLostError(lease.thread_id)
-        # Only while the block runs: the keeper runs when the block awaits, so the
-        # cancellation lands inside it.
+            found = True
+        why = LeaseLostError(thread) if found else ThreadLostError(thread)
+        # Only while the block runs (the keeper runs when it awaits, so the cancel lands inside).
         if inside and owner is not None:
             stopped.append(why)
             owner.cancel()
@@ -195,7 +164,6 @@ async def ahold(
     try:
         yield lease
     except BaseException as exc:
-        inside = False
         if not stopped:
             raise
         # The cancellation was ours: the run stopped because it lost the thread.

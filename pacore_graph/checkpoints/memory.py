@@ -1,9 +1,7 @@
-"""`FullInMemorySaver`: LangGraph's in-memory saver with the operations it lacks.
-
-`InMemorySaver` (and the one ``langgraph dev`` persists) has no ``delete_for_runs``,
-``copy_thread`` or ``prune``, which langgraph-api wants of a custom checkpointer.
-`FullInMemorySaver(saver)` adds them: it finds checkpoints through the saver's own ``list``
-and edits the storage `InMemorySaver` declares on its public attributes:
+"""`FullInMemorySaver`: the ``delete_for_runs``, ``copy_thread`` and ``prune`` langgraph-api
+wants of a checkpointer, added to an `InMemorySaver` (or the one ``langgraph dev`` persists).
+It reads checkpoints with the saver's ``list`` and ``get_tuple``, and edits the storage
+`InMemorySaver` keeps on its public attributes:
 
     storage[thread_id][ns][checkpoint_id] = (checkpoint, metadata, parent_id), serialized
     writes[(thread_id, ns, checkpoint_id)][(task_id, idx)] = (task_id, channel, value, path)
@@ -16,7 +14,6 @@ import builtins
 from collections.abc import Sequence
 from typing import Any, cast
 
-from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.checkpoint.memory import InMemorySaver
 
 from pacore_graph.checkpoints.ops import PRUNE_STRATEGIES
@@ -47,9 +44,8 @@ class FullInMemorySaver(InMemorySaver):
         for item in self.list(None) if wanted else ():
             if str(item.metadata.get("run_id")) in wanted:
                 conf = item.config["configurable"]
-                doomed.setdefault(conf["thread_id"], []).append(
-                    (conf["checkpoint_ns"], conf["checkpoint_id"])
-                )
+                ref = (conf["checkpoint_ns"], conf["checkpoint_id"])
+                doomed.setdefault(conf["thread_id"], []).append(ref)
         for thread_id, refs in doomed.items():
             self._drop(thread_id, refs)
 
@@ -102,14 +98,13 @@ class FullInMemorySaver(InMemorySaver):
     def _replayed(self, thread_id: str, ns: str) -> builtins.list[str]:
         """The namespace's latest checkpoint and the ancestors its delta channels (named in
         its metadata) replay, back to the nearest one storing each channel's value."""
-        chain = self.list({"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}})
-        latest = next(chain, None)
-        if latest is None:
+        item = self.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}})
+        if item is None:
             return []
-        versions = latest.checkpoint["channel_versions"]
-        counters: Any = latest.metadata.get("counters_since_delta_snapshot") or {}
+        versions = item.checkpoint["channel_versions"]
+        counters: Any = item.metadata.get("counters_since_delta_snapshot") or {}
         remaining = {channel for channel in counters if channel in versions}
-        kept, item = [], cast(CheckpointTuple | None, latest)
+        kept = []
         while item is not None:
             kept.append(item.config["configurable"]["checkpoint_id"])
             remaining -= item.checkpoint["channel_values"].keys()
@@ -128,14 +123,11 @@ class FullInMemorySaver(InMemorySaver):
             self.writes.pop((thread_id, ns, cid), None)
             if not namespaces[ns]:
                 del namespaces[ns]
-        used = {
-            (ns, channel, version)
-            for ns, checkpoints in namespaces.items()
-            for raw_checkpoint, _, _ in checkpoints.values()
-            for channel, version in self.serde.loads_typed(raw_checkpoint)[
-                "channel_versions"
-            ].items()
-        }
+        used = set()
+        for ns, checkpoints in namespaces.items():
+            for raw_checkpoint, _, _ in checkpoints.values():
+                versions = self.serde.loads_typed(raw_checkpoint)["channel_versions"]
+                used |= {(ns, channel, version) for channel, version in versions.items()}
         for key in builtins.list(self.blobs):
             if key[0] == thread_id and key[1:] not in used:
                 del self.blobs[key]
