@@ -17,6 +17,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer, Command, RetryPolicy, Send, StateSnapshot, StateUpdate
 from pydantic import BaseModel
 
+from pacore_graph._compat import sync_async_node
 from pacore_graph.budget import round_budget
 from pacore_graph.context import DEFAULTS, PaCoReContext, merge_context
 from pacore_graph.errors import InvalidInputError
@@ -197,10 +198,9 @@ def create_pacore_graph(
     )
     builder.defaults = base
     builder.add_node("prepare", functools.partial(prepare, defaults=base))
+    node = TrajectoryNode(model, base, retry_policy)
     builder.add_node(
-        "trajectory",
-        TrajectoryNode(model, base, retry_policy).as_runnable(),
-        destinations=("compact",),
+        "trajectory", sync_async_node(node.run, node.arun, "trajectory"), destinations=("compact",)
     )
     builder.add_node("compact", functools.partial(compact, defaults=base))
     builder.add_node(

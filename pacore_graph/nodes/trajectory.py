@@ -16,7 +16,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, LLMResult
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import merge_configs, var_child_runnable_config
 from langgraph.constants import TAG_NOSTREAM
 from langgraph.errors import GraphBubbleUp
@@ -25,7 +25,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, RetryPolicy
 from typing_extensions import TypedDict
 
-from pacore_graph._compat import read_channel, sync_async_node
+from pacore_graph._compat import read_channel
 from pacore_graph.budget import BudgetTracker, RoundBudget, RoundTrackers, quorum
 from pacore_graph.compaction import resolve_compaction
 from pacore_graph.context import PaCoReContext, merge_context
@@ -211,10 +211,6 @@ class TrajectoryNode:
         self.trackers = RoundTrackers()
         self._checked: tuple[object, str, PaCoReContext] | None = None
 
-    def as_runnable(self) -> Runnable:
-        """The node as LangGraph runs it."""
-        return sync_async_node(self.run, self.arun, "trajectory")
-
     def run(
         self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
     ) -> Command | dict[str, list[Trajectory]]:
@@ -225,8 +221,8 @@ class TrajectoryNode:
             try:
                 returned, message = _call_in_thread(self.model, call)
             except Exception as exc:
-                if not isinstance(wait := self._failed(call, exc, attempt), int | float):
-                    return wait
+                if (wait := self._retry_wait(exc, attempt)) is None:
+                    return self._unfinished(call, "failed", describe_failure(exc))
                 time.sleep(wait)
             else:
                 return self._finish(call, returned, message)
@@ -241,8 +237,8 @@ class TrajectoryNode:
             try:
                 returned, message = await _call_async(self.model, call)
             except Exception as exc:
-                if not isinstance(wait := self._failed(call, exc, attempt), int | float):
-                    return wait
+                if (wait := self._retry_wait(exc, attempt)) is None:
+                    return self._unfinished(call, "failed", describe_failure(exc))
                 await asyncio.sleep(wait)
             else:
                 return self._finish(call, returned, message)
@@ -292,7 +288,7 @@ class TrajectoryNode:
                 settings.straggler_factor,
                 settings.straggler_min_seconds,
             )
-            if policy is None or task["final"]:
+            if policy is None:
                 return None
             k = resolve_rounds(settings.rounds or "low")[round_number - 1]
             return policy, k, trigger_count(policy, k, quorum(settings.min_success, k))
@@ -307,16 +303,12 @@ class TrajectoryNode:
             task, runtime, started, settings, prompt, config, args, tracker, message_id
         )
 
-    def _failed(
-        self, call: ModelCall, exc: Exception, attempt: int
-    ) -> float | Command | dict[str, list[Trajectory]]:
-        """Seconds to wait before the next attempt, or the record of a call failed for good."""
+    def _retry_wait(self, exc: Exception, attempt: int) -> float | None:
+        """Seconds to wait before the next attempt; None when the call failed for good."""
         if isinstance(exc, GraphBubbleUp):  # interrupts and commands are no failures
             raise exc
         _clear_frames(exc)
-        if (wait := retry_wait(self.retry_policy, exc, attempt)) is None:
-            return self._unfinished(call, "failed", describe_failure(exc))
-        return wait
+        return retry_wait(self.retry_policy, exc, attempt)
 
     def _finish(
         self, call: ModelCall, returned: bool, message: Any
@@ -326,8 +318,7 @@ class TrajectoryNode:
             error = tracker.error if tracker is not None else None
             return self._unfinished(call, "stopped", error or "stopped")
         if tracker is not None:
-            tracker.add(output_tokens(message))
-            tracker.finished()
+            tracker.finished(output_tokens(message))
         traj = finished_record(
             call.task["round"],
             call.task["index"],
