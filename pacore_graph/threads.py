@@ -148,10 +148,8 @@ async def arun_thread(
         # "custom" always: it makes LangGraph stream eagerly, so each update reaches on_update
         # as its task ends, before the step's writes are saved (an answer whose save fails
         # is still shown).
-        modes: list[StreamMode] = [
-            "values",
-            *(m for m, h in handlers.items() if h or m == "custom"),
-        ]
+        modes: list[StreamMode] = ["values", "custom"]
+        modes += [m for m, h in handlers.items() if h and m != "custom"]
         command = kwargs.pop("command", None)  # e.g. Command(resume=...) for a paused run
         run_input = command if status == "interrupted" else dict(input)
         async for mode, chunk in graph.astream(run_input, config, stream_mode=modes, **kwargs):

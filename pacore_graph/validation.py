@@ -36,9 +36,7 @@ def rule(hint: Any, bounds: Mapping[str, Any] | None = None) -> str:
             hint, *meta = get_args(hint)
             for item in meta:  # a FieldInfo holds its annotated_types constraints in .metadata
                 for c in getattr(item, "metadata", [item]):
-                    found.update(
-                        {k: getattr(c, k) for k in ("ge", "gt", "le", "lt") if hasattr(c, k)}
-                    )
+                    found |= {k: getattr(c, k) for k in ("ge", "gt", "le", "lt") if hasattr(c, k)}
         elif get_origin(hint) in (Union, types.UnionType):
             members = [a for a in get_args(hint) if a is not type(None)]
             if len(members) > 1:
