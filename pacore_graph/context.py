@@ -233,11 +233,8 @@ DEFAULTS = PaCoReContext(
 def merge_context(
     base: PaCoReContext, override: PaCoReContext | dict[str, Any] | None
 ) -> PaCoReContext:
-    """``base`` with every non-None field of ``override`` laid over it.
-
-    Raises:
-        TypeError: ``override`` names a setting that does not exist.
-    """
+    """``base`` with every non-None field of ``override`` laid over it; TypeError when
+    ``override`` names a setting that does not exist."""
     if override is None:
         return base
     values = override if isinstance(override, dict) else vars(override)

@@ -47,15 +47,11 @@ def round_tasks(state: PaCoReState, indices: Iterable[int] | None = None) -> lis
     spent, run = usage_totals(state["trajectories"])[0], f"{state['run_id']}:{r}"
     # The final call is never cut.
     budget = None if final else round_budget(state["settings"], state["started_at"], spent, run)
-    return [
-        Send(
-            "trajectory",
-            TrajectoryTask(
-                round=r, index=i, final=final, budget=budget, settings=key, compact=n == 0
-            ),
-        )
+    tasks = (
+        TrajectoryTask(round=r, index=i, final=final, budget=budget, settings=key, compact=n == 0)
         for n, i in enumerate(indices)
-    ]
+    )
+    return [Send("trajectory", task) for task in tasks]
 
 
 def route_after_compact(state: PaCoReState) -> str | list[Send]:

@@ -40,16 +40,14 @@ class Reply:
     tool_calls: list[dict[str, Any]] | None = None
     """OpenAI ``tool_calls`` of the answer, in one delta when streamed."""
     transform: Callable[[dict[str, Any]], Any] | None = None
-    """Rewrites the completion (or each chunk) before it is sent, into any JSON value or
-    ``bytes`` sent as they are: a 200 with something malformed."""
+    """Rewrites the completion (or each chunk) into any JSON value, or bytes sent as they are."""
     trickle: float = 0.0
     """Seconds between bytes: the answer goes out a byte at a time, never stalling long."""
     endless: Literal["comment", "empty_delta"] | None = None
     """A stream that never ends: after the content, an SSE comment (``: ping``) or an empty
     delta every ``trickle`` seconds (0.05 when 0) until the client hangs up."""
     pieces: int = 0
-    """Streamed: the content in this many equal pieces spread over ``delay``, as a decoding
-    server sends it, instead of word by word after it."""
+    """Streamed: the content in this many equal pieces over ``delay``, not word by word after."""
     on_sent: Callable[[], object] | None = None  # called once the whole answer is sent
 
 

@@ -74,12 +74,8 @@ async def thread_lease(
 ) -> AsyncIterator[RunnableConfig]:
     """Holds the thread of ``config`` for one run; yields the config to run it with, which
     on a checkpointer with leases carries the lease's token that fences every write.
-    ``wait`` is `arun_thread`'s; ``on_wait`` is told who holds the thread.
-
-    Raises:
-        ThreadBusyError: Another run holds the thread.
-        LeaseLostError: The lease was lost while the block ran (the block is cancelled).
-    """
+    ``wait`` is `arun_thread`'s; ``on_wait`` is told who holds the thread. ThreadBusyError
+    when another run holds it; LeaseLostError when the lease is lost (the block cancelled)."""
     conf = config.get("configurable", {})
     alease = getattr(graph.checkpointer, "alease", None)
     if (

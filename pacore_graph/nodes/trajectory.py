@@ -60,9 +60,11 @@ class TrajectoryTask(TypedDict):
     """True for one task of the round, which sends the graph on to compact."""
 
 
-def then_compact(
-    task: TrajectoryTask, update: dict[str, list[Trajectory]]
-) -> Command | dict[str, list[Trajectory]]:
+Update = Command | dict[str, list[Trajectory]]
+"""What the node returns: its trajectory's record, and for one task of a round the way on."""
+
+
+def then_compact(task: TrajectoryTask, update: dict[str, list[Trajectory]]) -> Update:
     """The update, with ``goto="compact"`` from one task of the round only: the others leave
     one write each instead of two (LangGraph rescans a step's writes per finished task)."""
     return Command(update=update, goto="compact") if task["compact"] else update
@@ -213,7 +215,7 @@ class TrajectoryNode:
 
     def run(
         self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
-    ) -> Command | dict[str, list[Trajectory]]:
+    ) -> Update:
         attempt = 0
         while True:
             attempt += 1
@@ -229,7 +231,7 @@ class TrajectoryNode:
 
     async def arun(
         self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
-    ) -> Command | dict[str, list[Trajectory]]:
+    ) -> Update:
         attempt = 0
         while True:
             attempt += 1
@@ -310,9 +312,7 @@ class TrajectoryNode:
         _clear_frames(exc)
         return retry_wait(self.retry_policy, exc, attempt)
 
-    def _finish(
-        self, call: ModelCall, returned: bool, message: Any
-    ) -> Command | dict[str, list[Trajectory]]:
+    def _finish(self, call: ModelCall, returned: bool, message: Any) -> Update:
         tracker = call.tracker
         if not returned:
             error = tracker.error if tracker is not None else None
@@ -332,9 +332,7 @@ class TrajectoryNode:
         call.runtime.stream_writer({"type": "trajectory_finished", **event})
         return then_compact(call.task, {"trajectories": [traj]})
 
-    def _unfinished(
-        self, call: ModelCall, status: Status, error: str
-    ) -> Command | dict[str, list[Trajectory]]:
+    def _unfinished(self, call: ModelCall, status: Status, error: str) -> Update:
         error = redact(error, self.secrets)
         r, i = call.task["round"], call.task["index"]
         traj = unfinished_record(r, i, status, error, latency_s=time.perf_counter() - call.started)
