@@ -56,9 +56,9 @@ Responder = Callable[[dict[str, Any]], "Reply | str | Awaitable[Reply | str]"]
 of its own, so it may block to hold a call; a coroutine function runs on the server's loop."""
 
 
-def word_count(text: str | None) -> int:
-    """The scripted server's token count: words."""
-    return len(text.split()) if text else 0
+def word_count(text: object) -> int:
+    """The scripted server's token count: words (none in anything but text)."""
+    return len(text.split()) if isinstance(text, str) else 0
 
 
 def last_user_text(body: dict[str, Any]) -> str:
@@ -208,8 +208,7 @@ class ScriptedServer:
             return await _send(request, reply.status, {"error": error}, reply)
         prompt = reply.prompt_tokens
         if prompt is None:
-            texts = [m.get("content") for m in body.get("messages", [])]
-            prompt = sum(word_count(t) for t in texts if isinstance(t, str))
+            prompt = sum(word_count(m.get("content")) for m in body.get("messages", []))
         generated = reply.completion_tokens
         if generated is None:
             generated = word_count(reply.content) + word_count(reply.reasoning_content)
