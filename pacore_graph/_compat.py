@@ -14,11 +14,8 @@ from langgraph.runtime import Runtime, get_runtime
 try:
     from langgraph._internal._constants import CONF, CONFIG_KEY_READ, CONFIG_KEY_RESUMING
 except ImportError:  # the keys' values in LangGraph 1.x
-    CONF, CONFIG_KEY_READ, CONFIG_KEY_RESUMING = (
-        "configurable",
-        "__pregel_read",
-        "__pregel_resuming",
-    )
+    CONF, CONFIG_KEY_READ = "configurable", "__pregel_read"
+    CONFIG_KEY_RESUMING = "__pregel_resuming"
 
 try:
     from langgraph._internal._runnable import RunnableCallable

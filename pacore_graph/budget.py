@@ -95,20 +95,16 @@ class BudgetTracker:
         """A wait for the deadline ended (a timed wait may wake a moment before it)."""
         self._exhaust("max_seconds")
 
-    def add(self, tokens: int | None) -> None:
-        """Counts a finished trajectory's tokens (None or negative: unknown, not counted);
-        stops the others when the budget is used."""
-        if tokens is None or tokens < 0:
-            return
-        with self._lock:
-            self.spent += tokens
-            left = self.budget["tokens_left"]
-            over = left is not None and self.spent >= left
-        if over:
-            self._exhaust("max_ttc_tokens")
-
-    def finished(self) -> None:
-        """A trajectory of the round finished with a reply."""
+    def finished(self, tokens: int | None = None) -> None:
+        """A trajectory of the round finished with a reply of ``tokens`` (None: unknown, not
+        counted); the round stops when the budget is used."""
+        if tokens is not None:
+            with self._lock:
+                self.spent += tokens
+                left = self.budget["tokens_left"]
+                over = left is not None and self.spent >= left
+            if over:
+                self._exhaust("max_ttc_tokens")
         if self.stragglers is not None:
             self.stragglers.finished()
 

@@ -212,17 +212,12 @@ DEFAULTS = PaCoReContext(
     rounds="low",
     temperature=1.0,
     top_p=1.0,
-    max_tokens=None,
-    extra_body=None,
     seed=42,
     compaction="reference",
     empty_references="template",
     drop_truncated=False,
-    context_limit=None,
     on_context_overflow="error",
     min_success=0.5,
-    max_ttc_tokens=None,
-    max_seconds=None,
     straggler_quantile=1.0,  # off: wait for every trajectory, as the reference
     straggler_factor=2.0,
     straggler_min_seconds=10.0,
@@ -232,17 +227,14 @@ DEFAULTS = PaCoReContext(
     max_trajectories=4096,
     max_input_chars=1_000_000,
 )
-"""The reference's behaviour, and pacore-graph's bounds on a run."""
+"""The reference's behaviour and pacore-graph's bounds on a run; settings not named are None."""
 
 
 def merge_context(
     base: PaCoReContext, override: PaCoReContext | dict[str, Any] | None
 ) -> PaCoReContext:
-    """``base`` with every non-None field of ``override`` laid over it.
-
-    Raises:
-        TypeError: ``override`` names a setting that does not exist.
-    """
+    """``base`` with every non-None field of ``override`` laid over it; TypeError when
+    ``override`` names a setting that does not exist."""
     if override is None:
         return base
     values = override if isinstance(override, dict) else vars(override)

@@ -17,6 +17,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer, Command, RetryPolicy, Send, StateSnapshot, StateUpdate
 from pydantic import BaseModel
 
+from pacore_graph._compat import sync_async_node
 from pacore_graph.budget import round_budget
 from pacore_graph.context import DEFAULTS, PaCoReContext, merge_context
 from pacore_graph.errors import InvalidInputError
@@ -46,15 +47,11 @@ def round_tasks(state: PaCoReState, indices: Iterable[int] | None = None) -> lis
     spent, run = usage_totals(state["trajectories"])[0], f"{state['run_id']}:{r}"
     # The final call is never cut.
     budget = None if final else round_budget(state["settings"], state["started_at"], spent, run)
-    return [
-        Send(
-            "trajectory",
-            TrajectoryTask(
-                round=r, index=i, final=final, budget=budget, settings=key, compact=n == 0
-            ),
-        )
+    tasks = (
+        TrajectoryTask(round=r, index=i, final=final, budget=budget, settings=key, compact=n == 0)
         for n, i in enumerate(indices)
-    ]
+    )
+    return [Send("trajectory", task) for task in tasks]
 
 
 def route_after_compact(state: PaCoReState) -> str | list[Send]:
@@ -197,10 +194,9 @@ def create_pacore_graph(
     )
     builder.defaults = base
     builder.add_node("prepare", functools.partial(prepare, defaults=base))
+    node = TrajectoryNode(model, base, retry_policy)
     builder.add_node(
-        "trajectory",
-        TrajectoryNode(model, base, retry_policy).as_runnable(),
-        destinations=("compact",),
+        "trajectory", sync_async_node(node.run, node.arun, "trajectory"), destinations=("compact",)
     )
     builder.add_node("compact", functools.partial(compact, defaults=base))
     builder.add_node(

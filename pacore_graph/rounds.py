@@ -69,11 +69,8 @@ def resolve_rounds(
 def check_round_bounds(
     vector: list[int], max_k: int | None, max_trajectories: int | None
 ) -> list[int]:
-    """``vector``, checked against ``max_k`` per round and ``max_trajectories`` in all.
-
-    Raises:
-        InvalidRoundsError: Over a bound.
-    """
+    """``vector``, checked against ``max_k`` per round and ``max_trajectories`` in all;
+    InvalidRoundsError over a bound."""
     if max_k is not None and (k := max(vector)) > max_k:
         raise InvalidRoundsError(
             f"round {vector.index(k) + 1} of {_shown(vector)} has K = {k}, above max_k = "

@@ -1,8 +1,5 @@
-"""Keeps API keys out of what pacore writes: records, checkpoints, errors, logs.
-
-Every output goes through `redact` with the secrets of the model (`model_secrets`) or of
-the command line; logs through `RedactingFilter`.
-"""
+"""Keeps API keys out of what pacore writes (records, checkpoints, errors, logs): `redact`
+with the secrets of the model (`model_secrets`) or command line; `RedactingFilter` on logs."""
 
 from __future__ import annotations
 

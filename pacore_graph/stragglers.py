@@ -76,7 +76,6 @@ class StragglerWatch:
             count = len(self.finish_times)
             if count == self.k and self.timer is not None:
                 self.timer.cancel()  # nothing left to stop
-                return
             if count != self.trigger or count == self.k:
                 return
             wait, median = straggler_wait(self.policy, self.finish_times)

@@ -167,28 +167,23 @@ app = Starlette(lifespan=lifespan, routes=[Mount("/v1", routes=v1_routes(SERVICE
 """``http.app`` of ``langgraph.json``."""
 
 
-def _server_default_saver() -> BaseCheckpointSaver:
-    """The saver the server would use without a ``checkpointer.path``, its in-memory saver
-    given what langgraph-api expects of a custom one (`FullInMemorySaver`)."""
+@contextlib.asynccontextmanager
+async def checkpointer() -> AsyncIterator[BaseCheckpointSaver]:
+    """``checkpointer.path`` of ``langgraph.json``: `AsyncRedisSaver` on ``$REDIS_URL`` when
+    set, else the saver the server would use without one, its in-memory saver given what
+    langgraph-api expects of a custom one (`FullInMemorySaver`). Entered once per event
+    loop, so the Redis pool lives on the loop that uses it."""
+    if url := os.environ.get(REDIS_URL_ENV):
+        from pacore_graph.checkpoints import AsyncRedisSaver
+
+        async with AsyncRedisSaver.from_conn_string(url) as saver:
+            yield saver
+        return
     try:
         # `langgraph_runtime` raises ValueError when imported outside the server.
         from langgraph_runtime.checkpoint import Checkpointer
     except (ImportError, ValueError):
-        return FullInMemorySaver(InMemorySaver())
-    saver = Checkpointer()
-    return FullInMemorySaver(saver) if isinstance(saver, InMemorySaver) else saver
-
-
-@contextlib.asynccontextmanager
-async def checkpointer() -> AsyncIterator[BaseCheckpointSaver]:
-    """``checkpointer.path`` of ``langgraph.json``: `AsyncRedisSaver` on ``$REDIS_URL`` when
-    set, else the server's own saver. Entered once per event loop, so the Redis pool lives
-    on the loop that uses it."""
-    url = os.environ.get(REDIS_URL_ENV)
-    if not url:
-        yield _server_default_saver()
-        return
-    from pacore_graph.checkpoints import AsyncRedisSaver
-
-    async with AsyncRedisSaver.from_conn_string(url) as saver:
-        yield saver
+        default: BaseCheckpointSaver = InMemorySaver()
+    else:
+        default = Checkpointer()
+    yield FullInMemorySaver(default) if isinstance(default, InMemorySaver) else default

@@ -40,16 +40,14 @@ class Reply:
     tool_calls: list[dict[str, Any]] | None = None
     """OpenAI ``tool_calls`` of the answer, in one delta when streamed."""
     transform: Callable[[dict[str, Any]], Any] | None = None
-    """Rewrites the completion (or each chunk) before it is sent, into any JSON value or
-    ``bytes`` sent as they are: a 200 with something malformed."""
+    """Rewrites the completion (or each chunk) into any JSON value, or bytes sent as they are."""
     trickle: float = 0.0
     """Seconds between bytes: the answer goes out a byte at a time, never stalling long."""
     endless: Literal["comment", "empty_delta"] | None = None
     """A stream that never ends: after the content, an SSE comment (``: ping``) or an empty
     delta every ``trickle`` seconds (0.05 when 0) until the client hangs up."""
     pieces: int = 0
-    """Streamed: the content in this many equal pieces spread over ``delay``, as a decoding
-    server sends it, instead of word by word after it."""
+    """Streamed: the content in this many equal pieces over ``delay``, not word by word after."""
     on_sent: Callable[[], object] | None = None  # called once the whole answer is sent
 
 
@@ -58,9 +56,9 @@ Responder = Callable[[dict[str, Any]], "Reply | str | Awaitable[Reply | str]"]
 of its own, so it may block to hold a call; a coroutine function runs on the server's loop."""
 
 
-def word_count(text: str | None) -> int:
-    """The scripted server's token count: words."""
-    return len(text.split()) if text else 0
+def word_count(text: object) -> int:
+    """The scripted server's token count: words (none in anything but text)."""
+    return len(text.split()) if isinstance(text, str) else 0
 
 
 def last_user_text(body: dict[str, Any]) -> str:
@@ -210,8 +208,7 @@ class ScriptedServer:
             return await _send(request, reply.status, {"error": error}, reply)
         prompt = reply.prompt_tokens
         if prompt is None:
-            texts = [m.get("content") for m in body.get("messages", [])]
-            prompt = sum(word_count(t) for t in texts if isinstance(t, str))
+            prompt = sum(word_count(m.get("content")) for m in body.get("messages", []))
         generated = reply.completion_tokens
         if generated is None:
             generated = word_count(reply.content) + word_count(reply.reasoning_content)

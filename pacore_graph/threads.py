@@ -74,12 +74,8 @@ async def thread_lease(
 ) -> AsyncIterator[RunnableConfig]:
     """Holds the thread of ``config`` for one run; yields the config to run it with, which
     on a checkpointer with leases carries the lease's token that fences every write.
-    ``wait`` is `arun_thread`'s; ``on_wait`` is told who holds the thread.
-
-    Raises:
-        ThreadBusyError: Another run holds the thread.
-        LeaseLostError: The lease was lost while the block ran (the block is cancelled).
-    """
+    ``wait`` is `arun_thread`'s; ``on_wait`` is told who holds the thread. ThreadBusyError
+    when another run holds it; LeaseLostError when the lease is lost (the block cancelled)."""
     conf = config.get("configurable", {})
     alease = getattr(graph.checkpointer, "alease", None)
     if (
@@ -148,10 +144,8 @@ async def arun_thread(
         # "custom" always: it makes LangGraph stream eagerly, so each update reaches on_update
         # as its task ends, before the step's writes are saved (an answer whose save fails
         # is still shown).
-        modes: list[StreamMode] = [
-            "values",
-            *(m for m, h in handlers.items() if h or m == "custom"),
-        ]
+        modes: list[StreamMode] = ["values", "custom"]
+        modes += [m for m, h in handlers.items() if h and m != "custom"]
         command = kwargs.pop("command", None)  # e.g. Command(resume=...) for a paused run
         run_input = command if status == "interrupted" else dict(input)
         async for mode, chunk in graph.astream(run_input, config, stream_mode=modes, **kwargs):

@@ -36,9 +36,7 @@ def rule(hint: Any, bounds: Mapping[str, Any] | None = None) -> str:
             hint, *meta = get_args(hint)
             for item in meta:  # a FieldInfo holds its annotated_types constraints in .metadata
                 for c in getattr(item, "metadata", [item]):
-                    found.update(
-                        {k: getattr(c, k) for k in ("ge", "gt", "le", "lt") if hasattr(c, k)}
-                    )
+                    found |= {k: getattr(c, k) for k in ("ge", "gt", "le", "lt") if hasattr(c, k)}
         elif get_origin(hint) in (Union, types.UnionType):
             members = [a for a in get_args(hint) if a is not type(None)]
             if len(members) > 1:
@@ -52,7 +50,7 @@ def rule(hint: Any, bounds: Mapping[str, Any] | None = None) -> str:
         return "a callable"
     words = _KINDS.get(get_origin(hint) or hint, getattr(hint, "__name__", str(hint)))
     if found.get("le") == INT64_MAX:
-        del found["le"]  # said only when a value breaks it (`SettingsCheck.message`)
+        del found["le"]  # said only when a value breaks it (`SettingsCheck.check`)
     low = ("[", ">=", found["ge"]) if "ge" in found else ("(", ">", found.get("gt"))
     high = ("]", "<=", found["le"]) if "le" in found else (")", "<", found.get("lt"))
     if low[2] is not None and high[2] is not None:
@@ -72,27 +70,23 @@ class SettingsCheck:
             cls.__name__, __config__=config, **{n: (h, None) for n, h in self.hints.items()}
         )
 
-    def message(self, name: str, value: Any, error: Mapping[str, Any] | None = None) -> str:
-        """The one line for ``value`` of setting ``name`` that broke its constraints."""
-        error = error or {}
-        if error.get("type") == "value_error":  # a validator's own words
-            return f"{name} {error['ctx']['error']}"
-        words = rule(self.hints[name])
-        if (error.get("ctx") or {}).get("le") == INT64_MAX:
-            words += " and below 2**63"
-        shown = repr(value)
-        return f"{name} must be {words}, got {shown if len(shown) < 80 else shown[:76] + '...'}"
-
     def check(self, values: Mapping[str, Any]) -> None:
         """Raises `InvalidSettingsError` naming the first of ``values`` that breaks its field's
-        constraints (None passes: it takes a default)."""
+        constraints, in one line (None passes: it takes a default)."""
         given = {k: v for k, v in values.items() if k in self.hints and v is not None}
         try:
             self._model.model_validate(given)
         except ValidationError as exc:
             error = exc.errors()[0]
             name = str(error["loc"][0])
-            raise InvalidSettingsError(self.message(name, given[name], error)) from None
+            if error["type"] == "value_error":  # a validator's own words
+                raise InvalidSettingsError(f"{name} {error['ctx']['error']}") from None
+            words = rule(self.hints[name])
+            if error.get("ctx", {}).get("le") == INT64_MAX:
+                words += " and below 2**63"
+            shown = repr(given[name])
+            shown = shown if len(shown) < 80 else shown[:76] + "..."
+            raise InvalidSettingsError(f"{name} must be {words}, got {shown}") from None
 
     def check_instance(self, instance: Any) -> None:
         """`check` on the fields of a dataclass instance."""
@@ -105,12 +99,8 @@ CONTEXT = SettingsCheck(PaCoReContext)
 
 def check_settings(settings: PaCoReContext) -> list[int]:
     """Checks every setting of a run but those left None; returns its round vector.
-
-    Raises:
-        InvalidRoundsError: ``rounds`` is not a round vector, or is over ``max_k`` or
-            ``max_trajectories``.
-        InvalidSettingsError: A setting has an impossible value; the message names it.
-    """
+    InvalidRoundsError for ``rounds`` that is no round vector or is over ``max_k`` or
+    ``max_trajectories``; InvalidSettingsError, naming it, for any other impossible value."""
     CONTEXT.check_instance(settings)
     return resolve_rounds(
         # not `or`: 0, "" and [] are bad vectors, not "the default"

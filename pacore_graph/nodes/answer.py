@@ -19,16 +19,12 @@ def answer(state: PaCoReState) -> dict[str, Any]:
     final = final_trajectory(run["trajectories"], len(run["round_vector"]))
     assert final is not None, "compact lets no final round through without its answer"
     reply, thinking = split_thinking(final)
-    ttc, largest = run["ttc_tokens"], run["max_prompt_tokens"]
+    ttc, prompt = run["ttc_tokens"], run["max_prompt_tokens"]
     message = AIMessage(
         content=reply,
         id=final["message_id"],
         additional_kwargs={"reasoning_content": thinking} if thinking else {},
-        usage_metadata={
-            "input_tokens": largest,
-            "output_tokens": ttc,
-            "total_tokens": largest + ttc,
-        },
+        usage_metadata={"input_tokens": prompt, "output_tokens": ttc, "total_tokens": prompt + ttc},
         response_metadata={
             "finish_reason": final["finish_reason"],
             "pacore": {
@@ -39,6 +35,6 @@ def answer(state: PaCoReState) -> dict[str, Any]:
         },
     )
     get_stream_writer()(
-        {"type": "answer", "content": reply, "ttc_tokens": ttc, "max_prompt_tokens": largest}
+        {"type": "answer", "content": reply, "ttc_tokens": ttc, "max_prompt_tokens": prompt}
     )
     return {"messages": [message], "pacore": run}

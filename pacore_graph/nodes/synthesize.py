@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from langchain_core.messages import BaseMessage
 from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
@@ -25,31 +24,6 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 3)
 
 
-def fit_references(
-    messages: Sequence[BaseMessage],
-    references: list[str],
-    *,
-    limit: int,
-    policy: str,
-    count: TokenCounter,
-    round_number: int,
-) -> list[str]:
-    """References that fit ``limit`` (counting message text only): "drop_longest" drops
-    the longest until they do; otherwise ContextLimitError."""
-    refs = list(references)
-    while (
-        size := sum(count(message_text(m)) for m in build_round_messages(messages, refs))
-    ) > limit:
-        if policy != "drop_longest" or not refs:
-            raise ContextLimitError(
-                f"round {round_number} synthesis prompt is ~{size} tokens with {len(refs)} "
-                f"references, over context_limit={limit}; raise the limit, lower K, or set "
-                "on_context_overflow='drop_longest'"
-            )
-        refs.remove(max(refs, key=len))
-    return refs
-
-
 def synthesize(
     state: PaCoReState,
     runtime: Runtime[PaCoReContext],
@@ -66,18 +40,21 @@ def synthesize(
     r = state["round"] + 1
     if state.get("budget_exhausted") or previous.get("review") == "finish":
         r = len(state["round_vector"])
-    given = sent = list(state.get("references") or [])
+    given = list(state.get("references") or [])
     edited = given != reference_texts(previous, state["trajectories"])
     plain = not given and settings.empty_references == "problem"  # the paper: the problem alone
-    if settings.context_limit is not None and not plain:
-        sent = fit_references(
-            state["messages"],
-            given,
-            limit=settings.context_limit,
-            policy=settings.on_context_overflow or "error",
-            count=count,
-            round_number=r,
-        )
+    sent, limit = list(given), settings.context_limit
+    while limit is not None and not plain:  # fit the limit, counting message text only
+        prompt = build_round_messages(state["messages"], sent)
+        if (size := sum(count(message_text(m)) for m in prompt)) <= limit:
+            break
+        if settings.on_context_overflow != "drop_longest" or not sent:
+            raise ContextLimitError(
+                f"round {r} synthesis prompt is ~{size} tokens with {len(sent)} references, "
+                f"over context_limit={limit}; raise the limit, lower K, or set "
+                "on_context_overflow='drop_longest'"
+            )
+        sent.remove(max(sent, key=len))
     k = state["round_vector"][r - 1]
     get_stream_writer()({"type": "round_started", "round": r, "k": k, "references": len(sent)})
     summary = {

@@ -16,7 +16,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, LLMResult
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import merge_configs, var_child_runnable_config
 from langgraph.constants import TAG_NOSTREAM
 from langgraph.errors import GraphBubbleUp
@@ -25,7 +25,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, RetryPolicy
 from typing_extensions import TypedDict
 
-from pacore_graph._compat import read_channel, sync_async_node
+from pacore_graph._compat import read_channel
 from pacore_graph.budget import BudgetTracker, RoundBudget, RoundTrackers, quorum
 from pacore_graph.compaction import resolve_compaction
 from pacore_graph.context import PaCoReContext, merge_context
@@ -60,9 +60,11 @@ class TrajectoryTask(TypedDict):
     """True for one task of the round, which sends the graph on to compact."""
 
 
-def then_compact(
-    task: TrajectoryTask, update: dict[str, list[Trajectory]]
-) -> Command | dict[str, list[Trajectory]]:
+Update = Command | dict[str, list[Trajectory]]
+"""What the node returns: its trajectory's record, and for one task of a round the way on."""
+
+
+def then_compact(task: TrajectoryTask, update: dict[str, list[Trajectory]]) -> Update:
     """The update, with ``goto="compact"`` from one task of the round only: the others leave
     one write each instead of two (LangGraph rescans a step's writes per finished task)."""
     return Command(update=update, goto="compact") if task["compact"] else update
@@ -211,13 +213,9 @@ class TrajectoryNode:
         self.trackers = RoundTrackers()
         self._checked: tuple[object, str, PaCoReContext] | None = None
 
-    def as_runnable(self) -> Runnable:
-        """The node as LangGraph runs it."""
-        return sync_async_node(self.run, self.arun, "trajectory")
-
     def run(
         self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
-    ) -> Command | dict[str, list[Trajectory]]:
+    ) -> Update:
         attempt = 0
         while True:
             attempt += 1
@@ -225,15 +223,15 @@ class TrajectoryNode:
             try:
                 returned, message = _call_in_thread(self.model, call)
             except Exception as exc:
-                if not isinstance(wait := self._failed(call, exc, attempt), int | float):
-                    return wait
+                if (wait := self._retry_wait(exc, attempt)) is None:
+                    return self._unfinished(call, "failed", describe_failure(exc))
                 time.sleep(wait)
             else:
                 return self._finish(call, returned, message)
 
     async def arun(
         self, task: TrajectoryTask, runtime: Runtime[PaCoReContext], config: RunnableConfig
-    ) -> Command | dict[str, list[Trajectory]]:
+    ) -> Update:
         attempt = 0
         while True:
             attempt += 1
@@ -241,8 +239,8 @@ class TrajectoryNode:
             try:
                 returned, message = await _call_async(self.model, call)
             except Exception as exc:
-                if not isinstance(wait := self._failed(call, exc, attempt), int | float):
-                    return wait
+                if (wait := self._retry_wait(exc, attempt)) is None:
+                    return self._unfinished(call, "failed", describe_failure(exc))
                 await asyncio.sleep(wait)
             else:
                 return self._finish(call, returned, message)
@@ -292,7 +290,7 @@ class TrajectoryNode:
                 settings.straggler_factor,
                 settings.straggler_min_seconds,
             )
-            if policy is None or task["final"]:
+            if policy is None:
                 return None
             k = resolve_rounds(settings.rounds or "low")[round_number - 1]
             return policy, k, trigger_count(policy, k, quorum(settings.min_success, k))
@@ -307,27 +305,20 @@ class TrajectoryNode:
             task, runtime, started, settings, prompt, config, args, tracker, message_id
         )
 
-    def _failed(
-        self, call: ModelCall, exc: Exception, attempt: int
-    ) -> float | Command | dict[str, list[Trajectory]]:
-        """Seconds to wait before the next attempt, or the record of a call failed for good."""
+    def _retry_wait(self, exc: Exception, attempt: int) -> float | None:
+        """Seconds to wait before the next attempt; None when the call failed for good."""
         if isinstance(exc, GraphBubbleUp):  # interrupts and commands are no failures
             raise exc
         _clear_frames(exc)
-        if (wait := retry_wait(self.retry_policy, exc, attempt)) is None:
-            return self._unfinished(call, "failed", describe_failure(exc))
-        return wait
+        return retry_wait(self.retry_policy, exc, attempt)
 
-    def _finish(
-        self, call: ModelCall, returned: bool, message: Any
-    ) -> Command | dict[str, list[Trajectory]]:
+    def _finish(self, call: ModelCall, returned: bool, message: Any) -> Update:
         tracker = call.tracker
         if not returned:
             error = tracker.error if tracker is not None else None
             return self._unfinished(call, "stopped", error or "stopped")
         if tracker is not None:
-            tracker.add(output_tokens(message))
-            tracker.finished()
+            tracker.finished(output_tokens(message))
         traj = finished_record(
             call.task["round"],
             call.task["index"],
@@ -341,9 +332,7 @@ class TrajectoryNode:
         call.runtime.stream_writer({"type": "trajectory_finished", **event})
         return then_compact(call.task, {"trajectories": [traj]})
 
-    def _unfinished(
-        self, call: ModelCall, status: Status, error: str
-    ) -> Command | dict[str, list[Trajectory]]:
+    def _unfinished(self, call: ModelCall, status: Status, error: str) -> Update:
         error = redact(error, self.secrets)
         r, i = call.task["round"], call.task["index"]
         traj = unfinished_record(r, i, status, error, latency_s=time.perf_counter() - call.started)
