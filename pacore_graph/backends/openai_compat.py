@@ -306,7 +306,9 @@ class ChatOpenAICompatible(BaseChatOpenAI):
                             return await super()._agenerate(messages, stop, run_manager, **kwargs)
                     body = {k: v for k, v in payload.items() if k != "extra_body"}
                     body.update(payload.get("extra_body") or {})  # as the SDK merges it
-                    response = await post_chat_completion(clients.session(), direct, body)
+                    response = await post_chat_completion(
+                        clients.session(), direct, body, clients.current
+                    )
                     return self._create_chat_result(response)
             except TimeoutError:
                 if seconds is not None and timer.expired():
