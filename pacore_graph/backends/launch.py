@@ -45,8 +45,7 @@ def model_for_endpoint(
     """
     key: dict[str, Any] = {"api_key": SecretStr(api_key)} if api_key else {}
     if not model:
-        probe = ChatOpenAICompatible(base_url=base_url, model="", timeout=10, **key)
-        served = probe.list_models()
+        served = ChatOpenAICompatible(base_url=base_url, model="", timeout=10, **key).list_models()
         if not served:
             raise ValueError(f"{redact_url(base_url)} serves no model: name one")
         model = served[0]
