@@ -12,17 +12,15 @@ import urllib.request
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import aiohttp
 import httpx2
 import openai
 
 from pacore_graph.backends.deadline import DeadlineTransport
+from pacore_graph.backends.direct import DirectRequest
 from pacore_graph.backends.size import AsyncSizedStream, ByteCount
-
-if TYPE_CHECKING:
-    from pacore_graph.backends.direct import DirectRequest
 
 KEEPALIVE_S = 4.0
 """Idle time after which a pooled connection is dropped: under uvicorn's 5 s (vLLM, SGLang)."""

@@ -53,8 +53,7 @@ class _CheckedStream(httpx2.SyncByteStream):
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self.inner:
             if self.deadline is not None and time.monotonic() > self.deadline[0]:
-                message = deadline_message(self.deadline[1])
-                raise DeadlineExceeded(message, request=self.request)
+                raise DeadlineExceeded(deadline_message(self.deadline[1]), request=self.request)
             if self.size is not None:
                 try:
                     self.size.add(chunk)

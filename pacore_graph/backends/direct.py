@@ -35,8 +35,7 @@ async def post_chat_completion(
     body: dict[str, Any],
     sdk: Callable[[], openai.AsyncOpenAI],
 ) -> dict[str, Any]:
-    """One non-streamed chat completion; its JSON, or the SDK's exception (an HTTP error's
-    made by the client ``sdk()``)."""
+    """A non-streamed chat completion's JSON, or the SDK's exception (``sdk()`` makes HTTP ones)."""
     try:
         async with session.post(
             request.url,

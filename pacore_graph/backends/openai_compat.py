@@ -366,7 +366,6 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        clients = self.root_async_client
         if self._astream_timeout is not None:  # as in _stream
             kwargs.setdefault("timeout", self._astream_timeout)
         chunks = cast(
@@ -378,7 +377,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
                 chunks, seconds, lambda: self._timeout(deadline_message(seconds))
             )
         async with self._limit.ahold(), contextlib.aclosing(chunks):  # closed: as in _stream
-            with self._checked(clients) as check:
+            with self._checked(self.root_async_client) as check:
                 async for generation in chunks:
                     yield check(generation)
 
