@@ -1,27 +1,26 @@
 """The SDK clients of `ChatOpenAICompatible`, in place of those ``BaseChatOpenAI`` builds:
-`LoopClients` per event loop (a pool belongs to its loop), `LazySyncClient` on first use.
-"""
+`LoopClients` per event loop (a pool belongs to its loop), `LazySyncClient` on first use."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
+import ssl
 import urllib.request
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import aiohttp
 import httpx2
 import openai
 
-from pacore_graph.backends.deadline import DeadlineTransport, keepalive_options, ssl_context
+from pacore_graph.backends.deadline import DeadlineTransport
+from pacore_graph.backends.direct import DirectRequest
 from pacore_graph.backends.size import AsyncSizedStream, ByteCount
-
-if TYPE_CHECKING:
-    from pacore_graph.backends.direct import DirectRequest
 
 KEEPALIVE_S = 4.0
 """Idle time after which a pooled connection is dropped: under uvicorn's 5 s (vLLM, SGLang)."""
@@ -36,6 +35,26 @@ def _socket(addr_info: Any) -> socket.socket:
     if KERNEL_CONNECT_LIMIT and addr_info[0] in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, 2)
     return sock
+
+
+def _keepalive_options() -> list[tuple[int, int, int]]:
+    """TCP keep-alive as langchain-openai sets it: a peer gone silently is found in ~2 min."""
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in (
+        ("TCP_KEEPIDLE", 60),
+        ("TCP_KEEPINTVL", 10),
+        ("TCP_KEEPCNT", 3),
+        ("TCP_USER_TIMEOUT", 120_000),
+    ):
+        if hasattr(socket, name):  # Linux has them all; other systems some
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    return options
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One SSL context for every sync client: loading the CA bundle is slow."""
+    return httpx2.create_ssl_context()
 
 
 def environment_proxy(url: str) -> str | None:
@@ -195,10 +214,10 @@ class LazySyncClient(_StandIn):
 
         def make() -> openai.OpenAI:
             inner = httpx2.HTTPTransport(
-                verify=ssl_context(),
+                verify=_ssl_context(),
                 limits=limits,
                 proxy=environment_proxy(url) if url else None,  # a custom transport skips it
-                socket_options=keepalive_options() if socket_options is None else socket_options,
+                socket_options=_keepalive_options() if socket_options is None else socket_options,
             )
             transport = DeadlineTransport(inner, deadline, max_bytes)  # None, None: passes all
             http = openai.DefaultHttpxClient(transport=transport, timeout=timeout)

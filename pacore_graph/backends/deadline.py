@@ -1,14 +1,10 @@
 """Model calls that end: a deadline for the whole call (a read timeout never trips on a
 server that trickles a byte a second), and a stall limit for streams. Async calls run
-under one timer (`until_deadline` for a stream), sync calls on `DeadlineTransport`.
-"""
+under one timer (`until_deadline` for a stream), sync calls on `DeadlineTransport`."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import socket
-import ssl
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
@@ -57,8 +53,7 @@ class _CheckedStream(httpx2.SyncByteStream):
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self.inner:
             if self.deadline is not None and time.monotonic() > self.deadline[0]:
-                message = deadline_message(self.deadline[1])
-                raise DeadlineExceeded(message, request=self.request)
+                raise DeadlineExceeded(deadline_message(self.deadline[1]), request=self.request)
             if self.size is not None:
                 try:
                     self.size.add(chunk)
@@ -110,26 +105,6 @@ def cause_of(exc: BaseException, kind: type[_E]) -> _E | None:
     return cause
 
 
-def keepalive_options() -> list[tuple[int, int, int]]:
-    """TCP keep-alive as langchain-openai sets it: a peer gone silently is found in ~2 min."""
-    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
-    for name, value in (
-        ("TCP_KEEPIDLE", 60),
-        ("TCP_KEEPINTVL", 10),
-        ("TCP_KEEPCNT", 3),
-        ("TCP_USER_TIMEOUT", 120_000),
-    ):
-        if hasattr(socket, name):  # Linux has them all; other systems some
-            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
-    return options
-
-
-@functools.cache
-def ssl_context() -> ssl.SSLContext:
-    """One SSL context for every sync client: loading the CA bundle is slow."""
-    return httpx2.create_ssl_context()
-
-
 async def until_deadline(
     chunks: AsyncGenerator[_T, None],
     seconds: float,
@@ -138,7 +113,6 @@ async def until_deadline(
     """``chunks`` until ``seconds`` from now; then ``error()`` is raised, cancelling a
     pending wait for a chunk (``asyncio.timeout`` cannot span a generator's yields)."""
     # One timer per stream: an asyncio.timeout per chunk costs 17 µs a chunk, this 3 µs.
-    loop = asyncio.get_running_loop()
     waiter: asyncio.Task[object] | None = None  # the task awaiting the next chunk, if one is
     expired = cancelled = False
 
@@ -149,7 +123,7 @@ async def until_deadline(
             cancelled = True
             waiter.cancel()
 
-    timer = loop.call_later(seconds, expire)
+    timer = asyncio.get_running_loop().call_later(seconds, expire)
     try:
         while True:
             if expired:

@@ -1,6 +1,5 @@
 """Plain async chat completions sent directly on aiohttp, without the SDK's client: only
-the HTTP exchange, raising the SDK's own exceptions as the SDK would.
-"""
+the HTTP exchange, raising the SDK's own exceptions as the SDK would."""
 
 # Hand-written for speed: client CPU per call (1,000 ainvoke, 32 at once, the scripted server
 # in another process) is 1.6-1.7 ms through the SDK, 0.5 ms here (benchmarks/run.py P1, P4).
@@ -8,6 +7,7 @@ the HTTP exchange, raising the SDK's own exceptions as the SDK would.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,21 +29,13 @@ class DirectRequest:
     max_bytes: int | None = None
 
 
-_STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
-    400: openai.BadRequestError,
-    401: openai.AuthenticationError,
-    403: openai.PermissionDeniedError,
-    404: openai.NotFoundError,
-    409: openai.ConflictError,
-    422: openai.UnprocessableEntityError,
-    429: openai.RateLimitError,
-}
-
-
 async def post_chat_completion(
-    session: aiohttp.ClientSession, request: DirectRequest, body: dict[str, Any]
+    session: aiohttp.ClientSession,
+    request: DirectRequest,
+    body: dict[str, Any],
+    sdk: Callable[[], openai.AsyncOpenAI],
 ) -> dict[str, Any]:
-    """One non-streamed chat completion; its JSON, or the SDK's exception."""
+    """A non-streamed chat completion's JSON, or the SDK's exception (``sdk()`` makes HTTP ones)."""
     try:
         async with session.post(
             request.url,
@@ -55,7 +47,14 @@ async def post_chat_completion(
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise _transport_error(exc, request.url)  # noqa: B904 (names its cause; a local: a cycle)
     if response.status >= 400:
-        raise _status_error(request.url, response.status, response.headers, raw)
+        skip = {"content-encoding", "content-length", "transfer-encoding"}  # aiohttp decoded it
+        failed = httpx2.Response(
+            response.status,
+            headers=[(k, v) for k, v in response.headers.items() if k.lower() not in skip],
+            content=raw,
+            request=httpx2.Request("POST", request.url),
+        )
+        raise sdk()._make_status_error_from_response(failed)
     try:  # bytes that are no UTF-8 become U+FFFD, as lone surrogates will (checked_completion)
         return json.loads(raw.decode("utf-8", "replace"))
     except ValueError as exc:
@@ -80,48 +79,23 @@ async def _read(response: aiohttp.ClientResponse, limit: int | None) -> bytes:
     return b"".join(chunks)
 
 
-def _status_error(url: str, status: int, headers: Any, raw: bytes) -> openai.APIStatusError:
-    """The SDK's exception for an HTTP error, built as the SDK builds it."""
-    skip = {"content-encoding", "content-length", "transfer-encoding"}
-    response = httpx2.Response(
-        status,
-        headers=[(k, v) for k, v in headers.items() if k.lower() not in skip],
-        content=raw,
-        request=httpx2.Request("POST", url),
-    )
-    message = f"Error code: {status}"
-    try:
-        data: Any = json.loads(raw)
-    except ValueError:
-        data = raw.decode(errors="replace").strip()
-    body = data.get("error", data) if isinstance(data, dict) else data
-    if isinstance(body, dict) and isinstance(body.get("message"), str) and body["message"]:
-        message += f" - {body['message']}"  # the SDK names only the message field
-    other = openai.InternalServerError if status >= 500 else openai.APIStatusError
-    return _STATUS_ERRORS.get(status, other)(message, response=response, body=body)
+_CAUSES = (
+    (aiohttp.ConnectionTimeoutError, httpx2.ConnectTimeout),
+    (TimeoutError, httpx2.ReadTimeout),  # aiohttp's ServerTimeoutError included
+    (aiohttp.ClientConnectorError, httpx2.ConnectError),
+    ((aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError), httpx2.RemoteProtocolError),
+    (BaseException, httpx2.ReadError),
+)
+"""The httpx2 exception the SDK would see for an aiohttp one: the first that matches."""
 
 
 def _transport_error(exc: BaseException, url: str) -> openai.APIConnectionError:
     """The SDK's error for a transport failure, caused by the httpx2 exception it would see."""
     request = httpx2.Request("POST", url)
-    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-        error: openai.APIConnectionError = openai.APITimeoutError(request=request)
-        kind = (
-            httpx2.ConnectTimeout
-            if isinstance(exc, aiohttp.ConnectionTimeoutError)
-            else httpx2.ReadTimeout
-        )
-        cause: Exception = kind(str(exc) or "timed out", request=request)
-    else:
-        error = openai.APIConnectionError(request=request)
-        failure: type[httpx2.TransportError] = (
-            httpx2.ConnectError
-            if isinstance(exc, aiohttp.ClientConnectorError)
-            else httpx2.RemoteProtocolError
-            if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError)
-            else httpx2.ReadError
-        )
-        cause = failure(str(exc) or type(exc).__name__, request=request)
+    kind = next(kind for caught, kind in _CAUSES if isinstance(exc, caught))
+    timeout = issubclass(kind, httpx2.TimeoutException)
+    cause = kind(str(exc) or ("timed out" if timeout else type(exc).__name__), request=request)
     cause.__cause__ = exc
+    error = (openai.APITimeoutError if timeout else openai.APIConnectionError)(request=request)
     error.__cause__, error.__suppress_context__ = cause, True  # as `raise error from cause`
     return error

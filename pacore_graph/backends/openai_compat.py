@@ -1,6 +1,5 @@
 """Any OpenAI-compatible endpoint (vLLM, SGLang, llama.cpp, hosted APIs) as a LangChain chat model:
-``BaseChatOpenAI`` plus the thinking, a deadline, a size limit and a check of each reply.
-"""
+``BaseChatOpenAI`` plus the thinking, a deadline, a size limit and a check of each reply."""
 
 from __future__ import annotations
 
@@ -52,11 +51,9 @@ from pacore_graph.secrets import url_credentials
 
 
 def _stall_env() -> float:  # langchain-openai's variable, else ours
-    value = os.environ.get("LANGCHAIN_OPENAI_STREAM_CHUNK_TIMEOUT_S")
-    try:
-        return float(value) if value else STALL_S
-    except ValueError:
-        return STALL_S
+    with contextlib.suppress(KeyError, ValueError):
+        return float(os.environ["LANGCHAIN_OPENAI_STREAM_CHUNK_TIMEOUT_S"])
+    return STALL_S
 
 
 class ChatOpenAICompatible(BaseChatOpenAI):
@@ -131,12 +128,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         values = _credentials_to_key(values)
         given = ("async_client", "root_async_client", "http_async_client", "openai_proxy")
         if not any(values.get(k) for k in given):
-            clients = LoopClients()
-            values = {
-                **values,
-                "root_async_client": clients,
-                "async_client": ChatCompletions(clients),
-            }
+            pools = LoopClients()
+            values = {**values, "root_async_client": pools, "async_client": ChatCompletions(pools)}
         if not any(values.get(k) for k in ("client", "root_client", "http_client", "openai_proxy")):
             sync = LazySyncClient()
             values = {**values, "root_client": sync, "client": ChatCompletions(sync)}
@@ -165,10 +158,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             # needs no per-read timer; a stream reads within the stall limit.
             if deadline is not None:
                 timeout = httpx2.Timeout(None, connect=connect)
-                if self._stall_s is not None:
-                    self._astream_timeout = httpx2.Timeout(
-                        None, connect=connect, read=self._stall_s
-                    )
+                self._astream_timeout = httpx2.Timeout(None, connect=connect, read=self._stall_s)
             self.root_async_client.configure(
                 self.max_connections, self._direct(), **kwargs, timeout=timeout
             )
@@ -177,11 +167,9 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             # DeadlineTransport checking the deadline between reads.
             timeout = self.request_timeout
             if deadline is not None:
-                timeout = httpx2.Timeout(connect, read=deadline, write=deadline, pool=deadline)
+                timeout = httpx2.Timeout(deadline, connect=connect)
                 stall = self._stall_s or deadline
-                self._stream_timeout = httpx2.Timeout(
-                    connect, read=stall, write=deadline, pool=deadline
-                )
+                self._stream_timeout = httpx2.Timeout(deadline, connect=connect, read=stall)
             self.root_client.configure(
                 kwargs,
                 timeout=timeout,
@@ -306,7 +294,9 @@ class ChatOpenAICompatible(BaseChatOpenAI):
                             return await super()._agenerate(messages, stop, run_manager, **kwargs)
                     body = {k: v for k, v in payload.items() if k != "extra_body"}
                     body.update(payload.get("extra_body") or {})  # as the SDK merges it
-                    response = await post_chat_completion(clients.session(), direct, body)
+                    response = await post_chat_completion(
+                        clients.session(), direct, body, clients.current
+                    )
                     return self._create_chat_result(response)
             except TimeoutError:
                 if seconds is not None and timer.expired():
@@ -320,24 +310,20 @@ class ChatOpenAICompatible(BaseChatOpenAI):
     ) -> ChatResult:
         """The base class's result of the checked reply, with the thinking."""
         typed = response if isinstance(response, openai.BaseModel) else None
-        # The SDK builds its objects without validating them: check what it received. As
-        # the base class, leave structured output's parsed object out of the dump.
+        # The SDK builds its objects without validating them: check what it received, leaving
+        # structured output's parsed object out of the dump as the base class does.
+        exclude = {"choices": {"__all__": {"message": {"parsed"}}}}
         data = checked_completion(
-            typed.model_dump(
-                exclude={"choices": {"__all__": {"message": {"parsed"}}}}, warnings=False
-            )
-            if typed is not None
-            else response
+            typed.model_dump(exclude=exclude, warnings=False) if typed is not None else response
         )
         result = super()._create_chat_result(data, generation_info)
-        choices = data["choices"]
         if typed is not None:  # what the base class takes from the SDK's object
             extra = result.generations[0].message.additional_kwargs
             message: Any = getattr(typed.choices[0], "message", None)  # type: ignore[attr-defined]
             for key in ("parsed", "refusal"):  # the refusal as checked, the parsed object kept
                 if hasattr(message, key):
-                    extra[key] = choices[0]["message"].get(key, getattr(message, key))
-        for generation, choice in zip(result.generations, choices, strict=False):
+                    extra[key] = data["choices"][0]["message"].get(key, getattr(message, key))
+        for generation, choice in zip(result.generations, data["choices"], strict=False):
             if thinking := reasoning(choice["message"]):
                 generation.message.additional_kwargs["reasoning_content"] = thinking
         return result
@@ -364,7 +350,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        kwargs = _with_timeout(kwargs, self._stream_timeout)
+        if self._stream_timeout is not None:  # our client's, unless the call brings one
+            kwargs.setdefault("timeout", self._stream_timeout)
         with self._limit.hold(), self._checked(self.root_client) as check:
             chunks = super()._stream(messages, stop, run_manager, **kwargs)
             # Closing the chunks closes the response: a stream stopped early hangs up.
@@ -379,8 +366,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        clients = self.root_async_client
-        kwargs = _with_timeout(kwargs, self._astream_timeout)
+        if self._astream_timeout is not None:  # as in _stream
+            kwargs.setdefault("timeout", self._astream_timeout)
         chunks = cast(
             "AsyncGenerator[ChatGenerationChunk]",
             super()._astream(messages, stop, run_manager, **kwargs),
@@ -390,7 +377,7 @@ class ChatOpenAICompatible(BaseChatOpenAI):
                 chunks, seconds, lambda: self._timeout(deadline_message(seconds))
             )
         async with self._limit.ahold(), contextlib.aclosing(chunks):  # closed: as in _stream
-            with self._checked(clients) as check:
+            with self._checked(self.root_async_client) as check:
                 async for generation in chunks:
                     yield check(generation)
 
@@ -420,9 +407,8 @@ class ChatOpenAICompatible(BaseChatOpenAI):
     @contextlib.contextmanager
     def _checked(self, clients: object) -> Iterator[Callable[[ChatGenerationChunk], Any]]:
         """A check of each chunk of a stream (the size limit), its failures named, and at its
-        end the check that a finish_reason came: a stream cut by a crashing server or proxy
-        can end cleanly, and the graph retries the `IncompleteResponseError` of such a
-        partial answer."""
+        end `IncompleteResponseError` (retried) unless a finish_reason came: a stream cut by
+        a crashing server or proxy can end cleanly."""
         size, finished = StreamSize(self.max_reply_bytes), False
 
         def check(generation: ChatGenerationChunk) -> ChatGenerationChunk:
@@ -453,11 +439,6 @@ class ChatOpenAICompatible(BaseChatOpenAI):
             raise BackendUnreachableError(
                 f"cannot reach the model endpoint {self.openai_api_base}: {exc.__cause__ or exc}"
             ) from exc
-
-
-def _with_timeout(kwargs: dict[str, Any], timeout: httpx2.Timeout | None) -> dict[str, Any]:
-    """A stream's ``kwargs`` with our client's ``timeout``, unless they bring their own."""
-    return kwargs if timeout is None or "timeout" in kwargs else {**kwargs, "timeout": timeout}
 
 
 def _credentials_to_key(values: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,6 @@
 """What an OpenAI-compatible server sends back, checked and cleaned before LangChain reads it:
 no chat completion raises `MalformedResponseError` (retried), a garbled token count makes
-the usage unknown, a lone surrogate (no UTF-8 can encode it) becomes U+FFFD.
-"""
+the usage unknown, a lone surrogate (no UTF-8 can encode it) becomes U+FFFD."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ from typing import Any
 from pacore_graph.errors import MalformedResponseError
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_REPLACEMENT = "\ufffd"
 
 _REASONING_KEYS = ("reasoning_content", "reasoning")  # newer vLLM and OpenRouter: reasoning
 _COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -34,7 +32,7 @@ def clean_text(value: Any) -> Any:
         # str.isascii is O(1), and an ASCII string holds no surrogate.
         if value.isascii() or _SURROGATE.search(value) is None:
             return value
-        return _SURROGATE.sub(_REPLACEMENT, value)
+        return _SURROGATE.sub("\ufffd", value)
     if type(value) is dict:
         clean = {key: clean_text(item) for key, item in value.items()}
         return value if all(clean[k] is item for k, item in value.items()) else clean

@@ -1,7 +1,6 @@
 """A limit on the size of one reply, kept while it is read: past it, `ReplyTooLargeError`
 and the rest never read. A body counts its bytes; a stream the UTF-8 bytes of its content
-and thinking, and those of the event being read.
-"""
+and thinking, and those of the event being read."""
 
 from __future__ import annotations
 

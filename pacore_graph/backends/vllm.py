@@ -1,8 +1,7 @@
 """vLLM's async engine in this process, as a LangChain chat model (no HTTP server).
 
 vLLM is imported lazily. ``AsyncLLM`` binds to the event loop it first runs on, so the
-engine lives on one loop in a daemon thread; cancelling a caller's future aborts its request.
-"""
+engine lives on one loop in a daemon thread; cancelling a caller's future aborts its request."""
 
 from __future__ import annotations
 
@@ -256,12 +255,10 @@ class ChatVLLM(BaseChatModel):
 
         # Priority as in vLLM's server: the call, then generation_config.json, then vLLM.
         values = {**self._defaults, **given}
-        room = self._engine.model_config.max_model_len - prompt_len
+        max_len = self._engine.model_config.max_model_len
+        room = max_len - prompt_len
         if room <= 0:
-            raise ValueError(
-                f"the prompt has {prompt_len} tokens, max_model_len is "
-                f"{self._engine.model_config.max_model_len}"
-            )
+            raise ValueError(f"the prompt has {prompt_len} tokens, max_model_len is {max_len}")
         values["max_tokens"] = min(values.get("max_tokens") or room, room)
         values.pop("n", None)
         return SamplingParams.from_optional(
