@@ -1,6 +1,6 @@
-"""Every private LangGraph API pacore-graph uses, each with a fallback, so that a rename
-upstream does not break ``import pacore_graph``; `tests/test_compat.py` fails when an
-upgrade changes one."""
+"""Every private API of LangGraph and the openai SDK that pacore-graph uses, each with a
+fallback, so that a rename upstream does not break ``import pacore_graph``;
+`tests/test_compat.py` fails when an upgrade changes one."""
 
 from __future__ import annotations
 
@@ -76,3 +76,16 @@ def expose_errors(types: type[BaseException] | tuple[type[BaseException], ...]) 
 
 
 __all__ = ["RunnableCallable", "expose_errors", "is_resuming", "read_channel", "sync_async_node"]
+
+
+def sdk_status_error(client: Any, response: Any) -> Exception:
+    """The openai SDK's exception for an HTTP error ``response`` (an httpx Response), built
+    as ``client`` builds it (its class by status, the body's message); a plain
+    ``APIStatusError`` naming the status if the client cannot."""
+    make = getattr(client, "_make_status_error_from_response", None)
+    if make is not None:
+        return make(response)
+    import openai
+
+    message = f"Error code: {response.status_code}"
+    return openai.APIStatusError(message, response=response, body=None)

@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass
 from typing import Annotated
 
+import httpx2
+import openai
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
@@ -16,7 +18,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 from typing_extensions import TypedDict
 
-from pacore_graph._compat import RunnableCallable, is_resuming, read_channel
+from pacore_graph._compat import RunnableCallable, is_resuming, read_channel, sdk_status_error
 
 
 class State(TypedDict, total=False):
@@ -141,3 +143,25 @@ def test_without_the_private_modules_the_public_fallbacks_run_the_graph():
         [sys.executable, "-c", FALLBACK], capture_output=True, text=True, timeout=120
     )
     assert done.stdout.strip() == "fallback ok", done.stderr
+
+
+def _error_reply(status: int, body: bytes) -> httpx2.Response:
+    request = httpx2.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    return httpx2.Response(status, content=body, request=request)
+
+
+def test_the_sdk_builds_its_exception_for_an_http_error_as_the_direct_path_uses_it():
+    # The direct aiohttp path raises what the SDK's client would: the class by status and
+    # the body's message, through the client's private builder.
+    client = openai.AsyncOpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1")
+    assert callable(getattr(client, "_make_status_error_from_response", None))
+    error = sdk_status_error(client, _error_reply(429, b'{"error": {"message": "slow down"}}'))
+    assert type(error) is openai.RateLimitError and str(error) == "Error code: 429 - slow down"
+    assert error.body == {"message": "slow down"}
+    assert type(sdk_status_error(client, _error_reply(503, b"busy"))) is openai.InternalServerError
+
+
+def test_without_the_sdks_builder_an_http_error_is_still_the_sdks_status_error():
+    error = sdk_status_error(object(), _error_reply(429, b"{}"))
+    assert isinstance(error, openai.APIStatusError) and str(error) == "Error code: 429"
+    assert error.status_code == 429

@@ -15,6 +15,7 @@ import aiohttp
 import httpx2
 import openai
 
+from pacore_graph._compat import sdk_status_error
 from pacore_graph.backends.replies import undecodable
 from pacore_graph.errors import ReplyTooLargeError
 
@@ -54,7 +55,7 @@ async def post_chat_completion(
             content=raw,
             request=httpx2.Request("POST", request.url),
         )
-        raise sdk()._make_status_error_from_response(failed)
+        raise sdk_status_error(sdk(), failed)
     try:  # bytes that are no UTF-8 become U+FFFD, as lone surrogates will (checked_completion)
         return json.loads(raw.decode("utf-8", "replace"))
     except ValueError as exc:
