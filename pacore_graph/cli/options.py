@@ -42,8 +42,7 @@ class CLIError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """Reports a bad argument in one line, like every other pacore error, with the option
-    an unknown one may have meant."""
+    """Reports a bad argument in one line, with the option an unknown one may have meant."""
 
     def error(self, message: str) -> NoReturn:
         if message.startswith("unrecognized arguments:"):  # the root parser's, for all
@@ -102,13 +101,6 @@ def _count_or_fraction(text: str) -> int | float:
         return float(text)  # argparse reports a ValueError as "invalid value"
 
 
-def _json_object(text: str) -> dict[str, Any]:
-    value = json.loads(text)  # argparse reports a JSONDecodeError (a ValueError) as invalid
-    if not isinstance(value, dict):
-        raise ValueError("not a JSON object")
-    return value
-
-
 class StragglersAction(argparse.Action):
     """``--stragglers Q[,F[,S]]`` sets ``--straggler-quantile``, ``-factor`` and
     ``-min-seconds`` at once (those left out keep their defaults); ``off`` is quantile 1."""
@@ -130,8 +122,7 @@ class StragglersAction(argparse.Action):
                 self, f"expected Q[,F[,SECONDS]] such as 0.75,2,10, or off; got {text!r}"
             )
         names = ("straggler_quantile", "straggler_factor", "straggler_min_seconds")
-        for name, number in zip(names, numbers, strict=False):
-            setattr(namespace, name, number)
+        vars(namespace).update(zip(names, numbers, strict=False))
 
 
 SETTING_GROUPS = {
@@ -146,7 +137,7 @@ SETTING_GROUPS = {
 """The `PaCoReContext` fields every command takes as options, by help group."""
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    "extra_body": _json_object,
+    "extra_body": json.loads,  # a JSON value other than an object is refused by the checks
     "min_success": _count_or_fraction,
 }
 
@@ -287,14 +278,7 @@ def apply_env_defaults(args: argparse.Namespace, environ: Mapping[str, str] = os
 def public_url(url: str) -> str:
     """``url`` without user, password, query and fragment, which may hold secrets."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:  # not a number: keep nothing of it
-        port = None
-    netloc = host + (f":{port}" if port is not None else "")
+    netloc = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
