@@ -154,7 +154,7 @@ async def opened(
         print(f"pacore {args.command}: {problems} problems; starting the backend", file=sys.stderr)
     async with open_run(args) as (model, saver):
         backend = backend_description(args, model)
-        print(backend_line(backend), file=sys.stderr)
+        print(backend_line(args, model), file=sys.stderr)
         # The embedded backend may have lowered --concurrency.
         namespace = str(getattr(model, "model", ""))
         spec = dataclasses.replace(spec, concurrency=args.concurrency, namespace=namespace)

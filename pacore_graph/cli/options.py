@@ -85,13 +85,10 @@ PORT = checked(Annotated[int, Field(ge=1, le=65535)], int)
 
 def url_option(text: str) -> str:
     """An argparse type: a URL whose port, if it names one, is in [1, 65535]."""
-    try:
-        port = urlsplit(text).port
-    except ValueError:  # not a number, or above 65535
-        port = 0
-    if port is not None and not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError("its port must be an integer in [1, 65535]")
-    return text
+    with contextlib.suppress(ValueError):  # a port that is no number in [0, 65535]
+        if urlsplit(text).port != 0:
+            return text
+    raise argparse.ArgumentTypeError("its port must be an integer in [1, 65535]")
 
 
 def _count_or_fraction(text: str) -> int | float:
@@ -293,11 +290,12 @@ def backend_description(args: argparse.Namespace, model: BaseChatModel) -> dict[
     }
 
 
-def backend_line(description: Mapping[str, str | None]) -> str:
+def backend_line(args: argparse.Namespace, model: BaseChatModel) -> str:
     """``backend: openai http://host:8000/v1 model qwen3``."""
-    words = [description["kind"], description["endpoint"]]
-    if description["model"]:
-        words += ["model", description["model"]]
+    backend = backend_description(args, model)
+    words = [backend["kind"], backend["endpoint"]]
+    if backend["model"]:
+        words += ["model", backend["model"]]
     return "backend: " + " ".join(w for w in words if w)
 
 
@@ -375,13 +373,10 @@ EXPECTED_ERRORS = (
 
 def exit_status(exc: BaseException) -> int:
     """2 for what the user can fix in the command; 1 for a failing backend or Redis."""
-    if isinstance(exc, QuorumError | BudgetExhaustedError):
-        return 1
     if isinstance(exc, CLIError):
         return exc.status
-    if isinstance(exc, PaCoReError | ImportError | ValueError):
-        return 2
-    return 1
+    fixable = isinstance(exc, PaCoReError | ImportError | ValueError)
+    return 2 if fixable and not isinstance(exc, QuorumError | BudgetExhaustedError) else 1
 
 
 def log_to_stderr(level: str, secrets: list[str], **options: Any) -> None:

@@ -47,11 +47,6 @@ class SolveProgress:
             "off" if shown is False else "bar" if stream.isatty() else "lines" if shown else "off"
         )
         self.secrets = secrets
-        try:
-            columns = os.get_terminal_size(stream.fileno()).columns
-        except (OSError, ValueError, AttributeError):
-            columns = 0
-        self.width = max(20, columns or 80)  # a terminal that never set its size reports 0
         self.vector: tuple[int, ...] = ()
         self.current: RoundCount | None = None
         self.calls: RetryWatcher | None = None  # the model calls in flight, when watched
@@ -94,15 +89,16 @@ class SolveProgress:
         if self._bar is None:
             from tqdm import tqdm  # not at import: `pacore eval --help` needs none of it
 
+            # A terminal that never set its size reports 0 x 0: to tqdm, no room for a bar and
+            # no rows to show it on. One bar is shown at a time: any size will do.
+            columns = os.get_terminal_size(self.stream.fileno()).columns or 80
             self._bar = tqdm(
                 total=c.k,
                 initial=done,
                 file=self.stream,
                 bar_format=self._bar_format(c),
                 ascii="-#",
-                # A terminal that never set its size reports 0 x 0, and to tqdm no rows
-                # hides every bar: one bar is shown at a time, any height will do.
-                ncols=self.width - 1,
+                ncols=max(20, columns) - 1,
                 nrows=24,
                 mininterval=0,
             )

@@ -22,7 +22,6 @@ from pacore_graph.cli.options import (
     PORT,
     CLIError,
     add_command,
-    backend_description,
     backend_line,
     log_to_stderr,
     public_url,
@@ -37,8 +36,6 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
     from pacore_graph.server.app import Service
-
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def add_parser(sub: Any) -> None:
@@ -160,7 +157,7 @@ def main(args: argparse.Namespace, secrets: list[str]) -> int:
     from pacore_graph.server.app import Server  # the server extra
 
     settings = serve_settings(args, secrets)
-    if args.host not in LOOPBACK and not settings.api_keys:
+    if args.host not in ("127.0.0.1", "::1", "localhost") and not settings.api_keys:
         print(
             f"pacore serve: warning: listening on {args.host} without API keys "
             f"(--api-keys-file or ${KEYS_ENV})",
@@ -176,7 +173,7 @@ def main(args: argparse.Namespace, secrets: list[str]) -> int:
         logging.getLogger("uvicorn.error").addFilter(RedactingFilter(settings.secrets))
         logging.getLogger("uvicorn.access").addFilter(AccessLogFilter(settings.secrets))
         print(
-            f"pacore serve: {backend_line(backend_description(args, model))}; "
+            f"pacore serve: {backend_line(args, model)}; "
             f"OpenAI API at http://{args.host}:{args.port}/v1"
             + (f", runs durable in {public_url(args.redis_url)}" if args.redis_url else ""),
             file=sys.stderr,

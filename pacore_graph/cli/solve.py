@@ -30,7 +30,6 @@ from pacore_graph.checkpoints.errors import ThreadLostError
 from pacore_graph.cli.options import (
     CLIError,
     add_command,
-    backend_description,
     backend_line,
     open_run,
     secrets_of,
@@ -177,7 +176,7 @@ def _messages(args: argparse.Namespace) -> list[BaseMessage]:
         )
     if args.messages is not None:
         raw = _read_chat(args.messages, messages_limit(args.max_messages_bytes))
-    elif args.problem is not None or args.demo:
+    elif given:
         raw = [{"role": "user", "content": DEMO_PROBLEM if args.demo else args.problem}]
     else:
         raise CLIError("no problem given: pass PROBLEM or --messages FILE.json")
@@ -190,31 +189,6 @@ async def _tick(progress: SolveProgress) -> None:
     while True:
         await asyncio.sleep(TICK_SECONDS)
         progress.draw()
-
-
-async def _what_is_saved(
-    saver: BaseCheckpointSaver, config: RunnableConfig, thread: str
-) -> str | None:
-    """What a rerun will find after Redis failed, read back rather than assumed; None: the
-    thread reads back."""
-    try:
-        async with asyncio.timeout(PROBE_SECONDS):
-            if await saver.aget_tuple(config) is not None:
-                return None
-    except DamagedThreadError:
-        return (
-            f"thread {thread} lost part of its data (Redis restarted without persistence, "
-            "or evicted keys): rerun with --restart to start over"
-        )
-    except (redis.exceptions.RedisError, OSError, TimeoutError):
-        return (
-            f"what finished before is in thread {thread} only if Redis keeps its data: "
-            "rerun the same command to resume once Redis is back"
-        )
-    return (
-        f"nothing of this run is saved (Redis no longer holds thread {thread}: restarted "
-        "without persistence?): a rerun starts over"
-    )
 
 
 def _unsaved(cause: str, answered: bool) -> CLIError:
@@ -231,17 +205,36 @@ async def _not_saved(
     thread: str,
     answered: bool,
 ) -> CLIError | None:
-    """The one line for Redis failing mid-run (``exc``): what failed, then what is saved. For
-    a finished run (``exc`` None), that line if its thread does not read back whole, else
-    None: a Redis that restarted without persistence mid-run accepts the later writes."""
+    """The one line for Redis failing mid-run (``exc``): what failed, then what a rerun will
+    find, read back rather than assumed. For a finished run (``exc`` None), that line if its
+    thread does not read back whole, else None: a Redis that restarted without persistence
+    mid-run accepts the later writes."""
     cause = (str(exc) or type(exc).__name__).splitlines()[0] if exc else ""
-    if not isinstance(exc, ThreadLostError):  # that one says what is saved: nothing
-        saved = await _what_is_saved(saver, config, thread)
-        if exc is None and saved is None:
+    if isinstance(exc, ThreadLostError):  # it says what is saved: nothing
+        return _unsaved(cause, answered)
+    try:
+        async with asyncio.timeout(PROBE_SECONDS):
+            found = await saver.aget_tuple(config)
+    except DamagedThreadError:
+        saved = (
+            f"thread {thread} lost part of its data (Redis restarted without persistence, "
+            "or evicted keys): rerun with --restart to start over"
+        )
+    except (redis.exceptions.RedisError, OSError, TimeoutError):
+        saved = (
+            f"what finished before is in thread {thread} only if Redis keeps its data: "
+            "rerun the same command to resume once Redis is back"
+        )
+    else:
+        if found is not None and exc is None:
             return None
-        resume = f"finished work is saved in thread {thread}: rerun the same command to resume"
-        cause = "; ".join(filter(None, [cause, saved or resume]))
-    return _unsaved(cause, answered)
+        saved = (
+            f"finished work is saved in thread {thread}: rerun the same command to resume"
+            if found is not None
+            else f"nothing of this run is saved (Redis no longer holds thread {thread}: "
+            "restarted without persistence?): a rerun starts over"
+        )
+    return _unsaved("; ".join(filter(None, [cause, saved])), answered)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -282,7 +275,7 @@ async def run(args: argparse.Namespace) -> int:
     try:
         async with open_run(args) as (model, saver), contextlib.AsyncExitStack() as held:
             progress.secrets += model_secrets(model)
-            progress.status(backend_line(backend_description(args, model)))
+            progress.status(backend_line(args, model))
             if args.demo:
                 progress.status(f"problem: {DEMO_PROBLEM}")
             # Bounds raised on the command line are the graph's too: it checks its defaults.
