@@ -29,32 +29,14 @@ def _parser() -> Parser:
     return parser
 
 
-def _interrupted(args: object, signame: str) -> str:
-    thread = getattr(args, "saved_thread", None)
-    if getattr(args, "command", "") in ("eval", "curate"):
-        resume = "; rerun the same command to resume" if getattr(args, "redis_url", None) else ""
-        return f"interrupted ({signame}){resume}"
-    if thread is None:
-        return f"interrupted ({signame}); nothing was saved: add --redis-url to make runs resumable"
-    return (
-        f"interrupted ({signame}); finished trajectories are saved in thread {thread}: "
-        "run the same command again to resume"
-        + ("" if getattr(args, "thread_id", None) else f" (or pass --thread-id {thread})")
-    )
-
-
 GRACE_SECONDS = 0.5
 """How long an interrupted command may take to close before it exits anyway."""
 
 
 class Interruption:
-    """SIGINT and SIGTERM, acted on within a second whatever the event loop is doing.
-
-    A loop building a round of thousands of tasks does not poll for seconds, so asyncio's
-    handlers would wait. This Python-level handler asks the loop to cancel the run and
-    wakes a watchdog thread that ends the process after `GRACE_SECONDS` (finished
-    trajectories are already in Redis); a second signal ends it at once.
-    """
+    """SIGINT and SIGTERM, acted on within a second even while the event loop is busy: the
+    handler asks the loop to cancel the run and wakes a watchdog thread that ends the process
+    after `GRACE_SECONDS`; a second signal ends it at once."""
 
     def __init__(self, args: object) -> None:
         self.args = args
@@ -94,16 +76,29 @@ class Interruption:
         with self._lock:
             if not self._reported:
                 self._reported = True
-                line = f"pacore: {_interrupted(self.args, signame)}"
+                line = f"pacore: {self._line(signame)}"
                 try:
                     print(line, file=sys.stderr, flush=True)
                 except Exception:  # stderr busy in the interrupted frame: write around it
                     os.write(2, (line + "\n").encode())
         return 143 if signame == "SIGTERM" else 130
 
+    def _line(self, signame: str) -> str:
+        args, interrupted = self.args, f"interrupted ({signame})"
+        thread = getattr(args, "saved_thread", None)
+        if getattr(args, "command", "") in ("eval", "curate"):
+            resumable = getattr(args, "redis_url", None)
+            return interrupted + ("; rerun the same command to resume" if resumable else "")
+        if thread is None:
+            return f"{interrupted}; nothing was saved: add --redis-url to make runs resumable"
+        return (
+            f"{interrupted}; finished trajectories are saved in thread {thread}: "
+            "run the same command again to resume"
+            + ("" if getattr(args, "thread_id", None) else f" (or pass --thread-id {thread})")
+        )
+
     def exit_now(self) -> NoReturn:
-        """Reports the interruption and ends the process without the interpreter's teardown,
-        which for a wide round takes longer than the grace."""
+        """Reports the interruption and ends the process, skipping the interpreter's teardown."""
         status = self.report()
         with contextlib.suppress(Exception):
             sys.stdout.flush()
@@ -134,12 +129,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for eval's manifest
     apply_env_defaults(args)
-    if args.command == "serve":  # uvicorn owns the process: its loop, signals and logging
-        return serve.main(args)
-    if args.command == "mcp":  # the MCP SDK owns the loop; stdout carries the protocol
-        return mcp.main(args)
-    command = {"solve": solve.run, "eval": eval_cli.run, "curate": curate.run}[args.command]
     secrets = secrets_of(args)
+    if args.command in ("serve", "mcp"):  # uvicorn or the MCP SDK owns the loop and signals
+        try:
+            return (serve if args.command == "serve" else mcp).main(args, secrets)
+        except Exception as exc:
+            return report(exc, secrets)
+    command = {"solve": solve.run, "eval": eval_cli.run, "curate": curate.run}[args.command]
     if args.log_level:
         log_to_stderr(args.log_level, secrets)
 

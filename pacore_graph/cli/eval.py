@@ -1,7 +1,5 @@
 """``pacore eval``: PaCoRe and its baselines on a benchmark file, graded, with the paper's table.
-
-Imports of the ``eval`` extra and tqdm wait for `run`: every ``pacore`` command imports this.
-"""
+Imports of the ``eval`` extra and tqdm wait for `run`: every ``pacore`` command imports this."""
 
 from __future__ import annotations
 
@@ -150,20 +148,18 @@ async def opened(
     args: argparse.Namespace, spec: EvalSpec, problems: int
 ) -> AsyncIterator[tuple[BaseChatModel, Any, EvalSpec, dict[str, Any], BarProgress | None]]:
     """`open_run` with the backend line on stderr and ``spec`` completed for the backend;
-    with progress shown, a line before the backend opens (the embedded one takes a while)
-    and a bar from the first call."""
-    command = args.command
+    with progress shown, a line before the backend starts and then a bar."""
     shown = sys.stderr.isatty() if args.progress is None else args.progress
     if shown:
-        print(f"pacore {command}: {problems} problems; starting the backend", file=sys.stderr)
+        print(f"pacore {args.command}: {problems} problems; starting the backend", file=sys.stderr)
     async with open_run(args) as (model, saver):
         backend = backend_description(args, model)
-        print(backend_line(backend), file=sys.stderr)
+        print(backend_line(args, model), file=sys.stderr)
         # The embedded backend may have lowered --concurrency.
         namespace = str(getattr(model, "model", ""))
         spec = dataclasses.replace(spec, concurrency=args.concurrency, namespace=namespace)
         runs_total = problems * len(spec.settings) * spec.runs or None  # curate has no runs
-        progress = BarProgress(problems, runs_total, command) if shown else None
+        progress = BarProgress(problems, runs_total, args.command) if shown else None
         try:
             yield model, saver, spec, backend, progress
         finally:

@@ -13,7 +13,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from pacore_graph.cli.options import add_command, log_to_stderr, report, secrets_of
+from pacore_graph.cli.options import add_command, log_to_stderr
 from pacore_graph.cli.serve import open_service
 from pacore_graph.server.settings import ServeSettings
 
@@ -24,9 +24,8 @@ def add_parser(sub: Any) -> None:
     add_command(sub, "mcp", about, __doc__ or "", rounds="of a call that gives none")
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, secrets: list[str]) -> int:
     """Serves the tool on stdin/stdout until the client closes stdin; the exit status."""
-    secrets = secrets_of(args)
     log_to_stderr(args.log_level or "WARNING", secrets)
     try:
         from pacore_graph.server.mcp import create_mcp_server  # the mcp extra
@@ -48,8 +47,6 @@ def main(args: argparse.Namespace) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
-        return report(exc, secrets)
 
 
 __all__ = ["add_parser", "main"]

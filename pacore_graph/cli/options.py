@@ -42,8 +42,7 @@ class CLIError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """Reports a bad argument in one line, like every other pacore error, with the option
-    an unknown one may have meant."""
+    """Reports a bad argument in one line, with the option an unknown one may have meant."""
 
     def error(self, message: str) -> NoReturn:
         if message.startswith("unrecognized arguments:"):  # the root parser's, for all
@@ -86,13 +85,10 @@ PORT = checked(Annotated[int, Field(ge=1, le=65535)], int)
 
 def url_option(text: str) -> str:
     """An argparse type: a URL whose port, if it names one, is in [1, 65535]."""
-    try:
-        port = urlsplit(text).port
-    except ValueError:  # not a number, or above 65535
-        port = 0
-    if port is not None and not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError("its port must be an integer in [1, 65535]")
-    return text
+    with contextlib.suppress(ValueError):  # a port that is no number in [0, 65535]
+        if urlsplit(text).port != 0:
+            return text
+    raise argparse.ArgumentTypeError("its port must be an integer in [1, 65535]")
 
 
 def _count_or_fraction(text: str) -> int | float:
@@ -100,13 +96,6 @@ def _count_or_fraction(text: str) -> int | float:
         return int(text)
     except ValueError:
         return float(text)  # argparse reports a ValueError as "invalid value"
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    value = json.loads(text)  # argparse reports a JSONDecodeError (a ValueError) as invalid
-    if not isinstance(value, dict):
-        raise ValueError("not a JSON object")
-    return value
 
 
 class StragglersAction(argparse.Action):
@@ -130,8 +119,7 @@ class StragglersAction(argparse.Action):
                 self, f"expected Q[,F[,SECONDS]] such as 0.75,2,10, or off; got {text!r}"
             )
         names = ("straggler_quantile", "straggler_factor", "straggler_min_seconds")
-        for name, number in zip(names, numbers, strict=False):
-            setattr(namespace, name, number)
+        vars(namespace).update(zip(names, numbers, strict=False))
 
 
 SETTING_GROUPS = {
@@ -146,7 +134,7 @@ SETTING_GROUPS = {
 """The `PaCoReContext` fields every command takes as options, by help group."""
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    "extra_body": _json_object,
+    "extra_body": json.loads,  # a JSON value other than an object is refused by the checks
     "min_success": _count_or_fraction,
 }
 
@@ -287,14 +275,7 @@ def apply_env_defaults(args: argparse.Namespace, environ: Mapping[str, str] = os
 def public_url(url: str) -> str:
     """``url`` without user, password, query and fragment, which may hold secrets."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:  # not a number: keep nothing of it
-        port = None
-    netloc = host + (f":{port}" if port is not None else "")
+    netloc = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
@@ -309,11 +290,12 @@ def backend_description(args: argparse.Namespace, model: BaseChatModel) -> dict[
     }
 
 
-def backend_line(description: Mapping[str, str | None]) -> str:
+def backend_line(args: argparse.Namespace, model: BaseChatModel) -> str:
     """``backend: openai http://host:8000/v1 model qwen3``."""
-    words = [description["kind"], description["endpoint"]]
-    if description["model"]:
-        words += ["model", description["model"]]
+    backend = backend_description(args, model)
+    words = [backend["kind"], backend["endpoint"]]
+    if backend["model"]:
+        words += ["model", backend["model"]]
     return "backend: " + " ".join(w for w in words if w)
 
 
@@ -391,13 +373,10 @@ EXPECTED_ERRORS = (
 
 def exit_status(exc: BaseException) -> int:
     """2 for what the user can fix in the command; 1 for a failing backend or Redis."""
-    if isinstance(exc, QuorumError | BudgetExhaustedError):
-        return 1
     if isinstance(exc, CLIError):
         return exc.status
-    if isinstance(exc, PaCoReError | ImportError | ValueError):
-        return 2
-    return 1
+    fixable = isinstance(exc, PaCoReError | ImportError | ValueError)
+    return 2 if fixable and not isinstance(exc, QuorumError | BudgetExhaustedError) else 1
 
 
 def log_to_stderr(level: str, secrets: list[str], **options: Any) -> None:

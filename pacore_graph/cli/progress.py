@@ -1,7 +1,5 @@
-"""``pacore solve``'s progress on stderr: a live line per round on a terminal, else one plain
-line per event, fed by the graph's custom stream and by `RetryWatcher` (LangGraph's
-``RetryPolicy`` retries a node without a stream event, but each attempt is a new model call).
-"""
+"""``pacore solve``'s progress on stderr: a tqdm bar per round on a terminal, else one plain
+line per event, fed by the graph's custom stream and by `RetryWatcher` (retried calls)."""
 
 from __future__ import annotations
 
@@ -40,10 +38,8 @@ class RoundCount:
 
 
 class SolveProgress:
-    """Renders a run's progress on ``stream`` (stderr), ``secrets`` kept out of every line, in
-    the `Mode` ``--progress/--no-progress`` (``shown``, None when not given) asks for on it; in
-    ``bar`` mode each round is a tqdm bar as wide as the terminal, left on screen when the
-    round finishes."""
+    """A run's progress on ``stream`` without ``secrets``, in the `Mode` ``shown``
+    (``--progress``, None when not given) asks for; in ``bar`` mode a tqdm bar per round."""
 
     def __init__(self, stream: TextIO, shown: bool | None, secrets: list[str]) -> None:
         self.stream = stream
@@ -51,11 +47,6 @@ class SolveProgress:
             "off" if shown is False else "bar" if stream.isatty() else "lines" if shown else "off"
         )
         self.secrets = secrets
-        try:
-            columns = os.get_terminal_size(stream.fileno()).columns
-        except (OSError, ValueError, AttributeError):
-            columns = 0
-        self.width = max(20, columns or 80)  # a terminal that never set its size reports 0
         self.vector: tuple[int, ...] = ()
         self.current: RoundCount | None = None
         self.calls: RetryWatcher | None = None  # the model calls in flight, when watched
@@ -74,11 +65,7 @@ class SolveProgress:
         if self.mode == "lines":  # no bar to write above
             self.status(text)
 
-    def bar_format(self) -> str:
-        """The current round's tqdm ``bar_format``."""
-        c = self.current
-        if c is None:
-            return ""
+    def _bar_format(self, c: RoundCount) -> str:
         rounds = f"/{len(self.vector)}" if self.vector else ""
         running = self.calls.in_flight(c.round) if self.calls else 0
         parts = [
@@ -102,20 +89,21 @@ class SolveProgress:
         if self._bar is None:
             from tqdm import tqdm  # not at import: `pacore eval --help` needs none of it
 
+            # A terminal that never set its size reports 0 x 0: to tqdm, no room for a bar and
+            # no rows to show it on. One bar is shown at a time: any size will do.
+            columns = os.get_terminal_size(self.stream.fileno()).columns or 80
             self._bar = tqdm(
                 total=c.k,
                 initial=done,
                 file=self.stream,
-                bar_format=self.bar_format(),
+                bar_format=self._bar_format(c),
                 ascii="-#",
-                # A terminal that never set its size reports 0 x 0, and to tqdm no rows
-                # hides every bar: one bar is shown at a time, any height will do.
-                ncols=self.width - 1,
+                ncols=max(20, columns) - 1,
                 nrows=24,
                 mininterval=0,
             )
         else:
-            self._bar.bar_format, self._bar.n = self.bar_format(), done
+            self._bar.bar_format, self._bar.n = self._bar_format(c), done
             self._bar.refresh()
 
     def close(self) -> None:
@@ -132,8 +120,7 @@ class SolveProgress:
 
     def resume(self, thread: str, values: Mapping[str, Any]) -> None:
         """Says what an interrupted thread's state (``aget_state(...).values``) already holds,
-        ``thread t: resuming round 2/3: 1 of 4 trajectories already saved (+4 from earlier
-        rounds)``, and seeds the current round from it."""
+        ``thread t: resuming round 2/3: 1 of 4 trajectories already saved``; seeds the round."""
         vector = tuple(values.get("round_vector") or ())
         self.vector = vector or self.vector
         r = values.get("round")

@@ -22,12 +22,9 @@ from pacore_graph.cli.options import (
     PORT,
     CLIError,
     add_command,
-    backend_description,
     backend_line,
     log_to_stderr,
     public_url,
-    report,
-    secrets_of,
 )
 from pacore_graph.context import context_from_options
 from pacore_graph.rounds import resolve_rounds
@@ -39,8 +36,6 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
     from pacore_graph.server.app import Service
-
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def add_parser(sub: Any) -> None:
@@ -105,9 +100,8 @@ def serve_settings(args: argparse.Namespace, secrets: list[str]) -> ServeSetting
 def open_service(
     args: argparse.Namespace, settings: ServeSettings
 ) -> Iterator[tuple[Service, BaseChatModel]]:
-    """The backend the options name (``--concurrency`` bounding its calls over all runs) and
-    a `Service` running PaCoRe on it with the options' settings as defaults; closed on exit.
-    A bad ``--rounds`` fails before the backend starts."""
+    """The backend the options name and a `Service` running PaCoRe on it with the options'
+    settings as defaults, closed on exit; a bad ``--rounds`` fails before the backend starts."""
     from pacore_graph.backends.launch import open_backend
     from pacore_graph.graph import create_pacore_graph
     from pacore_graph.server.app import Service
@@ -122,11 +116,10 @@ def open_service(
         max_concurrent_requests=args.concurrency,
     ) as backend:
         settings.secrets += model_secrets(backend.model)
-        run_defaults = context_from_options(args)
-        run_defaults.pop("rounds", None)
+        run_defaults = context_from_options(args)  # --rounds among them
         if run_defaults.get("max_tokens") is None and backend.default_max_tokens:
             run_defaults["max_tokens"] = backend.default_max_tokens
-        graph = create_pacore_graph(backend.model, rounds=args.rounds, **run_defaults)
+        graph = create_pacore_graph(backend.model, **run_defaults)
         yield Service(settings, graph.compile()), backend.model
 
 
@@ -157,42 +150,38 @@ def _check_redis(url: str) -> None:
         raise CLIError(f"Redis at {url} is unreachable: {exc}") from None
 
 
-def main(args: argparse.Namespace) -> int:
-    """Runs the server until SIGINT or SIGTERM; returns the exit status."""
-    secrets = secrets_of(args)
+def main(args: argparse.Namespace, secrets: list[str]) -> int:
+    """Runs the server until SIGINT or SIGTERM; errors reach ``pacore``'s main."""
     level = args.log_level or "INFO"
     log_to_stderr(level, secrets, format="%(levelname)s: %(message)s")
-    try:
-        from pacore_graph.server.app import Server  # the server extra
+    from pacore_graph.server.app import Server  # the server extra
 
-        settings = serve_settings(args, secrets)
-        if args.host not in LOOPBACK and not settings.api_keys:
-            print(
-                f"pacore serve: warning: listening on {args.host} without API keys "
-                f"(--api-keys-file or ${KEYS_ENV})",
-                file=sys.stderr,
-            )
-        if args.redis_url:
-            _check_redis(args.redis_url)
-        with open_service(args, settings) as (service, model):
-            server = Server(
-                service, host=args.host, port=args.port, log_level=level.lower(), lifespan="on"
-            )
-            # uvicorn's loggers print through handlers of their own.
-            logging.getLogger("uvicorn.error").addFilter(RedactingFilter(settings.secrets))
-            logging.getLogger("uvicorn.access").addFilter(AccessLogFilter(settings.secrets))
-            print(
-                f"pacore serve: {backend_line(backend_description(args, model))}; "
-                f"OpenAI API at http://{args.host}:{args.port}/v1"
-                + (f", runs durable in {public_url(args.redis_url)}" if args.redis_url else ""),
-                file=sys.stderr,
-                flush=True,
-            )
-            with contextlib.suppress(KeyboardInterrupt):
-                server.run()
-            return 0 if server.started else 1
-    except Exception as exc:
-        return report(exc, secrets)
+    settings = serve_settings(args, secrets)
+    if args.host not in ("127.0.0.1", "::1", "localhost") and not settings.api_keys:
+        print(
+            f"pacore serve: warning: listening on {args.host} without API keys "
+            f"(--api-keys-file or ${KEYS_ENV})",
+            file=sys.stderr,
+        )
+    if args.redis_url:
+        _check_redis(args.redis_url)
+    with open_service(args, settings) as (service, model):
+        server = Server(
+            service, host=args.host, port=args.port, log_level=level.lower(), lifespan="on"
+        )
+        # uvicorn's loggers print through handlers of their own.
+        logging.getLogger("uvicorn.error").addFilter(RedactingFilter(settings.secrets))
+        logging.getLogger("uvicorn.access").addFilter(AccessLogFilter(settings.secrets))
+        print(
+            f"pacore serve: {backend_line(args, model)}; "
+            f"OpenAI API at http://{args.host}:{args.port}/v1"
+            + (f", runs durable in {public_url(args.redis_url)}" if args.redis_url else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
+        return 0 if server.started else 1
 
 
 __all__ = ["AccessLogFilter", "add_parser", "main", "open_service", "serve_settings"]

@@ -30,7 +30,6 @@ from pacore_graph.checkpoints.errors import ThreadLostError
 from pacore_graph.cli.options import (
     CLIError,
     add_command,
-    backend_description,
     backend_line,
     open_run,
     secrets_of,
@@ -57,8 +56,7 @@ DEMO_PROBLEM = (
 TICK_SECONDS = 0.5  # how often the live line is redrawn between events
 PROBE_SECONDS = 5.0  # how long reading the thread back after a Redis failure may take
 MAX_MESSAGES_BYTES = 32 * 2**20
-"""The default ``--messages`` limit: a chat far over ``max_input_chars`` as escaped JSON with
-images, while a wrong file (a 1 GB log, ``/dev/zero``) is refused before it is read."""
+"""The default ``--messages`` limit: room for a chat with images, not for a wrong file."""
 MAX_MESSAGES_VARIABLE = "PACORE_MAX_MESSAGES_BYTES"
 
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
@@ -73,17 +71,16 @@ def byte_size(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
-def messages_limit(option: int | None, environ: Mapping[str, str] = os.environ) -> int:
+def messages_limit(option: int | None) -> int:
     """The ``--messages`` size limit: the option, else ``$PACORE_MAX_MESSAGES_BYTES``, else
     `MAX_MESSAGES_BYTES`; CLIError when the variable is not a size."""
-    if option is not None:
-        return option
-    if text := environ.get(MAX_MESSAGES_VARIABLE, "").strip():
-        try:
-            return byte_size(text)
-        except ValueError as exc:
-            raise CLIError(f"${MAX_MESSAGES_VARIABLE}: {exc}") from None
-    return MAX_MESSAGES_BYTES
+    text = os.environ.get(MAX_MESSAGES_VARIABLE, "").strip()
+    if option is not None or not text:
+        return MAX_MESSAGES_BYTES if option is None else option
+    try:
+        return byte_size(text)
+    except ValueError as exc:
+        raise CLIError(f"${MAX_MESSAGES_VARIABLE}: {exc}") from None
 
 
 def add_parser(sub: Any) -> None:
@@ -179,7 +176,7 @@ def _messages(args: argparse.Namespace) -> list[BaseMessage]:
         )
     if args.messages is not None:
         raw = _read_chat(args.messages, messages_limit(args.max_messages_bytes))
-    elif args.problem is not None or args.demo:
+    elif given:
         raw = [{"role": "user", "content": DEMO_PROBLEM if args.demo else args.problem}]
     else:
         raise CLIError("no problem given: pass PROBLEM or --messages FILE.json")
@@ -192,32 +189,6 @@ async def _tick(progress: SolveProgress) -> None:
     while True:
         await asyncio.sleep(TICK_SECONDS)
         progress.draw()
-
-
-async def _what_is_saved(
-    saver: BaseCheckpointSaver, config: RunnableConfig, thread: str
-) -> str | None:
-    """What a rerun will find after Redis failed, read back rather than assumed (a Redis that
-    restarted without persistence holds nothing of the run); None: the thread reads back."""
-    try:
-        async with asyncio.timeout(PROBE_SECONDS):
-            found = await saver.aget_tuple(config)
-    except DamagedThreadError:
-        return (
-            f"thread {thread} lost part of its data (Redis restarted without persistence, "
-            "or evicted keys): rerun with --restart to start over"
-        )
-    except (redis.exceptions.RedisError, OSError, TimeoutError):
-        return (
-            f"what finished before is in thread {thread} only if Redis keeps its data: "
-            "rerun the same command to resume once Redis is back"
-        )
-    if found is None:
-        return (
-            f"nothing of this run is saved (Redis no longer holds thread {thread}: restarted "
-            "without persistence?): a rerun starts over"
-        )
-    return None
 
 
 def _unsaved(cause: str, answered: bool) -> CLIError:
@@ -234,27 +205,36 @@ async def _not_saved(
     thread: str,
     answered: bool,
 ) -> CLIError | None:
-    """The one line for Redis failing mid-run (``exc``): what failed, then what is saved. For
-    a finished run (``exc`` None), that line if its thread does not read back whole, else
-    None: a Redis that restarted without persistence mid-run accepts the later writes."""
+    """The one line for Redis failing mid-run (``exc``): what failed, then what a rerun will
+    find, read back rather than assumed. For a finished run (``exc`` None), that line if its
+    thread does not read back whole, else None: a Redis that restarted without persistence
+    mid-run accepts the later writes."""
     cause = (str(exc) or type(exc).__name__).splitlines()[0] if exc else ""
-    if not isinstance(exc, ThreadLostError):  # that one says what is saved: nothing
-        saved = await _what_is_saved(saver, config, thread)
-        if exc is None and saved is None:
+    if isinstance(exc, ThreadLostError):  # it says what is saved: nothing
+        return _unsaved(cause, answered)
+    try:
+        async with asyncio.timeout(PROBE_SECONDS):
+            found = await saver.aget_tuple(config)
+    except DamagedThreadError:
+        saved = (
+            f"thread {thread} lost part of its data (Redis restarted without persistence, "
+            "or evicted keys): rerun with --restart to start over"
+        )
+    except (redis.exceptions.RedisError, OSError, TimeoutError):
+        saved = (
+            f"what finished before is in thread {thread} only if Redis keeps its data: "
+            "rerun the same command to resume once Redis is back"
+        )
+    else:
+        if found is not None and exc is None:
             return None
-        resume = f"finished work is saved in thread {thread}: rerun the same command to resume"
-        cause = "; ".join(filter(None, [cause, saved or resume]))
-    return _unsaved(cause, answered)
-
-
-def _json_or_text(args: argparse.Namespace, state: Mapping[str, Any] | None, answer: str) -> str:
-    """What stdout gets: the answer, or with ``--json`` the record (just the answer when the
-    run stopped before making one), its ``request_id`` the thread's: a rerun prints it again."""
-    if not args.json:
-        return str(state["messages"][-1].content) if state else answer
-    request_id = getattr(args, "saved_thread", None) or str(uuid4())
-    record = to_record(dict(state), request_id) if state else {"answer": answer}
-    return json.dumps(record, ensure_ascii=False, indent=2)
+        saved = (
+            f"finished work is saved in thread {thread}: rerun the same command to resume"
+            if found is not None
+            else f"nothing of this run is saved (Redis no longer holds thread {thread}: "
+            "restarted without persistence?): a rerun starts over"
+        )
+    return _unsaved("; ".join(filter(None, [cause, saved])), answered)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -295,7 +275,7 @@ async def run(args: argparse.Namespace) -> int:
     try:
         async with open_run(args) as (model, saver), contextlib.AsyncExitStack() as held:
             progress.secrets += model_secrets(model)
-            progress.status(backend_line(backend_description(args, model)))
+            progress.status(backend_line(args, model))
             if args.demo:
                 progress.status(f"problem: {DEMO_PROBLEM}")
             # Bounds raised on the command line are the graph's too: it checks its defaults.
@@ -374,8 +354,13 @@ async def run(args: argparse.Namespace) -> int:
         failure = _unsaved(str(exc).splitlines()[0], bool(answers))
     finally:
         progress.close()
-    if state or answers:
-        text = _json_or_text(args, state, answers[-1] if answers else "")
+    if state or answers:  # without a state (Redis failed), the final round's answer
+        if not args.json:
+            text = str(state["messages"][-1].content) if state else answers[-1]
+        else:  # the record's request_id is the thread's: a rerun prints it again
+            request_id = getattr(args, "saved_thread", None) or str(uuid4())
+            record = to_record(state, request_id) if state else {"answer": answers[-1]}
+            text = json.dumps(record, ensure_ascii=False, indent=2)
         # What streamed ends its line; an answer that differs from it (a retried call
         # streamed twice) is printed whole on the next.
         print("" if "".join(streamed) == text else f"\n{text}" if streamed else text)
