@@ -16,12 +16,13 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from pydantic import Field
 
 from pacore_graph.errors import PaCoReError
 from pacore_graph.eval.dataset import Problem
@@ -48,6 +49,7 @@ from pacore_graph.resume import BOUNDS
 from pacore_graph.secrets import model_secrets, redact
 from pacore_graph.threads import ThreadStatus, arun_thread
 from pacore_graph.trajectories import is_finished, latest_trajectories, status_counts
+from pacore_graph.validation import SettingsCheck
 
 THREAD_PREFIX = "pacore-eval"
 
@@ -80,8 +82,8 @@ class EvalSpec:
     markers counted in synthesis rounds (`cross_checks`)."""
 
     settings: Sequence[Setting]
-    runs: int = 1
-    concurrency: int = 64
+    runs: Annotated[int, Field(ge=1)] = 1
+    concurrency: Annotated[int, Field(ge=1)] = 64
     pool: int | None = None
     pool_seed: int = 0
     context: Mapping[str, Any] = field(default_factory=dict)
@@ -89,10 +91,7 @@ class EvalSpec:
     markers: Sequence[str] = CROSS_CHECK_MARKERS
 
     def __post_init__(self) -> None:
-        if self.runs < 1:
-            raise ValueError(f"runs must be at least 1, got {self.runs}")
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        _CHECK.check_instance(self)
         widest = max(self.settings, key=lambda s: s.first_k, default=None)
         if self.pool is not None and widest is not None and self.pool < widest.first_k:
             raise ValueError(
@@ -114,6 +113,9 @@ class EvalSpec:
             key |= {"pool": self.pool, "pool_seed": self.pool_seed}
         text = json.dumps(key, sort_keys=True, default=repr)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+_CHECK = SettingsCheck(EvalSpec)
 
 
 @dataclass
