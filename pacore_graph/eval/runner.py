@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import time
 from collections import Counter
@@ -340,12 +341,10 @@ def pacore_row(
     synthesis was wrong; None without references)."""
     record = to_record(state, problem.id)
     verdict = grade(record["answer"] or "", problem.answer)
-    rounds: dict[int, list[Any]] = {}
-    for t in record["trajectories"]:  # in (round, index) order
-        rounds.setdefault(t["round"], []).append(t)
+    # The trajectories are in (round, index) order.
+    rounds = [list(ts) for _, ts in itertools.groupby(record["trajectories"], lambda t: t["round"])]
     text = [
-        [f"{t['reasoning'] or ''}\n{t['content']}" for t in ts if is_finished(t)]
-        for ts in rounds.values()
+        [f"{t['reasoning'] or ''}\n{t['content']}" for t in ts if is_finished(t)] for ts in rounds
     ]
     checks = [[cross_checks(x, markers) for x in xs] for xs in text]
     # What the final round was sent: the round before it, as recorded.
@@ -363,8 +362,7 @@ def pacore_row(
         "grader": verdict.grader,
         "ttc_tokens": record["ttc_tokens"],
         "agreement": [
-            agreement([vote_key(extract_answer(t["content"])) for t in ts])
-            for ts in rounds.values()
+            agreement([vote_key(extract_answer(t["content"])) for t in ts]) for ts in rounds
         ],
         "cross_checking": [None, *(sum(c) / len(c) if c else None for c in checks[1:])],
         "dropped_references": sum(d["dropped_for_context"] for d in record["rounds"]),
