@@ -1,11 +1,8 @@
 """The first-round pool (the paper's evaluation shortcut: each run draws its K_1 round-1
-trajectories from a pool generated once per problem) and the one bound on all model calls.
-
-PaCoRe's trajectory node tags every call with ``metadata["pacore_round"]`` and
-``["pacore_index"]``, so `EvalChatModel` answers a run's round-1 calls from the pool (the
-draw travels in ``configurable``) with their recorded usage, which counts toward TTC as if
-generated, and passes every other call to the real model.
-"""
+trajectories from a pool made once per problem) and the one bound on all model calls.
+`EvalChatModel` answers the round-1 calls (``metadata["pacore_round"]`` and
+``["pacore_index"]``) of a run with a draw in ``configurable`` from the pool, with their
+recorded usage (it counts toward TTC), and passes every other call to the real model."""
 
 from __future__ import annotations
 

@@ -1,11 +1,8 @@
-"""The eval run: settings x runs x problems, concurrently under one bound, resumable from Redis.
-
-Every (setting, run, problem) is a thread with a deterministic id, so a rerun with the
-same checkpointer reads finished threads back without a model call, resumes interrupted
-ones (finished trajectories are not asked again) and starts the rest. PaCoRe settings run
-the PaCoRe graph; baselines and the first-round pool run the sampling graph
-(`pacore_graph.eval.samples`).
-"""
+"""The eval run: settings x runs x problems, concurrently under one bound. Each (setting,
+run, problem) is a thread with a deterministic id: a rerun on the same checkpointer reads
+finished threads back without a model call, resumes interrupted ones and starts the rest.
+PaCoRe settings run the PaCoRe graph; baselines and the first-round pool the sampling graph
+(`pacore_graph.eval.samples`)."""
 
 from __future__ import annotations
 

@@ -83,11 +83,8 @@ STEPS = {
 
 
 def create_mcp_server(service: Service, *, host: str = "127.0.0.1") -> FastMCP:
-    """The MCP server of ``service``: its one tool runs PaCoRe on the service's runs.
-
-    ``host`` is where an HTTP transport listens: on loopback, requests naming another host
-    are refused (the SDK's DNS-rebinding protection).
-    """
+    """The MCP server of ``service``: its one tool runs PaCoRe on the service's runs. ``host``
+    is where HTTP listens: on loopback, the SDK refuses requests naming another host."""
     server = _FastMCP("pacore", host=host, log_level="WARNING")
 
     @server.tool(
