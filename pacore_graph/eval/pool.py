@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -52,9 +52,10 @@ class EvalChatModel(BaseChatModel):
 
     inner: BaseChatModel
     concurrency: int = Field(default=64, ge=1)
+    pools: dict[str, list[Sample]] = Field(default_factory=dict, repr=False)
+    """Each problem's round-1 pool by its key, in index order."""
 
     _semaphore: asyncio.Semaphore = PrivateAttr()
-    _pools: dict[str, list[Sample]] = PrivateAttr(default_factory=dict)
     _fatal: BaseException | None = PrivateAttr(default=None)
     _in_flight: int = PrivateAttr(default=0)
     on_calls: Callable[[int], None] | None = None
@@ -93,17 +94,13 @@ class EvalChatModel(BaseChatModel):
         if self.on_calls is not None:
             self.on_calls(self._in_flight)
 
-    def add_pool(self, key: str, samples: Sequence[Sample]) -> None:
-        """Registers a problem's pool, in index order."""
-        self._pools[key] = sorted(samples, key=lambda s: s["index"])
-
     def _from_pool(self, config: RunnableConfig | None) -> AIMessage | None:
         config = config or {}
         draw = (config.get("configurable") or {}).get(DRAW_KEY)
         metadata = config.get("metadata") or {}
         if not draw or metadata.get("pacore_round") != 1:
             return None
-        return pooled_message(self._pools[draw["pool"]][draw["indices"][metadata["pacore_index"]]])
+        return pooled_message(self.pools[draw["pool"]][draw["indices"][metadata["pacore_index"]]])
 
     async def ainvoke(
         self,

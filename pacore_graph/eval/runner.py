@@ -170,7 +170,7 @@ class _Runner:
         # that problems finish (and are checkpointed as finished) in file order.
         self.slots = asyncio.Semaphore(spec.concurrency)
         self.pool_tasks: dict[str, asyncio.Future[None]] = {}
-        self.pools: dict[str, list[Sample]] = {}
+        self.pools = self.model.pools
         self.left = {p.key: len(spec.settings) * spec.runs for p in self.problems}
         self.timings: list[dict[str, Any]] = []
 
@@ -225,9 +225,7 @@ class _Runner:
             return (await self._sample(thread_id, problem, size, None))[1]
 
     async def _make_pool(self, problem: Problem, size: int) -> None:
-        samples = await self.pool_of(problem, size)
-        self.model.add_pool(problem.key, samples)
-        self.pools[problem.key] = samples
+        self.pools[problem.key] = await self.pool_of(problem, size)  # in index order
 
     async def job(self, setting: Setting, run: int, problem: Problem) -> dict[str, Any]:
         thread_id = f"{THREAD_PREFIX}-{self.fingerprint}-{setting.name}-r{run}-{problem.key}"
