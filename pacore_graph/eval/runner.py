@@ -98,11 +98,9 @@ class EvalSpec:
             )
 
     def fingerprint(self, *, pool_only: bool = False) -> str:
-        """A short hash of what changes the trajectories; part of every thread id.
-
-        The pool's threads hash only the backend and sampling settings, so a new draw
-        seed, other PaCoRe settings and ``pacore curate`` reuse the same pool.
-        """
+        """A short hash of what changes the trajectories, part of every thread id. The pool's
+        threads hash only the backend and sampling settings: a new draw seed, other PaCoRe
+        settings and ``pacore curate`` reuse the same pool."""
         # The bounds only decide whether a run may start (`BOUNDS`): not what it computes.
         kept = SAMPLING_FIELDS if pool_only else self.context.keys() - BOUNDS
         context = {k: v for k, v in self.context.items() if k in kept}

@@ -120,15 +120,14 @@ def v1_routes(service: Service) -> list[BaseRoute]:
                     async with asyncio.timeout(settings.keepalive_s):
                         for run in runs:
                             await run.started.wait()
-                for run in runs:
-                    if run.ended.is_set() and run.error is not None:
-                        raise run.error
-                handed_over = True
-                return sse_response(completion, spec, runs, queue, settings, release)
-            await _wait_ended(runs, request, watch=settings.cancel_on_disconnect)
-            for run in runs:
+            else:
+                await _wait_ended(runs, request, watch=settings.cancel_on_disconnect)
+            for run in runs:  # a run that ended in an error: the response's status
                 if run.error is not None:
                     raise run.error
+            if spec.stream:
+                handed_over = True
+                return sse_response(completion, spec, runs, queue, settings, release)
             return JSONResponse(completion.message(runs), headers={"x-request-id": completion.id})
         finally:
             if not handed_over:  # else the stream's end lets go of them

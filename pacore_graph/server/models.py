@@ -13,7 +13,6 @@ from pacore_graph.rounds import PRESETS, resolve_rounds
 from pacore_graph.server.errors import ApiError
 
 PREFIX = "pacore"
-OWNER = "pacore-graph"
 _VECTOR = re.compile(r"[0-9]+(?:x[0-9]+)*")
 _CREATED = int(time.time())
 
@@ -53,7 +52,7 @@ def model_object(name: str, rounds: list[int]) -> dict[str, Any]:
         "id": name,
         "object": "model",
         "created": _CREATED,
-        "owned_by": OWNER,
+        "owned_by": "pacore-graph",
         "pacore": {"rounds": rounds, "trajectories": sum(rounds)},
     }
 
