@@ -55,11 +55,14 @@ class EvalChatModel(BaseChatModel):
     pools: dict[str, list[Sample]] = Field(default_factory=dict, repr=False)
     """Each problem's round-1 pool by its key, in index order."""
 
-    _semaphore: asyncio.Semaphore = PrivateAttr()
-    _fatal: BaseException | None = PrivateAttr(default=None)
-    _in_flight: int = PrivateAttr(default=0)
     on_calls: Callable[[int], None] | None = None
     """Told the number of calls in flight whenever it changes (a progress bar)."""
+    fatal_failure: BaseException | None = None
+    """The last call's failure if it would fail every call (a refused connection, a rejected
+    key or model) and no call succeeded since: "the endpoint is gone"."""
+
+    _semaphore: asyncio.Semaphore = PrivateAttr()
+    _in_flight: int = PrivateAttr(default=0)
 
     def model_post_init(self, context: Any, /) -> None:
         self._semaphore = asyncio.Semaphore(self.concurrency)
@@ -73,21 +76,15 @@ class EvalChatModel(BaseChatModel):
         """The real model's key, so the graph redacts it from failure messages."""
         return getattr(self.inner, "api_key", None)
 
-    @property
-    def fatal_failure(self) -> BaseException | None:
-        """The last call's failure if it would fail every call (a refused connection, a
-        rejected key or model) and no call succeeded since: "the endpoint is gone"."""
-        return self._fatal
-
     def _outcome(self, exc: BaseException | None) -> None:
         refused = isinstance(exc, openai.APIConnectionError) and not isinstance(
             exc, openai.APITimeoutError
         )
         rejected = isinstance(exc, openai.APIStatusError) and exc.status_code in (401, 403, 404)
         if refused or rejected:
-            self._fatal = exc
+            self.fatal_failure = exc
         elif exc is None or isinstance(exc, openai.APIStatusError):  # the endpoint answered
-            self._fatal = None
+            self.fatal_failure = None
 
     def _calls(self, change: int) -> None:
         self._in_flight += change

@@ -1,7 +1,6 @@
 """Statistics and outputs: accuracy with a 95% interval, mean TTC, the paper-style table
 (Markdown and CSV), the accuracy-vs-TTC plot, and the per-problem rows. What is measured,
-and how the interval is computed: docs/eval.md, "What is measured".
-"""
+and how the interval is computed: docs/eval.md, "What is measured"."""
 
 from __future__ import annotations
 
@@ -78,12 +77,11 @@ def format_ttc(tokens: float | None) -> str:
 class SettingStats:
     """One setting on one ``category`` (`ALL`: all problems). ``accuracy``: pass@1 averaged
     over runs, in percent (``ci``: its 95% interval or None; ``run_accuracies``: each run's).
-    ``mean_ttc``: mean TTC per problem (completion tokens of every call for it) over the rows
-    that did not fail. Per round, None where no row has it: the mean answer ``agreement`` and
-    ``cross_checking`` markers per trajectory (none in round 1). ``dropped``: references left
-    out to fit ``context_limit``. ``emergent``: rows right while every input of the last
-    synthesis was wrong, of ``all_inputs_wrong`` such rows. ``errors``: rows that failed
-    (graded wrong)."""
+    ``mean_ttc``: mean TTC per problem over the rows that did not fail. Per round, None where
+    no row has it: the mean answer ``agreement`` and ``cross_checking`` markers per trajectory.
+    ``dropped``: references left out to fit ``context_limit``. ``emergent``: rows right while
+    every input of the last synthesis was wrong, of ``all_inputs_wrong`` such rows.
+    ``errors``: rows that failed (graded wrong)."""
 
     setting: Setting
     category: str

@@ -118,10 +118,9 @@ _CHECK = SettingsCheck(EvalSpec)
 class EvalResult:
     """Everything the report needs. ``rows``: one per (setting, run, problem), in that order,
     the reference's results row plus grading fields. ``pools``: each problem's round-1 pool
-    (by problem key), when a pool was used. ``timings``: ``setting``, ``run``, ``request_id``,
-    ``wall_seconds`` (queueing for a call slot included), ``trajectories`` and ``stopped`` of
-    each (setting, run, problem) this eval ran without failing, apart from the reproducible
-    ``rows``."""
+    by its key, when a pool was used. ``timings``, apart from the reproducible ``rows``: the
+    ``setting``, ``run``, ``request_id``, ``wall_seconds`` (waits for a call slot included),
+    ``trajectories`` and ``stopped`` of each (setting, run, problem) run without failing."""
 
     rows: list[dict[str, Any]]
     problems: list[Problem]

@@ -1,7 +1,6 @@
 """The OpenAI-compatible HTTP app on Starlette (which LangGraph's server also runs):
 `create_app` serves a `Service` on its own and `Server` runs that (``pacore serve``);
-`v1_routes` are the ``/v1`` routes to mount into another app (``pacore_graph.studio:app``).
-"""
+`v1_routes` are the ``/v1`` routes to mount into another app (``pacore_graph.studio:app``)."""
 
 from __future__ import annotations
 
@@ -224,8 +223,7 @@ class Server(uvicorn.Server):
     """uvicorn serving a `Service` on its own (``pacore serve``). At shutdown the runs get
     ``grace_s`` seconds to end, then are cancelled, so every client still gets an answer
     (503 ``run_cancelled``, or an error event in a stream) before uvicorn cuts the
-    connections left, `SHUTDOWN_MARGIN_S` later. ``config``: `uvicorn.Config`'s options.
-    """
+    connections left, `SHUTDOWN_MARGIN_S` later. ``config``: `uvicorn.Config`'s options."""
 
     def __init__(self, service: Service, **config: Any) -> None:
         self.service = service

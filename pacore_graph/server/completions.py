@@ -1,7 +1,6 @@
 """What a run's answer looks like to an OpenAI client: a ChatCompletion, its stream chunks,
 ``usage`` (the whole run's test-time compute, replayed answers included) and the ``pacore``
-extension with each run's `run_report` (docs/serve.md).
-"""
+extension with each run's `run_report` (docs/serve.md)."""
 
 from __future__ import annotations
 

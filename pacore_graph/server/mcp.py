@@ -1,8 +1,7 @@
 """PaCoRe as a Model Context Protocol tool, on the official ``mcp`` SDK (FastMCP): one tool,
 ``pacore``, served over stdio by ``pacore mcp`` and over streamable HTTP at ``/mcp`` of
 ``pacore serve``. A call is a run of the `Service`; its bounds, resume (with Redis: thread
-`default_thread_id`), progress notifications and cancel: docs/mcp.md.
-"""
+`default_thread_id`), progress notifications and cancel: docs/mcp.md."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """Model names: the OpenAI ``model`` string picks PaCoRe's round vector (``pacore``,
-``pacore-low``, ``pacore-32x4``, ...; the table: docs/serve.md, "Model names").
-"""
+``pacore-low``, ``pacore-32x4``, ...; the table: docs/serve.md, "Model names")."""
 
 from __future__ import annotations
 
