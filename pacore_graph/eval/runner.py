@@ -166,7 +166,7 @@ class _Runner:
         # Threads in progress at once: enough to keep every call slot busy, few enough
         # that problems finish (and are checkpointed as finished) in file order.
         self.slots = asyncio.Semaphore(spec.concurrency)
-        self.pool_tasks: dict[str, asyncio.Future[None]] = {}
+        self.pool_tasks: dict[str, asyncio.Future[list[Sample]]] = {}
         self.pools = self.model.pools
         self.left = {p.key: len(spec.settings) * spec.runs for p in self.problems}
         self.timings: list[dict[str, Any]] = []
@@ -221,9 +221,6 @@ class _Runner:
         async with self.slots:
             return (await self._sample(thread_id, problem, size, None))[1]
 
-    async def _make_pool(self, problem: Problem, size: int) -> None:
-        self.pools[problem.key] = await self.pool_of(problem, size)  # in index order
-
     async def job(self, setting: Setting, run: int, problem: Problem) -> dict[str, Any]:
         thread_id = f"{THREAD_PREFIX}-{self.fingerprint}-{setting.name}-r{run}-{problem.key}"
         draw, spec = None, self.spec
@@ -244,11 +241,11 @@ class _Runner:
         status: str
         try:
             if spec.pool is not None:
-                if problem.key not in self.pool_tasks:
-                    pool = asyncio.ensure_future(self._make_pool(problem, spec.pool))
-                    self.pool_tasks[problem.key] = pool
+                tasks = self.pool_tasks
+                if problem.key not in tasks:
+                    tasks[problem.key] = asyncio.ensure_future(self.pool_of(problem, spec.pool))
                 # Shielded: one waiter being cancelled must not cancel the pool others share.
-                await asyncio.shield(self.pool_tasks[problem.key])
+                self.pools[problem.key] = await asyncio.shield(tasks[problem.key])
             async with self.slots:
                 started = time.monotonic()
                 if setting.kind == "pacore":
