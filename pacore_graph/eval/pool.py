@@ -77,9 +77,8 @@ class EvalChatModel(BaseChatModel):
         return getattr(self.inner, "api_key", None)
 
     def _outcome(self, exc: BaseException | None) -> None:
-        refused = isinstance(exc, openai.APIConnectionError) and not isinstance(
-            exc, openai.APITimeoutError
-        )
+        connection = isinstance(exc, openai.APIConnectionError)
+        refused = connection and not isinstance(exc, openai.APITimeoutError)
         rejected = isinstance(exc, openai.APIStatusError) and exc.status_code in (401, 403, 404)
         if refused or rejected:
             self.fatal_failure = exc

@@ -15,7 +15,7 @@ from langchain_core.messages import AIMessage
 from pacore_graph.record import run_record
 from pacore_graph.server.runs import Run
 from pacore_graph.state import PaCoReRun
-from pacore_graph.trajectories import latest_trajectories, status_counts, usage_totals
+from pacore_graph.trajectories import status_counts, usage_totals
 
 
 def dumps(value: Any) -> str:
@@ -43,10 +43,9 @@ _DROPPED: Final = ("dropped_empty", "dropped_truncated", "dropped_for_context")
 def _rounds_detail(record: PaCoReRun) -> list[dict[str, Any]]:
     """Per round: K, outcomes, tokens, and what it passed on."""
     done = {summary["round"]: summary for summary in record.get("rounds_done") or []}
-    trajectories = latest_trajectories(record["trajectories"])
     detail = []
     for r, k in enumerate(record["round_vector"], start=1):
-        batch = [t for t in trajectories if t["round"] == r]
+        batch = [t for t in record["trajectories"] if t["round"] == r]
         counts, (tokens, prompt) = status_counts(batch), usage_totals(batch)
         row: dict[str, Any] = {"round": r, "k": k}
         row |= {status: counts[status] for status in ("finished", "failed", "stopped")}
@@ -63,7 +62,7 @@ def run_report(run: Run, index: int) -> dict[str, Any]:
     """The ``pacore`` extension's entry for one finished run."""
     assert run.state is not None
     record = record_of(run.state)
-    trajectories = latest_trajectories(record["trajectories"])
+    trajectories = record["trajectories"]  # the latest of each
     return {
         "index": index,
         "thread_id": run.thread_id,
@@ -98,9 +97,8 @@ class Completion:
 
     def __init__(self, model: str, key: str | None = None) -> None:
         # A retried request (same key) answers under the same id.
-        self.id = "chatcmpl-" + (
-            uuid.uuid5(uuid.NAMESPACE_URL, key).hex if key else uuid.uuid4().hex
-        )
+        uid = uuid.uuid5(uuid.NAMESPACE_URL, key) if key else uuid.uuid4()
+        self.id = f"chatcmpl-{uid.hex}"
         self.created = int(time.time())
         self.model = model
 
