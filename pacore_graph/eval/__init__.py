@@ -1,9 +1,6 @@
-"""``pacore eval``: reproduce the paper's tables (accuracy and TTC of PaCoRe against a single
-trajectory and self-consistency) on any backend and any benchmark file.
-
-Nothing here imports math-verify or matplotlib until it grades or plots. The Python API in
-use: docs/eval.md, "From Python".
-"""
+"""``pacore eval``: the paper's tables (accuracy and TTC of PaCoRe against a single
+trajectory and self-consistency) on any backend and benchmark file. math-verify and
+matplotlib are imported only to grade and plot. In use: docs/eval.md, "From Python"."""
 
 from pacore_graph.eval.dataset import SAMPLE, DatasetError, Problem, load_problems
 from pacore_graph.eval.grading import Grade, extract_answer, grade

@@ -70,12 +70,12 @@ async def curate(
     checkpointer: BaseCheckpointSaver | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Writes to ``out`` one JSONL `curated_row` per problem whose message accuracy over a
-    pool of ``spec.pool`` is strictly below ``max_message_accuracy``, in file order.
+    """Writes to ``out``, in file order, one JSONL `curated_row` per problem whose message
+    accuracy over a pool of ``spec.pool`` is strictly below ``max_message_accuracy``.
 
     Returns the summary: ``pool``, ``threshold``, problems ``total``, ``kept`` and ``failed``
-    (a pool failed for good, as a baseline sample would in eval: skipped; what stops an eval
-    stops it), and the ``histogram`` of right messages (``{"3/24": problems}``).
+    (skipped: their pool failed for good; what stops an eval stops this too), and the
+    ``histogram`` of right messages (``{"3/24": problems}``).
     """
     size = spec.pool or 1
     settings = merge_context(DEFAULTS, dict(spec.context))

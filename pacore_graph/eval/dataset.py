@@ -60,8 +60,12 @@ def _answer(value: Any) -> str | None:
     return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _parse_row(row: Any, line: int) -> Problem | str:
-    """A `Problem`, or what is wrong with the row."""
+def _parse_line(text: str, line: int) -> Problem | str:
+    """The `Problem` of a line of the file, or what is wrong with it."""
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"not JSON ({exc.msg} at column {exc.colno})"
     if not isinstance(row, dict):
         return f"expected a JSON object, got {type(row).__name__}"
     has_messages, has_problem = "messages" in row, "problem" in row
@@ -125,12 +129,7 @@ def load_problems(path: str | Path, *, limit: int | None = None) -> list[Problem
         for line, text in enumerate(handle, start=1):
             if not text.strip():
                 continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                bad.append(f"{path}:{line}: not JSON ({exc.msg} at column {exc.colno})")
-                continue
-            parsed = _parse_row(row, line)
+            parsed = _parse_line(text, line)
             if isinstance(parsed, str):
                 bad.append(f"{path}:{line}: {parsed}")
                 continue

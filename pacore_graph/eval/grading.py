@@ -48,11 +48,8 @@ class Grade:
 
 
 def extract_answer(response: str) -> Extracted | None:
-    """The answer of a response: its last ``\\boxed{}``, else its last non-empty line.
-
-    Only the conclusion (the text after the last ``</think>``) is searched, as only it
-    reaches the reader.
-    """
+    """The answer of a response: its last ``\\boxed{}``, else its last non-empty line, in its
+    conclusion (after the last ``</think>``), the only part that reaches the reader."""
     conclusion = reference_compaction(response or "")
     if boxed := boxed_answer_compaction(conclusion):
         inner = boxed[len("\\boxed{") : -1].strip()
@@ -111,12 +108,9 @@ def _verify(gold: str, extracted: Extracted) -> bool | None:
 
 
 def grade(response: str, gold: str) -> Grade:
-    """Grades a response against the ground truth.
-
-    math-verify decides when it can parse both sides; a normalized string match
-    (`normalize`) is the fallback, and also accepts what math-verify rejected, so a
-    text answer such as ``Paris`` is not lost. The deciding check is recorded.
-    """
+    """Grades a response against the ground truth: math-verify when it parses both sides,
+    else (or when it says no) a `normalize`d string match, so a text answer such as ``Paris``
+    is not lost. The deciding check is recorded."""
     extracted = extract_answer(response)
     if extracted is None:
         return Grade(None, False, None)
@@ -129,12 +123,9 @@ def grade(response: str, gold: str) -> Grade:
 
 
 def vote_key(extracted: Extracted | None) -> str | None:
-    """The answer's vote: equal for equivalent answers (``391``, ``391.0``; ``0.5``,
-    ``\\frac{1}{2}``; ``x+1``, ``1+x``), None for no answer.
-
-    Numbers vote by value, other math by sympy's canonical form, words and what
-    math-verify cannot parse by `normalize`.
-    """
+    """The answer's vote, equal for equivalent answers (``391``, ``391.0``; ``0.5``,
+    ``\\frac{1}{2}``; ``x+1``, ``1+x``), None for no answer: numbers by value, other math by
+    sympy's canonical form, words and what math-verify cannot parse by `normalize`."""
     if extracted is None:
         return None
     if not _is_words(extracted.text) and (parsed := _parse(extracted.target)):

@@ -19,8 +19,6 @@ from pacore_graph.eval.samples import SAMPLING_FIELDS
 from pacore_graph.resume import run_settings
 from pacore_graph.secrets import REDACTED, redact, redact_url
 
-SECRET_OPTION = "--api-key"
-
 
 def now() -> str:
     """The current time, ISO 8601 in UTC to the second (``2025-01-31T12:00:00Z``)."""
@@ -44,7 +42,7 @@ def command_line(argv: Sequence[str], secrets: Iterable[str] = ()) -> str:
         flag, eq, _ = word.partition("=")
         if hide:
             word, hide = REDACTED, False
-        elif flag.startswith("--") and len(flag) > 2 and SECRET_OPTION.startswith(flag):
+        elif flag.startswith("--") and len(flag) > 2 and "--api-key".startswith(flag):
             word, hide = (f"{flag}={REDACTED}", False) if eq else (word, True)
         words.append(redact_url(word))  # before quoting, so the quotes cover [redacted]
     return redact(shlex.join(["pacore", *words]), secrets)

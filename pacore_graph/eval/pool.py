@@ -1,17 +1,14 @@
 """The first-round pool (the paper's evaluation shortcut: each run draws its K_1 round-1
-trajectories from a pool generated once per problem) and the one bound on all model calls.
-
-PaCoRe's trajectory node tags every call with ``metadata["pacore_round"]`` and
-``["pacore_index"]``, so `EvalChatModel` answers a run's round-1 calls from the pool (the
-draw travels in ``configurable``) with their recorded usage, which counts toward TTC as if
-generated, and passes every other call to the real model.
-"""
+trajectories from a pool made once per problem) and the one bound on all model calls.
+`EvalChatModel` answers the round-1 calls (``metadata["pacore_round"]`` and
+``["pacore_index"]``) of a run with a draw in ``configurable`` from the pool, with their
+recorded usage (it counts toward TTC), and passes every other call to the real model."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -55,13 +52,17 @@ class EvalChatModel(BaseChatModel):
 
     inner: BaseChatModel
     concurrency: int = Field(default=64, ge=1)
+    pools: dict[str, list[Sample]] = Field(default_factory=dict, repr=False)
+    """Each problem's round-1 pool by its key, in index order."""
 
-    _semaphore: asyncio.Semaphore = PrivateAttr()
-    _pools: dict[str, list[Sample]] = PrivateAttr(default_factory=dict)
-    _fatal: BaseException | None = PrivateAttr(default=None)
-    _in_flight: int = PrivateAttr(default=0)
     on_calls: Callable[[int], None] | None = None
     """Told the number of calls in flight whenever it changes (a progress bar)."""
+    fatal_failure: BaseException | None = None
+    """The last call's failure if it would fail every call (a refused connection, a rejected
+    key or model) and no call succeeded since: "the endpoint is gone"."""
+
+    _semaphore: asyncio.Semaphore = PrivateAttr()
+    _in_flight: int = PrivateAttr(default=0)
 
     def model_post_init(self, context: Any, /) -> None:
         self._semaphore = asyncio.Semaphore(self.concurrency)
@@ -75,30 +76,19 @@ class EvalChatModel(BaseChatModel):
         """The real model's key, so the graph redacts it from failure messages."""
         return getattr(self.inner, "api_key", None)
 
-    @property
-    def fatal_failure(self) -> BaseException | None:
-        """The last call's failure if it would fail every call (a refused connection, a
-        rejected key or model) and no call succeeded since: "the endpoint is gone"."""
-        return self._fatal
-
     def _outcome(self, exc: BaseException | None) -> None:
-        refused = isinstance(exc, openai.APIConnectionError) and not isinstance(
-            exc, openai.APITimeoutError
-        )
+        connection = isinstance(exc, openai.APIConnectionError)
+        refused = connection and not isinstance(exc, openai.APITimeoutError)
         rejected = isinstance(exc, openai.APIStatusError) and exc.status_code in (401, 403, 404)
         if refused or rejected:
-            self._fatal = exc
+            self.fatal_failure = exc
         elif exc is None or isinstance(exc, openai.APIStatusError):  # the endpoint answered
-            self._fatal = None
+            self.fatal_failure = None
 
     def _calls(self, change: int) -> None:
         self._in_flight += change
         if self.on_calls is not None:
             self.on_calls(self._in_flight)
-
-    def add_pool(self, key: str, samples: Sequence[Sample]) -> None:
-        """Registers a problem's pool, in index order."""
-        self._pools[key] = sorted(samples, key=lambda s: s["index"])
 
     def _from_pool(self, config: RunnableConfig | None) -> AIMessage | None:
         config = config or {}
@@ -106,7 +96,7 @@ class EvalChatModel(BaseChatModel):
         metadata = config.get("metadata") or {}
         if not draw or metadata.get("pacore_round") != 1:
             return None
-        return pooled_message(self._pools[draw["pool"]][draw["indices"][metadata["pacore_index"]]])
+        return pooled_message(self.pools[draw["pool"]][draw["indices"][metadata["pacore_index"]]])
 
     async def ainvoke(
         self,

@@ -1,7 +1,6 @@
 """Statistics and outputs: accuracy with a 95% interval, mean TTC, the paper-style table
 (Markdown and CSV), the accuracy-vs-TTC plot, and the per-problem rows. What is measured,
-and how the interval is computed: docs/eval.md, "What is measured".
-"""
+and how the interval is computed: docs/eval.md, "What is measured"."""
 
 from __future__ import annotations
 
@@ -78,12 +77,11 @@ def format_ttc(tokens: float | None) -> str:
 class SettingStats:
     """One setting on one ``category`` (`ALL`: all problems). ``accuracy``: pass@1 averaged
     over runs, in percent (``ci``: its 95% interval or None; ``run_accuracies``: each run's).
-    ``mean_ttc``: mean TTC per problem (completion tokens of every call for it) over the rows
-    that did not fail. Per round, None where no row has it: the mean answer ``agreement`` and
-    ``cross_checking`` markers per trajectory (none in round 1). ``dropped``: references left
-    out to fit ``context_limit``. ``emergent``: rows right while every input of the last
-    synthesis was wrong, of ``all_inputs_wrong`` such rows. ``errors``: rows that failed
-    (graded wrong)."""
+    ``mean_ttc``: mean TTC per problem over the rows that did not fail. Per round, None where
+    no row has it: the mean answer ``agreement`` and ``cross_checking`` markers per trajectory.
+    ``dropped``: references left out to fit ``context_limit``. ``emergent``: rows right while
+    every input of the last synthesis was wrong, of ``all_inputs_wrong`` such rows.
+    ``errors``: rows that failed (graded wrong)."""
 
     setting: Setting
     category: str
@@ -204,10 +202,6 @@ def _ttc(stats: SettingStats) -> str:
     return "n/a" if stats.mean_ttc is None else f"{stats.mean_ttc:,.0f}"
 
 
-def _seconds(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1f}"
-
-
 def wall_table(stats: Sequence[SettingStats], walls: Mapping[str, Mapping[str, Any]]) -> str:
     """Accuracy and mean TTC (all problems) beside the wall time of a problem-run and the
     trajectories stopped (`wall_stats`), one row per setting."""
@@ -216,29 +210,14 @@ def wall_table(stats: Sequence[SettingStats], walls: Mapping[str, Mapping[str, A
     for s in (s for s in stats if s.category == ALL):
         w, fraction = walls[s.setting.name], walls[s.setting.name]["stopped_fraction"]
         stopped = f"{w['stopped']} ({100 * fraction:.1f}%)" if fraction is not None else "—"
-        times = [_seconds(w[k]) for k in ("mean", "median", "max")]
+        times = ["—" if w[k] is None else f"{w[k]:.1f}" for k in ("mean", "median", "max")]
         rows.append([s.setting.label, f"{s.accuracy:.1f}", _ttc(s), *times, w["timed"], stopped])
     return "\n".join(_table([*header, "timed", "stopped"], rows)) + "\n"
 
 
-def _agreement(stats: SettingStats) -> str:
-    # Only rounds with K > 1: a lone trajectory always agrees with itself.
-    pairs = zip(stats.agreement, stats.setting.round_vector, strict=False)
-    parts = [f"r{i} {a:.2f}" for i, (a, k) in enumerate(pairs, 1) if k > 1 and a is not None]
-    return ", ".join(parts) or "—"
-
-
-def _cross_checking(stats: SettingStats) -> str:
-    parts = [f"r{i} {c:.2f}" for i, c in enumerate(stats.cross_checking, 1) if c is not None]
-    return ", ".join(parts) or "—"
-
-
-def _emergent(stats: SettingStats) -> str:
-    if stats.setting.kind != "pacore":
-        return "—"
-    rate = stats.emergent_rate
-    share = f" ({100 * rate:.1f}%)" if rate is not None else ""
-    return f"{stats.emergent}/{stats.all_inputs_wrong}{share}"
+def _per_round(values: Iterable[float | None]) -> str:
+    """``r1 0.50, r3 0.75``: the rounds with a value, or ``—``."""
+    return ", ".join(f"r{i} {v:.2f}" for i, v in enumerate(values, 1) if v is not None) or "—"
 
 
 def markdown_table(stats: Sequence[SettingStats]) -> str:
@@ -261,8 +240,16 @@ def markdown_table(stats: Sequence[SettingStats]) -> str:
         s = cell[(setting.name, ALL)]
         ci = f"[{s.ci[0]:.1f}, {s.ci[1]:.1f}]" if s.ci else "—"
         numbers = [f"{s.accuracy:.1f}", ci, _ttc(s), s.runs]
-        pacore = [_cross_checking(s), s.dropped] if setting.kind == "pacore" else ["—", "—"]
-        details.append([setting.label, *numbers, _agreement(s), *pacore, _emergent(s), s.errors])
+        # Only rounds with K > 1: a lone trajectory always agrees with itself.
+        pairs = zip(s.agreement, setting.round_vector, strict=False)
+        agree = _per_round(a if k > 1 else None for a, k in pairs)
+        pacore: list[Any] = ["—"] * 3  # cross-checking, dropped refs, emergent correctness
+        if setting.kind == "pacore":
+            rate = s.emergent_rate
+            emergent = f"{s.emergent}/{s.all_inputs_wrong}"
+            emergent += f" ({100 * rate:.1f}%)" if rate is not None else ""
+            pacore = [_per_round(s.cross_checking), s.dropped, emergent]
+        details.append([setting.label, *numbers, agree, *pacore, s.errors])
     return "\n".join([*paper, "", *_table(header, details)]) + "\n"
 
 

@@ -1,27 +1,26 @@
-"""The eval run: settings x runs x problems, concurrently under one bound, resumable from Redis.
-
-Every (setting, run, problem) is a thread with a deterministic id, so a rerun with the
-same checkpointer reads finished threads back without a model call, resumes interrupted
-ones (finished trajectories are not asked again) and starts the rest. PaCoRe settings run
-the PaCoRe graph; baselines and the first-round pool run the sampling graph
-(`pacore_graph.eval.samples`).
-"""
+"""The eval run: settings x runs x problems, concurrently under one bound. Each (setting,
+run, problem) is a thread with a deterministic id: a rerun on the same checkpointer reads
+finished threads back without a model call, resumes interrupted ones and starts the rest.
+PaCoRe settings run the PaCoRe graph; baselines and the first-round pool the sampling graph
+(`pacore_graph.eval.samples`)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from pydantic import Field
 
 from pacore_graph.errors import PaCoReError
 from pacore_graph.eval.dataset import Problem
@@ -48,6 +47,7 @@ from pacore_graph.resume import BOUNDS
 from pacore_graph.secrets import model_secrets, redact
 from pacore_graph.threads import ThreadStatus, arun_thread
 from pacore_graph.trajectories import is_finished, latest_trajectories, status_counts
+from pacore_graph.validation import SettingsCheck
 
 THREAD_PREFIX = "pacore-eval"
 
@@ -80,8 +80,8 @@ class EvalSpec:
     markers counted in synthesis rounds (`cross_checks`)."""
 
     settings: Sequence[Setting]
-    runs: int = 1
-    concurrency: int = 64
+    runs: Annotated[int, Field(ge=1)] = 1
+    concurrency: Annotated[int, Field(ge=1)] = 64
     pool: int | None = None
     pool_seed: int = 0
     context: Mapping[str, Any] = field(default_factory=dict)
@@ -89,10 +89,7 @@ class EvalSpec:
     markers: Sequence[str] = CROSS_CHECK_MARKERS
 
     def __post_init__(self) -> None:
-        if self.runs < 1:
-            raise ValueError(f"runs must be at least 1, got {self.runs}")
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        _CHECK.check_instance(self)
         widest = max(self.settings, key=lambda s: s.first_k, default=None)
         if self.pool is not None and widest is not None and self.pool < widest.first_k:
             raise ValueError(
@@ -101,11 +98,9 @@ class EvalSpec:
             )
 
     def fingerprint(self, *, pool_only: bool = False) -> str:
-        """A short hash of what changes the trajectories; part of every thread id.
-
-        The pool's threads hash only the backend and sampling settings, so a new draw
-        seed, other PaCoRe settings and ``pacore curate`` reuse the same pool.
-        """
+        """A short hash of what changes the trajectories, part of every thread id. The pool's
+        threads hash only the backend and sampling settings: a new draw seed, other PaCoRe
+        settings and ``pacore curate`` reuse the same pool."""
         # The bounds only decide whether a run may start (`BOUNDS`): not what it computes.
         kept = SAMPLING_FIELDS if pool_only else self.context.keys() - BOUNDS
         context = {k: v for k, v in self.context.items() if k in kept}
@@ -116,14 +111,16 @@ class EvalSpec:
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
+_CHECK = SettingsCheck(EvalSpec)
+
+
 @dataclass
 class EvalResult:
     """Everything the report needs. ``rows``: one per (setting, run, problem), in that order,
     the reference's results row plus grading fields. ``pools``: each problem's round-1 pool
-    (by problem key), when a pool was used. ``timings``: ``setting``, ``run``, ``request_id``,
-    ``wall_seconds`` (queueing for a call slot included), ``trajectories`` and ``stopped`` of
-    each (setting, run, problem) this eval ran without failing, apart from the reproducible
-    ``rows``."""
+    by its key, when a pool was used. ``timings``, apart from the reproducible ``rows``: the
+    ``setting``, ``run``, ``request_id``, ``wall_seconds`` (waits for a call slot included),
+    ``trajectories`` and ``stopped`` of each (setting, run, problem) run without failing."""
 
     rows: list[dict[str, Any]]
     problems: list[Problem]
@@ -169,8 +166,8 @@ class _Runner:
         # Threads in progress at once: enough to keep every call slot busy, few enough
         # that problems finish (and are checkpointed as finished) in file order.
         self.slots = asyncio.Semaphore(spec.concurrency)
-        self.pool_tasks: dict[str, asyncio.Future[None]] = {}
-        self.pools: dict[str, list[Sample]] = {}
+        self.pool_tasks: dict[str, asyncio.Future[list[Sample]]] = {}
+        self.pools = self.model.pools
         self.left = {p.key: len(spec.settings) * spec.runs for p in self.problems}
         self.timings: list[dict[str, Any]] = []
 
@@ -224,11 +221,6 @@ class _Runner:
         async with self.slots:
             return (await self._sample(thread_id, problem, size, None))[1]
 
-    async def _make_pool(self, problem: Problem, size: int) -> None:
-        samples = await self.pool_of(problem, size)
-        self.model.add_pool(problem.key, samples)
-        self.pools[problem.key] = samples
-
     async def job(self, setting: Setting, run: int, problem: Problem) -> dict[str, Any]:
         thread_id = f"{THREAD_PREFIX}-{self.fingerprint}-{setting.name}-r{run}-{problem.key}"
         draw, spec = None, self.spec
@@ -249,11 +241,11 @@ class _Runner:
         status: str
         try:
             if spec.pool is not None:
-                if problem.key not in self.pool_tasks:
-                    pool = asyncio.ensure_future(self._make_pool(problem, spec.pool))
-                    self.pool_tasks[problem.key] = pool
+                tasks = self.pool_tasks
+                if problem.key not in tasks:
+                    tasks[problem.key] = asyncio.ensure_future(self.pool_of(problem, spec.pool))
                 # Shielded: one waiter being cancelled must not cancel the pool others share.
-                await asyncio.shield(self.pool_tasks[problem.key])
+                self.pools[problem.key] = await asyncio.shield(tasks[problem.key])
             async with self.slots:
                 started = time.monotonic()
                 if setting.kind == "pacore":
@@ -338,12 +330,10 @@ def pacore_row(
     synthesis was wrong; None without references)."""
     record = to_record(state, problem.id)
     verdict = grade(record["answer"] or "", problem.answer)
-    rounds: dict[int, list[Any]] = {}
-    for t in record["trajectories"]:  # in (round, index) order
-        rounds.setdefault(t["round"], []).append(t)
+    # The trajectories are in (round, index) order.
+    rounds = [list(ts) for _, ts in itertools.groupby(record["trajectories"], lambda t: t["round"])]
     text = [
-        [f"{t['reasoning'] or ''}\n{t['content']}" for t in ts if is_finished(t)]
-        for ts in rounds.values()
+        [f"{t['reasoning'] or ''}\n{t['content']}" for t in ts if is_finished(t)] for ts in rounds
     ]
     checks = [[cross_checks(x, markers) for x in xs] for xs in text]
     # What the final round was sent: the round before it, as recorded.
@@ -361,8 +351,7 @@ def pacore_row(
         "grader": verdict.grader,
         "ttc_tokens": record["ttc_tokens"],
         "agreement": [
-            agreement([vote_key(extract_answer(t["content"])) for t in ts])
-            for ts in rounds.values()
+            agreement([vote_key(extract_answer(t["content"])) for t in ts]) for ts in rounds
         ],
         "cross_checking": [None, *(sum(c) / len(c) if c else None for c in checks[1:])],
         "dropped_references": sum(d["dropped_for_context"] for d in record["rounds"]),

@@ -1,7 +1,6 @@
 """Independent trajectories of one problem as a checkpointed LangGraph thread
 (``START ─Send×N→ sample → END``): the baselines' samples (``single``, ``sc@N``) and the
-first-round pool, each sample a task with PaCoRe's retry policy, resumable like a run.
-"""
+first-round pool, each sample a task with PaCoRe's retry policy, resumable like a run."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """``pacore serve``: PaCoRe behind an OpenAI-compatible ``/v1/chat/completions``
 (docs/serve.md). Importing this package loads nothing of the ``server`` extra until one of
-its names is used, so ``pacore solve`` stays light.
-"""
+its names is used, so ``pacore solve`` stays light."""
 
 from __future__ import annotations
 

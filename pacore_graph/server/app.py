@@ -1,7 +1,6 @@
 """The OpenAI-compatible HTTP app on Starlette (which LangGraph's server also runs):
 `create_app` serves a `Service` on its own and `Server` runs that (``pacore serve``);
-`v1_routes` are the ``/v1`` routes to mount into another app (``pacore_graph.studio:app``).
-"""
+`v1_routes` are the ``/v1`` routes to mount into another app (``pacore_graph.studio:app``)."""
 
 from __future__ import annotations
 
@@ -120,15 +119,14 @@ def v1_routes(service: Service) -> list[BaseRoute]:
                     async with asyncio.timeout(settings.keepalive_s):
                         for run in runs:
                             await run.started.wait()
-                for run in runs:
-                    if run.ended.is_set() and run.error is not None:
-                        raise run.error
-                handed_over = True
-                return sse_response(completion, spec, runs, queue, settings, release)
-            await _wait_ended(runs, request, watch=settings.cancel_on_disconnect)
-            for run in runs:
+            else:
+                await _wait_ended(runs, request, watch=settings.cancel_on_disconnect)
+            for run in runs:  # a run that ended in an error: the response's status
                 if run.error is not None:
                     raise run.error
+            if spec.stream:
+                handed_over = True
+                return sse_response(completion, spec, runs, queue, settings, release)
             return JSONResponse(completion.message(runs), headers={"x-request-id": completion.id})
         finally:
             if not handed_over:  # else the stream's end lets go of them
@@ -225,8 +223,7 @@ class Server(uvicorn.Server):
     """uvicorn serving a `Service` on its own (``pacore serve``). At shutdown the runs get
     ``grace_s`` seconds to end, then are cancelled, so every client still gets an answer
     (503 ``run_cancelled``, or an error event in a stream) before uvicorn cuts the
-    connections left, `SHUTDOWN_MARGIN_S` later. ``config``: `uvicorn.Config`'s options.
-    """
+    connections left, `SHUTDOWN_MARGIN_S` later. ``config``: `uvicorn.Config`'s options."""
 
     def __init__(self, service: Service, **config: Any) -> None:
         self.service = service

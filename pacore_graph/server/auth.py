@@ -1,9 +1,6 @@
-"""Incoming API keys: ``Authorization: Bearer <key>`` checked in constant time.
-
-Only SHA-256 digests of the keys are kept, each compared with no early exit, so neither
-timing nor a memory dump shows a key. A durable run's thread id holds a digest of the
-caller's key, so one caller cannot reach another's run with its Idempotency-Key.
-"""
+"""Incoming API keys, ``Authorization: Bearer <key>``, kept as SHA-256 digests and each
+compared with no early exit, so neither timing nor a memory dump shows a key. A durable
+run's thread id holds a digest of the caller's key: no caller reaches another's run."""
 
 from __future__ import annotations
 

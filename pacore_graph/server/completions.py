@@ -1,7 +1,6 @@
 """What a run's answer looks like to an OpenAI client: a ChatCompletion, its stream chunks,
 ``usage`` (the whole run's test-time compute, replayed answers included) and the ``pacore``
-extension with each run's `run_report` (docs/serve.md).
-"""
+extension with each run's `run_report` (docs/serve.md)."""
 
 from __future__ import annotations
 
@@ -9,14 +8,14 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from langchain_core.messages import AIMessage
 
 from pacore_graph.record import run_record
 from pacore_graph.server.runs import Run
 from pacore_graph.state import PaCoReRun
-from pacore_graph.trajectories import is_finished, latest_trajectories
+from pacore_graph.trajectories import status_counts, usage_totals
 
 
 def dumps(value: Any) -> str:
@@ -38,28 +37,23 @@ def answer_of(state: dict[str, Any]) -> tuple[str, str | None, str | None, str |
     return content, reasoning, message.response_metadata.get("finish_reason"), message.id
 
 
+_DROPPED: Final = ("dropped_empty", "dropped_truncated", "dropped_for_context")
+
+
 def _rounds_detail(record: PaCoReRun) -> list[dict[str, Any]]:
     """Per round: K, outcomes, tokens, and what it passed on."""
     done = {summary["round"]: summary for summary in record.get("rounds_done") or []}
-    trajectories = latest_trajectories(record["trajectories"])
     detail = []
     for r, k in enumerate(record["round_vector"], start=1):
-        batch = [t for t in trajectories if t["round"] == r]
-        row: dict[str, Any] = {
-            "round": r,
-            "k": k,
-            "finished": sum(is_finished(t) for t in batch),
-            "failed": sum(t.get("status") == "failed" for t in batch),
-            "stopped": sum(t.get("status") == "stopped" for t in batch),
-            "truncated": sum(bool(t["truncated"]) for t in batch),
-            "completion_tokens": sum(t["completion_tokens"] or 0 for t in batch),
-            "prompt_tokens": max((t["prompt_tokens"] or 0 for t in batch), default=0),
-        }
+        batch = [t for t in record["trajectories"] if t["round"] == r]
+        counts, (tokens, prompt) = status_counts(batch), usage_totals(batch)
+        row: dict[str, Any] = {"round": r, "k": k}
+        row |= {status: counts[status] for status in ("finished", "failed", "stopped")}
+        row["truncated"] = sum(bool(t["truncated"]) for t in batch)
+        row |= {"completion_tokens": tokens, "prompt_tokens": prompt}
         if (summary := done.get(r)) is not None:
             row["references"] = len(summary["references"])
-            row |= {
-                k: summary[k] for k in ("dropped_empty", "dropped_truncated", "dropped_for_context")
-            }
+            row |= {key: summary[key] for key in _DROPPED}
         detail.append(row)
     return detail
 
@@ -68,7 +62,7 @@ def run_report(run: Run, index: int) -> dict[str, Any]:
     """The ``pacore`` extension's entry for one finished run."""
     assert run.state is not None
     record = record_of(run.state)
-    trajectories = latest_trajectories(record["trajectories"])
+    trajectories = record["trajectories"]  # the latest of each
     return {
         "index": index,
         "thread_id": run.thread_id,
@@ -103,9 +97,8 @@ class Completion:
 
     def __init__(self, model: str, key: str | None = None) -> None:
         # A retried request (same key) answers under the same id.
-        self.id = "chatcmpl-" + (
-            uuid.uuid5(uuid.NAMESPACE_URL, key).hex if key else uuid.uuid4().hex
-        )
+        uid = uuid.uuid5(uuid.NAMESPACE_URL, key) if key else uuid.uuid4()
+        self.id = f"chatcmpl-{uid.hex}"
         self.created = int(time.time())
         self.model = model
 
@@ -119,16 +112,13 @@ class Completion:
             choice = {"index": index, "message": message | {"refusal": None}, "logprobs": None}
             choices.append(choice | {"finish_reason": finish or "stop"})
             reports.append(run_report(run, index))
-        return {
-            "id": self.id,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": None,
-            "choices": choices,
-            "usage": _usage_of(reports),
-            "pacore": {"runs": reports},
-        }
+        return self._body(
+            "chat.completion",
+            system_fingerprint=None,
+            choices=choices,
+            usage=_usage_of(reports),
+            pacore={"runs": reports},
+        )
 
     def chunk(
         self,
@@ -142,20 +132,21 @@ class Completion:
         """A ``chat.completion.chunk`` of choice ``index``, as JSON; ``usage=True`` adds
         ``"usage": null``, as OpenAI does when the client asked for the usage chunk."""
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return dumps(self._chunk([choice], **({"usage": None} if usage else {}), **extra))
+        return dumps(self._body(choices=[choice], **({"usage": None} if usage else {}), **extra))
 
     def usage_chunk(self, reports: Sequence[dict[str, Any]]) -> str:
         """The last chunk when the client asked for usage: no choices, the whole usage."""
-        return dumps(self._chunk([], usage=_usage_of(reports), pacore={"runs": list(reports)}))
+        return dumps(
+            self._body(choices=[], usage=_usage_of(reports), pacore={"runs": list(reports)})
+        )
 
-    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    def _body(self, kind: str = "chat.completion.chunk", /, **fields: Any) -> dict[str, Any]:
         return {
             "id": self.id,
-            "object": "chat.completion.chunk",
+            "object": kind,
             "created": self.created,
             "model": self.model,
-            "choices": choices,
-            **extra,
+            **fields,
         }
 
 

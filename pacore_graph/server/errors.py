@@ -1,9 +1,6 @@
-"""Errors as OpenAI error objects: ``{"error": {"message", "type", "code", "param"}}``.
-
-Every failure maps to one status, type and code, with a one-line message without secrets.
-Statuses follow OpenAI where it has the case, and the IETF Idempotency-Key draft for a
-reused key (422).
-"""
+"""Errors as OpenAI error objects, ``{"error": {"message", "type", "code", "param"}}``: one
+status, type and code per failure and a one-line message without secrets. Statuses follow
+OpenAI, and the IETF Idempotency-Key draft for a reused key (422)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """PaCoRe as a Model Context Protocol tool, on the official ``mcp`` SDK (FastMCP): one tool,
 ``pacore``, served over stdio by ``pacore mcp`` and over streamable HTTP at ``/mcp`` of
 ``pacore serve``. A call is a run of the `Service`; its bounds, resume (with Redis: thread
-`default_thread_id`), progress notifications and cancel: docs/mcp.md.
-"""
+`default_thread_id`), progress notifications and cancel: docs/mcp.md."""
 
 from __future__ import annotations
 
@@ -83,11 +82,8 @@ STEPS = {
 
 
 def create_mcp_server(service: Service, *, host: str = "127.0.0.1") -> FastMCP:
-    """The MCP server of ``service``: its one tool runs PaCoRe on the service's runs.
-
-    ``host`` is where an HTTP transport listens: on loopback, requests naming another host
-    are refused (the SDK's DNS-rebinding protection).
-    """
+    """The MCP server of ``service``: its one tool runs PaCoRe on the service's runs. ``host``
+    is where HTTP listens: on loopback, the SDK refuses requests naming another host."""
     server = _FastMCP("pacore", host=host, log_level="WARNING")
 
     @server.tool(

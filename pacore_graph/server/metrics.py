@@ -1,6 +1,5 @@
 """Prometheus metrics of one server (``GET /metrics``, listed in docs/serve.md), in a
-registry of its own so that several apps in one process do not collide.
-"""
+registry of its own so that several apps in one process do not collide."""
 
 from __future__ import annotations
 

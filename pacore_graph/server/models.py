@@ -1,6 +1,5 @@
 """Model names: the OpenAI ``model`` string picks PaCoRe's round vector (``pacore``,
-``pacore-low``, ``pacore-32x4``, ...; the table: docs/serve.md, "Model names").
-"""
+``pacore-low``, ``pacore-32x4``, ...; the table: docs/serve.md, "Model names")."""
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ from pacore_graph.rounds import PRESETS, resolve_rounds
 from pacore_graph.server.errors import ApiError
 
 PREFIX = "pacore"
-OWNER = "pacore-graph"
 _VECTOR = re.compile(r"[0-9]+(?:x[0-9]+)*")
 _CREATED = int(time.time())
 
@@ -53,7 +51,7 @@ def model_object(name: str, rounds: list[int]) -> dict[str, Any]:
         "id": name,
         "object": "model",
         "created": _CREATED,
-        "owned_by": OWNER,
+        "owned_by": "pacore-graph",
         "pacore": {"rounds": rounds, "trajectories": sum(rounds)},
     }
 

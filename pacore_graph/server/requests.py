@@ -125,6 +125,10 @@ def _check_supported(request: ChatRequest) -> None:
         raise ApiError(400, f"{name} is not supported: {why}", code="unsupported_parameter")
 
 
+def _bad_setting(param: str, message: str) -> ApiError:
+    return ApiError(400, message, param=param, code="invalid_pacore_settings")
+
+
 def _pacore_settings(request: ChatRequest) -> tuple[dict[str, Any], bool]:
     """The ``pacore`` object's run settings (checked later with the rest) and ``progress``."""
     given = dict(request.pacore or {})
@@ -132,27 +136,18 @@ def _pacore_settings(request: ChatRequest) -> tuple[dict[str, Any], bool]:
     if not isinstance(progress, bool):
         raise ApiError(400, "pacore.progress must be true or false", param="pacore.progress")
     if unknown := sorted(set(given) - _FIELDS):
-        raise ApiError(
-            400,
-            f"unknown PaCoRe setting(s): {', '.join(unknown)}{did_you_mean(unknown, _FIELDS)}",
-            param="pacore",
-            code="invalid_pacore_settings",
-        )
-    if misplaced := [name for name in TOP_LEVEL if name in given]:
-        where = "the model name (e.g. pacore-32x4)" if misplaced[0] == "rounds" else "top level"
-        raise ApiError(
-            400,
-            f"pacore.{misplaced[0]}: set it in {where}, not in the pacore object",
-            param=f"pacore.{misplaced[0]}",
-            code="invalid_pacore_settings",
+        hint = did_you_mean(unknown, _FIELDS)
+        raise _bad_setting("pacore", f"unknown PaCoRe setting(s): {', '.join(unknown)}{hint}")
+    if misplaced := [f"pacore.{name}" for name in TOP_LEVEL if name in given]:
+        where = "the model name (e.g. pacore-32x4)" if "rounds" in given else "top level"
+        raise _bad_setting(
+            misplaced[0], f"{misplaced[0]}: set it in {where}, not in the pacore object"
         )
     if given.get("review"):
-        raise ApiError(
-            400,
+        raise _bad_setting(
+            "pacore.review",
             "pacore.review: a chat completion cannot pause for a person; review a run in "
             "Studio, from Python or with pacore solve --review",
-            param="pacore.review",
-            code="invalid_pacore_settings",
         )
     return given, progress
 
@@ -171,12 +166,10 @@ def _check_bounds(context: dict[str, Any], defaults: PaCoReContext) -> None:
         # A value that is no number is refused by check_settings, in its words.
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if limit is not None and number and value > limit:
-            raise ApiError(
-                400,
+            raise _bad_setting(
+                f"pacore.{name}",
                 f"pacore.{name}: {value} is above this server's {limit} (a request may lower "
                 "it, not raise it)",
-                param=f"pacore.{name}",
-                code="invalid_pacore_settings",
             )
 
 

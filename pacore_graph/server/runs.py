@@ -1,8 +1,7 @@
 """The server's runs: each request's PaCoRe run executes as a background task, so a client
 that hangs up does not cancel it; a retry with the same Idempotency-Key attaches to it
 (its stream replayed from the start). With Redis such a request is a thread (`thread_id_for`)
-started, resumed on any instance, or answered from storage. At most ``max_runs`` execute.
-"""
+started, resumed on any instance, or answered from storage. At most ``max_runs`` execute."""
 
 from __future__ import annotations
 

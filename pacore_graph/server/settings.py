@@ -13,9 +13,6 @@ from pydantic import Field
 from pacore_graph.server.auth import KEYS_ENV, ApiKeys
 from pacore_graph.validation import SettingsCheck
 
-MAX_RUNS_ENV = "PACORE_SERVE_MAX_RUNS"
-REDIS_URL_ENV = "REDIS_URL"
-
 
 @dataclass
 class ServeSettings:
@@ -28,13 +25,11 @@ class ServeSettings:
     redis_url: str | None = None
     """Checkpoint runs that carry an ``Idempotency-Key`` in Redis (durable, resumable)."""
     thread_ttl_s: Annotated[float | None, Field(gt=0)] = 7 * 86400.0
-    """Seconds a durable run's thread stays in Redis after its last write (None: forever); a
-    client retries within hours, and Redis must not grow forever."""
+    """Seconds a durable run's thread stays in Redis after its last write (None: forever)."""
     saver_options: dict[str, Any] = field(default_factory=dict)
     """More `AsyncRedisSaver.from_conn_string` arguments (e.g. a lease TTL)."""
     max_runs: Annotated[int, Field(ge=1)] = 16
-    """Runs at once (a request with ``n`` choices is ``n`` runs); beyond it 429. 16 runs of
-    ``pacore-high`` are 512 trajectories, more than a vLLM replica decodes at full speed."""
+    """Runs at once (a request with ``n`` choices is ``n`` runs); beyond it 429."""
     concurrency: Annotated[int | None, Field(ge=1)] = 64
     """Per-run bound on model calls in flight (LangGraph's ``max_concurrency``)."""
     max_body_bytes: Annotated[int, Field(ge=1)] = 8 * 2**20  # max_input_chars escaped, or images
@@ -62,10 +57,10 @@ class ServeSettings:
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServeSettings:
         """Settings of the OpenAI routes inside LangGraph's server (``langgraph dev``):
         ``$PACORE_SERVE_API_KEYS``, ``$REDIS_URL`` and ``$PACORE_SERVE_MAX_RUNS``."""
-        runs = environ.get(MAX_RUNS_ENV, "").strip()
+        runs = environ.get("PACORE_SERVE_MAX_RUNS", "").strip()
         return cls(
             api_keys=ApiKeys.parse(environ.get(KEYS_ENV, "")),
-            redis_url=environ.get(REDIS_URL_ENV) or None,
+            redis_url=environ.get("REDIS_URL") or None,
             max_runs=int(runs) if runs else cls.max_runs,
         )
 

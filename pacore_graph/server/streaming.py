@@ -70,12 +70,11 @@ def sse_response(
         chunk = functools.partial(completion.chunk, usage=spec.include_usage)
         streamed: list[set[str | None]] = [set() for _ in runs]
         answering: set[int] = set()  # choices whose answer began
-        reports: list[dict[str, Any]] = [{} for _ in runs]
-        open_choices = set(range(len(runs)))
+        reports: list[dict[str, Any]] = [{} for _ in runs]  # filled as each choice ends
         try:
             for index in range(len(runs)):
                 yield chunk(index, {"role": "assistant", "content": ""})
-            while open_choices:
+            while not all(reports):
                 index, event = await queue.get()
                 kind = event[0]
                 if kind == "token":
@@ -96,9 +95,7 @@ def sse_response(
                         whole = {"reasoning_content": reasoning, "content": content}
                         yield chunk(index, {k: v for k, v in whole.items() if v is not None})
                     reports[index] = run_report(run, index)
-                    pacore = {"runs": [reports[index]]}
-                    yield chunk(index, {}, finish or "stop", pacore=pacore)
-                    open_choices.discard(index)
+                    yield chunk(index, {}, finish or "stop", pacore={"runs": [reports[index]]})
                 elif not spec.progress or index in answering:
                     continue  # progress is thinking: a client expects none after the answer
                 elif kind == "progress":
