@@ -1,5 +1,5 @@
-"""``pacore solve`` as a user runs it, against a scripted server: in a process of its own
-where the process is what is tested, in-process (`pacore_in_process`) elsewhere."""
+"""``pacore solve`` as a user runs it, against a scripted server: in-process
+(`pacore_in_process`) but for what only a process of its own shows (its GC freeze)."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import pytest
 
 from pacore_graph.cli import main
 from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import on_one_core, pacore_argv, pacore_in_process
+from tests.conftest import on_one_core, pacore_in_process
 
 # The machine's endpoint settings would change what "no --base-url" means.
 CLEAN_ENV = {
@@ -18,13 +18,6 @@ CLEAN_ENV = {
     for k, v in os.environ.items()
     if k not in ("PACORE_BASE_URL", "OPENAI_BASE_URL", "PACORE_MODEL")
 }
-
-
-def pacore(*args):
-    """``pacore ARGS`` in a process of its own."""
-    return subprocess.run(
-        pacore_argv(*args), capture_output=True, text=True, timeout=120, env=CLEAN_ENV
-    )
 
 
 def in_process(*args, env=None, input=None):
@@ -40,7 +33,7 @@ def answer_or_reference(body):
 
 def test_solve_prints_the_answer_without_thinking(scripted):
     server = scripted(answer_or_reference, model="pacore-8b")
-    result = pacore("solve", "--base-url", server.base_url, "--rounds", "3", "What is 17*23?")
+    result = in_process("solve", "--base-url", server.base_url, "--rounds", "3", "What is 17*23?")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "It is \\boxed{391}."
     assert len(server.requests) == 4
