@@ -5,6 +5,7 @@ import contextlib
 import io
 import logging
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TextIO
 
 import pytest
 
@@ -79,6 +80,7 @@ def pacore_in_process(
     env: Mapping[str, str] | None = None,
     input: str | None = None,
     stdout: io.StringIO | None = None,
+    stderr: TextIO | None = None,
 ) -> Ran:
     """``pacore ARGS`` run by `main` in this process, with ``env`` as the whole environment
     and ``input`` on stdin: for runs that need no process of their own (a subprocess spends
@@ -86,7 +88,9 @@ def pacore_in_process(
 
     As in a process of its own, warnings (Python's default filters) and log records (no
     handler but what ``--log-level`` installs) go to its stderr, not to pytest's capture.
-    ``stdout``, when given, is what it prints to (a test watching the output as it grows).
+    ``stdout``, when given, is what it prints to (a test watching the output as it grows);
+    ``stderr``, when given, is where its stderr goes instead (`pacore_on_a_terminal`), and
+    the `Ran`'s is empty.
     """
     out, err = stdout or io.StringIO(), io.StringIO()
     environ, stdin = dict(os.environ), sys.stdin
@@ -100,7 +104,7 @@ def pacore_in_process(
     try:
         with (
             contextlib.redirect_stdout(out),
-            contextlib.redirect_stderr(err),
+            contextlib.redirect_stderr(stderr or err),
             warnings.catch_warnings(),
         ):
             warnings.resetwarnings()
@@ -127,6 +131,34 @@ _DEFAULT_WARNING_FILTERS = [
 """Python's default warning filters without ``-W`` (less the one for ``__main__``)."""
 
 
+def pacore_on_a_terminal(
+    *args: str, env: Mapping[str, str] | None = None, shown: Callable[[bytes], None] | None = None
+) -> tuple[Ran, str]:
+    """``pacore ARGS`` run by `pacore_in_process` with its stderr on a pseudo-terminal: what it
+    ran, and the terminal's text (whose line discipline ends each line with ``\\r\\n``).
+    ``shown``, when given, is called with the text so far as each piece arrives (from a
+    reader thread)."""
+    master, slave = pty.openpty()
+    text = bytearray()
+
+    def read() -> None:
+        with contextlib.suppress(OSError):  # EIO: the terminal was closed
+            while chunk := os.read(master, 65536):
+                text.extend(chunk)
+                if shown is not None:
+                    shown(bytes(text))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        with open(slave, "w", encoding="utf-8") as terminal:
+            ran = pacore_in_process(*args, env=env, stderr=terminal)
+        reader.join(timeout=30)
+    finally:
+        os.close(master)
+    return ran, text.decode()
+
+
 def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """A warning on stderr, as Python prints it without pytest."""
     sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
@@ -142,6 +174,26 @@ def run_in_process(argv: list[str], **kwargs: Any) -> Ran:
 def solve_command(server: ScriptedServer, problem: str, *extra: str) -> list[str]:
     """``pacore solve`` as a subprocess argv, pointed at ``server``."""
     return pacore_argv("solve", problem, "--base-url", server.base_url, *extra)
+
+
+@contextlib.contextmanager
+def on_one_core() -> Iterator[None]:
+    """Runs the block, and every process it starts, on one core of this thread's.
+
+    The embedded model's default is a llama.cpp thread per core: beside busy neighbours
+    (the other test workers) two threads spin at their barriers, and three short calls
+    take seconds of CPU where one thread takes a fraction (tests/test_embedded.py's
+    server uses one thread for the same reason). Not on Linux: the block as it is.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    cores = os.sched_getaffinity(0)  # this thread's; children inherit it
+    os.sched_setaffinity(0, {sorted(cores)[os.getpid() % len(cores)]})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, cores)
 
 
 def stop_group(proc: subprocess.Popen, grace: float = 15) -> None:

@@ -11,8 +11,11 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 class RedisNotInstalledError(RuntimeError):
@@ -52,7 +55,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [*argv, *self.extra_args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2)
+        client = self._client(socket_connect_timeout=0.2)
         deadline = time.monotonic() + 20
         with contextlib.closing(client):
             while True:
@@ -70,11 +73,18 @@ class RedisServer:
         """Shuts the server down; ``save=True`` keeps its data for the next `start`."""
         if self.proc is None:
             return
-        client = redis.Redis(port=self.port, password=self.password)
+        client = self._client()
         with contextlib.closing(client), contextlib.suppress(redis.ConnectionError):
             client.shutdown(save=save, nosave=not save)  # which closes the connection
         self.proc.wait(timeout=20)
         self.proc = None
+
+    def _client(self, **kwargs: Any) -> redis.Redis:
+        # No retries: redis-py's default retries a command whose connection closed with
+        # seconds of backoff, and SHUTDOWN closes it by design (`start` polls on its own).
+        return redis.Redis(
+            port=self.port, password=self.password, retry=Retry(NoBackoff(), 0), **kwargs
+        )
 
     def kill(self) -> None:
         """Kills the server at once (no save)."""

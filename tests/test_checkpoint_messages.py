@@ -1,7 +1,6 @@
 """What the Redis savers' failures say, through ``pacore solve``, ``pacore serve`` and
 ``langgraph dev``: the cause, and how to fix it, nothing more."""
 
-import subprocess
 import threading
 
 import httpx
@@ -9,7 +8,7 @@ import redis
 
 from pacore_graph import studio
 from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import Held, solve_command, wait_for
+from tests.conftest import Held, run_in_process, solve_command, wait_for
 from tests.serve_helpers import question, respond, serving
 from tests.test_redis_faults import one_error_line, restart_empty
 
@@ -21,12 +20,7 @@ def test_an_acl_user_without_eval_is_told_to_grant_it_before_any_call(scripted, 
     admin.execute_command("ACL", "SETUSER", "alice", "on", ">pw", "~*", "&*", "+@all", "-eval")
     admin.close()
     url = f"redis://alice:pw@127.0.0.1:{locked.port}/0"
-    result = subprocess.run(
-        solve_command(server, "What is 17 * 23?", "--redis-url", url),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_in_process(solve_command(server, "What is 17 * 23?", "--redis-url", url))
     assert result.returncode == 2
     assert one_error_line(result.stderr) == (
         f"pacore: error: Redis at redis://127.0.0.1:{locked.port}/0: user alice may not run "

@@ -1,4 +1,5 @@
-"""``pacore solve`` as a user runs it: a real subprocess against a scripted server."""
+"""``pacore solve`` as a user runs it, against a scripted server: in-process
+(`pacore_in_process`) but for what only a process of its own shows (its GC freeze)."""
 
 import json
 import os
@@ -9,7 +10,7 @@ import pytest
 
 from pacore_graph.cli import main
 from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import pacore_argv, pacore_in_process
+from tests.conftest import on_one_core, pacore_in_process
 
 # The machine's endpoint settings would change what "no --base-url" means.
 CLEAN_ENV = {
@@ -19,20 +20,9 @@ CLEAN_ENV = {
 }
 
 
-def pacore(*args, env=None, input=None):
-    return subprocess.run(
-        pacore_argv(*args),
-        capture_output=True,
-        text=True,
-        timeout=240,  # a hang guard: the embedded model's run on a loaded machine
-        env=CLEAN_ENV if env is None else env,
-        input=input,
-    )
-
-
-def usage_error(*args, input=None):
-    """``pacore ARGS`` for an argument or usage error: run in-process."""
-    return pacore_in_process(*args, env=CLEAN_ENV, input=input)
+def in_process(*args, env=None, input=None):
+    """``pacore ARGS`` run in-process, with ``env`` (default `CLEAN_ENV`) as its environment."""
+    return pacore_in_process(*args, env=CLEAN_ENV if env is None else env, input=input)
 
 
 def answer_or_reference(body):
@@ -43,7 +33,7 @@ def answer_or_reference(body):
 
 def test_solve_prints_the_answer_without_thinking(scripted):
     server = scripted(answer_or_reference, model="pacore-8b")
-    result = pacore("solve", "--base-url", server.base_url, "--rounds", "3", "What is 17*23?")
+    result = in_process("solve", "--base-url", server.base_url, "--rounds", "3", "What is 17*23?")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "It is \\boxed{391}."
     assert len(server.requests) == 4
@@ -61,7 +51,7 @@ def test_solve_json_prints_the_full_record(scripted, tmp_path):
             ]
         )
     )
-    result = pacore(
+    result = in_process(
         "solve",
         "--messages",
         str(chat),
@@ -96,7 +86,7 @@ def test_solve_json_prints_the_full_record(scripted, tmp_path):
 def test_api_key_comes_from_the_environment(scripted):
     server = scripted(answer_or_reference)
     env = {"OPENAI_API_KEY": "sk-from-env", "PATH": "/usr/bin:/bin"}
-    result = pacore("solve", "--base-url", server.base_url, "--rounds", "1", "2+2?", env=env)
+    result = in_process("solve", "--base-url", server.base_url, "--rounds", "1", "2+2?", env=env)
     assert result.returncode == 0, result.stderr
     assert set(server.authorizations) == {"Bearer sk-from-env"}
 
@@ -113,7 +103,7 @@ def test_errors_are_one_line_without_traceback(scripted):
     server = scripted(answer_or_reference)
     cases.append((["solve", "--base-url", server.base_url, "   "], "empty"))
     for args, fragment in cases:
-        result = usage_error(*args)
+        result = in_process(*args)
         assert result.returncode != 0, args
         assert "Traceback" not in result.stderr, result.stderr
         lines = result.stderr.strip().splitlines()
@@ -122,7 +112,10 @@ def test_errors_are_one_line_without_traceback(scripted):
 
 
 def test_without_base_url_runs_on_the_embedded_cpu_model():
-    result = pacore("solve", "--rounds", "2", "--max-tokens", "12", "--json", "What is 2+2?")
+    with on_one_core():  # the embedded server it starts runs one llama.cpp thread
+        result = in_process(
+            "solve", "--rounds", "2", "--max-tokens", "12", "--json", "What is 2+2?"
+        )
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert [len(r) for r in record["round_responses"]] == [2, 1]
@@ -138,7 +131,7 @@ def test_messages_from_stdin_as_a_list_or_an_object(scripted):
         {"role": "user", "content": "What is 17*23?"},
     ]
     for text in (json.dumps(chat), json.dumps({"messages": chat})):
-        result = pacore(
+        result = in_process(
             "solve", "--messages", "-", "--base-url", server.base_url, "--rounds", "1", input=text
         )
         assert result.returncode == 0, result.stderr
@@ -156,7 +149,7 @@ def test_a_problem_and_messages_together_are_a_one_line_error(scripted, tmp_path
         (["--messages", "-"], "cannot read messages from stdin"),
     ]
     for args, fragment in cases:
-        result = usage_error("solve", "--base-url", server.base_url, *args, input="not json")
+        result = in_process("solve", "--base-url", server.base_url, *args, input="not json")
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("pacore: error: "), result.stderr
@@ -177,7 +170,7 @@ def test_rounds_help_says_the_papers_notation_runs_as_written(capsys):
 def test_a_tool_message_without_its_call_id_is_a_one_line_error(scripted):
     server = scripted(answer_or_reference)
     chat = [{"role": "user", "content": "2+2?"}, {"role": "tool", "content": "4"}]
-    result = usage_error(
+    result = in_process(
         "solve", "--base-url", server.base_url, "--messages", "-", input=json.dumps(chat)
     )
     assert result.returncode == 2, result.stderr

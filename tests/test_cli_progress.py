@@ -2,14 +2,12 @@
 plain lines elsewhere, retries, and what a resume found saved."""
 
 import os
-import pty
 import re
-import subprocess
 import threading
 
 from pacore_graph.cli.options import public_url
 from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import pacore_in_process, solve_command
+from tests.conftest import pacore_in_process, pacore_on_a_terminal
 
 ENV_VARIABLES = ("PACORE_BASE_URL", "OPENAI_BASE_URL", "PACORE_MODEL")
 
@@ -96,35 +94,12 @@ def test_public_url_keeps_only_scheme_host_port_and_path():
     assert public_url("http://host/v1") == "http://host/v1"
 
 
-def run_on_a_terminal(argv):
-    """Runs ``argv`` with stderr on a pseudo-terminal; (returncode, stdout, terminal text)."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=slave, env=clean_env(), stdin=subprocess.DEVNULL
-    )
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    stdout = proc.stdout.read().decode()
-    proc.stdout.close()
-    return proc.wait(timeout=60), stdout, b"".join(chunks).decode()
-
-
 def test_a_terminal_gets_a_live_bar_per_round(scripted):
     server = scripted(Flaky())
-    status, stdout, terminal = run_on_a_terminal(
-        solve_command(server, "17*23?", "--rounds", "4,2", "--concurrency", "1")
-    )
-    assert status == 0, terminal
-    assert stdout.strip() == "\\boxed{391}"
+    argv = ("17*23?", "--base-url", server.base_url, "--rounds", "4,2", "--concurrency", "1")
+    ran, terminal = pacore_on_a_terminal("solve", *argv, env=clean_env())
+    assert ran.returncode == 0, terminal
+    assert ran.stdout.strip() == "\\boxed{391}"
     lines = terminal.split("\r\n")
     assert lines[0] == f"backend: openai {server.base_url} model scripted"
     # One terminal line per round, redrawn in place (\r) as trajectories finish; a shorter

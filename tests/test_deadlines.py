@@ -8,7 +8,6 @@ before the deadline existed.
 
 import asyncio
 import itertools
-import subprocess
 import threading
 
 import pytest
@@ -21,7 +20,7 @@ from pacore_graph import ChatOpenAICompatible, QuorumError, create_pacore_graph,
 from pacore_graph.backends.launch import open_backend
 from pacore_graph.errors import CallTimeoutError
 from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import model_for, solve_command, wait_for
+from tests.conftest import model_for, run_in_process, solve_command, wait_for
 from tests.model_calls import call, model_of, not_streamed, streamed
 
 # Nothing here takes more than a few seconds now; before, these hung.
@@ -121,11 +120,8 @@ def test_the_cli_timeout_ends_a_trickling_call_and_retries_it(scripted):
         return TRICKLE if next(explorations) == 0 else Reply(content="391")
 
     server = scripted(responder)
-    result = subprocess.run(
-        solve_command(server, "What is 17 * 23?", "--rounds", "2", "--timeout", "1"),
-        capture_output=True,
-        text=True,
-        timeout=45,
+    result = run_in_process(
+        solve_command(server, "What is 17 * 23?", "--rounds", "2", "--timeout", "1")
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "\\boxed{391}"

@@ -1,12 +1,9 @@
 """What a new user meets in the first hour (issue 22): the demo says what it solved, a dead
 endpoint or a missing extra is one line at once, the help reads as plain text."""
 
-import contextlib
 import http.server
 import json
 import os
-import pty
-import subprocess
 import sys
 import threading
 import time
@@ -16,7 +13,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from pacore_graph import ChatOpenAICompatible, QuorumError, create_pacore_graph
 from pacore_graph.testing import Reply
-from tests.conftest import Held, pacore_in_process, solve_command, wait_for
+from tests.conftest import Held, pacore_in_process, pacore_on_a_terminal
 from tests.servers import free_port
 
 CLEAN_ENV = {
@@ -149,26 +146,15 @@ def test_help_is_plain_text_with_examples_and_defaults():
 def test_the_bar_shows_calls_in_flight_before_any_reply(scripted):
     held = Held()
     server = scripted(held)
-    master, slave = pty.openpty()
-    argv = solve_command(server, "17*23?", "--rounds", "4", "--concurrency", "4")
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=slave, env=CLEAN_ENV)
-    os.close(slave)
-    terminal = bytearray()
+    argv = ("17*23?", "--base-url", server.base_url, "--rounds", "4", "--concurrency", "4")
+    in_flight = "0/4, 4 running | 0 tokens"
 
-    def read() -> None:
-        with contextlib.suppress(OSError):  # EIO: the child closed the terminal
-            while chunk := os.read(master, 65536):
-                terminal.extend(chunk)
+    def shown(text: bytes) -> None:
+        if in_flight.encode() in text:  # the calls are answered once the bar said so
+            held.release.set()
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        # A long prefill: no call has answered, and the bar says 4 are under way.
-        wait_for(lambda: b"0/4, 4 running | 0 tokens" in terminal, timeout=30)
-    finally:
-        held.release.set()
-        status = proc.wait(timeout=60)
-        reader.join(timeout=10)
-        os.close(master)
-    assert status == 0
-    assert proc.stdout.read().decode().strip() == "\\boxed{391}"
+    ran, terminal = pacore_on_a_terminal("solve", *argv, env=CLEAN_ENV, shown=shown)
+    assert ran.returncode == 0, terminal
+    # A long prefill: no call has answered, and the bar says 4 are under way.
+    assert in_flight in terminal
+    assert ran.stdout.strip() == "\\boxed{391}"

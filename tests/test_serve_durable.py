@@ -195,20 +195,20 @@ def test_a_retry_on_another_instance_resumes_after_the_first_is_killed(
 ):
     responder = Held(answer_first=2, late=TOO_LATE)
     upstream = scripted(responder)
-    port_a, port_b = free_port(), free_port()
-
-    def command(port: int) -> list[str]:
-        return serve_command(upstream, port, "--redis-url", redis_url, "--log-level", "WARNING")
-
+    port = free_port()
+    # The first instance is a process (it is killed), the second runs here. A short lease:
+    # the retry on the second waits until the killed instance's lapses.
+    command = serve_command(
+        upstream, port, "--redis-url", redis_url, "--lease-ttl", "2", "--log-level", "WARNING"
+    )
     key = "kill-1"
     headers = {"Idempotency-Key": key}
     with (
-        serve_process(command(port_a), tmp_path / "a.log", port_a) as (a, proc_a),
-        serve_process(command(port_b), tmp_path / "b.log", port_b) as (b, proc_b),
+        serve_process(command, tmp_path / "a.log", port) as (a, proc_a),
+        serving(upstream, redis_url=redis_url, saver_options={"lease_ttl": 2}) as b,
         concurrent.futures.ThreadPoolExecutor(1) as pool,
     ):
         wait_ready(a, proc_a, tmp_path / "a.log")
-        wait_ready(b, proc_b, tmp_path / "b.log")
         try:
             first = pool.submit(a.post, BODY, headers)
             wait_for(lambda: len(upstream.requests) == 4)  # 2 answered, 2 held

@@ -8,7 +8,6 @@ flight. t_min is short and f is 0, so each test waits on the stop, not on a time
 
 import asyncio
 import json
-import subprocess
 import threading
 
 import pytest
@@ -26,7 +25,7 @@ from pacore_graph.stragglers import (
     trigger_count,
 )
 from pacore_graph.testing import Reply, last_user_text
-from tests.conftest import model_for, solve_command, wait_for
+from tests.conftest import model_for, run_in_process, solve_command, wait_for
 
 PROBLEM = "What is 17 * 23?"
 FINAL = "<think>checked</think>\\boxed{391}"
@@ -301,11 +300,8 @@ def test_cli_rejects_a_bad_stragglers_value_in_one_line(value, capsys):
 
 def test_pacore_solve_stops_the_stragglers(scripted):
     server = scripted(Round1(k=4, quick=2))
-    result = subprocess.run(
-        solve_command(server, PROBLEM, "--rounds", "4", "--stragglers", "0.5,0,0.05", "--json"),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_in_process(
+        solve_command(server, PROBLEM, "--rounds", "4", "--stragglers", "0.5,0,0.05", "--json")
     )
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)

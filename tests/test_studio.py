@@ -34,7 +34,7 @@ from pacore_graph.context import DEFAULTS, PaCoReContext, merge_context
 from pacore_graph.errors import PaCoReError, ThreadConflictError
 from pacore_graph.graph import create_pacore_graph
 from pacore_graph.testing import Reply, ScriptedServer, last_user_text
-from tests.conftest import model_for, stop_group, wait_for
+from tests.conftest import model_for, on_one_core, stop_group, wait_for
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,11 +97,12 @@ def answers_ok(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def langgraph_dev(workdir: Path, **env: str) -> Iterator[DevServer]:
-    """Runs ``langgraph dev`` on a free port in its own process group until it answers."""
+def langgraph_dev(workdir: Path, *, one_core: bool = False, **env: str) -> Iterator[DevServer]:
+    """Runs ``langgraph dev`` on a free port in its own process group until it answers;
+    ``one_core``: on one core (`on_one_core`)."""
     port = free_port()
     log = workdir / "langgraph-dev.log"
-    with log.open("wb") as out:
+    with log.open("wb") as out, on_one_core() if one_core else contextlib.nullcontext():
         # cwd is a scratch folder: the dev server keeps its `.langgraph_api/` there.
         proc = subprocess.Popen(
             dev_command(port),
@@ -407,7 +408,7 @@ async def test_the_lifespan_starts_one_backend_that_every_graph_request_shares(
 
 @needs_model
 async def test_without_an_endpoint_runs_use_the_embedded_model_started_once(tmp_path):
-    with langgraph_dev(tmp_path) as server:
+    with langgraph_dev(tmp_path, one_core=True) as server:
         [embedded] = children(server.proc.pid, EMBEDDED_SCRIPT)
         for _ in range(2):
             _, out = await solve(server.url, rounds=1, max_tokens=8)
