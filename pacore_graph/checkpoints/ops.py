@@ -88,7 +88,8 @@ when the thread's six keys (KEYS[2..7]) are gone too. KEYS lists every key touch
 
 @dataclass
 class Batch:
-    """Commands sent in one round trip; ``atomic`` wraps them in MULTI/EXEC.
+    """Commands sent in one round trip. An ``atomic`` batch is a write, applied as a whole
+    (in MULTI/EXEC unless it is one command); the async saver sends concurrent ones together.
 
     A ``snapshot`` read uses MULTI/EXEC too, but falls back to a plain pipeline on a Redis
     out of memory (it refuses MULTI, and every write, so nothing moves meanwhile). A
@@ -180,44 +181,52 @@ class Ops:
         thread_id, ns = str(conf["thread_id"]), conf.get("checkpoint_ns", "")
         checkpoint_id = conf["checkpoint_id"]
         batch = Batch(atomic=True)
+        writes_key = layout.key(thread_id, "writes")
+        members: builtins.list[Any] = []  # of the pending-write index: score, field, ...
         for idx, (channel, value) in enumerate(writes):
             fld = layout.field(ns, checkpoint_id, task_id, str(WRITES_IDX_MAP.get(channel, idx)))
-            payload = f"{task_path}\x00{channel}\x00".encode() + layout.dump(value)
-            command = "HSET" if channel in WRITES_IDX_MAP else "HSETNX"
-            batch.add(command, layout.key(thread_id, "writes"), fld, payload)
-            batch.add("ZADD", layout.key(thread_id, "wix"), 0, fld)
-        yield from self._write(thread_id, conf.get(LEASE_CONFIG_KEY), batch)
+            payload = b"\x00".join((task_path.encode(), channel.encode(), layout.dump(value)))
+            batch.add("HSET" if channel in WRITES_IDX_MAP else "HSETNX", writes_key, fld, payload)
+            members += (0, fld)
+        batch.add("ZADD", layout.key(thread_id, "wix"), *members)
+        yield from self._write(thread_id, conf.get(LEASE_CONFIG_KEY), batch, register=False)
 
-    def _write(self, thread_id: str, token: str | None, batch: Batch) -> Op:
+    def _write(
+        self, thread_id: str, token: str | None, batch: Batch, *, register: bool = True
+    ) -> Op:
         """Commits a write, refreshing every key's TTL (a thread expires as a unit) and the
-        thread's registry entry; fenced by the run's lease when ``token`` is given.
+        thread's registry entry (without a TTL it never changes: only a ``register`` write
+        sets it); fenced by the run's lease when ``token`` is given.
 
         Raises:
             LeaseLostError: The lease no longer holds ``token``; nothing was written.
             ThreadLostError: The thread is gone with the lease: Redis lost its data.
         """
         layout = self.layout
-        if layout.ttl_ms is not None:
+        registry: tuple[Any, ...] = ()
+        if layout.ttl is not None:
             for key in layout.keys(thread_id):
                 batch.add("PEXPIRE", key, layout.ttl_ms)
-        expiry: Any = "+inf" if layout.ttl is None else time.time() + layout.ttl
-        registry = ("ZADD", layout.threads_key, expiry, thread_id)
-        if token is None:
-            yield from self._commit(batch, *registry)
-            return
-        if not self.cluster:
+            registry = ("ZADD", layout.threads_key, time.time() + layout.ttl, thread_id)
+        elif register:
+            registry = ("ZADD", layout.threads_key, "+inf", thread_id)
+        if registry and not self.cluster:
             batch.add(*registry)
-        keys = dict.fromkeys([*layout.keys(thread_id), *(cmd[1] for cmd in batch.commands)])
-        words: builtins.list[Any] = [token]
-        for command in batch.commands:
-            words += [len(command), *command]
-        lease = layout.key(thread_id, LEASE)
-        (held,) = yield Batch([("EVAL", FENCED_WRITE, 1 + len(keys), lease, *keys, *words)])
-        if held == -1:
-            raise ThreadLostError(thread_id)
-        if not held:
-            raise LeaseLostError(thread_id)
-        if self.cluster:
+        if token is None:
+            yield batch
+        else:
+            keys = dict.fromkeys([*layout.keys(thread_id), *(cmd[1] for cmd in batch.commands)])
+            words: builtins.list[Any] = [token]
+            for command in batch.commands:
+                words += [len(command), *command]
+            lease = layout.key(thread_id, LEASE)
+            fenced = ("EVAL", FENCED_WRITE, 1 + len(keys), lease, *keys, *words)
+            (held,) = yield Batch([fenced], atomic=True)
+            if held == -1:
+                raise ThreadLostError(thread_id)
+            if not held:
+                raise LeaseLostError(thread_id)
+        if registry and self.cluster:  # another slot: its own round trip
             yield Batch([registry])
 
     def _commit(self, batch: Batch, *registry: Any) -> Op:

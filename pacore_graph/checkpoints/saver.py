@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 from typing import Any, Self, cast
@@ -124,6 +125,62 @@ def _address(client: Any) -> str:
     return "the configured Redis Cluster"
 
 
+def _transaction(batch: Batch) -> bool:
+    """Whether ``batch`` needs MULTI/EXEC: a snapshot, or a write of several commands."""
+    return batch.snapshot or (batch.atomic and len(batch.commands) > 1)
+
+
+class _WriteQueue:
+    """The writes (atomic batches) of an async saver's concurrent operations, sent in order,
+    one round trip at a time, each round trip one transaction of every write queued."""
+
+    LIMIT = 256
+    """Writes sent in one round trip at most."""
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[Batch, asyncio.Future[list[Any]]]] = []
+        self.sender: asyncio.Task[None] | None = None
+
+    def send(self, saver: AsyncRedisSaver, batch: Batch) -> asyncio.Future[list[Any]]:
+        """A future of ``batch``'s replies; a command's error fails it, as from a pipeline."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.queued.append((batch, future))
+        if self.sender is None or self.sender.done():
+            # A context of its own: it outlives the caller, whose context it need not keep.
+            self.sender = loop.create_task(self._send(saver), context=contextvars.Context())
+        return future
+
+    async def _send(self, saver: AsyncRedisSaver) -> None:
+        loop = asyncio.get_running_loop()
+        taken: list[tuple[Batch, asyncio.Future[list[Any]]]] = []
+        try:
+            while self.queued:
+                taken, self.queued = self.queued[: self.LIMIT], self.queued[self.LIMIT :]
+                # A write whose caller gave up (cancelled) before it was sent is not sent.
+                taken = [(b, f) for b, f in taken if not f.done() and f.get_loop() is loop]
+                commands = [command for batch, _ in taken for command in batch.commands]
+                together = Batch(commands, tolerant=True)
+                try:
+                    replies = await saver._pipeline(together, transaction=len(commands) > 1)
+                except Exception as exc:  # every write fails as the round trip did
+                    replies = [exc] * len(commands)
+                start = 0
+                for batch, future in taken:
+                    mine = replies[start : start + len(batch.commands)]
+                    start += len(batch.commands)
+                    error = next((r for r in mine if isinstance(r, Exception)), None)
+                    if future.done():
+                        continue
+                    if error is None:
+                        future.set_result(mine)
+                    else:
+                        future.set_exception(error)
+        finally:  # cancelled (its loop closing): so are the writes it had
+            for _, future in taken + self.queued:
+                future.cancel()
+
+
 def _methods(name: str, *, stream: bool = False) -> tuple[Any, Any]:
     """The checkpointer method ``name`` and its async twin, driving `Ops`'s operation."""
 
@@ -171,6 +228,7 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         self.lease_ttl = lease_ttl
         self.cluster = isinstance(client, RedisCluster | AsyncRedisCluster)
         self.ops = Ops(Layout(self.serde, key_prefix, ttl), cluster=self.cluster)
+        self._writes = _WriteQueue()  # an async saver's; its clones share it
         self.loop: asyncio.AbstractEventLoop | None = None  # what an async saver's sync calls use
         with contextlib.suppress(RuntimeError):
             self.loop = asyncio.get_running_loop()
@@ -342,7 +400,7 @@ class RedisSaver(RedisSaverBase):
     def _execute(self, batch: Batch) -> list[Any]:
         with self._errors():
             try:
-                return self._pipeline(batch, transaction=batch.atomic or batch.snapshot)
+                return self._pipeline(batch, transaction=_transaction(batch))
             except redis.exceptions.OutOfMemoryError:
                 if not batch.snapshot:
                     raise
@@ -423,8 +481,10 @@ class AsyncRedisSaver(RedisSaverBase):
 
     async def _execute(self, batch: Batch) -> list[Any]:
         with self._errors():
+            if batch.atomic and not self.cluster:
+                return await self._writes.send(self, batch)
             try:
-                return await self._pipeline(batch, transaction=batch.atomic or batch.snapshot)
+                return await self._pipeline(batch, transaction=_transaction(batch))
             except redis.exceptions.OutOfMemoryError:
                 if not batch.snapshot:
                     raise
