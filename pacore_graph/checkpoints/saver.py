@@ -146,7 +146,7 @@ class _WriteQueue:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.queued.append((batch, future))
-        if self.sender is None or self.sender.done():
+        if self.sender is None or self.sender.done() or self.sender.get_loop() is not loop:
             # A context of its own: it outlives the caller, whose context it need not keep.
             self.sender = loop.create_task(self._send(saver), context=contextvars.Context())
         return future
