@@ -134,8 +134,8 @@ class _WriteQueue:
     """The writes (atomic batches) of an async saver's concurrent operations, sent in order,
     one round trip at a time, each round trip one transaction of every write queued."""
 
-    # A round trip per write (~3.5 MULTI/EXEC commands each) cost 1.23-1.45x the CPU of no
-    # saver at N=256 of `benchmarks/run.py --only scale`; sent together, 1.02-1.11x.
+    # A round trip per write (~3.5 MULTI/EXEC commands each) cost 1.23-1.57x the CPU of no
+    # saver at N=256 of `benchmarks/run.py --only scale` (5 runs); together, 0.96-1.19x (7).
     LIMIT = 256
     """Writes sent in one round trip at most."""
 
