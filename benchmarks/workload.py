@@ -54,7 +54,7 @@ def problem_text(i: int) -> str:
 
 
 CLI_GC_THRESHOLD = (10_000, 20, 100)
-"""``gc.set_threshold`` of ``pacore solve``/``eval`` (pacore_graph/cli/__init__.py)."""
+"""``gc.set_threshold`` of the ``pacore`` commands (pacore_graph/collector.py)."""
 
 
 class GcStats:
@@ -143,7 +143,7 @@ async def checkpointer(kind: str, redis_url: str | None) -> AsyncIterator[Any]:
 async def run_pacore(spec: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     from pacore_graph import ChatOpenAICompatible, create_pacore_graph
 
-    if spec.get("gc_freeze"):  # what `pacore solve`/`eval` do after their imports
+    if spec.get("gc_freeze"):  # what the `pacore` commands do after their imports
         gc.collect()
         gc.freeze()
         gc.set_threshold(*CLI_GC_THRESHOLD)
