@@ -53,7 +53,7 @@ def problem_text(i: int) -> str:
     )
 
 
-CLI_GC_THRESHOLD = (10_000, 20, 100)
+CLI_GC_THRESHOLD = (100_000, 50, 100)
 """``gc.set_threshold`` of the ``pacore`` commands (pacore_graph/collector.py)."""
 
 

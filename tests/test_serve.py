@@ -350,7 +350,7 @@ def test_a_server_alone_in_its_process_makes_full_collections_rare():
     try:
         assert asyncio.run(started(False)) == (0, (700, 10, 10))  # a library leaves it be
         frozen, threshold = asyncio.run(started(True))  # `pacore serve`, `pacore mcp`
-        assert frozen > 10_000 and threshold == (10_000, 20, 100)
+        assert frozen > 10_000 and threshold == (100_000, 50, 100)
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
