@@ -13,7 +13,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 from langchain_core.runnables import RunnableConfig
@@ -23,9 +23,7 @@ from pacore_graph.checkpoints.layout import LEASE, LEASE_CONFIG_KEY, Layout
 from pacore_graph.checkpoints.ops import Batch, Op
 from pacore_graph.errors import LeaseLostError, ThreadBusyError
 
-if TYPE_CHECKING:
-    from pacore_graph.checkpoints.saver import AsyncRedisSaver, RedisSaver, RedisSaverBase
-
+# The savers arrive as Any: saver.py imports this module, and no import goes back.
 DEFAULT_LEASE_TTL = 10.0
 """Seconds a thread's lease outlives its last renewal: how long a dead run's thread stays busy."""
 
@@ -69,7 +67,7 @@ def busy(layout: Layout, thread_id: str, wait: Wait) -> Op:
     )
 
 
-def _start(saver: RedisSaverBase, thread_id: str) -> tuple[ThreadLease, Any, float]:
+def _start(saver: Any, thread_id: str) -> tuple[ThreadLease, Any, float]:
     if saver.lease_ttl is None:
         raise ValueError("leases are off on this saver (lease_ttl=None)")
     token = f"{os.getpid()}@{socket.gethostname()}/{uuid.uuid4().hex}"
@@ -81,7 +79,7 @@ def _start(saver: RedisSaverBase, thread_id: str) -> tuple[ThreadLease, Any, flo
 
 @contextlib.contextmanager
 def hold(
-    saver: RedisSaver, thread_id: str, wait: Wait, on_wait: Callable[[str], None] | None
+    saver: Any, thread_id: str, wait: Wait, on_wait: Callable[[str], None] | None
 ) -> Iterator[ThreadLease]:
     """`RedisSaver.lease`: renewed by a thread; a lost lease fails the run's next write."""
     lease, lock, every = _start(saver, thread_id)
@@ -120,7 +118,7 @@ def hold(
 
 @contextlib.asynccontextmanager
 async def ahold(
-    saver: AsyncRedisSaver, thread_id: str, wait: Wait, on_wait: Callable[[str], None] | None
+    saver: Any, thread_id: str, wait: Wait, on_wait: Callable[[str], None] | None
 ) -> AsyncIterator[ThreadLease]:
     """`AsyncRedisSaver.alease`: renewed by a task, which cancels the block when it finds
     the lease lost; the block then raises `LeaseLostError` (or `ThreadLostError`)."""
