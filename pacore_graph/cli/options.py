@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Annotated, Any, Literal, NoReturn, get_args, get_origin
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import openai
 import redis
@@ -25,7 +25,7 @@ from pacore_graph.context import DEFAULTS, did_you_mean
 from pacore_graph.errors import BudgetExhaustedError, PaCoReError, QuorumError
 from pacore_graph.retry import describe_failure
 from pacore_graph.rounds import PRESETS
-from pacore_graph.secrets import RedactingFilter, redact, url_secrets
+from pacore_graph.secrets import RedactingFilter, redact, url_credentials, url_secrets
 from pacore_graph.validation import CONTEXT, rule
 
 ROUNDS_HELP = (
@@ -274,9 +274,7 @@ def apply_env_defaults(args: argparse.Namespace, environ: Mapping[str, str] = os
 
 def public_url(url: str) -> str:
     """``url`` without user, password, query and fragment, which may hold secrets."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return url_credentials(url)[0].partition("#")[0]
 
 
 def backend_description(args: argparse.Namespace, model: BaseChatModel) -> dict[str, str | None]:
